@@ -1,0 +1,2 @@
+//! One module per outside tool or protocol. A driver knows nothing of Nautes:
+//! it takes plain values (addresses, paths, commands) and returns plain results.
