@@ -1,5 +1,12 @@
 //! nautes-install: reads one inventory, plans a DAG of steps, and runs them
 //! resumably against hosts, Terraform, Ansible and Kubernetes.
 
+pub mod cli;
+pub mod commands;
+pub mod components;
 pub mod drivers;
+pub mod engine;
+pub mod exit;
+pub mod inventory;
+pub mod plan;
 pub mod secret;

@@ -1,0 +1,100 @@
+//! Command-line arguments. Exit codes are part of the interface and are
+//! listed in [`crate::exit`] and the README.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nautes-install",
+    version,
+    about = "Install, upgrade and tear down the Nautes platform from one inventory file"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where state, lock, logs and generated files live.
+    #[arg(long, global = true, env = "NAUTES_WORKDIR", default_value = ".nautes")]
+    pub workdir: PathBuf,
+    /// `text` for people, `json` for programs (JSON lines on stdout).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// More detail on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Steps run at once (default: settings.concurrency, else 8).
+    #[arg(long, global = true)]
+    pub concurrency: Option<usize>,
+    /// Answer yes to confirmations (needed for destructive actions when not on a terminal).
+    #[arg(long, global = true)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct InventoryArg {
+    /// The inventory file.
+    #[arg(short, long = "inventory", value_name = "FILE")]
+    pub inventory: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a commented starter inventory.
+    Init,
+    /// Check an inventory and report every problem with its place in the file.
+    Validate(InventoryArg),
+    /// Show which steps would run and why, without changing anything.
+    Plan {
+        #[command(flatten)]
+        inventory: InventoryArg,
+        /// Show what `destroy` would tear down, in order.
+        #[arg(long)]
+        destroy: bool,
+    },
+    /// Make the world match the inventory; re-running resumes and skips what is done.
+    Apply {
+        #[command(flatten)]
+        inventory: InventoryArg,
+        /// Run only these steps (plus what they need that is not done yet).
+        #[arg(long, num_args = 1.., value_name = "STEP")]
+        only: Vec<String>,
+        /// Run this step and everything that depends on it.
+        #[arg(long, value_name = "STEP", conflicts_with = "only")]
+        from: Option<String>,
+    },
+    /// Tear down everything recorded in the state, in reverse dependency order.
+    Destroy(InventoryArg),
+    /// Show recorded steps and recent runs of this workdir.
+    Status,
+    /// Write every rendered artifact (step inputs, configs, manifests) for review.
+    Render {
+        #[command(flatten)]
+        inventory: InventoryArg,
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print the JSON Schema of the inventory.
+    Schema,
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}

@@ -1,0 +1,320 @@
+//! `apply` and `destroy`: the commands that change the world. Both hold the
+//! workdir lock, log to a file per run, and stop cleanly on Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::inspect::destroy_order;
+use super::{confirm, load_and_plan, logging, state_path};
+use crate::cli::{GlobalArgs, Output};
+use crate::components;
+use crate::engine::events::{Event, OutputMode, Reporter};
+use crate::engine::executor::{ABORT, STOP_SCHEDULING};
+use crate::engine::lock::{LockError, RunLock};
+use crate::engine::state::{now_rfc3339, RunRecord, State, StateStore};
+use crate::engine::{Engine, RunEnv, RunSummary, Services};
+use crate::exit;
+use crate::inventory::Loaded;
+use crate::plan::diff::{self, Selection};
+
+const DEFAULT_CONCURRENCY: usize = 8;
+
+pub fn apply(g: &GlobalArgs, file: &Path, only: &[String], from: Option<&str>) -> u8 {
+    let (loaded, plan) = match load_and_plan(g, file) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let session = match Session::open(g, &loaded, "apply") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let state = session.store.read(Clone::clone);
+    let selection = Selection {
+        only: only.to_vec(),
+        from: from.map(str::to_string),
+    };
+    let d = match diff::diff(&plan, &state, &selection) {
+        Ok(d) => d,
+        Err(unknown) => {
+            eprintln!("error: no such step: {}", unknown.0.join(", "));
+            eprintln!(
+                "hint: `nautes-install plan -i {}` lists step ids",
+                file.display()
+            );
+            return exit::USAGE;
+        }
+    };
+    if !d.removals.is_empty() {
+        let names: Vec<&str> = d.removals.iter().map(|x| x.id.as_str()).collect();
+        if let Err(code) = confirm(
+            g,
+            &format!(
+                "Steps removed from the inventory will be torn down: {}.",
+                names.join(", ")
+            ),
+        ) {
+            return code;
+        }
+    }
+    let total = plan.steps.len();
+    let to_run = d.to_run().len() + d.removals.len();
+    session.run(g, "apply", total, to_run, |engine| async move {
+        engine.apply(&plan, &d).await
+    })
+}
+
+pub fn destroy(g: &GlobalArgs, file: &Path) -> u8 {
+    let (loaded, _) = match load_and_plan(g, file) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let session = match Session::open(g, &loaded, "destroy") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let order = session.store.read(destroy_order);
+    if order.is_empty() {
+        if !g.quiet {
+            eprintln!(
+                "Nothing recorded in {}: nothing to destroy.",
+                g.workdir.display()
+            );
+        }
+        return exit::OK;
+    }
+    if let Err(code) = confirm(
+        g,
+        &format!("This tears down {} recorded steps.", order.len()),
+    ) {
+        return code;
+    }
+    let n = order.len();
+    session.run(g, "destroy", n, n, |engine| async move {
+        engine.destroy(&order).await
+    })
+}
+
+/// A locked workdir with state, log and reporter, ready to run an engine.
+struct Session {
+    _lock: RunLock,
+    store: StateStore,
+    reporter: Arc<Reporter>,
+    run_id: String,
+    env: RunEnv,
+    concurrency: usize,
+}
+
+impl Session {
+    fn open(g: &GlobalArgs, loaded: &Loaded, command: &str) -> Result<Session, u8> {
+        if let Err(e) = create_private_dir(&g.workdir) {
+            eprintln!("error: cannot create workdir {}: {e}", g.workdir.display());
+            return Err(exit::STATE_ERROR);
+        }
+        let lock = match RunLock::acquire(&g.workdir, command) {
+            Ok(l) => l,
+            Err(LockError::Held { holder, path }) => {
+                eprintln!("error: another nautes-install is running in this workdir: {holder}");
+                eprintln!("hint: wait for it to finish, or stop it; the lock ({}) is released when that process exits", path.display());
+                return Err(exit::LOCKED);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(exit::STATE_ERROR);
+            }
+        };
+        let run_id = logging::run_id();
+        let log = logging::init(&g.workdir, &run_id, g.verbose);
+        let reporter = Arc::new(Reporter::new(
+            if g.output == Output::Json {
+                OutputMode::Json
+            } else {
+                OutputMode::Text
+            },
+            g.quiet,
+        ));
+        if let Some(stale) = &lock.stale {
+            reporter.emit(Event::Notice {
+                message: format!("a previous run ({stale}) ended without releasing the workdir; resuming from its state"),
+            });
+        }
+        match &log {
+            Ok(path) => tracing::info!(run = %run_id, log = %path.display(), "{command} started"),
+            Err(e) => eprintln!("warning: no run log ({e})"),
+        }
+        let state = match State::load(&state_path(&g.workdir)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(exit::STATE_ERROR);
+            }
+        };
+        let inv = &loaded.inventory;
+        let outputs_dir = match &inv.outputs.dir {
+            Some(d) => loaded.resolve(d),
+            None => g.workdir.join("outputs"),
+        };
+        if let Err(e) = create_private_dir(&outputs_dir) {
+            eprintln!(
+                "error: cannot create outputs directory {}: {e}",
+                outputs_dir.display()
+            );
+            return Err(exit::STATE_ERROR);
+        }
+        let env = RunEnv {
+            base_dir: absolute(&loaded.base_dir),
+            workdir: absolute(&g.workdir),
+            outputs_dir: absolute(&outputs_dir),
+            timeouts: inv.settings.timeouts.clone(),
+            services: Arc::new(Services::default()),
+        };
+        let concurrency = g
+            .concurrency
+            .or(inv.settings.concurrency)
+            .unwrap_or(DEFAULT_CONCURRENCY)
+            .max(1);
+        Ok(Session {
+            _lock: lock,
+            store: StateStore::new(state_path(&g.workdir), state),
+            reporter,
+            run_id,
+            env,
+            concurrency,
+        })
+    }
+
+    fn run<F, Fut>(self, g: &GlobalArgs, command: &str, total: usize, to_run: usize, body: F) -> u8
+    where
+        F: FnOnce(Engine) -> Fut,
+        Fut: std::future::Future<Output = Result<RunSummary, crate::engine::executor::EngineError>>,
+    {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return exit::STEP_FAILED;
+            }
+        };
+        let text_output = g.output == Output::Text && !g.quiet;
+        runtime.block_on(async move {
+            let (stop_tx, stop_rx) = watch::channel(0u8);
+            let reporter = self.reporter.clone();
+            tokio::spawn(watch_signals(stop_tx, reporter.clone()));
+            let run_record = RunRecord {
+                id: self.run_id.clone(),
+                command: command.to_string(),
+                started_at: now_rfc3339(),
+                finished_at: None,
+                result: None,
+            };
+            if let Err(e) = self.store.update(|st| st.push_run(run_record)).await {
+                eprintln!("error: {e}");
+                return exit::STATE_ERROR;
+            }
+            reporter.emit(Event::RunStarted {
+                run_id: self.run_id.clone(),
+                command: command.to_string(),
+                total,
+                to_run,
+            });
+            let engine = Engine {
+                registry: components::registry(),
+                store: self.store.clone(),
+                reporter: reporter.clone(),
+                concurrency: self.concurrency,
+                stop: stop_rx,
+                env: self.env.clone(),
+            };
+            let outcome = body(engine).await;
+            let (code, result_text) = match &outcome {
+                Ok(s) if s.interrupted => (exit::INTERRUPTED, "interrupted".to_string()),
+                Ok(s) if s.ok() => (exit::OK, "ok".to_string()),
+                Ok(s) => (exit::STEP_FAILED, format!("{} failed", s.failed.len())),
+                Err(e) => (exit::STATE_ERROR, e.to_string()),
+            };
+            let run_id = self.run_id.clone();
+            let _ = self
+                .store
+                .update(|st| {
+                    if let Some(r) = st.runs.iter_mut().rev().find(|r| r.id == run_id) {
+                        r.finished_at = Some(now_rfc3339());
+                        r.result = Some(result_text.clone());
+                    }
+                })
+                .await;
+            match outcome {
+                Ok(s) => {
+                    reporter.emit(Event::RunFinished {
+                        ok: s.ok(),
+                        applied: s.applied,
+                        destroyed: s.destroyed,
+                        failed: s.failed.len(),
+                        blocked: s.blocked.len(),
+                        unchanged: s.unchanged,
+                        interrupted: s.interrupted,
+                        elapsed_ms: reporter.elapsed().as_millis() as u64,
+                    });
+                    if !s.failed.is_empty() && text_output {
+                        eprintln!("\nFailed steps:");
+                        for (id, msg) in &s.failed {
+                            eprintln!("  {id}: {msg}");
+                        }
+                        eprintln!("Fix the cause and run the same command again: finished steps are not redone.");
+                    }
+                }
+                Err(e) => eprintln!("error: {e}"),
+            }
+            code
+        })
+    }
+}
+
+/// First Ctrl-C (or SIGTERM): finish running steps, start no more. Second: abort.
+async fn watch_signals(stop: watch::Sender<u8>, reporter: Arc<Reporter>) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut count = 0u8;
+    loop {
+        let got = match term.as_mut() {
+            Some(t) => tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                r = t.recv() => r.is_some(),
+            },
+            None => tokio::signal::ctrl_c().await.is_ok(),
+        };
+        if !got {
+            return;
+        }
+        count += 1;
+        if count == 1 {
+            reporter.emit(Event::Notice {
+                message: "stopping: running steps will finish, nothing new starts (interrupt again to abort them)".into(),
+            });
+            let _ = stop.send(STOP_SCHEDULING);
+        } else {
+            reporter.emit(Event::Notice {
+                message: "aborting running steps".into(),
+            });
+            let _ = stop.send(ABORT);
+            return;
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}

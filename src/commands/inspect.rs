@@ -1,0 +1,183 @@
+//! Commands that only look: validate, plan, status.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{load_and_plan, state_path};
+use crate::cli::{GlobalArgs, Output};
+use crate::engine::state::{State, StepStatus};
+use crate::exit;
+use crate::plan::dag;
+use crate::plan::diff::{self, Reason, Selection};
+
+pub fn validate(g: &GlobalArgs, file: &Path) -> u8 {
+    let (loaded, plan) = match load_and_plan(g, file) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match g.output {
+        Output::Json => println!(
+            "{}",
+            json!({"file": loaded.file, "valid": true, "steps": plan.steps.len()})
+        ),
+        Output::Text if !g.quiet => {
+            eprintln!(
+                "{}: valid ({} steps planned)",
+                loaded.file.display(),
+                plan.steps.len()
+            )
+        }
+        Output::Text => {}
+    }
+    exit::OK
+}
+
+fn load_state(workdir: &Path) -> Result<State, u8> {
+    State::load(&state_path(workdir)).map_err(|e| {
+        eprintln!("error: {e}");
+        eprintln!("hint: the state file records what was installed; restore it from a backup rather than deleting it");
+        exit::STATE_ERROR
+    })
+}
+
+pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
+    let (_, plan) = match load_and_plan(g, file) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let state = match load_state(&g.workdir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if destroy {
+        let order = destroy_order(&state);
+        match g.output {
+            Output::Json => println!("{}", json!({ "destroy": order })),
+            Output::Text => {
+                if order.is_empty() {
+                    println!(
+                        "Nothing recorded in {}: nothing to destroy.",
+                        g.workdir.display()
+                    );
+                }
+                for id in &order {
+                    println!("  - {id}");
+                }
+                if !order.is_empty() {
+                    println!("{} steps would be torn down, in this order.", order.len());
+                }
+            }
+        }
+        return exit::OK;
+    }
+    let d = match diff::diff(&plan, &state, &Selection::default()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: unknown steps: {}", e.0.join(", "));
+            return exit::USAGE;
+        }
+    };
+    match g.output {
+        Output::Json => println!("{}", serde_json::to_string(&d).unwrap_or_default()),
+        Output::Text => {
+            let width = d
+                .decisions
+                .iter()
+                .chain(&d.removals)
+                .map(|x| x.id.len())
+                .max()
+                .unwrap_or(0);
+            for x in d.removals.iter().chain(&d.decisions) {
+                let sign = match &x.reason {
+                    Reason::New => '+',
+                    Reason::Removed => '-',
+                    Reason::Unchanged | Reason::NotSelected => '=',
+                    _ => '~',
+                };
+                println!("  {sign} {:width$}  {}", x.id, x.reason.describe());
+            }
+            let apply = d.to_run().len();
+            let unchanged = d.decisions.len() - apply;
+            println!(
+                "Plan: {apply} to apply, {} to destroy, {unchanged} unchanged.",
+                d.removals.len()
+            );
+        }
+    }
+    exit::OK
+}
+
+/// Every recorded step, dependents before what they need.
+pub(crate) fn destroy_order(state: &State) -> Vec<String> {
+    let nodes: Vec<(String, Vec<String>)> = state
+        .steps
+        .iter()
+        .map(|(id, r)| (id.clone(), r.needs.clone()))
+        .collect();
+    let order = dag::topo_order(&nodes).unwrap_or_else(|_| (0..nodes.len()).collect());
+    order
+        .into_iter()
+        .rev()
+        .map(|i| nodes[i].0.clone())
+        .collect()
+}
+
+pub fn status(g: &GlobalArgs) -> u8 {
+    let state = match load_state(&g.workdir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let lock_note = std::fs::read_to_string(g.workdir.join("lock")).unwrap_or_default();
+    if g.output == Output::Json {
+        println!(
+            "{}",
+            json!({ "workdir": g.workdir, "steps": state.steps, "runs": state.runs, "lock": serde_json::from_str::<serde_json::Value>(&lock_note).ok() })
+        );
+        return exit::OK;
+    }
+    if !lock_note.trim().is_empty() {
+        println!(
+            "Lock: {} (a run is in progress, or one died; the next run checks which)",
+            lock_note.trim()
+        );
+    }
+    if state.steps.is_empty() {
+        println!("No steps recorded in {}.", g.workdir.display());
+    }
+    let width = state.steps.keys().map(String::len).max().unwrap_or(0);
+    for (id, r) in &state.steps {
+        let status = match r.status {
+            StepStatus::Done => "done",
+            StepStatus::Failed => "FAILED",
+            StepStatus::Running => "interrupted",
+            StepStatus::Destroying => "interrupted (destroying)",
+        };
+        let when = r
+            .finished_at
+            .as_deref()
+            .or(r.started_at.as_deref())
+            .unwrap_or("-");
+        println!(
+            "  {id:width$}  {status:11}  attempts {}  {when}",
+            r.attempts
+        );
+        if let Some(e) = &r.last_error {
+            println!(
+                "  {:width$}  last error: {}",
+                "",
+                e.lines().next().unwrap_or("")
+            );
+        }
+    }
+    if let Some(run) = state.runs.last() {
+        println!(
+            "Last run: {} `{}` started {} -> {}",
+            run.id,
+            run.command,
+            run.started_at,
+            run.result.as_deref().unwrap_or("did not finish")
+        );
+    }
+    exit::OK
+}

@@ -1,0 +1,127 @@
+//! What each CLI command does. Each returns an exit code; user-facing
+//! problems are printed here, at the edge, never deeper down.
+
+mod apply;
+mod inspect;
+mod logging;
+mod render;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command, GlobalArgs, Output};
+use crate::exit;
+use crate::inventory::{self, Loaded, Report};
+use crate::plan::{Plan, PlanError};
+
+pub fn run(cli: Cli) -> u8 {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Init => {
+            print!("{}", STARTER_INVENTORY);
+            exit::OK
+        }
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&inventory::json_schema()).unwrap_or_default()
+            );
+            exit::OK
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "nautes-install",
+                &mut std::io::stdout(),
+            );
+            exit::OK
+        }
+        Command::Validate(i) => inspect::validate(g, &i.inventory),
+        Command::Plan { inventory, destroy } => inspect::plan(g, &inventory.inventory, *destroy),
+        Command::Status => inspect::status(g),
+        Command::Render { inventory, out } => render::render(g, &inventory.inventory, out),
+        Command::Apply {
+            inventory,
+            only,
+            from,
+        } => apply::apply(g, &inventory.inventory, only, from.as_deref()),
+        Command::Destroy(i) => apply::destroy(g, &i.inventory),
+    }
+}
+
+pub const STARTER_INVENTORY: &str = include_str!("../../inventories/starter.yaml");
+
+/// Load, validate and plan, printing every finding. Warnings are shown and
+/// do not stop; errors stop with the inventory exit code.
+pub(crate) fn load_and_plan(g: &GlobalArgs, file: &Path) -> Result<(Loaded, Plan), u8> {
+    let loaded = match inventory::load_file(file) {
+        Ok(l) => l,
+        Err(report) => {
+            print_report(g, &report);
+            return Err(exit::INVALID_INVENTORY);
+        }
+    };
+    let mut report = inventory::validate::validate(&loaded);
+    if report.errors() > 0 {
+        print_report(g, &report);
+        return Err(exit::INVALID_INVENTORY);
+    }
+    match Plan::build(&loaded) {
+        Ok(plan) => {
+            if report.warnings() > 0 {
+                print_report(g, &report);
+            }
+            Ok((loaded, plan))
+        }
+        Err(PlanError::Invalid(diags)) => {
+            report.diagnostics.extend(diags);
+            report.sort();
+            print_report(g, &report);
+            Err(exit::INVALID_INVENTORY)
+        }
+        Err(PlanError::Cycle(cycle)) => {
+            eprintln!(
+                "error: steps depend on each other in a cycle: {}",
+                cycle.join(" -> ")
+            );
+            eprintln!("hint: check the `before`/`after` of hooks on these steps");
+            Err(exit::PLAN_FAILED)
+        }
+    }
+}
+
+pub(crate) fn print_report(g: &GlobalArgs, report: &Report) {
+    match g.output {
+        Output::Json => println!("{}", report.to_json()),
+        Output::Text => eprint!("{}", report.render(std::io::stderr().is_terminal())),
+    }
+}
+
+pub(crate) fn state_path(workdir: &Path) -> PathBuf {
+    workdir.join("state.json")
+}
+
+/// Ask a person to confirm, or require --yes when nobody can answer.
+pub(crate) fn confirm(g: &GlobalArgs, question: &str) -> Result<(), u8> {
+    if g.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        eprintln!(
+            "error: {question} needs confirmation; pass --yes when not running on a terminal"
+        );
+        return Err(exit::USAGE);
+    }
+    eprint!("{question} Type `yes` to continue: ");
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        eprintln!("cancelled");
+        Err(exit::USAGE)
+    }
+}

@@ -1,0 +1,536 @@
+//! Runs steps: independent ones in parallel up to a bound, each only after
+//! what it waits on has succeeded. A failure stops its dependents but lets
+//! running siblings finish; a stop request lets running steps finish and
+//! starts nothing new; an abort drops them (their children are killed).
+//! Every transition is in the state file before the step's work begins or
+//! right after it ends, which is what makes a re-run resume correctly.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::events::{Action, Event, Reporter};
+use super::handler::{Registry, Services, StepContext, StepError};
+use super::state::{now_rfc3339, StateError, StateStore, StepRecord, StepStatus};
+use crate::inventory::Timeouts;
+use crate::plan::diff::Diff;
+use crate::plan::Plan;
+
+/// 0 = keep going, 1 = start nothing new, 2 = abort running steps.
+pub type StopSignal = watch::Receiver<u8>;
+pub const STOP_SCHEDULING: u8 = 1;
+pub const ABORT: u8 = 2;
+
+/// Everything a step's context is made from.
+#[derive(Clone)]
+pub struct RunEnv {
+    pub base_dir: PathBuf,
+    pub workdir: PathBuf,
+    pub outputs_dir: PathBuf,
+    pub timeouts: Timeouts,
+    pub services: Arc<Services>,
+}
+
+pub struct Engine {
+    pub registry: Registry,
+    pub store: StateStore,
+    pub reporter: Arc<Reporter>,
+    pub concurrency: usize,
+    pub stop: StopSignal,
+    pub env: RunEnv,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RunSummary {
+    pub applied: usize,
+    pub destroyed: usize,
+    pub unchanged: usize,
+    pub failed: Vec<(String, String)>,
+    pub blocked: Vec<String>,
+    pub interrupted: bool,
+}
+
+impl RunSummary {
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty() && self.blocked.is_empty() && !self.interrupted
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+struct Job {
+    id: String,
+    waits_on: Vec<String>,
+}
+
+enum JobResult {
+    Ok,
+    Failed(String),
+    StateFailed(StateError),
+}
+
+impl Engine {
+    /// Tear down removed steps, then apply what the diff says must run.
+    pub async fn apply(&self, plan: &Plan, diff: &Diff) -> Result<RunSummary, EngineError> {
+        let mut summary = RunSummary::default();
+        if !diff.removals.is_empty() {
+            let ids: Vec<String> = diff.removals.iter().map(|d| d.id.clone()).collect();
+            self.destroy_steps(&ids, &mut summary).await?;
+            if summary.interrupted {
+                return Ok(summary);
+            }
+        }
+        let to_run = diff.to_run();
+        for d in &diff.decisions {
+            if !d.reason.runs() {
+                summary.unchanged += 1;
+                self.reporter.emit(Event::StepSkipped {
+                    id: d.id.clone(),
+                    reason: d.reason.describe(),
+                });
+            }
+        }
+        let steps: HashMap<&str, &crate::plan::Step> = plan.index();
+        let jobs: Vec<Job> = plan
+            .steps
+            .iter()
+            .filter(|s| to_run.contains(&s.id))
+            .map(|s| Job {
+                id: s.id.clone(),
+                waits_on: s
+                    .needs
+                    .iter()
+                    .filter(|n| to_run.contains(*n))
+                    .cloned()
+                    .collect(),
+            })
+            .collect();
+        let owned: Arc<HashMap<String, crate::plan::Step>> = Arc::new(
+            steps
+                .iter()
+                .map(|(k, v)| (k.to_string(), (*v).clone()))
+                .collect(),
+        );
+        self.schedule(jobs, Action::Apply, &mut summary, move |engine, id| {
+            let step = owned.get(&id).cloned();
+            async move {
+                match step {
+                    Some(step) => engine.apply_one(step).await,
+                    None => JobResult::Failed(format!("step `{id}` vanished from the plan")),
+                }
+            }
+        })
+        .await?;
+        Ok(summary)
+    }
+
+    /// Tear down the given recorded steps, dependents before what they need.
+    pub async fn destroy(&self, ids: &[String]) -> Result<RunSummary, EngineError> {
+        let mut summary = RunSummary::default();
+        self.destroy_steps(ids, &mut summary).await?;
+        Ok(summary)
+    }
+
+    async fn destroy_steps(
+        &self,
+        ids: &[String],
+        summary: &mut RunSummary,
+    ) -> Result<(), EngineError> {
+        let set: BTreeSet<&String> = ids.iter().collect();
+        let needs: BTreeMap<String, Vec<String>> = self.store.read(|st| {
+            ids.iter()
+                .map(|id| {
+                    (
+                        id.clone(),
+                        st.steps
+                            .get(id)
+                            .map(|r| r.needs.clone())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect()
+        });
+        // A step can go once everything in the set that needs it is gone.
+        let mut waits: BTreeMap<String, Vec<String>> =
+            ids.iter().map(|id| (id.clone(), Vec::new())).collect();
+        for (id, ns) in &needs {
+            for n in ns {
+                if set.contains(n) {
+                    if let Some(w) = waits.get_mut(n) {
+                        w.push(id.clone());
+                    }
+                }
+            }
+        }
+        let jobs = ids
+            .iter()
+            .map(|id| Job {
+                id: id.clone(),
+                waits_on: waits.remove(id).unwrap_or_default(),
+            })
+            .collect();
+        self.schedule(jobs, Action::Destroy, summary, |engine, id| async move {
+            engine.destroy_one(id).await
+        })
+        .await
+    }
+
+    async fn schedule<F, Fut>(
+        &self,
+        jobs: Vec<Job>,
+        action: Action,
+        summary: &mut RunSummary,
+        run: F,
+    ) -> Result<(), EngineError>
+    where
+        F: Fn(Arc<EngineRef>, String) -> Fut,
+        Fut: std::future::Future<Output = JobResult> + Send + 'static,
+    {
+        let engine = Arc::new(EngineRef::from(self));
+        let order: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        let mut waiting: HashMap<String, BTreeSet<String>> = jobs
+            .into_iter()
+            .map(|j| (j.id, j.waits_on.into_iter().collect()))
+            .collect();
+        let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
+        for (id, ws) in &waiting {
+            for w in ws {
+                dependents.entry(w.clone()).or_default().push(id.clone());
+            }
+        }
+        let mut started: BTreeSet<String> = BTreeSet::new();
+        let mut running: JoinSet<(String, JobResult)> = JoinSet::new();
+        let mut in_flight: BTreeSet<String> = BTreeSet::new();
+        let mut task_ids: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut stop = self.stop.clone();
+        let mut state_error: Option<StateError> = None;
+
+        loop {
+            let stopping = *stop.borrow() >= STOP_SCHEDULING || state_error.is_some();
+            if !stopping {
+                for id in &order {
+                    if running.len() >= self.concurrency.max(1) {
+                        break;
+                    }
+                    if started.contains(id) || !waiting.get(id).is_some_and(BTreeSet::is_empty) {
+                        continue;
+                    }
+                    started.insert(id.clone());
+                    in_flight.insert(id.clone());
+                    let fut = run(engine.clone(), id.clone());
+                    let id2 = id.clone();
+                    let handle = running.spawn(async move { (id2, fut.await) });
+                    task_ids.insert(handle.id(), id.clone());
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                joined = running.join_next_with_id() => {
+                    let Some(joined) = joined else { continue };
+                    let (id, result) = match joined {
+                        Ok((_, r)) => r,
+                        // A panicking step is a bug; report it as that step failing.
+                        Err(e) => (
+                            task_ids.get(&e.id()).cloned().unwrap_or_default(),
+                            JobResult::Failed(format!("internal error: {e}")),
+                        ),
+                    };
+                    in_flight.remove(&id);
+                    waiting.remove(&id);
+                    match result {
+                        JobResult::Ok => {
+                            match action {
+                                Action::Apply => summary.applied += 1,
+                                Action::Destroy => summary.destroyed += 1,
+                            }
+                            for d in dependents.get(&id).into_iter().flatten() {
+                                if let Some(w) = waiting.get_mut(d) {
+                                    w.remove(&id);
+                                }
+                            }
+                        }
+                        JobResult::Failed(msg) => {
+                            summary.failed.push((id.clone(), msg));
+                            self.block_dependents(&id, &dependents, &mut waiting, &mut started, summary);
+                        }
+                        JobResult::StateFailed(e) => {
+                            summary.failed.push((id.clone(), e.to_string()));
+                            state_error = Some(e);
+                        }
+                    }
+                }
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        // The signal's sender is gone: nobody can ask to stop any more.
+                        continue;
+                    }
+                    if *stop.borrow() >= ABORT {
+                        running.abort_all();
+                        while running.join_next().await.is_some() {}
+                        summary.interrupted = true;
+                        for id in &in_flight {
+                            self.reporter.emit(Event::Notice { message: format!("aborted {id}; it will re-run next time") });
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        if *stop.borrow() >= STOP_SCHEDULING {
+            summary.interrupted = true;
+        }
+        if let Some(e) = state_error {
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn block_dependents(
+        &self,
+        failed: &str,
+        dependents: &HashMap<String, Vec<String>>,
+        waiting: &mut HashMap<String, BTreeSet<String>>,
+        started: &mut BTreeSet<String>,
+        summary: &mut RunSummary,
+    ) {
+        let mut queue = vec![failed.to_string()];
+        while let Some(cur) = queue.pop() {
+            for d in dependents.get(&cur).into_iter().flatten() {
+                if started.insert(d.clone()) {
+                    waiting.remove(d);
+                    summary.blocked.push(d.clone());
+                    self.reporter.emit(Event::StepBlocked {
+                        id: d.clone(),
+                        blocked_by: failed.to_string(),
+                    });
+                    queue.push(d.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The parts of the engine a running step needs, shareable across tasks.
+pub struct EngineRef {
+    registry: Registry,
+    store: StateStore,
+    reporter: Arc<Reporter>,
+    env: RunEnv,
+}
+
+impl From<&Engine> for EngineRef {
+    fn from(e: &Engine) -> Self {
+        EngineRef {
+            registry: e.registry.clone(),
+            store: e.store.clone(),
+            reporter: e.reporter.clone(),
+            env: e.env.clone(),
+        }
+    }
+}
+
+impl EngineRef {
+    fn context(&self, id: &str, needs: &[String], settings: Value) -> StepContext {
+        let needs_outputs = self.store.read(|st| {
+            needs
+                .iter()
+                .filter_map(|n| st.steps.get(n).map(|r| (n.clone(), r.outputs.clone())))
+                .collect()
+        });
+        StepContext {
+            step_id: id.to_string(),
+            base_dir: self.env.base_dir.clone(),
+            workdir: self.env.workdir.clone(),
+            outputs_dir: self.env.outputs_dir.clone(),
+            timeouts: self.env.timeouts.clone(),
+            needs_outputs,
+            settings,
+            reporter: self.reporter.clone(),
+            services: self.env.services.clone(),
+        }
+    }
+
+    async fn apply_one(self: Arc<Self>, step: crate::plan::Step) -> JobResult {
+        let begun = Instant::now();
+        let recorded = self
+            .store
+            .update(|st| {
+                let prev = st.steps.remove(&step.id);
+                let rec = StepRecord {
+                    kind: step.kind.clone(),
+                    description: step.description.clone(),
+                    needs: step.needs.clone(),
+                    spec: step.spec.clone(),
+                    settings: step.settings.clone(),
+                    fingerprint: step.fingerprint.clone(),
+                    status: StepStatus::Running,
+                    revision: prev.as_ref().map(|p| p.revision).unwrap_or(0),
+                    needs_revisions: prev
+                        .as_ref()
+                        .map(|p| p.needs_revisions.clone())
+                        .unwrap_or_default(),
+                    outputs: prev
+                        .as_ref()
+                        .map(|p| p.outputs.clone())
+                        .unwrap_or(Value::Null),
+                    started_at: Some(now_rfc3339()),
+                    finished_at: None,
+                    attempts: prev.as_ref().map(|p| p.attempts).unwrap_or(0) + 1,
+                    last_error: None,
+                };
+                st.steps.insert(step.id.clone(), rec);
+            })
+            .await;
+        if let Err(e) = recorded {
+            return JobResult::StateFailed(e);
+        }
+        self.reporter.emit(Event::StepStarted {
+            id: step.id.clone(),
+            description: step.description.clone(),
+            action: Action::Apply,
+        });
+        let span = tracing::info_span!("step", id = %step.id, action = "apply");
+        let _guard = span.enter();
+        let result = match self.registry.get(&step.kind) {
+            Some(handler) => {
+                let ctx = self.context(&step.id, &step.needs, step.settings.clone());
+                handler.apply(&ctx, &step.spec).await
+            }
+            None => Err(StepError::new(format!(
+                "no handler for steps of kind `{}`",
+                step.kind
+            ))),
+        };
+        let elapsed_ms = begun.elapsed().as_millis() as u64;
+        match result {
+            Ok(outputs) => {
+                let saved = self
+                    .store
+                    .update(|st| {
+                        let revision = st.next_revision();
+                        let seen: BTreeMap<String, u64> = step
+                            .needs
+                            .iter()
+                            .filter_map(|n| st.steps.get(n).map(|r| (n.clone(), r.revision)))
+                            .collect();
+                        if let Some(rec) = st.steps.get_mut(&step.id) {
+                            rec.status = StepStatus::Done;
+                            rec.revision = revision;
+                            rec.needs_revisions = seen;
+                            rec.outputs = outputs;
+                            rec.finished_at = Some(now_rfc3339());
+                        }
+                    })
+                    .await;
+                if let Err(e) = saved {
+                    return JobResult::StateFailed(e);
+                }
+                self.reporter.emit(Event::StepFinished {
+                    id: step.id.clone(),
+                    action: Action::Apply,
+                    elapsed_ms,
+                });
+                JobResult::Ok
+            }
+            Err(err) => {
+                self.record_failure(&step.id, Action::Apply, err, elapsed_ms)
+                    .await
+            }
+        }
+    }
+
+    async fn destroy_one(self: Arc<Self>, id: String) -> JobResult {
+        let begun = Instant::now();
+        let rec = self
+            .store
+            .update(|st| {
+                st.steps.get_mut(&id).map(|r| {
+                    r.status = StepStatus::Destroying;
+                    r.started_at = Some(now_rfc3339());
+                    r.clone()
+                })
+            })
+            .await;
+        let rec = match rec {
+            Ok(Some(r)) => r,
+            Ok(None) => return JobResult::Ok,
+            Err(e) => return JobResult::StateFailed(e),
+        };
+        self.reporter.emit(Event::StepStarted {
+            id: id.clone(),
+            description: rec.description.clone(),
+            action: Action::Destroy,
+        });
+        let span = tracing::info_span!("step", id = %id, action = "destroy");
+        let _guard = span.enter();
+        let result = match self.registry.get(&rec.kind) {
+            Some(handler) => {
+                let ctx = self.context(&id, &rec.needs, rec.settings.clone());
+                handler.destroy(&ctx, &rec.spec, &rec.outputs).await
+            }
+            None => Err(StepError::new(format!(
+                "no handler for steps of kind `{}` (state written by another version?)",
+                rec.kind
+            ))),
+        };
+        let elapsed_ms = begun.elapsed().as_millis() as u64;
+        match result {
+            Ok(()) => {
+                if let Err(e) = self.store.update(|st| st.steps.remove(&id)).await {
+                    return JobResult::StateFailed(e);
+                }
+                self.reporter.emit(Event::StepFinished {
+                    id,
+                    action: Action::Destroy,
+                    elapsed_ms,
+                });
+                JobResult::Ok
+            }
+            Err(err) => {
+                self.record_failure(&id, Action::Destroy, err, elapsed_ms)
+                    .await
+            }
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        id: &str,
+        action: Action,
+        err: StepError,
+        elapsed_ms: u64,
+    ) -> JobResult {
+        let message = err.message;
+        let saved = self
+            .store
+            .update(|st| {
+                if let Some(rec) = st.steps.get_mut(id) {
+                    rec.status = StepStatus::Failed;
+                    rec.last_error = Some(message.clone());
+                    rec.finished_at = Some(now_rfc3339());
+                }
+            })
+            .await;
+        self.reporter.emit(Event::StepFailed {
+            id: id.to_string(),
+            action,
+            error: message.clone(),
+            elapsed_ms,
+        });
+        match saved {
+            Ok(()) => JobResult::Failed(message),
+            Err(e) => JobResult::StateFailed(e),
+        }
+    }
+}

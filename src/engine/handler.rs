@@ -1,0 +1,127 @@
+//! The contract between the engine and the components: a handler applies
+//! and destroys steps of one kind. Components register handlers; the engine
+//! only knows kinds, specs and outputs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::events::{Event, Reporter};
+use crate::inventory::Timeouts;
+
+/// What a step sees while it runs.
+pub struct StepContext {
+    pub step_id: String,
+    /// The inventory file's directory: relative paths and hook commands start here.
+    pub base_dir: PathBuf,
+    pub workdir: PathBuf,
+    pub outputs_dir: PathBuf,
+    pub timeouts: Timeouts,
+    /// Outputs recorded by the steps this one needs.
+    pub needs_outputs: BTreeMap<String, Value>,
+    /// The step's non-fingerprinted settings.
+    pub settings: Value,
+    pub reporter: Arc<Reporter>,
+    pub services: Arc<Services>,
+}
+
+impl StepContext {
+    /// Show a line of progress for this step (progress bar / JSON event).
+    pub fn progress(&self, message: impl Into<String>) {
+        self.reporter.emit(Event::StepProgress {
+            id: self.step_id.clone(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Long-lived connections and clients shared by all steps of a run (SSH
+/// masters, API clients); drivers put them here so each is opened once.
+#[derive(Default)]
+pub struct Services {
+    pub extensions:
+        std::sync::Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
+}
+
+impl Services {
+    /// The shared instance of `T`, made by `make` the first time it is asked for.
+    pub fn get_or_init<T: Send + Sync + 'static>(&self, make: impl FnOnce() -> T) -> Arc<T> {
+        let mut map = self.extensions.lock().unwrap_or_else(|p| p.into_inner());
+        let key = std::any::TypeId::of::<T>();
+        if let Some(existing) = map.get(&key).and_then(|v| v.clone().downcast::<T>().ok()) {
+            return existing;
+        }
+        let made = Arc::new(make());
+        map.insert(key, made.clone());
+        made
+    }
+}
+
+/// A failed step: the message says what went wrong and where, and never
+/// holds a secret.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub message: String,
+}
+
+impl StepError {
+    pub fn new(message: impl Into<String>) -> StepError {
+        StepError {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for StepError {
+    fn from(e: anyhow::Error) -> Self {
+        StepError::new(format!("{e:#}"))
+    }
+}
+
+/// A file a handler renders for review (`nautes-install render`).
+pub struct Rendered {
+    pub path: String,
+    pub contents: String,
+}
+
+#[async_trait]
+pub trait StepHandler: Send + Sync {
+    /// The `kind` of the steps this handler runs.
+    fn kind(&self) -> &'static str;
+
+    /// Make the world match `spec`; must be safe to repeat. Returns outputs
+    /// (no secrets) that dependents can read.
+    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError>;
+
+    /// Undo what `apply` did; must succeed when there is nothing left to undo.
+    async fn destroy(
+        &self,
+        ctx: &StepContext,
+        spec: &Value,
+        outputs: &Value,
+    ) -> Result<(), StepError>;
+
+    /// Files this step would write or send, for review.
+    fn render(&self, _spec: &Value) -> Result<Vec<Rendered>, StepError> {
+        Ok(Vec::new())
+    }
+}
+
+#[derive(Default, Clone)]
+pub struct Registry {
+    handlers: HashMap<&'static str, Arc<dyn StepHandler>>,
+}
+
+impl Registry {
+    pub fn register(&mut self, handler: Arc<dyn StepHandler>) {
+        self.handlers.insert(handler.kind(), handler);
+    }
+
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn StepHandler>> {
+        self.handlers.get(kind).cloned()
+    }
+}

@@ -1,0 +1,288 @@
+//! What has been done: per step, its status, fingerprint, inputs and
+//! outputs. Kept as versioned JSON in the workdir, replaced atomically so a
+//! crash at any moment leaves either the old or the new file, never a torn one.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+/// Bumped when the file's meaning changes; older binaries refuse newer files.
+pub const STATE_VERSION: u32 = 1;
+const MAX_RUN_HISTORY: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Running,
+    Done,
+    Failed,
+    Destroying,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub kind: String,
+    pub description: String,
+    pub needs: Vec<String>,
+    pub spec: Value,
+    #[serde(default)]
+    pub settings: Value,
+    pub fingerprint: String,
+    pub status: StepStatus,
+    /// Changes every time the step is applied; dependents record the value
+    /// they saw so a re-applied dependency re-runs them even after a crash.
+    pub revision: u64,
+    #[serde(default)]
+    pub needs_revisions: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub outputs: Value,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub command: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub result: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// Last revision handed out.
+    pub revision: u64,
+    pub steps: BTreeMap<String, StepRecord>,
+    #[serde(default)]
+    pub runs: Vec<RunRecord>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            version: STATE_VERSION,
+            revision: 0,
+            steps: BTreeMap::new(),
+            runs: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is not valid: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("state file {path} was written by a newer nautes-install (state version {found}, this one reads {STATE_VERSION})")]
+    TooNew { path: PathBuf, found: u32 },
+    #[error("cannot write state file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl State {
+    pub fn load(path: &Path) -> Result<State, StateError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: path.into(),
+                    source,
+                })
+            }
+        };
+        let probe: Value = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let found = probe.get("version").and_then(Value::as_u64).unwrap_or(0) as u32;
+        if found > STATE_VERSION {
+            return Err(StateError::TooNew {
+                path: path.into(),
+                found,
+            });
+        }
+        serde_json::from_value(probe).map_err(|e| StateError::Corrupt {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn next_revision(&mut self) -> u64 {
+        self.revision += 1;
+        self.revision
+    }
+
+    pub fn push_run(&mut self, run: RunRecord) {
+        self.runs.push(run);
+        if self.runs.len() > MAX_RUN_HISTORY {
+            let extra = self.runs.len() - MAX_RUN_HISTORY;
+            self.runs.drain(..extra);
+        }
+    }
+}
+
+/// Write `bytes` to `path` so that readers see the old or the new content,
+/// never a mix: temp file in the same directory, fsync, rename, fsync dir.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The state shared by concurrently running steps. Writes are coalesced:
+/// while one write is in flight, later changes wait and go out together,
+/// and every caller returns only once its change is on disk.
+#[derive(Clone)]
+pub struct StateStore {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    path: PathBuf,
+    state: std::sync::Mutex<(State, u64)>,
+    written: Mutex<u64>,
+}
+
+impl StateStore {
+    pub fn new(path: PathBuf, state: State) -> StateStore {
+        StateStore {
+            inner: Arc::new(StoreInner {
+                path,
+                state: std::sync::Mutex::new((state, 0)),
+                written: Mutex::new(0),
+            }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Read the state.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        let guard = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&guard.0)
+    }
+
+    /// Change the state and wait until the change is durable.
+    pub async fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R, StateError> {
+        let (result, version) = {
+            let mut guard = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let r = f(&mut guard.0);
+            guard.1 += 1;
+            (r, guard.1)
+        };
+        self.flush_to(version).await?;
+        Ok(result)
+    }
+
+    async fn flush_to(&self, version: u64) -> Result<(), StateError> {
+        let mut written = self.inner.written.lock().await;
+        if *written >= version {
+            return Ok(());
+        }
+        let (bytes, snapshot_version) = {
+            let guard = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let bytes = serde_json::to_vec_pretty(&guard.0).map_err(|e| StateError::Corrupt {
+                path: self.inner.path.clone(),
+                message: e.to_string(),
+            })?;
+            (bytes, guard.1)
+        };
+        let path = self.inner.path.clone();
+        let res = tokio::task::spawn_blocking(move || write_atomic(&path, &bytes, 0o600)).await;
+        match res {
+            Ok(Ok(())) => {
+                *written = snapshot_version;
+                Ok(())
+            }
+            Ok(Err(source)) => Err(StateError::Write {
+                path: self.inner.path.clone(),
+                source,
+            }),
+            Err(join) => Err(StateError::Write {
+                path: self.inner.path.clone(),
+                source: std::io::Error::other(join.to_string()),
+            }),
+        }
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_newer_and_corrupt_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        assert!(State::load(&p).unwrap().steps.is_empty());
+        std::fs::write(&p, r#"{"version": 99, "revision": 0, "steps": {}}"#).unwrap();
+        assert!(matches!(
+            State::load(&p),
+            Err(StateError::TooNew { found: 99, .. })
+        ));
+        std::fs::write(&p, "{\"version\": 1, \"rev").unwrap();
+        assert!(matches!(State::load(&p), Err(StateError::Corrupt { .. })));
+    }
+
+    #[tokio::test]
+    async fn concurrent_updates_all_reach_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        let store = StateStore::new(p.clone(), State::default());
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.update(|st| st.next_revision()).await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(State::load(&p).unwrap().revision, 20);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}

@@ -1,0 +1,501 @@
+//! Turning inventory text into a typed [`Inventory`], collecting every
+//! structural problem (unknown field, wrong type, missing field) rather than
+//! stopping at the first, each pointing at its place in the file.
+//!
+//! serde stops at the first error, so we deserialize, record the error, cut
+//! the offending node out of the YAML tree, and try again. Cutting a sequence
+//! element shifts later indices, so we keep a table of what was cut to map
+//! the paths serde reports back to the paths of the user's file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+use super::diagnostics::{Diagnostic, Report};
+use super::spans::{push_index, push_key, SpanIndex};
+use super::types::{Inventory, API_VERSION, KIND};
+
+/// Enough to find every problem a person makes in one sitting; a file with
+/// more than this is not worth listing exhaustively.
+const MAX_STRUCTURAL_ERRORS: usize = 50;
+
+/// A loaded inventory with what is needed to point back into the file.
+#[derive(Debug)]
+pub struct Loaded {
+    pub inventory: Inventory,
+    pub spans: SpanIndex,
+    pub file: PathBuf,
+    pub source: String,
+    /// Relative paths in the inventory are relative to this directory.
+    pub base_dir: PathBuf,
+}
+
+impl Loaded {
+    /// An empty report for this file, to which validation adds findings.
+    pub fn report(&self) -> Report {
+        Report {
+            file: self.file.clone(),
+            source: self.source.clone(),
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// Resolve a path from the inventory: `~` is the home directory, a
+    /// relative path is relative to the inventory file.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        resolve_path(&self.base_dir, path)
+    }
+}
+
+pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
+    if let Ok(rest) = path.strip_prefix("~") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    base.join(path)
+}
+
+/// Read and parse an inventory file. Errors come back as a [`Report`] that
+/// names every structural problem found.
+pub fn load_file(file: &Path) -> Result<Loaded, Report> {
+    let bytes = std::fs::read(file).map_err(|e| Report {
+        file: file.to_path_buf(),
+        source: String::new(),
+        diagnostics: vec![
+            Diagnostic::error("", format!("cannot read the inventory: {e}")).with_hint(
+                "pass the inventory with -i FILE; `nautes-install init` prints a starter",
+            ),
+        ],
+    })?;
+    load_bytes(file, &bytes)
+}
+
+pub fn load_bytes(file: &Path, bytes: &[u8]) -> Result<Loaded, Report> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => load_str(file, text),
+        Err(e) => {
+            let good = &bytes[..e.valid_up_to()];
+            let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+            Err(Report {
+                file: file.to_path_buf(),
+                source: String::new(),
+                diagnostics: vec![Diagnostic::error(
+                    "",
+                    format!(
+                        "the inventory is not valid UTF-8 (line {line}, byte {})",
+                        e.valid_up_to()
+                    ),
+                )
+                .with_hint("save the file as UTF-8")],
+            })
+        }
+    }
+}
+
+pub fn load_str(file: &Path, source: &str) -> Result<Loaded, Report> {
+    let mut report = Report {
+        file: file.to_path_buf(),
+        source: source.to_string(),
+        diagnostics: Vec::new(),
+    };
+    let spans = match SpanIndex::build(source) {
+        Ok(s) => s,
+        Err(e) => {
+            report.diagnostics.push(
+                Diagnostic::error("", format!("YAML syntax error: {}", e.message))
+                    .at(Some(e.span))
+                    .with_hint("check indentation and that every `key: value` pair has a space after the colon"),
+            );
+            return Err(report);
+        }
+    };
+    let mut value: Value = match serde_yaml::from_str(source) {
+        Ok(v) => v,
+        Err(e) => {
+            let span = e
+                .location()
+                .and_then(|l| spans_at(&spans, source, l.line(), l.column()));
+            report.diagnostics.push(
+                Diagnostic::error(
+                    "",
+                    format!("YAML error: {}", strip_location(&e.to_string())),
+                )
+                .at(span),
+            );
+            return Err(report);
+        }
+    };
+    if value.is_null() {
+        report.diagnostics.push(
+            Diagnostic::error("", "the inventory is empty")
+                .with_hint("`nautes-install init > inventory.yaml` writes a commented starter"),
+        );
+        return Err(report);
+    }
+    if !value.is_mapping() {
+        report.diagnostics.push(
+            Diagnostic::error(
+                "",
+                "the inventory must be a mapping with apiVersion, kind, metadata, ...",
+            )
+            .at(spans.value("")),
+        );
+        return Err(report);
+    }
+
+    let mut cuts = Cuts::default();
+    loop {
+        match serde_path_to_error::deserialize::<_, Inventory>(value.clone()) {
+            Ok(inventory) => {
+                if report.diagnostics.is_empty() {
+                    let base_dir = file
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| PathBuf::from("."));
+                    let base_dir = if base_dir.as_os_str().is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        base_dir
+                    };
+                    return Ok(Loaded {
+                        inventory,
+                        spans,
+                        file: file.to_path_buf(),
+                        source: source.to_string(),
+                        base_dir,
+                    });
+                }
+                report.sort();
+                return Err(report);
+            }
+            Err(err) => {
+                let segments = segments_of(err.path());
+                let message = err.into_inner().to_string();
+                let progressed = cuts.record(&mut value, &segments, &message, &spans, &mut report);
+                if !progressed || report.errors() >= MAX_STRUCTURAL_ERRORS {
+                    report.sort();
+                    return Err(report);
+                }
+            }
+        }
+    }
+}
+
+fn spans_at(
+    spans: &SpanIndex,
+    source: &str,
+    line: usize,
+    column: usize,
+) -> Option<super::spans::Span> {
+    let line_start: usize = source
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let start = (line_start + column.saturating_sub(1)).min(source.len());
+    let _ = spans;
+    Some(super::spans::Span {
+        line,
+        col: column,
+        start,
+        end: (start + 1).min(source.len()).max(start),
+    })
+}
+
+/// serde_yaml appends "at line X column Y"; we show the place as a snippet.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn segments_of(path: &serde_path_to_error::Path) -> Vec<Segment> {
+    use serde_path_to_error::Segment as S;
+    path.iter()
+        .filter_map(|s| match s {
+            S::Seq { index } => Some(Segment::Index(*index)),
+            S::Map { key } => Some(Segment::Key(key.clone())),
+            S::Enum { .. } | S::Unknown => None,
+        })
+        .collect()
+}
+
+/// What has been cut out of the tree so far, by original path.
+#[derive(Default)]
+struct Cuts {
+    /// Original sequence path -> original indices removed from it.
+    removed_indices: BTreeMap<String, BTreeSet<usize>>,
+    /// Original paths of every node removed (their own errors are reported).
+    removed: BTreeSet<String>,
+}
+
+impl Cuts {
+    /// Map serde's path in the current (cut) tree to the user's file.
+    fn original(&self, segments: &[Segment]) -> String {
+        let mut path = String::new();
+        for seg in segments {
+            path = match seg {
+                Segment::Key(k) => push_key(&path, k),
+                Segment::Index(i) => {
+                    let gone = self.removed_indices.get(&path);
+                    let original = (0..)
+                        .filter(|j| gone.is_none_or(|g| !g.contains(j)))
+                        .nth(*i)
+                        .unwrap_or(*i);
+                    push_index(&path, original)
+                }
+            };
+        }
+        path
+    }
+
+    /// Record one serde error and cut the tree so the next attempt gets
+    /// further. Returns false when no further progress is possible.
+    fn record(
+        &mut self,
+        value: &mut Value,
+        segments: &[Segment],
+        message: &str,
+        spans: &SpanIndex,
+        report: &mut Report,
+    ) -> bool {
+        if let Some(field) = quoted_after(message, "unknown field `") {
+            // serde_path_to_error already put the unknown key on the path.
+            let mut with_key = segments.to_vec();
+            if with_key.last() != Some(&Segment::Key(field.clone())) {
+                with_key.push(Segment::Key(field.clone()));
+            }
+            let key_path = self.original(&with_key);
+            let expected = expected_fields(message);
+            let mut d = Diagnostic::error(&key_path, format!("unknown field `{field}`"))
+                .at(spans.key(&key_path));
+            d = match closest(&field, &expected) {
+                Some(best) => d.with_hint(format!("did you mean `{best}`?")),
+                None if !expected.is_empty() => {
+                    d.with_hint(format!("allowed here: {}", expected.join(", ")))
+                }
+                None => d,
+            };
+            report.diagnostics.push(d);
+            return self.cut(value, &with_key);
+        }
+        let here = self.original(segments);
+        if let Some(field) = quoted_after(message, "missing field `") {
+            let field_path = push_key(&here, &field);
+            if !self.removed.contains(&field_path) {
+                report.diagnostics.push(
+                    Diagnostic::error(&field_path, format!("missing required field `{field}`"))
+                        .at(spans.value(&here))
+                        .with_hint(format!("add `{field}:` here (see `nautes-install schema`)")),
+                );
+            }
+            if segments.is_empty() {
+                return fill_root_placeholder(value, &field);
+            }
+            self.removed.insert(field_path);
+            return self.cut(value, segments);
+        }
+        if !self.removed.contains(&here) {
+            report.diagnostics.push(
+                Diagnostic::error(&here, message.to_string())
+                    .at(spans.value(&here))
+                    .with_hint("see `nautes-install schema` for the expected shape"),
+            );
+        }
+        if segments.is_empty() {
+            return false;
+        }
+        self.cut(value, segments)
+    }
+
+    /// Remove the node at `segments` (current tree) and remember it.
+    fn cut(&mut self, value: &mut Value, segments: &[Segment]) -> bool {
+        let Some((last, parent_segments)) = segments.split_last() else {
+            return false;
+        };
+        let original_parent = self.original(parent_segments);
+        let original_here = self.original(segments);
+        let mut node = &mut *value;
+        for seg in parent_segments {
+            let next = match (seg, node) {
+                (Segment::Key(k), Value::Mapping(m)) => m.get_mut(k.as_str()),
+                (Segment::Index(i), Value::Sequence(s)) => s.get_mut(*i),
+                _ => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => return false,
+            }
+        }
+        let removed = match (last, node) {
+            (Segment::Key(k), Value::Mapping(m)) => m.remove(k.as_str()).is_some(),
+            (Segment::Index(i), Value::Sequence(s)) if *i < s.len() => {
+                s.remove(*i);
+                let original_index = original_here
+                    .rsplit('[')
+                    .next()
+                    .and_then(|t| t.trim_end_matches(']').parse().ok())
+                    .unwrap_or(*i);
+                self.removed_indices
+                    .entry(original_parent)
+                    .or_default()
+                    .insert(original_index);
+                true
+            }
+            _ => false,
+        };
+        if removed {
+            self.removed.insert(original_here);
+        }
+        removed
+    }
+}
+
+/// The three required top-level fields have known shapes; filling them lets
+/// the rest of the file still be checked.
+fn fill_root_placeholder(value: &mut Value, field: &str) -> bool {
+    let Value::Mapping(map) = value else {
+        return false;
+    };
+    let placeholder = match field {
+        "apiVersion" => Value::from(API_VERSION),
+        "kind" => Value::from(KIND),
+        "metadata" => {
+            let mut m = serde_yaml::Mapping::new();
+            m.insert(Value::from("name"), Value::from("placeholder"));
+            Value::Mapping(m)
+        }
+        _ => return false,
+    };
+    map.insert(Value::from(field), placeholder);
+    true
+}
+
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = &message[message.find(prefix)? + prefix.len()..];
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// serde lists the allowed fields as "expected one of `a`, `b`".
+fn expected_fields(message: &str) -> Vec<String> {
+    let Some(i) = message.find("expected") else {
+        return Vec::new();
+    };
+    message[i..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+fn closest(word: &str, candidates: &[String]) -> Option<String> {
+    let lower = word.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&lower, &c.to_ascii_lowercase()), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.clone())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(src: &str) -> Vec<(String, String, Option<usize>)> {
+        let report = load_str(Path::new("t.yaml"), src).unwrap_err();
+        report
+            .diagnostics
+            .iter()
+            .map(|d| (d.path.clone(), d.message.clone(), d.span.map(|s| s.line)))
+            .collect()
+    }
+
+    const HEAD: &str =
+        "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: demo\n";
+
+    #[test]
+    fn collects_several_structural_errors_with_original_positions() {
+        let src = format!(
+            "{HEAD}hosts:\n  - name: a\n    adress: 10.0.0.1\n  - name: b\n    address: 10.0.0.2\n    port: many\n  - name: c\n    address: 10.0.0.3\n    labelz: {{}}\n"
+        );
+        let errs = errors(&src);
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(errs.contains(&(
+            "hosts[0].adress".into(),
+            "unknown field `adress`".into(),
+            Some(7)
+        )));
+        assert!(errs
+            .iter()
+            .any(|e| e.0 == "hosts[0].address" && e.1.contains("missing")));
+        assert!(errs
+            .iter()
+            .any(|e| e.0 == "hosts[1].port" && e.2 == Some(10)));
+        // After hosts[0] and hosts[1] were cut, hosts[2] must still be reported as hosts[2].
+        assert!(errs.contains(&(
+            "hosts[2].labelz".into(),
+            "unknown field `labelz`".into(),
+            Some(13)
+        )));
+    }
+
+    #[test]
+    fn suggests_the_closest_field() {
+        let src = format!("{HEAD}hosts:\n  - name: a\n    adress: x\n    address: y\n");
+        let report = load_str(Path::new("t.yaml"), &src).unwrap_err();
+        assert_eq!(
+            report.diagnostics[0].hint.as_deref(),
+            Some("did you mean `address`?")
+        );
+    }
+
+    #[test]
+    fn missing_top_level_fields_do_not_hide_later_errors() {
+        let errs = errors("hosts:\n  - name: a\n    address: b\n    bogus: 1\n");
+        let paths: Vec<_> = errs.iter().map(|e| e.0.as_str()).collect();
+        assert!(paths.contains(&"apiVersion"), "{paths:?}");
+        assert!(paths.contains(&"metadata"), "{paths:?}");
+        assert!(paths.contains(&"hosts[0].bogus"), "{paths:?}");
+    }
+
+    #[test]
+    fn syntax_and_empty_files_are_reported() {
+        assert!(errors("a: [1\nb: 2\n")[0]
+            .1
+            .starts_with("YAML syntax error"));
+        assert_eq!(errors("")[0].1, "the inventory is empty");
+        assert!(errors("- 1\n- 2\n")[0].1.contains("must be a mapping"));
+    }
+
+    #[test]
+    fn a_valid_inventory_loads() {
+        let loaded = load_str(Path::new("dir/t.yaml"), HEAD).unwrap();
+        assert_eq!(loaded.inventory.metadata.name, "demo");
+        assert_eq!(loaded.base_dir, PathBuf::from("dir"));
+    }
+}

@@ -1,0 +1,582 @@
+//! The inventory as the user writes it. Every struct denies unknown fields so
+//! a typo is an error with a location, never a silently ignored setting.
+//! Sections are plain structs (no internally tagged enums) because those lose
+//! the field path on errors, and the path is how we point at the user's line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::HumanDuration;
+
+pub const API_VERSION: &str = "install.nautes.io/v1alpha1";
+pub const KIND: &str = "Inventory";
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Inventory {
+    /// Always `install.nautes.io/v1alpha1` for this release.
+    pub api_version: String,
+    /// Always `Inventory`.
+    pub kind: String,
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub settings: Settings,
+    /// Defaults for every host; a host's own fields win.
+    #[serde(default)]
+    pub ssh: SshDefaults,
+    #[serde(default)]
+    pub artifacts: Artifacts,
+    /// Cloud hosts created with Terraform before anything else.
+    #[serde(default)]
+    pub infrastructure: Infrastructure,
+    #[serde(default)]
+    pub hosts: Vec<Host>,
+    /// Kubernetes host clusters: bootstrapped with K3s or Kubespray, or brought by the user.
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    /// vclusters (tenant management clusters) running on host clusters.
+    #[serde(default)]
+    pub virtual_clusters: Vec<VirtualCluster>,
+    /// Tenants and their HNC namespace trees.
+    #[serde(default)]
+    pub tenants: Vec<Tenant>,
+    #[serde(default)]
+    pub components: Components,
+    #[serde(default)]
+    pub outputs: Outputs,
+    /// User commands run before/after chosen steps.
+    #[serde(default)]
+    pub hooks: Vec<Hook>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    /// Name of this installation (DNS-1123 label).
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Settings {
+    /// Base DNS domain for platform endpoints (e.g. `nautes.example.com`).
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Steps run at once; the CLI's `--concurrency` wins.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// Every wait the installer makes has a limit, and every limit is here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Timeouts {
+    /// Establishing an SSH connection (default 30s).
+    #[serde(default)]
+    pub ssh_connect: Option<HumanDuration>,
+    /// One remote or local command (default 10m).
+    #[serde(default)]
+    pub command: Option<HumanDuration>,
+    /// One hook (default 10m).
+    #[serde(default)]
+    pub hook: Option<HumanDuration>,
+    /// A node becoming Ready (default 10m).
+    #[serde(default)]
+    pub node_ready: Option<HumanDuration>,
+    /// A workload rolling out / an object becoming ready (default 10m).
+    #[serde(default)]
+    pub rollout: Option<HumanDuration>,
+    /// One HTTP request to a platform API (default 30s).
+    #[serde(default)]
+    pub http: Option<HumanDuration>,
+    /// One Terraform command (default 30m).
+    #[serde(default)]
+    pub terraform: Option<HumanDuration>,
+    /// One ansible-playbook run (default 60m).
+    #[serde(default)]
+    pub ansible: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SudoMode {
+    /// Connect as root or need no privilege.
+    None,
+    /// `sudo -n`.
+    Passwordless,
+    /// `sudo -S` with `sudoPassword` fed on stdin.
+    Password,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SshDefaults {
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Private key; when absent, ssh-agent and ~/.ssh/config decide.
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    /// known_hosts used to verify host keys (default: `<workdir>/known_hosts`).
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
+    /// An ssh_config file to use instead of ~/.ssh/config.
+    #[serde(default)]
+    pub config_file: Option<PathBuf>,
+    #[serde(default)]
+    pub sudo: Option<SudoMode>,
+    #[serde(default)]
+    pub sudo_password: Option<SecretRef>,
+    /// Name of a host in `hosts` to jump through.
+    #[serde(default)]
+    pub bastion: Option<String>,
+}
+
+/// Where a secret comes from. Exactly one of `env` or `file`; the value itself
+/// never appears in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of an environment variable holding the secret.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Path of a file holding the secret (must not be readable by group/others).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactMode {
+    /// Binaries, images and charts from their pinned public URLs, verified by sha256.
+    #[default]
+    Online,
+    /// Everything from a local bundle directory, verified against its checksums file.
+    Airgap,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Artifacts {
+    #[serde(default)]
+    pub mode: ArtifactMode,
+    /// Bundle directory (required in air-gap mode).
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+    /// Private registry mirrors: registry host -> list of endpoints.
+    #[serde(default)]
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// CA certificate that signs the private registries.
+    #[serde(default)]
+    pub registry_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Infrastructure {
+    #[serde(default)]
+    pub terraform: TerraformSettings,
+    #[serde(default)]
+    pub modules: Vec<TerraformModule>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TerraformSettings {
+    /// `terraform` or `tofu` (or a path); default: whichever is on PATH.
+    #[serde(default)]
+    pub binary: Option<String>,
+    /// Terraform CLI config (filesystem mirror / plugin cache for air-gap).
+    #[serde(default)]
+    pub cli_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TerraformModule {
+    pub name: String,
+    /// Directory of the Terraform module.
+    pub source: PathBuf,
+    #[serde(default)]
+    pub variables: serde_json::Map<String, serde_json::Value>,
+    /// Variables whose values are secrets, resolved at run time.
+    #[serde(default)]
+    pub secret_variables: BTreeMap<String, SecretRef>,
+    /// Names of the hosts this module outputs (in `nautes_hosts`), so clusters
+    /// can refer to them before they exist.
+    #[serde(default)]
+    pub provides: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OsOverride {
+    /// os-release ID to assume (e.g. `debian`, `rhel`).
+    pub id: String,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Host {
+    /// DNS-1123 label; also used as the node name.
+    pub name: String,
+    /// IP address or DNS name to reach the host over SSH.
+    pub address: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    #[serde(default)]
+    pub sudo: Option<SudoMode>,
+    #[serde(default)]
+    pub sudo_password: Option<SecretRef>,
+    /// Name of another host to jump through.
+    #[serde(default)]
+    pub bastion: Option<String>,
+    /// Address other nodes use to reach this one, when it differs from `address`.
+    #[serde(default)]
+    pub internal_address: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Skip OS detection for an uncommon distribution.
+    #[serde(default)]
+    pub os: Option<OsOverride>,
+    /// Preflight rules to waive on this host (e.g. `swap`, `memory`).
+    #[serde(default)]
+    pub waive: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterType {
+    K3s,
+    Kubespray,
+    /// An existing cluster reached through a kubeconfig.
+    External,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterUsage {
+    /// Runs the tenant management plane.
+    Host,
+    /// Runs pipelines (Tekton, Argo Events).
+    Pipeline,
+    /// Runs deployments (Argo CD, Argo Rollouts).
+    Deployment,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub cluster_type: ClusterType,
+    /// Settings for `type: k3s`.
+    #[serde(default)]
+    pub k3s: Option<K3sCluster>,
+    /// Settings for `type: kubespray`.
+    #[serde(default)]
+    pub kubespray: Option<KubesprayCluster>,
+    /// Settings for `type: external`.
+    #[serde(default)]
+    pub external: Option<ExternalCluster>,
+    #[serde(default)]
+    pub networking: Networking,
+    #[serde(default)]
+    pub usage: Vec<ClusterUsage>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Networking {
+    /// Pod network (default 10.42.0.0/16).
+    #[serde(default)]
+    pub pod_cidr: Option<String>,
+    /// Service network (default 10.43.0.0/16).
+    #[serde(default)]
+    pub service_cidr: Option<String>,
+    /// Cluster DNS service IP (must lie inside the service CIDR).
+    #[serde(default)]
+    pub cluster_dns: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct K3sCluster {
+    /// K3s release, e.g. `v1.27.4+k3s1`.
+    pub version: String,
+    /// Server hosts; the first initialises the cluster. Several servers use embedded etcd.
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// Reachable API endpoint (load balancer or VIP) written into the kubeconfig.
+    #[serde(default)]
+    pub api_endpoint: Option<String>,
+    #[serde(default)]
+    pub tls_san: Vec<String>,
+    /// Cluster join token; generated once and kept in the outputs when absent.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    #[serde(default)]
+    pub flannel_backend: Option<String>,
+    /// Packaged components to disable (e.g. `traefik`).
+    #[serde(default)]
+    pub disable: Vec<String>,
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// Cordon and drain each node before replacing its binary on upgrade.
+    #[serde(default)]
+    pub drain_on_upgrade: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubesprayCluster {
+    /// Kubespray release, e.g. `v2.23.1`.
+    pub version: String,
+    /// Kubernetes version Kubespray installs.
+    #[serde(default)]
+    pub kube_version: Option<String>,
+    /// Kubespray checkout (default: from the bundle in air-gap mode).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    pub control_plane: Vec<String>,
+    #[serde(default)]
+    pub workers: Vec<String>,
+    /// etcd members (default: the control plane).
+    #[serde(default)]
+    pub etcd: Vec<String>,
+    #[serde(default)]
+    pub network_plugin: Option<String>,
+    /// Extra group_vars passed to Kubespray.
+    #[serde(default)]
+    pub extra_vars: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalCluster {
+    pub kubeconfig: PathBuf,
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ExposeType {
+    #[default]
+    NodePort,
+    Ingress,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Expose {
+    #[serde(default, rename = "type")]
+    pub expose_type: ExposeType,
+    /// NodePort for the vcluster API (30000-32767).
+    #[serde(default)]
+    pub node_port: Option<u16>,
+    /// Ingress host name for the vcluster API.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualCluster {
+    pub name: String,
+    /// Name of the cluster in `clusters` it runs on.
+    pub host_cluster: String,
+    /// Namespace on the host cluster (default `vcluster-<name>`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub expose: Expose,
+    #[serde(default)]
+    pub usage: Vec<ClusterUsage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tenant {
+    pub name: String,
+    /// Cluster or virtual cluster holding the tenant's namespaces.
+    pub cluster: String,
+    /// HNC namespace tree: each root is a full namespace, children are subnamespaces.
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceNode>,
+    /// Allow removing a namespace that still holds workloads.
+    #[serde(default)]
+    pub allow_delete_with_workloads: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceNode {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub children: Vec<NamespaceNode>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// In a cluster from `clusters` or `virtualClusters`.
+    #[default]
+    Cluster,
+    /// On a dedicated host from `hosts` (Vault, GitLab).
+    Host,
+    /// Already running; reached through `external`.
+    External,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalService {
+    pub url: String,
+    /// Admin credential for the service.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    /// CA that signs the service's TLS certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Component {
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Version to install; default from the pinned version table.
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub placement: Placement,
+    /// Target cluster or virtual cluster (placement `cluster`).
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Target host (placement `host`).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Existing service (placement `external`).
+    #[serde(default)]
+    pub external: Option<ExternalService>,
+    /// Overrides merged over the rendered values / configuration.
+    #[serde(default)]
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Components {
+    #[serde(default)]
+    pub cert_manager: Option<Component>,
+    #[serde(default)]
+    pub traefik: Option<Component>,
+    #[serde(default)]
+    pub vault: Option<Component>,
+    #[serde(default)]
+    pub gitlab: Option<Component>,
+    #[serde(default)]
+    pub dex: Option<Component>,
+    #[serde(default)]
+    pub argocd: Option<Component>,
+    #[serde(default)]
+    pub argo_rollouts: Option<Component>,
+    #[serde(default)]
+    pub argo_events: Option<Component>,
+    #[serde(default)]
+    pub tekton: Option<Component>,
+    #[serde(default)]
+    pub external_secrets: Option<Component>,
+    #[serde(default)]
+    pub hnc: Option<Component>,
+    #[serde(default)]
+    pub oauth2_proxy: Option<Component>,
+    /// The Nautes CRDs, API server and operators.
+    #[serde(default)]
+    pub nautes: Option<Component>,
+}
+
+impl Components {
+    /// Every configured component with its inventory key, in declaration order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Component)> {
+        [
+            ("certManager", &self.cert_manager),
+            ("traefik", &self.traefik),
+            ("vault", &self.vault),
+            ("gitlab", &self.gitlab),
+            ("dex", &self.dex),
+            ("argocd", &self.argocd),
+            ("argoRollouts", &self.argo_rollouts),
+            ("argoEvents", &self.argo_events),
+            ("tekton", &self.tekton),
+            ("externalSecrets", &self.external_secrets),
+            ("hnc", &self.hnc),
+            ("oauth2Proxy", &self.oauth2_proxy),
+            ("nautes", &self.nautes),
+        ]
+        .into_iter()
+        .filter_map(|(key, c)| c.as_ref().map(|c| (key, c)))
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Outputs {
+    /// Where kubeconfigs, credentials and the CA are written (default `outputs`,
+    /// relative to the inventory file).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hook {
+    pub name: String,
+    /// Shell command (`sh -c`) run when the hook's step applies.
+    pub run: String,
+    /// Shell command run when the hook's step is torn down.
+    #[serde(default)]
+    pub destroy: Option<String>,
+    /// Step ids (or patterns with `*`) this hook runs before.
+    #[serde(default)]
+    pub before: Vec<String>,
+    /// Step ids (or patterns with `*`) this hook runs after.
+    #[serde(default)]
+    pub after: Vec<String>,
+    /// Where to run: `local` (default) or the name of a host.
+    #[serde(default)]
+    pub on: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Default: `settings.timeouts.hook`.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+}

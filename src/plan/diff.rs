@@ -1,0 +1,204 @@
+//! What a run would do: compare the plan with the recorded state, step by
+//! step, and say why each step runs (or why not).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::{dag, Plan};
+use crate::engine::state::{State, StepStatus};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Reason {
+    /// Never applied.
+    New,
+    /// Its own inputs changed since it was applied.
+    InputsChanged,
+    /// Something it needs runs in this plan or ran after it.
+    DependencyChanged { needs: Vec<String> },
+    /// A previous run was stopped while this step was running.
+    Interrupted,
+    /// It failed last time.
+    PreviouslyFailed,
+    /// Chosen with --only / --from.
+    Forced,
+    /// Done, inputs and dependencies as recorded: nothing to do.
+    Unchanged,
+    /// Not chosen with --only / --from.
+    NotSelected,
+    /// In the state but no longer in the inventory: it will be torn down.
+    Removed,
+}
+
+impl Reason {
+    pub fn runs(&self) -> bool {
+        !matches!(self, Reason::Unchanged | Reason::NotSelected)
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Reason::New => "new".into(),
+            Reason::InputsChanged => "inputs changed".into(),
+            Reason::DependencyChanged { needs } => {
+                format!("dependency changed: {}", needs.join(", "))
+            }
+            Reason::Interrupted => "interrupted in a previous run".into(),
+            Reason::PreviouslyFailed => "failed in a previous run".into(),
+            Reason::Forced => "selected".into(),
+            Reason::Unchanged => "unchanged".into(),
+            Reason::NotSelected => "not selected".into(),
+            Reason::Removed => "removed from the inventory".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub id: String,
+    pub description: String,
+    #[serde(flatten)]
+    pub reason: Reason,
+}
+
+/// Which steps a run is limited to.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Run exactly these (and what they need, if not done).
+    pub only: Vec<String>,
+    /// Run this step and everything after it.
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Diff {
+    /// In plan order.
+    pub decisions: Vec<Decision>,
+    /// Recorded steps no longer planned, in teardown order.
+    pub removals: Vec<Decision>,
+}
+
+impl Diff {
+    pub fn to_run(&self) -> BTreeSet<String> {
+        self.decisions
+            .iter()
+            .filter(|d| d.reason.runs())
+            .map(|d| d.id.clone())
+            .collect()
+    }
+}
+
+/// Unknown ids in a selection, named back to the user.
+#[derive(Debug)]
+pub struct UnknownSteps(pub Vec<String>);
+
+pub fn diff(plan: &Plan, state: &State, selection: &Selection) -> Result<Diff, UnknownSteps> {
+    let nodes = plan.graph();
+    let known: BTreeSet<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    let requested: Vec<&String> = selection.only.iter().chain(selection.from.iter()).collect();
+    let unknown: Vec<String> = requested
+        .iter()
+        .filter(|id| !known.contains(id.as_str()))
+        .map(|s| s.to_string())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(UnknownSteps(unknown));
+    }
+
+    let mut forced: BTreeSet<String> = selection.only.iter().cloned().collect();
+    if let Some(from) = &selection.from {
+        let root: BTreeSet<String> = [from.clone()].into();
+        forced.extend(dag::dependents_of(&nodes, &root));
+        forced.insert(from.clone());
+    }
+    let selected: Option<BTreeSet<String>> = if forced.is_empty() {
+        None
+    } else {
+        let mut s = dag::needs_of(&nodes, &forced);
+        s.extend(forced.iter().cloned());
+        Some(s)
+    };
+
+    let mut runs: BTreeSet<&str> = BTreeSet::new();
+    let mut decisions = Vec::with_capacity(plan.steps.len());
+    for step in &plan.steps {
+        let reason = if selected.as_ref().is_some_and(|s| !s.contains(&step.id)) {
+            Reason::NotSelected
+        } else {
+            decide(step, state, &runs, forced.contains(&step.id))
+        };
+        if reason.runs() {
+            runs.insert(step.id.as_str());
+        }
+        decisions.push(Decision {
+            id: step.id.clone(),
+            description: step.description.clone(),
+            reason,
+        });
+    }
+
+    Ok(Diff {
+        decisions,
+        removals: removals(plan, state),
+    })
+}
+
+fn decide(step: &super::Step, state: &State, runs: &BTreeSet<&str>, forced: bool) -> Reason {
+    let Some(rec) = state.steps.get(&step.id) else {
+        return Reason::New;
+    };
+    match rec.status {
+        StepStatus::Running | StepStatus::Destroying => return Reason::Interrupted,
+        StepStatus::Failed => return Reason::PreviouslyFailed,
+        StepStatus::Done => {}
+    }
+    if rec.fingerprint != step.fingerprint {
+        return Reason::InputsChanged;
+    }
+    if forced {
+        return Reason::Forced;
+    }
+    // A need that runs now, or that was re-applied after this step was, or
+    // that this step did not need when it was applied, invalidates it.
+    let changed: Vec<String> = step
+        .needs
+        .iter()
+        .filter(|n| {
+            runs.contains(n.as_str())
+                || match (rec.needs_revisions.get(*n), state.steps.get(*n)) {
+                    (Some(seen), Some(now)) => *seen != now.revision,
+                    _ => true,
+                }
+        })
+        .cloned()
+        .collect();
+    if !changed.is_empty() {
+        return Reason::DependencyChanged { needs: changed };
+    }
+    Reason::Unchanged
+}
+
+/// Recorded steps missing from the plan, ordered so a step is torn down
+/// before anything it needed.
+fn removals(plan: &Plan, state: &State) -> Vec<Decision> {
+    let planned: BTreeSet<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    let gone: BTreeMap<&String, _> = state
+        .steps
+        .iter()
+        .filter(|(id, _)| !planned.contains(id.as_str()))
+        .collect();
+    let nodes: Vec<(String, Vec<String>)> = gone
+        .iter()
+        .map(|(id, rec)| ((*id).clone(), rec.needs.clone()))
+        .collect();
+    let order = dag::topo_order(&nodes).unwrap_or_else(|_| (0..nodes.len()).collect());
+    order
+        .into_iter()
+        .rev()
+        .map(|i| Decision {
+            id: nodes[i].0.clone(),
+            description: gone[&nodes[i].0].description.clone(),
+            reason: Reason::Removed,
+        })
+        .collect()
+}
