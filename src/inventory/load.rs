@@ -54,6 +54,9 @@ pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
             return PathBuf::from(home).join(rest);
         }
     }
+    if path.is_absolute() || base == Path::new(".") {
+        return path.to_path_buf();
+    }
     base.join(path)
 }
 

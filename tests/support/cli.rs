@@ -1,0 +1,124 @@
+//! Running the real `nautes-install` binary in a scratch directory.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const HEADER: &str = "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: test\n";
+
+/// A scratch directory holding an inventory and a workdir.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn inventory(&self) -> PathBuf {
+        self.path().join("inventory.yaml")
+    }
+
+    pub fn workdir(&self) -> PathBuf {
+        self.path().join(".nautes")
+    }
+
+    /// Write the inventory: the standard header followed by `body`.
+    pub fn write_inventory(&self, body: &str) {
+        std::fs::write(self.inventory(), format!("{HEADER}{body}")).expect("write inventory");
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nautes-install"));
+        c.current_dir(self.path())
+            .arg("--workdir")
+            .arg(self.workdir())
+            .args(args)
+            .env_remove("NAUTES_WORKDIR")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run with `-i inventory.yaml` appended after the subcommand.
+    pub fn run(&self, sub: &str, extra: &[&str]) -> Output {
+        let mut args = vec![sub, "-i", "inventory.yaml"];
+        args.extend_from_slice(extra);
+        self.command(&args).output().expect("run nautes-install")
+    }
+
+    pub fn spawn(&self, sub: &str, extra: &[&str]) -> Child {
+        let mut args = vec![sub, "-i", "inventory.yaml"];
+        args.extend_from_slice(extra);
+        self.command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nautes-install")
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path().join(name)).unwrap_or_default()
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.workdir().join("state.json")).expect("state.json exists");
+        serde_json::from_str(&text).expect("state.json is valid JSON")
+    }
+
+    pub fn step_status(&self, id: &str) -> Option<String> {
+        self.state()["steps"][id]["status"].as_str().map(str::to_string)
+    }
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Wait until `cond` holds, polling; panics with `what` after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > limit {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn sigkill(pid: u32) {
+    // SAFETY: plain kill(2) on a child we spawned.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+/// A hook entry for an inventory. `cmd` runs with `sh -c` in the scratch dir.
+pub fn hook(name: &str, cmd: &str, after: &[&str], destroy: Option<&str>) -> String {
+    let mut s = format!("  - name: {name}\n    run: {}\n", yaml_str(cmd));
+    if !after.is_empty() {
+        let list: Vec<String> = after.iter().map(|a| format!("hook/{a}")).collect();
+        s.push_str(&format!("    after: [{}]\n", list.join(", ")));
+    }
+    if let Some(d) = destroy {
+        s.push_str(&format!("    destroy: {}\n", yaml_str(d)));
+    }
+    s
+}
+
+fn yaml_str(s: &str) -> String {
+    serde_json::to_string(s).expect("json string")
+}

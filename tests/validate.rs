@@ -1,0 +1,129 @@
+//! `validate` on broken inventories: every problem reported at once, each
+//! with file:line:col, field path and hint (golden output), exit code 3.
+//! Set NAUTES_BLESS=1 to rewrite the golden files after an intended change.
+
+#[path = "support/cli.rs"]
+mod cli;
+
+use std::path::Path;
+use std::process::Command;
+
+use cli::{code, stderr, stdout, Scratch};
+
+fn validate_fixture(name: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nautes-install"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid"))
+        .args(["validate", "-i", &format!("{name}.yaml")])
+        .output()
+        .expect("run validate")
+}
+
+fn check_golden(name: &str) {
+    let out = validate_fixture(name);
+    assert_eq!(code(&out), 3, "invalid inventory exits 3");
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/invalid/{name}.stderr"));
+    let actual = stderr(&out);
+    assert!(!actual.contains("panicked"), "{actual}");
+    if std::env::var_os("NAUTES_BLESS").is_some() {
+        std::fs::write(&golden, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&golden).unwrap_or_else(|_| panic!("missing golden {}", golden.display()));
+    assert_eq!(actual, expected, "output of `validate -i {name}.yaml` changed (NAUTES_BLESS=1 to accept)");
+}
+
+#[test]
+fn structural_errors_are_all_reported_with_positions() {
+    check_golden("structural");
+}
+
+#[test]
+fn semantic_errors_are_all_reported_with_positions() {
+    check_golden("semantic");
+}
+
+#[test]
+fn syntax_error_has_a_position() {
+    check_golden("syntax");
+}
+
+#[test]
+fn empty_file_has_a_hint() {
+    check_golden("empty");
+}
+
+#[test]
+fn json_output_lists_every_diagnostic_with_line_and_column() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nautes-install"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid"))
+        .args(["--output", "json", "validate", "-i", "semantic.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    let diags = v["diagnostics"].as_array().unwrap();
+    assert_eq!(v["errors"], diags.len());
+    let dup = diags.iter().find(|d| d["path"] == "hosts[1].name").expect("duplicate host reported");
+    assert_eq!((dup["line"].as_u64(), dup["column"].as_u64()), (Some(10), Some(11)));
+    assert!(dup["hint"].as_str().unwrap().contains("hosts[0].name"));
+}
+
+#[test]
+fn the_starter_inventory_is_valid() {
+    let s = Scratch::new();
+    let init = s.command(&["init"]).output().unwrap();
+    assert_eq!(code(&init), 0);
+    std::fs::write(s.inventory(), &init.stdout).unwrap();
+    let out = s.run("validate", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn hook_targets_that_match_nothing_are_errors_with_positions() {
+    let s = Scratch::new();
+    s.write_inventory("hooks:\n  - name: a\n    run: 'true'\n    after: [k3s/*]\n");
+    let out = s.run("validate", &[]);
+    assert_eq!(code(&out), 3);
+    let err = stderr(&out);
+    assert!(err.contains("`k3s/*` matches no step"), "{err}");
+    assert!(err.contains("inventory.yaml:8:13"), "{err}");
+}
+
+#[test]
+fn hook_cycles_are_named() {
+    let s = Scratch::new();
+    s.write_inventory(
+        "hooks:\n  - name: a\n    run: 'true'\n    after: [hook/b]\n  - name: b\n    run: 'true'\n    after: [hook/a]\n",
+    );
+    let out = s.run("validate", &[]);
+    assert_eq!(code(&out), 5);
+    let err = stderr(&out);
+    assert!(err.contains("hook/a -> hook/b -> hook/a") || err.contains("hook/b -> hook/a -> hook/b"), "{err}");
+}
+
+#[test]
+fn secret_files_readable_by_others_are_refused() {
+    let s = Scratch::new();
+    let key = s.path().join("id_test");
+    std::fs::write(&key, "not really a key").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    s.write_inventory("ssh:\n  identityFile: id_test\n");
+    let out = s.run("validate", &[]);
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(code(&s.run("validate", &[])), 0);
+}
+
+#[test]
+fn schema_is_json_schema_of_the_inventory() {
+    let s = Scratch::new();
+    let out = s.command(&["schema"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["title"], "Inventory");
+    let required: Vec<&str> = v["required"].as_array().unwrap().iter().filter_map(|x| x.as_str()).collect();
+    assert!(required.contains(&"apiVersion") && required.contains(&"metadata"), "{required:?}");
+    assert!(v["properties"]["hosts"].is_object());
+    assert_eq!(v["additionalProperties"], false, "unknown fields are errors in the schema too");
+}
