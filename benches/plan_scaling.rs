@@ -1,1 +1,62 @@
-fn main() {}
+//! validate + plan on generated inventories with 10, 1 000 and 10 000
+//! tenants (each a namespace tree of three), reported as time per tenant so
+//! growth is visible: flat means linear. Run: `cargo bench --bench plan_scaling`.
+
+use std::fmt::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nautes_install::inventory::{load_str, validate::validate};
+use nautes_install::plan::Plan;
+
+fn inventory(tenants: usize) -> String {
+    let mut s = String::from(
+        "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: bench\n\
+         hosts:\n  - name: node-1\n    address: 10.0.0.1\n\
+         clusters:\n  - name: host\n    type: k3s\n    k3s:\n      version: v1.27.4+k3s1\n      servers: [node-1]\n\
+         virtualClusters:\n  - name: vc\n    hostCluster: host\n\
+         tenants:\n",
+    );
+    for t in 0..tenants {
+        let _ = write!(
+            s,
+            "  - name: tenant-{t}\n    cluster: vc\n    namespaces:\n      - name: t{t}\n        labels: {{team: t{t}}}\n        children:\n          - name: t{t}-dev\n          - name: t{t}-prod\n"
+        );
+    }
+    s
+}
+
+fn measure(text: &str) -> (Duration, Duration, usize) {
+    let start = Instant::now();
+    let loaded = load_str(Path::new("bench.yaml"), text).expect("generated inventory loads");
+    let report = validate(&loaded);
+    assert_eq!(report.errors(), 0, "generated inventory is valid");
+    let validated = start.elapsed();
+    let start = Instant::now();
+    let plan = Plan::build(&loaded).expect("generated inventory plans");
+    (validated, start.elapsed(), plan.steps.len())
+}
+
+fn main() {
+    println!(
+        "{:>8} {:>10} {:>12} {:>12} {:>8} {:>14}",
+        "tenants", "yaml KiB", "validate", "plan", "steps", "per tenant"
+    );
+    for n in [10usize, 1_000, 10_000] {
+        let text = inventory(n);
+        // Best of three runs, so one slow scheduling hiccup does not skew the figure.
+        let best = (0..3)
+            .map(|_| measure(&text))
+            .min_by_key(|(v, p, _)| *v + *p)
+            .expect("three runs");
+        let total = best.0 + best.1;
+        println!(
+            "{n:>8} {:>10} {:>12?} {:>12?} {:>8} {:>14?}",
+            text.len() / 1024,
+            best.0,
+            best.1,
+            best.2,
+            total / n as u32
+        );
+    }
+}
