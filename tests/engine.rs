@@ -11,7 +11,12 @@ use cli::{code, hook, sigkill, stderr, stdout, wait_for, Scratch};
 
 /// `name` appends its name to `log` (so runs can be counted and ordered).
 fn logging_hook(name: &str, after: &[&str]) -> String {
-    hook(name, &format!("echo {name} >> log"), after, Some(&format!("echo {name} >> destroyed")))
+    hook(
+        name,
+        &format!("echo {name} >> log"),
+        after,
+        Some(&format!("echo {name} >> destroyed")),
+    )
 }
 
 fn lines(text: &str) -> Vec<String> {
@@ -19,7 +24,10 @@ fn lines(text: &str) -> Vec<String> {
 }
 
 fn plan_json(s: &Scratch) -> serde_json::Value {
-    let out = s.command(&["--output", "json", "plan", "-i", "inventory.yaml"]).output().unwrap();
+    let out = s
+        .command(&["--output", "json", "plan", "-i", "inventory.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).expect("plan prints JSON")
 }
@@ -29,7 +37,12 @@ fn reasons(plan: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| (d["id"].as_str().unwrap().to_string(), d["reason"].as_str().unwrap().to_string()))
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap().to_string(),
+                d["reason"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -49,25 +62,40 @@ fn plan_orders_steps_and_explains_changes_after_an_edit() {
     let first = reasons(&plan_json(&s));
     let ids: Vec<&str> = first.iter().map(|(id, _)| id.as_str()).collect();
     let pos = |id: &str| ids.iter().position(|x| *x == id).unwrap();
-    assert!(pos("hook/a") < pos("hook/b") && pos("hook/b") < pos("hook/c"), "{ids:?}");
+    assert!(
+        pos("hook/a") < pos("hook/b") && pos("hook/b") < pos("hook/c"),
+        "{ids:?}"
+    );
     assert!(first.iter().all(|(_, r)| r == "new"), "{first:?}");
 
     let out = s.run("apply", &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(lines(&s.read("log")).len(), 4);
-    assert!(reasons(&plan_json(&s)).iter().all(|(_, r)| r == "unchanged"));
+    assert!(reasons(&plan_json(&s))
+        .iter()
+        .all(|(_, r)| r == "unchanged"));
 
     // Editing b re-runs b (inputs) and c (dependency) and nothing else.
     s.write_inventory(&body("echo b2 >> log"));
-    let after_edit: std::collections::BTreeMap<_, _> = reasons(&plan_json(&s)).into_iter().collect();
+    let after_edit: std::collections::BTreeMap<_, _> =
+        reasons(&plan_json(&s)).into_iter().collect();
     assert_eq!(after_edit["hook/a"], "unchanged");
     assert_eq!(after_edit["hook/b"], "inputs_changed");
     assert_eq!(after_edit["hook/c"], "dependency_changed");
     assert_eq!(after_edit["hook/d"], "unchanged");
-    let text = s.command(&["plan", "-i", "inventory.yaml"]).output().unwrap();
+    let text = s
+        .command(&["plan", "-i", "inventory.yaml"])
+        .output()
+        .unwrap();
     let text = stdout(&text);
-    assert!(text.contains("~ hook/c  dependency changed: hook/b"), "{text}");
-    assert!(text.contains("Plan: 2 to apply, 0 to destroy, 2 unchanged."), "{text}");
+    assert!(
+        text.contains("~ hook/c  dependency changed: hook/b"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Plan: 2 to apply, 0 to destroy, 2 unchanged."),
+        "{text}"
+    );
 
     assert_eq!(code(&s.run("apply", &[])), 0);
     let log = lines(&s.read("log"));
@@ -92,16 +120,28 @@ fn independent_steps_overlap_and_concurrency_one_serialises_them() {
         let out = s.run("apply", &["--concurrency", concurrency]);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         let t = |f: &str| s.read(f).trim().parse::<u128>().unwrap();
-        let starts: Vec<u128> = ["p1", "p2", "p3"].iter().map(|n| t(&format!("{n}.start"))).collect();
-        let ends: Vec<u128> = ["p1", "p2", "p3"].iter().map(|n| t(&format!("{n}.end"))).collect();
+        let starts: Vec<u128> = ["p1", "p2", "p3"]
+            .iter()
+            .map(|n| t(&format!("{n}.start")))
+            .collect();
+        let ends: Vec<u128> = ["p1", "p2", "p3"]
+            .iter()
+            .map(|n| t(&format!("{n}.end")))
+            .collect();
         let all_overlap = starts.iter().max() < ends.iter().min();
         let mut spans: Vec<(u128, u128)> = starts.into_iter().zip(ends).collect();
         spans.sort();
         let any_overlap = spans.windows(2).any(|w| w[1].0 < w[0].1);
         if expect_overlap {
-            assert!(all_overlap, "with concurrency {concurrency} all three should run at once: {spans:?}");
+            assert!(
+                all_overlap,
+                "with concurrency {concurrency} all three should run at once: {spans:?}"
+            );
         } else {
-            assert!(!any_overlap, "with concurrency 1 no two may overlap: {spans:?}");
+            assert!(
+                !any_overlap,
+                "with concurrency 1 no two may overlap: {spans:?}"
+            );
         }
     }
 }
@@ -110,7 +150,11 @@ fn independent_steps_overlap_and_concurrency_one_serialises_them() {
 fn a_failure_blocks_dependents_lets_siblings_finish_and_is_retried() {
     let s = Scratch::new();
     let body = |fail: bool| {
-        let bad = if fail { "echo boom >&2; exit 3" } else { "echo bad >> log" };
+        let bad = if fail {
+            "echo boom >&2; exit 3"
+        } else {
+            "echo bad >> log"
+        };
         format!(
             "hooks:\n{}{}{}",
             hook("bad", bad, &[], None),
@@ -122,16 +166,30 @@ fn a_failure_blocks_dependents_lets_siblings_finish_and_is_retried() {
     let out = s.run("apply", &[]);
     assert_eq!(code(&out), 1);
     let err = stderr(&out);
-    assert!(err.contains("hook `bad` (apply) ended with exit status 3"), "{err}");
+    assert!(
+        err.contains("hook `bad` (apply) ended with exit status 3"),
+        "{err}"
+    );
     assert!(err.contains("boom"), "stderr tail is quoted: {err}");
-    assert!(err.contains("skip hook/after-bad: `hook/bad` did not finish"), "{err}");
-    assert_eq!(lines(&s.read("log")), ["sibling"], "the sibling finished, the dependent never ran");
+    assert!(
+        err.contains("skip hook/after-bad: `hook/bad` did not finish"),
+        "{err}"
+    );
+    assert_eq!(
+        lines(&s.read("log")),
+        ["sibling"],
+        "the sibling finished, the dependent never ran"
+    );
     assert_eq!(s.step_status("hook/bad").as_deref(), Some("failed"));
 
     s.write_inventory(&body(false));
     let out = s.run("apply", &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(lines(&s.read("log")), ["sibling", "bad", "after-bad"], "sibling not redone");
+    assert_eq!(
+        lines(&s.read("log")),
+        ["sibling", "bad", "after-bad"],
+        "sibling not redone"
+    );
 }
 
 #[test]
@@ -141,32 +199,60 @@ fn an_apply_killed_mid_step_resumes_without_redoing_finished_steps() {
         "hooks:\n{}{}{}{}",
         logging_hook("first", &[]),
         // The slow step leaves its pid so the test can clean up the orphan.
-        hook("slow", "echo slow >> log; if [ ! -e resume ]; then echo $$ > slow.pid; exec sleep 60; fi", &["first"], None),
+        hook(
+            "slow",
+            "echo slow >> log; if [ ! -e resume ]; then echo $$ > slow.pid; exec sleep 60; fi",
+            &["first"],
+            None
+        ),
         logging_hook("last", &["slow"]),
         logging_hook("other", &[]),
     ));
     let mut child = s.spawn("apply", &["--concurrency", "1"]);
-    wait_for("the slow step to start", Duration::from_secs(20), || s.path().join("slow.pid").exists());
+    wait_for("the slow step to start", Duration::from_secs(20), || {
+        s.path().join("slow.pid").exists()
+    });
     sigkill(child.id());
     let _ = child.wait();
     if let Ok(pid) = s.read("slow.pid").trim().parse::<u32>() {
         sigkill(pid);
     }
     assert_eq!(s.step_status("hook/first").as_deref(), Some("done"));
-    assert_eq!(s.step_status("hook/slow").as_deref(), Some("running"), "the kill left the step recorded as running");
+    assert_eq!(
+        s.step_status("hook/slow").as_deref(),
+        Some("running"),
+        "the kill left the step recorded as running"
+    );
 
     let plan = reasons(&plan_json(&s));
-    assert!(plan.contains(&("hook/slow".into(), "interrupted".into())), "{plan:?}");
-    assert!(plan.contains(&("hook/first".into(), "unchanged".into())), "{plan:?}");
+    assert!(
+        plan.contains(&("hook/slow".into(), "interrupted".into())),
+        "{plan:?}"
+    );
+    assert!(
+        plan.contains(&("hook/first".into(), "unchanged".into())),
+        "{plan:?}"
+    );
 
     std::fs::write(s.path().join("resume"), "").unwrap();
     let out = s.run("apply", &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("ended without releasing the workdir"), "stale lock noticed: {err}");
+    assert!(
+        err.contains("ended without releasing the workdir"),
+        "stale lock noticed: {err}"
+    );
     let log = lines(&s.read("log"));
-    assert_eq!(log.iter().filter(|l| *l == "first").count(), 1, "first is not redone: {log:?}");
-    assert_eq!(log.iter().filter(|l| *l == "slow").count(), 2, "slow is re-run: {log:?}");
+    assert_eq!(
+        log.iter().filter(|l| *l == "first").count(),
+        1,
+        "first is not redone: {log:?}"
+    );
+    assert_eq!(
+        log.iter().filter(|l| *l == "slow").count(),
+        2,
+        "slow is re-run: {log:?}"
+    );
     assert_eq!(log.iter().filter(|l| *l == "last").count(), 1, "{log:?}");
     assert_eq!(log.iter().filter(|l| *l == "other").count(), 1, "{log:?}");
     let state = s.state();
@@ -179,20 +265,36 @@ fn a_second_apply_is_refused_while_the_first_holds_the_lock() {
     let s = Scratch::new();
     s.write_inventory(&format!(
         "hooks:\n{}",
-        hook("hold", "touch holding; while [ ! -e release ]; do sleep 0.05; done", &[], None)
+        hook(
+            "hold",
+            "touch holding; while [ ! -e release ]; do sleep 0.05; done",
+            &[],
+            None
+        )
     ));
     let mut first = s.spawn("apply", &[]);
-    wait_for("the first apply to hold the lock", Duration::from_secs(20), || s.path().join("holding").exists());
+    wait_for(
+        "the first apply to hold the lock",
+        Duration::from_secs(20),
+        || s.path().join("holding").exists(),
+    );
     let second = s.run("apply", &[]);
     assert_eq!(code(&second), 4);
     let err = stderr(&second);
-    assert!(err.contains(&format!("pid {}", first.id())), "names the holder's pid: {err}");
+    assert!(
+        err.contains(&format!("pid {}", first.id())),
+        "names the holder's pid: {err}"
+    );
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert!(err.contains(host.trim()), "names the holder's host: {err}");
     assert!(err.contains("since 20"), "names the start time: {err}");
     std::fs::write(s.path().join("release"), "").unwrap();
     assert!(first.wait().unwrap().success());
-    assert_eq!(code(&s.run("apply", &[])), 0, "free again once the first exits");
+    assert_eq!(
+        code(&s.run("apply", &[])),
+        0,
+        "free again once the first exits"
+    );
 }
 
 #[test]
@@ -205,35 +307,69 @@ fn destroy_walks_recorded_steps_in_reverse_dependency_order() {
         logging_hook("top", &["middle"]),
     ));
     assert_eq!(code(&s.run("apply", &[])), 0);
-    let plan = s.command(&["--output", "json", "plan", "-i", "inventory.yaml", "--destroy"]).output().unwrap();
+    let plan = s
+        .command(&[
+            "--output",
+            "json",
+            "plan",
+            "-i",
+            "inventory.yaml",
+            "--destroy",
+        ])
+        .output()
+        .unwrap();
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
-    assert_eq!(plan["destroy"], serde_json::json!(["hook/top", "hook/middle", "hook/base"]));
+    assert_eq!(
+        plan["destroy"],
+        serde_json::json!(["hook/top", "hook/middle", "hook/base"])
+    );
 
     let refused = s.run("destroy", &[]);
     assert_eq!(code(&refused), 2, "no terminal and no --yes: refused");
     assert!(s.read("destroyed").is_empty());
 
-    let out = s.command(&["--yes", "destroy", "-i", "inventory.yaml"]).output().unwrap();
+    let out = s
+        .command(&["--yes", "destroy", "-i", "inventory.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(lines(&s.read("destroyed")), ["top", "middle", "base"]);
-    assert_eq!(s.state()["steps"], serde_json::json!({}), "each step is forgotten once torn down");
-    let again = s.command(&["--yes", "destroy", "-i", "inventory.yaml"]).output().unwrap();
+    assert_eq!(
+        s.state()["steps"],
+        serde_json::json!({}),
+        "each step is forgotten once torn down"
+    );
+    let again = s
+        .command(&["--yes", "destroy", "-i", "inventory.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(code(&again), 0, "destroying nothing is fine");
 }
 
 #[test]
 fn a_step_removed_from_the_inventory_is_torn_down_on_apply() {
     let s = Scratch::new();
-    s.write_inventory(&format!("hooks:\n{}{}", logging_hook("keep", &[]), logging_hook("drop", &[])));
+    s.write_inventory(&format!(
+        "hooks:\n{}{}",
+        logging_hook("keep", &[]),
+        logging_hook("drop", &[])
+    ));
     assert_eq!(code(&s.run("apply", &[])), 0);
     s.write_inventory(&format!("hooks:\n{}", logging_hook("keep", &[])));
     let plan = plan_json(&s);
     assert_eq!(plan["removals"][0]["id"], "hook/drop");
-    let out = s.command(&["--yes", "apply", "-i", "inventory.yaml"]).output().unwrap();
+    let out = s
+        .command(&["--yes", "apply", "-i", "inventory.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(lines(&s.read("destroyed")), ["drop"]);
     assert!(s.state()["steps"].get("hook/drop").is_none());
-    assert_eq!(lines(&s.read("log")), ["keep", "drop"], "keep was not re-run");
+    assert_eq!(
+        lines(&s.read("log")),
+        ["keep", "drop"],
+        "keep was not re-run"
+    );
 }
 
 #[test]
@@ -248,11 +384,19 @@ fn only_and_from_choose_steps_with_what_they_need() {
     ));
     let out = s.run("apply", &["--only", "hook/b"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(lines(&s.read("log")), ["a", "b"], "--only runs b and its unfinished need a");
+    assert_eq!(
+        lines(&s.read("log")),
+        ["a", "b"],
+        "--only runs b and its unfinished need a"
+    );
 
     let out = s.run("apply", &["--from", "hook/b"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(lines(&s.read("log")), ["a", "b", "b", "c"], "--from re-runs b and its dependents, not a or x");
+    assert_eq!(
+        lines(&s.read("log")),
+        ["a", "b", "b", "c"],
+        "--from re-runs b and its dependents, not a or x"
+    );
 
     let bad = s.run("apply", &["--only", "hook/nope"]);
     assert_eq!(code(&bad), 2);
@@ -262,11 +406,24 @@ fn only_and_from_choose_steps_with_what_they_need() {
 #[test]
 fn json_output_is_one_event_per_line() {
     let s = Scratch::new();
-    s.write_inventory(&format!("hooks:\n{}{}", logging_hook("a", &[]), logging_hook("b", &["a"])));
-    let out = s.command(&["--output", "json", "apply", "-i", "inventory.yaml"]).output().unwrap();
+    s.write_inventory(&format!(
+        "hooks:\n{}{}",
+        logging_hook("a", &[]),
+        logging_hook("b", &["a"])
+    ));
+    let out = s
+        .command(&["--output", "json", "apply", "-i", "inventory.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0);
-    let events: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds.first(), Some(&"run_started"));
     assert_eq!(kinds.last(), Some(&"run_finished"));
     assert_eq!(kinds.iter().filter(|k| **k == "step_finished").count(), 2);
@@ -276,12 +433,25 @@ fn json_output_is_one_event_per_line() {
 #[test]
 fn the_run_log_captures_hook_output() {
     let s = Scratch::new();
-    s.write_inventory(&format!("hooks:\n{}", hook("talk", "echo hello-from-hook; echo warn-from-hook >&2", &[], None)));
+    s.write_inventory(&format!(
+        "hooks:\n{}",
+        hook(
+            "talk",
+            "echo hello-from-hook; echo warn-from-hook >&2",
+            &[],
+            None
+        )
+    ));
     assert_eq!(code(&s.run("apply", &[])), 0);
-    let logs: Vec<_> = std::fs::read_dir(s.workdir().join("logs")).unwrap().collect();
+    let logs: Vec<_> = std::fs::read_dir(s.workdir().join("logs"))
+        .unwrap()
+        .collect();
     assert_eq!(logs.len(), 1);
     let text = std::fs::read_to_string(logs[0].as_ref().unwrap().path()).unwrap();
-    assert!(text.contains("hello-from-hook") && text.contains("warn-from-hook"), "{text}");
+    assert!(
+        text.contains("hello-from-hook") && text.contains("warn-from-hook"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -21,15 +21,20 @@ fn validate_fixture(name: &str) -> std::process::Output {
 fn check_golden(name: &str) {
     let out = validate_fixture(name);
     assert_eq!(code(&out), 3, "invalid inventory exits 3");
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/invalid/{name}.stderr"));
+    let golden =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/invalid/{name}.stderr"));
     let actual = stderr(&out);
     assert!(!actual.contains("panicked"), "{actual}");
     if std::env::var_os("NAUTES_BLESS").is_some() {
         std::fs::write(&golden, &actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&golden).unwrap_or_else(|_| panic!("missing golden {}", golden.display()));
-    assert_eq!(actual, expected, "output of `validate -i {name}.yaml` changed (NAUTES_BLESS=1 to accept)");
+    let expected = std::fs::read_to_string(&golden)
+        .unwrap_or_else(|_| panic!("missing golden {}", golden.display()));
+    assert_eq!(
+        actual, expected,
+        "output of `validate -i {name}.yaml` changed (NAUTES_BLESS=1 to accept)"
+    );
 }
 
 #[test]
@@ -63,8 +68,14 @@ fn json_output_lists_every_diagnostic_with_line_and_column() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
     let diags = v["diagnostics"].as_array().unwrap();
     assert_eq!(v["errors"], diags.len());
-    let dup = diags.iter().find(|d| d["path"] == "hosts[1].name").expect("duplicate host reported");
-    assert_eq!((dup["line"].as_u64(), dup["column"].as_u64()), (Some(10), Some(11)));
+    let dup = diags
+        .iter()
+        .find(|d| d["path"] == "hosts[1].name")
+        .expect("duplicate host reported");
+    assert_eq!(
+        (dup["line"].as_u64(), dup["column"].as_u64()),
+        (Some(10), Some(11))
+    );
     assert!(dup["hint"].as_str().unwrap().contains("hosts[0].name"));
 }
 
@@ -98,7 +109,10 @@ fn hook_cycles_are_named() {
     let out = s.run("validate", &[]);
     assert_eq!(code(&out), 5);
     let err = stderr(&out);
-    assert!(err.contains("hook/a -> hook/b -> hook/a") || err.contains("hook/b -> hook/a -> hook/b"), "{err}");
+    assert!(
+        err.contains("hook/a -> hook/b -> hook/a") || err.contains("hook/b -> hook/a -> hook/b"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -122,8 +136,19 @@ fn schema_is_json_schema_of_the_inventory() {
     let out = s.command(&["schema"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["title"], "Inventory");
-    let required: Vec<&str> = v["required"].as_array().unwrap().iter().filter_map(|x| x.as_str()).collect();
-    assert!(required.contains(&"apiVersion") && required.contains(&"metadata"), "{required:?}");
+    let required: Vec<&str> = v["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x.as_str())
+        .collect();
+    assert!(
+        required.contains(&"apiVersion") && required.contains(&"metadata"),
+        "{required:?}"
+    );
     assert!(v["properties"]["hosts"].is_object());
-    assert_eq!(v["additionalProperties"], false, "unknown fields are errors in the schema too");
+    assert_eq!(
+        v["additionalProperties"], false,
+        "unknown fields are errors in the schema too"
+    );
 }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const HEADER: &str = "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: test\n";
+pub const HEADER: &str =
+    "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: test\n";
 
 /// A scratch directory holding an inventory and a workdir.
 pub struct Scratch {
@@ -14,7 +15,9 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Scratch {
-        Scratch { dir: tempfile::tempdir().expect("tempdir") }
+        Scratch {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -67,12 +70,15 @@ impl Scratch {
     }
 
     pub fn state(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.workdir().join("state.json")).expect("state.json exists");
+        let text =
+            std::fs::read_to_string(self.workdir().join("state.json")).expect("state.json exists");
         serde_json::from_str(&text).expect("state.json is valid JSON")
     }
 
     pub fn step_status(&self, id: &str) -> Option<String> {
-        self.state()["steps"][id]["status"].as_str().map(str::to_string)
+        self.state()["steps"][id]["status"]
+            .as_str()
+            .map(str::to_string)
     }
 }
 
