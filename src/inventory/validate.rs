@@ -945,7 +945,9 @@ impl<'a> Validator<'a> {
     fn component_dependencies(&mut self) {
         let c = &self.inv().components;
         let on = |x: &Option<Component>| x.as_ref().is_some_and(|c| c.enabled);
-        let needs: [(&str, bool, &[(&str, bool)]); 3] = [
+        // (component, enabled, [(needed component, enabled)])
+        type Needs<'a> = (&'a str, bool, &'a [(&'a str, bool)]);
+        let needs: [Needs; 3] = [
             ("dex", on(&c.dex), &[("gitlab", on(&c.gitlab))]),
             ("argocd", on(&c.argocd), &[("dex", on(&c.dex))]),
             (
