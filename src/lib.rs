@@ -10,3 +10,4 @@ pub mod exit;
 pub mod inventory;
 pub mod plan;
 pub mod secret;
+pub mod artifacts;
