@@ -113,7 +113,7 @@ pub(crate) fn destroy_order(state: &State) -> Vec<String> {
     let nodes: Vec<(String, Vec<String>)> = state
         .steps
         .iter()
-        .map(|(id, r)| (id.clone(), r.needs.clone()))
+        .map(|(id, r)| (id.clone(), r.ordering()))
         .collect();
     let order = dag::topo_order(&nodes).unwrap_or_else(|_| (0..nodes.len()).collect());
     order

@@ -107,8 +107,7 @@ impl Engine {
             .map(|s| Job {
                 id: s.id.clone(),
                 waits_on: s
-                    .needs
-                    .iter()
+                    .ordering()
                     .filter(|n| to_run.contains(*n))
                     .cloned()
                     .collect(),
@@ -151,10 +150,7 @@ impl Engine {
                 .map(|id| {
                     (
                         id.clone(),
-                        st.steps
-                            .get(id)
-                            .map(|r| r.needs.clone())
-                            .unwrap_or_default(),
+                        st.steps.get(id).map(|r| r.ordering()).unwrap_or_default(),
                     )
                 })
                 .collect()
@@ -371,6 +367,7 @@ impl EngineRef {
                     kind: step.kind.clone(),
                     description: step.description.clone(),
                     needs: step.needs.clone(),
+                    after: step.after.clone(),
                     spec: step.spec.clone(),
                     settings: step.settings.clone(),
                     fingerprint: step.fingerprint.clone(),

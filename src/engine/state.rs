@@ -29,6 +29,8 @@ pub struct StepRecord {
     pub kind: String,
     pub description: String,
     pub needs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
     pub spec: Value,
     #[serde(default)]
     pub settings: Value,
@@ -93,6 +95,17 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl StepRecord {
+    /// Ordering edges as recorded (for teardown order).
+    pub fn ordering(&self) -> Vec<String> {
+        self.needs
+            .iter()
+            .chain(self.after.iter())
+            .cloned()
+            .collect()
+    }
 }
 
 impl State {

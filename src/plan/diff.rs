@@ -94,6 +94,7 @@ pub struct UnknownSteps(pub Vec<String>);
 
 pub fn diff(plan: &Plan, state: &State, selection: &Selection) -> Result<Diff, UnknownSteps> {
     let nodes = plan.graph();
+    let needs_nodes = plan.needs_graph();
     let known: BTreeSet<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
     let requested: Vec<&String> = selection.only.iter().chain(selection.from.iter()).collect();
     let unknown: Vec<String> = requested
@@ -114,7 +115,7 @@ pub fn diff(plan: &Plan, state: &State, selection: &Selection) -> Result<Diff, U
     let selected: Option<BTreeSet<String>> = if forced.is_empty() {
         None
     } else {
-        let mut s = dag::needs_of(&nodes, &forced);
+        let mut s = dag::needs_of(&needs_nodes, &forced);
         s.extend(forced.iter().cloned());
         Some(s)
     };
@@ -189,7 +190,7 @@ fn removals(plan: &Plan, state: &State) -> Vec<Decision> {
         .collect();
     let nodes: Vec<(String, Vec<String>)> = gone
         .iter()
-        .map(|(id, rec)| ((*id).clone(), rec.needs.clone()))
+        .map(|(id, rec)| ((*id).clone(), rec.ordering()))
         .collect();
     let order = dag::topo_order(&nodes).unwrap_or_else(|_| (0..nodes.len()).collect());
     order
@@ -201,4 +202,76 @@ fn removals(plan: &Plan, state: &State) -> Vec<Decision> {
             reason: Reason::Removed,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::state::StepRecord;
+    use crate::plan::Step;
+    use serde_json::json;
+
+    fn done(step: &Step, revision: u64, needs_revisions: &[(&str, u64)]) -> StepRecord {
+        StepRecord {
+            kind: step.kind.clone(),
+            description: String::new(),
+            needs: step.needs.clone(),
+            after: step.after.clone(),
+            spec: step.spec.clone(),
+            settings: json!(null),
+            fingerprint: step.fingerprint.clone(),
+            status: StepStatus::Done,
+            revision,
+            needs_revisions: needs_revisions
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            outputs: json!(null),
+            started_at: None,
+            finished_at: None,
+            attempts: 1,
+            last_error: None,
+        }
+    }
+
+    fn reason(d: &Diff, id: &str) -> Reason {
+        d.decisions
+            .iter()
+            .find(|x| x.id == id)
+            .unwrap()
+            .reason
+            .clone()
+    }
+
+    #[test]
+    fn after_orders_without_propagating_changes_but_needs_propagate() {
+        let a = Step::new("a", "t", "", json!({"v": 1}));
+        let b = Step::new("b", "t", "", json!({})).after(["a"]);
+        let c = Step::new("c", "t", "", json!({})).needs(["a"]);
+        let mut state = State::default();
+        state.steps.insert("a".into(), done(&a, 1, &[]));
+        state.steps.insert("b".into(), done(&b, 2, &[]));
+        state.steps.insert("c".into(), done(&c, 3, &[("a", 1)]));
+        let changed_a = Step::new("a", "t", "", json!({"v": 2}));
+        let plan = Plan::from_steps(vec![b, c, changed_a]).unwrap();
+        assert_eq!(plan.steps[0].id, "a", "after/needs order a first");
+        let d = diff(&plan, &state, &Selection::default()).unwrap();
+        assert_eq!(reason(&d, "a"), Reason::InputsChanged);
+        assert_eq!(reason(&d, "b"), Reason::Unchanged);
+        assert!(matches!(reason(&d, "c"), Reason::DependencyChanged { .. }));
+    }
+
+    #[test]
+    fn a_need_reapplied_after_a_crash_still_reruns_its_dependent() {
+        let a = Step::new("a", "t", "", json!({}));
+        let c = Step::new("c", "t", "", json!({})).needs(["a"]);
+        let mut state = State::default();
+        // a was re-applied (revision 5) but c last saw revision 1.
+        state.steps.insert("a".into(), done(&a, 5, &[]));
+        state.steps.insert("c".into(), done(&c, 3, &[("a", 1)]));
+        let plan = Plan::from_steps(vec![a, c]).unwrap();
+        let d = diff(&plan, &state, &Selection::default()).unwrap();
+        assert_eq!(reason(&d, "a"), Reason::Unchanged);
+        assert!(matches!(reason(&d, "c"), Reason::DependencyChanged { .. }));
+    }
 }

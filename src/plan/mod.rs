@@ -20,6 +20,10 @@ pub struct Step {
     pub kind: String,
     pub description: String,
     pub needs: Vec<String>,
+    /// Steps that must finish first when both run in the same run, without
+    /// making this step re-run when they change (rolling order of nodes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
     /// What the step acts on. Changing it changes the fingerprint, which
     /// re-runs the step and everything after it.
     pub spec: Value,
@@ -43,6 +47,7 @@ impl Step {
             kind: kind.to_string(),
             description: description.into(),
             needs: Vec::new(),
+            after: Vec::new(),
             spec,
             settings: Value::Null,
             fingerprint,
@@ -61,6 +66,25 @@ impl Step {
             }
         }
         self
+    }
+
+    pub fn after<I, S>(mut self, ids: I) -> Step
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        for id in ids {
+            let id = id.into();
+            if !self.after.contains(&id) && id != self.id {
+                self.after.push(id);
+            }
+        }
+        self
+    }
+
+    /// Everything that must finish before this step in one run.
+    pub fn ordering(&self) -> impl Iterator<Item = &String> {
+        self.needs.iter().chain(self.after.iter())
     }
 
     pub fn with_settings(mut self, settings: Value) -> Step {
@@ -144,8 +168,17 @@ impl Plan {
         self.steps.iter().find(|s| s.id == id)
     }
 
+    /// Ordering edges: `needs` and `after`.
     pub fn graph(&self) -> Vec<(String, Vec<String>)> {
         graph(&self.steps)
+    }
+
+    /// Data edges only: `needs`.
+    pub fn needs_graph(&self) -> Vec<(String, Vec<String>)> {
+        self.steps
+            .iter()
+            .map(|s| (s.id.clone(), s.needs.clone()))
+            .collect()
     }
 
     pub fn index(&self) -> HashMap<&str, &Step> {
@@ -154,9 +187,18 @@ impl Plan {
 }
 
 fn graph(steps: &[Step]) -> Vec<(String, Vec<String>)> {
+    let ids: BTreeSet<&str> = steps.iter().map(|s| s.id.as_str()).collect();
     steps
         .iter()
-        .map(|s| (s.id.clone(), s.needs.clone()))
+        .map(|s| {
+            // An `after` on a step that is not planned (a removed node) is moot.
+            let edges = s
+                .ordering()
+                .filter(|n| ids.contains(n.as_str()))
+                .cloned()
+                .collect();
+            (s.id.clone(), edges)
+        })
         .collect()
 }
 
