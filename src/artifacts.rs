@@ -19,7 +19,10 @@ pub const CHECKSUMS_FILE: &str = "checksums.sha256";
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     #[error("bundle {bundle}: {CHECKSUMS_FILE} is missing or unreadable: {source}")]
-    NoChecksums { bundle: PathBuf, source: std::io::Error },
+    NoChecksums {
+        bundle: PathBuf,
+        source: std::io::Error,
+    },
     #[error("bundle {bundle}: {CHECKSUMS_FILE} line {line} is not `<sha256>  <path>`")]
     BadChecksumLine { bundle: PathBuf, line: usize },
     #[error("bundle {bundle}: `{name}` is not listed in {CHECKSUMS_FILE}")]
@@ -27,9 +30,17 @@ pub enum ArtifactError {
     #[error("bundle {bundle}: `{name}` is missing")]
     Missing { bundle: PathBuf, name: String },
     #[error("bundle {bundle}: `{name}` is corrupt: sha256 {actual}, expected {expected}")]
-    Corrupt { bundle: PathBuf, name: String, expected: String, actual: String },
+    Corrupt {
+        bundle: PathBuf,
+        name: String,
+        expected: String,
+        actual: String,
+    },
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// sha256 of a file, streamed so large image tarballs need no memory.
@@ -65,18 +76,25 @@ pub struct Verified {
 impl Bundle {
     pub fn open(root: &Path) -> Result<Bundle, ArtifactError> {
         let list = root.join(CHECKSUMS_FILE);
-        let text = std::fs::read_to_string(&list)
-            .map_err(|source| ArtifactError::NoChecksums { bundle: root.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(&list).map_err(|source| ArtifactError::NoChecksums {
+            bundle: root.to_path_buf(),
+            source,
+        })?;
         let mut checksums = BTreeMap::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (sum, name) = parse_checksum_line(line)
-                .ok_or(ArtifactError::BadChecksumLine { bundle: root.to_path_buf(), line: i + 1 })?;
+            let (sum, name) = parse_checksum_line(line).ok_or(ArtifactError::BadChecksumLine {
+                bundle: root.to_path_buf(),
+                line: i + 1,
+            })?;
             checksums.insert(name.to_string(), sum.to_ascii_lowercase());
         }
-        Ok(Bundle { root: root.to_path_buf(), checksums })
+        Ok(Bundle {
+            root: root.to_path_buf(),
+            checksums,
+        })
     }
 
     /// The file `name` (relative to the bundle root), checked against its sum.
@@ -84,13 +102,24 @@ impl Bundle {
         let expected = self
             .checksums
             .get(name)
-            .ok_or_else(|| ArtifactError::NotListed { bundle: self.root.clone(), name: name.to_string() })?;
+            .ok_or_else(|| ArtifactError::NotListed {
+                bundle: self.root.clone(),
+                name: name.to_string(),
+            })?;
         let path = self.root.join(name);
         let meta = match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => m,
-            _ => return Err(ArtifactError::Missing { bundle: self.root.clone(), name: name.to_string() }),
+            _ => {
+                return Err(ArtifactError::Missing {
+                    bundle: self.root.clone(),
+                    name: name.to_string(),
+                })
+            }
         };
-        let actual = sha256_file(&path).map_err(|source| ArtifactError::Io { path: path.clone(), source })?;
+        let actual = sha256_file(&path).map_err(|source| ArtifactError::Io {
+            path: path.clone(),
+            source,
+        })?;
         if &actual != expected {
             return Err(ArtifactError::Corrupt {
                 bundle: self.root.clone(),
@@ -99,12 +128,19 @@ impl Bundle {
                 actual,
             });
         }
-        Ok(Verified { path, sha256: actual, size: meta.len() })
+        Ok(Verified {
+            path,
+            sha256: actual,
+            size: meta.len(),
+        })
     }
 
     /// Check every listed file; returns every problem, not just the first.
     pub fn verify_all(&self) -> Vec<ArtifactError> {
-        self.checksums.keys().filter_map(|name| self.get(name).err()).collect()
+        self.checksums
+            .keys()
+            .filter_map(|name| self.get(name).err())
+            .collect()
     }
 }
 
@@ -120,11 +156,17 @@ fn parse_checksum_line(line: &str) -> Option<(&str, &str)> {
 /// assembled by hand can be sealed before it is carried across the air gap.
 pub fn write_checksums(root: &Path) -> Result<usize, ArtifactError> {
     let mut files = Vec::new();
-    collect_files(root, root, &mut files).map_err(|source| ArtifactError::Io { path: root.to_path_buf(), source })?;
+    collect_files(root, root, &mut files).map_err(|source| ArtifactError::Io {
+        path: root.to_path_buf(),
+        source,
+    })?;
     files.sort();
     let mut out = String::new();
     for rel in &files {
-        let sum = sha256_file(&root.join(rel)).map_err(|source| ArtifactError::Io { path: root.join(rel), source })?;
+        let sum = sha256_file(&root.join(rel)).map_err(|source| ArtifactError::Io {
+            path: root.join(rel),
+            source,
+        })?;
         out.push_str(&format!("{sum}  {rel}\n"));
     }
     let list = root.join(CHECKSUMS_FILE);
@@ -141,7 +183,11 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Res
         if ty.is_dir() {
             collect_files(root, &path, out)?;
         } else if ty.is_file() {
-            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
             if rel != CHECKSUMS_FILE && !rel.starts_with(&format!(".{CHECKSUMS_FILE}")) {
                 out.push(rel);
             }
@@ -170,16 +216,29 @@ mod tests {
         std::fs::remove_file(root.join("k3s/v1/install.sh")).unwrap();
         let problems: Vec<String> = b.verify_all().iter().map(|e| e.to_string()).collect();
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("`k3s/v1/install.sh` is missing")));
-        assert!(problems.iter().any(|p| p.contains("`k3s/v1/k3s` is corrupt")));
-        assert!(matches!(b.get("nope"), Err(ArtifactError::NotListed { .. })));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("`k3s/v1/install.sh` is missing")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("`k3s/v1/k3s` is corrupt")));
+        assert!(matches!(
+            b.get("nope"),
+            Err(ArtifactError::NotListed { .. })
+        ));
     }
 
     #[test]
     fn rejects_malformed_checksum_files() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(Bundle::open(dir.path()), Err(ArtifactError::NoChecksums { .. })));
+        assert!(matches!(
+            Bundle::open(dir.path()),
+            Err(ArtifactError::NoChecksums { .. })
+        ));
         std::fs::write(dir.path().join(CHECKSUMS_FILE), "abc  file\n").unwrap();
-        assert!(matches!(Bundle::open(dir.path()), Err(ArtifactError::BadChecksumLine { line: 1, .. })));
+        assert!(matches!(
+            Bundle::open(dir.path()),
+            Err(ArtifactError::BadChecksumLine { line: 1, .. })
+        ));
     }
 }

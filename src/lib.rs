@@ -1,6 +1,7 @@
 //! nautes-install: reads one inventory, plans a DAG of steps, and runs them
 //! resumably against hosts, Terraform, Ansible and Kubernetes.
 
+pub mod artifacts;
 pub mod cli;
 pub mod commands;
 pub mod components;
@@ -10,4 +11,3 @@ pub mod exit;
 pub mod inventory;
 pub mod plan;
 pub mod secret;
-pub mod artifacts;
