@@ -133,7 +133,8 @@ mod tests {
             .iter()
             .map(|&i| n[i].0.as_str())
             .collect();
-        assert_eq!(order, vec!["a", "b", "c", "d"]);
+        // c becomes ready as soon as a is done and, being declared first, goes before b.
+        assert_eq!(order, vec!["a", "c", "b", "d"]);
     }
 
     #[test]
