@@ -11,3 +11,4 @@ pub mod exit;
 pub mod inventory;
 pub mod plan;
 pub mod secret;
+pub mod templates;
