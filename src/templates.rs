@@ -7,8 +7,14 @@ use tera::{Context, Tera};
 
 /// (name, source) of every template under templates/.
 const TEMPLATES: &[(&str, &str)] = &[
-    ("k3s/config.yaml", include_str!("../templates/k3s/config.yaml.tera")),
-    ("k3s/registries.yaml", include_str!("../templates/k3s/registries.yaml.tera")),
+    (
+        "k3s/config.yaml",
+        include_str!("../templates/k3s/config.yaml.tera"),
+    ),
+    (
+        "k3s/registries.yaml",
+        include_str!("../templates/k3s/registries.yaml.tera"),
+    ),
 ];
 
 fn engine() -> Result<&'static Tera, String> {
@@ -17,7 +23,8 @@ fn engine() -> Result<&'static Tera, String> {
         .get_or_init(|| {
             let mut tera = Tera::default();
             tera.autoescape_on(vec![]);
-            tera.add_raw_templates(TEMPLATES.iter().copied()).map_err(|e| format!("{e:?}"))?;
+            tera.add_raw_templates(TEMPLATES.iter().copied())
+                .map_err(|e| format!("{e:?}"))?;
             Ok(tera)
         })
         .as_ref()
@@ -26,7 +33,8 @@ fn engine() -> Result<&'static Tera, String> {
 
 /// Render the embedded template `name` with `context` (anything Serialize).
 pub fn render(name: &str, context: &impl serde::Serialize) -> Result<String, String> {
-    let ctx = Context::from_serialize(context).map_err(|e| format!("template {name}: bad context: {e}"))?;
+    let ctx = Context::from_serialize(context)
+        .map_err(|e| format!("template {name}: bad context: {e}"))?;
     engine()?.render(name, &ctx).map_err(|e| {
         // tera hides the useful part in the source chain.
         let mut msg = format!("template {name}: {e}");

@@ -1,7 +1,11 @@
 //! One module per thing we install. Each turns its inventory section into
 //! steps (with explicit needs) and provides the handlers that run them.
 
+pub mod artifacts;
 pub mod hooks;
+pub mod hosts;
+pub mod k3s;
+pub mod preflight;
 
 use std::sync::Arc;
 
@@ -12,7 +16,17 @@ use crate::plan::Step;
 /// Every step the inventory asks for, unordered; the plan orders them.
 pub fn plan_steps(loaded: &Loaded) -> Result<Vec<Step>, Vec<Diagnostic>> {
     let mut steps = Vec::new();
-    hooks::plan(loaded, &mut steps)?;
+    let mut problems = Vec::new();
+    if let Err(mut p) = k3s::plan(loaded, &mut steps) {
+        problems.append(&mut p);
+    }
+    // Hooks attach to the other steps, so they are planned last.
+    if let Err(mut p) = hooks::plan(loaded, &mut steps) {
+        problems.append(&mut p);
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
     Ok(steps)
 }
 
@@ -20,5 +34,7 @@ pub fn plan_steps(loaded: &Loaded) -> Result<Vec<Step>, Vec<Diagnostic>> {
 pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.register(Arc::new(hooks::HookHandler));
+    r.register(Arc::new(artifacts::ArtifactsHandler));
+    r.register(Arc::new(k3s::TokenHandler));
     r
 }

@@ -177,6 +177,10 @@ pub struct Artifacts {
     /// CA certificate that signs the private registries.
     #[serde(default)]
     pub registry_ca_file: Option<PathBuf>,
+    /// Base URL that mirrors upstream release downloads (online mode), e.g. an
+    /// internal proxy of `https://github.com`; default: upstream.
+    #[serde(default)]
+    pub download_mirror: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

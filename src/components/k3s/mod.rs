@@ -1,0 +1,88 @@
+//! K3s host clusters: one step per node, ordered so the first server
+//! initialises the cluster, further servers join it one at a time, then
+//! agents join one at a time. Ordering edges between nodes are soft
+//! (`after`), so a config change re-runs only the nodes it touches while an
+//! upgrade still rolls servers first, one by one, then agents.
+
+pub mod kubeconfig;
+mod plan;
+pub mod render;
+mod token;
+
+pub use plan::plan;
+pub use token::TokenHandler;
+
+use serde::{Deserialize, Serialize};
+
+pub const NODE_KIND: &str = "k3s-node";
+pub const TOKEN_KIND: &str = "k3s-token";
+pub const KUBECONFIG_KIND: &str = "k3s-kubeconfig";
+
+/// Where the installer keeps a cluster's files in the outputs directory.
+pub fn token_file_name(cluster: &str) -> String {
+    format!("{cluster}/k3s-token")
+}
+
+pub fn kubeconfig_file_name(cluster: &str) -> String {
+    format!("{cluster}/kubeconfig")
+}
+
+/// Paths on the node.
+pub const REMOTE_TOKEN_FILE: &str = "/etc/rancher/k3s/nautes-token";
+pub const REMOTE_CONFIG_FILE: &str = "/etc/rancher/k3s/config.yaml";
+pub const REMOTE_REGISTRIES_FILE: &str = "/etc/rancher/k3s/registries.yaml";
+pub const REMOTE_BINARY: &str = "/usr/local/bin/k3s";
+pub const REMOTE_INSTALL_SCRIPT: &str = "/opt/nautes/k3s/install.sh";
+pub const REMOTE_IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
+pub const REMOTE_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Server,
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+/// What a K3s node step acts on; all of it is fingerprinted, so a new
+/// version (new binary sha) or a new config re-runs exactly this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    pub cluster: String,
+    pub node: String,
+    pub role: Role,
+    /// The first server, which creates the cluster.
+    pub init: bool,
+    pub version: String,
+    /// The artifacts step that provides the binary, install script and images.
+    pub artifacts: String,
+    /// sha256 of those files when known at plan time (air-gap bundle), so a
+    /// rebuilt bundle re-runs the nodes it changes.
+    pub pins: std::collections::BTreeMap<String, String>,
+    /// Rendered /etc/rancher/k3s/config.yaml (holds no secret: the token is a file).
+    pub config: String,
+    pub registries: Option<String>,
+    pub drain_on_upgrade: bool,
+}
+
+/// The join token's source; the value itself is never in a spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSpec {
+    pub cluster: String,
+    pub source: Option<crate::inventory::SecretRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeconfigSpec {
+    pub cluster: String,
+    /// Server URL written into the kubeconfig the user gets.
+    pub endpoint: String,
+}

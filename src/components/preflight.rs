@@ -1,0 +1,425 @@
+//! Facts and preflight: before K3s touches a host, check it can run it —
+//! OS, architecture, CPUs, memory, disk, swap, systemd, free ports, unique
+//! hostnames and clock skew across hosts. Every failing rule on every host
+//! is reported at once; a rule can be waived per host in the inventory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::hosts::{self, HostConn};
+use super::k3s::Role;
+use crate::inventory::Loaded;
+use crate::plan::Step;
+
+pub const KIND: &str = "preflight";
+
+/// Distributions K3s supports; others need `os:` set on the host (an
+/// explicit statement that the user takes responsibility), not a dead end.
+const KNOWN_OS: &[&str] = &[
+    "debian",
+    "ubuntu",
+    "rhel",
+    "centos",
+    "rocky",
+    "almalinux",
+    "fedora",
+    "sles",
+    "opensuse-leap",
+    "ol",
+    "amzn",
+    "raspbian",
+];
+const MIN_CPUS: u32 = 1;
+const MIN_MEMORY_MB: u64 = 1024;
+const MIN_DISK_MB: u64 = 5 * 1024;
+/// Clocks further apart than this break etcd leases and TLS validity checks.
+const MAX_CLOCK_SKEW_MS: i64 = 2_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCheck {
+    pub name: String,
+    pub role: Role,
+    pub waive: Vec<String>,
+    pub os_override: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreflightSpec {
+    pub cluster: String,
+    pub hosts: Vec<HostCheck>,
+    /// Several servers mean embedded etcd, which needs its peer ports.
+    pub ha: bool,
+}
+
+/// What we learn about a host (one remote command).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    pub hostname: String,
+    pub os_id: String,
+    pub os_id_like: Vec<String>,
+    pub os_version: String,
+    pub arch: String,
+    pub kernel: String,
+    pub cpus: u32,
+    pub mem_total_bytes: u64,
+    /// Free bytes on the filesystem holding /var/lib/rancher.
+    pub disk_free_bytes: u64,
+    pub swap_total_bytes: u64,
+    pub has_systemd: bool,
+    pub listening_tcp: Vec<u16>,
+    pub listening_udp: Vec<u16>,
+    pub epoch_millis: i64,
+    /// K3s is already installed (its own ports are then in use by design).
+    pub k3s_installed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub host: String,
+    pub rule: String,
+    pub ok: bool,
+    pub waived: bool,
+    pub message: String,
+}
+
+pub fn step_id(cluster: &str) -> String {
+    format!("preflight/{cluster}")
+}
+
+/// Add the preflight step for one cluster's hosts; returns its id.
+pub fn plan_cluster(
+    loaded: &Loaded,
+    cluster: &str,
+    members: &[(&String, Role)],
+    steps: &mut Vec<Step>,
+) -> String {
+    let mut checks = Vec::new();
+    let mut conns: Vec<HostConn> = Vec::new();
+    for (name, role) in members {
+        let Some(conn) = hosts::connection(loaded, name) else {
+            continue;
+        };
+        let host = hosts::find(loaded, name);
+        checks.push(HostCheck {
+            name: name.to_string(),
+            role: *role,
+            waive: host.map(|h| h.waive.clone()).unwrap_or_default(),
+            os_override: host.and_then(|h| h.os.as_ref().map(|o| o.id.clone())),
+        });
+        conns.push(conn);
+    }
+    let servers = members.iter().filter(|(_, r)| *r == Role::Server).count();
+    let id = step_id(cluster);
+    let spec = PreflightSpec {
+        cluster: cluster.to_string(),
+        hosts: checks,
+        ha: servers > 1,
+    };
+    steps.push(
+        Step::new(
+            &id,
+            KIND,
+            format!("preflight checks of cluster {cluster}"),
+            json!(spec),
+        )
+        .with_settings(json!({ "conns": conns })),
+    );
+    id
+}
+
+/// Ports a node of `role` must be able to bind.
+pub fn required_ports(role: Role, ha: bool) -> (Vec<u16>, Vec<u16>) {
+    let mut tcp = vec![10250];
+    if role == Role::Server {
+        tcp.push(6443);
+        if ha {
+            tcp.extend([2379, 2380]);
+        }
+    }
+    (tcp, vec![8472])
+}
+
+/// Every rule on every host. `facts` holds what was gathered, by host name.
+pub fn evaluate(spec: &PreflightSpec, facts: &BTreeMap<String, Facts>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut push = |host: &HostCheck, rule: &str, ok: bool, message: String| {
+        out.push(Finding {
+            host: host.name.clone(),
+            rule: rule.to_string(),
+            ok,
+            waived: !ok && host.waive.iter().any(|w| w == rule),
+            message,
+        });
+    };
+    let mut names: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut clocks: Vec<i64> = facts.values().map(|f| f.epoch_millis).collect();
+    clocks.sort_unstable();
+    let median = clocks.get(clocks.len() / 2).copied().unwrap_or(0);
+    for host in &spec.hosts {
+        let Some(f) = facts.get(&host.name) else {
+            continue;
+        };
+        names
+            .entry(f.hostname.as_str())
+            .or_default()
+            .push(host.name.as_str());
+
+        let os = host.os_override.clone().unwrap_or_else(|| f.os_id.clone());
+        let known = KNOWN_OS.contains(&os.as_str())
+            || f.os_id_like.iter().any(|l| KNOWN_OS.contains(&l.as_str()));
+        push(
+            host,
+            "os",
+            known || host.os_override.is_some(),
+            if known || host.os_override.is_some() {
+                format!("{} {}", f.os_id, f.os_version)
+            } else {
+                format!("unrecognised distribution `{}` (ID_LIKE: {}); set `os: {{ id: <closest> }}` on the host to proceed", f.os_id, f.os_id_like.join(" "))
+            },
+        );
+        let arch_ok = matches!(f.arch.as_str(), "x86_64" | "amd64");
+        push(
+            host,
+            "arch",
+            arch_ok,
+            if arch_ok {
+                f.arch.clone()
+            } else {
+                format!(
+                    "architecture {} is not supported by this release's K3s artifacts (amd64 only)",
+                    f.arch
+                )
+            },
+        );
+        push(host, "cpu", f.cpus >= MIN_CPUS, format!("{} CPUs", f.cpus));
+        let mem_mb = f.mem_total_bytes / (1024 * 1024);
+        push(
+            host,
+            "memory",
+            mem_mb >= MIN_MEMORY_MB,
+            format!("{mem_mb} MiB (need {MIN_MEMORY_MB})"),
+        );
+        let disk_mb = f.disk_free_bytes / (1024 * 1024);
+        push(
+            host,
+            "disk",
+            disk_mb >= MIN_DISK_MB,
+            format!("{disk_mb} MiB free for /var/lib/rancher (need {MIN_DISK_MB})"),
+        );
+        push(
+            host,
+            "swap",
+            f.swap_total_bytes == 0,
+            if f.swap_total_bytes == 0 {
+                "off".into()
+            } else {
+                format!(
+                    "{} MiB of swap is on; the kubelet expects it off",
+                    f.swap_total_bytes / (1024 * 1024)
+                )
+            },
+        );
+        push(
+            host,
+            "systemd",
+            f.has_systemd,
+            if f.has_systemd {
+                "present".into()
+            } else {
+                "no systemd: the K3s service cannot be managed".into()
+            },
+        );
+        if f.k3s_installed {
+            push(
+                host,
+                "ports",
+                true,
+                "K3s already installed: its ports are its own".into(),
+            );
+        } else {
+            let (tcp, udp) = required_ports(host.role, spec.ha);
+            let busy: Vec<String> = tcp
+                .iter()
+                .filter(|p| f.listening_tcp.contains(p))
+                .map(|p| format!("{p}/tcp"))
+                .chain(
+                    udp.iter()
+                        .filter(|p| f.listening_udp.contains(p))
+                        .map(|p| format!("{p}/udp")),
+                )
+                .collect();
+            push(
+                host,
+                "ports",
+                busy.is_empty(),
+                if busy.is_empty() {
+                    "free".into()
+                } else {
+                    format!("in use by another program: {}", busy.join(", "))
+                },
+            );
+        }
+        let skew = f.epoch_millis - median;
+        push(
+            host,
+            "clock",
+            skew.abs() <= MAX_CLOCK_SKEW_MS,
+            format!("{skew:+} ms from the median of the cluster's hosts"),
+        );
+    }
+    let clashes: BTreeSet<&str> = names
+        .iter()
+        .filter(|(_, hs)| hs.len() > 1)
+        .flat_map(|(_, hs)| hs.iter().copied())
+        .collect();
+    for host in &spec.hosts {
+        let Some(f) = facts.get(&host.name) else {
+            continue;
+        };
+        let clash = clashes.contains(host.name.as_str());
+        let others: Vec<&str> = names
+            .get(f.hostname.as_str())
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|h| *h != host.name)
+            .collect();
+        push(
+            host,
+            "hostname",
+            !clash,
+            if clash {
+                format!(
+                    "hostname `{}` is also the hostname of {}; node names must be unique",
+                    f.hostname,
+                    others.join(", ")
+                )
+            } else {
+                f.hostname.clone()
+            },
+        );
+    }
+    out
+}
+
+/// A per-host table of findings, failures first.
+pub fn table(findings: &[Finding]) -> String {
+    let mut rows: Vec<&Finding> = findings.iter().collect();
+    rows.sort_by_key(|f| (f.ok, f.waived, f.host.clone(), f.rule.clone()));
+    let hw = rows.iter().map(|f| f.host.len()).max().unwrap_or(4).max(4);
+    let mut s = format!("{:hw$}  {:8}  {:7}  detail\n", "host", "rule", "result");
+    for f in rows {
+        let result = if f.ok {
+            "ok"
+        } else if f.waived {
+            "waived"
+        } else {
+            "FAIL"
+        };
+        s.push_str(&format!(
+            "{:hw$}  {:8}  {:7}  {}\n",
+            f.host, f.rule, result, f.message
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good(hostname: &str, clock: i64) -> Facts {
+        Facts {
+            hostname: hostname.into(),
+            os_id: "debian".into(),
+            os_version: "12".into(),
+            arch: "x86_64".into(),
+            cpus: 2,
+            mem_total_bytes: 4 << 30,
+            disk_free_bytes: 20 << 30,
+            has_systemd: true,
+            epoch_millis: clock,
+            ..Facts::default()
+        }
+    }
+
+    fn check(name: &str, role: Role, waive: &[&str]) -> HostCheck {
+        HostCheck {
+            name: name.into(),
+            role,
+            waive: waive.iter().map(|s| s.to_string()).collect(),
+            os_override: None,
+        }
+    }
+
+    fn failing(findings: &[Finding]) -> Vec<(String, String)> {
+        findings
+            .iter()
+            .filter(|f| !f.ok && !f.waived)
+            .map(|f| (f.host.clone(), f.rule.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn reports_every_failing_rule_on_every_host() {
+        let spec = PreflightSpec {
+            cluster: "c".into(),
+            hosts: vec![
+                check("a", Role::Server, &[]),
+                check("b", Role::Agent, &["swap"]),
+                check("c", Role::Agent, &[]),
+            ],
+            ha: false,
+        };
+        let mut a = good("same", 1_000_000);
+        a.listening_tcp = vec![6443, 22];
+        let mut b = good("same", 1_000_100);
+        b.swap_total_bytes = 1 << 30;
+        let mut c = good("c", 1_009_000);
+        c.os_id = "plan9".into();
+        let facts = BTreeMap::from([
+            ("a".to_string(), a),
+            ("b".to_string(), b),
+            ("c".to_string(), c),
+        ]);
+        let findings = evaluate(&spec, &facts);
+        let mut fails = failing(&findings);
+        fails.sort();
+        assert_eq!(
+            fails,
+            vec![
+                ("a".into(), "hostname".into()),
+                ("a".into(), "ports".into()),
+                ("b".into(), "hostname".into()),
+                ("c".into(), "clock".into()),
+                ("c".into(), "os".into()),
+            ]
+        );
+        assert!(findings
+            .iter()
+            .any(|f| f.host == "b" && f.rule == "swap" && f.waived));
+        let t = table(&findings);
+        assert!(t.contains("in use by another program: 6443/tcp"), "{t}");
+        assert!(
+            t.lines().nth(1).unwrap().contains("FAIL"),
+            "failures first:\n{t}"
+        );
+    }
+
+    #[test]
+    fn an_installed_node_may_hold_its_own_ports_and_id_like_rescues_derivatives() {
+        let spec = PreflightSpec {
+            cluster: "c".into(),
+            hosts: vec![check("a", Role::Server, &[])],
+            ha: true,
+        };
+        let mut a = good("a", 0);
+        a.listening_tcp = vec![6443, 2379, 2380, 10250];
+        a.k3s_installed = true;
+        a.os_id = "linuxmint".into();
+        a.os_id_like = vec!["ubuntu".into(), "debian".into()];
+        assert!(failing(&evaluate(&spec, &BTreeMap::from([("a".to_string(), a)]))).is_empty());
+    }
+}
