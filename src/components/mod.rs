@@ -6,6 +6,7 @@ pub mod hooks;
 pub mod hosts;
 pub mod k3s;
 pub mod preflight;
+pub mod remote;
 
 use std::sync::Arc;
 

@@ -423,3 +423,78 @@ mod tests {
         assert!(failing(&evaluate(&spec, &BTreeMap::from([("a".to_string(), a)]))).is_empty());
     }
 }
+
+/// One POSIX sh script that prints every fact as `key=value`, so a host
+/// costs one round trip. Ports come from /proc/net (hex), which needs no
+/// `ss`/`netstat` on minimal hosts.
+pub const FACTS_SCRIPT: &str = r#"[ -r /etc/os-release ] && . /etc/os-release
+echo "hostname=$(cat /proc/sys/kernel/hostname 2>/dev/null || hostname)"
+echo "os_id=${ID:-unknown}"
+echo "os_id_like=${ID_LIKE:-}"
+echo "os_version=${VERSION_ID:-}"
+echo "arch=$(uname -m)"
+echo "kernel=$(uname -r)"
+echo "cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 0)"
+awk '/^MemTotal:/{print "mem_kb="$2} /^SwapTotal:/{print "swap_kb="$2}' /proc/meminfo
+d=/var/lib/rancher; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+echo "disk_free_kb=$(df -Pk "$d" | awk 'NR==2{print $4}')"
+if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi
+echo "tcp=$(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk 'NR>1 && $4=="0A"{n=split($2,a,":"); print a[n]}' | sort -u | tr '\n' ' ')"
+echo "udp=$(cat /proc/net/udp /proc/net/udp6 2>/dev/null | awk 'NR>1 && $4=="07"{n=split($2,a,":"); print a[n]}' | sort -u | tr '\n' ' ')"
+echo "epoch_ms=$(date +%s%3N)"
+if [ -x /usr/local/bin/k3s ]; then echo k3s=1; else echo k3s=0; fi
+"#;
+
+/// Parse what [`FACTS_SCRIPT`] printed; a missing or garbled key is an
+/// error naming the key, so a strange host is not silently judged.
+pub fn parse_facts(text: &str) -> Result<Facts, String> {
+    let kv: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim(), v.trim())).collect();
+    let get = |k: &str| kv.get(k).copied().ok_or_else(|| format!("facts lack `{k}`"));
+    let num = |k: &str| -> Result<u64, String> { get(k)?.parse::<u64>().map_err(|_| format!("fact `{k}` is not a number: {:?}", kv.get(k))) };
+    let ports = |k: &str| -> Result<Vec<u16>, String> {
+        get(k)?
+            .split_whitespace()
+            .map(|h| u16::from_str_radix(h, 16).map_err(|_| format!("fact `{k}` has a bad port {h:?}")))
+            .collect()
+    };
+    // Without GNU date, `%3N` stays literal: fall back to whole seconds.
+    let epoch = get("epoch_ms")?;
+    let epoch_millis = match epoch.parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => epoch.trim_end_matches("3N").trim_end_matches('%').parse::<i64>().map(|s| s * 1000).map_err(|_| format!("fact `epoch_ms` is not a time: {epoch:?}"))?,
+    };
+    Ok(Facts {
+        hostname: get("hostname")?.to_string(),
+        os_id: get("os_id")?.to_string(),
+        os_id_like: get("os_id_like")?.split_whitespace().map(str::to_string).collect(),
+        os_version: get("os_version")?.to_string(),
+        arch: get("arch")?.to_string(),
+        kernel: get("kernel")?.to_string(),
+        cpus: num("cpus")? as u32,
+        mem_total_bytes: num("mem_kb")? * 1024,
+        disk_free_bytes: num("disk_free_kb")? * 1024,
+        swap_total_bytes: num("swap_kb")? * 1024,
+        has_systemd: get("systemd")? == "1",
+        listening_tcp: ports("tcp")?,
+        listening_udp: ports("udp")?,
+        epoch_millis,
+        k3s_installed: get("k3s")? == "1",
+    })
+}
+
+#[cfg(test)]
+mod facts_tests {
+    #[test]
+    fn the_facts_script_runs_here_and_parses() {
+        let out = std::process::Command::new("sh").arg("-c").arg(super::FACTS_SCRIPT).output().unwrap();
+        let facts = super::parse_facts(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert!(facts.cpus >= 1 && facts.mem_total_bytes > 0 && facts.epoch_millis > 1_600_000_000_000);
+        assert!(!facts.hostname.is_empty());
+    }
+
+    #[test]
+    fn garbled_facts_name_the_key() {
+        let err = super::parse_facts("hostname=a\n").unwrap_err();
+        assert!(err.starts_with("facts lack `"), "{err}");
+    }
+}

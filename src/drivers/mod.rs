@@ -1,2 +1,4 @@
 //! One module per outside tool or protocol. A driver knows nothing of Nautes:
 //! it takes plain values (addresses, paths, commands) and returns plain results.
+
+pub mod ssh;
