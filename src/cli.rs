@@ -38,6 +38,10 @@ pub struct GlobalArgs {
     /// Answer yes to confirmations (needed for destructive actions when not on a terminal).
     #[arg(long, global = true)]
     pub yes: bool,
+    /// Trust the SSH host key of a host seen for the first time (recorded in
+    /// known_hosts). A changed key is always refused.
+    #[arg(long, global = true)]
+    pub accept_new_host_keys: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -10,6 +11,7 @@ use super::inspect::destroy_order;
 use super::{confirm, load_and_plan, logging, state_path};
 use crate::cli::{GlobalArgs, Output};
 use crate::components;
+use crate::drivers::ssh::{HostKeyPolicy, SshOptions, SshPool};
 use crate::engine::events::{Event, OutputMode, Reporter};
 use crate::engine::executor::{ABORT, STOP_SCHEDULING};
 use crate::engine::lock::{LockError, RunLock};
@@ -162,12 +164,15 @@ impl Session {
             );
             return Err(exit::STATE_ERROR);
         }
+        let services = Arc::new(Services::default());
+        services.insert(ssh_pool(g, loaded));
         let env = RunEnv {
             base_dir: absolute(&loaded.base_dir),
             workdir: absolute(&g.workdir),
             outputs_dir: absolute(&outputs_dir),
             timeouts: inv.settings.timeouts.clone(),
-            services: Arc::new(Services::default()),
+            services,
+            full_teardown: command == "destroy",
         };
         let concurrency = g
             .concurrency
@@ -230,6 +235,10 @@ impl Session {
                 env: self.env.clone(),
             };
             let outcome = body(engine).await;
+            if let Some(pool) = self.env.services.get::<SshPool>() {
+                pool.close_all().await;
+                let _ = std::fs::remove_dir_all(&pool.options().control_dir);
+            }
             let (code, result_text) = match &outcome {
                 Ok(s) if s.interrupted => (exit::INTERRUPTED, "interrupted".to_string()),
                 Ok(s) if s.ok() => (exit::OK, "ok".to_string()),
@@ -302,6 +311,36 @@ async fn watch_signals(stop: watch::Sender<u8>, reporter: Arc<Reporter>) {
             return;
         }
     }
+}
+
+/// SSH connections for the run: host keys checked against the inventory's
+/// known_hosts or `<workdir>/known_hosts`.
+fn ssh_pool(g: &GlobalArgs, loaded: &Loaded) -> SshPool {
+    let inv = &loaded.inventory;
+    let known_hosts = match &inv.ssh.known_hosts {
+        Some(k) => absolute(&loaded.resolve(k)),
+        None => absolute(&g.workdir.join("known_hosts")),
+    };
+    let t = &inv.settings.timeouts;
+    SshPool::new(SshOptions {
+        known_hosts,
+        policy: if g.accept_new_host_keys {
+            HostKeyPolicy::AcceptNew
+        } else {
+            HostKeyPolicy::Strict
+        },
+        // Master sockets have a ~100 byte path limit: keep them short.
+        control_dir: std::env::temp_dir().join(format!("nautes-ssh-{}", std::process::id())),
+        connect_timeout: t
+            .ssh_connect
+            .map(|d| d.get())
+            .unwrap_or(Duration::from_secs(30)),
+        command_timeout: t
+            .command
+            .map(|d| d.get())
+            .unwrap_or(Duration::from_secs(600)),
+        connect_attempts: 3,
+    })
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

@@ -37,5 +37,8 @@ pub fn registry() -> Registry {
     r.register(Arc::new(hooks::HookHandler));
     r.register(Arc::new(artifacts::ArtifactsHandler));
     r.register(Arc::new(k3s::TokenHandler));
+    r.register(Arc::new(k3s::NodeHandler));
+    r.register(Arc::new(k3s::KubeconfigHandler));
+    r.register(Arc::new(preflight::PreflightHandler));
     r
 }

@@ -448,25 +448,47 @@ if [ -x /usr/local/bin/k3s ]; then echo k3s=1; else echo k3s=0; fi
 /// Parse what [`FACTS_SCRIPT`] printed; a missing or garbled key is an
 /// error naming the key, so a strange host is not silently judged.
 pub fn parse_facts(text: &str) -> Result<Facts, String> {
-    let kv: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim(), v.trim())).collect();
-    let get = |k: &str| kv.get(k).copied().ok_or_else(|| format!("facts lack `{k}`"));
-    let num = |k: &str| -> Result<u64, String> { get(k)?.parse::<u64>().map_err(|_| format!("fact `{k}` is not a number: {:?}", kv.get(k))) };
+    let kv: BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let get = |k: &str| {
+        kv.get(k)
+            .copied()
+            .ok_or_else(|| format!("facts lack `{k}`"))
+    };
+    let num = |k: &str| -> Result<u64, String> {
+        get(k)?
+            .parse::<u64>()
+            .map_err(|_| format!("fact `{k}` is not a number: {:?}", kv.get(k)))
+    };
     let ports = |k: &str| -> Result<Vec<u16>, String> {
         get(k)?
             .split_whitespace()
-            .map(|h| u16::from_str_radix(h, 16).map_err(|_| format!("fact `{k}` has a bad port {h:?}")))
+            .map(|h| {
+                u16::from_str_radix(h, 16).map_err(|_| format!("fact `{k}` has a bad port {h:?}"))
+            })
             .collect()
     };
     // Without GNU date, `%3N` stays literal: fall back to whole seconds.
     let epoch = get("epoch_ms")?;
     let epoch_millis = match epoch.parse::<i64>() {
         Ok(ms) => ms,
-        Err(_) => epoch.trim_end_matches("3N").trim_end_matches('%').parse::<i64>().map(|s| s * 1000).map_err(|_| format!("fact `epoch_ms` is not a time: {epoch:?}"))?,
+        Err(_) => epoch
+            .trim_end_matches("3N")
+            .trim_end_matches('%')
+            .parse::<i64>()
+            .map(|s| s * 1000)
+            .map_err(|_| format!("fact `epoch_ms` is not a time: {epoch:?}"))?,
     };
     Ok(Facts {
         hostname: get("hostname")?.to_string(),
         os_id: get("os_id")?.to_string(),
-        os_id_like: get("os_id_like")?.split_whitespace().map(str::to_string).collect(),
+        os_id_like: get("os_id_like")?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
         os_version: get("os_version")?.to_string(),
         arch: get("arch")?.to_string(),
         kernel: get("kernel")?.to_string(),
@@ -486,9 +508,15 @@ pub fn parse_facts(text: &str) -> Result<Facts, String> {
 mod facts_tests {
     #[test]
     fn the_facts_script_runs_here_and_parses() {
-        let out = std::process::Command::new("sh").arg("-c").arg(super::FACTS_SCRIPT).output().unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(super::FACTS_SCRIPT)
+            .output()
+            .unwrap();
         let facts = super::parse_facts(&String::from_utf8_lossy(&out.stdout)).unwrap();
-        assert!(facts.cpus >= 1 && facts.mem_total_bytes > 0 && facts.epoch_millis > 1_600_000_000_000);
+        assert!(
+            facts.cpus >= 1 && facts.mem_total_bytes > 0 && facts.epoch_millis > 1_600_000_000_000
+        );
         assert!(!facts.hostname.is_empty());
     }
 
@@ -496,5 +524,93 @@ mod facts_tests {
     fn garbled_facts_name_the_key() {
         let err = super::parse_facts("hostname=a\n").unwrap_err();
         assert!(err.starts_with("facts lack `"), "{err}");
+    }
+}
+
+/// Runs the checks: facts from every host at once, then every rule.
+pub struct PreflightHandler;
+
+/// Facts from each host (in parallel); unreachable hosts are listed, not fatal here.
+pub async fn gather(
+    ctx: &crate::engine::StepContext,
+    conns: &[HostConn],
+) -> (BTreeMap<String, Facts>, Vec<String>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let connector = match super::remote::Connector::of(ctx) {
+        Ok(c) => c,
+        Err(e) => return (BTreeMap::new(), vec![e.message]),
+    };
+    for conn in conns {
+        let conn = conn.clone();
+        let connector = connector.clone();
+        tasks.spawn(async move {
+            let remote = connector.connect(&conn).await.map_err(|e| e.message)?;
+            let out = super::remote::run_checked(&*remote, FACTS_SCRIPT)
+                .await
+                .map_err(|e| e.message)?;
+            parse_facts(&out.stdout)
+                .map(|f| (conn.name.clone(), f))
+                .map_err(|e| format!("{}: {e}", conn.name))
+        });
+    }
+    let mut facts = BTreeMap::new();
+    let mut errors = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok((name, f))) => {
+                facts.insert(name, f);
+            }
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(format!("internal error: {e}")),
+        }
+    }
+    errors.sort();
+    (facts, errors)
+}
+
+#[async_trait::async_trait]
+impl crate::engine::StepHandler for PreflightHandler {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn apply(
+        &self,
+        ctx: &crate::engine::StepContext,
+        spec: &serde_json::Value,
+    ) -> Result<serde_json::Value, crate::engine::StepError> {
+        use crate::engine::StepError;
+        let spec: PreflightSpec = serde_json::from_value(spec.clone())
+            .map_err(|e| StepError::new(format!("preflight step is malformed: {e}")))?;
+        let conns: Vec<HostConn> = serde_json::from_value(ctx.settings["conns"].clone())
+            .map_err(|e| StepError::new(format!("preflight step lacks its hosts: {e}")))?;
+        let (facts, unreachable) = gather(ctx, &conns).await;
+        let findings = evaluate(&spec, &facts);
+        let report = table(&findings);
+        tracing::info!(cluster = %spec.cluster, "preflight:\n{report}");
+        let failed: Vec<&Finding> = findings.iter().filter(|f| !f.ok && !f.waived).collect();
+        if !unreachable.is_empty() || !failed.is_empty() {
+            let mut msg = format!("preflight of cluster {} failed", spec.cluster);
+            if !unreachable.is_empty() {
+                msg.push_str(&format!("; unreachable: {}", unreachable.join("; ")));
+            }
+            if !failed.is_empty() {
+                msg.push_str(&format!(
+                    "; {} rule(s) failed (waive one per host with `waive: [rule]` if you accept the risk):\n{report}",
+                    failed.len()
+                ));
+            }
+            return Err(StepError::new(msg));
+        }
+        Ok(json!({ "findings": findings, "facts": facts }))
+    }
+
+    async fn destroy(
+        &self,
+        _ctx: &crate::engine::StepContext,
+        _spec: &serde_json::Value,
+        _outputs: &serde_json::Value,
+    ) -> Result<(), crate::engine::StepError> {
+        Ok(())
     }
 }

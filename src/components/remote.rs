@@ -42,7 +42,12 @@ pub trait Remote: Send + Sync {
     async fn upload(&self, local: &Path, remote: &str, mode: u32) -> Result<Sent, StepError>;
 
     /// Same as [`Remote::upload`] for content held in memory (configs, tokens).
-    async fn upload_bytes(&self, content: &[u8], remote: &str, mode: u32) -> Result<Sent, StepError>;
+    async fn upload_bytes(
+        &self,
+        content: &[u8],
+        remote: &str,
+        mode: u32,
+    ) -> Result<Sent, StepError>;
 
     async fn read(&self, remote: &str) -> Result<Vec<u8>, StepError>;
 }
@@ -54,13 +59,25 @@ pub async fn run_checked(remote: &dyn Remote, command: &str) -> Result<RemoteOut
     if out.status == 0 {
         return Ok(out);
     }
-    let tail: Vec<&str> = out.stderr.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: Vec<&str> = out
+        .stderr
+        .lines()
+        .rev()
+        .take(8)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     Err(StepError::new(format!(
         "{}: `{}` exited with status {}{}",
         remote.host(),
         short(command),
         out.status,
-        if tail.is_empty() { String::new() } else { format!(":\n  {}", tail.join("\n  ")) }
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!(":\n  {}", tail.join("\n  "))
+        }
     )))
 }
 
@@ -81,5 +98,138 @@ mod tests {
     #[test]
     fn quoting_survives_single_quotes() {
         assert_eq!(super::sh_quote("a'b"), r"'a'\''b'");
+    }
+}
+
+/// The run's connection to `conn`, as a [`Remote`].
+pub async fn connect(
+    ctx: &crate::engine::StepContext,
+    conn: &super::hosts::HostConn,
+) -> Result<std::sync::Arc<dyn Remote>, StepError> {
+    Connector::of(ctx)?.connect(conn).await
+}
+
+/// What it takes to open connections, detached from a step's context so
+/// fan-out tasks can own it.
+#[derive(Clone)]
+pub struct Connector {
+    pool: std::sync::Arc<crate::drivers::ssh::SshPool>,
+    base_dir: std::path::PathBuf,
+}
+
+impl Connector {
+    pub fn of(ctx: &crate::engine::StepContext) -> Result<Connector, StepError> {
+        let pool = ctx
+            .services
+            .get::<crate::drivers::ssh::SshPool>()
+            .ok_or_else(|| StepError::new("internal error: no SSH connection pool in this run"))?;
+        Ok(Connector {
+            pool,
+            base_dir: ctx.base_dir.clone(),
+        })
+    }
+
+    pub async fn connect(
+        &self,
+        conn: &super::hosts::HostConn,
+    ) -> Result<std::sync::Arc<dyn Remote>, StepError> {
+        connect_with(&self.pool, &self.base_dir, conn).await
+    }
+}
+
+async fn connect_with(
+    pool: &crate::drivers::ssh::SshPool,
+    base_dir: &std::path::Path,
+    conn: &super::hosts::HostConn,
+) -> Result<std::sync::Arc<dyn Remote>, StepError> {
+    use crate::drivers::ssh::{SshTarget, Sudo};
+    let sudo = match conn.sudo {
+        crate::inventory::SudoMode::None => Sudo::None,
+        crate::inventory::SudoMode::Passwordless => Sudo::Passwordless,
+        crate::inventory::SudoMode::Password => {
+            let r = conn.sudo_password.as_ref().ok_or_else(|| {
+                StepError::new(format!(
+                    "{}: sudo mode `password` without `sudoPassword`",
+                    conn.name
+                ))
+            })?;
+            Sudo::Password(
+                crate::secret::resolve(r, base_dir)
+                    .map_err(|e| StepError::new(format!("{}: sudo password: {e}", conn.name)))?,
+            )
+        }
+    };
+    let mut jump_hosts = Vec::new();
+    let mut b = conn.bastion.as_deref();
+    while let Some(j) = b {
+        jump_hosts.insert(0, format!("{}@{}:{}", j.user, j.address, j.port));
+        b = j.bastion.as_deref();
+    }
+    let target = SshTarget {
+        name: conn.name.clone(),
+        address: conn.address.clone(),
+        port: conn.port,
+        user: conn.user.clone(),
+        identity_file: conn.identity_file.clone(),
+        sudo,
+        jump_hosts,
+        config_file: conn.config_file.clone(),
+    };
+    let host = pool
+        .connect(&target)
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?;
+    Ok(std::sync::Arc::new(SshRemote(host)))
+}
+
+struct SshRemote(std::sync::Arc<crate::drivers::ssh::SshHost>);
+
+#[async_trait]
+impl Remote for SshRemote {
+    fn host(&self) -> &str {
+        self.0.name()
+    }
+
+    async fn run(&self, command: &str) -> Result<RemoteOutput, StepError> {
+        let out = self
+            .0
+            .run(command)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
+        Ok(RemoteOutput {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    async fn upload(&self, local: &Path, remote: &str, mode: u32) -> Result<Sent, StepError> {
+        let bytes = self
+            .0
+            .upload(local, remote, mode)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
+        Ok(Sent { bytes })
+    }
+
+    async fn upload_bytes(
+        &self,
+        content: &[u8],
+        remote: &str,
+        mode: u32,
+    ) -> Result<Sent, StepError> {
+        let bytes = self
+            .0
+            .upload_bytes(content, remote, mode)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
+        Ok(Sent { bytes })
+    }
+
+    async fn read(&self, remote: &str) -> Result<Vec<u8>, StepError> {
+        self.0
+            .read(remote)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))
     }
 }

@@ -1,4 +1,5 @@
 //! One module per outside tool or protocol. A driver knows nothing of Nautes:
 //! it takes plain values (addresses, paths, commands) and returns plain results.
 
+pub mod kubeapi;
 pub mod ssh;

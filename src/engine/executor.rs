@@ -34,6 +34,7 @@ pub struct RunEnv {
     pub outputs_dir: PathBuf,
     pub timeouts: Timeouts,
     pub services: Arc<Services>,
+    pub full_teardown: bool,
 }
 
 pub struct Engine {
@@ -354,6 +355,7 @@ impl EngineRef {
             settings,
             reporter: self.reporter.clone(),
             services: self.env.services.clone(),
+            full_teardown: self.env.full_teardown,
         }
     }
 

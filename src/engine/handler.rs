@@ -26,6 +26,9 @@ pub struct StepContext {
     pub settings: Value,
     pub reporter: Arc<Reporter>,
     pub services: Arc<Services>,
+    /// Everything is being torn down (`destroy`), as opposed to one step
+    /// removed from the inventory: a node need not be drained first.
+    pub full_teardown: bool,
 }
 
 impl StepContext {
@@ -47,6 +50,19 @@ pub struct Services {
 }
 
 impl Services {
+    /// Make `value` the shared instance of its type.
+    pub fn insert<T: Send + Sync + 'static>(&self, value: T) {
+        let mut map = self.extensions.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(std::any::TypeId::of::<T>(), Arc::new(value));
+    }
+
+    /// The shared instance of `T`, if one was inserted.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        let map = self.extensions.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&std::any::TypeId::of::<T>())
+            .and_then(|v| v.clone().downcast::<T>().ok())
+    }
+
     /// The shared instance of `T`, made by `make` the first time it is asked for.
     pub fn get_or_init<T: Send + Sync + 'static>(&self, make: impl FnOnce() -> T) -> Arc<T> {
         let mut map = self.extensions.lock().unwrap_or_else(|p| p.into_inner());

@@ -5,10 +5,14 @@
 //! upgrade still rolls servers first, one by one, then agents.
 
 pub mod kubeconfig;
+mod kubeconfig_step;
+mod node;
 mod plan;
 pub mod render;
 mod token;
 
+pub use kubeconfig_step::KubeconfigHandler;
+pub use node::NodeHandler;
 pub use plan::plan;
 pub use token::TokenHandler;
 
@@ -85,4 +89,6 @@ pub struct KubeconfigSpec {
     pub cluster: String,
     /// Server URL written into the kubeconfig the user gets.
     pub endpoint: String,
+    /// (node, version) the cluster must report Ready through that endpoint.
+    pub nodes: Vec<(String, String)>,
 }

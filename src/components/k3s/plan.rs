@@ -133,6 +133,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             .needs([artifact_id.clone(), token_id.clone(), preflight_id.clone()])
             .with_settings(json!({
                 "conn": conn,
+                "control": first_conn,
                 "kubeconfig": format!("{c}/kubeconfig"),
                 "token": super::token_file_name(c),
             }));
@@ -158,7 +159,11 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 format!("kubeconfig of cluster {c}"),
                 json!(KubeconfigSpec {
                     cluster: c.clone(),
-                    endpoint
+                    endpoint,
+                    nodes: members
+                        .iter()
+                        .map(|(h, _)| (h.to_string(), k3s.version.clone()))
+                        .collect(),
                 }),
             )
             .needs([format!("k3s/{c}/server/{first}")])

@@ -11,7 +11,10 @@ use sha2::{Digest, Sha256};
 /// `SHA256:<base64 without padding>` of a key blob given in base64.
 pub fn fingerprint(key_base64: &str) -> Option<String> {
     let blob = STANDARD.decode(key_base64.trim()).ok()?;
-    Some(format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(&blob))))
+    Some(format!(
+        "SHA256:{}",
+        STANDARD_NO_PAD.encode(Sha256::digest(&blob))
+    ))
 }
 
 /// How known_hosts names a host: plain for port 22, `[addr]:port` otherwise.
@@ -105,7 +108,11 @@ mod tests {
     #[test]
     fn fingerprint_matches_ssh_keygen_format() {
         // Key blob "AAAAC3NzaC1lZDI1NTE5AAAAI" + 32 zero bytes, computed independently.
-        let blob = [&b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20"[..], &[0u8; 32]].concat();
+        let blob = [
+            &b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20"[..],
+            &[0u8; 32],
+        ]
+        .concat();
         let fp = fingerprint(&STANDARD.encode(&blob)).unwrap();
         assert!(fp.starts_with("SHA256:") && !fp.ends_with('='));
         assert_eq!(fp.len(), "SHA256:".len() + 43);
@@ -115,7 +122,10 @@ mod tests {
     fn hmac_sha1_known_answer() {
         // RFC 2202 test case 2.
         let mac = hmac_sha1(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(crate::plan::fingerprint::hex(&mac), "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
+        assert_eq!(
+            crate::plan::fingerprint::hex(&mac),
+            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
     }
 
     #[test]
@@ -123,7 +133,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kh = dir.path().join("known_hosts");
         let key = STANDARD.encode(b"key-one");
-        std::fs::write(&kh, format!("[127.0.0.5]:2222 ssh-ed25519 {key}\n10.0.0.1,host ssh-rsa {key}\n")).unwrap();
+        std::fs::write(
+            &kh,
+            format!("[127.0.0.5]:2222 ssh-ed25519 {key}\n10.0.0.1,host ssh-rsa {key}\n"),
+        )
+        .unwrap();
         assert_eq!(known_keys(&kh, "127.0.0.5", 2222).len(), 1);
         assert_eq!(known_keys(&kh, "10.0.0.1", 22)[0].0, "ssh-rsa");
         assert!(known_keys(&kh, "127.0.0.5", 22).is_empty());

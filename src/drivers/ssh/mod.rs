@@ -64,15 +64,38 @@ pub struct SshOptions {
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum SshError {
     #[error("{host} ({address}): cannot connect: {message}")]
-    Connect { host: String, address: String, message: String },
+    Connect {
+        host: String,
+        address: String,
+        message: String,
+    },
     #[error("{host} ({address}): the host key CHANGED since it was trusted. known: {known}; offered now: {offered}. If the host was reinstalled, remove its line from {known_hosts} and run again; otherwise treat this as an attack and stop.")]
-    HostKeyChanged { host: String, address: String, known: String, offered: String, known_hosts: String },
+    HostKeyChanged {
+        host: String,
+        address: String,
+        known: String,
+        offered: String,
+        known_hosts: String,
+    },
     #[error("{host} ({address}): host key not trusted yet (offered: {offered}). Check the fingerprint out of band, then run with --accept-new-host-keys, or add it to {known_hosts}.")]
-    UnknownHostKey { host: String, address: String, offered: String, known_hosts: String },
+    UnknownHostKey {
+        host: String,
+        address: String,
+        offered: String,
+        known_hosts: String,
+    },
     #[error("{host}: `{command}` failed to run: {message}")]
-    Command { host: String, command: String, message: String },
+    Command {
+        host: String,
+        command: String,
+        message: String,
+    },
     #[error("{host}: `{command}` did not finish within {after:?}")]
-    Timeout { host: String, command: String, after: Duration },
+    Timeout {
+        host: String,
+        command: String,
+        after: Duration,
+    },
 }
 
 /// The result of a remote command.
@@ -91,7 +114,10 @@ pub struct SshPool {
 
 impl SshPool {
     pub fn new(options: SshOptions) -> SshPool {
-        SshPool { options, hosts: Mutex::new(HashMap::new()) }
+        SshPool {
+            options,
+            hosts: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn options(&self) -> &SshOptions {
@@ -107,7 +133,11 @@ impl SshPool {
         };
         cell.get_or_try_init(|| async {
             let session = open(target, &self.options).await?;
-            Ok(Arc::new(SshHost { target: target.clone(), session, command_timeout: self.options.command_timeout }))
+            Ok(Arc::new(SshHost {
+                target: target.clone(),
+                session,
+                command_timeout: self.options.command_timeout,
+            }))
         })
         .await
         .cloned()
@@ -141,7 +171,9 @@ async fn open(target: &SshTarget, options: &SshOptions) -> Result<Session, SshEr
         .server_alive_interval(Duration::from_secs(15))
         .control_directory(&options.control_dir)
         // A killed run must not leave masters behind for long.
-        .control_persist(openssh::ControlPersist::IdleFor(std::num::NonZeroUsize::new(60).unwrap_or(std::num::NonZeroUsize::MIN)));
+        .control_persist(openssh::ControlPersist::IdleFor(
+            std::num::NonZeroUsize::new(60).unwrap_or(std::num::NonZeroUsize::MIN),
+        ));
     if let Some(k) = &target.identity_file {
         builder.keyfile(k);
     }
@@ -158,15 +190,31 @@ async fn open(target: &SshTarget, options: &SshOptions) -> Result<Session, SshEr
             Ok(s) => return Ok(s),
             Err(e) => {
                 let message = e.to_string();
-                let full = format!("{message} {:?}", std::error::Error::source(&e).map(|s| s.to_string()));
-                if full.contains("IDENTIFICATION HAS CHANGED") || full.contains("Host key verification failed") || full.contains("host key") {
-                    return Err(host_key_error(target, options).await.unwrap_or(SshError::Connect {
-                        host: target.name.clone(),
-                        address: format!("{}:{}", target.address, target.port),
-                        message: full,
-                    }));
+                let full = format!(
+                    "{message} {:?}",
+                    std::error::Error::source(&e).map(|s| s.to_string())
+                );
+                if full.contains("IDENTIFICATION HAS CHANGED")
+                    || full.contains("Host key verification failed")
+                    || full.contains("host key")
+                {
+                    return Err(host_key_error(target, options).await.unwrap_or(
+                        SshError::Connect {
+                            host: target.name.clone(),
+                            address: format!("{}:{}", target.address, target.port),
+                            message: full,
+                        },
+                    ));
                 }
-                let transient = ["refused", "timed out", "reset", "Connection closed", "No route"].iter().any(|t| full.contains(t));
+                let transient = [
+                    "refused",
+                    "timed out",
+                    "reset",
+                    "Connection closed",
+                    "No route",
+                ]
+                .iter()
+                .any(|t| full.contains(t));
                 if !transient || attempt >= options.connect_attempts.max(1) {
                     return Err(SshError::Connect {
                         host: target.name.clone(),
@@ -181,7 +229,12 @@ async fn open(target: &SshTarget, options: &SshOptions) -> Result<Session, SshEr
 }
 
 fn tidy(message: &str) -> String {
-    message.replace(" None", "").replace("Some(\"", "").replace("\")", "").trim().to_string()
+    message
+        .replace(" None", "")
+        .replace("Some(\"", "")
+        .replace("\")", "")
+        .trim()
+        .to_string()
 }
 
 fn hint(message: &str) -> &'static str {
@@ -199,13 +252,29 @@ fn hint(message: &str) -> &'static str {
 async fn host_key_error(target: &SshTarget, options: &SshOptions) -> Option<SshError> {
     let known = hostkeys::known_keys(&options.known_hosts, &target.address, target.port);
     let offered = hostkeys::offered_keys(&target.address, target.port).await;
-    let show = |keys: &[(String, String)]| keys.iter().map(|(t, f)| format!("{t} {f}")).collect::<Vec<_>>().join(", ");
+    let show = |keys: &[(String, String)]| {
+        keys.iter()
+            .map(|(t, f)| format!("{t} {f}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let address = format!("{}:{}", target.address, target.port);
     let known_hosts = options.known_hosts.display().to_string();
     if known.is_empty() {
-        return Some(SshError::UnknownHostKey { host: target.name.clone(), address, offered: show(&offered), known_hosts });
+        return Some(SshError::UnknownHostKey {
+            host: target.name.clone(),
+            address,
+            offered: show(&offered),
+            known_hosts,
+        });
     }
-    Some(SshError::HostKeyChanged { host: target.name.clone(), address, known: show(&known), offered: show(&offered), known_hosts })
+    Some(SshError::HostKeyChanged {
+        host: target.name.clone(),
+        address,
+        known: show(&known),
+        offered: show(&offered),
+        known_hosts,
+    })
 }
 
 /// A connected host.
@@ -242,51 +311,89 @@ impl SshHost {
     }
 
     async fn exec(&self, command: &str, input: Input<'_>) -> Result<Output, SshError> {
-        let err = |message: String| SshError::Command { host: self.target.name.clone(), command: first_line(command), message };
+        let err = |message: String| SshError::Command {
+            host: self.target.name.clone(),
+            command: first_line(command),
+            message,
+        };
         let mut cmd = self.session.raw_command(self.wrap(command));
-        cmd.stdin(openssh::Stdio::piped()).stdout(openssh::Stdio::piped()).stderr(openssh::Stdio::piped());
+        cmd.stdin(openssh::Stdio::piped())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
         let work = async {
             let mut child = cmd.spawn().await.map_err(|e| err(e.to_string()))?;
             if let Some(mut stdin) = child.stdin().take() {
                 if let Sudo::Password(p) = &self.target.sudo {
                     if self.target.user != "root" {
-                        stdin.write_all(format!("{}\n", p.expose()).as_bytes()).await.map_err(|e| err(e.to_string()))?;
+                        stdin
+                            .write_all(format!("{}\n", p.expose()).as_bytes())
+                            .await
+                            .map_err(|e| err(e.to_string()))?;
                     }
                 }
                 match input {
                     Input::None => {}
                     Input::Bytes(b) => stdin.write_all(b).await.map_err(|e| err(e.to_string()))?,
                     Input::File(path) => {
-                        let mut f = tokio::fs::File::open(path).await.map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-                        tokio::io::copy(&mut f, &mut stdin).await.map_err(|e| err(e.to_string()))?;
+                        let mut f = tokio::fs::File::open(path)
+                            .await
+                            .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+                        tokio::io::copy(&mut f, &mut stdin)
+                            .await
+                            .map_err(|e| err(e.to_string()))?;
                     }
                 }
                 stdin.shutdown().await.map_err(|e| err(e.to_string()))?;
             }
-            let out = child.wait_with_output().await.map_err(|e| err(e.to_string()))?;
-            Ok(Output { status: out.status.code().unwrap_or(-1), stdout: out.stdout, stderr: out.stderr })
+            let out = child
+                .wait_with_output()
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            Ok(Output {
+                status: out.status.code().unwrap_or(-1),
+                stdout: out.stdout,
+                stderr: out.stderr,
+            })
         };
         match tokio::time::timeout(self.command_timeout, work).await {
             Ok(r) => r,
-            Err(_) => Err(SshError::Timeout { host: self.target.name.clone(), command: first_line(command), after: self.command_timeout }),
+            Err(_) => Err(SshError::Timeout {
+                host: self.target.name.clone(),
+                command: first_line(command),
+                after: self.command_timeout,
+            }),
         }
     }
 
     /// sha256 and mode of a remote file, if it exists.
     async fn remote_state(&self, remote: &str) -> Result<Option<(String, u32)>, SshError> {
         let q = sh_quote(remote);
-        let out = self.run(&format!("if [ -f {q} ]; then sha256sum {q} | cut -d' ' -f1; stat -c %a {q}; fi")).await?;
+        let out = self
+            .run(&format!(
+                "if [ -f {q} ]; then sha256sum {q} | cut -d' ' -f1; stat -c %a {q}; fi"
+            ))
+            .await?;
         let text = String::from_utf8_lossy(&out.stdout);
         let mut lines = text.lines();
         match (lines.next(), lines.next()) {
-            (Some(sum), Some(mode)) => Ok(Some((sum.trim().to_string(), u32::from_str_radix(mode.trim(), 8).unwrap_or(0)))),
+            (Some(sum), Some(mode)) => Ok(Some((
+                sum.trim().to_string(),
+                u32::from_str_radix(mode.trim(), 8).unwrap_or(0),
+            ))),
             _ => Ok(None),
         }
     }
 
     /// Place content at `remote` unless it is already there. Returns the
     /// bytes sent (0 when the host had identical content).
-    async fn place(&self, remote: &str, mode: u32, sha256: &str, size: u64, input: Input<'_>) -> Result<u64, SshError> {
+    async fn place(
+        &self,
+        remote: &str,
+        mode: u32,
+        sha256: &str,
+        size: u64,
+        input: Input<'_>,
+    ) -> Result<u64, SshError> {
         let q = sh_quote(remote);
         if let Some((have, have_mode)) = self.remote_state(remote).await? {
             if have == sha256 {
@@ -307,7 +414,11 @@ impl SshHost {
             return Err(SshError::Command {
                 host: self.target.name.clone(),
                 command: format!("upload to {remote}"),
-                message: format!("exit status {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                message: format!(
+                    "exit status {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             });
         }
         Ok(size)
@@ -320,15 +431,36 @@ impl SshHost {
             Ok::<_, std::io::Error>((sha, std::fs::metadata(&path)?.len()))
         })
         .await
-        .map_err(|e| SshError::Command { host: self.target.name.clone(), command: "upload".into(), message: e.to_string() })?
-        .map_err(|e| SshError::Command { host: self.target.name.clone(), command: format!("upload {}", local.display()), message: e.to_string() })?;
-        self.place(remote, mode, &sha, size, Input::File(local)).await
+        .map_err(|e| SshError::Command {
+            host: self.target.name.clone(),
+            command: "upload".into(),
+            message: e.to_string(),
+        })?
+        .map_err(|e| SshError::Command {
+            host: self.target.name.clone(),
+            command: format!("upload {}", local.display()),
+            message: e.to_string(),
+        })?;
+        self.place(remote, mode, &sha, size, Input::File(local))
+            .await
     }
 
-    pub async fn upload_bytes(&self, content: &[u8], remote: &str, mode: u32) -> Result<u64, SshError> {
+    pub async fn upload_bytes(
+        &self,
+        content: &[u8],
+        remote: &str,
+        mode: u32,
+    ) -> Result<u64, SshError> {
         use sha2::Digest;
         let sha = crate::plan::fingerprint::hex(&sha2::Sha256::digest(content));
-        self.place(remote, mode, &sha, content.len() as u64, Input::Bytes(content)).await
+        self.place(
+            remote,
+            mode,
+            &sha,
+            content.len() as u64,
+            Input::Bytes(content),
+        )
+        .await
     }
 
     pub async fn read(&self, remote: &str) -> Result<Vec<u8>, SshError> {
@@ -342,7 +474,11 @@ impl SshHost {
             return Err(SshError::Command {
                 host: self.target.name.clone(),
                 command: first_line(command),
-                message: format!("exit status {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                message: format!(
+                    "exit status {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             });
         }
         Ok(out)
@@ -356,5 +492,9 @@ pub fn sh_quote(s: &str) -> String {
 
 fn first_line(command: &str) -> String {
     let line = command.lines().next().unwrap_or("");
-    if line.len() > 100 { format!("{}…", &line[..100]) } else { line.to_string() }
+    if line.len() > 100 {
+        format!("{}…", &line[..100])
+    } else {
+        line.to_string()
+    }
 }

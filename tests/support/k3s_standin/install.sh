@@ -36,6 +36,7 @@ chmod 600 /etc/systemd/system/$unit.service.env
 cat > /usr/local/bin/$uninstall <<UNINSTALL
 #!/bin/sh
 set -e
+echo "\$(date +%s%N) uninstall $cmd" >> /etc/systemd/system/standin-uninstall.log
 rm -f /etc/systemd/system/$unit.service /etc/systemd/system/$unit.service.env
 rm -rf /etc/rancher/k3s /var/lib/rancher/k3s
 rm -f /usr/local/bin/k3s /usr/local/bin/kubectl /usr/local/bin/$uninstall

@@ -1,0 +1,119 @@
+//! Fetch the admin kubeconfig from the first server, point it at the
+//! reachable endpoint, write it 0600 to the outputs, and prove it works:
+//! every planned node must be Ready at its version through that endpoint.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::{kubeconfig, kubeconfig_file_name, KubeconfigSpec, KUBECONFIG_KIND, REMOTE_KUBECONFIG};
+use crate::components::hosts::HostConn;
+use crate::components::remote::connect;
+use crate::drivers::kubeapi::KubeApi;
+use crate::engine::{StepContext, StepError, StepHandler};
+use crate::secret::{write_private, Secret};
+
+pub struct KubeconfigHandler;
+
+#[async_trait]
+impl StepHandler for KubeconfigHandler {
+    fn kind(&self) -> &'static str {
+        KUBECONFIG_KIND
+    }
+
+    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
+        let spec: KubeconfigSpec = serde_json::from_value(spec.clone())
+            .map_err(|e| StepError::new(format!("kubeconfig step is malformed: {e}")))?;
+        let conn: HostConn = serde_json::from_value(ctx.settings["conn"].clone())
+            .map_err(|e| StepError::new(format!("kubeconfig step lacks its host: {e}")))?;
+        let server = connect(ctx, &conn).await?;
+        let raw = server.read(REMOTE_KUBECONFIG).await?;
+        let text = kubeconfig::rewrite(
+            &String::from_utf8_lossy(&raw),
+            &spec.cluster,
+            &spec.endpoint,
+        )
+        .map_err(|e| StepError::new(format!("{}: {e}", conn.name)))?;
+        let path = ctx.outputs_dir.join(kubeconfig_file_name(&spec.cluster));
+        // It holds the cluster-admin credential.
+        write_private(&path, &Secret::new(text.clone()))
+            .map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))?;
+
+        let http = ctx
+            .timeouts
+            .http
+            .map(|d| d.get())
+            .unwrap_or(Duration::from_secs(30));
+        let api = KubeApi::from_kubeconfig(&text, None, http)
+            .map_err(|e| StepError::new(format!("{}: {e}", path.display())))?;
+        let limit = ctx
+            .timeouts
+            .node_ready
+            .map(|d| d.get())
+            .unwrap_or(Duration::from_secs(600));
+        let start = Instant::now();
+        loop {
+            let missing = match api.get("/api/v1/nodes").await {
+                Ok(list) => not_ready(&list, &spec.nodes),
+                Err(e) => vec![e],
+            };
+            if missing.is_empty() {
+                break;
+            }
+            if start.elapsed() >= limit {
+                return Err(StepError::new(format!(
+                    "cluster {} through {}: not every node is Ready after {}: {}",
+                    spec.cluster,
+                    spec.endpoint,
+                    humantime::format_duration(limit),
+                    missing.join("; ")
+                )));
+            }
+            ctx.progress(format!("waiting for nodes: {}", missing.join("; ")));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(json!({ "kubeconfig": path, "endpoint": spec.endpoint, "nodes": spec.nodes.len() }))
+    }
+
+    async fn destroy(
+        &self,
+        ctx: &StepContext,
+        spec: &Value,
+        _outputs: &Value,
+    ) -> Result<(), StepError> {
+        let spec: KubeconfigSpec = serde_json::from_value(spec.clone())
+            .map_err(|e| StepError::new(format!("kubeconfig step is malformed: {e}")))?;
+        match std::fs::remove_file(ctx.outputs_dir.join(kubeconfig_file_name(&spec.cluster))) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StepError::new(format!("cannot remove the kubeconfig: {e}")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Planned nodes the API does not report Ready at their version.
+fn not_ready(list: &Value, nodes: &[(String, String)]) -> Vec<String> {
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    nodes
+        .iter()
+        .filter_map(|(name, version)| {
+            let Some(n) = items
+                .iter()
+                .find(|i| i["metadata"]["name"] == name.as_str())
+            else {
+                return Some(format!("{name} not registered"));
+            };
+            let ready = n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            let have = n["status"]["nodeInfo"]["kubeletVersion"]
+                .as_str()
+                .unwrap_or("");
+            (!ready || have != version).then(|| format!("{name} Ready={ready} version={have}"))
+        })
+        .collect()
+}

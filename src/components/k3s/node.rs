@@ -1,0 +1,252 @@
+//! One K3s node: send it the binary, install script, images, token and
+//! config (each skipped when the node already has it), (re)run the install
+//! script only when something changed, and wait until the cluster reports
+//! the node Ready at the planned version. Teardown drains and deletes the
+//! node when it alone is removed, then runs K3s's uninstall script.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::{
+    NodeSpec, Role, NODE_KIND, REMOTE_BINARY, REMOTE_CONFIG_FILE, REMOTE_IMAGES_DIR,
+    REMOTE_INSTALL_SCRIPT, REMOTE_REGISTRIES_FILE, REMOTE_TOKEN_FILE,
+};
+use crate::components::artifacts::{files_from_outputs, K3S_BINARY, K3S_IMAGES, K3S_INSTALL};
+use crate::components::hosts::HostConn;
+use crate::components::remote::{connect, run_checked, sh_quote, Remote};
+use crate::engine::{StepContext, StepError, StepHandler};
+
+const DEFAULT_NODE_READY: Duration = Duration::from_secs(600);
+
+pub struct NodeHandler;
+
+fn setting<T: serde::de::DeserializeOwned>(ctx: &StepContext, key: &str) -> Result<T, StepError> {
+    serde_json::from_value(ctx.settings.get(key).cloned().unwrap_or(Value::Null))
+        .map_err(|e| StepError::new(format!("step settings lack `{key}`: {e}")))
+}
+
+#[async_trait]
+impl StepHandler for NodeHandler {
+    fn kind(&self) -> &'static str {
+        NODE_KIND
+    }
+
+    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
+        let spec: NodeSpec = serde_json::from_value(spec.clone())
+            .map_err(|e| StepError::new(format!("K3s node step is malformed: {e}")))?;
+        let conn: HostConn = setting(ctx, "conn")?;
+        let control: HostConn = setting(ctx, "control")?;
+        let files = files_from_outputs(
+            ctx.needs_outputs
+                .get(&spec.artifacts)
+                .unwrap_or(&Value::Null),
+        )?;
+        let file = |name: &str| {
+            files
+                .get(name)
+                .ok_or_else(|| StepError::new(format!("the artifacts step provided no `{name}`")))
+        };
+        let token_path = ctx.outputs_dir.join(super::token_file_name(&spec.cluster));
+        let token = std::fs::read(&token_path).map_err(|e| {
+            StepError::new(format!(
+                "cannot read the join token {}: {e}",
+                token_path.display()
+            ))
+        })?;
+
+        let node = connect(ctx, &conn).await?;
+        let before = node
+            .run(&format!(
+                "if [ -x {REMOTE_BINARY} ] && {{ [ -e /usr/local/bin/k3s-uninstall.sh ] || [ -e /usr/local/bin/k3s-agent-uninstall.sh ]; }}; then {REMOTE_BINARY} --version | head -1; fi"
+            ))
+            .await?;
+        let installed = before.stdout.trim().to_string();
+        let upgrading = !installed.is_empty() && !installed.contains(&spec.version);
+        let mut drained = false;
+        if upgrading && spec.drain_on_upgrade {
+            ctx.progress(format!("draining {} before the upgrade", spec.node));
+            let ctl = connect(ctx, &control).await?;
+            run_checked(&*ctl, &format!("{REMOTE_BINARY} kubectl drain {} --ignore-daemonsets --delete-emptydir-data --timeout=300s", sh_quote(&spec.node))).await?;
+            drained = true;
+        }
+
+        ctx.progress(format!("sending K3s {} to {}", spec.version, spec.node));
+        let mut sent = 0u64;
+        let mut changed = false;
+        for (local, remote, mode) in [
+            (
+                file(K3S_BINARY)?.path.clone(),
+                REMOTE_BINARY.to_string(),
+                0o755,
+            ),
+            (
+                file(K3S_INSTALL)?.path.clone(),
+                REMOTE_INSTALL_SCRIPT.to_string(),
+                0o755,
+            ),
+        ] {
+            let s = node.upload(&local, &remote, mode).await?;
+            sent += s.bytes;
+            changed |= s.changed();
+        }
+        if let Some(images) = files.get(K3S_IMAGES) {
+            // The images only need to be present before K3s (re)starts; they do not change the node's config.
+            let s = node
+                .upload(
+                    &images.path,
+                    &format!("{REMOTE_IMAGES_DIR}/{K3S_IMAGES}"),
+                    0o644,
+                )
+                .await?;
+            sent += s.bytes;
+        }
+        for (content, remote) in [
+            (token.as_slice(), REMOTE_TOKEN_FILE),
+            (spec.config.as_bytes(), REMOTE_CONFIG_FILE),
+        ] {
+            let s = node.upload_bytes(content, remote, 0o600).await?;
+            sent += s.bytes;
+            changed |= s.changed();
+        }
+        match &spec.registries {
+            Some(r) => {
+                let s = node
+                    .upload_bytes(r.as_bytes(), REMOTE_REGISTRIES_FILE, 0o600)
+                    .await?;
+                sent += s.bytes;
+                changed |= s.changed();
+            }
+            None => {
+                let out = run_checked(&*node, &format!("if [ -e {REMOTE_REGISTRIES_FILE} ]; then rm -f {REMOTE_REGISTRIES_FILE}; echo removed; fi")).await?;
+                changed |= out.stdout.contains("removed");
+            }
+        }
+
+        let started = changed || installed.is_empty();
+        if started {
+            ctx.progress(format!(
+                "installing K3s {} on {}",
+                spec.role.as_str(),
+                spec.node
+            ));
+            run_checked(
+                &*node,
+                &format!(
+                    "INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_EXEC={} sh {REMOTE_INSTALL_SCRIPT}",
+                    spec.role.as_str()
+                ),
+            )
+            .await?;
+        }
+        let ctl = connect(ctx, &control).await?;
+        let limit = ctx
+            .timeouts
+            .node_ready
+            .map(|d| d.get())
+            .unwrap_or(DEFAULT_NODE_READY);
+        wait_ready(ctx, &*ctl, &spec.node, &spec.version, limit).await?;
+        if drained {
+            run_checked(
+                &*ctl,
+                &format!("{REMOTE_BINARY} kubectl uncordon {}", sh_quote(&spec.node)),
+            )
+            .await?;
+        }
+        Ok(
+            json!({ "node": spec.node, "version": spec.version, "restarted": started, "bytes_sent": sent }),
+        )
+    }
+
+    async fn destroy(
+        &self,
+        ctx: &StepContext,
+        spec: &Value,
+        _outputs: &Value,
+    ) -> Result<(), StepError> {
+        let spec: NodeSpec = serde_json::from_value(spec.clone())
+            .map_err(|e| StepError::new(format!("K3s node step is malformed: {e}")))?;
+        let conn: HostConn = setting(ctx, "conn")?;
+        let control: HostConn = setting(ctx, "control")?;
+        if !ctx.full_teardown && control.name != conn.name {
+            // Only this node leaves: move its workloads away and remove it from the cluster.
+            let ctl = connect(ctx, &control).await?;
+            let n = sh_quote(&spec.node);
+            run_checked(
+                &*ctl,
+                &format!("{REMOTE_BINARY} kubectl drain {n} --ignore-daemonsets --delete-emptydir-data --timeout=300s && {REMOTE_BINARY} kubectl delete node {n} --ignore-not-found"),
+            )
+            .await?;
+        }
+        let node = connect(ctx, &conn).await?;
+        let uninstall = if spec.role == Role::Agent {
+            "k3s-agent-uninstall.sh"
+        } else {
+            "k3s-uninstall.sh"
+        };
+        run_checked(
+            &*node,
+            &format!("if [ -x /usr/local/bin/{uninstall} ]; then /usr/local/bin/{uninstall}; fi; rm -f {REMOTE_INSTALL_SCRIPT} {REMOTE_TOKEN_FILE} {REMOTE_CONFIG_FILE}"),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Poll the cluster (kubectl on a server) until `node` is Ready at `version`.
+async fn wait_ready(
+    ctx: &StepContext,
+    ctl: &dyn Remote,
+    node: &str,
+    version: &str,
+    limit: Duration,
+) -> Result<(), StepError> {
+    let start = Instant::now();
+    let mut last: String;
+    loop {
+        let out = ctl
+            .run(&format!(
+                "{REMOTE_BINARY} kubectl get node {} -o json",
+                sh_quote(node)
+            ))
+            .await?;
+        if out.status == 0 {
+            match serde_json::from_str::<Value>(&out.stdout) {
+                Ok(v) => {
+                    let ready = v["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|c| c["type"] == "Ready")
+                        .map(|c| {
+                            (
+                                c["status"].as_str().unwrap_or("").to_string(),
+                                c["message"].as_str().unwrap_or("").to_string(),
+                            )
+                        });
+                    let have = v["status"]["nodeInfo"]["kubeletVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
+                    match ready {
+                        Some((s, _)) if s == "True" && have == version => return Ok(()),
+                        Some((s, m)) => last = format!("Ready={s} {m} kubeletVersion={have}"),
+                        None => last = format!("no Ready condition yet (kubeletVersion={have})"),
+                    }
+                }
+                Err(e) => last = format!("unreadable answer: {e}"),
+            }
+        } else {
+            last = out.stderr.trim().lines().last().unwrap_or("").to_string();
+        }
+        if start.elapsed() >= limit {
+            return Err(StepError::new(format!(
+                "node {node} was not Ready at {version} within {} (last seen: {last}); raise settings.timeouts.nodeReady if the host is slow",
+                humantime::format_duration(limit)
+            )));
+        }
+        ctx.progress(format!("waiting for {node}: {last}"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

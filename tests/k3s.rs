@@ -1,0 +1,239 @@
+//! K3s host clusters end to end: the real binary, real sshd test hosts
+//! (own filesystems and hostnames), an air-gap bundle whose `k3s` and install
+//! script are stand-ins, and a Kubernetes API stand-in the nodes register in.
+
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/hosts.rs"]
+mod hosts;
+#[path = "support/kube_api.rs"]
+mod kube_api;
+
+use std::path::{Path, PathBuf};
+
+use cli::{code, stderr, Scratch};
+use hosts::TestHosts;
+use kube_api::KubeApiStandin;
+
+const V1: &str = "v1.27.4+k3s1";
+const V2: &str = "v1.28.2+k3s1";
+
+struct Env {
+    hosts: TestHosts,
+    api: KubeApiStandin,
+    s: Scratch,
+    bundle: PathBuf,
+}
+
+fn make_bundle(dir: &Path, versions: &[&str]) {
+    let standin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/k3s_standin");
+    for (i, v) in versions.iter().enumerate() {
+        let d = dir.join("k3s").join(v);
+        std::fs::create_dir_all(&d).unwrap();
+        let k3s = std::fs::read_to_string(standin.join("k3s"))
+            .unwrap()
+            .replace("@VERSION@", v);
+        std::fs::write(d.join("k3s"), k3s).unwrap();
+        std::fs::copy(standin.join("install.sh"), d.join("install.sh")).unwrap();
+        // An images tarball stand-in: bytes that differ per version.
+        let images: Vec<u8> = (0..262_144u32)
+            .map(|n| (n.wrapping_mul(2654435761).wrapping_add(i as u32) >> 13) as u8)
+            .collect();
+        std::fs::write(d.join("k3s-airgap-images-amd64.tar.zst"), images).unwrap();
+    }
+    nautes_install::artifacts::write_checksums(dir).unwrap();
+}
+
+fn env(names: &[(&str, &str)]) -> Option<Env> {
+    if hosts::skip_unless_available() {
+        return None;
+    }
+    let named: Vec<(String, String)> = names
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let hosts = TestHosts::start_named(&named);
+    let api = KubeApiStandin::start();
+    for i in 0..hosts.hosts.len() {
+        std::fs::write(
+            hosts.host_path(i, "/etc/rancher/standin-api.env"),
+            api.env_file(),
+        )
+        .unwrap();
+    }
+    let s = Scratch::new();
+    let bundle = s.path().join("bundle");
+    make_bundle(&bundle, &[V1, V2]);
+    std::fs::write(s.path().join("known_hosts"), hosts.known_hosts()).unwrap();
+    Some(Env {
+        hosts,
+        api,
+        s,
+        bundle,
+    })
+}
+
+fn nodes(n: usize) -> Vec<(&'static str, &'static str)> {
+    ["node-1", "node-2", "node-3", "node-4", "node-5"]
+        .iter()
+        .take(n)
+        .map(|x| (*x, *x))
+        .collect()
+}
+
+impl Env {
+    fn inventory(&self, clusters: &str) {
+        self.s.write_inventory(&format!(
+            "ssh:\n  identityFile: {}\n  knownHosts: known_hosts\nartifacts:\n  mode: airgap\n  bundle: bundle\n{}clusters:\n{clusters}",
+            self.hosts.client_key().display(),
+            self.hosts.inventory_hosts(),
+        ));
+    }
+
+    fn cluster(&self, name: &str, version: &str, servers: &[&str], agents: &[&str]) -> String {
+        format!(
+            "  - name: {name}\n    type: k3s\n    k3s:\n      version: {version}\n      servers: [{}]\n      agents: [{}]\n      apiEndpoint: {}\n",
+            servers.join(", "),
+            agents.join(", "),
+            self.api.url()
+        )
+    }
+
+    fn apply(&self, extra: &[&str]) -> std::process::Output {
+        let mut args = vec!["--yes", "apply", "-i", "inventory.yaml"];
+        args.extend_from_slice(extra);
+        self.s.command(&args).output().unwrap()
+    }
+
+    fn host_file(&self, i: usize, path: &str) -> String {
+        std::fs::read_to_string(self.hosts.host_path(i, path)).unwrap_or_default()
+    }
+
+    fn outputs(&self, step: &str) -> serde_json::Value {
+        self.s.state()["steps"][step]["outputs"].clone()
+    }
+}
+
+#[test]
+fn single_server_install_then_rerun_changes_nothing_and_sends_nothing() {
+    let Some(e) = env(&nodes(1)) else { return };
+    e.inventory(&e.cluster("main", V1, &["node-1"], &[]));
+    let out = e.apply(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // The host received the stand-in binary, its config and the token (0600).
+    assert!(e.host_file(0, "/usr/local/bin/k3s").contains(V1));
+    let config = e.host_file(0, "/etc/rancher/k3s/config.yaml");
+    assert!(config.contains("node-name: node-1"), "{config}");
+    assert!(
+        !config.contains("cluster-init"),
+        "a lone server keeps the default datastore: {config}"
+    );
+    let token_local =
+        std::fs::read_to_string(e.s.workdir().join("outputs/main/k3s-token")).unwrap();
+    assert_eq!(e.host_file(0, "/etc/rancher/k3s/nautes-token"), token_local);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&e.hosts.host_path(0, "/etc/rancher/k3s/nautes-token")),
+        0o600
+    );
+    assert!(
+        !e.s.read(".nautes/state.json").contains(token_local.trim()),
+        "the token never enters the state"
+    );
+
+    // The kubeconfig points at the reachable endpoint, is private, and works.
+    let kubeconfig_path = e.s.workdir().join("outputs/main/kubeconfig");
+    let kubeconfig = std::fs::read_to_string(&kubeconfig_path).unwrap();
+    assert!(
+        kubeconfig.contains(&format!("server: {}", e.api.url())),
+        "{kubeconfig}"
+    );
+    assert!(kubeconfig.contains("current-context: main"));
+    assert_eq!(mode(&kubeconfig_path), 0o600);
+    assert_eq!(e.api.node_names(), ["node-1"]);
+    assert!(
+        e.outputs("k3s/main/server/node-1")["bytes_sent"]
+            .as_u64()
+            .unwrap()
+            > 100_000
+    );
+
+    // A re-run plans nothing; forcing the node step shows it sends 0 bytes and restarts nothing.
+    let again = e.apply(&[]);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert!(stderr(&again).contains("0 applied"), "{}", stderr(&again));
+    let forced = e.apply(&["--only", "k3s/main/server/node-1"]);
+    assert_eq!(code(&forced), 0, "{}", stderr(&forced));
+    let outputs = e.outputs("k3s/main/server/node-1");
+    assert_eq!(outputs["bytes_sent"], 0, "{outputs}");
+    assert_eq!(outputs["restarted"], false, "{outputs}");
+    let installs = e.host_file(0, "/var/lib/rancher/k3s/standin-installs.log");
+    assert_eq!(
+        installs.lines().count(),
+        1,
+        "install script ran once: {installs}"
+    );
+}
+
+#[test]
+fn ha_servers_join_the_first_in_order_then_agents_with_the_same_token() {
+    let Some(e) = env(&nodes(5)) else { return };
+    e.inventory(&e.cluster(
+        "main",
+        V1,
+        &["node-1", "node-2", "node-3"],
+        &["node-4", "node-5"],
+    ));
+    let out = e.apply(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let token = std::fs::read_to_string(e.s.workdir().join("outputs/main/k3s-token")).unwrap();
+    let first_ip = &e.hosts.hosts[0].address;
+    let mut starts = Vec::new();
+    for i in 0..5 {
+        assert_eq!(
+            e.host_file(i, "/etc/rancher/k3s/nautes-token"),
+            token,
+            "node-{} got the cluster token",
+            i + 1
+        );
+        let config = e.host_file(i, "/etc/rancher/k3s/config.yaml");
+        if i == 0 {
+            assert!(config.contains("cluster-init: true"), "{config}");
+            assert!(!config.contains("server:"), "{config}");
+        } else {
+            assert!(
+                config.contains(&format!("server: https://{first_ip}:6443")),
+                "node-{} joins the first server: {config}",
+                i + 1
+            );
+            assert!(!config.contains("cluster-init"));
+        }
+        let role_ok = if i < 3 {
+            config.contains("cluster-cidr")
+        } else {
+            !config.contains("cluster-cidr")
+        };
+        assert!(
+            role_ok,
+            "servers carry cluster flags, agents do not: {config}"
+        );
+        let line = e.host_file(i, "/var/lib/rancher/k3s/standin-installs.log");
+        let t: u128 = line.split_whitespace().next().unwrap().parse().unwrap();
+        starts.push((t, i));
+    }
+    let order: Vec<usize> = {
+        let mut s = starts.clone();
+        s.sort();
+        s.into_iter().map(|(_, i)| i).collect()
+    };
+    assert_eq!(
+        order,
+        vec![0, 1, 2, 3, 4],
+        "first server, then servers one by one, then agents"
+    );
+    let mut names = e.api.node_names();
+    names.sort();
+    assert_eq!(names, ["node-1", "node-2", "node-3", "node-4", "node-5"]);
+}

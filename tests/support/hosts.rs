@@ -1,0 +1,313 @@
+//! Real SSH test hosts: one `sshd` per host on its own loopback address,
+//! each inside its own mount + UTS namespace, so every host has its own
+//! /usr/local/bin, /etc/rancher, /var/lib/rancher, /etc/systemd/system,
+//! /opt/nautes and hostname. Needs root, `unshare` and OpenSSH (`.ci/run`
+//! installs it). Addresses are leased with lock directories so concurrent
+//! tests (and test binaries) never collide.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PORT: u16 = 2222;
+/// What each host sees as its own (host path -> directory in the test).
+pub const PRIVATE_DIRS: &[(&str, &str)] = &[
+    ("/usr/local/bin", "usr-local-bin"),
+    ("/etc/rancher", "etc-rancher"),
+    ("/var/lib/rancher", "var-lib-rancher"),
+    ("/etc/systemd/system", "etc-systemd-system"),
+    ("/opt/nautes", "opt-nautes"),
+];
+const LEASES: &str = "/tmp/nautes-test-addresses";
+
+pub struct TestHost {
+    pub name: String,
+    pub hostname: String,
+    pub address: String,
+    pub dir: PathBuf,
+    lease: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct TestHosts {
+    pub dir: tempfile::TempDir,
+    pub hosts: Vec<TestHost>,
+}
+
+/// Why the harness cannot run here, if it cannot.
+pub fn unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("SSH test hosts need root (mount namespaces)".into());
+    }
+    for tool in [
+        "/usr/sbin/sshd",
+        "/usr/bin/unshare",
+        "/usr/bin/ssh-keygen",
+        "/usr/bin/ssh",
+    ] {
+        if !Path::new(tool).exists() {
+            return Some(format!(
+                "{tool} is missing (install openssh-server; `.ci/run` does)"
+            ));
+        }
+    }
+    None
+}
+
+/// Skip (outside CI) or fail (in CI) when hosts cannot run. Returns true to skip.
+pub fn skip_unless_available() -> bool {
+    match unavailable() {
+        None => false,
+        Some(why) if std::env::var_os("CI").is_some() => panic!("{why}"),
+        Some(why) => {
+            eprintln!("SKIPPED: {why}");
+            true
+        }
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn keygen(path: &Path) {
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "nautes-test", "-f"])
+        .arg(path));
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Lease a free 127.0.0.X: a directory per address, with the owner's pid
+/// inside; a lease whose owner died is taken over.
+fn lease_address() -> (String, PathBuf) {
+    std::fs::create_dir_all(LEASES).expect("lease dir");
+    for x in 2..=254u32 {
+        let dir = Path::new(LEASES).join(x.to_string());
+        let take = match std::fs::create_dir(&dir) {
+            Ok(()) => true,
+            Err(_) => {
+                let pid: i32 = std::fs::read_to_string(dir.join("pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+                    .unwrap_or(0);
+                // A lease without a pid may be mid-creation: leave it unless it is old.
+                let old = std::fs::metadata(&dir)
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(30))
+                    .unwrap_or(false);
+                if (pid != 0 && !alive(pid)) || (pid == 0 && old) {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    std::fs::create_dir(&dir).is_ok()
+                } else {
+                    false
+                }
+            }
+        };
+        if take {
+            std::fs::write(dir.join("pid"), std::process::id().to_string()).expect("lease pid");
+            return (format!("127.0.0.{x}"), dir);
+        }
+    }
+    panic!("no free loopback address for a test host");
+}
+
+impl TestHosts {
+    /// `n` hosts named node-1..node-n (hostnames the same).
+    pub fn start(n: usize) -> TestHosts {
+        let names: Vec<(String, String)> = (1..=n)
+            .map(|i| (format!("node-{i}"), format!("node-{i}")))
+            .collect();
+        Self::start_named(&names)
+    }
+
+    /// Hosts with (inventory name, hostname) pairs, so tests can clash hostnames.
+    pub fn start_named(names: &[(String, String)]) -> TestHosts {
+        let dir = tempfile::Builder::new()
+            .prefix("nh")
+            .tempdir()
+            .expect("tempdir");
+        for (real, _) in PRIVATE_DIRS {
+            std::fs::create_dir_all(real).expect("mount point");
+        }
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        keygen(&dir.path().join("client_key"));
+        let mut hosts = Vec::new();
+        for (name, hostname) in names {
+            let (address, lease) = lease_address();
+            let hdir = dir.path().join(name);
+            for (_, sub) in PRIVATE_DIRS {
+                std::fs::create_dir_all(hdir.join(sub)).unwrap();
+            }
+            keygen(&hdir.join("host_key"));
+            std::fs::copy(
+                dir.path().join("client_key.pub"),
+                hdir.join("authorized_keys"),
+            )
+            .unwrap();
+            std::fs::write(
+                hdir.join("sshd_config"),
+                format!(
+                    "ListenAddress {address}:{PORT}\nHostKey {h}/host_key\nPidFile {h}/sshd.pid\nAuthorizedKeysFile {h}/authorized_keys\n\
+                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n\
+                     MaxSessions 100\nMaxStartups 100\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\n",
+                    h = hdir.display()
+                ),
+            )
+            .unwrap();
+            hosts.push(TestHost {
+                name: name.clone(),
+                hostname: hostname.clone(),
+                address,
+                dir: hdir,
+                lease,
+                child: None,
+            });
+        }
+        let mut me = TestHosts { dir, hosts };
+        for i in 0..me.hosts.len() {
+            me.start_host(i);
+        }
+        me
+    }
+
+    pub fn start_host(&mut self, i: usize) {
+        let h = &mut self.hosts[i];
+        let mut script = String::new();
+        for (real, sub) in PRIVATE_DIRS {
+            script.push_str(&format!(
+                "mount --bind {}/{sub} {real} && ",
+                h.dir.display()
+            ));
+        }
+        script.push_str(&format!(
+            "hostname {} && exec /usr/sbin/sshd -D -f {}/sshd_config -E {}/sshd.log",
+            h.hostname,
+            h.dir.display(),
+            h.dir.display()
+        ));
+        let child = Command::new("unshare")
+            .args([
+                "--mount",
+                "--uts",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sshd");
+        h.child = Some(child);
+        let addr = format!("{}:{PORT}", h.address);
+        let start = Instant::now();
+        while TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200))
+            .is_err()
+        {
+            if start.elapsed() > Duration::from_secs(10) {
+                let log = std::fs::read_to_string(h.dir.join("sshd.log")).unwrap_or_default();
+                panic!("sshd for {} did not come up on {addr}: {log}", h.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Take a host down (its sshd stops); `start_host` brings it back.
+    pub fn stop_host(&mut self, i: usize) {
+        if let Some(mut c) = self.hosts[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Give a host a new host key (as a reinstall would) and restart it.
+    pub fn regenerate_host_key(&mut self, i: usize) {
+        self.stop_host(i);
+        let key = self.hosts[i].dir.join("host_key");
+        let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_file(key.with_extension("pub"));
+        keygen(&key);
+        self.start_host(i);
+    }
+
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.path().join("client_key")
+    }
+
+    /// known_hosts lines trusting every host's current key.
+    pub fn known_hosts(&self) -> String {
+        self.hosts
+            .iter()
+            .map(|h| {
+                let pubkey = std::fs::read_to_string(h.dir.join("host_key.pub")).unwrap();
+                let mut parts = pubkey.split_whitespace();
+                format!(
+                    "[{}]:{PORT} {} {}\n",
+                    h.address,
+                    parts.next().unwrap(),
+                    parts.next().unwrap()
+                )
+            })
+            .collect()
+    }
+
+    /// A file as host `i` sees it at `path` (one of the private dirs).
+    pub fn host_path(&self, i: usize, path: &str) -> PathBuf {
+        for (real, sub) in PRIVATE_DIRS {
+            if let Some(rest) = path.strip_prefix(real) {
+                return self.hosts[i]
+                    .dir
+                    .join(sub)
+                    .join(rest.trim_start_matches('/'));
+            }
+        }
+        panic!("{path} is not private to a test host");
+    }
+
+    /// `hosts:` entries for an inventory (root login with the client key).
+    /// Test hosts run no systemd, so that preflight rule is waived.
+    pub fn inventory_hosts(&self) -> String {
+        let mut s = String::from("hosts:\n");
+        for h in &self.hosts {
+            s.push_str(&format!(
+                "  - name: {}\n    address: {}\n    port: {PORT}\n    user: root\n    waive: [systemd]\n",
+                h.name, h.address
+            ));
+        }
+        s
+    }
+
+    /// Lines of the sshd log mentioning accepted connections (one per master).
+    pub fn accepted_connections(&self, i: usize) -> usize {
+        std::fs::read_to_string(self.hosts[i].dir.join("sshd.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Accepted publickey"))
+            .count()
+    }
+}
+
+impl Drop for TestHosts {
+    fn drop(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.stop_host(i);
+            let _ = std::fs::remove_dir_all(&self.hosts[i].lease);
+        }
+    }
+}

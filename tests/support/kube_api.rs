@@ -1,0 +1,95 @@
+//! Starts the Kubernetes API stand-in (tests/support/kubeapi_standin.py)
+//! on a free loopback port for one test.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct KubeApiStandin {
+    child: Child,
+    pub port: u16,
+    pub token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl KubeApiStandin {
+    pub fn start() -> KubeApiStandin {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("port");
+        let token = format!("standin-token-{}", std::process::id());
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/kubeapi_standin.py"
+        );
+        let child = Command::new("python3")
+            .args([
+                script,
+                "--port-file",
+                port_file.to_str().unwrap(),
+                "--token",
+                &token,
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the Kubernetes API stand-in (python3)");
+        let start = Instant::now();
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                if let Ok(p) = p.trim().parse() {
+                    break p;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "API stand-in did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        KubeApiStandin {
+            child,
+            port,
+            token,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The env file the K3s stand-in reads on a test host.
+    pub fn env_file(&self) -> String {
+        format!("API_URL={}\nAPI_TOKEN={}\n", self.url(), self.token)
+    }
+
+    /// GET a path with the token; the JSON body.
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sys,urllib.request,urllib.error\nr=urllib.request.Request(sys.argv[1],headers={'Authorization':'Bearer '+sys.argv[2]})\ntry:\n  print(urllib.request.urlopen(r).read().decode())\nexcept urllib.error.HTTPError as e:\n  print(e.read().decode())",
+                &format!("{}{path}", self.url()),
+                &self.token,
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        self.get("/api/v1/nodes")["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for KubeApiStandin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
