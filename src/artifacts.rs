@@ -19,10 +19,7 @@ pub const CHECKSUMS_FILE: &str = "checksums.sha256";
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     #[error("bundle {bundle}: {CHECKSUMS_FILE} is missing or unreadable: {source}")]
-    NoChecksums {
-        bundle: PathBuf,
-        source: std::io::Error,
-    },
+    NoChecksums { bundle: PathBuf, source: std::io::Error },
     #[error("bundle {bundle}: {CHECKSUMS_FILE} line {line} is not `<sha256>  <path>`")]
     BadChecksumLine { bundle: PathBuf, line: usize },
     #[error("bundle {bundle}: `{name}` is not listed in {CHECKSUMS_FILE}")]
@@ -37,10 +34,7 @@ pub enum ArtifactError {
         actual: String,
     },
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// sha256 of a file, streamed so large image tarballs need no memory.
@@ -99,13 +93,10 @@ impl Bundle {
 
     /// The file `name` (relative to the bundle root), checked against its sum.
     pub fn get(&self, name: &str) -> Result<Verified, ArtifactError> {
-        let expected = self
-            .checksums
-            .get(name)
-            .ok_or_else(|| ArtifactError::NotListed {
-                bundle: self.root.clone(),
-                name: name.to_string(),
-            })?;
+        let expected = self.checksums.get(name).ok_or_else(|| ArtifactError::NotListed {
+            bundle: self.root.clone(),
+            name: name.to_string(),
+        })?;
         let path = self.root.join(name);
         let meta = match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => m,
@@ -137,10 +128,7 @@ impl Bundle {
 
     /// Check every listed file; returns every problem, not just the first.
     pub fn verify_all(&self) -> Vec<ArtifactError> {
-        self.checksums
-            .keys()
-            .filter_map(|name| self.get(name).err())
-            .collect()
+        self.checksums.keys().filter_map(|name| self.get(name).err()).collect()
     }
 }
 
@@ -183,11 +171,7 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Res
         if ty.is_dir() {
             collect_files(root, &path, out)?;
         } else if ty.is_file() {
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
             if rel != CHECKSUMS_FILE && !rel.starts_with(&format!(".{CHECKSUMS_FILE}")) {
                 out.push(rel);
             }
@@ -216,16 +200,9 @@ mod tests {
         std::fs::remove_file(root.join("k3s/v1/install.sh")).unwrap();
         let problems: Vec<String> = b.verify_all().iter().map(|e| e.to_string()).collect();
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems
-            .iter()
-            .any(|p| p.contains("`k3s/v1/install.sh` is missing")));
-        assert!(problems
-            .iter()
-            .any(|p| p.contains("`k3s/v1/k3s` is corrupt")));
-        assert!(matches!(
-            b.get("nope"),
-            Err(ArtifactError::NotListed { .. })
-        ));
+        assert!(problems.iter().any(|p| p.contains("`k3s/v1/install.sh` is missing")));
+        assert!(problems.iter().any(|p| p.contains("`k3s/v1/k3s` is corrupt")));
+        assert!(matches!(b.get("nope"), Err(ArtifactError::NotListed { .. })));
     }
 
     #[test]

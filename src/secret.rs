@@ -36,21 +36,14 @@ impl fmt::Display for Secret {
 /// Read the secret a reference points at. Relative files are relative to
 /// `base_dir` (the inventory's directory). Errors name the reference, never
 /// the value.
-pub fn resolve(
-    reference: &crate::inventory::SecretRef,
-    base_dir: &std::path::Path,
-) -> Result<Secret, String> {
+pub fn resolve(reference: &crate::inventory::SecretRef, base_dir: &std::path::Path) -> Result<Secret, String> {
     match (&reference.env, &reference.file) {
-        (Some(var), None) => std::env::var(var).map(Secret::new).map_err(|_| {
-            format!("environment variable `{var}` is not set (it should hold a secret)")
-        }),
+        (Some(var), None) => std::env::var(var)
+            .map(Secret::new)
+            .map_err(|_| format!("environment variable `{var}` is not set (it should hold a secret)")),
         (None, Some(file)) => {
             let path = crate::inventory::load::resolve_path(base_dir, file);
-            let path = if path.is_relative() {
-                base_dir.join(path)
-            } else {
-                path
-            };
+            let path = if path.is_relative() { base_dir.join(path) } else { path };
             std::fs::read_to_string(&path)
                 .map(|s| Secret::new(s.trim_end_matches(['\n', '\r'])))
                 .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))
@@ -63,10 +56,7 @@ pub fn resolve(
 pub fn write_private(path: &std::path::Path, secret: &Secret) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
     crate::engine::state::write_atomic(path, secret.expose().as_bytes(), 0o600)
 }

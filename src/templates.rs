@@ -7,10 +7,7 @@ use tera::{Context, Tera};
 
 /// (name, source) of every template under templates/.
 const TEMPLATES: &[(&str, &str)] = &[
-    (
-        "k3s/config.yaml",
-        include_str!("../templates/k3s/config.yaml.tera"),
-    ),
+    ("k3s/config.yaml", include_str!("../templates/k3s/config.yaml.tera")),
     (
         "k3s/registries.yaml",
         include_str!("../templates/k3s/registries.yaml.tera"),
@@ -33,8 +30,7 @@ fn engine() -> Result<&'static Tera, String> {
 
 /// Render the embedded template `name` with `context` (anything Serialize).
 pub fn render(name: &str, context: &impl serde::Serialize) -> Result<String, String> {
-    let ctx = Context::from_serialize(context)
-        .map_err(|e| format!("template {name}: bad context: {e}"))?;
+    let ctx = Context::from_serialize(context).map_err(|e| format!("template {name}: bad context: {e}"))?;
     engine()?.render(name, &ctx).map_err(|e| {
         // tera hides the useful part in the source chain.
         let mut msg = format!("template {name}: {e}");

@@ -71,31 +71,19 @@ fn plan_orders_steps_and_explains_changes_after_an_edit() {
     let out = s.run("apply", &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(lines(&s.read("log")).len(), 4);
-    assert!(reasons(&plan_json(&s))
-        .iter()
-        .all(|(_, r)| r == "unchanged"));
+    assert!(reasons(&plan_json(&s)).iter().all(|(_, r)| r == "unchanged"));
 
     // Editing b re-runs b (inputs) and c (dependency) and nothing else.
     s.write_inventory(&body("echo b2 >> log"));
-    let after_edit: std::collections::BTreeMap<_, _> =
-        reasons(&plan_json(&s)).into_iter().collect();
+    let after_edit: std::collections::BTreeMap<_, _> = reasons(&plan_json(&s)).into_iter().collect();
     assert_eq!(after_edit["hook/a"], "unchanged");
     assert_eq!(after_edit["hook/b"], "inputs_changed");
     assert_eq!(after_edit["hook/c"], "dependency_changed");
     assert_eq!(after_edit["hook/d"], "unchanged");
-    let text = s
-        .command(&["plan", "-i", "inventory.yaml"])
-        .output()
-        .unwrap();
+    let text = s.command(&["plan", "-i", "inventory.yaml"]).output().unwrap();
     let text = stdout(&text);
-    assert!(
-        text.contains("~ hook/c  dependency changed: hook/b"),
-        "{text}"
-    );
-    assert!(
-        text.contains("Plan: 2 to apply, 0 to destroy, 2 unchanged."),
-        "{text}"
-    );
+    assert!(text.contains("~ hook/c  dependency changed: hook/b"), "{text}");
+    assert!(text.contains("Plan: 2 to apply, 0 to destroy, 2 unchanged."), "{text}");
 
     assert_eq!(code(&s.run("apply", &[])), 0);
     let log = lines(&s.read("log"));
@@ -120,14 +108,8 @@ fn independent_steps_overlap_and_concurrency_one_serialises_them() {
         let out = s.run("apply", &["--concurrency", concurrency]);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         let t = |f: &str| s.read(f).trim().parse::<u128>().unwrap();
-        let starts: Vec<u128> = ["p1", "p2", "p3"]
-            .iter()
-            .map(|n| t(&format!("{n}.start")))
-            .collect();
-        let ends: Vec<u128> = ["p1", "p2", "p3"]
-            .iter()
-            .map(|n| t(&format!("{n}.end")))
-            .collect();
+        let starts: Vec<u128> = ["p1", "p2", "p3"].iter().map(|n| t(&format!("{n}.start"))).collect();
+        let ends: Vec<u128> = ["p1", "p2", "p3"].iter().map(|n| t(&format!("{n}.end"))).collect();
         let all_overlap = starts.iter().max() < ends.iter().min();
         let mut spans: Vec<(u128, u128)> = starts.into_iter().zip(ends).collect();
         spans.sort();
@@ -138,10 +120,7 @@ fn independent_steps_overlap_and_concurrency_one_serialises_them() {
                 "with concurrency {concurrency} all three should run at once: {spans:?}"
             );
         } else {
-            assert!(
-                !any_overlap,
-                "with concurrency 1 no two may overlap: {spans:?}"
-            );
+            assert!(!any_overlap, "with concurrency 1 no two may overlap: {spans:?}");
         }
     }
 }
@@ -166,15 +145,9 @@ fn a_failure_blocks_dependents_lets_siblings_finish_and_is_retried() {
     let out = s.run("apply", &[]);
     assert_eq!(code(&out), 1);
     let err = stderr(&out);
-    assert!(
-        err.contains("hook `bad` (apply) ended with exit status 3"),
-        "{err}"
-    );
+    assert!(err.contains("hook `bad` (apply) ended with exit status 3"), "{err}");
     assert!(err.contains("boom"), "stderr tail is quoted: {err}");
-    assert!(
-        err.contains("skip hook/after-bad: `hook/bad` did not finish"),
-        "{err}"
-    );
+    assert!(err.contains("skip hook/after-bad: `hook/bad` did not finish"), "{err}");
     assert_eq!(
         lines(&s.read("log")),
         ["sibling"],
@@ -225,14 +198,8 @@ fn an_apply_killed_mid_step_resumes_without_redoing_finished_steps() {
     );
 
     let plan = reasons(&plan_json(&s));
-    assert!(
-        plan.contains(&("hook/slow".into(), "interrupted".into())),
-        "{plan:?}"
-    );
-    assert!(
-        plan.contains(&("hook/first".into(), "unchanged".into())),
-        "{plan:?}"
-    );
+    assert!(plan.contains(&("hook/slow".into(), "interrupted".into())), "{plan:?}");
+    assert!(plan.contains(&("hook/first".into(), "unchanged".into())), "{plan:?}");
 
     std::fs::write(s.path().join("resume"), "").unwrap();
     let out = s.run("apply", &[]);
@@ -273,11 +240,9 @@ fn a_second_apply_is_refused_while_the_first_holds_the_lock() {
         )
     ));
     let mut first = s.spawn("apply", &[]);
-    wait_for(
-        "the first apply to hold the lock",
-        Duration::from_secs(20),
-        || s.path().join("holding").exists(),
-    );
+    wait_for("the first apply to hold the lock", Duration::from_secs(20), || {
+        s.path().join("holding").exists()
+    });
     let second = s.run("apply", &[]);
     assert_eq!(code(&second), 4);
     let err = stderr(&second);
@@ -290,11 +255,7 @@ fn a_second_apply_is_refused_while_the_first_holds_the_lock() {
     assert!(err.contains("since 20"), "names the start time: {err}");
     std::fs::write(s.path().join("release"), "").unwrap();
     assert!(first.wait().unwrap().success());
-    assert_eq!(
-        code(&s.run("apply", &[])),
-        0,
-        "free again once the first exits"
-    );
+    assert_eq!(code(&s.run("apply", &[])), 0, "free again once the first exits");
 }
 
 #[test]
@@ -308,14 +269,7 @@ fn destroy_walks_recorded_steps_in_reverse_dependency_order() {
     ));
     assert_eq!(code(&s.run("apply", &[])), 0);
     let plan = s
-        .command(&[
-            "--output",
-            "json",
-            "plan",
-            "-i",
-            "inventory.yaml",
-            "--destroy",
-        ])
+        .command(&["--output", "json", "plan", "-i", "inventory.yaml", "--destroy"])
         .output()
         .unwrap();
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
@@ -358,18 +312,11 @@ fn a_step_removed_from_the_inventory_is_torn_down_on_apply() {
     s.write_inventory(&format!("hooks:\n{}", logging_hook("keep", &[])));
     let plan = plan_json(&s);
     assert_eq!(plan["removals"][0]["id"], "hook/drop");
-    let out = s
-        .command(&["--yes", "apply", "-i", "inventory.yaml"])
-        .output()
-        .unwrap();
+    let out = s.command(&["--yes", "apply", "-i", "inventory.yaml"]).output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(lines(&s.read("destroyed")), ["drop"]);
     assert!(s.state()["steps"].get("hook/drop").is_none());
-    assert_eq!(
-        lines(&s.read("log")),
-        ["keep", "drop"],
-        "keep was not re-run"
-    );
+    assert_eq!(lines(&s.read("log")), ["keep", "drop"], "keep was not re-run");
 }
 
 #[test]
@@ -420,10 +367,7 @@ fn json_output_is_one_event_per_line() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
-    let kinds: Vec<&str> = events
-        .iter()
-        .map(|e| e["event"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(kinds.first(), Some(&"run_started"));
     assert_eq!(kinds.last(), Some(&"run_finished"));
     assert_eq!(kinds.iter().filter(|k| **k == "step_finished").count(), 2);
@@ -435,17 +379,10 @@ fn the_run_log_captures_hook_output() {
     let s = Scratch::new();
     s.write_inventory(&format!(
         "hooks:\n{}",
-        hook(
-            "talk",
-            "echo hello-from-hook; echo warn-from-hook >&2",
-            &[],
-            None
-        )
+        hook("talk", "echo hello-from-hook; echo warn-from-hook >&2", &[], None)
     ));
     assert_eq!(code(&s.run("apply", &[])), 0);
-    let logs: Vec<_> = std::fs::read_dir(s.workdir().join("logs"))
-        .unwrap()
-        .collect();
+    let logs: Vec<_> = std::fs::read_dir(s.workdir().join("logs")).unwrap().collect();
     assert_eq!(logs.len(), 1);
     let text = std::fs::read_to_string(logs[0].as_ref().unwrap().path()).unwrap();
     assert!(

@@ -9,7 +9,7 @@ mod hosts;
 #[path = "support/kube_api.rs"]
 mod kube_api;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cli::{code, stderr, Scratch};
 use hosts::TestHosts;
@@ -22,7 +22,6 @@ struct Env {
     hosts: TestHosts,
     api: KubeApiStandin,
     s: Scratch,
-    bundle: PathBuf,
 }
 
 fn make_bundle(dir: &Path, versions: &[&str]) {
@@ -48,29 +47,17 @@ fn env(names: &[(&str, &str)]) -> Option<Env> {
     if hosts::skip_unless_available() {
         return None;
     }
-    let named: Vec<(String, String)> = names
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+    let named: Vec<(String, String)> = names.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
     let hosts = TestHosts::start_named(&named);
     let api = KubeApiStandin::start();
     for i in 0..hosts.hosts.len() {
-        std::fs::write(
-            hosts.host_path(i, "/etc/rancher/standin-api.env"),
-            api.env_file(),
-        )
-        .unwrap();
+        std::fs::write(hosts.host_path(i, "/etc/rancher/standin-api.env"), api.env_file()).unwrap();
     }
     let s = Scratch::new();
     let bundle = s.path().join("bundle");
     make_bundle(&bundle, &[V1, V2]);
     std::fs::write(s.path().join("known_hosts"), hosts.known_hosts()).unwrap();
-    Some(Env {
-        hosts,
-        api,
-        s,
-        bundle,
-    })
+    Some(Env { hosts, api, s })
 }
 
 fn nodes(n: usize) -> Vec<(&'static str, &'static str)> {
@@ -91,11 +78,15 @@ impl Env {
     }
 
     fn cluster(&self, name: &str, version: &str, servers: &[&str], agents: &[&str]) -> String {
+        self.cluster_at(name, version, servers, agents, &self.api.url())
+    }
+
+    fn cluster_at(&self, name: &str, version: &str, servers: &[&str], agents: &[&str], api: &str) -> String {
         format!(
             "  - name: {name}\n    type: k3s\n    k3s:\n      version: {version}\n      servers: [{}]\n      agents: [{}]\n      apiEndpoint: {}\n",
             servers.join(", "),
             agents.join(", "),
-            self.api.url()
+            api
         )
     }
 
@@ -129,15 +120,11 @@ fn single_server_install_then_rerun_changes_nothing_and_sends_nothing() {
         !config.contains("cluster-init"),
         "a lone server keeps the default datastore: {config}"
     );
-    let token_local =
-        std::fs::read_to_string(e.s.workdir().join("outputs/main/k3s-token")).unwrap();
+    let token_local = std::fs::read_to_string(e.s.workdir().join("outputs/main/k3s-token")).unwrap();
     assert_eq!(e.host_file(0, "/etc/rancher/k3s/nautes-token"), token_local);
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(
-        mode(&e.hosts.host_path(0, "/etc/rancher/k3s/nautes-token")),
-        0o600
-    );
+    assert_eq!(mode(&e.hosts.host_path(0, "/etc/rancher/k3s/nautes-token")), 0o600);
     assert!(
         !e.s.read(".nautes/state.json").contains(token_local.trim()),
         "the token never enters the state"
@@ -146,19 +133,11 @@ fn single_server_install_then_rerun_changes_nothing_and_sends_nothing() {
     // The kubeconfig points at the reachable endpoint, is private, and works.
     let kubeconfig_path = e.s.workdir().join("outputs/main/kubeconfig");
     let kubeconfig = std::fs::read_to_string(&kubeconfig_path).unwrap();
-    assert!(
-        kubeconfig.contains(&format!("server: {}", e.api.url())),
-        "{kubeconfig}"
-    );
+    assert!(kubeconfig.contains(&format!("server: {}", e.api.url())), "{kubeconfig}");
     assert!(kubeconfig.contains("current-context: main"));
     assert_eq!(mode(&kubeconfig_path), 0o600);
     assert_eq!(e.api.node_names(), ["node-1"]);
-    assert!(
-        e.outputs("k3s/main/server/node-1")["bytes_sent"]
-            .as_u64()
-            .unwrap()
-            > 100_000
-    );
+    assert!(e.outputs("k3s/main/server/node-1")["bytes_sent"].as_u64().unwrap() > 100_000);
 
     // A re-run plans nothing; forcing the node step shows it sends 0 bytes and restarts nothing.
     let again = e.apply(&[]);
@@ -170,22 +149,13 @@ fn single_server_install_then_rerun_changes_nothing_and_sends_nothing() {
     assert_eq!(outputs["bytes_sent"], 0, "{outputs}");
     assert_eq!(outputs["restarted"], false, "{outputs}");
     let installs = e.host_file(0, "/var/lib/rancher/k3s/standin-installs.log");
-    assert_eq!(
-        installs.lines().count(),
-        1,
-        "install script ran once: {installs}"
-    );
+    assert_eq!(installs.lines().count(), 1, "install script ran once: {installs}");
 }
 
 #[test]
 fn ha_servers_join_the_first_in_order_then_agents_with_the_same_token() {
     let Some(e) = env(&nodes(5)) else { return };
-    e.inventory(&e.cluster(
-        "main",
-        V1,
-        &["node-1", "node-2", "node-3"],
-        &["node-4", "node-5"],
-    ));
+    e.inventory(&e.cluster("main", V1, &["node-1", "node-2", "node-3"], &["node-4", "node-5"]));
     let out = e.apply(&[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let token = std::fs::read_to_string(e.s.workdir().join("outputs/main/k3s-token")).unwrap();
@@ -215,10 +185,7 @@ fn ha_servers_join_the_first_in_order_then_agents_with_the_same_token() {
         } else {
             !config.contains("cluster-cidr")
         };
-        assert!(
-            role_ok,
-            "servers carry cluster flags, agents do not: {config}"
-        );
+        assert!(role_ok, "servers carry cluster flags, agents do not: {config}");
         let line = e.host_file(i, "/var/lib/rancher/k3s/standin-installs.log");
         let t: u128 = line.split_whitespace().next().unwrap().parse().unwrap();
         starts.push((t, i));
@@ -236,4 +203,204 @@ fn ha_servers_join_the_first_in_order_then_agents_with_the_same_token() {
     let mut names = e.api.node_names();
     names.sort();
     assert_eq!(names, ["node-1", "node-2", "node-3", "node-4", "node-5"]);
+}
+
+#[test]
+fn preflight_reports_every_failing_host_and_touches_none() {
+    // Two hosts share a hostname, and a program holds the API port.
+    let Some(e) = env(&[("node-1", "twin"), ("node-2", "twin"), ("node-3", "node-3")]) else {
+        return;
+    };
+    let _busy = std::net::TcpListener::bind("127.0.0.1:6443").ok();
+    e.inventory(&e.cluster("main", V1, &["node-1"], &["node-2", "node-3"]));
+    let out = e.apply(&[]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    for host in ["node-1", "node-2"] {
+        assert!(
+            err.contains(&format!("{host}  hostname  FAIL")),
+            "hostname clash on {host}: {err}"
+        );
+    }
+    assert!(!err.contains("node-3  hostname  FAIL"), "{err}");
+    if _busy.is_some() {
+        assert!(
+            err.contains("node-1  ports     FAIL     in use by another program: 6443/tcp"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("node-2  ports     FAIL"),
+            "agents do not need 6443: {err}"
+        );
+    }
+    for i in 0..3 {
+        assert!(
+            e.host_file(i, "/usr/local/bin/k3s").is_empty(),
+            "no host is touched when preflight fails"
+        );
+    }
+}
+
+#[test]
+fn a_changed_host_key_stops_with_both_fingerprints() {
+    let Some(mut e) = env(&nodes(1)) else { return };
+    let old_pub = std::fs::read_to_string(e.hosts.hosts[0].dir.join("host_key.pub")).unwrap();
+    e.hosts.regenerate_host_key(0);
+    e.inventory(&e.cluster("main", V1, &["node-1"], &[]));
+    let out = e.apply(&[]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    let fp = |pubkey: &str| {
+        nautes_install::drivers::ssh::hostkeys::fingerprint(pubkey.split_whitespace().nth(1).unwrap()).unwrap()
+    };
+    let new_pub = std::fs::read_to_string(e.hosts.hosts[0].dir.join("host_key.pub")).unwrap();
+    assert!(err.contains("host key CHANGED"), "{err}");
+    assert!(err.contains(&fp(&old_pub)), "shows the trusted fingerprint: {err}");
+    assert!(err.contains(&fp(&new_pub)), "shows the offered fingerprint: {err}");
+    // --accept-new-host-keys never overrides a changed key.
+    let again =
+        e.s.command(&["--yes", "--accept-new-host-keys", "apply", "-i", "inventory.yaml"])
+            .output()
+            .unwrap();
+    assert_eq!(code(&again), 1);
+    assert!(stderr(&again).contains("host key CHANGED"));
+}
+
+#[test]
+fn an_unknown_host_key_needs_explicit_trust() {
+    let Some(e) = env(&nodes(1)) else { return };
+    std::fs::write(e.s.path().join("known_hosts"), "").unwrap();
+    e.inventory(&e.cluster("main", V1, &["node-1"], &[]));
+    let out = e.apply(&[]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("host key not trusted yet"), "{}", stderr(&out));
+    let ok =
+        e.s.command(&["--yes", "--accept-new-host-keys", "apply", "-i", "inventory.yaml"])
+            .output()
+            .unwrap();
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    // ssh may hash the names it records (Debian's default); the driver reads both forms.
+    let h = &e.hosts.hosts[0];
+    let recorded =
+        nautes_install::drivers::ssh::hostkeys::known_keys(&e.s.path().join("known_hosts"), &h.address, hosts::PORT);
+    assert_eq!(recorded.len(), 1, "the key was recorded: {}", e.s.read("known_hosts"));
+}
+
+#[test]
+fn a_down_host_fails_its_cluster_while_the_other_finishes_and_a_rerun_completes() {
+    let Some(mut e) = env(&nodes(2)) else { return };
+    // Each cluster has its own API.
+    let beta_api = KubeApiStandin::start();
+    std::fs::write(
+        e.hosts.host_path(1, "/etc/rancher/standin-api.env"),
+        beta_api.env_file(),
+    )
+    .unwrap();
+    e.inventory(&format!(
+        "{}{}",
+        e.cluster("alpha", V1, &["node-1"], &[]),
+        e.cluster_at("beta", V1, &["node-2"], &[], &beta_api.url())
+    ));
+    e.hosts.stop_host(1);
+    let out = e.apply(&[]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("node-2") && err.contains("cannot connect"),
+        "names the host: {err}"
+    );
+    assert_eq!(
+        e.s.step_status("k3s/alpha/kubeconfig").as_deref(),
+        Some("done"),
+        "the independent cluster finished"
+    );
+    e.hosts.start_host(1);
+    let again = e.apply(&[]);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    let a = e.s.state()["steps"]["k3s/alpha/server/node-1"]["attempts"].clone();
+    assert_eq!(a, 1, "alpha was not redone");
+    assert_eq!(e.api.node_names(), ["node-1"]);
+    assert_eq!(beta_api.node_names(), ["node-2"]);
+}
+
+#[test]
+fn upgrade_rolls_servers_one_by_one_then_agents_and_teardown_reverses() {
+    let Some(e) = env(&nodes(4)) else { return };
+    e.inventory(&e.cluster("main", V1, &["node-1", "node-2", "node-3"], &["node-4"]));
+    assert_eq!(code(&e.apply(&[])), 0);
+    let plan = e.s.command(&["plan", "-i", "inventory.yaml"]).output().unwrap();
+    assert!(
+        cli::stdout(&plan).contains("Plan: 0 to apply"),
+        "{}",
+        cli::stdout(&plan)
+    );
+
+    e.inventory(&e.cluster("main", V2, &["node-1", "node-2", "node-3"], &["node-4"]));
+    let out = e.apply(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut second_installs = Vec::new();
+    for i in 0..4 {
+        let log = e.host_file(i, "/var/lib/rancher/k3s/standin-installs.log");
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "node-{} installed twice: {log}", i + 1);
+        second_installs.push((lines[1].split_whitespace().next().unwrap().parse::<u128>().unwrap(), i));
+        assert!(e.host_file(i, "/usr/local/bin/k3s").contains(V2));
+    }
+    second_installs.sort();
+    assert_eq!(
+        second_installs.iter().map(|(_, i)| *i).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    let node = e.api.get("/api/v1/nodes/node-4");
+    assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], V2);
+
+    let out =
+        e.s.command(&["--yes", "destroy", "-i", "inventory.yaml"])
+            .output()
+            .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut uninstalls = Vec::new();
+    for i in 0..4 {
+        let log = e.host_file(i, "/etc/systemd/system/standin-uninstall.log");
+        let t: u128 = log
+            .split_whitespace()
+            .next()
+            .unwrap_or_else(|| panic!("node-{} was not uninstalled", i + 1))
+            .parse()
+            .unwrap();
+        uninstalls.push((t, i));
+        assert!(e.host_file(i, "/usr/local/bin/k3s").is_empty(), "binary removed");
+    }
+    uninstalls.sort();
+    assert_eq!(
+        uninstalls.iter().map(|(_, i)| *i).collect::<Vec<_>>(),
+        vec![3, 2, 1, 0],
+        "agents first, then servers in reverse"
+    );
+    assert!(!e.s.workdir().join("outputs/main/kubeconfig").exists());
+    assert_eq!(e.s.state()["steps"], serde_json::json!({}));
+}
+
+#[test]
+fn removing_a_host_drains_and_deletes_just_that_node() {
+    let Some(e) = env(&nodes(3)) else { return };
+    e.inventory(&e.cluster("main", V1, &["node-1"], &["node-2", "node-3"]));
+    assert_eq!(code(&e.apply(&[])), 0);
+    e.inventory(&e.cluster("main", V1, &["node-1"], &["node-2"]));
+    let out = e.apply(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut names = e.api.node_names();
+    names.sort();
+    assert_eq!(names, ["node-1", "node-2"], "node-3 was deleted from the cluster");
+    assert!(
+        e.host_file(2, "/usr/local/bin/k3s").is_empty(),
+        "node-3 was uninstalled"
+    );
+    assert!(!e.host_file(1, "/usr/local/bin/k3s").is_empty(), "node-2 untouched");
+    assert_eq!(
+        e.host_file(1, "/var/lib/rancher/k3s/standin-installs.log")
+            .lines()
+            .count(),
+        1
+    );
 }

@@ -21,16 +21,14 @@ fn validate_fixture(name: &str) -> std::process::Output {
 fn check_golden(name: &str) {
     let out = validate_fixture(name);
     assert_eq!(code(&out), 3, "invalid inventory exits 3");
-    let golden =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/invalid/{name}.stderr"));
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/invalid/{name}.stderr"));
     let actual = stderr(&out);
     assert!(!actual.contains("panicked"), "{actual}");
     if std::env::var_os("NAUTES_BLESS").is_some() {
         std::fs::write(&golden, &actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&golden)
-        .unwrap_or_else(|_| panic!("missing golden {}", golden.display()));
+    let expected = std::fs::read_to_string(&golden).unwrap_or_else(|_| panic!("missing golden {}", golden.display()));
     assert_eq!(
         actual, expected,
         "output of `validate -i {name}.yaml` changed (NAUTES_BLESS=1 to accept)"
@@ -72,10 +70,7 @@ fn json_output_lists_every_diagnostic_with_line_and_column() {
         .iter()
         .find(|d| d["path"] == "hosts[1].name")
         .expect("duplicate host reported");
-    assert_eq!(
-        (dup["line"].as_u64(), dup["column"].as_u64()),
-        (Some(10), Some(11))
-    );
+    assert_eq!((dup["line"].as_u64(), dup["column"].as_u64()), (Some(10), Some(11)));
     assert!(dup["hint"].as_str().unwrap().contains("hosts[0].name"));
 }
 

@@ -41,10 +41,7 @@ pub fn apply(g: &GlobalArgs, file: &Path, only: &[String], from: Option<&str>) -
         Ok(d) => d,
         Err(unknown) => {
             eprintln!("error: no such step: {}", unknown.0.join(", "));
-            eprintln!(
-                "hint: `nautes-install plan -i {}` lists step ids",
-                file.display()
-            );
+            eprintln!("hint: `nautes-install plan -i {}` lists step ids", file.display());
             return exit::USAGE;
         }
     };
@@ -79,23 +76,15 @@ pub fn destroy(g: &GlobalArgs, file: &Path) -> u8 {
     let order = session.store.read(destroy_order);
     if order.is_empty() {
         if !g.quiet {
-            eprintln!(
-                "Nothing recorded in {}: nothing to destroy.",
-                g.workdir.display()
-            );
+            eprintln!("Nothing recorded in {}: nothing to destroy.", g.workdir.display());
         }
         return exit::OK;
     }
-    if let Err(code) = confirm(
-        g,
-        &format!("This tears down {} recorded steps.", order.len()),
-    ) {
+    if let Err(code) = confirm(g, &format!("This tears down {} recorded steps.", order.len())) {
         return code;
     }
     let n = order.len();
-    session.run(g, "destroy", n, n, |engine| async move {
-        engine.destroy(&order).await
-    })
+    session.run(g, "destroy", n, n, |engine| async move { engine.destroy(&order).await })
 }
 
 /// A locked workdir with state, log and reporter, ready to run an engine.
@@ -118,7 +107,10 @@ impl Session {
             Ok(l) => l,
             Err(LockError::Held { holder, path }) => {
                 eprintln!("error: another nautes-install is running in this workdir: {holder}");
-                eprintln!("hint: wait for it to finish, or stop it; the lock ({}) is released when that process exits", path.display());
+                eprintln!(
+                    "hint: wait for it to finish, or stop it; the lock ({}) is released when that process exits",
+                    path.display()
+                );
                 return Err(exit::LOCKED);
             }
             Err(e) => {
@@ -138,7 +130,9 @@ impl Session {
         ));
         if let Some(stale) = &lock.stale {
             reporter.emit(Event::Notice {
-                message: format!("a previous run ({stale}) ended without releasing the workdir; resuming from its state"),
+                message: format!(
+                    "a previous run ({stale}) ended without releasing the workdir; resuming from its state"
+                ),
             });
         }
         match &log {
@@ -158,10 +152,7 @@ impl Session {
             None => g.workdir.join("outputs"),
         };
         if let Err(e) = create_private_dir(&outputs_dir) {
-            eprintln!(
-                "error: cannot create outputs directory {}: {e}",
-                outputs_dir.display()
-            );
+            eprintln!("error: cannot create outputs directory {}: {e}", outputs_dir.display());
             return Err(exit::STATE_ERROR);
         }
         let services = Arc::new(Services::default());
@@ -194,10 +185,7 @@ impl Session {
         F: FnOnce(Engine) -> Fut,
         Fut: std::future::Future<Output = Result<RunSummary, crate::engine::executor::EngineError>>,
     {
-        let runtime = match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
+        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: cannot start the async runtime: {e}");
@@ -300,7 +288,8 @@ async fn watch_signals(stop: watch::Sender<u8>, reporter: Arc<Reporter>) {
         count += 1;
         if count == 1 {
             reporter.emit(Event::Notice {
-                message: "stopping: running steps will finish, nothing new starts (interrupt again to abort them)".into(),
+                message: "stopping: running steps will finish, nothing new starts (interrupt again to abort them)"
+                    .into(),
             });
             let _ = stop.send(STOP_SCHEDULING);
         } else {
@@ -331,14 +320,8 @@ fn ssh_pool(g: &GlobalArgs, loaded: &Loaded) -> SshPool {
         },
         // Master sockets have a ~100 byte path limit: keep them short.
         control_dir: std::env::temp_dir().join(format!("nautes-ssh-{}", std::process::id())),
-        connect_timeout: t
-            .ssh_connect
-            .map(|d| d.get())
-            .unwrap_or(Duration::from_secs(30)),
-        command_timeout: t
-            .command
-            .map(|d| d.get())
-            .unwrap_or(Duration::from_secs(600)),
+        connect_timeout: t.ssh_connect.map(|d| d.get()).unwrap_or(Duration::from_secs(30)),
+        command_timeout: t.command.map(|d| d.get()).unwrap_or(Duration::from_secs(600)),
         connect_attempts: 3,
     })
 }
@@ -348,10 +331,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 fn absolute(p: &Path) -> PathBuf {

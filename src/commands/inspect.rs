@@ -22,11 +22,7 @@ pub fn validate(g: &GlobalArgs, file: &Path) -> u8 {
             json!({"file": loaded.file, "valid": true, "steps": plan.steps.len()})
         ),
         Output::Text if !g.quiet => {
-            eprintln!(
-                "{}: valid ({} steps planned)",
-                loaded.file.display(),
-                plan.steps.len()
-            )
+            eprintln!("{}: valid ({} steps planned)", loaded.file.display(), plan.steps.len())
         }
         Output::Text => {}
     }
@@ -56,10 +52,7 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
             Output::Json => println!("{}", json!({ "destroy": order })),
             Output::Text => {
                 if order.is_empty() {
-                    println!(
-                        "Nothing recorded in {}: nothing to destroy.",
-                        g.workdir.display()
-                    );
+                    println!("Nothing recorded in {}: nothing to destroy.", g.workdir.display());
                 }
                 for id in &order {
                     println!("  - {id}");
@@ -110,17 +103,9 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
 
 /// Every recorded step, dependents before what they need.
 pub(crate) fn destroy_order(state: &State) -> Vec<String> {
-    let nodes: Vec<(String, Vec<String>)> = state
-        .steps
-        .iter()
-        .map(|(id, r)| (id.clone(), r.ordering()))
-        .collect();
+    let nodes: Vec<(String, Vec<String>)> = state.steps.iter().map(|(id, r)| (id.clone(), r.ordering())).collect();
     let order = dag::topo_order(&nodes).unwrap_or_else(|_| (0..nodes.len()).collect());
-    order
-        .into_iter()
-        .rev()
-        .map(|i| nodes[i].0.clone())
-        .collect()
+    order.into_iter().rev().map(|i| nodes[i].0.clone()).collect()
 }
 
 pub fn status(g: &GlobalArgs) -> u8 {
@@ -153,21 +138,10 @@ pub fn status(g: &GlobalArgs) -> u8 {
             StepStatus::Running => "interrupted",
             StepStatus::Destroying => "interrupted (destroying)",
         };
-        let when = r
-            .finished_at
-            .as_deref()
-            .or(r.started_at.as_deref())
-            .unwrap_or("-");
-        println!(
-            "  {id:width$}  {status:11}  attempts {}  {when}",
-            r.attempts
-        );
+        let when = r.finished_at.as_deref().or(r.started_at.as_deref()).unwrap_or("-");
+        println!("  {id:width$}  {status:11}  attempts {}  {when}", r.attempts);
         if let Some(e) = &r.last_error {
-            println!(
-                "  {:width$}  last error: {}",
-                "",
-                e.lines().next().unwrap_or("")
-            );
+            println!("  {:width$}  last error: {}", "", e.lines().next().unwrap_or(""));
         }
     }
     if let Some(run) = state.runs.last() {

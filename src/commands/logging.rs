@@ -20,10 +20,7 @@ pub fn init(workdir: &Path, run_id: &str, verbose: u8) -> std::io::Result<PathBu
     let dir = workdir.join("logs");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{run_id}.log"));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)?;
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
     let file_layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_writer(Mutex::new(file))

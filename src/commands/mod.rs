@@ -31,23 +31,14 @@ pub fn run(cli: Cli) -> u8 {
             exit::OK
         }
         Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "nautes-install",
-                &mut std::io::stdout(),
-            );
+            clap_complete::generate(*shell, &mut Cli::command(), "nautes-install", &mut std::io::stdout());
             exit::OK
         }
         Command::Validate(i) => inspect::validate(g, &i.inventory),
         Command::Plan { inventory, destroy } => inspect::plan(g, &inventory.inventory, *destroy),
         Command::Status => inspect::status(g),
         Command::Render { inventory, out } => render::render(g, &inventory.inventory, out),
-        Command::Apply {
-            inventory,
-            only,
-            from,
-        } => apply::apply(g, &inventory.inventory, only, from.as_deref()),
+        Command::Apply { inventory, only, from } => apply::apply(g, &inventory.inventory, only, from.as_deref()),
         Command::Destroy(i) => apply::destroy(g, &i.inventory),
     }
 }
@@ -83,10 +74,7 @@ pub(crate) fn load_and_plan(g: &GlobalArgs, file: &Path) -> Result<(Loaded, Plan
             Err(exit::INVALID_INVENTORY)
         }
         Err(PlanError::Cycle(cycle)) => {
-            eprintln!(
-                "error: steps depend on each other in a cycle: {}",
-                cycle.join(" -> ")
-            );
+            eprintln!("error: steps depend on each other in a cycle: {}", cycle.join(" -> "));
             eprintln!("hint: check the `before`/`after` of hooks on these steps");
             Err(exit::PLAN_FAILED)
         }
@@ -110,9 +98,7 @@ pub(crate) fn confirm(g: &GlobalArgs, question: &str) -> Result<(), u8> {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        eprintln!(
-            "error: {question} needs confirmation; pass --yes when not running on a terminal"
-        );
+        eprintln!("error: {question} needs confirmation; pass --yes when not running on a terminal");
         return Err(exit::USAGE);
     }
     eprint!("{question} Type `yes` to continue: ");

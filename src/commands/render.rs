@@ -15,12 +15,10 @@ pub fn render(g: &GlobalArgs, file: &Path, out: &Path) -> u8 {
     let registry = components::registry();
     let result = (|| -> Result<usize, String> {
         let steps_dir = out.join("steps");
-        std::fs::create_dir_all(&steps_dir)
-            .map_err(|e| format!("cannot create {}: {e}", steps_dir.display()))?;
+        std::fs::create_dir_all(&steps_dir).map_err(|e| format!("cannot create {}: {e}", steps_dir.display()))?;
         let write = |path: &Path, text: &str| {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
             }
             std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
         };
@@ -34,10 +32,7 @@ pub fn render(g: &GlobalArgs, file: &Path, out: &Path) -> u8 {
             write(&steps_dir.join(format!("{name}.json")), &spec)?;
             files += 1;
             if let Some(handler) = registry.get(&step.kind) {
-                for r in handler
-                    .render(&step.spec)
-                    .map_err(|e| format!("{}: {e}", step.id))?
-                {
+                for r in handler.render(&step.spec).map_err(|e| format!("{}: {e}", step.id))? {
                     write(&out.join(&r.path), &r.contents)?;
                     files += 1;
                 }

@@ -69,15 +69,8 @@ fn bundle_root(loaded: &Loaded) -> Option<PathBuf> {
 /// The K3s files for `version`, as a step; errors name what the bundle lacks.
 pub fn k3s_step(loaded: &Loaded, version: &str, path: &str) -> Result<Step, Diagnostic> {
     let a = &loaded.inventory.artifacts;
-    let mirror = a
-        .download_mirror
-        .as_deref()
-        .unwrap_or(UPSTREAM)
-        .trim_end_matches('/');
-    let release = format!(
-        "{mirror}/k3s-io/k3s/releases/download/{}",
-        url_escape(version)
-    );
+    let mirror = a.download_mirror.as_deref().unwrap_or(UPSTREAM).trim_end_matches('/');
+    let release = format!("{mirror}/k3s-io/k3s/releases/download/{}", url_escape(version));
     let sums = format!("{release}/sha256sum-amd64.txt");
     let mut files = vec![
         FileSpec {
@@ -112,16 +105,11 @@ pub fn k3s_step(loaded: &Loaded, version: &str, path: &str) -> Result<Step, Diag
     let bundle = bundle_root(loaded);
     if a.mode == ArtifactMode::Airgap {
         let Some(root) = &bundle else {
-            return Err(Diagnostic::error(
-                "artifacts.bundle",
-                "air-gap mode needs a bundle",
-            ));
+            return Err(Diagnostic::error("artifacts.bundle", "air-gap mode needs a bundle"));
         };
         let opened = Bundle::open(root).map_err(|e| {
             Diagnostic::error("artifacts.bundle", e.to_string())
-                .with_hint(
-                    "build the bundle with `nautes-install bundle fetch` on a connected machine",
-                )
+                .with_hint("build the bundle with `nautes-install bundle fetch` on a connected machine")
                 .at(loaded.spans.value("artifacts.bundle"))
         })?;
         let mut missing = Vec::new();
@@ -137,10 +125,7 @@ pub fn k3s_step(loaded: &Loaded, version: &str, path: &str) -> Result<Step, Diag
         if !missing.is_empty() {
             return Err(Diagnostic::error(
                 path,
-                format!(
-                    "the bundle has no K3s {version}: missing {}",
-                    missing.join(", ")
-                ),
+                format!("the bundle has no K3s {version}: missing {}", missing.join(", ")),
             )
             .with_hint(format!(
                 "add them to {} and list them in checksums.sha256",
@@ -155,11 +140,7 @@ pub fn k3s_step(loaded: &Loaded, version: &str, path: &str) -> Result<Step, Diag
         component: "k3s".into(),
         version: version.to_string(),
         mode: a.mode,
-        bundle: if a.mode == ArtifactMode::Airgap {
-            bundle
-        } else {
-            None
-        },
+        bundle: if a.mode == ArtifactMode::Airgap { bundle } else { None },
         files,
     };
     Ok(Step::new(
@@ -193,29 +174,19 @@ impl StepHandler for ArtifactsHandler {
             .map_err(|e| StepError::new(format!("artifacts step is malformed: {e}")))?;
         let files = match (&spec.mode, &spec.bundle) {
             (ArtifactMode::Airgap, Some(root)) => from_bundle(root, &spec).await?,
-            (ArtifactMode::Airgap, None) => {
-                return Err(StepError::new("air-gap mode without a bundle"))
-            }
+            (ArtifactMode::Airgap, None) => return Err(StepError::new("air-gap mode without a bundle")),
             (ArtifactMode::Online, _) => download(ctx, &spec).await?,
         };
         Ok(json!({ "files": files }))
     }
 
-    async fn destroy(
-        &self,
-        _ctx: &StepContext,
-        _spec: &Value,
-        _outputs: &Value,
-    ) -> Result<(), StepError> {
+    async fn destroy(&self, _ctx: &StepContext, _spec: &Value, _outputs: &Value) -> Result<(), StepError> {
         // Cached downloads are kept: they are the user's, and re-fetching is costly.
         Ok(())
     }
 }
 
-async fn from_bundle(
-    root: &Path,
-    spec: &ArtifactsSpec,
-) -> Result<BTreeMap<String, LocalFile>, StepError> {
+async fn from_bundle(root: &Path, spec: &ArtifactsSpec) -> Result<BTreeMap<String, LocalFile>, StepError> {
     let root = root.to_path_buf();
     let spec = spec.clone();
     tokio::task::spawn_blocking(move || {
@@ -224,14 +195,12 @@ async fn from_bundle(
         let mut problems = Vec::new();
         for f in &spec.files {
             match bundle.get(&f.bundle_path) {
-                Ok(v) if f.sha256.as_deref().is_some_and(|s| s != v.sha256) => {
-                    problems.push(format!(
-                        "`{}` changed since the plan (sha256 {}, planned {})",
-                        f.bundle_path,
-                        v.sha256,
-                        f.sha256.as_deref().unwrap_or("")
-                    ))
-                }
+                Ok(v) if f.sha256.as_deref().is_some_and(|s| s != v.sha256) => problems.push(format!(
+                    "`{}` changed since the plan (sha256 {}, planned {})",
+                    f.bundle_path,
+                    v.sha256,
+                    f.sha256.as_deref().unwrap_or("")
+                )),
                 Ok(v) => {
                     out.insert(
                         f.name.clone(),
@@ -255,10 +224,7 @@ async fn from_bundle(
     .map_err(|e| StepError::new(format!("internal error: {e}")))?
 }
 
-async fn download(
-    ctx: &StepContext,
-    spec: &ArtifactsSpec,
-) -> Result<BTreeMap<String, LocalFile>, StepError> {
+async fn download(ctx: &StepContext, spec: &ArtifactsSpec) -> Result<BTreeMap<String, LocalFile>, StepError> {
     let timeout = ctx
         .timeouts
         .http
@@ -269,29 +235,26 @@ async fn download(
         .read_timeout(timeout)
         .build()
         .map_err(|e| StepError::new(format!("cannot build an HTTP client: {e}")))?;
-    let cache = ctx
-        .workdir
-        .join("cache")
-        .join(&spec.component)
-        .join(&spec.version);
-    std::fs::create_dir_all(&cache)
-        .map_err(|e| StepError::new(format!("cannot create {}: {e}", cache.display())))?;
+    let cache = ctx.workdir.join("cache").join(&spec.component).join(&spec.version);
+    std::fs::create_dir_all(&cache).map_err(|e| StepError::new(format!("cannot create {}: {e}", cache.display())))?;
     let mut sums_cache: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for f in &spec.files {
-        let expected =
-            match (&f.sums_url, &f.sums_name) {
-                (Some(url), Some(name)) => {
-                    if !sums_cache.contains_key(url) {
-                        let text = fetch_text(&client, url).await?;
-                        sums_cache.insert(url.clone(), parse_sums(&text));
-                    }
-                    Some(sums_cache[url].get(name).cloned().ok_or_else(|| {
-                        StepError::new(format!("{url} lists no sha256 for `{name}`"))
-                    })?)
+        let expected = match (&f.sums_url, &f.sums_name) {
+            (Some(url), Some(name)) => {
+                if !sums_cache.contains_key(url) {
+                    let text = fetch_text(&client, url).await?;
+                    sums_cache.insert(url.clone(), parse_sums(&text));
                 }
-                _ => f.sha256.clone(),
-            };
+                Some(
+                    sums_cache[url]
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| StepError::new(format!("{url} lists no sha256 for `{name}`")))?,
+                )
+            }
+            _ => f.sha256.clone(),
+        };
         let dest = cache.join(&f.name);
         if let (Some(want), Ok(have)) = (&expected, sha256_file(&dest)) {
             if &have == want {
@@ -351,17 +314,11 @@ async fn fetch_text(client: &reqwest::Client, url: &str) -> Result<String, StepE
     if !resp.status().is_success() {
         return Err(StepError::new(format!("GET {url}: HTTP {}", resp.status())));
     }
-    resp.text()
-        .await
-        .map_err(|e| StepError::new(format!("GET {url}: {e}")))
+    resp.text().await.map_err(|e| StepError::new(format!("GET {url}: {e}")))
 }
 
 /// Stream `url` into `dest` (via a temp file), hashing on the way.
-async fn fetch_file(
-    client: &reqwest::Client,
-    url: &str,
-    dest: &Path,
-) -> Result<(String, u64), StepError> {
+async fn fetch_file(client: &reqwest::Client, url: &str, dest: &Path) -> Result<(String, u64), StepError> {
     use tokio::io::AsyncWriteExt;
     let mut resp = client
         .get(url)

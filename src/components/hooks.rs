@@ -72,10 +72,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             .filter(|s| *s != id)
             .collect();
         for (j, pattern) in hook.after.iter().enumerate() {
-            let matched: Vec<&String> = all_ids
-                .iter()
-                .filter(|s| pattern_matches(pattern, s))
-                .collect();
+            let matched: Vec<&String> = all_ids.iter().filter(|s| pattern_matches(pattern, s)).collect();
             if matched.is_empty() {
                 problems.push(no_match(
                     loaded,
@@ -152,12 +149,7 @@ impl StepHandler for HookHandler {
         Ok(json!({}))
     }
 
-    async fn destroy(
-        &self,
-        ctx: &StepContext,
-        spec: &Value,
-        _outputs: &Value,
-    ) -> Result<(), StepError> {
+    async fn destroy(&self, ctx: &StepContext, spec: &Value, _outputs: &Value) -> Result<(), StepError> {
         let spec: HookSpec = parse(spec)?;
         match &spec.destroy {
             Some(cmd) => run_command(ctx, &spec, cmd, "destroy").await,
@@ -167,16 +159,10 @@ impl StepHandler for HookHandler {
 }
 
 fn parse(spec: &Value) -> Result<HookSpec, StepError> {
-    serde_json::from_value(spec.clone())
-        .map_err(|e| StepError::new(format!("hook step is malformed: {e}")))
+    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("hook step is malformed: {e}")))
 }
 
-async fn run_command(
-    ctx: &StepContext,
-    spec: &HookSpec,
-    command: &str,
-    phase: &str,
-) -> Result<(), StepError> {
+async fn run_command(ctx: &StepContext, spec: &HookSpec, command: &str, phase: &str) -> Result<(), StepError> {
     let timeout = ctx
         .settings
         .get("timeout_ms")

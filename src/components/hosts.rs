@@ -36,8 +36,7 @@ pub fn connection(loaded: &Loaded, name: &str) -> Option<HostConn> {
 fn connection_depth(loaded: &Loaded, name: &str, depth: usize) -> Option<HostConn> {
     let host = find(loaded, name)?;
     let ssh = &loaded.inventory.ssh;
-    let abs =
-        |p: &PathBuf| std::path::absolute(loaded.resolve(p)).unwrap_or_else(|_| loaded.resolve(p));
+    let abs = |p: &PathBuf| std::path::absolute(loaded.resolve(p)).unwrap_or_else(|_| loaded.resolve(p));
     let secret = |s: &SecretRef| SecretRef {
         env: s.env.clone(),
         file: s.file.as_ref().map(abs),
@@ -55,27 +54,16 @@ fn connection_depth(loaded: &Loaded, name: &str, depth: usize) -> Option<HostCon
     Some(HostConn {
         name: host.name.clone(),
         address: host.address.clone(),
-        internal_address: host
-            .internal_address
-            .clone()
-            .unwrap_or_else(|| host.address.clone()),
+        internal_address: host.internal_address.clone().unwrap_or_else(|| host.address.clone()),
         port: host.port.or(ssh.port).unwrap_or(22),
         user: host
             .user
             .clone()
             .or_else(|| ssh.user.clone())
             .unwrap_or_else(|| "root".to_string()),
-        identity_file: host
-            .identity_file
-            .as_ref()
-            .or(ssh.identity_file.as_ref())
-            .map(abs),
+        identity_file: host.identity_file.as_ref().or(ssh.identity_file.as_ref()).map(abs),
         sudo: host.sudo.or(ssh.sudo).unwrap_or(SudoMode::None),
-        sudo_password: host
-            .sudo_password
-            .as_ref()
-            .or(ssh.sudo_password.as_ref())
-            .map(secret),
+        sudo_password: host.sudo_password.as_ref().or(ssh.sudo_password.as_ref()).map(secret),
         bastion,
         config_file: ssh.config_file.as_ref().map(abs),
     })

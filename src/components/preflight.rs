@@ -89,12 +89,7 @@ pub fn step_id(cluster: &str) -> String {
 }
 
 /// Add the preflight step for one cluster's hosts; returns its id.
-pub fn plan_cluster(
-    loaded: &Loaded,
-    cluster: &str,
-    members: &[(&String, Role)],
-    steps: &mut Vec<Step>,
-) -> String {
+pub fn plan_cluster(loaded: &Loaded, cluster: &str, members: &[(&String, Role)], steps: &mut Vec<Step>) -> String {
     let mut checks = Vec::new();
     let mut conns: Vec<HostConn> = Vec::new();
     for (name, role) in members {
@@ -118,13 +113,8 @@ pub fn plan_cluster(
         ha: servers > 1,
     };
     steps.push(
-        Step::new(
-            &id,
-            KIND,
-            format!("preflight checks of cluster {cluster}"),
-            json!(spec),
-        )
-        .with_settings(json!({ "conns": conns })),
+        Step::new(&id, KIND, format!("preflight checks of cluster {cluster}"), json!(spec))
+            .with_settings(json!({ "conns": conns })),
     );
     id
 }
@@ -161,14 +151,10 @@ pub fn evaluate(spec: &PreflightSpec, facts: &BTreeMap<String, Facts>) -> Vec<Fi
         let Some(f) = facts.get(&host.name) else {
             continue;
         };
-        names
-            .entry(f.hostname.as_str())
-            .or_default()
-            .push(host.name.as_str());
+        names.entry(f.hostname.as_str()).or_default().push(host.name.as_str());
 
         let os = host.os_override.clone().unwrap_or_else(|| f.os_id.clone());
-        let known = KNOWN_OS.contains(&os.as_str())
-            || f.os_id_like.iter().any(|l| KNOWN_OS.contains(&l.as_str()));
+        let known = KNOWN_OS.contains(&os.as_str()) || f.os_id_like.iter().any(|l| KNOWN_OS.contains(&l.as_str()));
         push(
             host,
             "os",
@@ -318,10 +304,7 @@ pub fn table(findings: &[Finding]) -> String {
         } else {
             "FAIL"
         };
-        s.push_str(&format!(
-            "{:hw$}  {:8}  {:7}  {}\n",
-            f.host, f.rule, result, f.message
-        ));
+        s.push_str(&format!("{:hw$}  {:8}  {:7}  {}\n", f.host, f.rule, result, f.message));
     }
     s
 }
@@ -379,11 +362,7 @@ mod tests {
         b.swap_total_bytes = 1 << 30;
         let mut c = good("c", 1_009_000);
         c.os_id = "plan9".into();
-        let facts = BTreeMap::from([
-            ("a".to_string(), a),
-            ("b".to_string(), b),
-            ("c".to_string(), c),
-        ]);
+        let facts = BTreeMap::from([("a".to_string(), a), ("b".to_string(), b), ("c".to_string(), c)]);
         let findings = evaluate(&spec, &facts);
         let mut fails = failing(&findings);
         fails.sort();
@@ -397,15 +376,10 @@ mod tests {
                 ("c".into(), "os".into()),
             ]
         );
-        assert!(findings
-            .iter()
-            .any(|f| f.host == "b" && f.rule == "swap" && f.waived));
+        assert!(findings.iter().any(|f| f.host == "b" && f.rule == "swap" && f.waived));
         let t = table(&findings);
         assert!(t.contains("in use by another program: 6443/tcp"), "{t}");
-        assert!(
-            t.lines().nth(1).unwrap().contains("FAIL"),
-            "failures first:\n{t}"
-        );
+        assert!(t.lines().nth(1).unwrap().contains("FAIL"), "failures first:\n{t}");
     }
 
     #[test]
@@ -453,11 +427,7 @@ pub fn parse_facts(text: &str) -> Result<Facts, String> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim(), v.trim()))
         .collect();
-    let get = |k: &str| {
-        kv.get(k)
-            .copied()
-            .ok_or_else(|| format!("facts lack `{k}`"))
-    };
+    let get = |k: &str| kv.get(k).copied().ok_or_else(|| format!("facts lack `{k}`"));
     let num = |k: &str| -> Result<u64, String> {
         get(k)?
             .parse::<u64>()
@@ -466,9 +436,7 @@ pub fn parse_facts(text: &str) -> Result<Facts, String> {
     let ports = |k: &str| -> Result<Vec<u16>, String> {
         get(k)?
             .split_whitespace()
-            .map(|h| {
-                u16::from_str_radix(h, 16).map_err(|_| format!("fact `{k}` has a bad port {h:?}"))
-            })
+            .map(|h| u16::from_str_radix(h, 16).map_err(|_| format!("fact `{k}` has a bad port {h:?}")))
             .collect()
     };
     // Without GNU date, `%3N` stays literal: fall back to whole seconds.
@@ -485,10 +453,7 @@ pub fn parse_facts(text: &str) -> Result<Facts, String> {
     Ok(Facts {
         hostname: get("hostname")?.to_string(),
         os_id: get("os_id")?.to_string(),
-        os_id_like: get("os_id_like")?
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
+        os_id_like: get("os_id_like")?.split_whitespace().map(str::to_string).collect(),
         os_version: get("os_version")?.to_string(),
         arch: get("arch")?.to_string(),
         kernel: get("kernel")?.to_string(),
@@ -514,9 +479,7 @@ mod facts_tests {
             .output()
             .unwrap();
         let facts = super::parse_facts(&String::from_utf8_lossy(&out.stdout)).unwrap();
-        assert!(
-            facts.cpus >= 1 && facts.mem_total_bytes > 0 && facts.epoch_millis > 1_600_000_000_000
-        );
+        assert!(facts.cpus >= 1 && facts.mem_total_bytes > 0 && facts.epoch_millis > 1_600_000_000_000);
         assert!(!facts.hostname.is_empty());
     }
 
@@ -531,10 +494,7 @@ mod facts_tests {
 pub struct PreflightHandler;
 
 /// Facts from each host (in parallel); unreachable hosts are listed, not fatal here.
-pub async fn gather(
-    ctx: &crate::engine::StepContext,
-    conns: &[HostConn],
-) -> (BTreeMap<String, Facts>, Vec<String>) {
+pub async fn gather(ctx: &crate::engine::StepContext, conns: &[HostConn]) -> (BTreeMap<String, Facts>, Vec<String>) {
     let mut tasks = tokio::task::JoinSet::new();
     let connector = match super::remote::Connector::of(ctx) {
         Ok(c) => c,

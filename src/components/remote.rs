@@ -42,12 +42,7 @@ pub trait Remote: Send + Sync {
     async fn upload(&self, local: &Path, remote: &str, mode: u32) -> Result<Sent, StepError>;
 
     /// Same as [`Remote::upload`] for content held in memory (configs, tokens).
-    async fn upload_bytes(
-        &self,
-        content: &[u8],
-        remote: &str,
-        mode: u32,
-    ) -> Result<Sent, StepError>;
+    async fn upload_bytes(&self, content: &[u8], remote: &str, mode: u32) -> Result<Sent, StepError>;
 
     async fn read(&self, remote: &str) -> Result<Vec<u8>, StepError>;
 }
@@ -129,10 +124,7 @@ impl Connector {
         })
     }
 
-    pub async fn connect(
-        &self,
-        conn: &super::hosts::HostConn,
-    ) -> Result<std::sync::Arc<dyn Remote>, StepError> {
+    pub async fn connect(&self, conn: &super::hosts::HostConn) -> Result<std::sync::Arc<dyn Remote>, StepError> {
         connect_with(&self.pool, &self.base_dir, conn).await
     }
 }
@@ -147,12 +139,10 @@ async fn connect_with(
         crate::inventory::SudoMode::None => Sudo::None,
         crate::inventory::SudoMode::Passwordless => Sudo::Passwordless,
         crate::inventory::SudoMode::Password => {
-            let r = conn.sudo_password.as_ref().ok_or_else(|| {
-                StepError::new(format!(
-                    "{}: sudo mode `password` without `sudoPassword`",
-                    conn.name
-                ))
-            })?;
+            let r = conn
+                .sudo_password
+                .as_ref()
+                .ok_or_else(|| StepError::new(format!("{}: sudo mode `password` without `sudoPassword`", conn.name)))?;
             Sudo::Password(
                 crate::secret::resolve(r, base_dir)
                     .map_err(|e| StepError::new(format!("{}: sudo password: {e}", conn.name)))?,
@@ -175,10 +165,7 @@ async fn connect_with(
         jump_hosts,
         config_file: conn.config_file.clone(),
     };
-    let host = pool
-        .connect(&target)
-        .await
-        .map_err(|e| StepError::new(e.to_string()))?;
+    let host = pool.connect(&target).await.map_err(|e| StepError::new(e.to_string()))?;
     Ok(std::sync::Arc::new(SshRemote(host)))
 }
 
@@ -191,11 +178,7 @@ impl Remote for SshRemote {
     }
 
     async fn run(&self, command: &str) -> Result<RemoteOutput, StepError> {
-        let out = self
-            .0
-            .run(command)
-            .await
-            .map_err(|e| StepError::new(e.to_string()))?;
+        let out = self.0.run(command).await.map_err(|e| StepError::new(e.to_string()))?;
         Ok(RemoteOutput {
             status: out.status,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -212,12 +195,7 @@ impl Remote for SshRemote {
         Ok(Sent { bytes })
     }
 
-    async fn upload_bytes(
-        &self,
-        content: &[u8],
-        remote: &str,
-        mode: u32,
-    ) -> Result<Sent, StepError> {
+    async fn upload_bytes(&self, content: &[u8], remote: &str, mode: u32) -> Result<Sent, StepError> {
         let bytes = self
             .0
             .upload_bytes(content, remote, mode)
@@ -227,9 +205,6 @@ impl Remote for SshRemote {
     }
 
     async fn read(&self, remote: &str) -> Result<Vec<u8>, StepError> {
-        self.0
-            .read(remote)
-            .await
-            .map_err(|e| StepError::new(e.to_string()))
+        self.0.read(remote).await.map_err(|e| StepError::new(e.to_string()))
     }
 }

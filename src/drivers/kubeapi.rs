@@ -18,12 +18,7 @@ fn field<'a>(v: &'a serde_yaml::Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(serde_yaml::Value::as_str)
 }
 
-fn named<'a>(
-    doc: &'a serde_yaml::Value,
-    list: &str,
-    name: &str,
-    inner: &str,
-) -> Result<&'a serde_yaml::Value, String> {
+fn named<'a>(doc: &'a serde_yaml::Value, list: &str, name: &str, inner: &str) -> Result<&'a serde_yaml::Value, String> {
     doc.get(list)
         .and_then(serde_yaml::Value::as_sequence)
         .and_then(|s| s.iter().find(|e| field(e, "name") == Some(name)))
@@ -43,13 +38,8 @@ fn b64(v: &serde_yaml::Value, key: &str) -> Result<Option<Vec<u8>>, String> {
 
 impl KubeApi {
     /// From kubeconfig text, using `context` or the current context.
-    pub fn from_kubeconfig(
-        text: &str,
-        context: Option<&str>,
-        timeout: std::time::Duration,
-    ) -> Result<KubeApi, String> {
-        let doc: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|e| format!("kubeconfig is not YAML: {e}"))?;
+    pub fn from_kubeconfig(text: &str, context: Option<&str>, timeout: std::time::Duration) -> Result<KubeApi, String> {
+        let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| format!("kubeconfig is not YAML: {e}"))?;
         let ctx_name = match context {
             Some(c) => c.to_string(),
             None => field(&doc, "current-context")
@@ -77,17 +67,12 @@ impl KubeApi {
             .timeout(timeout)
             .connect_timeout(std::time::Duration::from_secs(10));
         if let Some(ca) = b64(cluster, "certificate-authority-data")? {
-            let cert = reqwest::Certificate::from_pem(&ca)
-                .map_err(|e| format!("cluster CA is not a PEM certificate: {e}"))?;
+            let cert =
+                reqwest::Certificate::from_pem(&ca).map_err(|e| format!("cluster CA is not a PEM certificate: {e}"))?;
             // Only the cluster's own CA vouches for it.
-            builder = builder
-                .tls_built_in_root_certs(false)
-                .add_root_certificate(cert);
+            builder = builder.tls_built_in_root_certs(false).add_root_certificate(cert);
         }
-        if let (Some(cert), Some(key)) = (
-            b64(user, "client-certificate-data")?,
-            b64(user, "client-key-data")?,
-        ) {
+        if let (Some(cert), Some(key)) = (b64(user, "client-certificate-data")?, b64(user, "client-key-data")?) {
             let identity = reqwest::Identity::from_pem(&[cert, key].concat())
                 .map_err(|e| format!("client certificate/key unusable: {e}"))?;
             builder = builder.identity(identity);
@@ -96,11 +81,7 @@ impl KubeApi {
         let client = builder
             .build()
             .map_err(|e| format!("cannot build the API client: {e}"))?;
-        Ok(KubeApi {
-            server,
-            client,
-            token,
-        })
+        Ok(KubeApi { server, client, token })
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, String> {

@@ -102,11 +102,9 @@ impl Reporter {
                 let multi = MultiProgress::new();
                 let overall = multi.add(ProgressBar::new(0));
                 overall.set_style(
-                    ProgressStyle::with_template(
-                        "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                    ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
                 );
                 Sink::Bars {
                     multi,
@@ -176,11 +174,7 @@ impl Reporter {
                     ProgressStyle::with_template("  {spinner} [{elapsed}] {prefix} {msg}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
-                let verb = if *action == Action::Destroy {
-                    "destroy"
-                } else {
-                    "apply"
-                };
+                let verb = if *action == Action::Destroy { "destroy" } else { "apply" };
                 bar.set_prefix(format!("{verb} {id}"));
                 bar.set_message(description.clone());
                 bar.enable_steady_tick(Duration::from_millis(200));
@@ -223,29 +217,20 @@ fn secs(ms: u64) -> String {
 fn plain_line(event: &Event) -> Option<String> {
     Some(match event {
         Event::RunStarted {
-            command,
-            total,
-            to_run,
-            ..
+            command, total, to_run, ..
         } => format!("{command}: {to_run} of {total} steps to run"),
         Event::StepSkipped { .. } | Event::StepProgress { .. } => return None,
         Event::StepStarted { id, action, .. } => format!("{} {id} ...", verb(*action)),
-        Event::StepFinished {
-            id,
-            action,
-            elapsed_ms,
-        } => format!("{} {id} done ({})", verb(*action), secs(*elapsed_ms)),
+        Event::StepFinished { id, action, elapsed_ms } => {
+            format!("{} {id} done ({})", verb(*action), secs(*elapsed_ms))
+        }
         Event::StepFailed {
             id,
             action,
             error,
             elapsed_ms,
         } => {
-            format!(
-                "{} {id} FAILED after {}: {error}",
-                verb(*action),
-                secs(*elapsed_ms)
-            )
+            format!("{} {id} FAILED after {}: {error}", verb(*action), secs(*elapsed_ms))
         }
         Event::StepBlocked { id, blocked_by } => {
             format!("skip {id}: `{blocked_by}` did not finish")

@@ -107,19 +107,11 @@ impl Engine {
             .filter(|s| to_run.contains(&s.id))
             .map(|s| Job {
                 id: s.id.clone(),
-                waits_on: s
-                    .ordering()
-                    .filter(|n| to_run.contains(*n))
-                    .cloned()
-                    .collect(),
+                waits_on: s.ordering().filter(|n| to_run.contains(*n)).cloned().collect(),
             })
             .collect();
-        let owned: Arc<HashMap<String, crate::plan::Step>> = Arc::new(
-            steps
-                .iter()
-                .map(|(k, v)| (k.to_string(), (*v).clone()))
-                .collect(),
-        );
+        let owned: Arc<HashMap<String, crate::plan::Step>> =
+            Arc::new(steps.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect());
         self.schedule(jobs, Action::Apply, &mut summary, move |engine, id| {
             let step = owned.get(&id).cloned();
             async move {
@@ -140,25 +132,15 @@ impl Engine {
         Ok(summary)
     }
 
-    async fn destroy_steps(
-        &self,
-        ids: &[String],
-        summary: &mut RunSummary,
-    ) -> Result<(), EngineError> {
+    async fn destroy_steps(&self, ids: &[String], summary: &mut RunSummary) -> Result<(), EngineError> {
         let set: BTreeSet<&String> = ids.iter().collect();
         let needs: BTreeMap<String, Vec<String>> = self.store.read(|st| {
             ids.iter()
-                .map(|id| {
-                    (
-                        id.clone(),
-                        st.steps.get(id).map(|r| r.ordering()).unwrap_or_default(),
-                    )
-                })
+                .map(|id| (id.clone(), st.steps.get(id).map(|r| r.ordering()).unwrap_or_default()))
                 .collect()
         });
         // A step can go once everything in the set that needs it is gone.
-        let mut waits: BTreeMap<String, Vec<String>> =
-            ids.iter().map(|id| (id.clone(), Vec::new())).collect();
+        let mut waits: BTreeMap<String, Vec<String>> = ids.iter().map(|id| (id.clone(), Vec::new())).collect();
         for (id, ns) in &needs {
             for n in ns {
                 if set.contains(n) {
@@ -375,14 +357,8 @@ impl EngineRef {
                     fingerprint: step.fingerprint.clone(),
                     status: StepStatus::Running,
                     revision: prev.as_ref().map(|p| p.revision).unwrap_or(0),
-                    needs_revisions: prev
-                        .as_ref()
-                        .map(|p| p.needs_revisions.clone())
-                        .unwrap_or_default(),
-                    outputs: prev
-                        .as_ref()
-                        .map(|p| p.outputs.clone())
-                        .unwrap_or(Value::Null),
+                    needs_revisions: prev.as_ref().map(|p| p.needs_revisions.clone()).unwrap_or_default(),
+                    outputs: prev.as_ref().map(|p| p.outputs.clone()).unwrap_or(Value::Null),
                     started_at: Some(now_rfc3339()),
                     finished_at: None,
                     attempts: prev.as_ref().map(|p| p.attempts).unwrap_or(0) + 1,
@@ -406,10 +382,7 @@ impl EngineRef {
                 let ctx = self.context(&step.id, &step.needs, step.settings.clone());
                 handler.apply(&ctx, &step.spec).await
             }
-            None => Err(StepError::new(format!(
-                "no handler for steps of kind `{}`",
-                step.kind
-            ))),
+            None => Err(StepError::new(format!("no handler for steps of kind `{}`", step.kind))),
         };
         let elapsed_ms = begun.elapsed().as_millis() as u64;
         match result {
@@ -442,10 +415,7 @@ impl EngineRef {
                 });
                 JobResult::Ok
             }
-            Err(err) => {
-                self.record_failure(&step.id, Action::Apply, err, elapsed_ms)
-                    .await
-            }
+            Err(err) => self.record_failure(&step.id, Action::Apply, err, elapsed_ms).await,
         }
     }
 
@@ -496,20 +466,11 @@ impl EngineRef {
                 });
                 JobResult::Ok
             }
-            Err(err) => {
-                self.record_failure(&id, Action::Destroy, err, elapsed_ms)
-                    .await
-            }
+            Err(err) => self.record_failure(&id, Action::Destroy, err, elapsed_ms).await,
         }
     }
 
-    async fn record_failure(
-        &self,
-        id: &str,
-        action: Action,
-        err: StepError,
-        elapsed_ms: u64,
-    ) -> JobResult {
+    async fn record_failure(&self, id: &str, action: Action, err: StepError, elapsed_ms: u64) -> JobResult {
         let message = err.message;
         let saved = self
             .store

@@ -45,8 +45,7 @@ impl StepContext {
 /// masters, API clients); drivers put them here so each is opened once.
 #[derive(Default)]
 pub struct Services {
-    pub extensions:
-        std::sync::Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
+    pub extensions: std::sync::Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl Services {
@@ -114,12 +113,7 @@ pub trait StepHandler: Send + Sync {
     async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError>;
 
     /// Undo what `apply` did; must succeed when there is nothing left to undo.
-    async fn destroy(
-        &self,
-        ctx: &StepContext,
-        spec: &Value,
-        outputs: &Value,
-    ) -> Result<(), StepError>;
+    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError>;
 
     /// Files this step would write or send, for review.
     fn render(&self, _spec: &Value) -> Result<Vec<Rendered>, StepError> {

@@ -31,10 +31,7 @@ pub enum LockError {
     #[error("another nautes-install is running in this workdir: {holder}")]
     Held { holder: String, path: PathBuf },
     #[error("cannot open lock file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// Held for the life of the run; dropping it releases the lock.
@@ -82,10 +79,7 @@ impl RunLock {
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(&bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
-        Ok(RunLock {
-            file,
-            stale: previous,
-        })
+        Ok(RunLock { file, stale: previous })
     }
 }
 
@@ -114,19 +108,13 @@ mod tests {
         assert!(first.stale.is_none());
         match RunLock::acquire(dir.path(), "apply") {
             Err(LockError::Held { holder, .. }) => {
-                assert!(
-                    holder.contains(&format!("pid {}", std::process::id())),
-                    "{holder}"
-                );
+                assert!(holder.contains(&format!("pid {}", std::process::id())), "{holder}");
             }
             other => panic!("expected Held, got {:?}", other.err()),
         }
         drop(first);
         let again = RunLock::acquire(dir.path(), "apply").unwrap();
-        assert!(
-            again.stale.is_none(),
-            "a clean release leaves no stale note"
-        );
+        assert!(again.stale.is_none(), "a clean release leaves no stale note");
     }
 
     #[test]

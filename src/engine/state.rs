@@ -82,29 +82,19 @@ impl Default for State {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("state file {path} is not valid: {message}")]
     Corrupt { path: PathBuf, message: String },
     #[error("state file {path} was written by a newer nautes-install (state version {found}, this one reads {STATE_VERSION})")]
     TooNew { path: PathBuf, found: u32 },
     #[error("cannot write state file {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 impl StepRecord {
     /// Ordering edges as recorded (for teardown order).
     pub fn ordering(&self) -> Vec<String> {
-        self.needs
-            .iter()
-            .chain(self.after.iter())
-            .cloned()
-            .collect()
+        self.needs.iter().chain(self.after.iter()).cloned().collect()
     }
 }
 
@@ -268,10 +258,7 @@ mod tests {
         let p = dir.path().join("state.json");
         assert!(State::load(&p).unwrap().steps.is_empty());
         std::fs::write(&p, r#"{"version": 99, "revision": 0, "steps": {}}"#).unwrap();
-        assert!(matches!(
-            State::load(&p),
-            Err(StateError::TooNew { found: 99, .. })
-        ));
+        assert!(matches!(State::load(&p), Err(StateError::TooNew { found: 99, .. })));
         std::fs::write(&p, "{\"version\": 1, \"rev").unwrap();
         assert!(matches!(State::load(&p), Err(StateError::Corrupt { .. })));
     }
@@ -293,9 +280,6 @@ mod tests {
         }
         assert_eq!(State::load(&p).unwrap().revision, 20);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

@@ -87,20 +87,13 @@ impl Report {
     }
 
     fn count(&self, severity: Severity) -> usize {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.severity == severity)
-            .count()
+        self.diagnostics.iter().filter(|d| d.severity == severity).count()
     }
 
     /// Sorted by position so the output reads top to bottom like the file.
     pub fn sort(&mut self) {
-        self.diagnostics.sort_by_key(|d| {
-            (
-                d.span.map(|s| (s.line, s.col)).unwrap_or((0, 0)),
-                d.path.clone(),
-            )
-        });
+        self.diagnostics
+            .sort_by_key(|d| (d.span.map(|s| (s.line, s.col)).unwrap_or((0, 0)), d.path.clone()));
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -136,13 +129,7 @@ impl Report {
             // Rendering into memory fails only for a span outside the file,
             // which would be our bug; fall back to a plain line then.
             if term::emit(&mut buf, &config, &file, &self.snippet(d, &name)).is_err() {
-                let line = format!(
-                    "{}: {}: {}: {}\n",
-                    name,
-                    severity_word(d.severity),
-                    d.path,
-                    d.message
-                );
+                let line = format!("{}: {}: {}: {}\n", name, severity_word(d.severity), d.path, d.message);
                 std::io::Write::write_all(&mut buf, line.as_bytes()).ok();
             }
         }
@@ -170,9 +157,7 @@ impl Report {
                 } else {
                     format!("at {}", d.path)
                 };
-                snippet = snippet.with_labels(vec![
-                    Label::primary((), span.start..span.end).with_message(text)
-                ]);
+                snippet = snippet.with_labels(vec![Label::primary((), span.start..span.end).with_message(text)]);
             }
             None if !d.path.is_empty() => notes.push(format!("at {} in {}", d.path, name)),
             None => notes.push(format!("in {name}")),

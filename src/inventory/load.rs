@@ -66,11 +66,8 @@ pub fn load_file(file: &Path) -> Result<Loaded, Report> {
     let bytes = std::fs::read(file).map_err(|e| Report {
         file: file.to_path_buf(),
         source: String::new(),
-        diagnostics: vec![
-            Diagnostic::error("", format!("cannot read the inventory: {e}")).with_hint(
-                "pass the inventory with -i FILE; `nautes-install init` prints a starter",
-            ),
-        ],
+        diagnostics: vec![Diagnostic::error("", format!("cannot read the inventory: {e}"))
+            .with_hint("pass the inventory with -i FILE; `nautes-install init` prints a starter")],
     })?;
     load_bytes(file, &bytes)
 }
@@ -120,13 +117,9 @@ pub fn load_str(file: &Path, source: &str) -> Result<Loaded, Report> {
             let span = e
                 .location()
                 .and_then(|l| spans_at(&spans, source, l.line(), l.column()));
-            report.diagnostics.push(
-                Diagnostic::error(
-                    "",
-                    format!("YAML error: {}", strip_location(&e.to_string())),
-                )
-                .at(span),
-            );
+            report
+                .diagnostics
+                .push(Diagnostic::error("", format!("YAML error: {}", strip_location(&e.to_string()))).at(span));
             return Err(report);
         }
     };
@@ -186,12 +179,7 @@ pub fn load_str(file: &Path, source: &str) -> Result<Loaded, Report> {
     }
 }
 
-fn spans_at(
-    spans: &SpanIndex,
-    source: &str,
-    line: usize,
-    column: usize,
-) -> Option<super::spans::Span> {
+fn spans_at(spans: &SpanIndex, source: &str, line: usize, column: usize) -> Option<super::spans::Span> {
     let line_start: usize = source
         .split_inclusive('\n')
         .take(line.saturating_sub(1))
@@ -279,13 +267,10 @@ impl Cuts {
             }
             let key_path = self.original(&with_key);
             let expected = expected_fields(message);
-            let mut d = Diagnostic::error(&key_path, format!("unknown field `{field}`"))
-                .at(spans.key(&key_path));
+            let mut d = Diagnostic::error(&key_path, format!("unknown field `{field}`")).at(spans.key(&key_path));
             d = match closest(&field, &expected) {
                 Some(best) => d.with_hint(format!("did you mean `{best}`?")),
-                None if !expected.is_empty() => {
-                    d.with_hint(format!("allowed here: {}", expected.join(", ")))
-                }
+                None if !expected.is_empty() => d.with_hint(format!("allowed here: {}", expected.join(", "))),
                 None => d,
             };
             report.diagnostics.push(d);
@@ -393,12 +378,7 @@ fn expected_fields(message: &str) -> Vec<String> {
     let Some(i) = message.find("expected") else {
         return Vec::new();
     };
-    message[i..]
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect()
+    message[i..].split('`').skip(1).step_by(2).map(str::to_string).collect()
 }
 
 fn closest(word: &str, candidates: &[String]) -> Option<String> {
@@ -438,8 +418,7 @@ mod tests {
             .collect()
     }
 
-    const HEAD: &str =
-        "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: demo\n";
+    const HEAD: &str = "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: demo\n";
 
     #[test]
     fn collects_several_structural_errors_with_original_positions() {
@@ -448,33 +427,20 @@ mod tests {
         );
         let errs = errors(&src);
         assert_eq!(errs.len(), 4, "{errs:?}");
-        assert!(errs.contains(&(
-            "hosts[0].adress".into(),
-            "unknown field `adress`".into(),
-            Some(7)
-        )));
+        assert!(errs.contains(&("hosts[0].adress".into(), "unknown field `adress`".into(), Some(7))));
         assert!(errs
             .iter()
             .any(|e| e.0 == "hosts[0].address" && e.1.contains("missing")));
-        assert!(errs
-            .iter()
-            .any(|e| e.0 == "hosts[1].port" && e.2 == Some(10)));
+        assert!(errs.iter().any(|e| e.0 == "hosts[1].port" && e.2 == Some(10)));
         // After hosts[0] and hosts[1] were cut, hosts[2] must still be reported as hosts[2].
-        assert!(errs.contains(&(
-            "hosts[2].labelz".into(),
-            "unknown field `labelz`".into(),
-            Some(13)
-        )));
+        assert!(errs.contains(&("hosts[2].labelz".into(), "unknown field `labelz`".into(), Some(13))));
     }
 
     #[test]
     fn suggests_the_closest_field() {
         let src = format!("{HEAD}hosts:\n  - name: a\n    adress: x\n    address: y\n");
         let report = load_str(Path::new("t.yaml"), &src).unwrap_err();
-        assert_eq!(
-            report.diagnostics[0].hint.as_deref(),
-            Some("did you mean `address`?")
-        );
+        assert_eq!(report.diagnostics[0].hint.as_deref(), Some("did you mean `address`?"));
     }
 
     #[test]
@@ -488,9 +454,7 @@ mod tests {
 
     #[test]
     fn syntax_and_empty_files_are_reported() {
-        assert!(errors("a: [1\nb: 2\n")[0]
-            .1
-            .starts_with("YAML syntax error"));
+        assert!(errors("a: [1\nb: 2\n")[0].1.starts_with("YAML syntax error"));
         assert_eq!(errors("")[0].1, "the inventory is empty");
         assert!(errors("- 1\n- 2\n")[0].1.contains("must be a mapping"));
     }

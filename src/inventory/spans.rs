@@ -71,15 +71,8 @@ impl SpanIndex {
 /// Append a map key to a path. Keys that would be ambiguous in the dotted
 /// form (label keys like `app.kubernetes.io/name`) are quoted.
 pub fn push_key(parent: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    let key = if plain {
-        key.to_string()
-    } else {
-        format!("{key:?}")
-    };
+    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = if plain { key.to_string() } else { format!("{key:?}") };
     if parent.is_empty() {
         key
     } else {
@@ -124,11 +117,7 @@ impl<'a> LineTable<'a> {
     /// The parser counts columns in characters from 0; snippets need bytes.
     fn span(&self, mark: &Marker, len_chars: usize) -> Span {
         let line = mark.line().max(1);
-        let line_start = self
-            .starts
-            .get(line - 1)
-            .copied()
-            .unwrap_or(self.source.len());
+        let line_start = self.starts.get(line - 1).copied().unwrap_or(self.source.len());
         let line_text = &self.source[line_start..];
         let line_text = line_text.split('\n').next().unwrap_or("");
         let byte_col = |chars: usize| {
@@ -186,9 +175,7 @@ impl Builder<'_, '_> {
                 *next += 1;
                 Slot::Value(p)
             }
-            Some(Frame::Map {
-                path, pending_key, ..
-            }) => match pending_key.take() {
+            Some(Frame::Map { path, pending_key, .. }) => match pending_key.take() {
                 Some(k) => Slot::Value(push_key(path, &k)),
                 None => Slot::Key,
             },
@@ -233,9 +220,7 @@ impl MarkedEventReceiver for Builder<'_, '_> {
             }
             Event::MappingStart(..) => match self.slot() {
                 Slot::Value(path) => {
-                    self.index
-                        .values
-                        .insert(path.clone(), self.lines.span(&mark, 1));
+                    self.index.values.insert(path.clone(), self.lines.span(&mark, 1));
                     self.stack.push(Frame::Map {
                         path,
                         pending_key: None,
@@ -246,9 +231,7 @@ impl MarkedEventReceiver for Builder<'_, '_> {
             },
             Event::SequenceStart(..) => match self.slot() {
                 Slot::Value(path) => {
-                    self.index
-                        .values
-                        .insert(path.clone(), self.lines.span(&mark, 1));
+                    self.index.values.insert(path.clone(), self.lines.span(&mark, 1));
                     self.stack.push(Frame::Seq { path, next: 0 });
                 }
                 Slot::Key | Slot::Ignored => self.stack.push(Frame::Ignored),

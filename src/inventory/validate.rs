@@ -150,19 +150,14 @@ impl<'a> Validator<'a> {
             .clusters
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                (
-                    push_key(&push_index("clusters", i), "name"),
-                    c.name.as_str(),
-                )
-            })
+            .map(|(i, c)| (push_key(&push_index("clusters", i), "name"), c.name.as_str()))
             .collect();
-        clusters.extend(inv.virtual_clusters.iter().enumerate().map(|(i, c)| {
-            (
-                push_key(&push_index("virtualClusters", i), "name"),
-                c.name.as_str(),
-            )
-        }));
+        clusters.extend(
+            inv.virtual_clusters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (push_key(&push_index("virtualClusters", i), "name"), c.name.as_str())),
+        );
         for (path, name) in clusters.clone() {
             self.dns_label(&path, name);
         }
@@ -228,7 +223,9 @@ impl<'a> Validator<'a> {
         let names = self.host_names();
         if !names.contains(&name) {
             let hint = match closest(name, &names) {
-                Some(c) => format!("did you mean `{c}`? hosts are defined under `hosts` (or a Terraform module's `provides`)"),
+                Some(c) => {
+                    format!("did you mean `{c}`? hosts are defined under `hosts` (or a Terraform module's `provides`)")
+                }
                 None => "define it under `hosts` (or list it in a Terraform module's `provides`)".to_string(),
             };
             self.error(path, format!("unknown host `{name}`"), hint);
@@ -261,9 +258,7 @@ impl<'a> Validator<'a> {
                 }
                 let hint = match closest(name, &names) {
                     Some(c) => format!("did you mean `{c}`?"),
-                    None if names.is_empty() => {
-                        "no clusters are defined; add one under `clusters`".to_string()
-                    }
+                    None if names.is_empty() => "no clusters are defined; add one under `clusters`".to_string(),
                     None => format!("defined clusters: {}", names.join(", ")),
                 };
                 self.error(path, format!("unknown cluster `{name}`"), hint);
@@ -307,11 +302,7 @@ impl<'a> Validator<'a> {
     fn dir(&mut self, path: &str, dir: &Path, hint: &str) {
         let resolved = self.loaded.resolve(dir);
         if !resolved.is_dir() {
-            self.error(
-                path,
-                format!("directory `{}` does not exist", resolved.display()),
-                hint,
-            );
+            self.error(path, format!("directory `{}` does not exist", resolved.display()), hint);
         }
     }
 
@@ -358,11 +349,7 @@ impl<'a> Validator<'a> {
             self.secret("ssh.sudoPassword", s);
         }
         if ssh.port == Some(0) {
-            self.error(
-                "ssh.port",
-                "port 0 is not a valid SSH port",
-                "the default is 22",
-            );
+            self.error("ssh.port", "port 0 is not a valid SSH port", "the default is 22");
         }
         if ssh.sudo == Some(SudoMode::Password) && ssh.sudo_password.is_none() {
             self.error(
@@ -400,21 +387,14 @@ impl<'a> Validator<'a> {
             }
             let port = h.port.or(inv.ssh.port).unwrap_or(22);
             if h.port == Some(0) {
-                self.error(
-                    &at("port"),
-                    "port 0 is not a valid SSH port",
-                    "the default is 22",
-                );
+                self.error(&at("port"), "port 0 is not a valid SSH port", "the default is 22");
             }
             let key = (h.address.clone(), port);
             if let Some(first) = endpoints.get(&key) {
                 let first = first.clone();
                 self.error(
                     &at("address"),
-                    format!(
-                        "host `{}` has the same address and port as `{first}`",
-                        h.name
-                    ),
+                    format!("host `{}` has the same address and port as `{first}`", h.name),
                     "two inventory hosts cannot be the same machine",
                 );
             } else {
@@ -427,10 +407,7 @@ impl<'a> Validator<'a> {
                 self.secret(&at("sudoPassword"), s);
             }
             let sudo = h.sudo.or(inv.ssh.sudo);
-            if sudo == Some(SudoMode::Password)
-                && h.sudo_password.is_none()
-                && inv.ssh.sudo_password.is_none()
-            {
+            if sudo == Some(SudoMode::Password) && h.sudo_password.is_none() && inv.ssh.sudo_password.is_none() {
                 self.error(
                     &at("sudo"),
                     "sudo mode `password` needs `sudoPassword` (on the host or under `ssh`)",
@@ -538,9 +515,7 @@ impl<'a> Validator<'a> {
                 if m.variables.contains_key(name) {
                     self.error(
                         &push_key(&push_key(&base, "variables"), name),
-                        format!(
-                            "variable `{name}` is set both as a plain and as a secret variable"
-                        ),
+                        format!("variable `{name}` is set both as a plain and as a secret variable"),
                         "keep only the secret one",
                     );
                 }
@@ -569,10 +544,7 @@ impl<'a> Validator<'a> {
                 if ty == c.cluster_type && !present {
                     self.error(
                         &base,
-                        format!(
-                            "cluster `{}` has type `{key}` but no `{key}` section",
-                            c.name
-                        ),
+                        format!("cluster `{}` has type `{key}` but no `{key}` section", c.name),
                         format!("add a `{key}:` section with its settings"),
                     );
                 } else if ty != c.cluster_type && present {
@@ -614,11 +586,7 @@ impl<'a> Validator<'a> {
                 let kb = push_key(&base, "kubespray");
                 self.version(&push_key(&kb, "version"), &k.version, "v2.23.1");
                 if let Some(p) = &k.path {
-                    self.dir(
-                        &push_key(&kb, "path"),
-                        p,
-                        "point `path` at a Kubespray checkout",
-                    );
+                    self.dir(&push_key(&kb, "path"), p, "point `path` at a Kubespray checkout");
                 }
                 if k.control_plane.is_empty() {
                     self.error(
@@ -627,17 +595,9 @@ impl<'a> Validator<'a> {
                         "list host names under `controlPlane`",
                     );
                 }
-                let etcd = if k.etcd.is_empty() {
-                    &k.control_plane
-                } else {
-                    &k.etcd
-                };
+                let etcd = if k.etcd.is_empty() { &k.control_plane } else { &k.etcd };
                 if !etcd.is_empty() && etcd.len() % 2 == 0 {
-                    let field = if k.etcd.is_empty() {
-                        "controlPlane"
-                    } else {
-                        "etcd"
-                    };
+                    let field = if k.etcd.is_empty() { "controlPlane" } else { "etcd" };
                     self.error(
                         &push_key(&kb, field),
                         format!("{} etcd members cannot keep a quorum", etcd.len()),
@@ -692,11 +652,12 @@ impl<'a> Validator<'a> {
 
     fn version(&mut self, path: &str, version: &str, example: &str) {
         let digits = version.trim_start_matches('v');
-        let ok =
-            digits.split(['.', '+', '-']).next().is_some_and(|major| {
-                !major.is_empty() && major.chars().all(|c| c.is_ascii_digit())
-            }) && digits.contains('.')
-                && !version.contains(char::is_whitespace);
+        let ok = digits
+            .split(['.', '+', '-'])
+            .next()
+            .is_some_and(|major| !major.is_empty() && major.chars().all(|c| c.is_ascii_digit()))
+            && digits.contains('.')
+            && !version.contains(char::is_whitespace);
         if !ok {
             self.error(
                 path,
@@ -774,11 +735,7 @@ impl<'a> Validator<'a> {
         let mut node_ports: HashMap<(&str, u16), String> = HashMap::new();
         for (i, vc) in inv.virtual_clusters.iter().enumerate() {
             let base = push_index("virtualClusters", i);
-            self.target_ref(
-                &push_key(&base, "hostCluster"),
-                &vc.host_cluster,
-                &[Target::Cluster],
-            );
+            self.target_ref(&push_key(&base, "hostCluster"), &vc.host_cluster, &[Target::Cluster]);
             if let Some(ns) = &vc.namespace {
                 self.dns_label(&push_key(&base, "namespace"), ns);
             }
@@ -801,10 +758,7 @@ impl<'a> Validator<'a> {
                             let first = first.clone();
                             self.error(
                                 &push_key(&eb, "nodePort"),
-                                format!(
-                                    "node port {p} is already used on cluster `{}`",
-                                    vc.host_cluster
-                                ),
+                                format!("node port {p} is already used on cluster `{}`", vc.host_cluster),
                                 format!("see {first}"),
                             );
                         } else {
@@ -814,11 +768,7 @@ impl<'a> Validator<'a> {
                 }
                 ExposeType::Ingress => {
                     if vc.expose.host.is_none() {
-                        self.error(
-                            &eb,
-                            "ingress exposure needs `host`",
-                            "add `host: vc.example.com`",
-                        );
+                        self.error(&eb, "ingress exposure needs `host`", "add `host: vc.example.com`");
                     }
                 }
             }
@@ -848,10 +798,7 @@ impl<'a> Validator<'a> {
                     let first = first.clone();
                     self.error(
                         &push_key(&path, "name"),
-                        format!(
-                            "namespace `{}` appears twice on cluster `{}`",
-                            node.name, t.cluster
-                        ),
+                        format!("namespace `{}` appears twice on cluster `{}`", node.name, t.cluster),
                         format!("first at {first}; namespace names are unique per cluster"),
                     );
                 } else {
@@ -969,7 +916,9 @@ impl<'a> Validator<'a> {
                     self.error(
                         &push_key("components", name),
                         format!("`{name}` needs `{dep}`, which is not enabled"),
-                        format!("enable `components.{dep}` (or point it at an existing one with `placement: external`)"),
+                        format!(
+                            "enable `components.{dep}` (or point it at an existing one with `placement: external`)"
+                        ),
                     );
                 }
             }
@@ -1037,10 +986,7 @@ fn check_address(address: &str) -> Result<(), &'static str> {
             && !l.starts_with('-')
             && !l.ends_with('-')
     }) {
-        if address
-            .split('.')
-            .all(|l| l.chars().all(|c| c.is_ascii_digit()))
-        {
+        if address.split('.').all(|l| l.chars().all(|c| c.is_ascii_digit())) {
             return Err("it looks like an IPv4 address but is not one");
         }
         Ok(())
@@ -1064,11 +1010,7 @@ fn strsim(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
         }
         prev = cur;
     }

@@ -6,11 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 /// nodes that are ready together, the given order wins). On a cycle, returns
 /// the cycle as a list of ids whose last element equals the first.
 pub fn topo_order(nodes: &[(String, Vec<String>)]) -> Result<Vec<usize>, Vec<String>> {
-    let index: HashMap<&str, usize> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, (id, _))| (id.as_str(), i))
-        .collect();
+    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, (id, _))| (id.as_str(), i)).collect();
     let mut waiting = vec![0usize; nodes.len()];
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
     for (i, (_, needs)) in nodes.iter().enumerate() {
@@ -40,11 +36,7 @@ pub fn topo_order(nodes: &[(String, Vec<String>)]) -> Result<Vec<usize>, Vec<Str
     Err(find_cycle(nodes, &index, &waiting))
 }
 
-fn find_cycle(
-    nodes: &[(String, Vec<String>)],
-    index: &HashMap<&str, usize>,
-    waiting: &[usize],
-) -> Vec<String> {
+fn find_cycle(nodes: &[(String, Vec<String>)], index: &HashMap<&str, usize>, waiting: &[usize]) -> Vec<String> {
     // Every node still waiting sits on or behind a cycle: walk "needs" edges
     // among them until a node repeats.
     let start = waiting.iter().position(|&w| w > 0).unwrap_or(0);
@@ -53,10 +45,7 @@ fn find_cycle(
     let mut cur = start;
     loop {
         if let Some(&pos) = seen.get(&cur) {
-            let mut cycle: Vec<String> = path[pos..]
-                .iter()
-                .map(|&i: &usize| nodes[i].0.clone())
-                .collect();
+            let mut cycle: Vec<String> = path[pos..].iter().map(|&i: &usize| nodes[i].0.clone()).collect();
             cycle.push(nodes[cur].0.clone());
             return cycle;
         }
@@ -75,10 +64,7 @@ fn find_cycle(
 }
 
 /// Everything that transitively needs any of `roots` (roots excluded).
-pub fn dependents_of(
-    nodes: &[(String, Vec<String>)],
-    roots: &BTreeSet<String>,
-) -> BTreeSet<String> {
+pub fn dependents_of(nodes: &[(String, Vec<String>)], roots: &BTreeSet<String>) -> BTreeSet<String> {
     let mut rev: HashMap<&str, Vec<&str>> = HashMap::new();
     for (id, needs) in nodes {
         for n in needs {
@@ -116,36 +102,21 @@ mod tests {
 
     fn nodes(spec: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
         spec.iter()
-            .map(|(id, needs)| {
-                (
-                    id.to_string(),
-                    needs.iter().map(|s| s.to_string()).collect(),
-                )
-            })
+            .map(|(id, needs)| (id.to_string(), needs.iter().map(|s| s.to_string()).collect()))
             .collect()
     }
 
     #[test]
     fn orders_needs_first_and_keeps_declaration_order() {
         let n = nodes(&[("c", &["a"]), ("a", &[]), ("b", &[]), ("d", &["c", "b"])]);
-        let order: Vec<&str> = topo_order(&n)
-            .unwrap()
-            .iter()
-            .map(|&i| n[i].0.as_str())
-            .collect();
+        let order: Vec<&str> = topo_order(&n).unwrap().iter().map(|&i| n[i].0.as_str()).collect();
         // c becomes ready as soon as a is done and, being declared first, goes before b.
         assert_eq!(order, vec!["a", "c", "b", "d"]);
     }
 
     #[test]
     fn names_the_cycle() {
-        let n = nodes(&[
-            ("x", &[]),
-            ("a", &["c"]),
-            ("b", &["a"]),
-            ("c", &["b"]),
-            ("d", &["a"]),
-        ]);
+        let n = nodes(&[("x", &[]), ("a", &["c"]), ("b", &["a"]), ("c", &["b"]), ("d", &["a"])]);
         let cycle = topo_order(&n).unwrap_err();
         assert_eq!(cycle.first(), cycle.last());
         assert_eq!(cycle.len(), 4, "{cycle:?}");

@@ -188,10 +188,7 @@ fn removals(plan: &Plan, state: &State) -> Vec<Decision> {
         .iter()
         .filter(|(id, _)| !planned.contains(id.as_str()))
         .collect();
-    let nodes: Vec<(String, Vec<String>)> = gone
-        .iter()
-        .map(|(id, rec)| ((*id).clone(), rec.ordering()))
-        .collect();
+    let nodes: Vec<(String, Vec<String>)> = gone.iter().map(|(id, rec)| ((*id).clone(), rec.ordering())).collect();
     let order = dag::topo_order(&nodes).unwrap_or_else(|_| (0..nodes.len()).collect());
     order
         .into_iter()
@@ -222,10 +219,7 @@ mod tests {
             fingerprint: step.fingerprint.clone(),
             status: StepStatus::Done,
             revision,
-            needs_revisions: needs_revisions
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
+            needs_revisions: needs_revisions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             outputs: json!(null),
             started_at: None,
             finished_at: None,
@@ -235,12 +229,7 @@ mod tests {
     }
 
     fn reason(d: &Diff, id: &str) -> Reason {
-        d.decisions
-            .iter()
-            .find(|x| x.id == id)
-            .unwrap()
-            .reason
-            .clone()
+        d.decisions.iter().find(|x| x.id == id).unwrap().reason.clone()
     }
 
     #[test]

@@ -58,14 +58,8 @@ mod tests {
         let a = fingerprint("hook", &json!({"a": 1, "b": {"x": [1, 2], "y": "z"}}));
         let b = fingerprint("hook", &json!({"b": {"y": "z", "x": [1, 2]}, "a": 1}));
         assert_eq!(a, b);
-        assert_ne!(
-            a,
-            fingerprint("hook", &json!({"a": 2, "b": {"x": [1, 2], "y": "z"}}))
-        );
-        assert_ne!(
-            a,
-            fingerprint("other", &json!({"a": 1, "b": {"x": [1, 2], "y": "z"}}))
-        );
+        assert_ne!(a, fingerprint("hook", &json!({"a": 2, "b": {"x": [1, 2], "y": "z"}})));
+        assert_ne!(a, fingerprint("other", &json!({"a": 1, "b": {"x": [1, 2], "y": "z"}})));
         assert_eq!(a.len(), 64);
     }
 }

@@ -35,12 +35,7 @@ pub struct Step {
 }
 
 impl Step {
-    pub fn new(
-        id: impl Into<String>,
-        kind: &str,
-        description: impl Into<String>,
-        spec: Value,
-    ) -> Step {
+    pub fn new(id: impl Into<String>, kind: &str, description: impl Into<String>, spec: Value) -> Step {
         let fingerprint = fingerprint::fingerprint(kind, &spec);
         Step {
             id: id.into(),
@@ -116,11 +111,7 @@ impl std::fmt::Display for PlanError {
                 }
                 Ok(())
             }
-            PlanError::Cycle(c) => write!(
-                f,
-                "steps depend on each other in a cycle: {}",
-                c.join(" -> ")
-            ),
+            PlanError::Cycle(c) => write!(f, "steps depend on each other in a cycle: {}", c.join(" -> ")),
         }
     }
 }
@@ -137,10 +128,7 @@ impl Plan {
         let mut problems = Vec::new();
         for s in &steps {
             if !seen.insert(s.id.as_str()) {
-                problems.push(Diagnostic::error(
-                    "",
-                    format!("two steps share the id `{}`", s.id),
-                ));
+                problems.push(Diagnostic::error("", format!("two steps share the id `{}`", s.id)));
             }
         }
         for s in &steps {
@@ -175,10 +163,7 @@ impl Plan {
 
     /// Data edges only: `needs`.
     pub fn needs_graph(&self) -> Vec<(String, Vec<String>)> {
-        self.steps
-            .iter()
-            .map(|s| (s.id.clone(), s.needs.clone()))
-            .collect()
+        self.steps.iter().map(|s| (s.id.clone(), s.needs.clone())).collect()
     }
 
     pub fn index(&self) -> HashMap<&str, &Step> {
@@ -192,11 +177,7 @@ fn graph(steps: &[Step]) -> Vec<(String, Vec<String>)> {
         .iter()
         .map(|s| {
             // An `after` on a step that is not planned (a removed node) is moot.
-            let edges = s
-                .ordering()
-                .filter(|n| ids.contains(n.as_str()))
-                .cloned()
-                .collect();
+            let edges = s.ordering().filter(|n| ids.contains(n.as_str())).cloned().collect();
             (s.id.clone(), edges)
         })
         .collect()
@@ -209,10 +190,7 @@ pub fn pattern_matches(pattern: &str, id: &str) -> bool {
         return pattern == id;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !id.starts_with(first)
-        || !id[first.len()..].ends_with(last)
-        || id.len() < first.len() + last.len()
-    {
+    if !id.starts_with(first) || !id[first.len()..].ends_with(last) || id.len() < first.len() + last.len() {
         return false;
     }
     let mut rest = &id[first.len()..id.len() - last.len()];
@@ -245,13 +223,7 @@ mod tests {
     fn from_steps_rejects_dangling_needs_and_cycles() {
         let a = Step::new("a", "t", "", json!({})).needs(["b"]);
         let b = Step::new("b", "t", "", json!({})).needs(["a"]);
-        assert!(matches!(
-            Plan::from_steps(vec![a.clone(), b]),
-            Err(PlanError::Cycle(_))
-        ));
-        assert!(matches!(
-            Plan::from_steps(vec![a]),
-            Err(PlanError::Invalid(_))
-        ));
+        assert!(matches!(Plan::from_steps(vec![a.clone(), b]), Err(PlanError::Cycle(_))));
+        assert!(matches!(Plan::from_steps(vec![a]), Err(PlanError::Invalid(_))));
     }
 }

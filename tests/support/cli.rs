@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const HEADER: &str =
-    "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: test\n";
+pub const HEADER: &str = "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: test\n";
 
 /// A scratch directory holding an inventory and a workdir.
 pub struct Scratch {
@@ -70,15 +69,12 @@ impl Scratch {
     }
 
     pub fn state(&self) -> serde_json::Value {
-        let text =
-            std::fs::read_to_string(self.workdir().join("state.json")).expect("state.json exists");
+        let text = std::fs::read_to_string(self.workdir().join("state.json")).expect("state.json exists");
         serde_json::from_str(&text).expect("state.json is valid JSON")
     }
 
     pub fn step_status(&self, id: &str) -> Option<String> {
-        self.state()["steps"][id]["status"]
-            .as_str()
-            .map(str::to_string)
+        self.state()["steps"][id]["status"].as_str().map(str::to_string)
     }
 }
 

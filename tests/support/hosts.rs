@@ -49,9 +49,7 @@ pub fn unavailable() -> Option<String> {
         "/usr/bin/ssh",
     ] {
         if !Path::new(tool).exists() {
-            return Some(format!(
-                "{tool} is missing (install openssh-server; `.ci/run` does)"
-            ));
+            return Some(format!("{tool} is missing (install openssh-server; `.ci/run` does)"));
         }
     }
     None
@@ -70,9 +68,7 @@ pub fn skip_unless_available() -> bool {
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}",
@@ -128,18 +124,13 @@ fn lease_address() -> (String, PathBuf) {
 impl TestHosts {
     /// `n` hosts named node-1..node-n (hostnames the same).
     pub fn start(n: usize) -> TestHosts {
-        let names: Vec<(String, String)> = (1..=n)
-            .map(|i| (format!("node-{i}"), format!("node-{i}")))
-            .collect();
+        let names: Vec<(String, String)> = (1..=n).map(|i| (format!("node-{i}"), format!("node-{i}"))).collect();
         Self::start_named(&names)
     }
 
     /// Hosts with (inventory name, hostname) pairs, so tests can clash hostnames.
     pub fn start_named(names: &[(String, String)]) -> TestHosts {
-        let dir = tempfile::Builder::new()
-            .prefix("nh")
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("nh").tempdir().expect("tempdir");
         for (real, _) in PRIVATE_DIRS {
             std::fs::create_dir_all(real).expect("mount point");
         }
@@ -153,11 +144,7 @@ impl TestHosts {
                 std::fs::create_dir_all(hdir.join(sub)).unwrap();
             }
             keygen(&hdir.join("host_key"));
-            std::fs::copy(
-                dir.path().join("client_key.pub"),
-                hdir.join("authorized_keys"),
-            )
-            .unwrap();
+            std::fs::copy(dir.path().join("client_key.pub"), hdir.join("authorized_keys")).unwrap();
             std::fs::write(
                 hdir.join("sshd_config"),
                 format!(
@@ -188,10 +175,7 @@ impl TestHosts {
         let h = &mut self.hosts[i];
         let mut script = String::new();
         for (real, sub) in PRIVATE_DIRS {
-            script.push_str(&format!(
-                "mount --bind {}/{sub} {real} && ",
-                h.dir.display()
-            ));
+            script.push_str(&format!("mount --bind {}/{sub} {real} && ", h.dir.display()));
         }
         script.push_str(&format!(
             "hostname {} && exec /usr/sbin/sshd -D -f {}/sshd_config -E {}/sshd.log",
@@ -200,15 +184,7 @@ impl TestHosts {
             h.dir.display()
         ));
         let child = Command::new("unshare")
-            .args([
-                "--mount",
-                "--uts",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                &script,
-            ])
+            .args(["--mount", "--uts", "--propagation", "private", "sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -217,9 +193,7 @@ impl TestHosts {
         h.child = Some(child);
         let addr = format!("{}:{PORT}", h.address);
         let start = Instant::now();
-        while TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200))
-            .is_err()
-        {
+        while TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200)).is_err() {
             if start.elapsed() > Duration::from_secs(10) {
                 let log = std::fs::read_to_string(h.dir.join("sshd.log")).unwrap_or_default();
                 panic!("sshd for {} did not come up on {addr}: {log}", h.name);
@@ -271,10 +245,7 @@ impl TestHosts {
     pub fn host_path(&self, i: usize, path: &str) -> PathBuf {
         for (real, sub) in PRIVATE_DIRS {
             if let Some(rest) = path.strip_prefix(real) {
-                return self.hosts[i]
-                    .dir
-                    .join(sub)
-                    .join(rest.trim_start_matches('/'));
+                return self.hosts[i].dir.join(sub).join(rest.trim_start_matches('/'));
             }
         }
         panic!("{path} is not private to a test host");

@@ -17,18 +17,9 @@ impl KubeApiStandin {
         let dir = tempfile::tempdir().unwrap();
         let port_file = dir.path().join("port");
         let token = format!("standin-token-{}", std::process::id());
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/kubeapi_standin.py"
-        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/kubeapi_standin.py");
         let child = Command::new("python3")
-            .args([
-                script,
-                "--port-file",
-                port_file.to_str().unwrap(),
-                "--token",
-                &token,
-            ])
+            .args([script, "--port-file", port_file.to_str().unwrap(), "--token", &token])
             .stdin(Stdio::null())
             .spawn()
             .expect("start the Kubernetes API stand-in (python3)");
@@ -39,10 +30,7 @@ impl KubeApiStandin {
                     break p;
                 }
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "API stand-in did not start"
-            );
+            assert!(start.elapsed() < Duration::from_secs(10), "API stand-in did not start");
             std::thread::sleep(Duration::from_millis(20));
         };
         KubeApiStandin {

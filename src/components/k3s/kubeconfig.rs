@@ -6,8 +6,8 @@
 use serde_yaml::Value;
 
 pub fn rewrite(original: &str, cluster: &str, endpoint: &str) -> Result<String, String> {
-    let mut doc: Value = serde_yaml::from_str(original)
-        .map_err(|e| format!("the node's kubeconfig is not YAML: {e}"))?;
+    let mut doc: Value =
+        serde_yaml::from_str(original).map_err(|e| format!("the node's kubeconfig is not YAML: {e}"))?;
     let rename = |v: &mut Value, key: &str| {
         if let Some(Value::String(s)) = v.get_mut(key) {
             if s == "default" {
@@ -32,11 +32,7 @@ pub fn rewrite(original: &str, cluster: &str, endpoint: &str) -> Result<String, 
                     m.remove("certificate-authority-data");
                 }
             }
-            _ => {
-                return Err(
-                    "a cluster entry in the node's kubeconfig has no `cluster` mapping".into(),
-                )
-            }
+            _ => return Err("a cluster entry in the node's kubeconfig has no `cluster` mapping".into()),
         }
     }
     let mut users = list(&mut doc, "users")?;
@@ -69,20 +65,11 @@ mod tests {
         let k3s = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: QUJD\n    server: https://127.0.0.1:6443\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\nkind: Config\nusers:\n- name: default\n  user:\n    client-key-data: S0VZ\n";
         let out = super::rewrite(k3s, "main", "https://10.0.0.1:6443").unwrap();
         let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
-        assert_eq!(
-            v["clusters"][0]["cluster"]["server"],
-            "https://10.0.0.1:6443"
-        );
-        assert_eq!(
-            v["clusters"][0]["cluster"]["certificate-authority-data"],
-            "QUJD"
-        );
+        assert_eq!(v["clusters"][0]["cluster"]["server"], "https://10.0.0.1:6443");
+        assert_eq!(v["clusters"][0]["cluster"]["certificate-authority-data"], "QUJD");
         assert_eq!(v["current-context"], "main");
         assert_eq!(v["contexts"][0]["context"]["user"], "main");
-        assert_eq!(
-            v["users"][0]["user"]["client-key-data"], "S0VZ",
-            "credentials kept"
-        );
+        assert_eq!(v["users"][0]["user"]["client-key-data"], "S0VZ", "credentials kept");
         assert!(super::rewrite("clusters: 3", "x", "y").is_err());
     }
 }

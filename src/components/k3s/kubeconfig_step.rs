@@ -29,22 +29,14 @@ impl StepHandler for KubeconfigHandler {
             .map_err(|e| StepError::new(format!("kubeconfig step lacks its host: {e}")))?;
         let server = connect(ctx, &conn).await?;
         let raw = server.read(REMOTE_KUBECONFIG).await?;
-        let text = kubeconfig::rewrite(
-            &String::from_utf8_lossy(&raw),
-            &spec.cluster,
-            &spec.endpoint,
-        )
-        .map_err(|e| StepError::new(format!("{}: {e}", conn.name)))?;
+        let text = kubeconfig::rewrite(&String::from_utf8_lossy(&raw), &spec.cluster, &spec.endpoint)
+            .map_err(|e| StepError::new(format!("{}: {e}", conn.name)))?;
         let path = ctx.outputs_dir.join(kubeconfig_file_name(&spec.cluster));
         // It holds the cluster-admin credential.
         write_private(&path, &Secret::new(text.clone()))
             .map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))?;
 
-        let http = ctx
-            .timeouts
-            .http
-            .map(|d| d.get())
-            .unwrap_or(Duration::from_secs(30));
+        let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
         let api = KubeApi::from_kubeconfig(&text, None, http)
             .map_err(|e| StepError::new(format!("{}: {e}", path.display())))?;
         let limit = ctx
@@ -76,12 +68,7 @@ impl StepHandler for KubeconfigHandler {
         Ok(json!({ "kubeconfig": path, "endpoint": spec.endpoint, "nodes": spec.nodes.len() }))
     }
 
-    async fn destroy(
-        &self,
-        ctx: &StepContext,
-        spec: &Value,
-        _outputs: &Value,
-    ) -> Result<(), StepError> {
+    async fn destroy(&self, ctx: &StepContext, spec: &Value, _outputs: &Value) -> Result<(), StepError> {
         let spec: KubeconfigSpec = serde_json::from_value(spec.clone())
             .map_err(|e| StepError::new(format!("kubeconfig step is malformed: {e}")))?;
         match std::fs::remove_file(ctx.outputs_dir.join(kubeconfig_file_name(&spec.cluster))) {
@@ -99,10 +86,7 @@ fn not_ready(list: &Value, nodes: &[(String, String)]) -> Vec<String> {
     nodes
         .iter()
         .filter_map(|(name, version)| {
-            let Some(n) = items
-                .iter()
-                .find(|i| i["metadata"]["name"] == name.as_str())
-            else {
+            let Some(n) = items.iter().find(|i| i["metadata"]["name"] == name.as_str()) else {
                 return Some(format!("{name} not registered"));
             };
             let ready = n["status"]["conditions"]
@@ -110,9 +94,7 @@ fn not_ready(list: &Value, nodes: &[(String, String)]) -> Vec<String> {
                 .into_iter()
                 .flatten()
                 .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            let have = n["status"]["nodeInfo"]["kubeletVersion"]
-                .as_str()
-                .unwrap_or("");
+            let have = n["status"]["nodeInfo"]["kubeletVersion"].as_str().unwrap_or("");
             (!ready || have != version).then(|| format!("{name} Ready={ready} version={have}"))
         })
         .collect()

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::{
-    NodeSpec, Role, NODE_KIND, REMOTE_BINARY, REMOTE_CONFIG_FILE, REMOTE_IMAGES_DIR,
-    REMOTE_INSTALL_SCRIPT, REMOTE_REGISTRIES_FILE, REMOTE_TOKEN_FILE,
+    NodeSpec, Role, NODE_KIND, REMOTE_BINARY, REMOTE_CONFIG_FILE, REMOTE_IMAGES_DIR, REMOTE_INSTALL_SCRIPT,
+    REMOTE_REGISTRIES_FILE, REMOTE_TOKEN_FILE,
 };
 use crate::components::artifacts::{files_from_outputs, K3S_BINARY, K3S_IMAGES, K3S_INSTALL};
 use crate::components::hosts::HostConn;
@@ -38,23 +38,15 @@ impl StepHandler for NodeHandler {
             .map_err(|e| StepError::new(format!("K3s node step is malformed: {e}")))?;
         let conn: HostConn = setting(ctx, "conn")?;
         let control: HostConn = setting(ctx, "control")?;
-        let files = files_from_outputs(
-            ctx.needs_outputs
-                .get(&spec.artifacts)
-                .unwrap_or(&Value::Null),
-        )?;
+        let files = files_from_outputs(ctx.needs_outputs.get(&spec.artifacts).unwrap_or(&Value::Null))?;
         let file = |name: &str| {
             files
                 .get(name)
                 .ok_or_else(|| StepError::new(format!("the artifacts step provided no `{name}`")))
         };
         let token_path = ctx.outputs_dir.join(super::token_file_name(&spec.cluster));
-        let token = std::fs::read(&token_path).map_err(|e| {
-            StepError::new(format!(
-                "cannot read the join token {}: {e}",
-                token_path.display()
-            ))
-        })?;
+        let token = std::fs::read(&token_path)
+            .map_err(|e| StepError::new(format!("cannot read the join token {}: {e}", token_path.display())))?;
 
         let node = connect(ctx, &conn).await?;
         let before = node
@@ -68,7 +60,14 @@ impl StepHandler for NodeHandler {
         if upgrading && spec.drain_on_upgrade {
             ctx.progress(format!("draining {} before the upgrade", spec.node));
             let ctl = connect(ctx, &control).await?;
-            run_checked(&*ctl, &format!("{REMOTE_BINARY} kubectl drain {} --ignore-daemonsets --delete-emptydir-data --timeout=300s", sh_quote(&spec.node))).await?;
+            run_checked(
+                &*ctl,
+                &format!(
+                    "{REMOTE_BINARY} kubectl drain {} --ignore-daemonsets --delete-emptydir-data --timeout=300s",
+                    sh_quote(&spec.node)
+                ),
+            )
+            .await?;
             drained = true;
         }
 
@@ -76,11 +75,7 @@ impl StepHandler for NodeHandler {
         let mut sent = 0u64;
         let mut changed = false;
         for (local, remote, mode) in [
-            (
-                file(K3S_BINARY)?.path.clone(),
-                REMOTE_BINARY.to_string(),
-                0o755,
-            ),
+            (file(K3S_BINARY)?.path.clone(), REMOTE_BINARY.to_string(), 0o755),
             (
                 file(K3S_INSTALL)?.path.clone(),
                 REMOTE_INSTALL_SCRIPT.to_string(),
@@ -94,11 +89,7 @@ impl StepHandler for NodeHandler {
         if let Some(images) = files.get(K3S_IMAGES) {
             // The images only need to be present before K3s (re)starts; they do not change the node's config.
             let s = node
-                .upload(
-                    &images.path,
-                    &format!("{REMOTE_IMAGES_DIR}/{K3S_IMAGES}"),
-                    0o644,
-                )
+                .upload(&images.path, &format!("{REMOTE_IMAGES_DIR}/{K3S_IMAGES}"), 0o644)
                 .await?;
             sent += s.bytes;
         }
@@ -112,25 +103,25 @@ impl StepHandler for NodeHandler {
         }
         match &spec.registries {
             Some(r) => {
-                let s = node
-                    .upload_bytes(r.as_bytes(), REMOTE_REGISTRIES_FILE, 0o600)
-                    .await?;
+                let s = node.upload_bytes(r.as_bytes(), REMOTE_REGISTRIES_FILE, 0o600).await?;
                 sent += s.bytes;
                 changed |= s.changed();
             }
             None => {
-                let out = run_checked(&*node, &format!("if [ -e {REMOTE_REGISTRIES_FILE} ]; then rm -f {REMOTE_REGISTRIES_FILE}; echo removed; fi")).await?;
+                let out = run_checked(
+                    &*node,
+                    &format!(
+                        "if [ -e {REMOTE_REGISTRIES_FILE} ]; then rm -f {REMOTE_REGISTRIES_FILE}; echo removed; fi"
+                    ),
+                )
+                .await?;
                 changed |= out.stdout.contains("removed");
             }
         }
 
         let started = changed || installed.is_empty();
         if started {
-            ctx.progress(format!(
-                "installing K3s {} on {}",
-                spec.role.as_str(),
-                spec.node
-            ));
+            ctx.progress(format!("installing K3s {} on {}", spec.role.as_str(), spec.node));
             run_checked(
                 &*node,
                 &format!(
@@ -141,11 +132,7 @@ impl StepHandler for NodeHandler {
             .await?;
         }
         let ctl = connect(ctx, &control).await?;
-        let limit = ctx
-            .timeouts
-            .node_ready
-            .map(|d| d.get())
-            .unwrap_or(DEFAULT_NODE_READY);
+        let limit = ctx.timeouts.node_ready.map(|d| d.get()).unwrap_or(DEFAULT_NODE_READY);
         wait_ready(ctx, &*ctl, &spec.node, &spec.version, limit).await?;
         if drained {
             run_checked(
@@ -154,17 +141,10 @@ impl StepHandler for NodeHandler {
             )
             .await?;
         }
-        Ok(
-            json!({ "node": spec.node, "version": spec.version, "restarted": started, "bytes_sent": sent }),
-        )
+        Ok(json!({ "node": spec.node, "version": spec.version, "restarted": started, "bytes_sent": sent }))
     }
 
-    async fn destroy(
-        &self,
-        ctx: &StepContext,
-        spec: &Value,
-        _outputs: &Value,
-    ) -> Result<(), StepError> {
+    async fn destroy(&self, ctx: &StepContext, spec: &Value, _outputs: &Value) -> Result<(), StepError> {
         let spec: NodeSpec = serde_json::from_value(spec.clone())
             .map_err(|e| StepError::new(format!("K3s node step is malformed: {e}")))?;
         let conn: HostConn = setting(ctx, "conn")?;
@@ -206,10 +186,7 @@ async fn wait_ready(
     let mut last: String;
     loop {
         let out = ctl
-            .run(&format!(
-                "{REMOTE_BINARY} kubectl get node {} -o json",
-                sh_quote(node)
-            ))
+            .run(&format!("{REMOTE_BINARY} kubectl get node {} -o json", sh_quote(node)))
             .await?;
         if out.status == 0 {
             match serde_json::from_str::<Value>(&out.stdout) {

@@ -24,8 +24,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             continue;
         };
 
-        let artifact = match artifacts::k3s_step(loaded, &k3s.version, &push_key(&base, "version"))
-        {
+        let artifact = match artifacts::k3s_step(loaded, &k3s.version, &push_key(&base, "version")) {
             Ok(a) => a,
             Err(d) => {
                 problems.push(d);
@@ -37,12 +36,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|f| {
-                Some((
-                    f["name"].as_str()?.to_string(),
-                    f["sha256"].as_str()?.to_string(),
-                ))
-            })
+            .filter_map(|f| Some((f["name"].as_str()?.to_string(), f["sha256"].as_str()?.to_string())))
             .collect();
         if !steps.iter().any(|s| s.id == artifact_id) {
             steps.push(artifact);
@@ -194,10 +188,7 @@ fn endpoint_host(ep: &str) -> String {
 mod tests {
     #[test]
     fn endpoint_hosts() {
-        assert_eq!(
-            super::endpoint_host("https://lb.example.com:6443"),
-            "lb.example.com"
-        );
+        assert_eq!(super::endpoint_host("https://lb.example.com:6443"), "lb.example.com");
         assert_eq!(super::endpoint_host("10.0.0.5:6443"), "10.0.0.5");
         assert_eq!(super::endpoint_host("lb"), "lb");
         assert_eq!(super::endpoint_host("http://127.0.0.1:40000/"), "127.0.0.1");

@@ -73,10 +73,7 @@ struct Mirror<'a> {
 }
 
 /// registries.yaml when private mirrors are configured.
-pub fn registries(
-    artifacts: &Artifacts,
-    ca_file_on_node: Option<&str>,
-) -> Result<Option<String>, String> {
+pub fn registries(artifacts: &Artifacts, ca_file_on_node: Option<&str>) -> Result<Option<String>, String> {
     if artifacts.mirrors.is_empty() {
         return Ok(None);
     }
@@ -88,13 +85,7 @@ pub fn registries(
             endpoints,
             hosts: endpoints
                 .iter()
-                .map(|e| {
-                    e.split("://")
-                        .nth(1)
-                        .unwrap_or(e)
-                        .trim_end_matches('/')
-                        .to_string()
-                })
+                .map(|e| e.split("://").nth(1).unwrap_or(e).trim_end_matches('/').to_string())
                 .collect(),
         })
         .collect();

@@ -23,13 +23,13 @@ impl StepHandler for TokenHandler {
             .map_err(|e| StepError::new(format!("token step is malformed: {e}")))?;
         let path = ctx.outputs_dir.join(token_file_name(&spec.cluster));
         let token = match &spec.source {
-            Some(r) => secret::resolve(r, &ctx.base_dir).map_err(|e| {
-                StepError::new(format!("join token of cluster `{}`: {e}", spec.cluster))
-            })?,
+            Some(r) => secret::resolve(r, &ctx.base_dir)
+                .map_err(|e| StepError::new(format!("join token of cluster `{}`: {e}", spec.cluster)))?,
             None => match std::fs::read_to_string(&path) {
                 Ok(existing) if !existing.trim().is_empty() => secret::Secret::new(existing.trim()),
-                _ => secret::random_token()
-                    .map_err(|e| StepError::new(format!("cannot generate a join token: {e}")))?,
+                _ => {
+                    secret::random_token().map_err(|e| StepError::new(format!("cannot generate a join token: {e}")))?
+                }
             },
         };
         secret::write_private(&path, &token)
@@ -37,12 +37,7 @@ impl StepHandler for TokenHandler {
         Ok(json!({ "token_file": path }))
     }
 
-    async fn destroy(
-        &self,
-        ctx: &StepContext,
-        spec: &Value,
-        _outputs: &Value,
-    ) -> Result<(), StepError> {
+    async fn destroy(&self, ctx: &StepContext, spec: &Value, _outputs: &Value) -> Result<(), StepError> {
         let spec: TokenSpec = serde_json::from_value(spec.clone())
             .map_err(|e| StepError::new(format!("token step is malformed: {e}")))?;
         match std::fs::remove_file(ctx.outputs_dir.join(token_file_name(&spec.cluster))) {

@@ -11,10 +11,7 @@ use sha2::{Digest, Sha256};
 /// `SHA256:<base64 without padding>` of a key blob given in base64.
 pub fn fingerprint(key_base64: &str) -> Option<String> {
     let blob = STANDARD.decode(key_base64.trim()).ok()?;
-    Some(format!(
-        "SHA256:{}",
-        STANDARD_NO_PAD.encode(Sha256::digest(&blob))
-    ))
+    Some(format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(&blob))))
 }
 
 /// How known_hosts names a host: plain for port 22, `[addr]:port` otherwise.
@@ -108,11 +105,7 @@ mod tests {
     #[test]
     fn fingerprint_matches_ssh_keygen_format() {
         // Key blob "AAAAC3NzaC1lZDI1NTE5AAAAI" + 32 zero bytes, computed independently.
-        let blob = [
-            &b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20"[..],
-            &[0u8; 32],
-        ]
-        .concat();
+        let blob = [&b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20"[..], &[0u8; 32]].concat();
         let fp = fingerprint(&STANDARD.encode(&blob)).unwrap();
         assert!(fp.starts_with("SHA256:") && !fp.ends_with('='));
         assert_eq!(fp.len(), "SHA256:".len() + 43);

@@ -190,31 +190,20 @@ async fn open(target: &SshTarget, options: &SshOptions) -> Result<Session, SshEr
             Ok(s) => return Ok(s),
             Err(e) => {
                 let message = e.to_string();
-                let full = format!(
-                    "{message} {:?}",
-                    std::error::Error::source(&e).map(|s| s.to_string())
-                );
+                let full = format!("{message} {:?}", std::error::Error::source(&e).map(|s| s.to_string()));
                 if full.contains("IDENTIFICATION HAS CHANGED")
                     || full.contains("Host key verification failed")
                     || full.contains("host key")
                 {
-                    return Err(host_key_error(target, options).await.unwrap_or(
-                        SshError::Connect {
-                            host: target.name.clone(),
-                            address: format!("{}:{}", target.address, target.port),
-                            message: full,
-                        },
-                    ));
+                    return Err(host_key_error(target, options).await.unwrap_or(SshError::Connect {
+                        host: target.name.clone(),
+                        address: format!("{}:{}", target.address, target.port),
+                        message: full,
+                    }));
                 }
-                let transient = [
-                    "refused",
-                    "timed out",
-                    "reset",
-                    "Connection closed",
-                    "No route",
-                ]
-                .iter()
-                .any(|t| full.contains(t));
+                let transient = ["refused", "timed out", "reset", "Connection closed", "No route"]
+                    .iter()
+                    .any(|t| full.contains(t));
                 if !transient || attempt >= options.connect_attempts.max(1) {
                     return Err(SshError::Connect {
                         host: target.name.clone(),
@@ -345,17 +334,17 @@ impl SshHost {
                 }
                 stdin.shutdown().await.map_err(|e| err(e.to_string()))?;
             }
-            let out = child
-                .wait_with_output()
-                .await
-                .map_err(|e| err(e.to_string()))?;
+            let out = child.wait_with_output().await.map_err(|e| err(e.to_string()))?;
             Ok(Output {
                 status: out.status.code().unwrap_or(-1),
                 stdout: out.stdout,
                 stderr: out.stderr,
             })
         };
-        match tokio::time::timeout(self.command_timeout, work).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.command_timeout, work).await;
+        tracing::debug!(host = %self.target.name, elapsed_ms = started.elapsed().as_millis() as u64, "ssh: {}", first_line(command));
+        match result {
             Ok(r) => r,
             Err(_) => Err(SshError::Timeout {
                 host: self.target.name.clone(),
@@ -386,14 +375,7 @@ impl SshHost {
 
     /// Place content at `remote` unless it is already there. Returns the
     /// bytes sent (0 when the host had identical content).
-    async fn place(
-        &self,
-        remote: &str,
-        mode: u32,
-        sha256: &str,
-        size: u64,
-        input: Input<'_>,
-    ) -> Result<u64, SshError> {
+    async fn place(&self, remote: &str, mode: u32, sha256: &str, size: u64, input: Input<'_>) -> Result<u64, SshError> {
         let q = sh_quote(remote);
         if let Some((have, have_mode)) = self.remote_state(remote).await? {
             if have == sha256 {
@@ -441,26 +423,14 @@ impl SshHost {
             command: format!("upload {}", local.display()),
             message: e.to_string(),
         })?;
-        self.place(remote, mode, &sha, size, Input::File(local))
-            .await
+        self.place(remote, mode, &sha, size, Input::File(local)).await
     }
 
-    pub async fn upload_bytes(
-        &self,
-        content: &[u8],
-        remote: &str,
-        mode: u32,
-    ) -> Result<u64, SshError> {
+    pub async fn upload_bytes(&self, content: &[u8], remote: &str, mode: u32) -> Result<u64, SshError> {
         use sha2::Digest;
         let sha = crate::plan::fingerprint::hex(&sha2::Sha256::digest(content));
-        self.place(
-            remote,
-            mode,
-            &sha,
-            content.len() as u64,
-            Input::Bytes(content),
-        )
-        .await
+        self.place(remote, mode, &sha, content.len() as u64, Input::Bytes(content))
+            .await
     }
 
     pub async fn read(&self, remote: &str) -> Result<Vec<u8>, SshError> {
