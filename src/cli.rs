@@ -50,6 +50,27 @@ pub enum Output {
     Json,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum BundleAction {
+    /// Download everything the inventory needs (run on a connected machine), then seal.
+    Fetch {
+        #[command(flatten)]
+        inventory: InventoryArg,
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Check every file of a bundle against its checksums file; lists every problem.
+    Verify {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Write `checksums.sha256` for the files in a bundle assembled by hand.
+    Seal {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct InventoryArg {
     /// The inventory file.
@@ -93,6 +114,13 @@ pub enum Command {
         /// Directory to write into (created if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+    },
+    /// Gather facts and run the preflight checks on the inventory's hosts; changes nothing.
+    Check(InventoryArg),
+    /// Build, seal or verify an air-gap bundle directory.
+    Bundle {
+        #[command(subcommand)]
+        action: BundleAction,
     },
     /// Print the JSON Schema of the inventory.
     Schema,

@@ -213,6 +213,19 @@ fn preflight_reports_every_failing_host_and_touches_none() {
     };
     let _busy = std::net::TcpListener::bind("127.0.0.1:6443").ok();
     e.inventory(&e.cluster("main", V1, &["node-1"], &["node-2", "node-3"]));
+    // `check` shows the same table without touching anything.
+    let check = e.s.run("check", &[]);
+    assert_eq!(code(&check), 1);
+    assert!(
+        cli::stdout(&check).contains("node-1  hostname  FAIL"),
+        "{}",
+        cli::stdout(&check)
+    );
+    assert!(
+        cli::stdout(&check).contains("node-3  hostname  ok"),
+        "{}",
+        cli::stdout(&check)
+    );
     let out = e.apply(&[]);
     assert_eq!(code(&out), 1);
     let err = stderr(&out);

@@ -304,7 +304,7 @@ async fn watch_signals(stop: watch::Sender<u8>, reporter: Arc<Reporter>) {
 
 /// SSH connections for the run: host keys checked against the inventory's
 /// known_hosts or `<workdir>/known_hosts`.
-fn ssh_pool(g: &GlobalArgs, loaded: &Loaded) -> SshPool {
+pub(crate) fn ssh_pool(g: &GlobalArgs, loaded: &Loaded) -> SshPool {
     let inv = &loaded.inventory;
     let known_hosts = match &inv.ssh.known_hosts {
         Some(k) => absolute(&loaded.resolve(k)),
@@ -334,6 +334,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
-fn absolute(p: &Path) -> PathBuf {
+pub(crate) fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }

@@ -2,6 +2,8 @@
 //! problems are printed here, at the edge, never deeper down.
 
 mod apply;
+mod bundle;
+mod check;
 mod inspect;
 mod logging;
 mod render;
@@ -40,6 +42,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Render { inventory, out } => render::render(g, &inventory.inventory, out),
         Command::Apply { inventory, only, from } => apply::apply(g, &inventory.inventory, only, from.as_deref()),
         Command::Destroy(i) => apply::destroy(g, &i.inventory),
+        Command::Check(i) => check::check(g, &i.inventory),
+        Command::Bundle { action } => bundle::bundle(g, action),
     }
 }
 

@@ -69,39 +69,10 @@ fn bundle_root(loaded: &Loaded) -> Option<PathBuf> {
 /// The K3s files for `version`, as a step; errors name what the bundle lacks.
 pub fn k3s_step(loaded: &Loaded, version: &str, path: &str) -> Result<Step, Diagnostic> {
     let a = &loaded.inventory.artifacts;
-    let mirror = a.download_mirror.as_deref().unwrap_or(UPSTREAM).trim_end_matches('/');
-    let release = format!("{mirror}/k3s-io/k3s/releases/download/{}", url_escape(version));
-    let sums = format!("{release}/sha256sum-amd64.txt");
-    let mut files = vec![
-        FileSpec {
-            name: K3S_BINARY.into(),
-            required: true,
-            bundle_path: format!("k3s/{version}/{K3S_BINARY}"),
-            url: format!("{release}/k3s"),
-            sums_url: Some(sums.clone()),
-            sums_name: Some("k3s".into()),
-            sha256: None,
-        },
-        FileSpec {
-            name: K3S_INSTALL.into(),
-            required: true,
-            bundle_path: format!("k3s/{version}/{K3S_INSTALL}"),
-            // The install script is not in the release's sums list; the tag pins it.
-            url: format!("{mirror}/k3s-io/k3s/raw/{}/install.sh", url_escape(version)),
-            sums_url: None,
-            sums_name: None,
-            sha256: None,
-        },
-        FileSpec {
-            name: K3S_IMAGES.into(),
-            required: a.mode == ArtifactMode::Airgap,
-            bundle_path: format!("k3s/{version}/{K3S_IMAGES}"),
-            url: format!("{release}/{K3S_IMAGES}"),
-            sums_url: Some(sums),
-            sums_name: Some(K3S_IMAGES.into()),
-            sha256: None,
-        },
-    ];
+    let mut files = k3s_files(a.download_mirror.as_deref(), version);
+    for f in &mut files {
+        f.required = f.name != K3S_IMAGES || a.mode == ArtifactMode::Airgap;
+    }
     let bundle = bundle_root(loaded);
     if a.mode == ArtifactMode::Airgap {
         let Some(root) = &bundle else {
@@ -149,6 +120,44 @@ pub fn k3s_step(loaded: &Loaded, version: &str, path: &str) -> Result<Step, Diag
         format!("K3s {version} files"),
         json!(spec),
     ))
+}
+
+/// Every K3s file of `version` with where it comes from online; the images
+/// tarball is marked optional (only air-gapped nodes need it).
+pub fn k3s_files(download_mirror: Option<&str>, version: &str) -> Vec<FileSpec> {
+    let mirror = download_mirror.unwrap_or(UPSTREAM).trim_end_matches('/');
+    let release = format!("{mirror}/k3s-io/k3s/releases/download/{}", url_escape(version));
+    let sums = format!("{release}/sha256sum-amd64.txt");
+    vec![
+        FileSpec {
+            name: K3S_BINARY.into(),
+            required: true,
+            bundle_path: format!("k3s/{version}/{K3S_BINARY}"),
+            url: format!("{release}/k3s"),
+            sums_url: Some(sums.clone()),
+            sums_name: Some("k3s".into()),
+            sha256: None,
+        },
+        FileSpec {
+            name: K3S_INSTALL.into(),
+            required: true,
+            bundle_path: format!("k3s/{version}/{K3S_INSTALL}"),
+            // The install script is not in the release's sums list; the tag pins it.
+            url: format!("{mirror}/k3s-io/k3s/raw/{}/install.sh", url_escape(version)),
+            sums_url: None,
+            sums_name: None,
+            sha256: None,
+        },
+        FileSpec {
+            name: K3S_IMAGES.into(),
+            required: false,
+            bundle_path: format!("k3s/{version}/{K3S_IMAGES}"),
+            url: format!("{release}/{K3S_IMAGES}"),
+            sums_url: Some(sums),
+            sums_name: Some(K3S_IMAGES.into()),
+            sha256: None,
+        },
+    ]
 }
 
 fn url_escape(s: &str) -> String {
@@ -230,13 +239,24 @@ async fn download(ctx: &StepContext, spec: &ArtifactsSpec) -> Result<BTreeMap<St
         .http
         .map(|d| d.get())
         .unwrap_or(std::time::Duration::from_secs(600));
+    let cache = ctx.workdir.join("cache").join(&spec.component).join(&spec.version);
+    download_into(spec, &cache, timeout, &|m| ctx.progress(m)).await
+}
+
+/// Download `spec`'s files into `dir` (skipping ones already there with the
+/// published sum), verifying each against its published sha256.
+pub async fn download_into(
+    spec: &ArtifactsSpec,
+    cache: &Path,
+    timeout: std::time::Duration,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<BTreeMap<String, LocalFile>, StepError> {
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(30))
         .read_timeout(timeout)
         .build()
         .map_err(|e| StepError::new(format!("cannot build an HTTP client: {e}")))?;
-    let cache = ctx.workdir.join("cache").join(&spec.component).join(&spec.version);
-    std::fs::create_dir_all(&cache).map_err(|e| StepError::new(format!("cannot create {}: {e}", cache.display())))?;
+    std::fs::create_dir_all(cache).map_err(|e| StepError::new(format!("cannot create {}: {e}", cache.display())))?;
     let mut sums_cache: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for f in &spec.files {
@@ -270,7 +290,7 @@ async fn download(ctx: &StepContext, spec: &ArtifactsSpec) -> Result<BTreeMap<St
                 continue;
             }
         }
-        ctx.progress(format!("downloading {}", f.url));
+        progress(format!("downloading {}", f.url));
         let (sha, size) = fetch_file(&client, &f.url, &dest).await?;
         if let Some(want) = &expected {
             if &sha != want {

@@ -1,0 +1,89 @@
+//! `check`: facts and preflight on every cluster's hosts, as `apply` would
+//! run them first, without recording or changing anything.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::apply::{absolute, ssh_pool};
+use super::load_and_plan;
+use crate::cli::{GlobalArgs, Output};
+use crate::components::hosts::HostConn;
+use crate::components::preflight::{self, PreflightSpec};
+use crate::engine::events::{OutputMode, Reporter};
+use crate::engine::{Services, StepContext};
+use crate::exit;
+
+pub fn check(g: &GlobalArgs, file: &Path) -> u8 {
+    let (loaded, plan) = match load_and_plan(g, file) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let services = Arc::new(Services::default());
+    services.insert(ssh_pool(g, &loaded));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::STEP_FAILED;
+        }
+    };
+    let mut failed = false;
+    let mut report = serde_json::Map::new();
+    for step in plan.steps.iter().filter(|s| s.kind == preflight::KIND) {
+        let (Ok(spec), Ok(conns)) = (
+            serde_json::from_value::<PreflightSpec>(step.spec.clone()),
+            serde_json::from_value::<Vec<HostConn>>(step.settings["conns"].clone()),
+        ) else {
+            eprintln!("internal error: malformed preflight step {}", step.id);
+            return exit::STEP_FAILED;
+        };
+        let ctx = StepContext {
+            step_id: step.id.clone(),
+            base_dir: absolute(&loaded.base_dir),
+            workdir: absolute(&g.workdir),
+            outputs_dir: absolute(&g.workdir.join("outputs")),
+            timeouts: loaded.inventory.settings.timeouts.clone(),
+            needs_outputs: Default::default(),
+            settings: step.settings.clone(),
+            reporter: Arc::new(Reporter::new(OutputMode::Text, true)),
+            services: services.clone(),
+            full_teardown: false,
+        };
+        let (facts, unreachable) = runtime.block_on(preflight::gather(&ctx, &conns));
+        let findings = preflight::evaluate(&spec, &facts);
+        failed |= !unreachable.is_empty() || findings.iter().any(|f| !f.ok && !f.waived);
+        match g.output {
+            Output::Json => {
+                report.insert(
+                    spec.cluster.clone(),
+                    json!({ "findings": findings, "facts": facts, "unreachable": unreachable }),
+                );
+            }
+            Output::Text => {
+                println!("Cluster {}:", spec.cluster);
+                print!("{}", preflight::table(&findings));
+                for u in &unreachable {
+                    println!("UNREACHABLE  {u}");
+                }
+                println!();
+            }
+        }
+    }
+    if let Some(pool) = services.get::<crate::drivers::ssh::SshPool>() {
+        runtime.block_on(pool.close_all());
+        let _ = std::fs::remove_dir_all(&pool.options().control_dir);
+    }
+    if g.output == Output::Json {
+        println!("{}", serde_json::Value::Object(report));
+    }
+    if failed {
+        if g.output == Output::Text {
+            eprintln!("preflight failed: fix the hosts, or waive a rule per host with `waive: [rule]`");
+        }
+        exit::STEP_FAILED
+    } else {
+        exit::OK
+    }
+}
