@@ -417,3 +417,37 @@ fn removing_a_host_drains_and_deletes_just_that_node() {
         1
     );
 }
+
+#[test]
+fn a_config_change_reruns_only_the_node_it_touches() {
+    let Some(e) = env(&nodes(3)) else { return };
+    e.inventory(&e.cluster("main", V1, &["node-1"], &["node-2", "node-3"]));
+    assert_eq!(code(&e.apply(&[])), 0);
+    // A label on node-2 changes only node-2's rendered config.
+    let with_label = std::fs::read_to_string(e.s.inventory()).unwrap().replace(
+        &format!("  - name: node-2\n    address: {}\n", e.hosts.hosts[1].address),
+        &format!(
+            "  - name: node-2\n    address: {}\n    labels: {{zone: b}}\n",
+            e.hosts.hosts[1].address
+        ),
+    );
+    std::fs::write(e.s.inventory(), with_label).unwrap();
+    let plan = cli::stdout(&e.s.command(&["plan", "-i", "inventory.yaml"]).output().unwrap());
+    assert!(plan.contains("~ k3s/main/agent/node-2"), "{plan}");
+    assert!(plan.contains("= k3s/main/agent/node-3"), "{plan}");
+    assert!(plan.contains("= k3s/main/server/node-1"), "{plan}");
+    let out = e.apply(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(e.host_file(1, "/etc/rancher/k3s/config.yaml").contains("zone=b"));
+    let installs = |i: usize| {
+        e.host_file(i, "/var/lib/rancher/k3s/standin-installs.log")
+            .lines()
+            .count()
+    };
+    assert_eq!(
+        (installs(0), installs(1), installs(2)),
+        (1, 2, 1),
+        "only node-2 was restarted"
+    );
+    assert_eq!(e.api.get("/api/v1/nodes/node-2")["metadata"]["labels"]["zone"], "b");
+}
