@@ -22,7 +22,11 @@ fn best_of<F: FnMut() -> Duration>(runs: usize, mut f: F) -> Duration {
 }
 
 fn ansible_available() -> bool {
-    Command::new("ansible").arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("ansible")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 fn ansible(dir: &Path, hosts: &hosts::TestHosts, args: &[&str]) -> Duration {
@@ -40,7 +44,11 @@ fn ansible(dir: &Path, hosts: &hosts::TestHosts, args: &[&str]) -> Duration {
         .output()
         .expect("run ansible");
     let elapsed = start.elapsed();
-    assert!(out.status.success(), "ansible failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "ansible failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     elapsed
 }
 
@@ -54,7 +62,14 @@ fn main() {
         return;
     }
     let sizes: &[usize] = if full { &[10, 30] } else { &[2] };
-    let mb: u64 = if full { std::env::var("NAUTES_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(200) } else { 2 };
+    let mb: u64 = if full {
+        std::env::var("NAUTES_BENCH_MB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200)
+    } else {
+        2
+    };
     let with_ansible = ansible_available();
     if !with_ansible {
         eprintln!("note: ansible not found; measuring nautes-install only");
@@ -94,13 +109,21 @@ fn main() {
                 .args(["--workdir", ".nautes", "check", "-i", "inventory.yaml"])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "check failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "check failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
             start.elapsed()
         });
         print!("facts+preflight  hosts={n:>3}  nautes-install {ours:>10.2?}");
         if with_ansible {
             let theirs = best_of(3, || ansible(dir.path(), &hosts, &["-m", "setup"]));
-            print!("  ansible -m setup {theirs:>10.2?}  ratio {:.1}x", theirs.as_secs_f64() / ours.as_secs_f64());
+            print!(
+                "  ansible -m setup {theirs:>10.2?}  ratio {:.1}x",
+                theirs.as_secs_f64() / ours.as_secs_f64()
+            );
         }
         println!();
 
@@ -109,7 +132,9 @@ fn main() {
         {
             use std::io::Write;
             let mut f = std::fs::File::create(&big).unwrap();
-            let chunk: Vec<u8> = (0..1_048_576u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+            let chunk: Vec<u8> = (0..1_048_576u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+                .collect();
             for i in 0..mb {
                 let mut c = chunk.clone();
                 c[0] = i as u8;
@@ -141,7 +166,14 @@ fn main() {
                         jump_hosts: vec![],
                         config_file: None,
                     };
-                    tasks.spawn(async move { pool.connect(&target).await.unwrap().upload(&big, dest, 0o644).await.unwrap() });
+                    tasks.spawn(async move {
+                        pool.connect(&target)
+                            .await
+                            .unwrap()
+                            .upload(&big, dest, 0o644)
+                            .await
+                            .unwrap()
+                    });
                 }
                 let mut total = 0;
                 while let Some(r) = tasks.join_next().await {

@@ -11,6 +11,7 @@ use super::inspect::destroy_order;
 use super::{confirm, load_and_plan, logging, state_path};
 use crate::cli::{GlobalArgs, Output};
 use crate::components;
+use crate::components::infrastructure;
 use crate::drivers::ssh::{HostKeyPolicy, SshOptions, SshPool};
 use crate::engine::events::{Event, OutputMode, Reporter};
 use crate::engine::executor::{ABORT, STOP_SCHEDULING};
@@ -19,7 +20,8 @@ use crate::engine::state::{now_rfc3339, RunRecord, State, StateStore};
 use crate::engine::{Engine, RunEnv, RunSummary, Services};
 use crate::exit;
 use crate::inventory::Loaded;
-use crate::plan::diff::{self, Selection};
+use crate::plan::diff::{self, Decision, Diff, Reason, Selection};
+use crate::plan::Plan;
 
 const DEFAULT_CONCURRENCY: usize = 8;
 
@@ -59,8 +61,68 @@ pub fn apply(g: &GlobalArgs, file: &Path, only: &[String], from: Option<&str>) -
     }
     let total = plan.steps.len();
     let to_run = d.to_run().len() + d.removals.len();
-    session.run(g, "apply", total, to_run, |engine| async move {
-        engine.apply(&plan, &d).await
+    let limited = !only.is_empty() || from.is_some();
+    session.run(g, "apply", total, to_run, move |engine| async move {
+        let mut loaded = loaded;
+        let mut plan = plan;
+        let mut d = d;
+        let mut done = RunSummary::default();
+        // Hosts from Terraform must exist before the steps that use them can be
+        // planned: run the modules that need it first, then plan again.
+        let infra_runs = d
+            .decisions
+            .iter()
+            .any(|x| x.reason.runs() && x.id.starts_with("terraform/"));
+        if infra_runs && !limited {
+            let first = Diff {
+                decisions: d
+                    .decisions
+                    .iter()
+                    .map(|x| {
+                        if x.id.starts_with("terraform/") {
+                            x.clone()
+                        } else {
+                            Decision {
+                                reason: Reason::NotSelected,
+                                ..x.clone()
+                            }
+                        }
+                    })
+                    .collect(),
+                removals: Vec::new(),
+            };
+            done = engine.apply(&plan, &first).await?;
+            if !done.ok() {
+                return Ok(done);
+            }
+            let state = engine.store.read(Clone::clone);
+            infrastructure::merge_hosts(&mut loaded, &state);
+            plan = match Plan::build(&loaded) {
+                Ok(p) => p,
+                Err(e) => {
+                    done.failed
+                        .push(("plan".into(), format!("planning with the hosts Terraform made: {e}")));
+                    return Ok(done);
+                }
+            };
+            d = match diff::diff(&plan, &state, &Selection::default()) {
+                Ok(d) => d,
+                Err(e) => {
+                    done.failed
+                        .push(("plan".into(), format!("unknown steps: {}", e.0.join(", "))));
+                    return Ok(done);
+                }
+            };
+        }
+        let rest = engine.apply(&plan, &d).await?;
+        Ok(RunSummary {
+            applied: done.applied + rest.applied,
+            destroyed: done.destroyed + rest.destroyed,
+            unchanged: rest.unchanged,
+            failed: rest.failed,
+            blocked: rest.blocked,
+            interrupted: rest.interrupted,
+        })
     })
 }
 

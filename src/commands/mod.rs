@@ -52,7 +52,7 @@ pub const STARTER_INVENTORY: &str = include_str!("../../inventories/starter.yaml
 /// Load, validate and plan, printing every finding. Warnings are shown and
 /// do not stop; errors stop with the inventory exit code.
 pub(crate) fn load_and_plan(g: &GlobalArgs, file: &Path) -> Result<(Loaded, Plan), u8> {
-    let loaded = match inventory::load_file(file) {
+    let mut loaded = match inventory::load_file(file) {
         Ok(l) => l,
         Err(report) => {
             print_report(g, &report);
@@ -63,6 +63,11 @@ pub(crate) fn load_and_plan(g: &GlobalArgs, file: &Path) -> Result<(Loaded, Plan
     if report.errors() > 0 {
         print_report(g, &report);
         return Err(exit::INVALID_INVENTORY);
+    }
+    // Hosts Terraform already made are part of the inventory from here on.
+    // (An unreadable state is reported by the commands that need it.)
+    if let Ok(state) = crate::engine::state::State::load(&state_path(&g.workdir)) {
+        crate::components::infrastructure::merge_hosts(&mut loaded, &state);
     }
     match Plan::build(&loaded) {
         Ok(plan) => {

@@ -4,6 +4,7 @@
 pub mod artifacts;
 pub mod hooks;
 pub mod hosts;
+pub mod infrastructure;
 pub mod k3s;
 pub mod preflight;
 pub mod remote;
@@ -18,6 +19,7 @@ use crate::plan::Step;
 pub fn plan_steps(loaded: &Loaded) -> Result<Vec<Step>, Vec<Diagnostic>> {
     let mut steps = Vec::new();
     let mut problems = Vec::new();
+    infrastructure::plan(loaded, &mut steps);
     if let Err(mut p) = k3s::plan(loaded, &mut steps) {
         problems.append(&mut p);
     }
@@ -40,5 +42,6 @@ pub fn registry() -> Registry {
     r.register(Arc::new(k3s::NodeHandler));
     r.register(Arc::new(k3s::KubeconfigHandler));
     r.register(Arc::new(preflight::PreflightHandler));
+    r.register(Arc::new(infrastructure::TerraformHandler));
     r
 }

@@ -71,6 +71,10 @@ pub struct Facts {
     pub listening_tcp: Vec<u16>,
     pub listening_udp: Vec<u16>,
     pub epoch_millis: i64,
+    /// The host's clock minus ours, measured around the facts command so
+    /// that gathering many hosts one after another does not look like skew.
+    #[serde(default)]
+    pub clock_offset_ms: i64,
     /// K3s is already installed (its own ports are then in use by design).
     pub k3s_installed: bool,
 }
@@ -144,7 +148,7 @@ pub fn evaluate(spec: &PreflightSpec, facts: &BTreeMap<String, Facts>) -> Vec<Fi
         });
     };
     let mut names: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut clocks: Vec<i64> = facts.values().map(|f| f.epoch_millis).collect();
+    let mut clocks: Vec<i64> = facts.values().map(|f| f.clock_offset_ms).collect();
     clocks.sort_unstable();
     let median = clocks.get(clocks.len() / 2).copied().unwrap_or(0);
     for host in &spec.hosts {
@@ -247,7 +251,7 @@ pub fn evaluate(spec: &PreflightSpec, facts: &BTreeMap<String, Facts>) -> Vec<Fi
                 },
             );
         }
-        let skew = f.epoch_millis - median;
+        let skew = f.clock_offset_ms - median;
         push(
             host,
             "clock",
@@ -323,7 +327,7 @@ mod tests {
             mem_total_bytes: 4 << 30,
             disk_free_bytes: 20 << 30,
             has_systemd: true,
-            epoch_millis: clock,
+            clock_offset_ms: clock,
             ..Facts::default()
         }
     }
@@ -465,6 +469,7 @@ pub fn parse_facts(text: &str) -> Result<Facts, String> {
         listening_tcp: ports("tcp")?,
         listening_udp: ports("udp")?,
         epoch_millis,
+        clock_offset_ms: 0,
         k3s_installed: get("k3s")? == "1",
     })
 }
@@ -490,6 +495,13 @@ mod facts_tests {
     }
 }
 
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Runs the checks: facts from every host at once, then every rule.
 pub struct PreflightHandler;
 
@@ -505,12 +517,15 @@ pub async fn gather(ctx: &crate::engine::StepContext, conns: &[HostConn]) -> (BT
         let connector = connector.clone();
         tasks.spawn(async move {
             let remote = connector.connect(&conn).await.map_err(|e| e.message)?;
+            let sent = now_millis();
             let out = super::remote::run_checked(&*remote, FACTS_SCRIPT)
                 .await
                 .map_err(|e| e.message)?;
-            parse_facts(&out.stdout)
-                .map(|f| (conn.name.clone(), f))
-                .map_err(|e| format!("{}: {e}", conn.name))
+            let received = now_millis();
+            let mut facts = parse_facts(&out.stdout).map_err(|e| format!("{}: {e}", conn.name))?;
+            // The remote clock was read somewhere in between; the midpoint errs by at most half the round trip.
+            facts.clock_offset_ms = facts.epoch_millis - (sent + received) / 2;
+            Ok((conn.name.clone(), facts))
         });
     }
     let mut facts = BTreeMap::new();

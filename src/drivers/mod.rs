@@ -3,3 +3,4 @@
 
 pub mod kubeapi;
 pub mod ssh;
+pub mod terraform;

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::render::{self, NodeInput};
 use super::{KubeconfigSpec, NodeSpec, Role, TokenSpec, KUBECONFIG_KIND, NODE_KIND, TOKEN_KIND};
-use crate::components::{artifacts, hosts, preflight};
+use crate::components::{artifacts, hosts, infrastructure, preflight};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{ClusterType, Diagnostic, Loaded};
 use crate::plan::Step;
@@ -60,6 +60,18 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             .chain(k3s.agents.iter().map(|h| (h, Role::Agent)))
             .collect();
         let preflight_id = preflight::plan_cluster(loaded, c, &members, steps);
+        // Hosts made by Terraform: checked after they exist, destroyed after their cluster.
+        let creators: Vec<String> = members
+            .iter()
+            .filter_map(|(h, _)| infrastructure::provider_step(loaded, h))
+            .collect();
+        if let Some(p) = steps.iter_mut().find(|s| s.id == preflight_id) {
+            for c in creators {
+                if !p.needs.contains(&c) {
+                    p.needs.push(c);
+                }
+            }
+        }
 
         let join_url = format!("https://{}:6443", first_conn.internal_address);
         let registries = match render::registries(&loaded.inventory.artifacts, None) {
@@ -125,6 +137,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 json!(spec),
             )
             .needs([artifact_id.clone(), token_id.clone(), preflight_id.clone()])
+            .needs(infrastructure::provider_step(loaded, host))
             .with_settings(json!({
                 "conn": conn,
                 "control": first_conn,

@@ -110,6 +110,30 @@ pub struct Output {
 pub struct SshPool {
     options: SshOptions,
     hosts: Mutex<HashMap<String, Arc<OnceCell<Arc<SshHost>>>>>,
+    digests: Arc<DigestCache>,
+}
+
+/// sha256 of local files by (path, size, mtime): one file sent to many
+/// hosts is hashed once, not once per host.
+#[derive(Default)]
+struct DigestCache(
+    std::sync::Mutex<HashMap<(PathBuf, u64, std::time::SystemTime), String>>,
+    /// Held while hashing, so hosts asking at once wait for one hash.
+    std::sync::Mutex<()>,
+);
+
+impl DigestCache {
+    fn digest(&self, path: &Path) -> std::io::Result<(String, u64)> {
+        let meta = std::fs::metadata(path)?;
+        let key = (path.to_path_buf(), meta.len(), meta.modified()?);
+        let _hashing = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sha) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok((sha.clone(), meta.len()));
+        }
+        let sha = crate::artifacts::sha256_file(path)?;
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key, sha.clone());
+        Ok((sha, meta.len()))
+    }
 }
 
 impl SshPool {
@@ -117,6 +141,7 @@ impl SshPool {
         SshPool {
             options,
             hosts: Mutex::new(HashMap::new()),
+            digests: Arc::new(DigestCache::default()),
         }
     }
 
@@ -137,6 +162,7 @@ impl SshPool {
                 target: target.clone(),
                 session,
                 command_timeout: self.options.command_timeout,
+                digests: self.digests.clone(),
             }))
         })
         .await
@@ -271,6 +297,7 @@ pub struct SshHost {
     target: SshTarget,
     session: Session,
     command_timeout: Duration,
+    digests: Arc<DigestCache>,
 }
 
 /// Content to feed a command on stdin.
@@ -408,10 +435,8 @@ impl SshHost {
 
     pub async fn upload(&self, local: &Path, remote: &str, mode: u32) -> Result<u64, SshError> {
         let path = local.to_path_buf();
-        let (sha, size) = tokio::task::spawn_blocking(move || {
-            let sha = crate::artifacts::sha256_file(&path)?;
-            Ok::<_, std::io::Error>((sha, std::fs::metadata(&path)?.len()))
-        })
+        let digests = self.digests.clone();
+        let (sha, size) = tokio::task::spawn_blocking(move || digests.digest(&path))
         .await
         .map_err(|e| SshError::Command {
             host: self.target.name.clone(),
