@@ -82,15 +82,10 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) {
 /// Hosts that Terraform already created (recorded in the state) join the
 /// inventory, as if the user had written them under `hosts`.
 pub fn merge_hosts(loaded: &mut Loaded, state: &State) {
-    let modules: Vec<String> = loaded
-        .inventory
-        .infrastructure
-        .modules
-        .iter()
-        .map(|m| m.name.clone())
-        .collect();
-    for m in modules {
-        let Some(rec) = state.steps.get(&step_id(&m)) else {
+    let modules = loaded.inventory.infrastructure.modules.clone();
+    for module in modules {
+        let d = &module.host_defaults;
+        let Some(rec) = state.steps.get(&step_id(&module.name)) else {
             continue;
         };
         let Ok(hosts) = serde_json::from_value::<Vec<TerraformHost>>(rec.outputs["hosts"].clone()) else {
@@ -104,16 +99,16 @@ pub fn merge_hosts(loaded: &mut Loaded, state: &State) {
                 name: h.name,
                 address: h.address,
                 port: h.port,
-                user: h.user,
-                identity_file: None,
-                sudo: None,
-                sudo_password: None,
-                bastion: None,
+                user: h.user.or_else(|| d.user.clone()),
+                identity_file: d.identity_file.clone(),
+                sudo: d.sudo,
+                sudo_password: d.sudo_password.clone(),
+                bastion: d.bastion.clone(),
                 internal_address: None,
                 labels: h.labels,
                 roles: h.roles,
                 os: None,
-                waive: Vec::new(),
+                waive: d.waive.clone(),
             });
         }
     }

@@ -218,6 +218,29 @@ pub struct TerraformModule {
     /// can refer to them before they exist.
     #[serde(default)]
     pub provides: Vec<String>,
+    /// Settings for the hosts this module creates (what you would write on
+    /// a host under `hosts`), e.g. the key of the cloud key pair.
+    #[serde(default)]
+    pub host_defaults: TerraformHostDefaults,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TerraformHostDefaults {
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    #[serde(default)]
+    pub sudo: Option<SudoMode>,
+    #[serde(default)]
+    pub sudo_password: Option<SecretRef>,
+    /// Name of a host in `hosts` to jump through (cloud hosts behind a bastion).
+    #[serde(default)]
+    pub bastion: Option<String>,
+    /// Preflight rules to waive on these hosts.
+    #[serde(default)]
+    pub waive: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

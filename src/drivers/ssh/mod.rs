@@ -131,7 +131,10 @@ impl DigestCache {
             return Ok((sha.clone(), meta.len()));
         }
         let sha = crate::artifacts::sha256_file(path)?;
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key, sha.clone());
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, sha.clone());
         Ok((sha, meta.len()))
     }
 }
@@ -437,17 +440,17 @@ impl SshHost {
         let path = local.to_path_buf();
         let digests = self.digests.clone();
         let (sha, size) = tokio::task::spawn_blocking(move || digests.digest(&path))
-        .await
-        .map_err(|e| SshError::Command {
-            host: self.target.name.clone(),
-            command: "upload".into(),
-            message: e.to_string(),
-        })?
-        .map_err(|e| SshError::Command {
-            host: self.target.name.clone(),
-            command: format!("upload {}", local.display()),
-            message: e.to_string(),
-        })?;
+            .await
+            .map_err(|e| SshError::Command {
+                host: self.target.name.clone(),
+                command: "upload".into(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| SshError::Command {
+                host: self.target.name.clone(),
+                command: format!("upload {}", local.display()),
+                message: e.to_string(),
+            })?;
         self.place(remote, mode, &sha, size, Input::File(local)).await
     }
 
