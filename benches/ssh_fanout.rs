@@ -4,6 +4,7 @@
 //!      (forks = hosts, fresh SSH control sockets for both);
 //!   2. one large file to every host, first run and re-run: our driver vs
 //!      Ansible's `copy` module. A re-run must move 0 bytes.
+//!
 //! `cargo bench --bench ssh_fanout` runs 10 and 30 hosts with a 200 MB file
 //! (set NAUTES_BENCH_MB to change it); `cargo test` runs a 2-host smoke.
 
