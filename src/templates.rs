@@ -12,6 +12,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         "k3s/registries.yaml",
         include_str!("../templates/k3s/registries.yaml.tera"),
     ),
+    (
+        "kubespray/hosts.yaml",
+        include_str!("../templates/kubespray/hosts.yaml.tera"),
+    ),
+    (
+        "kubespray/group_vars.yml",
+        include_str!("../templates/kubespray/group_vars.yml.tera"),
+    ),
 ];
 
 fn engine() -> Result<&'static Tera, String> {

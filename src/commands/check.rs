@@ -47,6 +47,7 @@ pub fn check(g: &GlobalArgs, file: &Path) -> u8 {
             timeouts: loaded.inventory.settings.timeouts.clone(),
             needs_outputs: Default::default(),
             settings: step.settings.clone(),
+            previous_outputs: serde_json::Value::Null,
             reporter: Arc::new(Reporter::new(OutputMode::Text, true)),
             services: services.clone(),
             full_teardown: false,

@@ -6,6 +6,7 @@ pub mod hooks;
 pub mod hosts;
 pub mod infrastructure;
 pub mod k3s;
+pub mod kubespray;
 pub mod preflight;
 pub mod remote;
 
@@ -21,6 +22,9 @@ pub fn plan_steps(loaded: &Loaded) -> Result<Vec<Step>, Vec<Diagnostic>> {
     let mut problems = Vec::new();
     infrastructure::plan(loaded, &mut steps);
     if let Err(mut p) = k3s::plan(loaded, &mut steps) {
+        problems.append(&mut p);
+    }
+    if let Err(mut p) = kubespray::plan(loaded, &mut steps) {
         problems.append(&mut p);
     }
     // Hooks attach to the other steps, so they are planned last.
@@ -43,5 +47,6 @@ pub fn registry() -> Registry {
     r.register(Arc::new(k3s::KubeconfigHandler));
     r.register(Arc::new(preflight::PreflightHandler));
     r.register(Arc::new(infrastructure::TerraformHandler));
+    r.register(Arc::new(kubespray::KubesprayHandler));
     r
 }

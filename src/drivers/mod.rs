@@ -1,6 +1,7 @@
 //! One module per outside tool or protocol. A driver knows nothing of Nautes:
 //! it takes plain values (addresses, paths, commands) and returns plain results.
 
+pub mod ansible;
 pub mod kubeapi;
 pub mod ssh;
 pub mod terraform;

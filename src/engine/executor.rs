@@ -327,8 +327,12 @@ impl EngineRef {
                 .filter_map(|n| st.steps.get(n).map(|r| (n.clone(), r.outputs.clone())))
                 .collect()
         });
+        let previous_outputs = self
+            .store
+            .read(|st| st.steps.get(id).map(|r| r.outputs.clone()).unwrap_or(Value::Null));
         StepContext {
             step_id: id.to_string(),
+            previous_outputs,
             base_dir: self.env.base_dir.clone(),
             workdir: self.env.workdir.clone(),
             outputs_dir: self.env.outputs_dir.clone(),

@@ -24,6 +24,9 @@ pub struct StepContext {
     pub needs_outputs: BTreeMap<String, Value>,
     /// The step's non-fingerprinted settings.
     pub settings: Value,
+    /// What this step output when it last succeeded (Null if never): lets a
+    /// handler tell an install from an upgrade, or see which nodes are new.
+    pub previous_outputs: Value,
     pub reporter: Arc<Reporter>,
     pub services: Arc<Services>,
     /// Everything is being torn down (`destroy`), as opposed to one step

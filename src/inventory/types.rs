@@ -393,6 +393,9 @@ pub struct KubesprayCluster {
     /// Extra group_vars passed to Kubespray.
     #[serde(default)]
     pub extra_vars: serde_json::Map<String, serde_json::Value>,
+    /// Reachable API endpoint (load balancer or VIP) written into the kubeconfig.
+    #[serde(default)]
+    pub api_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{kubeconfig, kubeconfig_file_name, KubeconfigSpec, KUBECONFIG_KIND, REMOTE_KUBECONFIG};
+use super::{kubeconfig, kubeconfig_file_name, KubeconfigSpec, KUBECONFIG_KIND};
 use crate::components::hosts::HostConn;
 use crate::components::remote::connect;
 use crate::drivers::kubeapi::KubeApi;
@@ -28,7 +28,7 @@ impl StepHandler for KubeconfigHandler {
         let conn: HostConn = serde_json::from_value(ctx.settings["conn"].clone())
             .map_err(|e| StepError::new(format!("kubeconfig step lacks its host: {e}")))?;
         let server = connect(ctx, &conn).await?;
-        let raw = server.read(REMOTE_KUBECONFIG).await?;
+        let raw = server.read(&spec.remote_path).await?;
         let text = kubeconfig::rewrite(&String::from_utf8_lossy(&raw), &spec.cluster, &spec.endpoint)
             .map_err(|e| StepError::new(format!("{}: {e}", conn.name)))?;
         let path = ctx.outputs_dir.join(kubeconfig_file_name(&spec.cluster));

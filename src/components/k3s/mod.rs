@@ -91,4 +91,6 @@ pub struct KubeconfigSpec {
     pub endpoint: String,
     /// (node, version) the cluster must report Ready through that endpoint.
     pub nodes: Vec<(String, String)>,
+    /// Where the admin kubeconfig is on the first server.
+    pub remote_path: String,
 }

@@ -171,6 +171,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                         .iter()
                         .map(|(h, _)| (h.to_string(), k3s.version.clone()))
                         .collect(),
+                    remote_path: super::REMOTE_KUBECONFIG.to_string(),
                 }),
             )
             .needs([format!("k3s/{c}/server/{first}")])

@@ -1,0 +1,416 @@
+//! Kubespray clusters: render Kubespray's inventory (hosts.yaml with the
+//! kube_control_plane / kube_node / etcd / k8s_cluster groups, and
+//! group_vars from the inventory), then run the right playbook of the
+//! user's Kubespray checkout with the real `ansible-playbook`: cluster.yml to
+//! install, upgrade-cluster.yml when the Kubernetes version changes,
+//! scale.yml for added nodes, remove-node.yml for removed ones, reset.yml on
+//! teardown. The admin kubeconfig is then fetched like the K3s path's.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::hosts::{self, HostConn};
+use super::k3s::{KubeconfigSpec, Role, KUBECONFIG_KIND};
+use super::{infrastructure, preflight};
+use crate::drivers::ansible::{self, Playbook};
+use crate::engine::{Rendered, StepContext, StepError, StepHandler};
+use crate::inventory::spans::{push_index, push_key};
+use crate::inventory::validate::{DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR};
+use crate::inventory::{ArtifactMode, ClusterType, Diagnostic, Loaded};
+use crate::plan::Step;
+
+pub const KIND: &str = "kubespray";
+const DEFAULT_KUBE_CONFIG_DIR: &str = "/etc/kubernetes";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterSpec {
+    pub cluster: String,
+    pub version: String,
+    pub kube_version: String,
+    pub hosts: Vec<HostConn>,
+    pub control_plane: Vec<String>,
+    pub nodes: Vec<String>,
+    pub etcd: Vec<String>,
+    pub network_plugin: String,
+    pub pod_cidr: String,
+    pub service_cidr: String,
+    pub api_host: Option<String>,
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    pub extra_vars: serde_json::Map<String, Value>,
+}
+
+pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
+    let mut problems = Vec::new();
+    for (ci, cluster) in loaded.inventory.clusters.iter().enumerate() {
+        let (ClusterType::Kubespray, Some(k)) = (cluster.cluster_type, &cluster.kubespray) else {
+            continue;
+        };
+        let base = push_key(&push_index("clusters", ci), "kubespray");
+        let c = &cluster.name;
+        let Some(kube_version) = k.kube_version.clone() else {
+            problems.push(
+                Diagnostic::error(
+                    push_key(&base, "kubeVersion"),
+                    format!("cluster `{c}` needs the Kubernetes version Kubespray installs"),
+                )
+                .with_hint("add `kubeVersion: v1.27.7` (a version your Kubespray release supports)")
+                .at(loaded.spans.value(&base)),
+            );
+            continue;
+        };
+        let path = match (
+            &k.path,
+            loaded.inventory.artifacts.mode,
+            &loaded.inventory.artifacts.bundle,
+        ) {
+            (Some(p), _, _) => loaded.resolve(p),
+            (None, ArtifactMode::Airgap, Some(b)) => loaded.resolve(b).join("kubespray").join(&k.version),
+            _ => {
+                problems.push(
+                    Diagnostic::error(push_key(&base, "path"), format!("cluster `{c}` needs a Kubespray {} checkout", k.version))
+                        .with_hint("set `path:` to a checkout of that release (in air-gap mode it defaults to <bundle>/kubespray/<version>)")
+                        .at(loaded.spans.value(&base)),
+                );
+                continue;
+            }
+        };
+        let path = std::path::absolute(&path).unwrap_or(path);
+        if !path.join("cluster.yml").is_file() {
+            problems.push(
+                Diagnostic::error(
+                    push_key(&base, "path"),
+                    format!("{} has no cluster.yml: not a Kubespray checkout", path.display()),
+                )
+                .at(loaded
+                    .spans
+                    .value(&push_key(&base, "path"))
+                    .or(loaded.spans.value(&base))),
+            );
+            continue;
+        }
+        let workers: Vec<String> = k.workers.clone();
+        let mut members: Vec<(&String, Role)> = k.control_plane.iter().map(|h| (h, Role::Server)).collect();
+        members.extend(
+            k.workers
+                .iter()
+                .filter(|w| !k.control_plane.contains(w))
+                .map(|h| (h, Role::Agent)),
+        );
+        let conns: Vec<HostConn> = members
+            .iter()
+            .filter_map(|(h, _)| hosts::connection(loaded, h))
+            .collect();
+        if conns.len() != members.len() {
+            // Hosts from a Terraform module not yet applied: planned after it runs.
+            continue;
+        }
+        let preflight_id = preflight::plan_cluster(loaded, c, &members, steps);
+        let creators: Vec<String> = members
+            .iter()
+            .filter_map(|(h, _)| infrastructure::provider_step(loaded, h))
+            .collect();
+        if let Some(p) = steps.iter_mut().find(|s| s.id == preflight_id) {
+            p.needs.extend(creators.iter().cloned());
+        }
+        let first = conns[0].clone();
+        let mut nodes: Vec<String> = k.control_plane.clone();
+        nodes.extend(workers.into_iter().filter(|w| !k.control_plane.contains(w)));
+        let api_host = k.api_endpoint.as_deref().map(|e| {
+            e.split("://")
+                .last()
+                .unwrap_or(e)
+                .split(':')
+                .next()
+                .unwrap_or(e)
+                .to_string()
+        });
+        let spec = ClusterSpec {
+            cluster: c.clone(),
+            version: k.version.clone(),
+            kube_version: kube_version.clone(),
+            hosts: conns,
+            control_plane: k.control_plane.clone(),
+            nodes: nodes.clone(),
+            etcd: if k.etcd.is_empty() {
+                k.control_plane.clone()
+            } else {
+                k.etcd.clone()
+            },
+            network_plugin: k.network_plugin.clone().unwrap_or_else(|| "calico".into()),
+            pod_cidr: cluster
+                .networking
+                .pod_cidr
+                .clone()
+                .unwrap_or_else(|| DEFAULT_POD_CIDR.into()),
+            service_cidr: cluster
+                .networking
+                .service_cidr
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SERVICE_CIDR.into()),
+            api_host,
+            mirrors: loaded.inventory.artifacts.mirrors.clone(),
+            extra_vars: k.extra_vars.clone(),
+        };
+        let cluster_id = format!("kubespray/{c}/cluster");
+        steps.push(
+            Step::new(
+                &cluster_id,
+                KIND,
+                format!("Kubespray {} cluster {c} (Kubernetes {kube_version})", k.version),
+                json!(spec),
+            )
+            .needs([preflight_id])
+            .needs(creators)
+            .with_settings(json!({ "path": path })),
+        );
+        let config_dir = k
+            .extra_vars
+            .get("kube_config_dir")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_KUBE_CONFIG_DIR);
+        let endpoint = match &k.api_endpoint {
+            Some(ep) if ep.contains("://") => ep.clone(),
+            Some(ep) => format!("https://{ep}:6443"),
+            None => format!("https://{}:6443", first.address),
+        };
+        steps.push(
+            Step::new(
+                format!("kubespray/{c}/kubeconfig"),
+                KUBECONFIG_KIND,
+                format!("kubeconfig of cluster {c}"),
+                json!(KubeconfigSpec {
+                    cluster: c.clone(),
+                    endpoint,
+                    nodes: nodes.iter().map(|n| (n.clone(), kube_version.clone())).collect(),
+                    remote_path: format!("{config_dir}/admin.conf"),
+                }),
+            )
+            .needs([cluster_id])
+            .with_settings(json!({ "conn": first })),
+        );
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+#[derive(Serialize)]
+struct InventoryHost<'a> {
+    name: &'a str,
+    address: &'a str,
+    port: u16,
+    user: &'a str,
+    identity_file: Option<String>,
+    use_become: bool,
+    internal_address: &'a str,
+}
+
+/// hosts.yaml and group_vars for `spec`, verifying host keys against `known_hosts`.
+pub fn render_inventory(spec: &ClusterSpec, known_hosts: &str) -> Result<(String, String), String> {
+    let hosts: Vec<InventoryHost> = spec
+        .hosts
+        .iter()
+        .map(|h| InventoryHost {
+            name: &h.name,
+            address: &h.address,
+            port: h.port,
+            user: &h.user,
+            identity_file: h.identity_file.as_ref().map(|p| p.display().to_string()),
+            use_become: h.user != "root",
+            internal_address: &h.internal_address,
+        })
+        .collect();
+    let inventory = crate::templates::render(
+        "kubespray/hosts.yaml",
+        &json!({
+            "cluster": spec.cluster, "hosts": hosts, "control_plane": spec.control_plane,
+            "nodes": spec.nodes, "etcd": spec.etcd, "known_hosts": known_hosts,
+        }),
+    )?;
+    let extra = if spec.extra_vars.is_empty() {
+        String::new()
+    } else {
+        serde_yaml::to_string(&spec.extra_vars).map_err(|e| e.to_string())?
+    };
+    let mirrors: Vec<Value> = spec
+        .mirrors
+        .iter()
+        .map(|(r, e)| json!({"registry": r, "endpoints": e}))
+        .collect();
+    let group_vars = crate::templates::render(
+        "kubespray/group_vars.yml",
+        &json!({
+            "cluster": spec.cluster, "kube_version": spec.kube_version, "network_plugin": spec.network_plugin,
+            "pod_cidr": spec.pod_cidr, "service_cidr": spec.service_cidr, "api_host": spec.api_host,
+            "mirrors": mirrors, "extra_vars": extra,
+        }),
+    )?;
+    Ok((inventory, group_vars))
+}
+
+pub struct KubesprayHandler;
+
+fn parse(spec: &Value) -> Result<ClusterSpec, StepError> {
+    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("kubespray step is malformed: {e}")))
+}
+
+/// Write the inventory for `spec` into the cluster's directory; returns the playbook runner.
+fn prepare(ctx: &StepContext, spec: &ClusterSpec) -> Result<Playbook, StepError> {
+    let path: PathBuf = serde_json::from_value(ctx.settings["path"].clone())
+        .map_err(|e| StepError::new(format!("kubespray step lacks its path: {e}")))?;
+    let known_hosts = ctx
+        .services
+        .get::<crate::drivers::ssh::SshPool>()
+        .map(|p| p.options().known_hosts.display().to_string())
+        .unwrap_or_else(|| ctx.workdir.join("known_hosts").display().to_string());
+    let (inventory, group_vars) = render_inventory(spec, &known_hosts).map_err(StepError::new)?;
+    let dir = ctx.workdir.join("kubespray").join(&spec.cluster);
+    let err = |e: std::io::Error| {
+        StepError::new(format!(
+            "cannot write the Kubespray inventory under {}: {e}",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir.join("group_vars/all")).map_err(err)?;
+    crate::engine::state::write_atomic(&dir.join("hosts.yaml"), inventory.as_bytes(), 0o600).map_err(err)?;
+    crate::engine::state::write_atomic(&dir.join("group_vars/all/nautes.yml"), group_vars.as_bytes(), 0o600)
+        .map_err(err)?;
+    let binary = ansible::locate().map_err(|e| StepError::new(e.to_string()))?;
+    Ok(Playbook {
+        binary,
+        dir: path,
+        inventory: dir.join("hosts.yaml"),
+        extra_args: Vec::new(),
+        env: BTreeMap::new(),
+        timeout: ctx
+            .timeouts
+            .ansible
+            .map(|d| d.get())
+            .unwrap_or(Duration::from_secs(3600)),
+    })
+}
+
+async fn run(ctx: &StepContext, pb: &Playbook, playbook: &str, args: &[String]) -> Result<usize, StepError> {
+    let mut pb = Playbook {
+        extra_args: args.to_vec(),
+        ..clone_playbook(pb)
+    };
+    pb.extra_args
+        .extend(["-e".to_string(), "ansible_ssh_retries=3".to_string()]);
+    let progress = pb
+        .run(playbook, &|line, p| {
+            tracing::info!(target: "nautes_install::ansible", playbook, "{line}");
+            if line.starts_with("TASK [") || line.starts_with("PLAY [") {
+                ctx.progress(format!("{playbook}: play {} task {}: {}", p.plays, p.tasks, p.current));
+            }
+        })
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?;
+    Ok(progress.tasks)
+}
+
+fn clone_playbook(pb: &Playbook) -> Playbook {
+    Playbook {
+        binary: pb.binary.clone(),
+        dir: pb.dir.clone(),
+        inventory: pb.inventory.clone(),
+        extra_args: pb.extra_args.clone(),
+        env: pb.env.clone(),
+        timeout: pb.timeout,
+    }
+}
+
+#[async_trait]
+impl StepHandler for KubesprayHandler {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
+        let spec = parse(spec)?;
+        let prev_version = ctx.previous_outputs["kube_version"].as_str().map(str::to_string);
+        let prev_nodes: Vec<String> = serde_json::from_value(ctx.previous_outputs["nodes"].clone()).unwrap_or_default();
+        let prev_hosts: Vec<HostConn> =
+            serde_json::from_value(ctx.previous_outputs["hosts"].clone()).unwrap_or_default();
+        let mut ran = Vec::new();
+        let mut tasks = 0;
+        let removed: Vec<&String> = prev_nodes.iter().filter(|n| !spec.nodes.contains(n)).collect();
+        let added: Vec<&String> = spec.nodes.iter().filter(|n| !prev_nodes.contains(n)).collect();
+        if !removed.is_empty() {
+            // remove-node.yml needs the leaving nodes in the inventory it reads.
+            let mut with_leaving = spec.clone();
+            for r in &removed {
+                if let Some(h) = prev_hosts.iter().find(|h| &&h.name == r) {
+                    with_leaving.hosts.push(h.clone());
+                    with_leaving.nodes.push((*r).clone());
+                }
+            }
+            let pb = prepare(ctx, &with_leaving)?;
+            for r in &removed {
+                tasks += run(
+                    ctx,
+                    &pb,
+                    "remove-node.yml",
+                    &[
+                        "-e".into(),
+                        format!("node={r}"),
+                        "-e".into(),
+                        "skip_confirmation=yes".into(),
+                    ],
+                )
+                .await?;
+                ran.push(format!("remove-node.yml ({r})"));
+            }
+        }
+        let pb = prepare(ctx, &spec)?;
+        let (playbook, args): (&str, Vec<String>) = match prev_version {
+            None => ("cluster.yml", vec![]),
+            Some(v) if v != spec.kube_version => ("upgrade-cluster.yml", vec![]),
+            Some(_) if !added.is_empty() => (
+                "scale.yml",
+                vec![format!(
+                    "--limit={}",
+                    added.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+                )],
+            ),
+            Some(_) if !removed.is_empty() => ("", vec![]),
+            Some(_) => ("cluster.yml", vec![]),
+        };
+        if !playbook.is_empty() {
+            tasks += run(ctx, &pb, playbook, &args).await?;
+            ran.push(playbook.to_string());
+        }
+        Ok(
+            json!({ "kube_version": spec.kube_version, "nodes": spec.nodes, "hosts": spec.hosts, "playbooks": ran, "tasks": tasks }),
+        )
+    }
+
+    async fn destroy(&self, ctx: &StepContext, spec: &Value, _outputs: &Value) -> Result<(), StepError> {
+        let spec = parse(spec)?;
+        let pb = prepare(ctx, &spec)?;
+        run(ctx, &pb, "reset.yml", &["-e".into(), "reset_confirmation=yes".into()]).await?;
+        Ok(())
+    }
+
+    fn render(&self, spec: &Value) -> Result<Vec<Rendered>, StepError> {
+        let spec = parse(spec)?;
+        let (inventory, group_vars) = render_inventory(&spec, "<workdir>/known_hosts").map_err(StepError::new)?;
+        Ok(vec![
+            Rendered {
+                path: format!("kubespray/{}/hosts.yaml", spec.cluster),
+                contents: inventory,
+            },
+            Rendered {
+                path: format!("kubespray/{}/group_vars/all/nautes.yml", spec.cluster),
+                contents: group_vars,
+            },
+        ])
+    }
+}

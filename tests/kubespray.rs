@@ -1,0 +1,172 @@
+//! Kubespray clusters with the real `ansible-playbook` against real sshd
+//! test hosts, driving a stand-in Kubespray tree (tests/kubespray_standin).
+
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/hosts.rs"]
+mod hosts;
+#[path = "support/kube_api.rs"]
+mod kube_api;
+
+use std::path::Path;
+
+use cli::{code, stderr, Scratch};
+use hosts::TestHosts;
+use kube_api::KubeApiStandin;
+
+fn ansible_ready() -> bool {
+    let ok = std::process::Command::new("ansible-playbook")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("ansible-playbook is missing (.ci/install.d/25-ansible.sh installs it)");
+        }
+        eprintln!("SKIPPED: ansible-playbook missing");
+    }
+    ok && !hosts::skip_unless_available()
+}
+
+struct Env {
+    hosts: TestHosts,
+    api: KubeApiStandin,
+    s: Scratch,
+}
+
+fn env(n: usize) -> Env {
+    let hosts = TestHosts::start(n);
+    let api = KubeApiStandin::start();
+    let s = Scratch::new();
+    std::fs::write(s.path().join("known_hosts"), hosts.known_hosts()).unwrap();
+    Env { hosts, api, s }
+}
+
+impl Env {
+    fn inventory(&self, kube_version: &str, workers: &[&str], extra_vars: &str) {
+        let standin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubespray_standin");
+        self.s.write_inventory(&format!(
+            "ssh:\n  identityFile: {key}\n  knownHosts: known_hosts\n{hosts}clusters:\n  - name: ks\n    type: kubespray\n    kubespray:\n      version: v2.23.1\n      kubeVersion: {kube_version}\n      path: {path}\n      controlPlane: [node-1]\n      workers: [{workers}]\n      apiEndpoint: {api}\n      extraVars:\n        kube_config_dir: /opt/nautes/kubernetes\n        ansible_python_interpreter: /usr/bin/python3\n        standin_api_url: {api}\n        standin_api_token: {token}\n{extra_vars}",
+            key = self.hosts.client_key().display(),
+            hosts = self.hosts.inventory_hosts(),
+            path = standin.display(),
+            workers = workers.join(", "),
+            api = self.api.url(),
+            token = self.api.token,
+        ));
+    }
+
+    fn apply(&self) -> std::process::Output {
+        self.s
+            .command(&["--yes", "apply", "-i", "inventory.yaml"])
+            .output()
+            .unwrap()
+    }
+
+    fn log(&self, i: usize) -> Vec<String> {
+        std::fs::read_to_string(self.hosts.host_path(i, "/opt/nautes/kubespray.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split_once(' ').map(|x| x.1).unwrap_or("").to_string())
+            .collect()
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        let mut n = self.api.node_names();
+        n.sort();
+        n
+    }
+}
+
+#[test]
+fn install_rerun_upgrade_scale_remove_and_reset() {
+    if !ansible_ready() {
+        return;
+    }
+    let e = env(3);
+    e.inventory("v1.27.7", &["node-2"], "");
+    let out = e.apply();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(e.nodes(), ["node-1", "node-2"]);
+    assert_eq!(e.log(0), ["cluster v1.27.7"]);
+    assert_eq!(e.log(1), ["cluster v1.27.7"]);
+    assert!(e.log(2).is_empty(), "node-3 is not in the cluster");
+
+    // The inventory we render is what Ansible (and so Kubespray) reads.
+    let inv = e.s.workdir().join("kubespray/ks/hosts.yaml");
+    let listed = std::process::Command::new("ansible-inventory")
+        .arg("-i")
+        .arg(&inv)
+        .arg("--list")
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["kube_control_plane"]["hosts"], serde_json::json!(["node-1"]));
+    assert_eq!(listed["etcd"]["hosts"], serde_json::json!(["node-1"]));
+    let mut k8s = listed["k8s_cluster"]["children"].as_array().unwrap().clone();
+    k8s.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        k8s,
+        [serde_json::json!("kube_control_plane"), serde_json::json!("kube_node")]
+    );
+    assert_eq!(listed["_meta"]["hostvars"]["node-2"]["ip"], e.hosts.hosts[1].address);
+    assert_eq!(listed["_meta"]["hostvars"]["node-2"]["ansible_port"], hosts::PORT);
+    let kubeconfig = std::fs::read_to_string(e.s.workdir().join("outputs/ks/kubeconfig")).unwrap();
+    assert!(kubeconfig.contains(&e.api.url()), "{kubeconfig}");
+
+    let again = e.apply();
+    assert!(stderr(&again).contains("0 applied"), "{}", stderr(&again));
+
+    e.inventory("v1.28.3", &["node-2"], "");
+    let out = e.apply();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(e.log(0).last().unwrap(), "upgrade v1.28.3", "upgrade-cluster.yml ran");
+    assert_eq!(
+        e.api.get("/api/v1/nodes/node-2")["status"]["nodeInfo"]["kubeletVersion"],
+        "v1.28.3"
+    );
+
+    e.inventory("v1.28.3", &["node-2", "node-3"], "");
+    let out = e.apply();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(e.log(2), ["scale v1.28.3"], "scale.yml added node-3");
+    assert_eq!(
+        e.log(1).len(),
+        2,
+        "scale.yml was limited to the new node: {:?}",
+        e.log(1)
+    );
+    assert_eq!(e.nodes(), ["node-1", "node-2", "node-3"]);
+
+    e.inventory("v1.28.3", &["node-2"], "");
+    let out = e.apply();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(e.log(2).last().unwrap(), "removed", "remove-node.yml ran on node-3");
+    assert_eq!(e.nodes(), ["node-1", "node-2"]);
+
+    let out =
+        e.s.command(&["--yes", "destroy", "-i", "inventory.yaml"])
+            .output()
+            .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(e.log(0).last().unwrap(), "reset");
+    assert!(e.nodes().is_empty());
+}
+
+#[test]
+fn a_failing_task_is_reported_with_its_host_and_task() {
+    if !ansible_ready() {
+        return;
+    }
+    let e = env(2);
+    e.inventory("v1.27.7", &["node-2"], "        standin_fail_host: node-2\n");
+    let out = e.apply();
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("host node-2 failed task `Fail on demand`: injected failure on node-2"),
+        "{err}"
+    );
+    assert_eq!(e.s.step_status("kubespray/ks/cluster").as_deref(), Some("failed"));
+}
