@@ -44,11 +44,19 @@ fn make_bundle(dir: &Path, versions: &[&str]) {
 }
 
 fn env(names: &[(&str, &str)]) -> Option<Env> {
+    env_with(names, false)
+}
+
+fn env_with(names: &[(&str, &str)], own_ports: bool) -> Option<Env> {
     if hosts::skip_unless_available() {
         return None;
     }
     let named: Vec<(String, String)> = names.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-    let hosts = TestHosts::start_named(&named);
+    let hosts = if own_ports {
+        TestHosts::start_named_owning_ports(&named)
+    } else {
+        TestHosts::start_named(&named)
+    };
     let api = KubeApiStandin::start();
     for i in 0..hosts.hosts.len() {
         std::fs::write(hosts.host_path(i, "/etc/rancher/standin-api.env"), api.env_file()).unwrap();
@@ -208,7 +216,7 @@ fn ha_servers_join_the_first_in_order_then_agents_with_the_same_token() {
 #[test]
 fn preflight_reports_every_failing_host_and_touches_none() {
     // Two hosts share a hostname, and a program holds the API port.
-    let Some(e) = env(&[("node-1", "twin"), ("node-2", "twin"), ("node-3", "node-3")]) else {
+    let Some(e) = env_with(&[("node-1", "twin"), ("node-2", "twin"), ("node-3", "node-3")], true) else {
         return;
     };
     let _busy = std::net::TcpListener::bind("127.0.0.1:6443").ok();

@@ -123,6 +123,18 @@ fn apply_outputs_hosts_rerun_is_noop_variable_change_replans_destroy_cleans_up()
     );
     let plan = stdout(&run(&s, &["plan", "-i", "inventory.yaml"]));
     assert!(plan.contains("~ terraform/cloud  inputs changed"), "{plan}");
+    assert!(
+        plan.contains("Terraform: 1 to add, 0 to change, 0 to destroy"),
+        "Terraform's own plan is shown: {plan}"
+    );
+    let render = run(&s, &["render", "-i", "inventory.yaml", "--out", "review"]);
+    assert_eq!(code(&render), 0, "{}", stderr(&render));
+    let tfvars = s.read("review/terraform/cloud/nautes.auto.tfvars.json");
+    assert!(
+        tfvars.contains("<secret from env NAUTES_TEST_TF_TOKEN>") && !tfvars.contains(SECRET),
+        "{tfvars}"
+    );
+    assert!(tfvars.contains("127.0.0.2"), "{tfvars}");
     assert_eq!(code(&run(&s, &["--yes", "apply", "-i", "inventory.yaml"])), 0);
     let outputs = s.state()["steps"]["terraform/cloud"]["outputs"].clone();
     assert_eq!(outputs["plan"]["add"], 1, "only the new host is created: {outputs}");

@@ -38,7 +38,7 @@ fn load_state(workdir: &Path) -> Result<State, u8> {
 }
 
 pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
-    let (_, plan) = match load_and_plan(g, file) {
+    let (loaded, plan) = match load_and_plan(g, file) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -71,8 +71,16 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
             return exit::USAGE;
         }
     };
+    let terraform = match terraform_previews(g, &loaded, &plan, &d) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
     match g.output {
-        Output::Json => println!("{}", serde_json::to_string(&d).unwrap_or_default()),
+        Output::Json => {
+            let mut v = serde_json::to_value(&d).unwrap_or_default();
+            v["terraform"] = json!(terraform);
+            println!("{v}");
+        }
         Output::Text => {
             let width = d
                 .decisions
@@ -89,6 +97,12 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
                     _ => '~',
                 };
                 println!("  {sign} {:width$}  {}", x.id, x.reason.describe());
+                if let Some(t) = terraform.get(&x.id) {
+                    println!(
+                        "    {:width$}  Terraform: {} to add, {} to change, {} to destroy",
+                        "", t.add, t.change, t.destroy
+                    );
+                }
             }
             let apply = d.to_run().len();
             let unchanged = d.decisions.len() - apply;
@@ -99,6 +113,47 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
         }
     }
     exit::OK
+}
+
+/// For each Terraform module that would run: what Terraform itself plans
+/// (init + plan in the module's working directory; nothing is applied).
+fn terraform_previews(
+    g: &GlobalArgs,
+    loaded: &crate::inventory::Loaded,
+    plan: &crate::plan::Plan,
+    d: &diff::Diff,
+) -> Result<std::collections::BTreeMap<String, crate::drivers::terraform::PlanSummary>, u8> {
+    use crate::components::infrastructure;
+    let runs: Vec<&crate::plan::Step> = plan
+        .steps
+        .iter()
+        .filter(|s| s.kind == infrastructure::KIND)
+        .filter(|s| d.decisions.iter().any(|x| x.id == s.id && x.reason.runs()))
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    if runs.is_empty() {
+        return Ok(out);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            exit::STEP_FAILED
+        })?;
+    let workdir = std::path::absolute(&g.workdir).unwrap_or_else(|_| g.workdir.clone());
+    let base = std::path::absolute(&loaded.base_dir).unwrap_or_else(|_| loaded.base_dir.clone());
+    for step in runs {
+        match runtime.block_on(infrastructure::preview(&workdir, &base, step)) {
+            Ok(summary) => {
+                out.insert(step.id.clone(), summary);
+            }
+            // The step's own plan stands; Terraform's detail is a bonus that
+            // may need credentials or providers only `apply` time has.
+            Err(e) => eprintln!("note: {}: Terraform could not plan here: {e}", step.id),
+        }
+    }
+    Ok(out)
 }
 
 /// Every recorded step, dependents before what they need.

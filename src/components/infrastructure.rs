@@ -157,10 +157,27 @@ fn parse(spec: &Value) -> Result<ModuleSpec, StepError> {
 fn prepare(ctx: &StepContext, spec: &ModuleSpec) -> Result<Terraform, StepError> {
     let source: PathBuf = serde_json::from_value(ctx.settings["source"].clone())
         .map_err(|e| StepError::new(format!("terraform step lacks its source: {e}")))?;
-    let dir = ctx.workdir.join("terraform").join(&spec.name);
+    let timeout = ctx
+        .timeouts
+        .terraform
+        .map(|d| d.get())
+        .unwrap_or(Duration::from_secs(1800));
+    prepare_in(&ctx.workdir, &ctx.base_dir, &source, spec, timeout)
+}
+
+/// The module's working directory under `workdir`, refreshed from `source`,
+/// with the variables written.
+pub fn prepare_in(
+    workdir: &Path,
+    base_dir: &Path,
+    source: &Path,
+    spec: &ModuleSpec,
+    timeout: Duration,
+) -> Result<Terraform, StepError> {
+    let dir = workdir.join("terraform").join(&spec.name);
     let err = |what: &str, e: std::io::Error| StepError::new(format!("module {}: {what}: {e}", spec.name));
     let mut files = Vec::new();
-    collect(&source, &source, &mut files).map_err(|e| err(&format!("cannot read {}", source.display()), e))?;
+    collect(source, source, &mut files).map_err(|e| err(&format!("cannot read {}", source.display()), e))?;
     for rel in files {
         let to = dir.join(&rel);
         if let Some(p) = to.parent() {
@@ -170,7 +187,7 @@ fn prepare(ctx: &StepContext, spec: &ModuleSpec) -> Result<Terraform, StepError>
     }
     let mut vars = spec.variables.clone();
     for (name, r) in &spec.secret_variables {
-        let secret = crate::secret::resolve(r, &ctx.base_dir)
+        let secret = crate::secret::resolve(r, base_dir)
             .map_err(|e| StepError::new(format!("module {} variable `{name}`: {e}", spec.name)))?;
         vars.insert(name.clone(), Value::String(secret.expose().to_string()));
     }
@@ -182,17 +199,27 @@ fn prepare(ctx: &StepContext, spec: &ModuleSpec) -> Result<Terraform, StepError>
     if let Some(c) = &spec.cli_config {
         env.insert("TF_CLI_CONFIG_FILE".to_string(), c.display().to_string());
     }
-    let timeout = ctx
-        .timeouts
-        .terraform
-        .map(|d| d.get())
-        .unwrap_or(Duration::from_secs(1800));
     Ok(Terraform {
         binary,
         dir,
         env,
         timeout,
     })
+}
+
+/// What Terraform would do for this module now (init + plan, nothing applied):
+/// what `nautes-install plan` shows beside the step.
+pub async fn preview(workdir: &Path, base_dir: &Path, step: &Step) -> Result<PlanSummary, StepError> {
+    let spec = parse(&step.spec)?;
+    let source: PathBuf = serde_json::from_value(step.settings["source"].clone())
+        .map_err(|e| StepError::new(format!("terraform step lacks its source: {e}")))?;
+    let tf = prepare_in(workdir, base_dir, &source, &spec, Duration::from_secs(1800))?;
+    let quiet = |_: &str| {};
+    let fail = |e: terraform::TerraformError| StepError::new(format!("module {}: {e}", spec.name));
+    tf.init(&quiet).await.map_err(fail)?;
+    let summary = tf.plan(PLAN_FILE, false, &quiet).await.map_err(fail)?;
+    let _ = std::fs::remove_file(tf.dir.join(PLAN_FILE));
+    Ok(summary)
 }
 
 fn logger<'a>(ctx: &'a StepContext, module: &'a str) -> impl Fn(&str) + Sync + 'a {
@@ -269,5 +296,24 @@ impl StepHandler for TerraformHandler {
         let tf = prepare(ctx, &spec)?;
         plan_and_apply(ctx, &spec, &tf, true).await?;
         Ok(())
+    }
+
+    /// The variables file, with secret variables shown as where they come from.
+    fn render(&self, spec: &Value) -> Result<Vec<crate::engine::Rendered>, StepError> {
+        let spec = parse(spec)?;
+        let mut vars = spec.variables.clone();
+        for (name, r) in &spec.secret_variables {
+            let from = match (&r.env, &r.file) {
+                (Some(e), _) => format!("<secret from env {e}>"),
+                (_, Some(f)) => format!("<secret from file {}>", f.display()),
+                _ => "<secret>".to_string(),
+            };
+            vars.insert(name.clone(), Value::String(from));
+        }
+        let text = serde_json::to_string_pretty(&Value::Object(vars)).map_err(|e| StepError::new(e.to_string()))?;
+        Ok(vec![crate::engine::Rendered {
+            path: format!("terraform/{}/{TFVARS}", spec.name),
+            contents: text,
+        }])
     }
 }

@@ -34,6 +34,25 @@ pub struct TestHost {
 pub struct TestHosts {
     pub dir: tempfile::TempDir,
     pub hosts: Vec<TestHost>,
+    /// All test hosts share one network namespace, so a test that occupies a
+    /// Kubernetes port would fail every other test's preflight: such a test
+    /// holds this lock exclusively, the others hold it shared.
+    _ports: std::fs::File,
+}
+
+fn ports_lock(exclusive: bool) -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/nautes-test-ports.lock")
+        .expect("ports lock");
+    if exclusive {
+        f.lock().expect("lock ports");
+    } else {
+        f.lock_shared().expect("lock ports");
+    }
+    f
 }
 
 /// Why the harness cannot run here, if it cannot.
@@ -130,6 +149,16 @@ impl TestHosts {
 
     /// Hosts with (inventory name, hostname) pairs, so tests can clash hostnames.
     pub fn start_named(names: &[(String, String)]) -> TestHosts {
+        Self::start_with(names, false)
+    }
+
+    /// Hosts for a test that will occupy ports every host sees (see `_ports`).
+    pub fn start_named_owning_ports(names: &[(String, String)]) -> TestHosts {
+        Self::start_with(names, true)
+    }
+
+    fn start_with(names: &[(String, String)], own_ports: bool) -> TestHosts {
+        let ports = ports_lock(own_ports);
         let dir = tempfile::Builder::new().prefix("nh").tempdir().expect("tempdir");
         for (real, _) in PRIVATE_DIRS {
             std::fs::create_dir_all(real).expect("mount point");
@@ -164,7 +193,11 @@ impl TestHosts {
                 child: None,
             });
         }
-        let mut me = TestHosts { dir, hosts };
+        let mut me = TestHosts {
+            dir,
+            hosts,
+            _ports: ports,
+        };
         for i in 0..me.hosts.len() {
             me.start_host(i);
         }
