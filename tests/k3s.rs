@@ -459,3 +459,83 @@ fn a_config_change_reruns_only_the_node_it_touches() {
     );
     assert_eq!(e.api.get("/api/v1/nodes/node-2")["metadata"]["labels"]["zone"], "b");
 }
+
+/// A login user that needs a password for sudo, on every test host (they
+/// share /etc/passwd and /etc/sudoers.d with the machine).
+fn sudo_user(password: &str) -> Option<&'static str> {
+    let user = "nautes-sudo";
+    if !Path::new("/usr/bin/sudo").exists() {
+        if std::env::var_os("CI").is_some() {
+            panic!("sudo is missing (.ci/install.d/20-openssh.sh installs it)");
+        }
+        eprintln!("SKIPPED: sudo missing");
+        return None;
+    }
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(&format!("id -u {user} >/dev/null 2>&1 || useradd -M -s /bin/sh {user}"));
+    sh(&format!("echo '{user}:{password}' | chpasswd"));
+    sh(&format!(
+        "printf '{user} ALL=(ALL) ALL\\n' > /etc/sudoers.d/nautes-test && chmod 0440 /etc/sudoers.d/nautes-test"
+    ));
+    Some(user)
+}
+
+#[test]
+fn a_sudo_password_goes_to_sudo_only_and_never_to_output_or_logs() {
+    const PASSWORD: &str = "Sudo-Pw-7c1e9b";
+    let Some(e) = env(&nodes(1)) else { return };
+    let Some(user) = sudo_user(PASSWORD) else { return };
+    let h = &e.hosts.hosts[0];
+    let inventory = |_: ()| {
+        e.s.write_inventory(&format!(
+            "ssh:\n  identityFile: {}\n  knownHosts: known_hosts\n  user: {user}\n  sudo: password\n  sudoPassword: {{ env: NAUTES_TEST_SUDO }}\nartifacts:\n  mode: airgap\n  bundle: bundle\nhosts:\n  - name: node-1\n    address: {}\n    port: {}\n    waive: [systemd]\nclusters:\n{}",
+            e.hosts.client_key().display(),
+            h.address,
+            hosts::PORT,
+            e.cluster("main", V1, &["node-1"], &[])
+        ))
+    };
+    inventory(());
+    let wrong =
+        e.s.command(&["--yes", "apply", "-i", "inventory.yaml"])
+            .env("NAUTES_TEST_SUDO", "not-the-password")
+            .output()
+            .unwrap();
+    assert_eq!(code(&wrong), 1, "a wrong sudo password fails");
+    assert!(stderr(&wrong).contains("node-1"), "{}", stderr(&wrong));
+
+    let out =
+        e.s.command(&["--yes", "apply", "-i", "inventory.yaml"])
+            .env("NAUTES_TEST_SUDO", PASSWORD)
+            .output()
+            .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    use std::os::unix::fs::MetadataExt;
+    let config = e.hosts.host_path(0, "/etc/rancher/k3s/config.yaml");
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().uid(),
+        0,
+        "files were written as root through sudo"
+    );
+    for text in [
+        stderr(&out),
+        cli::stdout(&out),
+        stderr(&wrong),
+        e.s.read(".nautes/state.json"),
+    ] {
+        assert!(!text.contains(PASSWORD), "the sudo password leaked");
+    }
+    for log in std::fs::read_dir(e.s.workdir().join("logs")).unwrap() {
+        assert!(
+            !std::fs::read_to_string(log.unwrap().path()).unwrap().contains(PASSWORD),
+            "the sudo password is in a run log"
+        );
+    }
+}
