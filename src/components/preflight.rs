@@ -116,8 +116,14 @@ pub fn plan_cluster(loaded: &Loaded, cluster: &str, members: &[(&String, Role)],
         hosts: checks,
         ha: servers > 1,
     };
+    // Hosts made by Terraform are checked after they exist (and, in
+    // teardown, destroyed only after their cluster).
+    let creators = members
+        .iter()
+        .filter_map(|(h, _)| super::infrastructure::provider_step(loaded, h));
     steps.push(
         Step::new(&id, KIND, format!("preflight checks of cluster {cluster}"), json!(spec))
+            .needs(creators)
             .with_settings(json!({ "conns": conns })),
     );
     id

@@ -60,18 +60,6 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             .chain(k3s.agents.iter().map(|h| (h, Role::Agent)))
             .collect();
         let preflight_id = preflight::plan_cluster(loaded, c, &members, steps);
-        // Hosts made by Terraform: checked after they exist, destroyed after their cluster.
-        let creators: Vec<String> = members
-            .iter()
-            .filter_map(|(h, _)| infrastructure::provider_step(loaded, h))
-            .collect();
-        if let Some(p) = steps.iter_mut().find(|s| s.id == preflight_id) {
-            for c in creators {
-                if !p.needs.contains(&c) {
-                    p.needs.push(c);
-                }
-            }
-        }
 
         let join_url = format!("https://{}:6443", first_conn.internal_address);
         let registries = match render::registries(&loaded.inventory.artifacts, None) {

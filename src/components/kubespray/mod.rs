@@ -114,9 +114,6 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             .iter()
             .filter_map(|(h, _)| infrastructure::provider_step(loaded, h))
             .collect();
-        if let Some(p) = steps.iter_mut().find(|s| s.id == preflight_id) {
-            p.needs.extend(creators.iter().cloned());
-        }
         let first = conns[0].clone();
         let mut nodes: Vec<String> = k.control_plane.clone();
         nodes.extend(workers.into_iter().filter(|w| !k.control_plane.contains(w)));
