@@ -99,7 +99,7 @@ fn independent_steps_overlap_and_concurrency_one_serialises_them() {
             // Each records when it started and ended; a barrier-free check of overlap.
             body.push_str(&hook(
                 name,
-                &format!("date +%s%N > {name}.start; sleep 0.4; date +%s%N > {name}.end"),
+                &format!("date +%s%N > {name}.start; sleep 1; date +%s%N > {name}.end"),
                 &[],
                 None,
             ));

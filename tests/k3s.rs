@@ -145,6 +145,12 @@ fn single_server_install_then_rerun_changes_nothing_and_sends_nothing() {
     assert!(kubeconfig.contains("current-context: main"));
     assert_eq!(mode(&kubeconfig_path), 0o600);
     assert_eq!(e.api.node_names(), ["node-1"]);
+    // Preflight, node and kubeconfig steps all went through one SSH master connection.
+    assert_eq!(
+        e.hosts.accepted_connections(0),
+        1,
+        "one multiplexed connection per host per run"
+    );
     assert!(e.outputs("k3s/main/server/node-1")["bytes_sent"].as_u64().unwrap() > 100_000);
 
     // A re-run plans nothing; forcing the node step shows it sends 0 bytes and restarts nothing.

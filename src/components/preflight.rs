@@ -34,6 +34,8 @@ const KNOWN_OS: &[&str] = &[
 const MIN_CPUS: u32 = 1;
 const MIN_MEMORY_MB: u64 = 1024;
 const MIN_DISK_MB: u64 = 5 * 1024;
+/// Hosts contacted at once when gathering facts.
+const MAX_PARALLEL_HOSTS: usize = 64;
 /// Clocks further apart than this break etcd leases and TLS validity checks.
 const MAX_CLOCK_SKEW_MS: i64 = 2_000;
 
@@ -518,10 +520,14 @@ pub async fn gather(ctx: &crate::engine::StepContext, conns: &[HostConn]) -> (BT
         Ok(c) => c,
         Err(e) => return (BTreeMap::new(), vec![e.message]),
     };
+    // Bounded: each host costs an ssh process and a master socket here.
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_HOSTS));
     for conn in conns {
         let conn = conn.clone();
         let connector = connector.clone();
+        let slots = slots.clone();
         tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
             let remote = connector.connect(&conn).await.map_err(|e| e.message)?;
             let sent = now_millis();
             let out = super::remote::run_checked(&*remote, FACTS_SCRIPT)
