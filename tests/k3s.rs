@@ -79,7 +79,7 @@ fn nodes(n: usize) -> Vec<(&'static str, &'static str)> {
 impl Env {
     fn inventory(&self, clusters: &str) {
         self.s.write_inventory(&format!(
-            "ssh:\n  identityFile: {}\n  knownHosts: known_hosts\nartifacts:\n  mode: airgap\n  bundle: bundle\n{}clusters:\n{clusters}",
+            "settings:\n  timeouts:\n    nodeReady: 30s\nssh:\n  identityFile: {}\n  knownHosts: known_hosts\nartifacts:\n  mode: airgap\n  bundle: bundle\n{}clusters:\n{clusters}",
             self.hosts.client_key().display(),
             self.hosts.inventory_hosts(),
         ));

@@ -47,7 +47,7 @@ impl Env {
     fn inventory(&self, kube_version: &str, workers: &[&str], extra_vars: &str) {
         let standin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubespray_standin");
         self.s.write_inventory(&format!(
-            "ssh:\n  identityFile: {key}\n  knownHosts: known_hosts\n{hosts}clusters:\n  - name: ks\n    type: kubespray\n    kubespray:\n      version: v2.23.1\n      kubeVersion: {kube_version}\n      path: {path}\n      controlPlane: [node-1]\n      workers: [{workers}]\n      apiEndpoint: {api}\n      extraVars:\n        kube_config_dir: /opt/nautes/kubernetes\n        ansible_python_interpreter: /usr/bin/python3\n        standin_api_url: {api}\n        standin_api_token: {token}\n{extra_vars}",
+            "settings:\n  timeouts:\n    nodeReady: 30s\nssh:\n  identityFile: {key}\n  knownHosts: known_hosts\n{hosts}clusters:\n  - name: ks\n    type: kubespray\n    kubespray:\n      version: v2.23.1\n      kubeVersion: {kube_version}\n      path: {path}\n      controlPlane: [node-1]\n      workers: [{workers}]\n      apiEndpoint: {api}\n      extraVars:\n        kube_config_dir: /opt/nautes/kubernetes\n        ansible_python_interpreter: /usr/bin/python3\n        standin_api_url: {api}\n        standin_api_token: {token}\n{extra_vars}",
             key = self.hosts.client_key().display(),
             hosts = self.hosts.inventory_hosts(),
             path = standin.display(),

@@ -64,6 +64,34 @@ impl KubeApiStandin {
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 
+    /// Any request with the token: (HTTP status, JSON body).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sys,urllib.request,urllib.error\nr=urllib.request.Request(sys.argv[1],data=sys.argv[5].encode() if sys.argv[5]!='null' else None,method=sys.argv[3],headers={'Authorization':'Bearer '+sys.argv[2],'Content-Type':sys.argv[4]})\ntry:\n  x=urllib.request.urlopen(r); print(x.status); print(x.read().decode())\nexcept urllib.error.HTTPError as e:\n  print(e.code); print(e.read().decode())",
+                &format!("{}{path}", self.url()),
+                &self.token,
+                method,
+                content_type,
+                &body.to_string(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (code, rest) = text.split_once('\n').unwrap_or((&text, ""));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(rest).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     pub fn node_names(&self) -> Vec<String> {
         self.get("/api/v1/nodes")["items"]
             .as_array()
