@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nautes_install::drivers::ssh::{HostKeyPolicy, SshOptions, SshPool, SshTarget, Sudo};
+use nautes_install::drivers::ssh::{HostKeyPolicy, SshOptions, SshPool};
 
 fn best_of<F: FnMut() -> Duration>(runs: usize, mut f: F) -> Duration {
     (0..runs).map(|_| f()).min().unwrap_or_default()
@@ -154,19 +154,10 @@ fn main() {
             let start = Instant::now();
             let sent: u64 = runtime.block_on(async {
                 let mut tasks = tokio::task::JoinSet::new();
-                for h in &hosts.hosts {
+                for i in 0..hosts.hosts.len() {
                     let pool = pool.clone();
                     let big = big.clone();
-                    let target = SshTarget {
-                        name: h.name.clone(),
-                        address: h.address.clone(),
-                        port: hosts::PORT,
-                        user: "root".into(),
-                        identity_file: Some(hosts.client_key()),
-                        sudo: Sudo::None,
-                        jump_hosts: vec![],
-                        config_file: None,
-                    };
+                    let target = hosts.ssh_target(i);
                     tasks.spawn(async move {
                         pool.connect(&target)
                             .await

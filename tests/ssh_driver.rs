@@ -8,7 +8,7 @@ mod hosts;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nautes_install::drivers::ssh::{HostKeyPolicy, SshError, SshOptions, SshPool, SshTarget, Sudo};
+use nautes_install::drivers::ssh::{HostKeyPolicy, SshError, SshOptions, SshPool};
 
 fn pool(hosts: &hosts::TestHosts, dir: &std::path::Path, command_timeout: Duration) -> Arc<SshPool> {
     let kh = dir.join("known_hosts");
@@ -23,20 +23,6 @@ fn pool(hosts: &hosts::TestHosts, dir: &std::path::Path, command_timeout: Durati
     }))
 }
 
-fn target(hosts: &hosts::TestHosts, i: usize) -> SshTarget {
-    let h = &hosts.hosts[i];
-    SshTarget {
-        name: h.name.clone(),
-        address: h.address.clone(),
-        port: hosts::PORT,
-        user: "root".into(),
-        identity_file: Some(hosts.client_key()),
-        sudo: Sudo::None,
-        jump_hosts: vec![],
-        config_file: None,
-    }
-}
-
 #[tokio::test]
 async fn each_host_sees_its_own_files_and_name_and_uploads_skip_identical_content() {
     if hosts::skip_unless_available() {
@@ -45,8 +31,8 @@ async fn each_host_sees_its_own_files_and_name_and_uploads_skip_identical_conten
     let hosts = hosts::TestHosts::start(2);
     let dir = tempfile::Builder::new().prefix("sd").tempdir_in("/tmp").unwrap();
     let pool = pool(&hosts, dir.path(), Duration::from_secs(30));
-    let a = pool.connect(&target(&hosts, 0)).await.unwrap();
-    let b = pool.connect(&target(&hosts, 1)).await.unwrap();
+    let a = pool.connect(&hosts.ssh_target(0)).await.unwrap();
+    let b = pool.connect(&hosts.ssh_target(1)).await.unwrap();
     let name = a.run("cat /proc/sys/kernel/hostname").await.unwrap();
     assert_eq!(String::from_utf8_lossy(&name.stdout).trim(), "node-1");
 
@@ -98,7 +84,7 @@ async fn failures_name_the_host_and_command_and_timeouts_fire() {
     let mut hosts = hosts::TestHosts::start(2);
     let dir = tempfile::Builder::new().prefix("sd").tempdir_in("/tmp").unwrap();
     let pool = pool(&hosts, dir.path(), Duration::from_secs(1));
-    let a = pool.connect(&target(&hosts, 0)).await.unwrap();
+    let a = pool.connect(&hosts.ssh_target(0)).await.unwrap();
     let err = a.read("/opt/nautes/missing").await.unwrap_err().to_string();
     assert!(
         err.contains("node-1") && err.contains("cat '/opt/nautes/missing'") && err.contains("exit status 1"),
@@ -112,7 +98,7 @@ async fn failures_name_the_host_and_command_and_timeouts_fire() {
     }
     hosts.stop_host(1);
     let err = pool
-        .connect(&target(&hosts, 1))
+        .connect(&hosts.ssh_target(1))
         .await
         .err()
         .expect("host is down")

@@ -284,6 +284,21 @@ impl TestHosts {
         panic!("{path} is not private to a test host");
     }
 
+    /// How the SSH driver reaches host `i` (root with the client key).
+    pub fn ssh_target(&self, i: usize) -> nautes_install::drivers::ssh::SshTarget {
+        let h = &self.hosts[i];
+        nautes_install::drivers::ssh::SshTarget {
+            name: h.name.clone(),
+            address: h.address.clone(),
+            port: PORT,
+            user: "root".into(),
+            identity_file: Some(self.client_key()),
+            sudo: nautes_install::drivers::ssh::Sudo::None,
+            jump_hosts: vec![],
+            config_file: None,
+        }
+    }
+
     /// `hosts:` entries for an inventory (root login with the client key).
     /// Test hosts run no systemd, so that preflight rule is waived.
     pub fn inventory_hosts(&self) -> String {
