@@ -298,6 +298,7 @@ fn hybrid_terraform_hosts_and_bare_metal_form_one_k3s_cluster() {
     // Before Terraform runs, the plan has the module but cannot place cloud-1 yet.
     let plan = stdout(&run(&s, &["plan", "-i", "inventory.yaml"]));
     assert!(plan.contains("+ terraform/cloud"), "{plan}");
+    assert!(plan.contains("note: cloud-1 come from terraform/cloud"), "{plan}");
     // Without a waiver the Terraform host fails preflight (test hosts run no systemd):
     // proof that it was planned and checked after Terraform made it.
     let out = run(&s, &["--yes", "apply", "-i", "inventory.yaml"]);

@@ -104,6 +104,21 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
                     );
                 }
             }
+            for m in &loaded.inventory.infrastructure.modules {
+                let pending: Vec<&str> = m
+                    .provides
+                    .iter()
+                    .filter(|h| !loaded.inventory.hosts.iter().any(|x| &x.name == *h))
+                    .map(String::as_str)
+                    .collect();
+                if !pending.is_empty() {
+                    println!(
+                        "  note: {} come from terraform/{}; the steps that use them are planned once it has run",
+                        pending.join(", "),
+                        m.name
+                    );
+                }
+            }
             let apply = d.to_run().len();
             let unchanged = d.decisions.len() - apply;
             println!(
