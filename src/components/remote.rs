@@ -45,6 +45,12 @@ pub trait Remote: Send + Sync {
     async fn upload_bytes(&self, content: &[u8], remote: &str, mode: u32) -> Result<Sent, StepError>;
 
     async fn read(&self, remote: &str) -> Result<Vec<u8>, StepError>;
+
+    /// Learn the state of several files the next uploads will send, in one
+    /// round trip (an optimisation: uploads are correct without it).
+    async fn prefetch(&self, _paths: &[&str]) -> Result<(), StepError> {
+        Ok(())
+    }
 }
 
 /// Run and require exit status 0; the error names host, command, status and
@@ -206,5 +212,9 @@ impl Remote for SshRemote {
 
     async fn read(&self, remote: &str) -> Result<Vec<u8>, StepError> {
         self.0.read(remote).await.map_err(|e| StepError::new(e.to_string()))
+    }
+
+    async fn prefetch(&self, paths: &[&str]) -> Result<(), StepError> {
+        self.0.prefetch(paths).await.map_err(|e| StepError::new(e.to_string()))
     }
 }

@@ -72,6 +72,21 @@ impl StepHandler for NodeHandler {
         }
 
         ctx.progress(format!("sending K3s {} to {}", spec.version, spec.node));
+        let images_path = format!("{REMOTE_IMAGES_DIR}/{K3S_IMAGES}");
+        // Exactly the files uploaded below, so no read-ahead state outlives its use.
+        let mut ahead = vec![
+            REMOTE_BINARY,
+            REMOTE_INSTALL_SCRIPT,
+            REMOTE_TOKEN_FILE,
+            REMOTE_CONFIG_FILE,
+        ];
+        if files.contains_key(K3S_IMAGES) {
+            ahead.push(&images_path);
+        }
+        if spec.registries.is_some() {
+            ahead.push(REMOTE_REGISTRIES_FILE);
+        }
+        node.prefetch(&ahead).await?;
         let mut sent = 0u64;
         let mut changed = false;
         for (local, remote, mode) in [
@@ -88,9 +103,7 @@ impl StepHandler for NodeHandler {
         }
         if let Some(images) = files.get(K3S_IMAGES) {
             // The images only need to be present before K3s (re)starts; they do not change the node's config.
-            let s = node
-                .upload(&images.path, &format!("{REMOTE_IMAGES_DIR}/{K3S_IMAGES}"), 0o644)
-                .await?;
+            let s = node.upload(&images.path, &images_path, 0o644).await?;
             sent += s.bytes;
         }
         for (content, remote) in [

@@ -166,6 +166,7 @@ impl SshPool {
                 session,
                 command_timeout: self.options.command_timeout,
                 digests: self.digests.clone(),
+                prefetched: Default::default(),
             }))
         })
         .await
@@ -301,6 +302,9 @@ pub struct SshHost {
     session: Session,
     command_timeout: Duration,
     digests: Arc<DigestCache>,
+    /// Remote file states read ahead in one command ([`SshHost::prefetch`]),
+    /// each used once by the upload that follows.
+    prefetched: std::sync::Mutex<HashMap<String, Option<(String, u32)>>>,
 }
 
 /// Content to feed a command on stdin.
@@ -385,7 +389,37 @@ impl SshHost {
     }
 
     /// sha256 and mode of a remote file, if it exists.
+    /// Read the sha256 and mode of several remote files in one round trip,
+    /// so the uploads that follow need not ask one by one.
+    pub async fn prefetch(&self, paths: &[&str]) -> Result<(), SshError> {
+        let script: String = paths
+            .iter()
+            .map(|p| {
+                let q = sh_quote(p);
+                format!("if [ -f {q} ]; then echo \"$(sha256sum {q} | cut -d' ' -f1) $(stat -c %a {q})\"; else echo -; fi\n")
+            })
+            .collect();
+        let out = self.run(&script).await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        if out.status != 0 || lines.len() != paths.len() {
+            // Nothing is cached: each upload asks for itself.
+            return Ok(());
+        }
+        let mut map = self.prefetched.lock().unwrap_or_else(|p| p.into_inner());
+        for (path, line) in paths.iter().zip(lines) {
+            let state = line
+                .split_once(' ')
+                .map(|(sum, mode)| (sum.to_string(), u32::from_str_radix(mode.trim(), 8).unwrap_or(0)));
+            map.insert(path.to_string(), state);
+        }
+        Ok(())
+    }
+
     async fn remote_state(&self, remote: &str) -> Result<Option<(String, u32)>, SshError> {
+        if let Some(known) = self.prefetched.lock().unwrap_or_else(|p| p.into_inner()).remove(remote) {
+            return Ok(known);
+        }
         let q = sh_quote(remote);
         let out = self
             .run(&format!(
