@@ -64,18 +64,6 @@ impl Services {
         map.get(&std::any::TypeId::of::<T>())
             .and_then(|v| v.clone().downcast::<T>().ok())
     }
-
-    /// The shared instance of `T`, made by `make` the first time it is asked for.
-    pub fn get_or_init<T: Send + Sync + 'static>(&self, make: impl FnOnce() -> T) -> Arc<T> {
-        let mut map = self.extensions.lock().unwrap_or_else(|p| p.into_inner());
-        let key = std::any::TypeId::of::<T>();
-        if let Some(existing) = map.get(&key).and_then(|v| v.clone().downcast::<T>().ok()) {
-            return existing;
-        }
-        let made = Arc::new(make());
-        map.insert(key, made.clone());
-        made
-    }
 }
 
 /// A failed step: the message says what went wrong and where, and never

@@ -114,9 +114,7 @@ pub fn load_str(file: &Path, source: &str) -> Result<Loaded, Report> {
     let mut value: Value = match serde_yaml::from_str(source) {
         Ok(v) => v,
         Err(e) => {
-            let span = e
-                .location()
-                .and_then(|l| spans_at(&spans, source, l.line(), l.column()));
+            let span = e.location().map(|l| span_at(source, l.line(), l.column()));
             report
                 .diagnostics
                 .push(Diagnostic::error("", format!("YAML error: {}", strip_location(&e.to_string()))).at(span));
@@ -179,20 +177,20 @@ pub fn load_str(file: &Path, source: &str) -> Result<Loaded, Report> {
     }
 }
 
-fn spans_at(spans: &SpanIndex, source: &str, line: usize, column: usize) -> Option<super::spans::Span> {
+/// The place serde_yaml reports (1-based line and column) as a span.
+fn span_at(source: &str, line: usize, column: usize) -> super::spans::Span {
     let line_start: usize = source
         .split_inclusive('\n')
         .take(line.saturating_sub(1))
         .map(str::len)
         .sum();
     let start = (line_start + column.saturating_sub(1)).min(source.len());
-    let _ = spans;
-    Some(super::spans::Span {
+    super::spans::Span {
         line,
         col: column,
         start,
         end: (start + 1).min(source.len()).max(start),
-    })
+    }
 }
 
 /// serde_yaml appends "at line X column Y"; we show the place as a snippet.

@@ -580,8 +580,8 @@ impl Components {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Outputs {
-    /// Where kubeconfigs, credentials and the CA are written (default `outputs`,
-    /// relative to the inventory file).
+    /// Where kubeconfigs, credentials and the CA are written (default
+    /// `<workdir>/outputs`; a relative path is relative to the inventory file).
     #[serde(default)]
     pub dir: Option<PathBuf>,
 }
