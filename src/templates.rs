@@ -20,6 +20,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "kubespray/group_vars.yml",
         include_str!("../templates/kubespray/group_vars.yml.tera"),
     ),
+    (
+        "vcluster/values.yaml",
+        include_str!("../templates/vcluster/values.yaml.tera"),
+    ),
 ];
 
 fn engine() -> Result<&'static Tera, String> {

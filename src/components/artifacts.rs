@@ -57,7 +57,7 @@ pub struct LocalFile {
 }
 
 pub fn k3s_step_id(version: &str) -> String {
-    format!("artifacts/k3s/{version}")
+    step_id("k3s", version)
 }
 
 fn bundle_root(loaded: &Loaded) -> Option<PathBuf> {
@@ -73,6 +73,28 @@ pub fn k3s_step(loaded: &Loaded, version: &str, path: &str) -> Result<Step, Diag
     for f in &mut files {
         f.required = f.name != K3S_IMAGES || a.mode == ArtifactMode::Airgap;
     }
+    if a.mode != ArtifactMode::Airgap {
+        files.retain(|f| f.name != K3S_IMAGES);
+    }
+    files_step(loaded, "k3s", "K3s", version, files, path)
+}
+
+pub fn step_id(component: &str, version: &str) -> String {
+    format!("artifacts/{component}/{version}")
+}
+
+/// A step that makes `files` of `component` available: from the bundle in
+/// air-gap mode (checked now, so a missing file is an inventory error at
+/// `path`), downloaded otherwise.
+pub fn files_step(
+    loaded: &Loaded,
+    component: &str,
+    title: &str,
+    version: &str,
+    mut files: Vec<FileSpec>,
+    path: &str,
+) -> Result<Step, Diagnostic> {
+    let a = &loaded.inventory.artifacts;
     let bundle = bundle_root(loaded);
     if a.mode == ArtifactMode::Airgap {
         let Some(root) = &bundle else {
@@ -90,13 +112,12 @@ pub fn k3s_step(loaded: &Loaded, version: &str, path: &str) -> Result<Step, Diag
                 missing.push(f.bundle_path.clone());
             }
         }
-        // The images tarball is what makes an air-gapped node start; a bundle
-        // made for online use may lack it only if the user said so.
+        // Optional files are used only if the bundle has them.
         files.retain(|f| f.required || f.sha256.is_some());
         if !missing.is_empty() {
             return Err(Diagnostic::error(
                 path,
-                format!("the bundle has no K3s {version}: missing {}", missing.join(", ")),
+                format!("the bundle has no {title} {version}: missing {}", missing.join(", ")),
             )
             .with_hint(format!(
                 "add them to {} and list them in checksums.sha256",
@@ -104,22 +125,45 @@ pub fn k3s_step(loaded: &Loaded, version: &str, path: &str) -> Result<Step, Diag
             ))
             .at(loaded.spans.value(path)));
         }
-    } else {
-        files.retain(|f| f.name != K3S_IMAGES);
     }
     let spec = ArtifactsSpec {
-        component: "k3s".into(),
+        component: component.into(),
         version: version.to_string(),
         mode: a.mode,
         bundle: if a.mode == ArtifactMode::Airgap { bundle } else { None },
         files,
     };
     Ok(Step::new(
-        k3s_step_id(version),
+        step_id(component, version),
         KIND,
-        format!("K3s {version} files"),
+        format!("{title} {version} files"),
         json!(spec),
     ))
+}
+
+/// One file fetched from a pinned URL, or found at `bundle_path` in the bundle.
+pub fn pinned_file(name: &str, bundle_path: String, url: String, sha256: Option<&str>) -> FileSpec {
+    FileSpec {
+        name: name.into(),
+        required: true,
+        bundle_path,
+        url,
+        sums_url: None,
+        sums_name: None,
+        sha256: sha256.map(str::to_string),
+    }
+}
+
+/// Where release files are downloaded from: the inventory's mirror or GitHub.
+pub fn github(loaded: &Loaded) -> String {
+    loaded
+        .inventory
+        .artifacts
+        .download_mirror
+        .as_deref()
+        .unwrap_or(UPSTREAM)
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// Every K3s file of `version` with where it comes from online; the images

@@ -6,9 +6,14 @@ pub mod hooks;
 pub mod hosts;
 pub mod infrastructure;
 pub mod k3s;
+pub mod kube_target;
 pub mod kubespray;
+pub mod manifests;
 pub mod preflight;
 pub mod remote;
+pub mod tenants;
+pub mod vcluster;
+pub mod versions;
 
 use std::sync::Arc;
 
@@ -25,6 +30,12 @@ pub fn plan_steps(loaded: &Loaded) -> Result<Vec<Step>, Vec<Diagnostic>> {
         problems.append(&mut p);
     }
     if let Err(mut p) = kubespray::plan(loaded, &mut steps) {
+        problems.append(&mut p);
+    }
+    if let Err(mut p) = vcluster::plan(loaded, &mut steps) {
+        problems.append(&mut p);
+    }
+    if let Err(mut p) = tenants::plan(loaded, &mut steps) {
         problems.append(&mut p);
     }
     // Hooks attach to the other steps, so they are planned last.
@@ -48,5 +59,8 @@ pub fn registry() -> Registry {
     r.register(Arc::new(preflight::PreflightHandler));
     r.register(Arc::new(infrastructure::TerraformHandler));
     r.register(Arc::new(kubespray::KubesprayHandler));
+    r.register(Arc::new(manifests::ApplyHandler));
+    r.register(Arc::new(tenants::TenantHandler));
+    r.register(Arc::new(vcluster::VclusterHandler));
     r
 }

@@ -2,6 +2,8 @@
 //! it takes plain values (addresses, paths, commands) and returns plain results.
 
 pub mod ansible;
+pub mod helm;
+pub mod kube;
 pub mod kubeapi;
 pub mod ssh;
 pub mod terraform;

@@ -442,6 +442,9 @@ pub struct VirtualCluster {
     pub expose: Expose,
     #[serde(default)]
     pub usage: Vec<ClusterUsage>,
+    /// Chart values merged over the ones rendered from this entry.
+    #[serde(default)]
+    pub values: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -516,6 +519,10 @@ pub struct Component {
     /// Overrides merged over the rendered values / configuration.
     #[serde(default)]
     pub values: serde_json::Map<String, serde_json::Value>,
+    /// Take back fields of our objects that another field manager (kubectl
+    /// edit, a controller) changed, instead of stopping with a conflict.
+    #[serde(default)]
+    pub force_conflicts: bool,
 }
 
 fn enabled_by_default() -> bool {

@@ -777,6 +777,14 @@ impl<'a> Validator<'a> {
 
     fn tenants(&mut self) {
         let inv = self.inv();
+        let has_tree = inv.tenants.iter().any(|t| !t.namespaces.is_empty());
+        if has_tree && inv.components.hnc.as_ref().is_some_and(|c| !c.enabled) {
+            self.error(
+                "components.hnc.enabled",
+                "tenant namespace trees need HNC, which is disabled",
+                "enable HNC or remove the tenants' `namespaces`",
+            );
+        }
         let mut namespaces: HashMap<(&str, &str), String> = HashMap::new();
         for (i, t) in inv.tenants.iter().enumerate() {
             let base = push_index("tenants", i);

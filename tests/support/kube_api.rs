@@ -14,12 +14,18 @@ pub struct KubeApiStandin {
 
 impl KubeApiStandin {
     pub fn start() -> KubeApiStandin {
+        Self::start_with(&[])
+    }
+
+    /// Start with extra flags (`--crd-delay`, `--ready-delay`, ...).
+    pub fn start_with(extra: &[&str]) -> KubeApiStandin {
         let dir = tempfile::tempdir().unwrap();
         let port_file = dir.path().join("port");
         let token = format!("standin-token-{}", std::process::id());
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/kubeapi_standin.py");
         let child = Command::new("python3")
             .args([script, "--port-file", port_file.to_str().unwrap(), "--token", &token])
+            .args(extra)
             .stdin(Stdio::null())
             .spawn()
             .expect("start the Kubernetes API stand-in (python3)");
@@ -90,6 +96,35 @@ impl KubeApiStandin {
             code.trim().parse().unwrap_or(0),
             serde_json::from_str(rest).unwrap_or(serde_json::Value::Null),
         )
+    }
+
+    /// A kubeconfig for this API (token auth over plain HTTP).
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: {}\nusers:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: standin\n  context:\n    cluster: standin\n    user: admin\ncurrent-context: standin\n",
+            self.url(),
+            self.token
+        )
+    }
+
+    /// POST to one of the stand-in's control endpoints (`/_standin/...`).
+    pub fn control(&self, path: &str, body: &serde_json::Value) {
+        let (code, _) = self.request("POST", path, "application/json", body);
+        assert_eq!(code, 200, "stand-in control {path} failed");
+    }
+
+    /// Every request logged since the start or the last `reset_log`.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.get("/_standin/requests").as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn reset_log(&self) {
+        self.control("/_standin/reset-log", &serde_json::json!({}));
+    }
+
+    /// Requests that change something (everything but GET).
+    pub fn writes(&self) -> Vec<serde_json::Value> {
+        self.requests().into_iter().filter(|r| r["method"] != "GET").collect()
     }
 
     pub fn node_names(&self) -> Vec<String> {

@@ -7,6 +7,7 @@ the real API rejects:
 * discovery: /version, /api, /api/v1, /apis, /apis/<group>/<version> for the
   built-in kinds below plus every CRD once it is Established (after
   --crd-delay seconds); before that its kinds are 404, as on a real server;
+  deleting a CRD deletes all its custom objects and its kinds leave discovery;
 * namespaced and cluster-scoped CRUD; namespaced objects need their
   namespace (404); body kind/name must match the URL (400);
 * server-side apply: PATCH `application/apply-patch+yaml` with `fieldManager`
@@ -15,16 +16,54 @@ the real API rejects:
   fields and manager, unless `force=true` (ownership moves); fields a manager
   stops applying are removed; a no-op apply changes nothing (no new
   resourceVersion); merge patches too; other patch types 415;
-* resourceVersion on every change, generation on spec changes; PUT with a
-  stale resourceVersion is 409;
+* every change (clients' and the controller's) gets a new resourceVersion and
+  is recorded as a watch event; generation moves on spec changes only; a
+  write that changes nothing is no change; PUT with a stale resourceVersion
+  is 409;
+* lists and watches filter with `labelSelector` (`k=v`, `k==v`, `k!=v`, `k`,
+  `!k`) and `fieldSelector` (`metadata.name`, `metadata.namespace`; others 400);
+* watch: GET on a collection with `watch=true|1` streams chunked JSON lines
+  `{"type": ADDED|MODIFIED|DELETED, "object": ...}`; without
+  `resourceVersion` (or "0") the current objects come first as ADDED, with
+  one only the events after it; an object leaving/entering the label
+  selector is DELETED/ADDED; the stream ends after `timeoutSeconds`
+  (default 30) or when its kind's CRD is deleted;
+* namespace deletion: DELETE sets deletionTimestamp and phase Terminating;
+  after --ns-delete-delay seconds the contents and then the namespace are
+  deleted; while Terminating, new objects in it are 403 Forbidden (updates
+  are allowed) and deleting it again is 409;
 * a controller marks Deployments/StatefulSets/DaemonSets rolled out and Jobs
-  complete (after --ready-delay), CRDs Established, Namespaces Active;
-  POST /_standin/never-ready {"kind":..,"name":..} keeps one from becoming ready;
-* GET /_standin/requests: the ordered log of every request (no auth).
+  complete (after --ready-delay), CRDs Established, Namespaces Active; a
+  Deployment that has not become available yet shows observedGeneration and
+  Available=False/MinimumReplicasUnavailable, Progressing=True/
+  ReplicaSetUpdated (zero counts are omitted, as the real API's omitempty
+  fields are), written once per generation;
+* HNC (hnc.x-k8s.io/v1alpha2), only while the CRD subnamespaceanchors.hnc.x-k8s.io
+  is Established and Deployment hnc-system/hnc-controller-manager is
+  available: a SubnamespaceAnchor C in namespace P creates namespace C
+  (annotation hnc.x-k8s.io/subnamespace-of: P, tree depth labels) and gets
+  status.status Ok, or Conflict when C exists and is not P's subnamespace;
+  deleting the anchor deletes namespace C; its webhooks refuse (403) deleting
+  an anchor whose subnamespace has anchors of its own unless C's
+  HierarchyConfiguration `hierarchy` sets spec.allowCascadingDeletion, and
+  refuse (422) a HierarchyConfiguration not named `hierarchy`;
+* vcluster: once StatefulSet <ns>/<name> is ready and registered through
+  /_standin/vcluster, Secret vc-<name> (config, certificate-authority,
+  client-certificate, client-key) appears, and again if deleted;
+* test controls (no auth): GET /_standin/requests, the ordered log of every
+  API request; POST /_standin/reset-log clears it;
+  POST /_standin/never-ready {"kind","name"} keeps one from becoming ready;
+  POST /_standin/slow-ready {"kind","name","seconds"} makes it ready that long
+  after its latest generation was first seen;
+  POST /_standin/fail {"method","path_contains","status","count"} fails the
+  next `count` matching requests with a Status (429 with Retry-After: 0),
+  changing nothing;
+  POST /_standin/vcluster {"namespace","name","kubeconfig"} registers the
+  kubeconfig a vcluster's secret carries.
 
-Run: kubeapi_standin.py --port-file F --token T [--crd-delay S] [--ready-delay S]
+Run: kubeapi_standin.py --port-file F --token T [--crd-delay S] [--ready-delay S] [--ns-delete-delay S]
 """
-import argparse, json, threading, time
+import argparse, base64, bisect, json, os, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from urllib.parse import urlparse, parse_qs
 
@@ -42,26 +81,60 @@ BUILTIN = {
     ("networking.k8s.io", "v1"): {"ingresses": ("Ingress", True)},
 }
 LOCK = threading.RLock()
-STORE = {}     # (group, version, resource, ns, name) -> object
+COND = threading.Condition(LOCK)  # watchers wait on it; record() wakes them
+STORE = {}     # (group, version, resource, ns, name) -> object; stored objects are never mutated, only replaced
 MANAGED = {}   # same key -> {manager: set(paths)}
+TRACK = {}     # same key -> {"gen", "since", "wrote"}: controller bookkeeping, kept out of the objects
+EVENTS = []    # (resourceVersion, "ADDED"|"MODIFIED"|"DELETED", key, deep copy of the object), in rv order
 LOG = []
 NEVER_READY = set()
+SLOW = {}      # (kind, name) -> seconds to become ready
+FAILS = []     # armed failures: {"method", "path_contains", "status", "count"}
+VCLUSTERS = {}  # (namespace, name) -> kubeconfig text its secret carries
+NS_DELETE_AT = {}  # Terminating namespace -> when its contents go
+HNC_ORPHANS = []   # (parent, child) of deleted anchors whose subnamespace HNC still has to delete
 VERSION = [0]
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+HNC = "hnc.x-k8s.io"
+CRD = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+           410: "Expired", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
+           503: "ServiceUnavailable", 504: "Timeout"}
 
 
-def status(code, reason, message):
-    return code, {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "reason": reason, "message": message}
+def status(code, reason, message, details=None):
+    body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "reason": reason, "message": message}
+    if details:
+        body["details"] = details
+    return code, body
+
+
+def clone(obj):
+    return json.loads(json.dumps(obj))
+
+
+def now_iso():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def ns_key(name):
+    return ("", "v1", "namespaces", None, name)
+
+
+def established(crd):
+    conds = (crd or {}).get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conds)
+
+
+def terminating(ns):
+    return bool(STORE.get(ns_key(ns), {}).get("metadata", {}).get("deletionTimestamp"))
 
 
 def resources():
     """Every served group/version -> {plural: (kind, namespaced)}."""
     out = {k: dict(v) for k, v in BUILTIN.items()}
     for key, crd in STORE.items():
-        if key[2] != "customresourcedefinitions":
-            continue
-        conds = crd.get("status", {}).get("conditions", [])
-        if not any(c.get("type") == "Established" and c.get("status") == "True" for c in conds):
+        if key[:3] != CRD or not established(crd):
             continue
         spec = crd.get("spec", {})
         for v in spec.get("versions", []):
@@ -127,16 +200,267 @@ def merge(dst, src):
     return dst
 
 
-def bump(obj, old):
+def parse_selector(text, fields):
+    """Selector terms as (key, op, value); op is "=", "!=", "exists" or "!exists".
+    Raises ValueError with the real API's wording for what it would refuse."""
+    terms = []
+    for term in [t.strip() for t in text.split(",") if t.strip()]:
+        if "(" in term:
+            raise ValueError("set-based selectors are not supported by this stand-in: %s" % term)
+        if "!=" in term:
+            k, _, v = term.partition("!=")
+            op = "!="
+        elif "=" in term:
+            k, _, v = term.partition("==") if "==" in term else term.partition("=")
+            op = "="
+        elif not fields:
+            k, v, op = term.lstrip("!"), None, "!exists" if term.startswith("!") else "exists"
+        else:
+            raise ValueError("invalid field selector: %s" % term)
+        k = k.strip()
+        if fields and k not in ("metadata.name", "metadata.namespace"):
+            raise ValueError("field label not supported: %s" % k)
+        terms.append((k, op, v if v is None else v.strip()))
+    return terms
+
+
+def matches(obj, labels, fields):
+    meta = obj.get("metadata", {})
+    have = meta.get("labels", {})
+    for k, op, v in labels:
+        if (op == "=" and have.get(k) != v or op == "!=" and have.get(k) == v
+                or op == "exists" and k not in have or op == "!exists" and k in have):
+            return False
+    for k, op, v in fields:
+        # A cluster-scoped object's namespace is "" for field selectors.
+        if (meta.get(k.split(".", 1)[1], "") == v) != (op == "="):
+            return False
+    return True
+
+
+def next_rv():
     VERSION[0] += 1
+    return str(VERSION[0])
+
+
+def record(kind, key, obj):
+    """Every change is a watch event, in resourceVersion order."""
+    EVENTS.append((int(obj["metadata"]["resourceVersion"]), kind, key, clone(obj)))
+    COND.notify_all()
+
+
+def without_rv(obj):
+    out = dict(obj, metadata=dict(obj.get("metadata", {})))
+    out["metadata"].pop("resourceVersion", None)
+    return out
+
+
+def store(key, obj, old, ns):
+    """Write a client's object as the API server does. An update that changes
+    nothing is not written (the real storage skips it), so no new
+    resourceVersion and no event; the old object comes back."""
     meta = obj.setdefault("metadata", {})
-    meta["resourceVersion"] = str(VERSION[0])
-    meta.setdefault("uid", "uid-%d" % VERSION[0])
-    meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    gen = (old or {}).get("metadata", {}).get("generation", 0)
-    if old is None or old.get("spec") != obj.get("spec"):
-        gen += 1
+    meta["name"] = key[4]
+    if ns is not None:
+        meta["namespace"] = ns
+    gen = 1
+    if old is not None:
+        for k in ("uid", "creationTimestamp"):
+            if k in old.get("metadata", {}):
+                meta.setdefault(k, old["metadata"][k])
+        if "deletionTimestamp" in old.get("metadata", {}):
+            # Once set it cannot be taken back.
+            meta["deletionTimestamp"] = old["metadata"]["deletionTimestamp"]
+        if "status" in old and "status" not in obj:
+            obj["status"] = old["status"]
+        gen = old.get("metadata", {}).get("generation", 0)
+        gen += old.get("spec") != obj.get("spec")
     meta["generation"] = max(gen, 1)
+    meta["managedFields"] = [{"manager": m, "operation": "Apply", "fieldsType": "FieldsV1"} for m in sorted(MANAGED.get(key, {}))]
+    if key[:3] == ns_key("")[:3]:
+        obj["status"] = dict(obj.get("status") or {}, phase="Terminating" if meta.get("deletionTimestamp") else "Active")
+    if old is not None and without_rv(obj) == without_rv(old):
+        return old
+    meta["resourceVersion"] = next_rv()
+    meta.setdefault("uid", "uid-%s" % meta["resourceVersion"])
+    meta.setdefault("creationTimestamp", now_iso())
+    STORE[key] = obj
+    if old is None or TRACK.get(key, {}).get("gen") != meta["generation"]:
+        TRACK[key] = {"gen": meta["generation"], "since": time.time(), "wrote": None}
+    record("ADDED" if old is None else "MODIFIED", key, obj)
+    return obj
+
+
+def write_status(key, new_status):
+    """A controller's status write: a new object (stored ones are shared with
+    readers), a new resourceVersion and a MODIFIED event, never a new
+    generation. Writing the same status again is no change."""
+    old = STORE[key]
+    if old.get("status") == new_status:
+        return
+    obj = clone(old)
+    obj["status"] = new_status
+    obj["metadata"]["resourceVersion"] = next_rv()
+    STORE[key] = obj
+    record("MODIFIED", key, obj)
+
+
+def remove(key):
+    """Delete one object for good. The DELETED event carries its final state
+    at the deletion's resourceVersion, as a real watch does."""
+    obj = clone(STORE.pop(key))
+    MANAGED.pop(key, None)
+    TRACK.pop(key, None)
+    obj["metadata"]["resourceVersion"] = next_rv()
+    record("DELETED", key, obj)
+    if key[0] == HNC and key[2] == "subnamespaceanchors":
+        HNC_ORPHANS.append((key[3], key[4]))
+    return obj
+
+
+def remove_crd(key):
+    """A CRD takes its custom objects with it, in every version."""
+    spec = STORE[key].get("spec", {})
+    for k in [k for k in STORE if k[0] == spec.get("group") and k[2] == spec.get("names", {}).get("plural")]:
+        remove(k)
+    return remove(key)
+
+
+def begin_ns_delete(name):
+    """Namespaces are deleted in two steps: first Terminating (this), then,
+    once their contents are gone, for good (purge_namespace)."""
+    key = ns_key(name)
+    obj = clone(STORE[key])
+    obj["metadata"]["deletionTimestamp"] = now_iso()
+    obj["status"] = dict(obj.get("status") or {}, phase="Terminating")
+    obj["metadata"]["resourceVersion"] = next_rv()
+    STORE[key] = obj
+    record("MODIFIED", key, obj)
+    NS_DELETE_AT[name] = time.time() + ARGS.ns_delete_delay
+    return obj
+
+
+def purge_namespace(name):
+    NS_DELETE_AT.pop(name, None)
+    for k in [k for k in STORE if k[3] == name]:
+        remove(k)
+    if ns_key(name) in STORE:
+        remove(ns_key(name))
+
+
+def hnc_active():
+    """HNC acts (and its webhooks answer) only once its CRD is served and its manager runs."""
+    crd = STORE.get(CRD + (None, "subnamespaceanchors.hnc.x-k8s.io"))
+    manager = STORE.get(("apps", "v1", "deployments", "hnc-system", "hnc-controller-manager"))
+    return established(crd) and (manager or {}).get("status", {}).get("availableReplicas", 0) >= 1
+
+
+def subnamespace_of(ns_obj):
+    return (ns_obj or {}).get("metadata", {}).get("annotations", {}).get(HNC + "/subnamespace-of")
+
+
+def cascading_allowed(ns):
+    for k, o in STORE.items():
+        if k[0] == HNC and k[2] == "hierarchyconfigurations" and k[3] == ns and k[4] == "hierarchy":
+            return o.get("spec", {}).get("allowCascadingDeletion") is True
+    return False
+
+
+def admit(method, creating, g, resource, ns, name):
+    """What admission (built-in plugins and HNC's webhooks) refuses; None if allowed."""
+    if creating and ns is not None and terminating(ns):
+        return status(403, "Forbidden", '%s "%s" is forbidden: unable to create new content in namespace %s because it is being terminated'
+                      % (resource, name, ns), {"name": name, "kind": resource})
+    if g != HNC or not hnc_active():
+        return None
+    if resource == "hierarchyconfigurations" and method != "DELETE" and name != "hierarchy":
+        return status(422, "Invalid", 'admission webhook "hierarchyconfigurations.hnc.x-k8s.io" denied the request: '
+                      'HierarchyConfiguration "%s" is invalid: metadata.name: the only permitted name is "hierarchy"' % name)
+    if resource == "subnamespaceanchors" and method == "DELETE":
+        child = STORE.get(ns_key(name))
+        has_children = any(k[0] == HNC and k[2] == "subnamespaceanchors" and k[3] == name for k in STORE)
+        if subnamespace_of(child) == ns and has_children and not cascading_allowed(name):
+            return status(403, "Forbidden", 'admission webhook "subnamespaceanchors.hnc.x-k8s.io" denied the request: '
+                          'cannot delete anchor "%s": subnamespace "%s" has child subnamespaces; set allowCascadingDeletion' % (name, name))
+    return None
+
+
+def take_failure(method, path):
+    """The first armed failure this request matches, used up by one."""
+    for rule in FAILS:
+        if rule["count"] > 0 and rule.get("method", method).upper() == method and rule.get("path_contains", "") in path:
+            rule["count"] -= 1
+            FAILS[:] = [r for r in FAILS if r["count"] > 0]
+            code = int(rule.get("status", 500))
+            messages = {429: "Too many requests, please try again later.",
+                        503: "the server is currently unable to handle the request"}
+            code, body = status(code, REASONS.get(code, "Unknown"), messages.get(code, "Internal error occurred: injected by the stand-in"))
+            headers = {}
+            if code == 429:
+                headers["Retry-After"] = "0"
+                body["details"] = {"retryAfterSeconds": 0}
+            return code, body, headers
+    return None
+
+
+class Watch:
+    """A watch request that passed routing. Built under LOCK; the handler then
+    streams it without the lock: events() takes it (through COND) only to
+    read new events, and COND.wait releases it while idle."""
+
+    def __init__(self, g, v, resource, ns, labels, fields, since, timeout):
+        self.scope = (g, v, resource)
+        self.ns, self.labels, self.fields = ns, labels, fields
+        self.deadline = time.time() + timeout
+        self.first = []
+        if since is None:
+            # No resourceVersion (or "0"): the current state first, as ADDED.
+            self.first = [{"type": "ADDED", "object": o} for k, o in sorted(STORE.items(), key=lambda kv: str(kv[0]))
+                          if self.in_scope(k) and matches(o, labels, fields)]
+            self.pos = len(EVENTS)
+        else:
+            self.pos = bisect.bisect_right(EVENTS, since, key=lambda e: e[0])
+
+    def in_scope(self, key):
+        return key[:3] == self.scope and (self.ns is None or key[3] == self.ns)
+
+    def previous(self, i, key):
+        for rv, kind, k, obj in reversed(EVENTS[:i]):
+            if k == key:
+                return None if kind == "DELETED" else obj
+        return None
+
+    def translate(self, i):
+        """The event as this watcher sees it: an object that starts or stops
+        matching the label selector is ADDED or DELETED for it."""
+        rv, kind, key, obj = EVENTS[i]
+        if not self.in_scope(key):
+            return None
+        now = matches(obj, self.labels, self.fields)
+        if kind != "MODIFIED" or not self.labels:
+            return {"type": kind, "object": obj} if now else None
+        was = self.previous(i, key)
+        was = was is not None and matches(was, self.labels, self.fields)
+        if now or was:
+            return {"type": "MODIFIED" if now and was else "ADDED" if now else "DELETED", "object": obj}
+        return None
+
+    def events(self):
+        yield from self.first
+        while True:
+            with COND:
+                while self.pos >= len(EVENTS):
+                    left = self.deadline - time.time()
+                    if left <= 0:
+                        break
+                    COND.wait(left)
+                batch = [e for e in (self.translate(i) for i in range(self.pos, len(EVENTS))) if e]
+                self.pos = len(EVENTS)
+                # A watch on a custom kind ends when its CRD goes.
+                gone = self.scope[2] not in resources().get(self.scope[:2], {})
+            yield from batch
+            if gone or time.time() >= self.deadline:
+                return
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -145,11 +469,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def send(self, code, body):
-        data = json.dumps(body).encode()
+    def send(self, code, data, headers=None):
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
 
@@ -158,20 +483,72 @@ class Handler(BaseHTTPRequestHandler):
         q = parse_qs(url.query)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        if url.path == "/_standin/requests":
-            with LOCK:
-                return self.send(200, LOG)
-        if url.path == "/_standin/never-ready" and method == "POST":
-            body = json.loads(raw or b"{}")
-            with LOCK:
-                NEVER_READY.add((body.get("kind"), body.get("name")))
-            return self.send(200, {})
+        if url.path.startswith("/_standin/"):
+            return self.control(method, url.path, raw)
+        headers = {}
         with LOCK:
-            code, body = self.route(method, url.path, q, raw)
-            entry = {"method": method, "path": url.path, "query": url.query,
-                     "content_type": self.headers.get("Content-Type", ""), "status": code, "time": time.time()}
-            LOG.append(entry)
-        self.send(code, body)
+            injected = take_failure(method, url.path)
+            if injected:
+                code, body, headers = injected
+            else:
+                code, body = self.route(method, url.path, q, raw)
+            LOG.append({"method": method, "path": url.path, "query": url.query,
+                        "content_type": self.headers.get("Content-Type", ""), "status": code, "time": time.time()})
+            # Serialised under the lock: no writer can change what is being sent.
+            data = None if isinstance(body, Watch) else json.dumps(body).encode()
+        if data is None:
+            return self.stream(body)
+        self.send(code, data, headers)
+
+    def control(self, method, path, raw):
+        """The test's side door: no auth, not logged."""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return self.send(400, b'{"error": "body must be JSON"}')
+        with LOCK:
+            if path == "/_standin/requests":
+                return self.send(200, json.dumps(LOG).encode())
+            if method != "POST":
+                return self.send(405, b"{}")
+            try:
+                found = self.control_post(path, body)
+            except (ValueError, TypeError, AttributeError) as e:
+                return self.send(400, json.dumps({"error": str(e)}).encode())
+        self.send(200 if found else 404, b"{}")
+
+    def control_post(self, path, body):
+        if path == "/_standin/reset-log":
+            LOG.clear()
+        elif path == "/_standin/never-ready":
+            NEVER_READY.add((body["kind"], body["name"]))
+        elif path == "/_standin/slow-ready":
+            SLOW[(body["kind"], body["name"])] = float(body["seconds"])
+        elif path == "/_standin/fail":
+            rule = {"path_contains": str(body.get("path_contains", "")), "status": int(body.get("status", 500)),
+                    "count": int(body.get("count", 1))}
+            if body.get("method"):  # absent: any method
+                rule["method"] = body["method"].upper()
+            FAILS.append(rule)
+        elif path == "/_standin/vcluster":
+            VCLUSTERS[(body["namespace"], body["name"])] = str(body["kubeconfig"])
+        else:
+            return False
+        return True
+
+    def stream(self, watch):
+        """A watch response: each event one JSON line in its own chunk, then the zero chunk."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for event in watch.events():
+                line = json.dumps(event).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client went away
+            self.close_connection = True
 
     def route(self, method, path, q, raw):
         if self.headers.get("Authorization") != "Bearer " + ARGS.token:
@@ -215,17 +592,11 @@ class Handler(BaseHTTPRequestHandler):
             return status(404, "NotFound", "the server could not find the requested resource (%s)" % resource)
         kind = kinds[resource][0]
         api_version = "%s/%s" % (g, v) if g else v
-        if ns is not None and ("", "v1", "namespaces", None, ns) not in STORE:
+        if ns is not None and ns_key(ns) not in STORE:
             return status(404, "NotFound", 'namespaces "%s" not found' % ns)
         key = (g, v, resource, ns, name)
         if method == "GET" and name is None:
-            items = [o for k, o in sorted(STORE.items(), key=lambda kv: str(kv[0]))
-                     if k[:3] == (g, v, resource) and (ns is None or k[3] == ns)]
-            sel = (q.get("labelSelector") or [""])[0]
-            for term in [t for t in sel.split(",") if t]:
-                lk, _, lv = term.partition("=")
-                items = [o for o in items if o.get("metadata", {}).get("labels", {}).get(lk) == lv]
-            return 200, {"apiVersion": api_version, "kind": kind + "List", "metadata": {"resourceVersion": str(VERSION[0])}, "items": items}
+            return self.collection(g, v, resource, ns, kind, api_version, q)
         if method == "GET":
             if key not in STORE:
                 return status(404, "NotFound", '%s "%s" not found' % (resource, name))
@@ -243,50 +614,82 @@ class Handler(BaseHTTPRequestHandler):
             key = (g, v, resource, ns, name)
             if key in STORE:
                 return status(409, "AlreadyExists", '%s "%s" already exists' % (resource, name))
-            return 201, self.save(key, body, None, ns)
-        if method == "PUT" and name:
-            if key not in STORE:
-                return status(404, "NotFound", '%s "%s" not found' % (resource, name))
+            denied = admit(method, True, g, resource, ns, name)
+            return denied or (201, store(key, body, None, ns))
+        if not name or method not in ("PUT", "PATCH", "DELETE"):
+            return status(405, "MethodNotAllowed", "%s is not allowed here" % method)
+        if method in ("PUT", "DELETE") and key not in STORE:
+            return status(404, "NotFound", '%s "%s" not found' % (resource, name))
+        # Of the writes to a missing object only an apply creates it.
+        creating = (method == "PATCH" and subresource is None and key not in STORE
+                    and self.headers.get("Content-Type", "") == "application/apply-patch+yaml")
+        denied = admit(method, creating, g, resource, ns, name)
+        if denied:
+            return denied
+        if method == "PUT":
             rv = (body or {}).get("metadata", {}).get("resourceVersion")
             if rv and rv != STORE[key]["metadata"]["resourceVersion"]:
                 return status(409, "Conflict", "the object has been modified; please apply your changes to the latest version and try again")
-            return 200, self.save(key, body, STORE[key], ns)
-        if method == "PATCH" and name:
-            ctype = self.headers.get("Content-Type", "")
-            if body is None:
-                return status(400, "BadRequest", "empty patch")
-            if subresource == "status":
-                # Status is written by controllers/kubelets through its own subresource.
-                if key not in STORE:
-                    return status(404, "NotFound", '%s "%s" not found' % (resource, name))
-                if ctype not in ("application/merge-patch+json", "application/strategic-merge-patch+json", "application/apply-patch+yaml"):
-                    return status(415, "UnsupportedMediaType", "unsupported patch type %r" % ctype)
-                obj = json.loads(json.dumps(STORE[key]))
-                merge(obj.setdefault("status", {}), body.get("status", {}))
-                return 200, self.save(key, obj, STORE[key], ns)
-            if ctype == "application/apply-patch+yaml":
-                manager = (q.get("fieldManager") or [""])[0]
-                if not manager:
-                    return status(400, "BadRequest", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
-                if body.get("kind") != kind or body.get("metadata", {}).get("name") != name or body.get("apiVersion") != api_version:
-                    return status(400, "BadRequest", "the apiVersion/kind/name in the body does not match the URL")
-                return self.apply(key, body, manager, (q.get("force") or ["false"])[0] == "true", ns)
-            if ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
-                if key not in STORE:
-                    return status(404, "NotFound", '%s "%s" not found' % (resource, name))
-                return 200, self.save(key, merge(json.loads(json.dumps(STORE[key])), body), STORE[key], ns)
-            return status(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
-        if method == "DELETE" and name:
+            return 200, store(key, body, STORE[key], ns)
+        if method == "PATCH":
+            return self.patch(key, body, subresource, kind, api_version, q, ns)
+        return self.delete(key)
+
+    def collection(self, g, v, resource, ns, kind, api_version, q):
+        """GET on a collection: a list, or a watch when asked for one."""
+        try:
+            labels = parse_selector((q.get("labelSelector") or [""])[0], False)
+            fields = parse_selector((q.get("fieldSelector") or [""])[0], True)
+        except ValueError as e:
+            return status(400, "BadRequest", str(e))
+        if (q.get("watch") or [""])[0] in ("true", "1"):
+            rv = (q.get("resourceVersion") or [""])[0]
+            try:
+                since = None if rv in ("", "0") else int(rv)
+                timeout = int((q.get("timeoutSeconds") or ["30"])[0])
+            except ValueError:
+                return status(400, "BadRequest", "resourceVersion and timeoutSeconds must be integers")
+            return 200, Watch(g, v, resource, ns, labels, fields, since, timeout)
+        items = [o for k, o in sorted(STORE.items(), key=lambda kv: str(kv[0]))
+                 if k[:3] == (g, v, resource) and (ns is None or k[3] == ns) and matches(o, labels, fields)]
+        return 200, {"apiVersion": api_version, "kind": kind + "List", "metadata": {"resourceVersion": str(VERSION[0])}, "items": items}
+
+    def patch(self, key, body, subresource, kind, api_version, q, ns):
+        resource, name = key[2], key[4]
+        ctype = self.headers.get("Content-Type", "")
+        if body is None:
+            return status(400, "BadRequest", "empty patch")
+        if subresource == "status":
+            # Status is written by controllers/kubelets through its own subresource.
             if key not in STORE:
                 return status(404, "NotFound", '%s "%s" not found' % (resource, name))
-            obj = STORE.pop(key)
-            MANAGED.pop(key, None)
-            if resource == "namespaces":
-                for k in [k for k in STORE if k[3] == name]:
-                    STORE.pop(k)
-                    MANAGED.pop(k, None)
-            return 200, obj
-        return status(405, "MethodNotAllowed", "%s is not allowed here" % method)
+            if ctype not in ("application/merge-patch+json", "application/strategic-merge-patch+json", "application/apply-patch+yaml"):
+                return status(415, "UnsupportedMediaType", "unsupported patch type %r" % ctype)
+            obj = clone(STORE[key])
+            merge(obj.setdefault("status", {}), body.get("status", {}))
+            return 200, store(key, obj, STORE[key], ns)
+        if ctype == "application/apply-patch+yaml":
+            manager = (q.get("fieldManager") or [""])[0]
+            if not manager:
+                return status(400, "BadRequest", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
+            if body.get("kind") != kind or body.get("metadata", {}).get("name") != name or body.get("apiVersion") != api_version:
+                return status(400, "BadRequest", "the apiVersion/kind/name in the body does not match the URL")
+            return self.apply(key, body, manager, (q.get("force") or ["false"])[0] == "true", ns)
+        if ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+            if key not in STORE:
+                return status(404, "NotFound", '%s "%s" not found' % (resource, name))
+            return 200, store(key, merge(clone(STORE[key]), body), STORE[key], ns)
+        return status(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
+
+    def delete(self, key):
+        name = key[4]
+        if key[:3] == ns_key("")[:3]:
+            if terminating(name):
+                return status(409, "Conflict", 'Operation cannot be fulfilled on namespaces "%s": The system is ensuring all content is removed from this namespace.  Upon completion, this namespace will automatically be purged by the system.' % name)
+            return 200, begin_ns_delete(name)
+        if key[:3] == CRD:
+            return 200, remove_crd(key)
+        return 200, remove(key)
 
     def do_GET(self):
         self.handle_any("GET")
@@ -316,10 +719,8 @@ class Handler(BaseHTTPRequestHandler):
             causes = [{"reason": "FieldManagerConflict", "message": 'conflict with "%s"' % m, "field": "." + ".".join(p)} for m, p in conflicts]
             msg = "Apply failed with %d conflict%s: %s" % (len(conflicts), "s" if len(conflicts) > 1 else "",
                   "; ".join('conflict with "%s": .%s' % (m, ".".join(p)) for m, p in conflicts))
-            code, st = status(409, "Conflict", msg)
-            st["details"] = {"causes": causes}
-            return code, st
-        new = json.loads(json.dumps(live or {}))
+            return status(409, "Conflict", msg, {"causes": causes})
+        new = clone(live or {})
         for p in managers.get(manager, set()) - set(mine):
             if not any(p in paths for m, paths in managers.items() if m != manager):
                 del_path(new, p)
@@ -333,63 +734,133 @@ class Handler(BaseHTTPRequestHandler):
         managers[manager] = set(mine)
         if live is not None and new == live:
             return 200, live
-        return (200 if live else 201), self.save(key, new, live, ns)
+        return (200 if live else 201), store(key, new, live, ns)
 
-    def save(self, key, obj, old, ns):
-        meta = obj.setdefault("metadata", {})
-        meta["name"] = key[4]
-        if ns is not None:
-            meta["namespace"] = ns
-        if old is not None:
-            for k in ("uid", "creationTimestamp", "generation"):
-                if k in old.get("metadata", {}):
-                    meta.setdefault(k, old["metadata"][k])
-            if "status" in old and "status" not in obj:
-                obj["status"] = old["status"]
-        bump(obj, old)
-        meta["managedFields"] = [{"manager": m, "operation": "Apply", "fieldsType": "FieldsV1"} for m in sorted(MANAGED.get(key, {}))]
-        if key[2] == "namespaces":
-            obj.setdefault("status", {})["phase"] = "Active"
-        STORE[key] = obj
-        return obj
+
+def rolled_out_status(obj, gen):
+    kind = obj["kind"]
+    replicas = obj.get("spec", {}).get("replicas", 1)
+    st = {k: v for k, v in obj.get("status", {}).items() if k != "unavailableReplicas"}
+    st["observedGeneration"] = gen
+    if kind in ("Deployment", "StatefulSet"):
+        st.update({"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas})
+    if kind == "Deployment":
+        st["conditions"] = [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                             "message": "Deployment has minimum availability."},
+                            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]
+    elif kind == "StatefulSet":
+        st["currentReplicas"] = replicas  # StatefulSets have no conditions
+    elif kind == "DaemonSet":
+        st.update({"desiredNumberScheduled": 1, "numberReady": 1, "updatedNumberScheduled": 1, "numberAvailable": 1})
+    elif kind == "Job":
+        st.update({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+    return st
+
+
+def unavailable_status(obj, gen):
+    """What the deployment controller shows while no pod is ready. Counts that
+    are 0 (readyReplicas, availableReplicas) are absent: the real API omits them."""
+    replicas = obj.get("spec", {}).get("replicas", 1)
+    now = now_iso()
+    st = {"observedGeneration": gen, "conditions": [
+        {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+         "message": "Deployment does not have minimum availability.", "lastUpdateTime": now, "lastTransitionTime": now},
+        {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+         "message": 'ReplicaSet "%s-standin" is progressing.' % obj["metadata"]["name"], "lastUpdateTime": now, "lastTransitionTime": now}]}
+    if replicas:
+        st.update({"replicas": replicas, "updatedReplicas": replicas, "unavailableReplicas": replicas})
+    return st
+
+
+def reconcile_workload(key, obj, now):
+    track = TRACK.get(key)
+    if track is None or track["wrote"] == "ready":
+        return
+    ident = (obj["kind"], obj["metadata"].get("name"))
+    if ident not in NEVER_READY and now - track["since"] >= SLOW.get(ident, ARGS.ready_delay):
+        write_status(key, rolled_out_status(obj, track["gen"]))
+        track["wrote"] = "ready"
+    elif obj["kind"] == "Deployment" and track["wrote"] is None and not obj.get("status", {}).get("availableReplicas"):
+        # Once per generation, so a waiting Deployment does not churn resourceVersions.
+        write_status(key, unavailable_status(obj, track["gen"]))
+        track["wrote"] = "waiting"
+
+
+def reconcile_crd(key, obj, now):
+    track = TRACK.get(key)
+    if obj.get("status", {}).get("conditions") or track is None or now - track["since"] < ARGS.crd_delay:
+        return
+    write_status(key, {"conditions": [{"type": "NamesAccepted", "status": "True"}, {"type": "Established", "status": "True"}],
+                       "acceptedNames": obj.get("spec", {}).get("names", {})})
+
+
+def create_subnamespace(parent, child):
+    """HNC's subnamespace: marked as the parent's, with the tree labels of every ancestor."""
+    labels = {"%s.tree.%s/depth" % (child, HNC): "0", "%s.tree.%s/depth" % (parent, HNC): "1"}
+    suffix = ".tree.%s/depth" % HNC
+    for k, v in STORE[ns_key(parent)].get("metadata", {}).get("labels", {}).items():
+        if k.endswith(suffix) and k != parent + suffix and v.isdigit():
+            labels[k] = str(int(v) + 1)
+    store(ns_key(child), {"apiVersion": "v1", "kind": "Namespace",
+                          "metadata": {"name": child, "labels": labels, "annotations": {HNC + "/subnamespace-of": parent}}},
+          None, None)
+
+
+def reconcile_hnc():
+    if not hnc_active():
+        return
+    orphans = HNC_ORPHANS[:]
+    del HNC_ORPHANS[:]
+    for parent, child in orphans:
+        # The anchor is gone (and not back): its subnamespace goes too.
+        still = any(k[0] == HNC and k[2] == "subnamespaceanchors" and k[3:] == (parent, child) for k in STORE)
+        if not still and subnamespace_of(STORE.get(ns_key(child))) == parent and not terminating(child):
+            begin_ns_delete(child)
+    for key in [k for k in STORE if k[0] == HNC and k[2] == "subnamespaceanchors"]:
+        parent, child = key[3], key[4]
+        if terminating(parent):
+            continue
+        if ns_key(child) not in STORE:
+            create_subnamespace(parent, child)
+        state = "Ok" if subnamespace_of(STORE[ns_key(child)]) == parent else "Conflict"
+        if STORE[key].get("status", {}).get("status") != state:
+            write_status(key, dict(STORE[key].get("status", {}), status=state))
+
+
+def reconcile_vclusters():
+    placeholder = base64.b64encode(b"-----BEGIN STAND-IN-----\nbm90IGEgcmVhbCBrZXk=\n-----END STAND-IN-----\n").decode()
+    for (ns, name), kubeconfig in VCLUSTERS.items():
+        sts = STORE.get(("apps", "v1", "statefulsets", ns, name))
+        if sts is None or terminating(ns):
+            continue
+        if sts.get("status", {}).get("readyReplicas", 0) < max(sts.get("spec", {}).get("replicas", 1), 1):
+            continue
+        key = ("", "v1", "secrets", ns, "vc-" + name)
+        if key not in STORE:
+            store(key, {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "vc-" + name},
+                        "data": {"config": base64.b64encode(kubeconfig.encode()).decode(),
+                                 "certificate-authority": placeholder, "client-certificate": placeholder,
+                                 "client-key": placeholder}}, None, ns)
 
 
 def controller():
-    """What controllers on a real cluster would do, after a delay."""
+    """What controllers on a real cluster would do, after a delay. All its
+    writes go through write_status/store/remove, so each is a new
+    resourceVersion and a watch event."""
     while True:
         time.sleep(0.05)
         now = time.time()
         with LOCK:
             for key, obj in list(STORE.items()):
-                kind = obj.get("kind")
-                meta = obj.get("metadata", {})
-                if kind == "CustomResourceDefinition":
-                    if not obj.get("status", {}).get("conditions") and now - meta.get("_created", now) >= 0:
-                        meta.setdefault("_seen", now)
-                        if now - meta["_seen"] >= ARGS.crd_delay:
-                            obj["status"] = {"conditions": [{"type": "NamesAccepted", "status": "True"}, {"type": "Established", "status": "True"}],
-                                             "acceptedNames": obj.get("spec", {}).get("names", {})}
-                    continue
-                if kind not in WORKLOADS or (kind, meta.get("name")) in NEVER_READY:
-                    continue
-                gen = meta.get("generation", 1)
-                st = obj.setdefault("status", {})
-                if st.get("observedGeneration") == gen:
-                    continue
-                meta.setdefault("_changed", {})
-                seen = meta["_changed"].setdefault(str(gen), now)
-                if now - seen < ARGS.ready_delay:
-                    continue
-                replicas = obj.get("spec", {}).get("replicas", 1)
-                st["observedGeneration"] = gen
-                if kind in ("Deployment", "StatefulSet"):
-                    st.update({"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas,
-                               "availableReplicas": replicas, "currentReplicas": replicas,
-                               "conditions": [{"type": "Available", "status": "True"}, {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]})
-                elif kind == "DaemonSet":
-                    st.update({"desiredNumberScheduled": 1, "numberReady": 1, "updatedNumberScheduled": 1, "numberAvailable": 1})
-                elif kind == "Job":
-                    st.update({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+                if key[:3] == CRD:
+                    reconcile_crd(key, obj, now)
+                elif obj.get("kind") in WORKLOADS:
+                    reconcile_workload(key, obj, now)
+            reconcile_hnc()
+            reconcile_vclusters()
+            for name, at in list(NS_DELETE_AT.items()):
+                if now >= at:
+                    purge_namespace(name)
 
 
 if __name__ == "__main__":
@@ -398,10 +869,10 @@ if __name__ == "__main__":
     p.add_argument("--token", required=True)
     p.add_argument("--crd-delay", type=float, default=0.3)
     p.add_argument("--ready-delay", type=float, default=0.2)
+    p.add_argument("--ns-delete-delay", type=float, default=0.2)
     ARGS = p.parse_args()
     threading.Thread(target=controller, daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    import os
     with open(ARGS.port_file + ".tmp", "w") as f:
         f.write(str(server.server_address[1]))
     os.replace(ARGS.port_file + ".tmp", ARGS.port_file)

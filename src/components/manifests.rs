@@ -1,0 +1,252 @@
+//! The generic Kubernetes step: render a component's object set from its
+//! sources (objects built in code, an upstream release manifest, a Helm
+//! chart rendered with `helm template`) and apply it with the apply engine.
+//! HNC, vcluster and the tenant namespaces are built on it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::artifacts::files_from_outputs;
+use super::kube_target::{client, KubeTarget};
+use crate::drivers::helm;
+use crate::drivers::kube::apply::{apply_set, delete_objects, ApplyOptions, ApplyReport};
+use crate::drivers::kube::objects::parse_documents;
+use crate::drivers::kube::{KubeClient, ObjectRef};
+use crate::engine::{Rendered, StepContext, StepError, StepHandler};
+
+pub const KIND: &str = "kube-apply";
+
+/// Where objects come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Source {
+    /// Objects built from the inventory.
+    Objects { objects: Vec<Value> },
+    /// A manifest file from an artifacts step (upstream release, verified).
+    Manifest { artifacts: String, file: String },
+    /// A chart from an artifacts step, rendered by `helm template`.
+    Chart {
+        artifacts: String,
+        file: String,
+        release: String,
+        namespace: String,
+        values: Value,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplySpec {
+    pub target: KubeTarget,
+    /// Names the object set in labels and in the state file.
+    pub set: String,
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub force_conflicts: bool,
+    pub sources: Vec<Source>,
+}
+
+impl ApplySpec {
+    /// Steps this one reads outputs of.
+    pub fn needs(&self) -> Vec<String> {
+        let mut needs = self.target.needs();
+        for s in &self.sources {
+            if let Source::Manifest { artifacts, .. } | Source::Chart { artifacts, .. } = s {
+                needs.push(artifacts.clone());
+            }
+        }
+        needs
+    }
+}
+
+fn local_file(ctx: &StepContext, artifacts: &str, file: &str) -> Result<PathBuf, StepError> {
+    let outputs = ctx
+        .needs_outputs
+        .get(artifacts)
+        .ok_or_else(|| StepError::new(format!("step {artifacts} has not provided its files")))?;
+    let files = files_from_outputs(outputs)?;
+    files
+        .get(file)
+        .map(|f| f.path.clone())
+        .ok_or_else(|| StepError::new(format!("step {artifacts} provided no `{file}`")))
+}
+
+/// Every object the sources render, in source order.
+pub async fn render_objects(ctx: &StepContext, sources: &[Source]) -> Result<Vec<Value>, StepError> {
+    let mut out = Vec::new();
+    for source in sources {
+        match source {
+            Source::Objects { objects } => out.extend(objects.iter().cloned()),
+            Source::Manifest { artifacts, file } => {
+                let path = local_file(ctx, artifacts, file)?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| StepError::new(format!("cannot read {}: {e}", path.display())))?;
+                out.extend(parse_documents(&text, &path.display().to_string()).map_err(StepError::new)?);
+            }
+            Source::Chart {
+                artifacts,
+                file,
+                release,
+                namespace,
+                values,
+            } => {
+                let chart = local_file(ctx, artifacts, file)?;
+                let values_yaml =
+                    serde_yaml::to_string(values).map_err(|e| StepError::new(format!("values of {release}: {e}")))?;
+                let text = helm::template(&helm::Template {
+                    binary: helm::binary(),
+                    release,
+                    chart: &chart,
+                    namespace,
+                    values_yaml,
+                    home: &ctx.workdir.join("helm"),
+                    timeout: ctx
+                        .timeouts
+                        .command
+                        .map(|d| d.get())
+                        .unwrap_or(Duration::from_secs(300)),
+                })
+                .await
+                .map_err(StepError::new)?;
+                out.extend(parse_documents(&text, &format!("chart {}", chart.display())).map_err(StepError::new)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Objects the set held after its last apply, from the step's previous outputs.
+pub fn previous_objects(outputs: &Value) -> Vec<ObjectRef> {
+    serde_json::from_value(outputs.get("objects").cloned().unwrap_or(Value::Null)).unwrap_or_default()
+}
+
+pub fn rollout_timeout(ctx: &StepContext) -> Duration {
+    ctx.timeouts
+        .rollout
+        .map(|d| d.get())
+        .unwrap_or(Duration::from_secs(600))
+}
+
+/// Apply `objects` as the set `set` on `client`, pruning what the previous
+/// apply (`previous`) held and this one does not.
+pub async fn apply_objects(
+    ctx: &StepContext,
+    client: &KubeClient,
+    set: &str,
+    namespace: Option<&str>,
+    force_conflicts: bool,
+    objects: Vec<Value>,
+    previous: Vec<ObjectRef>,
+) -> Result<ApplyReport, StepError> {
+    let progress = |m: String| ctx.progress(m);
+    let opts = ApplyOptions {
+        set: set.to_string(),
+        default_namespace: namespace.map(str::to_string),
+        force_conflicts,
+        timeout: rollout_timeout(ctx),
+        previous,
+        concurrency: 8,
+        progress: &progress,
+    };
+    let report = apply_set(client, objects, &opts)
+        .await
+        .map_err(|e| StepError::new(format!("{set} on {}: {e}", client.server)))?;
+    tracing::info!(
+        "{set}: {} objects, {} written, {} unchanged, {} pruned",
+        report.objects.len(),
+        report.written,
+        report.unchanged,
+        report.pruned.len()
+    );
+    Ok(report)
+}
+
+pub fn report_outputs(report: &ApplyReport) -> Value {
+    json!({
+        "objects": report.objects,
+        "written": report.written,
+        "unchanged": report.unchanged,
+        "pruned": report.pruned.len(),
+    })
+}
+
+/// Delete what a set's last apply recorded, in reverse order.
+pub async fn delete_recorded(
+    ctx: &StepContext,
+    client: &KubeClient,
+    set: &str,
+    outputs: &Value,
+) -> Result<(), StepError> {
+    let objects = previous_objects(outputs);
+    ctx.progress(format!("deleting {} objects of {set}", objects.len()));
+    delete_objects(client, &objects, Some(set), rollout_timeout(ctx), 8)
+        .await
+        .map_err(|e| StepError::new(format!("{set} on {}: {e}", client.server)))
+}
+
+fn parse(spec: &Value) -> Result<ApplySpec, StepError> {
+    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("kube-apply step is malformed: {e}")))
+}
+
+pub struct ApplyHandler;
+
+#[async_trait]
+impl StepHandler for ApplyHandler {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
+        let spec = parse(spec)?;
+        let objects = render_objects(ctx, &spec.sources).await?;
+        let client = client(ctx, &spec.target).await?;
+        let report = apply_objects(
+            ctx,
+            &client,
+            &spec.set,
+            spec.namespace.as_deref(),
+            spec.force_conflicts,
+            objects,
+            previous_objects(&ctx.previous_outputs),
+        )
+        .await?;
+        Ok(report_outputs(&report))
+    }
+
+    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
+        let spec = parse(spec)?;
+        let client = match client(ctx, &spec.target).await {
+            Ok(c) => c,
+            // The cluster's own kubeconfig is gone: the cluster went first, and its objects with it.
+            Err(e) if ctx.full_teardown => {
+                tracing::warn!("{}: {e}; nothing left to delete", spec.set);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        delete_recorded(ctx, &client, &spec.set, outputs).await
+    }
+
+    fn render(&self, spec: &Value) -> Result<Vec<Rendered>, StepError> {
+        let spec = parse(spec)?;
+        let mut out = Vec::new();
+        for (i, source) in spec.sources.iter().enumerate() {
+            if let Source::Objects { objects } = source {
+                let mut text = String::new();
+                for o in objects {
+                    text.push_str("---\n");
+                    text.push_str(&serde_yaml::to_string(o).map_err(|e| StepError::new(e.to_string()))?);
+                }
+                out.push(Rendered {
+                    path: format!("manifests/{}/{i}.yaml", spec.set.replace('/', "__")),
+                    contents: text,
+                });
+            }
+        }
+        Ok(out)
+    }
+}

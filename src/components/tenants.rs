@@ -1,0 +1,453 @@
+//! HNC and tenant namespace trees. HNC (pinned release manifest) is
+//! installed on every cluster that holds a tenant's tree; each tenant's
+//! roots are full namespaces and every child is an HNC subnamespace created
+//! through a SubnamespaceAnchor in its parent, so HNC propagates policy down
+//! the tree. Removing a namespace from the inventory removes it (deepest
+//! first), but never one that still runs workloads unless the tenant allows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::artifacts::{self, files_step, pinned_file};
+use super::kube_target::{client, target, KubeTarget};
+use super::manifests::{self, apply_objects, previous_objects, report_outputs, rollout_timeout, ApplySpec, Source};
+use super::versions;
+use crate::drivers::kube::apply::delete_objects;
+use crate::drivers::kube::{KubeClient, ObjectRef};
+use crate::engine::{StepContext, StepError, StepHandler};
+use crate::inventory::spans::{push_index, push_key};
+use crate::inventory::{Diagnostic, Loaded, NamespaceNode};
+use crate::plan::Step;
+
+pub const TENANT_KIND: &str = "tenant-namespaces";
+const HNC_API: &str = "hnc.x-k8s.io/v1alpha2";
+const HNC_MANIFEST: &str = "default.yaml";
+
+pub fn hnc_step_id(cluster: &str) -> String {
+    format!("hnc/{cluster}")
+}
+
+/// HNC on each cluster that needs it, then each tenant's tree.
+pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
+    let inv = &loaded.inventory;
+    let hnc = inv.components.hnc.as_ref();
+    if hnc.is_some_and(|c| !c.enabled) {
+        return Ok(());
+    }
+    let mut clusters: BTreeSet<&str> = inv
+        .tenants
+        .iter()
+        .filter(|t| !t.namespaces.is_empty())
+        .map(|t| t.cluster.as_str())
+        .collect();
+    clusters.extend(hnc.and_then(|c| c.cluster.as_deref()));
+    if clusters.is_empty() {
+        return Ok(());
+    }
+    let version = hnc.and_then(|c| c.version.clone()).unwrap_or(versions::HNC.to_string());
+    let release = format!(
+        "{}/kubernetes-sigs/hierarchical-namespaces/releases/download/{version}/{HNC_MANIFEST}",
+        artifacts::github(loaded)
+    );
+    let files = vec![pinned_file(
+        HNC_MANIFEST,
+        format!("hnc/{version}/{HNC_MANIFEST}"),
+        release,
+        None,
+    )];
+    let files = files_step(loaded, "hnc", "HNC", &version, files, "components.hnc").map_err(|d| vec![d])?;
+    let files_id = files.id.clone();
+    steps.push(files);
+    for cluster in clusters {
+        let Some(target) = target(loaded, cluster) else {
+            continue;
+        };
+        let spec = ApplySpec {
+            target,
+            set: hnc_step_id(cluster),
+            namespace: Some("hnc-system".into()),
+            force_conflicts: hnc.is_some_and(|c| c.force_conflicts),
+            sources: vec![Source::Manifest {
+                artifacts: files_id.clone(),
+                file: HNC_MANIFEST.into(),
+            }],
+        };
+        let needs = spec.needs();
+        steps.push(
+            Step::new(
+                hnc_step_id(cluster),
+                manifests::KIND,
+                format!("HNC {version} on {cluster}"),
+                json!(spec),
+            )
+            .needs(needs),
+        );
+    }
+    for (i, t) in inv.tenants.iter().enumerate() {
+        if t.namespaces.is_empty() {
+            continue;
+        }
+        let Some(target) = target(loaded, &t.cluster) else {
+            return Err(vec![Diagnostic::error(
+                push_key(&push_index("tenants", i), "cluster"),
+                format!("unknown cluster `{}`", t.cluster),
+            )]);
+        };
+        let spec = TenantSpec {
+            target,
+            tenant: t.name.clone(),
+            tree: flatten(&t.namespaces),
+            allow_delete_with_workloads: t.allow_delete_with_workloads,
+        };
+        let mut needs = spec.target.needs();
+        needs.push(hnc_step_id(&t.cluster));
+        steps.push(
+            Step::new(
+                format!("tenant/{}/namespaces", t.name),
+                TENANT_KIND,
+                format!("namespace tree of tenant {} on {}", t.name, t.cluster),
+                json!(spec),
+            )
+            .needs(needs),
+        );
+    }
+    Ok(())
+}
+
+/// One namespace of a tree, with where it hangs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeNode {
+    pub name: String,
+    /// None for a root (a full namespace).
+    pub parent: Option<String>,
+    pub depth: usize,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn flatten(roots: &[NamespaceNode]) -> Vec<TreeNode> {
+    fn walk(node: &NamespaceNode, parent: Option<&str>, depth: usize, out: &mut Vec<TreeNode>) {
+        out.push(TreeNode {
+            name: node.name.clone(),
+            parent: parent.map(str::to_string),
+            depth,
+            labels: node.labels.clone(),
+            annotations: node.annotations.clone(),
+        });
+        for c in &node.children {
+            walk(c, Some(&node.name), depth + 1, out);
+        }
+    }
+    let mut out = Vec::new();
+    for r in roots {
+        walk(r, None, 0, &mut out);
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    pub target: KubeTarget,
+    pub tenant: String,
+    pub tree: Vec<TreeNode>,
+    pub allow_delete_with_workloads: bool,
+}
+
+fn namespace_object(node: &TreeNode) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": node.name, "labels": node.labels, "annotations": node.annotations},
+    })
+}
+
+fn anchor_ref(name: &str, parent: &str) -> ObjectRef {
+    ObjectRef {
+        api_version: HNC_API.into(),
+        kind: "SubnamespaceAnchor".into(),
+        namespace: Some(parent.to_string()),
+        name: name.to_string(),
+    }
+}
+
+fn namespace_ref(name: &str) -> ObjectRef {
+    ObjectRef {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: name.to_string(),
+    }
+}
+
+/// The objects that shape the tree: roots as namespaces, children as anchors.
+fn structure(tree: &[TreeNode]) -> Vec<Value> {
+    tree.iter()
+        .map(|n| match &n.parent {
+            None => namespace_object(n),
+            Some(p) => json!({
+                "apiVersion": HNC_API,
+                "kind": "SubnamespaceAnchor",
+                "metadata": {"name": n.name, "namespace": p},
+            }),
+        })
+        .collect()
+}
+
+fn structure_set(tenant: &str) -> String {
+    format!("tenant/{tenant}/tree")
+}
+
+fn metadata_set(tenant: &str) -> String {
+    format!("tenant/{tenant}/subnamespaces")
+}
+
+/// Kinds whose objects count as workloads that a removal would destroy.
+const WORKLOADS: [(&str, &str); 4] = [
+    ("v1", "Pod"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("batch/v1", "Job"),
+];
+
+/// "2 Pod, 1 Deployment" running in `ns`, or empty.
+async fn workloads_in(client: &KubeClient, ns: &str) -> Result<String, StepError> {
+    let mut found = Vec::new();
+    for (api_version, kind) in WORKLOADS {
+        let Some(served) = client
+            .served(api_version, kind)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?
+        else {
+            continue;
+        };
+        let api = client.api(&served, Some(ns));
+        let params = kube::api::ListParams::default();
+        let list = crate::drivers::kube::with_retries(|| api.list(&params)).await;
+        match list {
+            Ok(l) if !l.items.is_empty() => found.push(format!("{} {kind}", l.items.len())),
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(StepError::new(format!("listing {kind} in {ns}: {e}"))),
+        }
+    }
+    Ok(found.join(", "))
+}
+
+/// Remove `nodes` deepest first: a subnamespace through its anchor (HNC
+/// deletes the namespace), a root directly; each level is gone before the
+/// next, since HNC refuses to drop an anchor whose namespace has children.
+async fn remove_nodes(
+    ctx: &StepContext,
+    client: &KubeClient,
+    spec: &TenantSpec,
+    nodes: &[TreeNode],
+) -> Result<(), StepError> {
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    if !spec.allow_delete_with_workloads && !ctx.full_teardown {
+        let mut busy = Vec::new();
+        for n in nodes {
+            let w = workloads_in(client, &n.name).await?;
+            if !w.is_empty() {
+                busy.push(format!("{} ({w})", n.name));
+            }
+        }
+        if !busy.is_empty() {
+            return Err(StepError::new(format!(
+                "tenant {}: refusing to remove namespaces that still hold workloads: {}; move them away, \
+                 or set `allowDeleteWithWorkloads: true` on the tenant",
+                spec.tenant,
+                busy.join(", ")
+            )));
+        }
+    }
+    let set = structure_set(&spec.tenant);
+    let deepest = nodes.iter().map(|n| n.depth).max().unwrap_or(0);
+    for depth in (0..=deepest).rev() {
+        let level: Vec<ObjectRef> = nodes
+            .iter()
+            .filter(|n| n.depth == depth)
+            .map(|n| match &n.parent {
+                Some(p) => anchor_ref(&n.name, p),
+                None => namespace_ref(&n.name),
+            })
+            .collect();
+        if level.is_empty() {
+            continue;
+        }
+        ctx.progress(format!("removing {} namespaces at depth {depth}", level.len()));
+        delete_objects(client, &level, Some(&set), rollout_timeout(ctx), 8)
+            .await
+            .map_err(|e| StepError::new(format!("tenant {}: {e}", spec.tenant)))?;
+        // HNC deletes a subnamespace after its anchor; wait for that too.
+        let namespaces: Vec<ObjectRef> = nodes
+            .iter()
+            .filter(|n| n.depth == depth && n.parent.is_some())
+            .map(|n| namespace_ref(&n.name))
+            .collect();
+        wait_namespaces(ctx, client, &namespaces, false).await?;
+    }
+    Ok(())
+}
+
+/// Wait until every namespace exists (`present`) or is gone.
+async fn wait_namespaces(
+    ctx: &StepContext,
+    client: &KubeClient,
+    namespaces: &[ObjectRef],
+    present: bool,
+) -> Result<(), StepError> {
+    let served = client
+        .served("v1", "Namespace")
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?
+        .ok_or_else(|| StepError::new("the cluster serves no Namespaces"))?;
+    let deadline = Instant::now() + rollout_timeout(ctx);
+    for r in namespaces {
+        loop {
+            let live = client
+                .get(&served, r)
+                .await
+                .map_err(|e| StepError::new(e.to_string()))?;
+            // A terminating namespace is not there for new contents.
+            let there = live.is_some_and(|o| o.metadata.deletion_timestamp.is_none());
+            if there == present {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let what = if present {
+                    "HNC has not created subnamespace"
+                } else {
+                    "namespace still exists"
+                };
+                return Err(StepError::new(format!(
+                    "{what} {} after {} (is the HNC manager running?)",
+                    r.name,
+                    humantime::format_duration(rollout_timeout(ctx))
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+fn previous_tree(outputs: &Value) -> Vec<TreeNode> {
+    serde_json::from_value(outputs.get("tree").cloned().unwrap_or(Value::Null)).unwrap_or_default()
+}
+
+fn parse(spec: &Value) -> Result<TenantSpec, StepError> {
+    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("tenant step is malformed: {e}")))
+}
+
+pub struct TenantHandler;
+
+#[async_trait]
+impl StepHandler for TenantHandler {
+    fn kind(&self) -> &'static str {
+        TENANT_KIND
+    }
+
+    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
+        let spec = parse(spec)?;
+        let client = client(ctx, &spec.target).await?;
+        let before = previous_tree(&ctx.previous_outputs);
+        let now: BTreeMap<&str, &TreeNode> = spec.tree.iter().map(|n| (n.name.as_str(), n)).collect();
+        for old in &before {
+            if let Some(new) = now.get(old.name.as_str()) {
+                if new.parent != old.parent {
+                    return Err(StepError::new(format!(
+                        "tenant {}: namespace {} moved from {} to {}; HNC cannot move a subnamespace. \
+                         Remove it in one run and add it under its new parent in the next",
+                        spec.tenant,
+                        old.name,
+                        old.parent.as_deref().unwrap_or("the top"),
+                        new.parent.as_deref().unwrap_or("the top")
+                    )));
+                }
+            }
+        }
+        let removed: Vec<TreeNode> = before
+            .iter()
+            .filter(|n| !now.contains_key(n.name.as_str()))
+            .cloned()
+            .collect();
+        remove_nodes(ctx, &client, &spec, &removed).await?;
+
+        let tree_set = structure_set(&spec.tenant);
+        let report = apply_objects(
+            ctx,
+            &client,
+            &tree_set,
+            None,
+            false,
+            structure(&spec.tree),
+            previous_objects(&ctx.previous_outputs),
+        )
+        .await?;
+        let children: Vec<&TreeNode> = spec.tree.iter().filter(|n| n.parent.is_some()).collect();
+        let child_refs: Vec<ObjectRef> = children.iter().map(|n| namespace_ref(&n.name)).collect();
+        wait_namespaces(ctx, &client, &child_refs, true).await?;
+        // Labels and annotations of subnamespaces: set on the namespaces HNC made.
+        let meta_objects: Vec<Value> = children.iter().map(|n| namespace_object(n)).collect();
+        let meta = apply_objects(
+            ctx,
+            &client,
+            &metadata_set(&spec.tenant),
+            None,
+            false,
+            meta_objects,
+            previous_objects(&ctx.previous_outputs["subnamespaces"]),
+        )
+        .await?;
+        let mut out = report_outputs(&report);
+        out["tree"] = json!(spec.tree);
+        out["subnamespaces"] = report_outputs(&meta);
+        out["written"] = json!(report.written + meta.written);
+        Ok(out)
+    }
+
+    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
+        let spec = parse(spec)?;
+        let client = client(ctx, &spec.target).await?;
+        remove_nodes(ctx, &client, &spec, &previous_tree(outputs)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, children: Vec<NamespaceNode>) -> NamespaceNode {
+        NamespaceNode {
+            name: name.into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            children,
+        }
+    }
+
+    #[test]
+    fn roots_are_namespaces_and_children_are_anchors_in_their_parent() {
+        let tree = flatten(&[node("acme", vec![node("team-a", vec![node("dev", vec![])])])]);
+        let objects = structure(&tree);
+        let refs: Vec<String> = objects.iter().map(|o| ObjectRef::of(o).unwrap().to_string()).collect();
+        assert_eq!(
+            refs,
+            [
+                "Namespace acme",
+                "SubnamespaceAnchor acme/team-a",
+                "SubnamespaceAnchor team-a/dev"
+            ]
+        );
+        assert_eq!(tree[2].depth, 2);
+    }
+}

@@ -1,0 +1,392 @@
+//! Virtual clusters (the tenants' management clusters): the pinned vcluster
+//! chart rendered with `helm template` and applied to the host cluster
+//! through the apply engine, its API exposed by NodePort or ingress, and its
+//! admin kubeconfig taken from the `vc-<name>` secret, pointed at the exposed
+//! endpoint, written 0600 and proven to answer. Later steps that target the
+//! virtual cluster use that kubeconfig.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::artifacts::{self, files_step, pinned_file};
+use super::k3s::kubeconfig::rewrite;
+use super::kube_target::{client, target, vcluster_step_id, KubeTarget};
+use super::manifests::{apply_objects, delete_recorded, previous_objects, render_objects, report_outputs, Source};
+use super::versions;
+use crate::drivers::kube::{KubeClient, ObjectRef};
+use crate::engine::{StepContext, StepError, StepHandler};
+use crate::inventory::spans::{push_index, push_key};
+use crate::inventory::{Diagnostic, ExposeType, Loaded};
+use crate::plan::Step;
+use crate::secret::{write_private, Secret};
+
+pub const KIND: &str = "vcluster";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VclusterSpec {
+    pub host: KubeTarget,
+    pub name: String,
+    pub namespace: String,
+    pub version: String,
+    pub artifacts: String,
+    pub chart: String,
+    pub expose_type: ExposeType,
+    pub node_port: Option<u16>,
+    pub expose_host: Option<String>,
+    pub values: serde_json::Map<String, Value>,
+}
+
+pub fn kubeconfig_file_name(name: &str) -> String {
+    format!("vcluster-{name}/kubeconfig")
+}
+
+pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
+    let mut problems = Vec::new();
+    let mut planned_files = std::collections::BTreeSet::new();
+    for (i, vc) in loaded.inventory.virtual_clusters.iter().enumerate() {
+        let base = push_index("virtualClusters", i);
+        let version = vc.version.clone().unwrap_or(versions::VCLUSTER.to_string());
+        let chart = format!("vcluster-{version}.tgz");
+        let file = pinned_file(
+            &chart,
+            format!("vcluster/{version}/{chart}"),
+            format!("{}/charts/{chart}", versions::VCLUSTER_CHART_REPO),
+            None,
+        );
+        let files_id = artifacts::step_id("vcluster", &version);
+        if planned_files.insert(files_id.clone()) {
+            match files_step(
+                loaded,
+                "vcluster",
+                "vcluster chart",
+                &version,
+                vec![file],
+                &push_key(&base, "version"),
+            ) {
+                Ok(s) => steps.push(s),
+                Err(d) => {
+                    problems.push(d);
+                    continue;
+                }
+            }
+        }
+        let Some(host) = target(loaded, &vc.host_cluster) else {
+            continue;
+        };
+        let spec = VclusterSpec {
+            host,
+            name: vc.name.clone(),
+            namespace: vc.namespace.clone().unwrap_or(format!("vcluster-{}", vc.name)),
+            version: version.clone(),
+            artifacts: files_id.clone(),
+            chart,
+            expose_type: vc.expose.expose_type,
+            node_port: vc.expose.node_port,
+            expose_host: vc.expose.host.clone(),
+            values: vc.values.clone(),
+        };
+        let mut needs = spec.host.needs();
+        needs.push(files_id);
+        steps.push(
+            Step::new(
+                vcluster_step_id(&vc.name),
+                KIND,
+                format!("vcluster {} {version} on {}", vc.name, vc.host_cluster),
+                json!(spec),
+            )
+            .needs(needs),
+        );
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// Deep-merge `over` into `base`: maps merge, anything else replaces.
+pub fn merge_values(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge_values(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// The host part of a URL (`https://10.0.0.5:6443` -> `10.0.0.5`).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?.to_string(),
+        None => authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority)
+            .to_string(),
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// Where users reach the virtual cluster's API.
+fn endpoint(spec: &VclusterSpec, host_server: &str, node_port: u16) -> Result<(String, String), StepError> {
+    match spec.expose_type {
+        ExposeType::Ingress => {
+            let host = spec
+                .expose_host
+                .clone()
+                .ok_or_else(|| StepError::new(format!("vcluster {}: ingress exposure needs a host", spec.name)))?;
+            Ok((format!("https://{host}"), host))
+        }
+        ExposeType::NodePort => {
+            let host = match &spec.expose_host {
+                Some(h) => h.clone(),
+                None => url_host(host_server).ok_or_else(|| {
+                    StepError::new(format!(
+                        "vcluster {}: cannot tell the host cluster's address from {host_server}",
+                        spec.name
+                    ))
+                })?,
+            };
+            let shown = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.clone()
+            };
+            Ok((format!("https://{shown}:{node_port}"), host))
+        }
+    }
+}
+
+fn parse(spec: &Value) -> Result<VclusterSpec, StepError> {
+    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("vcluster step is malformed: {e}")))
+}
+
+/// The node port the API service got (the one asked for, or the allocated one).
+async fn service_node_port(client: &KubeClient, spec: &VclusterSpec) -> Result<u16, StepError> {
+    if let Some(p) = spec.node_port {
+        return Ok(p);
+    }
+    let r = ObjectRef {
+        api_version: "v1".into(),
+        kind: "Service".into(),
+        namespace: Some(spec.namespace.clone()),
+        name: spec.name.clone(),
+    };
+    let served = client
+        .served("v1", "Service")
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?
+        .ok_or_else(|| StepError::new("the host cluster serves no Services"))?;
+    let svc = client
+        .get(&served, &r)
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?;
+    let svc = svc.map(|s| serde_json::to_value(s).unwrap_or(Value::Null));
+    svc.as_ref()
+        .and_then(|s| {
+            s["spec"]["ports"]
+                .as_array()?
+                .iter()
+                .find_map(|p| p["nodePort"].as_u64())
+        })
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| StepError::new(format!("{r} has no node port; set `expose.nodePort`")))
+}
+
+/// The kubeconfig vcluster wrote into its secret, once it is there.
+async fn read_vcluster_kubeconfig(
+    ctx: &StepContext,
+    client: &KubeClient,
+    spec: &VclusterSpec,
+) -> Result<String, StepError> {
+    let r = ObjectRef {
+        api_version: "v1".into(),
+        kind: "Secret".into(),
+        namespace: Some(spec.namespace.clone()),
+        name: format!("vc-{}", spec.name),
+    };
+    let served = client
+        .served("v1", "Secret")
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?
+        .ok_or_else(|| StepError::new("the host cluster serves no Secrets"))?;
+    let limit = super::manifests::rollout_timeout(ctx);
+    let deadline = Instant::now() + limit;
+    ctx.progress(format!("waiting for {r}"));
+    loop {
+        if let Some(secret) = client
+            .get(&served, &r)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?
+        {
+            let data = serde_json::to_value(&secret).unwrap_or(Value::Null);
+            let encoded = data["data"]["config"]
+                .as_str()
+                .ok_or_else(|| StepError::new(format!("{r} has no `config` key")))?;
+            let bytes = STANDARD
+                .decode(encoded)
+                .map_err(|_| StepError::new(format!("{r}: `config` is not base64")))?;
+            return String::from_utf8(bytes).map_err(|_| StepError::new(format!("{r}: `config` is not text")));
+        }
+        if Instant::now() >= deadline {
+            return Err(StepError::new(format!(
+                "vcluster {} wrote no {r} within {}; is its pod running?",
+                spec.name,
+                humantime::format_duration(limit)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Retry until the virtual cluster's API answers through `text`.
+async fn wait_api(ctx: &StepContext, spec: &VclusterSpec, text: &str, endpoint: &str) -> Result<String, StepError> {
+    let limit = super::manifests::rollout_timeout(ctx);
+    let deadline = Instant::now() + limit;
+    let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
+    ctx.progress(format!("waiting for the API of vcluster {} at {endpoint}", spec.name));
+    loop {
+        let result = match crate::drivers::kube::KubeClient::from_kubeconfig_text(text, None, http).await {
+            Ok(c) => c.server_version().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(StepError::new(format!(
+                    "the API of vcluster {} at {endpoint} did not answer within {}: {e}",
+                    spec.name,
+                    humantime::format_duration(limit)
+                )))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+pub struct VclusterHandler;
+
+#[async_trait]
+impl StepHandler for VclusterHandler {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
+        let spec = parse(spec)?;
+        let client = client(ctx, &spec.host).await?;
+        // The address is known before the chart is rendered, so the certificate can name it.
+        let planned_port = spec.node_port.unwrap_or(0);
+        let (planned_endpoint, endpoint_host) = endpoint(&spec, &client.server, planned_port)?;
+        let context = json!({
+            "service_type": if spec.expose_type == ExposeType::NodePort { "NodePort" } else { "ClusterIP" },
+            "node_port": spec.node_port,
+            "endpoint_host": endpoint_host,
+            "endpoint": planned_endpoint,
+            "ingress_host": if spec.expose_type == ExposeType::Ingress { spec.expose_host.clone() } else { None },
+        });
+        let rendered = crate::templates::render("vcluster/values.yaml", &context).map_err(StepError::new)?;
+        let mut values: Value =
+            serde_yaml::from_str(&rendered).map_err(|e| StepError::new(format!("vcluster values: {e}")))?;
+        merge_values(&mut values, &Value::Object(spec.values.clone()));
+
+        let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}})];
+        objects.extend(
+            render_objects(
+                ctx,
+                &[Source::Chart {
+                    artifacts: spec.artifacts.clone(),
+                    file: spec.chart.clone(),
+                    release: spec.name.clone(),
+                    namespace: spec.namespace.clone(),
+                    values,
+                }],
+            )
+            .await?,
+        );
+        let set = vcluster_step_id(&spec.name);
+        let report = apply_objects(
+            ctx,
+            &client,
+            &set,
+            Some(&spec.namespace),
+            false,
+            objects,
+            previous_objects(&ctx.previous_outputs),
+        )
+        .await?;
+
+        let port = service_node_port(&client, &spec).await?;
+        let (endpoint, _) = endpoint(&spec, &client.server, port)?;
+        let original = read_vcluster_kubeconfig(ctx, &client, &spec).await?;
+        // Keep the scheme vcluster serves; only the address changes.
+        let scheme_endpoint = match original.contains("server: http://") {
+            true => endpoint.replacen("https://", "http://", 1),
+            false => endpoint.clone(),
+        };
+        let text = rewrite(&original, &spec.name, &scheme_endpoint)
+            .map_err(|e| StepError::new(format!("vcluster {}: {e}", spec.name)))?;
+        let path = ctx.outputs_dir.join(kubeconfig_file_name(&spec.name));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StepError::new(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        write_private(&path, &Secret::new(text.clone()))
+            .map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))?;
+        let version = wait_api(ctx, &spec, &text, &scheme_endpoint).await?;
+        let mut out = report_outputs(&report);
+        out["kubeconfig"] = json!(path);
+        out["endpoint"] = json!(scheme_endpoint);
+        out["serverVersion"] = json!(version);
+        Ok(out)
+    }
+
+    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
+        let spec = parse(spec)?;
+        match client(ctx, &spec.host).await {
+            Ok(client) => delete_recorded(ctx, &client, &vcluster_step_id(&spec.name), outputs).await?,
+            Err(e) if ctx.full_teardown => tracing::warn!("vcluster {}: {e}; nothing left to delete", spec.name),
+            Err(e) => return Err(e),
+        }
+        let path: PathBuf = ctx.outputs_dir.join(kubeconfig_file_name(&spec.name));
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StepError::new(format!("cannot remove {}: {e}", path.display()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_hosts_are_found_in_all_forms() {
+        assert_eq!(url_host("https://10.0.0.5:6443").as_deref(), Some("10.0.0.5"));
+        assert_eq!(url_host("https://api.example.com").as_deref(), Some("api.example.com"));
+        assert_eq!(url_host("https://[fd00::1]:6443/").as_deref(), Some("fd00::1"));
+    }
+
+    #[test]
+    fn values_merge_maps_and_replace_the_rest() {
+        let mut base = json!({"service": {"type": "NodePort", "nodePort": 30443}, "syncer": {"extraArgs": ["a"]}});
+        merge_values(
+            &mut base,
+            &json!({"service": {"nodePort": 31000}, "syncer": {"extraArgs": ["b"]}}),
+        );
+        assert_eq!(base["service"], json!({"type": "NodePort", "nodePort": 31000}));
+        assert_eq!(base["syncer"]["extraArgs"], json!(["b"]));
+    }
+}

@@ -1,0 +1,215 @@
+//! Manifests as data: parsing multi-document YAML into objects, naming
+//! objects, the order kinds are applied in, and telling whether a live
+//! object already holds everything a manifest says.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Which object: enough to address it and to name it in messages.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// The reference of a manifest, which must have apiVersion, kind and metadata.name.
+    pub fn of(object: &Value) -> Result<ObjectRef, String> {
+        let text = |path: &[&str]| {
+            let mut v = object;
+            for p in path {
+                v = v.get(p)?;
+            }
+            v.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+        };
+        let kind = text(&["kind"]).ok_or("an object has no kind")?;
+        let name = text(&["metadata", "name"]).ok_or_else(|| format!("a {kind} has no metadata.name"))?;
+        let api_version = text(&["apiVersion"]).ok_or_else(|| format!("{kind} {name} has no apiVersion"))?;
+        Ok(ObjectRef {
+            api_version,
+            kind,
+            namespace: text(&["metadata", "namespace"]),
+            name,
+        })
+    }
+
+    pub fn group(&self) -> &str {
+        self.api_version.split_once('/').map(|(g, _)| g).unwrap_or("")
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// Every object in a stream of YAML documents; empty documents are skipped
+/// and `List` kinds are flattened, as kubectl does. `source` names the
+/// stream in errors.
+pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(doc).map_err(|e| format!("{source}: document {}: {e}", i + 1))?;
+        match value {
+            Value::Null => {}
+            Value::Object(ref map)
+                if map
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k.ends_with("List")) =>
+            {
+                let items = map.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+                out.extend(items);
+            }
+            Value::Object(_) => out.push(value),
+            other => return Err(format!("{source}: document {} is not an object but {other}", i + 1)),
+        }
+    }
+    Ok(out)
+}
+
+/// The phase an object is applied in. Later phases wait for earlier ones:
+/// kinds must be served before objects of them are sent, and webhooks and
+/// custom resources need the workloads behind them running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    Definitions,
+    Namespaces,
+    Workloads,
+    Webhooks,
+    CustomResources,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Definitions,
+        Phase::Namespaces,
+        Phase::Workloads,
+        Phase::Webhooks,
+        Phase::CustomResources,
+    ];
+
+    pub fn of(r: &ObjectRef) -> Phase {
+        match (r.group(), r.kind.as_str()) {
+            ("apiextensions.k8s.io", "CustomResourceDefinition") => Phase::Definitions,
+            ("", "Namespace") => Phase::Namespaces,
+            ("admissionregistration.k8s.io", _) | ("apiregistration.k8s.io", _) => Phase::Webhooks,
+            (g, _) if is_builtin_group(g) => Phase::Workloads,
+            _ => Phase::CustomResources,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Definitions => "custom resource definitions",
+            Phase::Namespaces => "namespaces",
+            Phase::Workloads => "built-in objects",
+            Phase::Webhooks => "webhooks and API services",
+            Phase::CustomResources => "custom resources",
+        }
+    }
+}
+
+/// Groups every conformant cluster serves without any CRD.
+fn is_builtin_group(group: &str) -> bool {
+    group.is_empty()
+        || matches!(
+            group,
+            "apps"
+                | "batch"
+                | "autoscaling"
+                | "policy"
+                | "rbac.authorization.k8s.io"
+                | "networking.k8s.io"
+                | "storage.k8s.io"
+                | "scheduling.k8s.io"
+                | "coordination.k8s.io"
+                | "discovery.k8s.io"
+                | "node.k8s.io"
+                | "certificates.k8s.io"
+                | "flowcontrol.apiserver.k8s.io"
+        )
+}
+
+/// True when `live` already holds every field `desired` sets, with the same
+/// value. Lists must have the same length and match element by element
+/// (the server adds defaults inside elements, never new elements); fields
+/// only on the live side (defaults, status, metadata the server keeps) are
+/// ignored. Used to skip writes that would change nothing.
+pub fn contains(live: &Value, desired: &Value) -> bool {
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => d
+            .iter()
+            .all(|(k, dv)| l.get(k).is_some_and(|lv| contains(lv, dv)) || dv.is_null()),
+        (Value::Array(l), Value::Array(d)) => l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv)),
+        // The server stores numbers it may print differently (1 vs 1.0).
+        (Value::Number(l), Value::Number(d)) => l.as_f64() == d.as_f64(),
+        (l, d) => l == d,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_streams_skipping_empty_documents_and_flattening_lists() {
+        let text = "---\n# only a comment\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Secret, metadata: {name: b}}\n";
+        let objects = parse_documents(text, "t").unwrap();
+        let names: Vec<String> = objects.iter().map(|o| ObjectRef::of(o).unwrap().to_string()).collect();
+        assert_eq!(names, ["ConfigMap a", "Secret b"]);
+    }
+
+    #[test]
+    fn a_document_that_is_not_an_object_is_named() {
+        let err = parse_documents("---\n- a\n", "chart x").unwrap_err();
+        assert!(err.starts_with("chart x: document 1"), "{err}");
+    }
+
+    #[test]
+    fn phases_put_definitions_first_and_custom_resources_last() {
+        let r = |api: &str, kind: &str| ObjectRef {
+            api_version: api.into(),
+            kind: kind.into(),
+            namespace: None,
+            name: "x".into(),
+        };
+        assert_eq!(
+            Phase::of(&r("apiextensions.k8s.io/v1", "CustomResourceDefinition")),
+            Phase::Definitions
+        );
+        assert_eq!(Phase::of(&r("v1", "Namespace")), Phase::Namespaces);
+        assert_eq!(Phase::of(&r("apps/v1", "Deployment")), Phase::Workloads);
+        assert_eq!(
+            Phase::of(&r("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration")),
+            Phase::Webhooks
+        );
+        assert_eq!(
+            Phase::of(&r("hnc.x-k8s.io/v1alpha2", "SubnamespaceAnchor")),
+            Phase::CustomResources
+        );
+    }
+
+    #[test]
+    fn containment_ignores_server_additions_but_not_changes() {
+        let live = json!({"metadata": {"name": "a", "uid": "u"}, "spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}]}, "status": {}});
+        assert!(contains(&live, &json!({"spec": {"ports": [{"port": 80}]}})));
+        assert!(!contains(&live, &json!({"spec": {"replicas": 3}})));
+        assert!(!contains(
+            &live,
+            &json!({"spec": {"ports": [{"port": 80}, {"port": 81}]}})
+        ));
+        assert!(!contains(&live, &json!({"spec": {"paused": true}})));
+        assert!(contains(&json!({"a": 1.0}), &json!({"a": 1})));
+    }
+}

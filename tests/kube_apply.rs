@@ -1,0 +1,313 @@
+//! The apply engine against the Kubernetes API stand-in: ordering, waits,
+//! idempotence (counted in requests), pruning, conflicts, retries and
+//! teardown order. The order checks read the stand-in's request log, not
+//! our log text.
+
+#[path = "support/kube_api.rs"]
+mod kube_api;
+
+use std::time::Duration;
+
+use kube_api::KubeApiStandin;
+use nautes_install::drivers::kube::apply::{apply_set, delete_objects, ApplyOptions, ApplyReport};
+use nautes_install::drivers::kube::{KubeClient, ObjectRef};
+use serde_json::{json, Value};
+
+fn crd() -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "widgets.example.io"},
+           "spec": {"group": "example.io", "scope": "Namespaced",
+                    "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                    "versions": [{"name": "v1", "served": true, "storage": true}]}})
+}
+
+fn namespace(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+}
+
+fn config_map(name: &str, value: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "demo"}, "data": {"k": value}})
+}
+
+fn deployment(name: &str, replicas: i64) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "demo"},
+           "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+}
+
+fn widget() -> Value {
+    json!({"apiVersion": "example.io/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "demo"}, "spec": {"size": 3}})
+}
+
+async fn client(api: &KubeApiStandin) -> KubeClient {
+    KubeClient::from_kubeconfig_text(&api.kubeconfig(), None, Duration::from_secs(30))
+        .await
+        .expect("client from the stand-in's kubeconfig")
+}
+
+fn no_progress(_: String) {}
+
+fn options(timeout: Duration, previous: Vec<ObjectRef>, force: bool) -> ApplyOptions<'static> {
+    ApplyOptions {
+        set: "test/app".into(),
+        default_namespace: Some("demo".into()),
+        force_conflicts: force,
+        timeout,
+        previous,
+        concurrency: 4,
+        progress: &no_progress,
+    }
+}
+
+async fn apply(api: &KubeApiStandin, objects: Vec<Value>, previous: Vec<ObjectRef>) -> Result<ApplyReport, String> {
+    let c = client(api).await;
+    apply_set(&c, objects, &options(Duration::from_secs(20), previous, false)).await
+}
+
+/// Index in the log of the first request of `method` whose path ends with `tail`.
+fn first(log: &[Value], method: &str, tail: &str) -> usize {
+    log.iter()
+        .position(|r| r["method"] == method && r["path"].as_str().unwrap_or("").ends_with(tail))
+        .unwrap_or_else(|| panic!("no {method} …{tail} in {log:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_then_namespaces_then_objects_and_custom_resources_only_once_established() {
+    let api = KubeApiStandin::start_with(&["--crd-delay", "1.0"]);
+    // Given in the worst order on purpose.
+    let objects = vec![
+        widget(),
+        deployment("web", 2),
+        config_map("settings", "a"),
+        namespace("demo"),
+        crd(),
+    ];
+    let report = apply(&api, objects, vec![]).await.expect("apply");
+    assert_eq!(report.written, 5);
+    let log = api.requests();
+    let crd_at = first(&log, "PATCH", "/customresourcedefinitions/widgets.example.io");
+    let ns_at = first(&log, "PATCH", "/api/v1/namespaces/demo");
+    let cm_at = first(&log, "PATCH", "/configmaps/settings");
+    let widget_at = first(&log, "PATCH", "/widgets/w");
+    assert!(
+        crd_at < ns_at && ns_at < cm_at && cm_at < widget_at,
+        "order: {crd_at} {ns_at} {cm_at} {widget_at}"
+    );
+    // The custom resource was never tried before its kind was served.
+    let widget_failures: Vec<_> = log
+        .iter()
+        .filter(|r| {
+            r["path"].as_str().unwrap_or("").contains("/widgets")
+                && r["status"].as_u64() != Some(200)
+                && r["status"].as_u64() != Some(201)
+        })
+        .collect();
+    assert!(widget_failures.is_empty(), "{widget_failures:#?}");
+    // The deployment was waited for: it is rolled out.
+    let d = api.get("/apis/apps/v1/namespaces/demo/deployments/web");
+    assert_eq!(d["status"]["availableReplicas"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_apply_of_the_same_set_writes_nothing_and_a_change_writes_one_object() {
+    let api = KubeApiStandin::start();
+    let set = || {
+        vec![
+            namespace("demo"),
+            config_map("a", "1"),
+            config_map("b", "1"),
+            deployment("web", 1),
+        ]
+    };
+    apply(&api, set(), vec![]).await.expect("first apply");
+    api.reset_log();
+    let again = apply(&api, set(), vec![]).await.expect("second apply");
+    assert_eq!((again.written, again.unchanged), (0, 4));
+    assert!(
+        api.writes().is_empty(),
+        "writes on a no-op re-apply: {:#?}",
+        api.writes()
+    );
+
+    api.reset_log();
+    let mut changed = set();
+    changed[1] = config_map("a", "2");
+    let third = apply(&api, changed, vec![]).await.expect("third apply");
+    assert_eq!(third.written, 1);
+    let writes = api.writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert!(writes[0]["path"].as_str().unwrap().ends_with("/configmaps/a"));
+    assert_eq!(api.get("/api/v1/namespaces/demo/configmaps/a")["data"]["k"], "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_field_from_a_manifest_removes_it_from_the_object() {
+    let api = KubeApiStandin::start();
+    let mut cm = config_map("a", "1");
+    cm["data"]["extra"] = json!("x");
+    apply(&api, vec![namespace("demo"), cm], vec![]).await.unwrap();
+    apply(&api, vec![namespace("demo"), config_map("a", "1")], vec![])
+        .await
+        .unwrap();
+    let live = api.get("/api/v1/namespaces/demo/configmaps/a");
+    assert!(live["data"].get("extra").is_none(), "{live}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_dropped_from_the_set_are_pruned_and_others_are_left_alone() {
+    let api = KubeApiStandin::start();
+    let first = apply(
+        &api,
+        vec![namespace("demo"), config_map("a", "1"), config_map("b", "1")],
+        vec![],
+    )
+    .await
+    .unwrap();
+    // Someone else's object in the same namespace.
+    let (code, _) = api.request(
+        "POST",
+        "/api/v1/namespaces/demo/configmaps",
+        "application/json",
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "theirs"}}),
+    );
+    assert_eq!(code, 201);
+    let second = apply(&api, vec![namespace("demo"), config_map("a", "1")], first.objects)
+        .await
+        .unwrap();
+    assert_eq!(second.pruned.len(), 1);
+    assert_eq!(second.pruned[0].name, "b");
+    assert_eq!(api.get("/api/v1/namespaces/demo/configmaps/b")["code"], 404);
+    assert_eq!(
+        api.get("/api/v1/namespaces/demo/configmaps/theirs")["metadata"]["name"],
+        "theirs"
+    );
+    assert_eq!(api.get("/api/v1/namespaces/demo/configmaps/a")["data"]["k"], "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_changed_by_another_manager_is_a_reported_conflict_unless_forced() {
+    let api = KubeApiStandin::start();
+    apply(&api, vec![namespace("demo"), deployment("web", 1)], vec![])
+        .await
+        .unwrap();
+    // `kubectl scale`-like takeover by another manager.
+    let mut theirs = deployment("web", 5);
+    theirs["metadata"] = json!({"name": "web", "namespace": "demo"});
+    let (code, _) = api.request(
+        "PATCH",
+        "/apis/apps/v1/namespaces/demo/deployments/web?fieldManager=kubectl-edit&force=true",
+        "application/apply-patch+yaml",
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "demo"}, "spec": {"replicas": 5}}),
+    );
+    assert_eq!(code, 200);
+    let err = apply(&api, vec![namespace("demo"), deployment("web", 1)], vec![])
+        .await
+        .unwrap_err();
+    assert!(err.contains("Deployment demo/web"), "{err}");
+    assert!(err.contains("kubectl-edit") && err.contains("spec.replicas"), "{err}");
+    assert!(err.contains("forceConflicts"), "{err}");
+    assert_eq!(
+        api.get("/apis/apps/v1/namespaces/demo/deployments/web")["spec"]["replicas"],
+        5,
+        "not forced"
+    );
+
+    let c = client(&api).await;
+    apply_set(
+        &c,
+        vec![namespace("demo"), deployment("web", 1)],
+        &options(Duration::from_secs(20), vec![], true),
+    )
+    .await
+    .expect("forced apply");
+    assert_eq!(
+        api.get("/apis/apps/v1/namespaces/demo/deployments/web")["spec"]["replicas"],
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_that_never_becomes_ready_times_out_naming_it_and_its_state() {
+    let api = KubeApiStandin::start();
+    api.control("/_standin/never-ready", &json!({"kind": "Deployment", "name": "stuck"}));
+    let c = client(&api).await;
+    let err = apply_set(
+        &c,
+        vec![namespace("demo"), deployment("stuck", 1), deployment("fine", 1)],
+        &options(Duration::from_secs(2), vec![], false),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("timed out after 2s waiting for Deployment demo/stuck"),
+        "{err}"
+    );
+    assert!(
+        err.contains("last seen:") && err.contains("Available=False (MinimumReplicasUnavailable"),
+        "{err}"
+    );
+    assert!(!err.contains("demo/fine"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_and_the_apply_completes() {
+    let api = KubeApiStandin::start();
+    api.control(
+        "/_standin/fail",
+        &json!({"method": "PATCH", "path_contains": "/configmaps/a", "status": 500, "count": 2}),
+    );
+    apply(&api, vec![namespace("demo"), config_map("a", "1")], vec![])
+        .await
+        .expect("apply despite two 500s");
+    let log = api.requests();
+    let statuses: Vec<u64> = log
+        .iter()
+        .filter(|r| r["method"] == "PATCH" && r["path"].as_str().unwrap().ends_with("/configmaps/a"))
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [500, 500, 201]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_kind_fails_before_anything_of_its_phase_is_sent() {
+    let api = KubeApiStandin::start();
+    let err = apply(&api, vec![namespace("demo"), widget()], vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("Widget demo/w") && err.contains("CustomResourceDefinition"),
+        "{err}"
+    );
+    assert!(!api
+        .requests()
+        .iter()
+        .any(|r| r["path"].as_str().unwrap().contains("/widgets")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_deletes_custom_resources_then_objects_then_namespaces_then_definitions() {
+    let api = KubeApiStandin::start();
+    let report = apply(
+        &api,
+        vec![crd(), namespace("demo"), config_map("a", "1"), widget()],
+        vec![],
+    )
+    .await
+    .unwrap();
+    api.reset_log();
+    let c = client(&api).await;
+    delete_objects(&c, &report.objects, Some("test/app"), Duration::from_secs(20), 4)
+        .await
+        .expect("delete");
+    let log = api.requests();
+    let w = first(&log, "DELETE", "/widgets/w");
+    let cm = first(&log, "DELETE", "/configmaps/a");
+    let ns = first(&log, "DELETE", "/api/v1/namespaces/demo");
+    let crd_at = first(&log, "DELETE", "/customresourcedefinitions/widgets.example.io");
+    assert!(w < cm && cm < ns && ns < crd_at, "order {w} {cm} {ns} {crd_at}");
+    assert_eq!(api.get("/api/v1/namespaces/demo")["code"], 404);
+    // Deleting again finds nothing and succeeds.
+    delete_objects(&c, &report.objects, Some("test/app"), Duration::from_secs(20), 4)
+        .await
+        .expect("second delete");
+}
