@@ -870,9 +870,11 @@ if __name__ == "__main__":
     p.add_argument("--crd-delay", type=float, default=0.3)
     p.add_argument("--ready-delay", type=float, default=0.2)
     p.add_argument("--ns-delete-delay", type=float, default=0.2)
+    # A fixed port: a vcluster stand-in must answer at the NodePort it is exposed on.
+    p.add_argument("--port", type=int, default=0)
     ARGS = p.parse_args()
     threading.Thread(target=controller, daemon=True).start()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     with open(ARGS.port_file + ".tmp", "w") as f:
         f.write(str(server.server_address[1]))
     os.replace(ARGS.port_file + ".tmp", ARGS.port_file)

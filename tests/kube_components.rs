@@ -1,0 +1,225 @@
+//! vcluster, HNC and tenant namespace trees end to end through the real
+//! binary: a brought-in host cluster (API stand-in), the vcluster chart
+//! rendered by the real `helm template` from an air-gap bundle, the virtual
+//! cluster's API (a second stand-in at the NodePort), HNC installed in it
+//! and a tenant tree created, changed, guarded and removed.
+
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/kube_api.rs"]
+mod kube_api;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use cli::{code, stderr, Scratch};
+use kube_api::KubeApiStandin;
+use serde_json::json;
+
+/// A free loopback port in the NodePort range, for the vcluster's API.
+fn free_node_port() -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .elapsed()
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7);
+    for i in 0..2000u64 {
+        let port = 30000 + ((seed.wrapping_mul(2654435761).wrapping_add(i * 7919)) % 2767) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 30000-32767");
+}
+
+/// The air-gap bundle: the HNC manifest and the packaged vcluster chart.
+fn make_bundle(s: &Scratch) {
+    let bundle = s.path().join("bundle");
+    let hnc = bundle.join("hnc/v1.0.0");
+    std::fs::create_dir_all(&hnc).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kube/hnc-default.yaml"),
+        hnc.join("default.yaml"),
+    )
+    .unwrap();
+    let charts = bundle.join("vcluster/0.10.1");
+    let out = Command::new("helm")
+        .args([
+            "package",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/charts/vcluster-standin"),
+            "-d",
+        ])
+        .arg(&charts)
+        .env("HELM_CACHE_HOME", s.path().join("helm"))
+        .env("HELM_CONFIG_HOME", s.path().join("helm"))
+        .env("HELM_DATA_HOME", s.path().join("helm"))
+        .output()
+        .expect("helm (installed by .ci/install.d/40-helm.sh) on PATH");
+    assert!(
+        out.status.success(),
+        "helm package: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sealed = s.command(&["bundle", "seal", "--dir", "bundle"]).output().unwrap();
+    assert_eq!(code(&sealed), 0, "{}", stderr(&sealed));
+}
+
+fn inventory(node_port: u16, tree: &str, allow: bool) -> String {
+    format!(
+        "artifacts:\n  mode: airgap\n  bundle: bundle\nclusters:\n  - name: host\n    type: external\n    external:\n      kubeconfig: host.kubeconfig\nvirtualClusters:\n  - name: tenant1\n    hostCluster: host\n    expose:\n      type: nodePort\n      nodePort: {node_port}\ntenants:\n  - name: acme\n    cluster: tenant1\n    allowDeleteWithWorkloads: {allow}\n    namespaces:\n{tree}"
+    )
+}
+
+const TREE: &str = "      - name: acme\n        labels: {team: acme}\n        children:\n          - name: acme-dev\n            labels: {env: dev}\n          - name: acme-prod\n            annotations: {owner: ops}\n";
+const TREE_CHANGED: &str = "      - name: acme\n        labels: {team: acme}\n        children:\n          - name: acme-prod\n            annotations: {owner: ops}\n          - name: acme-test\n            labels: {env: test}\n";
+const TREE_SMALLER: &str = "      - name: acme\n        labels: {team: acme}\n        children:\n          - name: acme-test\n            labels: {env: test}\n";
+
+fn apply(s: &Scratch) -> std::process::Output {
+    s.command(&["apply", "--yes", "-i", "inventory.yaml"]).output().unwrap()
+}
+
+#[test]
+fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroyed() {
+    let host = KubeApiStandin::start();
+    let port = free_node_port();
+    let port_arg = port.to_string();
+    let virt = KubeApiStandin::start_with(&["--port", &port_arg]);
+    // What vcluster writes into its secret: its own endpoint, which we must rewrite.
+    let inner = virt.kubeconfig().replace(&virt.url(), "http://localhost:8443");
+    host.control(
+        "/_standin/vcluster",
+        &json!({"namespace": "vcluster-tenant1", "name": "tenant1", "kubeconfig": inner}),
+    );
+    let s = Scratch::new();
+    let host_kubeconfig = s.path().join("host.kubeconfig");
+    std::fs::write(&host_kubeconfig, host.kubeconfig()).unwrap();
+    std::fs::set_permissions(&host_kubeconfig, std::fs::Permissions::from_mode(0o600)).unwrap();
+    make_bundle(&s);
+    s.write_inventory(&inventory(port, TREE, false));
+
+    let out = apply(&s);
+    assert_eq!(code(&out), 0, "first apply: {}", stderr(&out));
+
+    // The chart went through the real helm with our values.
+    let sts = host.get("/apis/apps/v1/namespaces/vcluster-tenant1/statefulsets/tenant1");
+    let args = sts["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--tls-san=127.0.0.1"), "{args}");
+    assert!(
+        args.contains(&format!("--out-kube-config-server=https://127.0.0.1:{port}")),
+        "{args}"
+    );
+    let svc = host.get("/api/v1/namespaces/vcluster-tenant1/services/tenant1");
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    assert_eq!(svc["spec"]["ports"][0]["nodePort"], port);
+
+    // Its kubeconfig, rewritten to the exposed endpoint, private.
+    let kubeconfig = s.workdir().join("outputs/vcluster-tenant1/kubeconfig");
+    let text = std::fs::read_to_string(&kubeconfig).expect("vcluster kubeconfig written");
+    assert!(text.contains(&format!("server: http://127.0.0.1:{port}")), "{text}");
+    assert!(!text.contains("localhost:8443"), "{text}");
+    assert_eq!(
+        std::fs::metadata(&kubeconfig).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // HNC inside the virtual cluster, and the tree: root namespace, subnamespaces by anchor.
+    assert_eq!(
+        virt.get("/apis/apps/v1/namespaces/hnc-system/deployments/hnc-controller-manager")["status"]
+            ["availableReplicas"],
+        1
+    );
+    assert_eq!(
+        virt.get("/api/v1/namespaces/acme")["metadata"]["labels"]["team"],
+        "acme"
+    );
+    let dev = virt.get("/api/v1/namespaces/acme-dev");
+    assert_eq!(dev["metadata"]["annotations"]["hnc.x-k8s.io/subnamespace-of"], "acme");
+    assert_eq!(dev["metadata"]["labels"]["env"], "dev");
+    assert_eq!(
+        virt.get("/api/v1/namespaces/acme-prod")["metadata"]["annotations"]["owner"],
+        "ops"
+    );
+    assert_eq!(
+        virt.get("/apis/hnc.x-k8s.io/v1alpha2/namespaces/acme/subnamespaceanchors/acme-dev")["status"]["status"],
+        "Ok"
+    );
+
+    // A second run: nothing is written anywhere.
+    host.reset_log();
+    virt.reset_log();
+    let out = apply(&s);
+    assert_eq!(code(&out), 0, "re-run: {}", stderr(&out));
+    assert!(host.writes().is_empty(), "host writes: {:#?}", host.writes());
+    assert!(virt.writes().is_empty(), "vcluster writes: {:#?}", virt.writes());
+
+    // Change the tree: acme-dev goes (through its anchor), acme-test comes.
+    s.write_inventory(&inventory(port, TREE_CHANGED, false));
+    let out = apply(&s);
+    assert_eq!(code(&out), 0, "changed tree: {}", stderr(&out));
+    assert_eq!(virt.get("/api/v1/namespaces/acme-dev")["code"], 404);
+    assert_eq!(
+        virt.get("/apis/hnc.x-k8s.io/v1alpha2/namespaces/acme/subnamespaceanchors/acme-dev")["code"],
+        404
+    );
+    assert_eq!(
+        virt.get("/api/v1/namespaces/acme-test")["metadata"]["labels"]["env"],
+        "test"
+    );
+    assert_eq!(
+        virt.get("/api/v1/namespaces/acme-prod")["metadata"]["annotations"]["owner"],
+        "ops"
+    );
+
+    // A namespace that still runs something is not removed unless the tenant allows it.
+    let (c, _) = virt.request(
+        "POST",
+        "/api/v1/namespaces/acme-prod/pods",
+        "application/json",
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+    );
+    assert_eq!(c, 201);
+    s.write_inventory(&inventory(port, TREE_SMALLER, false));
+    let out = apply(&s);
+    assert_eq!(code(&out), 1, "must refuse: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("acme-prod (1 Pod)") && err.contains("allowDeleteWithWorkloads"),
+        "{err}"
+    );
+    assert_eq!(
+        virt.get("/api/v1/namespaces/acme-prod")["metadata"]["name"],
+        "acme-prod",
+        "kept"
+    );
+    s.write_inventory(&inventory(port, TREE_SMALLER, true));
+    let out = apply(&s);
+    assert_eq!(code(&out), 0, "allowed removal: {}", stderr(&out));
+    assert_eq!(virt.get("/api/v1/namespaces/acme-prod")["code"], 404);
+
+    // Teardown: the tree, HNC, then the vcluster and its namespace on the host.
+    let out = s
+        .command(&["destroy", "--yes", "-i", "inventory.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "destroy: {}", stderr(&out));
+    assert_eq!(virt.get("/api/v1/namespaces/acme")["code"], 404);
+    assert_eq!(virt.get("/api/v1/namespaces/hnc-system")["code"], 404);
+    assert_eq!(host.get("/api/v1/namespaces/vcluster-tenant1")["code"], 404);
+    assert!(!kubeconfig.exists());
+    // In the virtual cluster, the tenant tree went before HNC.
+    let log = virt.requests();
+    let deletes: Vec<&str> = log
+        .iter()
+        .filter(|r| r["method"] == "DELETE")
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    let anchor = deletes
+        .iter()
+        .position(|p| p.contains("subnamespaceanchors"))
+        .expect("anchor deleted");
+    let hnc = deletes
+        .iter()
+        .position(|p| p.ends_with("/deployments/hnc-controller-manager"))
+        .expect("hnc deleted");
+    assert!(anchor < hnc, "{deletes:#?}");
+}
