@@ -18,7 +18,7 @@ use super::manifests::{self, apply_objects, previous_objects, report_outputs, ro
 use super::versions;
 use crate::drivers::kube::apply::delete_objects;
 use crate::drivers::kube::{KubeClient, ObjectRef};
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Rendered, StepContext, StepError, StepHandler};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{Diagnostic, Loaded, NamespaceNode};
 use crate::plan::Step;
@@ -419,6 +419,23 @@ impl StepHandler for TenantHandler {
         let spec = parse(spec)?;
         let client = client(ctx, &spec.target).await?;
         remove_nodes(ctx, &client, &spec, &previous_tree(outputs)).await
+    }
+
+    /// The tree's objects as applied: namespaces and anchors, then the
+    /// subnamespaces' labels and annotations.
+    fn render(&self, spec: &Value) -> Result<Vec<Rendered>, StepError> {
+        let spec = parse(spec)?;
+        let children = spec.tree.iter().filter(|n| n.parent.is_some());
+        let objects = structure(&spec.tree).into_iter().chain(children.map(namespace_object));
+        let mut text = String::new();
+        for o in objects {
+            text.push_str("---\n");
+            text.push_str(&serde_yaml::to_string(&o).map_err(|e| StepError::new(e.to_string()))?);
+        }
+        Ok(vec![Rendered {
+            path: format!("manifests/tenant-{}.yaml", spec.tenant),
+            contents: text,
+        }])
     }
 }
 
