@@ -181,3 +181,59 @@ fn the_controller_rolls_out_workloads_unless_told_not_to() {
         .get("readyReplicas")
         .is_none());
 }
+
+/// GET `path` on the stand-in over a raw connection and read until it closes
+/// (a watch ends at its timeoutSeconds): status line and body.
+fn raw_get(port: u16, token: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+}
+
+#[test]
+fn watch_streams_changes_after_a_resource_version_and_refuses_unserved_kinds() {
+    let api = kube_api::KubeApiStandin::start();
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "w"}});
+    assert_eq!(
+        api.request("POST", "/api/v1/namespaces", "application/json", &ns).0,
+        201
+    );
+    let cm = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": v}});
+    let path = "/api/v1/namespaces/w/configmaps/c?fieldManager=t";
+    let (_, created) = api.request("PATCH", path, APPLY, &cm("1"));
+    let rv = created["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+
+    let (port, token) = (api.port, api.token.clone());
+    let watcher = std::thread::spawn(move || {
+        raw_get(
+            port,
+            &token,
+            &format!("/api/v1/namespaces/w/configmaps?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dc&timeoutSeconds=2"),
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // A request made while the watch is open is served, and shows up in it.
+    assert_eq!(api.request("PATCH", path, APPLY, &cm("2")).0, 200);
+    let (status, body) = watcher.join().unwrap();
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("\"MODIFIED\"") && body.contains("\"k\": \"2\""), "{body}");
+    assert!(
+        !body.contains("\"k\": \"1\""),
+        "events up to the given resourceVersion are not replayed: {body}"
+    );
+
+    let (status, _) = raw_get(
+        api.port,
+        &api.token,
+        "/apis/example.io/v1/widgets?watch=true&timeoutSeconds=1",
+    );
+    assert!(status.contains("404"), "{status}");
+}

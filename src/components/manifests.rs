@@ -188,6 +188,16 @@ pub async fn delete_recorded(
         .map_err(|e| StepError::new(format!("{set} on {}: {e}", client.server)))
 }
 
+/// Objects as one multi-document YAML stream, for `render`.
+pub fn yaml_stream<'a>(objects: impl IntoIterator<Item = &'a Value>) -> Result<String, StepError> {
+    let mut text = String::new();
+    for o in objects {
+        text.push_str("---\n");
+        text.push_str(&serde_yaml::to_string(o).map_err(|e| StepError::new(e.to_string()))?);
+    }
+    Ok(text)
+}
+
 fn parse(spec: &Value) -> Result<ApplySpec, StepError> {
     serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("kube-apply step is malformed: {e}")))
 }
@@ -236,14 +246,9 @@ impl StepHandler for ApplyHandler {
         let mut out = Vec::new();
         for (i, source) in spec.sources.iter().enumerate() {
             if let Source::Objects { objects } = source {
-                let mut text = String::new();
-                for o in objects {
-                    text.push_str("---\n");
-                    text.push_str(&serde_yaml::to_string(o).map_err(|e| StepError::new(e.to_string()))?);
-                }
                 out.push(Rendered {
                     path: format!("manifests/{}/{i}.yaml", spec.set.replace('/', "__")),
-                    contents: text,
+                    contents: yaml_stream(objects)?,
                 });
             }
         }

@@ -426,15 +426,13 @@ impl StepHandler for TenantHandler {
     fn render(&self, spec: &Value) -> Result<Vec<Rendered>, StepError> {
         let spec = parse(spec)?;
         let children = spec.tree.iter().filter(|n| n.parent.is_some());
-        let objects = structure(&spec.tree).into_iter().chain(children.map(namespace_object));
-        let mut text = String::new();
-        for o in objects {
-            text.push_str("---\n");
-            text.push_str(&serde_yaml::to_string(&o).map_err(|e| StepError::new(e.to_string()))?);
-        }
+        let objects: Vec<Value> = structure(&spec.tree)
+            .into_iter()
+            .chain(children.map(namespace_object))
+            .collect();
         Ok(vec![Rendered {
             path: format!("manifests/tenant-{}.yaml", spec.tenant),
-            contents: text,
+            contents: manifests::yaml_stream(&objects)?,
         }])
     }
 }
