@@ -42,31 +42,38 @@ fn make_bundle(s: &Scratch) {
         hnc.join("default.yaml"),
     )
     .unwrap();
-    let charts = bundle.join("vcluster/0.10.1");
-    let out = Command::new("helm")
-        .args([
-            "package",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/charts/vcluster-standin"),
-            "-d",
-        ])
-        .arg(&charts)
-        .env("HELM_CACHE_HOME", s.path().join("helm"))
-        .env("HELM_CONFIG_HOME", s.path().join("helm"))
-        .env("HELM_DATA_HOME", s.path().join("helm"))
-        .output()
-        .expect("helm (installed by .ci/install.d/40-helm.sh) on PATH");
-    assert!(
-        out.status.success(),
-        "helm package: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Two releases of the chart, so an upgrade can be planned.
+    for version in ["0.10.1", "0.10.2"] {
+        let charts = bundle.join("vcluster").join(version);
+        let out = Command::new("helm")
+            .args([
+                "package",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/charts/vcluster-standin"),
+            ])
+            .args(["--version", version, "--app-version", version, "-d"])
+            .arg(&charts)
+            .env("HELM_CACHE_HOME", s.path().join("helm"))
+            .env("HELM_CONFIG_HOME", s.path().join("helm"))
+            .env("HELM_DATA_HOME", s.path().join("helm"))
+            .output()
+            .expect("helm (installed by .ci/install.d/40-helm.sh) on PATH");
+        assert!(
+            out.status.success(),
+            "helm package: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let sealed = s.command(&["bundle", "seal", "--dir", "bundle"]).output().unwrap();
     assert_eq!(code(&sealed), 0, "{}", stderr(&sealed));
 }
 
 fn inventory(node_port: u16, tree: &str, allow: bool) -> String {
+    versioned_inventory("0.10.1", node_port, tree, allow)
+}
+
+fn versioned_inventory(version: &str, node_port: u16, tree: &str, allow: bool) -> String {
     format!(
-        "artifacts:\n  mode: airgap\n  bundle: bundle\nclusters:\n  - name: host\n    type: external\n    external:\n      kubeconfig: host.kubeconfig\nvirtualClusters:\n  - name: tenant1\n    hostCluster: host\n    expose:\n      type: nodePort\n      nodePort: {node_port}\ntenants:\n  - name: acme\n    cluster: tenant1\n    allowDeleteWithWorkloads: {allow}\n    namespaces:\n{tree}"
+        "artifacts:\n  mode: airgap\n  bundle: bundle\nclusters:\n  - name: host\n    type: external\n    external:\n      kubeconfig: host.kubeconfig\nvirtualClusters:\n  - name: tenant1\n    hostCluster: host\n    version: {version}\n    expose:\n      type: nodePort\n      nodePort: {node_port}\ntenants:\n  - name: acme\n    cluster: tenant1\n    allowDeleteWithWorkloads: {allow}\n    namespaces:\n{tree}"
     )
 }
 
@@ -152,8 +159,41 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
     assert!(host.writes().is_empty(), "host writes: {:#?}", host.writes());
     assert!(virt.writes().is_empty(), "vcluster writes: {:#?}", virt.writes());
 
+    // Upgrade: a new chart version re-applies the vcluster's changed objects only.
+    s.write_inventory(&versioned_inventory("0.10.2", port, TREE, false));
+    let plan = s.command(&["plan", "-i", "inventory.yaml"]).output().unwrap();
+    let shown = cli::stdout(&plan) + &stderr(&plan);
+    assert!(
+        shown.contains("vcluster/tenant1") && shown.contains("artifacts/vcluster/0.10.2"),
+        "{shown}"
+    );
+    host.reset_log();
+    virt.reset_log();
+    let out = apply(&s);
+    assert_eq!(code(&out), 0, "upgrade: {}", stderr(&out));
+    let sts = host.get("/apis/apps/v1/namespaces/vcluster-tenant1/statefulsets/tenant1");
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["containers"][0]["image"],
+        "loftsh/vcluster:0.10.2"
+    );
+    let host_writes: Vec<String> = host
+        .writes()
+        .iter()
+        .map(|w| w["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        host_writes,
+        ["/apis/apps/v1/namespaces/vcluster-tenant1/statefulsets/tenant1"],
+        "only the changed object"
+    );
+    assert!(
+        virt.writes().is_empty(),
+        "nothing inside the vcluster changed: {:#?}",
+        virt.writes()
+    );
+
     // Change the tree: acme-dev goes (through its anchor), acme-test comes.
-    s.write_inventory(&inventory(port, TREE_CHANGED, false));
+    s.write_inventory(&versioned_inventory("0.10.2", port, TREE_CHANGED, false));
     let out = apply(&s);
     assert_eq!(code(&out), 0, "changed tree: {}", stderr(&out));
     assert_eq!(virt.get("/api/v1/namespaces/acme-dev")["code"], 404);
@@ -178,7 +218,7 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
         &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}),
     );
     assert_eq!(c, 201);
-    s.write_inventory(&inventory(port, TREE_SMALLER, false));
+    s.write_inventory(&versioned_inventory("0.10.2", port, TREE_SMALLER, false));
     let out = apply(&s);
     assert_eq!(code(&out), 1, "must refuse: {}", stderr(&out));
     let err = stderr(&out);
@@ -191,7 +231,7 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
         "acme-prod",
         "kept"
     );
-    s.write_inventory(&inventory(port, TREE_SMALLER, true));
+    s.write_inventory(&versioned_inventory("0.10.2", port, TREE_SMALLER, true));
     let out = apply(&s);
     assert_eq!(code(&out), 0, "allowed removal: {}", stderr(&out));
     assert_eq!(virt.get("/api/v1/namespaces/acme-prod")["code"], 404);
