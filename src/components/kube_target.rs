@@ -106,13 +106,7 @@ pub fn kubeconfig_path(ctx: &StepContext, target: &KubeTarget) -> Result<(PathBu
 /// A connected client for the target, shared by every step of the run.
 pub async fn client(ctx: &StepContext, target: &KubeTarget) -> Result<Arc<KubeClient>, StepError> {
     let (path, context) = kubeconfig_path(ctx, target)?;
-    let clients = match ctx.services.get::<Clients>() {
-        Some(c) => c,
-        None => {
-            ctx.services.insert(Clients::default());
-            ctx.services.get::<Clients>().expect("just inserted")
-        }
-    };
+    let clients = ctx.services.get_or_insert_with(Clients::default);
     let key = format!("{}#{}", path.display(), context.as_deref().unwrap_or(""));
     let mut map = clients.0.lock().await;
     // A kubeconfig rewritten during the run (a re-created vcluster) gets a new client.

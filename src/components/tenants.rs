@@ -220,18 +220,8 @@ const WORKLOADS: [(&str, &str); 4] = [
 async fn workloads_in(client: &KubeClient, ns: &str) -> Result<String, StepError> {
     let mut found = Vec::new();
     for (api_version, kind) in WORKLOADS {
-        let Some(served) = client
-            .served(api_version, kind)
-            .await
-            .map_err(|e| StepError::new(e.to_string()))?
-        else {
-            continue;
-        };
-        let api = client.api(&served, Some(ns));
-        let params = kube::api::ListParams::default();
-        let list = crate::drivers::kube::with_retries(|| api.list(&params)).await;
-        match list {
-            Ok(l) if !l.items.is_empty() => found.push(format!("{} {kind}", l.items.len())),
+        match client.list(api_version, kind, Some(ns)).await {
+            Ok(Some(items)) if !items.is_empty() => found.push(format!("{} {kind}", items.len())),
             Ok(_) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(StepError::new(format!("listing {kind} in {ns}: {e}"))),

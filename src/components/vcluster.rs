@@ -138,6 +138,13 @@ fn url_host(url: &str) -> Option<String> {
     (!host.is_empty()).then_some(host)
 }
 
+/// The scheme of the (first) server in a kubeconfig.
+fn served_scheme(kubeconfig: &str) -> Option<String> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(kubeconfig).ok()?;
+    let server = doc["clusters"][0]["cluster"]["server"].as_str()?;
+    server.split_once("://").map(|(scheme, _)| scheme.to_string())
+}
+
 /// Where users reach the virtual cluster's API.
 fn endpoint(spec: &VclusterSpec, host_server: &str, node_port: u16) -> Result<(String, String), StepError> {
     match spec.expose_type {
@@ -331,9 +338,9 @@ impl StepHandler for VclusterHandler {
         let (endpoint, _) = endpoint(&spec, &client.server, port)?;
         let original = read_vcluster_kubeconfig(ctx, &client, &spec).await?;
         // Keep the scheme vcluster serves; only the address changes.
-        let scheme_endpoint = match original.contains("server: http://") {
-            true => endpoint.replacen("https://", "http://", 1),
-            false => endpoint.clone(),
+        let scheme_endpoint = match served_scheme(&original) {
+            Some(scheme) if scheme != "https" => endpoint.replacen("https", &scheme, 1),
+            _ => endpoint,
         };
         let text = rewrite(&original, &spec.name, &scheme_endpoint)
             .map_err(|e| StepError::new(format!("vcluster {}: {e}", spec.name)))?;

@@ -4,6 +4,5 @@
 pub mod ansible;
 pub mod helm;
 pub mod kube;
-pub mod kubeapi;
 pub mod ssh;
 pub mod terraform;

@@ -58,6 +58,18 @@ impl Services {
         map.insert(std::any::TypeId::of::<T>(), Arc::new(value));
     }
 
+    /// The shared instance of `T`, made with `make` by the first caller.
+    pub fn get_or_insert_with<T: Send + Sync + 'static>(&self, make: impl FnOnce() -> T) -> Arc<T> {
+        let mut map = self.extensions.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map
+            .entry(std::any::TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(make()) as Arc<dyn std::any::Any + Send + Sync>);
+        entry
+            .clone()
+            .downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("keyed by its own TypeId"))
+    }
+
     /// The shared instance of `T`, if one was inserted.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
         let map = self.extensions.lock().unwrap_or_else(|p| p.into_inner());

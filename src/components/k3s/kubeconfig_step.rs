@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::{kubeconfig, kubeconfig_file_name, KubeconfigSpec, KUBECONFIG_KIND};
 use crate::components::hosts::HostConn;
 use crate::components::remote::connect;
-use crate::drivers::kubeapi::KubeApi;
+use crate::drivers::kube::KubeClient;
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::secret::{write_private, Secret};
 
@@ -37,7 +37,8 @@ impl StepHandler for KubeconfigHandler {
             .map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))?;
 
         let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
-        let api = KubeApi::from_kubeconfig(&text, None, http)
+        let api = KubeClient::from_kubeconfig_text(&text, None, http)
+            .await
             .map_err(|e| StepError::new(format!("{}: {e}", path.display())))?;
         let limit = ctx
             .timeouts
@@ -46,9 +47,10 @@ impl StepHandler for KubeconfigHandler {
             .unwrap_or(Duration::from_secs(600));
         let start = Instant::now();
         loop {
-            let missing = match api.get("/api/v1/nodes").await {
-                Ok(list) => not_ready(&list, &spec.nodes),
-                Err(e) => vec![e],
+            let missing = match api.list("v1", "Node", None).await {
+                Ok(Some(nodes)) => not_ready(&serde_json::to_value(nodes).unwrap_or_default(), &spec.nodes),
+                Ok(None) => vec!["the API serves no Nodes".to_string()],
+                Err(e) => vec![e.to_string()],
             };
             if missing.is_empty() {
                 break;
@@ -81,8 +83,8 @@ impl StepHandler for KubeconfigHandler {
 }
 
 /// Planned nodes the API does not report Ready at their version.
-fn not_ready(list: &Value, nodes: &[(String, String)]) -> Vec<String> {
-    let items = list["items"].as_array().cloned().unwrap_or_default();
+fn not_ready(items: &Value, nodes: &[(String, String)]) -> Vec<String> {
+    let items = items.as_array().cloned().unwrap_or_default();
     nodes
         .iter()
         .filter_map(|(name, version)| {

@@ -157,14 +157,15 @@ pub async fn apply_set(
         by_phase.entry(Phase::of(&p.r)).or_default().push(p);
     }
     let mut report = ApplyReport::default();
+    let mut listing = Listing::default();
     for phase in Phase::ALL {
         let Some(prepared) = by_phase.remove(&phase) else {
             continue;
         };
-        apply_phase(client, phase, prepared, opts, &mut report).await?;
+        apply_phase(client, phase, prepared, opts, &mut listing, &mut report).await?;
     }
     let current: BTreeSet<ObjectRef> = report.objects.iter().cloned().collect();
-    report.pruned = prune(client, opts, &current).await?;
+    report.pruned = prune(client, opts, &mut listing, &current).await?;
     Ok(report)
 }
 
@@ -173,6 +174,7 @@ async fn apply_phase(
     phase: Phase,
     prepared: Vec<Prepared>,
     opts: &ApplyOptions<'_>,
+    listing: &mut Listing,
     report: &mut ApplyReport,
 ) -> Result<(), String> {
     // Resolve every kind first: nothing of a kind the cluster does not serve is attempted.
@@ -196,11 +198,13 @@ async fn apply_phase(
         }
     }
     fail_if_any(phase, std::mem::take(&mut problems))?;
-    let live = live_objects(client, resolved.iter().map(|(_, s)| s), &opts.set).await?;
+    listing
+        .include(client, resolved.iter().map(|(_, s)| s), &opts.set)
+        .await?;
     (opts.progress)(format!("applying {} {}", resolved.len(), phase.label()));
 
     // Owned items: the futures must not borrow from the stream's items.
-    let live = &live;
+    let live = &listing.live;
     let force = opts.force_conflicts;
     let results: Vec<Result<(ObjectRef, bool, Value), String>> = stream::iter(resolved.clone())
         .map(|(p, served)| async move {
@@ -266,34 +270,43 @@ fn fail_if_any(phase: Phase, mut problems: Vec<String>) -> Result<(), String> {
     Err(format!("{} failed:\n  - {}", phase.label(), problems.join("\n  - ")))
 }
 
-/// The set's objects as they are now, one LIST per kind.
-async fn live_objects<'a>(
-    client: &KubeClient,
-    kinds: impl Iterator<Item = &'a Served>,
-    set: &str,
-) -> Result<BTreeMap<ObjectRef, Value>, String> {
-    let mut distinct: BTreeMap<String, &Served> = BTreeMap::new();
-    for s in kinds {
-        distinct.insert(format!("{}/{}", s.resource.api_version, s.resource.plural), s);
-    }
-    let mut out = BTreeMap::new();
-    let params = ListParams::default().labels(&selector(set));
-    for served in distinct.values() {
-        let api = client.api(served, None);
-        let list = with_retries(|| api.list(&params))
-            .await
-            .map_err(|e| format!("listing {} of set {set}: {e}", served.resource.plural))?;
-        for item in list.items {
-            let r = ObjectRef {
-                api_version: served.resource.api_version.clone(),
-                kind: served.resource.kind.clone(),
-                namespace: item.metadata.namespace.clone(),
-                name: item.metadata.name.clone().unwrap_or_default(),
-            };
-            out.insert(r, serde_json::to_value(&item).unwrap_or(Value::Null));
+/// The set's live objects, read with one LIST per kind; a kind listed once
+/// in a run is not listed again (pruning reuses what the phases read).
+#[derive(Default)]
+struct Listing {
+    listed: BTreeSet<String>,
+    live: BTreeMap<ObjectRef, Value>,
+}
+
+impl Listing {
+    async fn include<'a>(
+        &mut self,
+        client: &KubeClient,
+        kinds: impl Iterator<Item = &'a Served>,
+        set: &str,
+    ) -> Result<(), String> {
+        let params = ListParams::default().labels(&selector(set));
+        for served in kinds {
+            let key = format!("{}/{}", served.resource.api_version, served.resource.plural);
+            if !self.listed.insert(key) {
+                continue;
+            }
+            let api = client.api(served, None);
+            let list = with_retries(|| api.list(&params))
+                .await
+                .map_err(|e| format!("listing {} of set {set}: {e}", served.resource.plural))?;
+            for item in list.items {
+                let r = ObjectRef {
+                    api_version: served.resource.api_version.clone(),
+                    kind: served.resource.kind.clone(),
+                    namespace: item.metadata.namespace.clone(),
+                    name: item.metadata.name.clone().unwrap_or_default(),
+                };
+                self.live.insert(r, serde_json::to_value(&item).unwrap_or(Value::Null));
+            }
         }
+        Ok(())
     }
-    Ok(out)
 }
 
 async fn server_side_apply(client: &KubeClient, served: &Served, p: &Prepared, force: bool) -> Result<Value, String> {
@@ -393,6 +406,7 @@ async fn wait_ready(
 async fn prune(
     client: &KubeClient,
     opts: &ApplyOptions<'_>,
+    listing: &mut Listing,
     current: &BTreeSet<ObjectRef>,
 ) -> Result<Vec<ObjectRef>, String> {
     let mut candidates: BTreeSet<ObjectRef> = opts.previous.iter().filter(|r| !current.contains(r)).cloned().collect();
@@ -407,8 +421,8 @@ async fn prune(
             served.push(s);
         }
     }
-    let live = live_objects(client, served.iter(), &opts.set).await?;
-    candidates.extend(live.into_keys().filter(|r| !current.contains(r)));
+    listing.include(client, served.iter(), &opts.set).await?;
+    candidates.extend(listing.live.keys().filter(|r| !current.contains(r)).cloned());
     if candidates.is_empty() {
         return Ok(Vec::new());
     }

@@ -226,6 +226,22 @@ impl KubeClient {
         }
     }
 
+    /// Every object of a kind (in one namespace, or everywhere), or `None`
+    /// if the cluster does not serve the kind.
+    pub async fn list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Option<Vec<DynamicObject>>, KubeError> {
+        let Some(served) = self.served(api_version, kind).await? else {
+            return Ok(None);
+        };
+        let api = self.api(&served, namespace);
+        let params = kube::api::ListParams::default();
+        Ok(Some(with_retries(|| api.list(&params)).await?.items))
+    }
+
     /// The object as it is now, or `None` if it does not exist.
     pub async fn get(&self, served: &Served, r: &ObjectRef) -> Result<Option<DynamicObject>, KubeError> {
         let api = self.api(served, r.namespace.as_deref());
