@@ -23,6 +23,9 @@ pub enum Reason {
     PreviouslyFailed,
     /// Chosen with --only / --from.
     Forced,
+    /// Done, but its outputs asked to run again after a time that has
+    /// passed (a certificate or token near expiry).
+    Due,
     /// Done, inputs and dependencies as recorded: nothing to do.
     Unchanged,
     /// Not chosen with --only / --from.
@@ -46,6 +49,7 @@ impl Reason {
             Reason::Interrupted => "interrupted in a previous run".into(),
             Reason::PreviouslyFailed => "failed in a previous run".into(),
             Reason::Forced => "selected".into(),
+            Reason::Due => "due for renewal".into(),
             Reason::Unchanged => "unchanged".into(),
             Reason::NotSelected => "not selected".into(),
             Reason::Removed => "removed from the inventory".into(),
@@ -159,6 +163,14 @@ fn decide(step: &super::Step, state: &State, runs: &BTreeSet<&str>, forced: bool
     if forced {
         return Reason::Forced;
     }
+    if rec
+        .outputs
+        .get(REFRESH_AFTER)
+        .and_then(serde_json::Value::as_u64)
+        .is_some_and(|at| at <= unix_now())
+    {
+        return Reason::Due;
+    }
     // A need that runs now, or that was re-applied after this step was, or
     // that this step did not need when it was applied, invalidates it.
     let changed: Vec<String> = step
@@ -199,6 +211,18 @@ fn removals(plan: &Plan, state: &State) -> Vec<Decision> {
             reason: Reason::Removed,
         })
         .collect()
+}
+
+/// The output key by which a step asks to run again after a time (seconds
+/// since the Unix epoch) even when nothing else changed.
+pub const REFRESH_AFTER: &str = "refreshAfter";
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -248,6 +272,23 @@ mod tests {
         assert_eq!(reason(&d, "a"), Reason::InputsChanged);
         assert_eq!(reason(&d, "b"), Reason::Unchanged);
         assert!(matches!(reason(&d, "c"), Reason::DependencyChanged { .. }));
+    }
+
+    #[test]
+    fn a_step_whose_refresh_time_passed_runs_again_and_one_in_the_future_does_not() {
+        let a = Step::new("a", "t", "", json!({}));
+        let b = Step::new("b", "t", "", json!({}));
+        let mut state = State::default();
+        let mut rec = done(&a, 1, &[]);
+        rec.outputs = json!({ REFRESH_AFTER: unix_now() - 1 });
+        state.steps.insert("a".into(), rec);
+        let mut rec = done(&b, 2, &[]);
+        rec.outputs = json!({ REFRESH_AFTER: unix_now() + 3600 });
+        state.steps.insert("b".into(), rec);
+        let plan = Plan::from_steps(vec![a, b]).unwrap();
+        let d = diff(&plan, &state, &Selection::default()).unwrap();
+        assert_eq!(reason(&d, "a"), Reason::Due);
+        assert_eq!(reason(&d, "b"), Reason::Unchanged);
     }
 
     #[test]
