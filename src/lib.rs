@@ -9,6 +9,7 @@ pub mod drivers;
 pub mod engine;
 pub mod exit;
 pub mod inventory;
+pub mod pki;
 pub mod plan;
 pub mod secret;
 pub mod templates;

@@ -9,6 +9,7 @@ pub mod k3s;
 pub mod kube_target;
 pub mod kubespray;
 pub mod manifests;
+pub mod pki;
 pub mod preflight;
 pub mod remote;
 pub mod tenants;
@@ -26,6 +27,7 @@ pub fn plan_steps(loaded: &Loaded) -> Result<Vec<Step>, Vec<Diagnostic>> {
     let mut steps = Vec::new();
     let mut problems = Vec::new();
     infrastructure::plan(loaded, &mut steps);
+    pki::plan(loaded, &mut steps);
     if let Err(mut p) = k3s::plan(loaded, &mut steps) {
         problems.append(&mut p);
     }
@@ -60,6 +62,7 @@ pub fn registry() -> Registry {
     r.register(Arc::new(infrastructure::TerraformHandler));
     r.register(Arc::new(kubespray::KubesprayHandler));
     r.register(Arc::new(manifests::ApplyHandler));
+    r.register(Arc::new(pki::PkiHandler));
     r.register(Arc::new(tenants::TenantHandler));
     r.register(Arc::new(vcluster::VclusterHandler));
     r

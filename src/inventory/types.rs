@@ -46,6 +46,8 @@ pub struct Inventory {
     #[serde(default)]
     pub components: Components,
     #[serde(default)]
+    pub pki: Pki,
+    #[serde(default)]
     pub outputs: Outputs,
     /// User commands run before/after chosen steps.
     #[serde(default)]
@@ -582,6 +584,34 @@ impl Components {
         .into_iter()
         .filter_map(|(key, c)| c.as_ref().map(|c| (key, c)))
     }
+}
+
+/// The certificates we issue (ingress wildcard, GitLab and Vault hosts,
+/// vault-proxy clients) and the CA that signs them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pki {
+    /// Your own CA instead of one we generate.
+    #[serde(default)]
+    pub ca: Option<UserCa>,
+    /// Validity of the certificates we issue (default 365d).
+    #[serde(default)]
+    pub validity: Option<HumanDuration>,
+    /// Validity of a CA we generate (default 3650d).
+    #[serde(default)]
+    pub ca_validity: Option<HumanDuration>,
+    /// Re-issue a certificate this long before it expires (default 30d).
+    #[serde(default)]
+    pub renew_before: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserCa {
+    /// The CA certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8 PEM).
+    pub key: SecretRef,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

@@ -27,6 +27,7 @@ pub fn validate(loaded: &Loaded) -> Report {
     v.virtual_clusters();
     v.tenants();
     v.components();
+    v.pki();
     v.hooks();
     v.report.sort();
     v.report
@@ -264,6 +265,37 @@ impl<'a> Validator<'a> {
                 self.error(path, format!("unknown cluster `{name}`"), hint);
                 None
             }
+        }
+    }
+
+    fn pki(&mut self) {
+        let pki = &self.inv().pki;
+        if let Some(ca) = &pki.ca {
+            self.file("pki.ca.cert", &ca.cert, false);
+            self.secret("pki.ca.key", &ca.key);
+        }
+        let validity = pki
+            .validity
+            .map(|d| d.get())
+            .unwrap_or(crate::components::pki::DEFAULT_VALIDITY);
+        let renew = pki
+            .renew_before
+            .map(|d| d.get())
+            .unwrap_or(crate::components::pki::DEFAULT_RENEW_BEFORE);
+        if renew >= validity {
+            self.error(
+                if pki.renew_before.is_some() {
+                    "pki.renewBefore"
+                } else {
+                    "pki.validity"
+                },
+                format!(
+                    "certificates would be renewed {} before expiry but are only valid for {}",
+                    humantime::format_duration(renew),
+                    humantime::format_duration(validity)
+                ),
+                "make `renewBefore` shorter than `validity`",
+            );
         }
     }
 
