@@ -21,6 +21,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/kubespray/group_vars.yml.tera"),
     ),
     (
+        "vault/policies.yaml",
+        include_str!("../templates/vault/policies.yaml.tera"),
+    ),
+    (
         "vcluster/values.yaml",
         include_str!("../templates/vcluster/values.yaml.tera"),
     ),

@@ -13,6 +13,7 @@ pub mod pki;
 pub mod preflight;
 pub mod remote;
 pub mod tenants;
+pub mod vault;
 pub mod vcluster;
 pub mod versions;
 
@@ -40,6 +41,9 @@ pub fn plan_steps(loaded: &Loaded) -> Result<Vec<Step>, Vec<Diagnostic>> {
     if let Err(mut p) = tenants::plan(loaded, &mut steps) {
         problems.append(&mut p);
     }
+    if let Err(mut p) = vault::plan(loaded, &mut steps) {
+        problems.append(&mut p);
+    }
     // Hooks attach to the other steps, so they are planned last.
     if let Err(mut p) = hooks::plan(loaded, &mut steps) {
         problems.append(&mut p);
@@ -63,6 +67,7 @@ pub fn registry() -> Registry {
     r.register(Arc::new(kubespray::KubesprayHandler));
     r.register(Arc::new(manifests::ApplyHandler));
     r.register(Arc::new(pki::PkiHandler));
+    r.register(Arc::new(vault::VaultHandler));
     r.register(Arc::new(tenants::TenantHandler));
     r.register(Arc::new(vcluster::VclusterHandler));
     r

@@ -6,3 +6,4 @@ pub mod helm;
 pub mod kube;
 pub mod ssh;
 pub mod terraform;
+pub mod vault;

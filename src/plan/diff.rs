@@ -49,7 +49,7 @@ impl Reason {
             Reason::Interrupted => "interrupted in a previous run".into(),
             Reason::PreviouslyFailed => "failed in a previous run".into(),
             Reason::Forced => "selected".into(),
-            Reason::Due => "due for renewal".into(),
+            Reason::Due => "due for renewal or re-check".into(),
             Reason::Unchanged => "unchanged".into(),
             Reason::NotSelected => "not selected".into(),
             Reason::Removed => "removed from the inventory".into(),

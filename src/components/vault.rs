@@ -1,0 +1,318 @@
+//! Vault configured through its HTTP API: initialised if it is not (key
+//! shares and threshold from the inventory, keys optionally PGP-encrypted),
+//! unsealed whenever it is found sealed (a Vault restart is healed by the
+//! next run), then the KV v2 engines, AppRole auth, the Nautes policies and
+//! the vault-proxy role. Every item is read first and written only when it
+//! differs, so a run that finds everything in place writes nothing. The
+//! step asks to be checked on every run (a restart is not an inventory
+//! change). Unseal keys and the root token go to separate 0600 files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::drivers::vault::Vault;
+use crate::engine::{StepContext, StepError, StepHandler};
+use crate::inventory::spans::push_key;
+use crate::inventory::{Diagnostic, Loaded, Placement, SecretRef};
+use crate::plan::diff::{unix_now, REFRESH_AFTER};
+use crate::plan::Step;
+use crate::secret::{resolve, write_private, Secret};
+
+pub const KIND: &str = "vault-configure";
+pub const STEP_ID: &str = "vault/configure";
+/// KV v2 engines Nautes keeps its secrets in.
+const KV_ENGINES: [&str; 5] = ["pki", "git", "repo", "cluster", "tenant"];
+const APPROLE_MOUNT: &str = "approle";
+const PROXY_ROLE: &str = "vault-proxy";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultSpec {
+    pub url: String,
+    /// Admin token; without one, the root token from our own init is used.
+    pub token: Option<SecretRef>,
+    pub ca_file: Option<PathBuf>,
+    pub key_shares: u32,
+    pub key_threshold: u32,
+    pub pgp_keys: Vec<String>,
+    /// Policy name -> HCL.
+    pub policies: BTreeMap<String, String>,
+}
+
+fn number(
+    loaded: &Loaded,
+    values: &serde_json::Map<String, Value>,
+    key: &str,
+    default: u32,
+) -> Result<u32, Diagnostic> {
+    match values.get(key) {
+        None => Ok(default),
+        Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+            let path = push_key("components.vault.values", key);
+            Diagnostic::error(&path, format!("`{key}` must be a whole number, not {v}")).at(loaded.spans.value(&path))
+        }),
+    }
+}
+
+pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
+    let Some(vault) = loaded.inventory.components.vault.as_ref().filter(|v| v.enabled) else {
+        return Ok(());
+    };
+    // Host placement needs the install playbook first; only an existing Vault is configured for now.
+    let (Placement::External, Some(external)) = (vault.placement, &vault.external) else {
+        return Ok(());
+    };
+    let shares = number(loaded, &vault.values, "keyShares", 5).map_err(|d| vec![d])?;
+    let threshold = number(loaded, &vault.values, "keyThreshold", 3).map_err(|d| vec![d])?;
+    if threshold == 0 || threshold > shares {
+        return Err(vec![Diagnostic::error(
+            "components.vault.values.keyThreshold",
+            format!("a threshold of {threshold} cannot work with {shares} key shares"),
+        )
+        .with_hint("use 1 <= keyThreshold <= keyShares")
+        .at(loaded.spans.value("components.vault.values"))]);
+    }
+    let pgp_keys: Vec<String> = match vault.values.get("pgpKeys") {
+        None => Vec::new(),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+            vec![Diagnostic::error(
+                "components.vault.values.pgpKeys",
+                "`pgpKeys` must be a list of base64 public keys",
+            )]
+        })?,
+    };
+    if !pgp_keys.is_empty() && pgp_keys.len() as u32 != shares {
+        return Err(vec![Diagnostic::error(
+            "components.vault.values.pgpKeys",
+            format!("{} PGP keys for {shares} key shares", pgp_keys.len()),
+        )
+        .with_hint("give one PGP key per key share")]);
+    }
+    let rendered = crate::templates::render("vault/policies.yaml", &json!({}))
+        .map_err(|e| vec![Diagnostic::error("components.vault", e)])?;
+    let policies: BTreeMap<String, String> = serde_yaml::from_str(&rendered)
+        .map_err(|e| vec![Diagnostic::error("components.vault", format!("policies template: {e}"))])?;
+    let spec = VaultSpec {
+        url: external.url.clone(),
+        token: external.token.clone(),
+        ca_file: external
+            .ca_file
+            .as_ref()
+            .map(|p| std::path::absolute(loaded.resolve(p)).unwrap_or_else(|_| loaded.resolve(p))),
+        key_shares: shares,
+        key_threshold: threshold,
+        pgp_keys,
+        policies,
+    };
+    steps.push(Step::new(
+        STEP_ID,
+        KIND,
+        format!("Vault at {}", external.url),
+        json!(spec),
+    ));
+    Ok(())
+}
+
+/// Where the unseal keys and root token we got from `init` live.
+fn secrets_dir(ctx: &StepContext) -> PathBuf {
+    ctx.outputs_dir.join("vault")
+}
+
+fn key_file(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("unseal-key-{}", i + 1))
+}
+
+fn write_secret(path: &Path, value: &Secret) -> Result<(), StepError> {
+    write_private(path, value).map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Counts the writes a run makes, for its outputs and the user.
+struct Writer<'a> {
+    vault: &'a Vault,
+    token: &'a Secret,
+    writes: Vec<String>,
+}
+
+impl Writer<'_> {
+    async fn read(&self, path: &str) -> Result<Option<Value>, StepError> {
+        self.vault.read(path, self.token).await.map_err(StepError::new)
+    }
+
+    async fn write(&mut self, path: &str, body: Value) -> Result<(), StepError> {
+        self.vault
+            .write(path, self.token, &body)
+            .await
+            .map_err(StepError::new)?;
+        self.writes.push(path.to_string());
+        Ok(())
+    }
+}
+
+/// Make sure Vault is initialised and unsealed; the token to configure with.
+async fn open_vault(ctx: &StepContext, spec: &VaultSpec, vault: &Vault) -> Result<(Secret, bool), StepError> {
+    let dir = secrets_dir(ctx);
+    let mut status = vault.seal_status().await.map_err(StepError::new)?;
+    let mut initialised_now = false;
+    if !status.initialized {
+        ctx.progress("initialising Vault");
+        let init = vault
+            .init(spec.key_shares, spec.key_threshold, &spec.pgp_keys)
+            .await
+            .map_err(StepError::new)?;
+        for (i, key) in init.keys.iter().enumerate() {
+            write_secret(&key_file(&dir, i), key)?;
+        }
+        write_secret(&dir.join("root-token"), &init.root_token)?;
+        initialised_now = true;
+        status = vault.seal_status().await.map_err(StepError::new)?;
+    }
+    if status.sealed {
+        if !spec.pgp_keys.is_empty() {
+            return Err(StepError::new(format!(
+                "Vault at {} is sealed and its unseal keys are PGP-encrypted: unseal it with `vault operator unseal` \
+                 using your decrypted keys, then run again",
+                vault.url()
+            )));
+        }
+        ctx.progress("unsealing Vault");
+        let mut used = 0;
+        for i in 0..spec.key_shares as usize {
+            let Ok(key) = std::fs::read_to_string(key_file(&dir, i)) else {
+                continue;
+            };
+            status = vault.unseal(&Secret::new(key.trim())).await.map_err(StepError::new)?;
+            used += 1;
+            if !status.sealed {
+                break;
+            }
+        }
+        if status.sealed {
+            return Err(StepError::new(format!(
+                "Vault at {} is sealed and the {used} unseal keys under {} do not open it (threshold {}); \
+                 unseal it by hand and run again",
+                vault.url(),
+                dir.display(),
+                status.t
+            )));
+        }
+    }
+    let token = match &spec.token {
+        Some(r) => {
+            resolve(r, &ctx.base_dir).map_err(|e| StepError::new(format!("components.vault.external.token: {e}")))?
+        }
+        None => {
+            let path = dir.join("root-token");
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                StepError::new(format!(
+                    "no Vault token: set components.vault.external.token, or keep {} from the run that initialised it ({e})",
+                    path.display()
+                ))
+            })?;
+            Secret::new(text.trim())
+        }
+    };
+    Ok((token, initialised_now))
+}
+
+/// The engines, auth method, policies and role, each written only if it differs.
+async fn configure(w: &mut Writer<'_>, spec: &VaultSpec) -> Result<(), StepError> {
+    let mounts = w.read("sys/mounts").await?.unwrap_or_default();
+    for engine in KV_ENGINES {
+        let live = &mounts["data"][format!("{engine}/")];
+        if live.is_null() {
+            w.write(
+                &format!("sys/mounts/{engine}"),
+                json!({"type": "kv", "options": {"version": "2"}}),
+            )
+            .await?;
+        } else if live["type"] != "kv" || live["options"]["version"] != "2" {
+            return Err(StepError::new(format!(
+                "Vault path {engine}/ is already a {} engine (options {}), not KV v2; Nautes needs it as KV v2",
+                live["type"], live["options"]
+            )));
+        }
+    }
+    let auths = w.read("sys/auth").await?.unwrap_or_default();
+    let live = &auths["data"][format!("{APPROLE_MOUNT}/")];
+    if live.is_null() {
+        w.write(&format!("sys/auth/{APPROLE_MOUNT}"), json!({"type": "approle"}))
+            .await?;
+    } else if live["type"] != "approle" {
+        return Err(StepError::new(format!(
+            "Vault auth path {APPROLE_MOUNT}/ is already used by a {} method",
+            live["type"]
+        )));
+    }
+    for (name, hcl) in &spec.policies {
+        let path = format!("sys/policies/acl/{name}");
+        let live = w.read(&path).await?;
+        if live.as_ref().and_then(|v| v["data"]["policy"].as_str()) != Some(hcl.as_str()) {
+            w.write(&path, json!({ "policy": hcl })).await?;
+        }
+    }
+    let role_path = format!("auth/{APPROLE_MOUNT}/role/{PROXY_ROLE}");
+    let wanted = json!({"token_policies": [PROXY_ROLE], "token_ttl": 3600, "token_max_ttl": 14400});
+    let live = w.read(&role_path).await?.unwrap_or_default();
+    let same = wanted
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| &live["data"][k] == v);
+    if !same {
+        w.write(&role_path, wanted).await?;
+    }
+    Ok(())
+}
+
+fn parse(spec: &Value) -> Result<VaultSpec, StepError> {
+    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("vault step is malformed: {e}")))
+}
+
+pub struct VaultHandler;
+
+#[async_trait]
+impl StepHandler for VaultHandler {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
+        let spec = parse(spec)?;
+        let ca = match &spec.ca_file {
+            Some(p) => Some(std::fs::read(p).map_err(|e| StepError::new(format!("{}: {e}", p.display())))?),
+            None => None,
+        };
+        let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
+        let vault = Vault::new(&spec.url, ca.as_deref(), http).map_err(StepError::new)?;
+        let (token, initialised_now) = open_vault(ctx, &spec, &vault).await?;
+        let mut writer = Writer {
+            vault: &vault,
+            token: &token,
+            writes: Vec::new(),
+        };
+        configure(&mut writer, &spec).await?;
+        if !writer.writes.is_empty() {
+            ctx.progress(format!("Vault: {} changes", writer.writes.len()));
+        }
+        let dir = secrets_dir(ctx);
+        Ok(json!({
+            "url": spec.url,
+            "initialisedNow": initialised_now,
+            "secrets": dir,
+            "written": writer.writes,
+            // Checked again on every run: a restarted Vault is sealed without any inventory change.
+            REFRESH_AFTER: unix_now(),
+        }))
+    }
+
+    async fn destroy(&self, _ctx: &StepContext, _spec: &Value, _outputs: &Value) -> Result<(), StepError> {
+        // An existing Vault is the user's: its engines and data are left, and
+        // so are the unseal keys and root token, without which it cannot be opened.
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! Vault's HTTP API: seal status, init, unseal, and reads and writes of
+//! configuration paths. TLS is verified against the CA we are given (or the
+//! system roots); tokens and keys travel only in headers and bodies, never
+//! in messages. Knows nothing of Nautes.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SealStatus {
+    pub initialized: bool,
+    pub sealed: bool,
+    /// Unseal threshold.
+    #[serde(default)]
+    pub t: u32,
+    #[serde(default)]
+    pub progress: u32,
+}
+
+/// What `sys/init` returned; every value is secret.
+pub struct InitResult {
+    /// As Vault returned them: hex, or PGP-encrypted when PGP keys were given.
+    pub keys: Vec<Secret>,
+    pub root_token: Secret,
+}
+
+pub struct Vault {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Vault {
+    /// `ca_pem`: the only CA trusted for this Vault; `None` uses the system roots.
+    pub fn new(url: &str, ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Vault, String> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(pem) = ca_pem {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| format!("the Vault CA is not PEM: {e}"))?;
+            builder = builder.tls_built_in_root_certs(false).add_root_certificate(cert);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        Ok(Vault {
+            base: url.trim_end_matches('/').to_string(),
+            client,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// One request; `Ok(None)` for 404 and 204. Errors carry Vault's own messages.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&Secret>,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, String> {
+        let url = format!("{}/v1/{path}", self.base);
+        let mut req = self.client.request(method.clone(), &url);
+        if let Some(t) = token {
+            req = req.header("X-Vault-Token", t.expose());
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| format!("{method} {url}: {e}"))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| format!("{method} {url}: {e}"))?;
+        match status {
+            StatusCode::NOT_FOUND | StatusCode::NO_CONTENT => Ok(None),
+            s if s.is_success() => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| format!("{method} {url}: the answer is not JSON: {e}")),
+            s => {
+                let errors = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["errors"].as_array().cloned())
+                    .map(|e| {
+                        e.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
+                    .unwrap_or_default();
+                Err(format!("{method} {url}: HTTP {}: {errors}", s.as_u16()))
+            }
+        }
+    }
+
+    pub async fn seal_status(&self) -> Result<SealStatus, String> {
+        let v = self
+            .call(Method::GET, "sys/seal-status", None, None)
+            .await?
+            .ok_or_else(|| format!("{}: no seal status", self.base))?;
+        serde_json::from_value(v).map_err(|e| format!("{}: unexpected seal status: {e}", self.base))
+    }
+
+    pub async fn init(&self, shares: u32, threshold: u32, pgp_keys: &[String]) -> Result<InitResult, String> {
+        let mut body = json!({ "secret_shares": shares, "secret_threshold": threshold });
+        if !pgp_keys.is_empty() {
+            body["pgp_keys"] = json!(pgp_keys);
+        }
+        let v = self
+            .call(Method::PUT, "sys/init", None, Some(&body))
+            .await?
+            .ok_or("sys/init returned nothing")?;
+        let keys = v["keys"]
+            .as_array()
+            .ok_or("sys/init returned no keys")?
+            .iter()
+            .filter_map(|k| k.as_str().map(Secret::new))
+            .collect();
+        let root_token = Secret::new(v["root_token"].as_str().ok_or("sys/init returned no root token")?);
+        Ok(InitResult { keys, root_token })
+    }
+
+    pub async fn unseal(&self, key: &Secret) -> Result<SealStatus, String> {
+        let v = self
+            .call(Method::PUT, "sys/unseal", None, Some(&json!({ "key": key.expose() })))
+            .await?
+            .ok_or("sys/unseal returned nothing")?;
+        serde_json::from_value(v).map_err(|e| format!("unexpected unseal answer: {e}"))
+    }
+
+    pub async fn read(&self, path: &str, token: &Secret) -> Result<Option<Value>, String> {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn write(&self, path: &str, token: &Secret, body: &Value) -> Result<Option<Value>, String> {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+}

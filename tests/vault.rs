@@ -1,0 +1,130 @@
+//! Vault configured through its API (stand-in, tests/support/vault_standin.py)
+//! by the real binary: first install (init, unseal, engines, auth, policies,
+//! role), a re-run that writes nothing, a restart (sealed) healed by the next
+//! run with nothing else changed, a policy edited by someone restored alone,
+//! and no key or token in anything we print or record.
+
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/vault.rs"]
+mod vault;
+
+use std::os::unix::fs::PermissionsExt;
+
+use cli::{code, stderr, stdout, Scratch};
+use vault::VaultStandin;
+
+fn inventory(url: &str) -> String {
+    format!("components:\n  vault:\n    placement: external\n    external:\n      url: {url}\n    values:\n      keyShares: 5\n      keyThreshold: 3\n")
+}
+
+fn apply(s: &Scratch) -> std::process::Output {
+    s.run("apply", &["--yes"])
+}
+
+/// Every file under `dir`, as text.
+fn all_text(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.push_str(&all_text(&p));
+        } else {
+            out.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[test]
+fn first_install_rerun_restart_and_drift() {
+    let v = VaultStandin::start();
+    let s = Scratch::new();
+    s.write_inventory(&inventory(&v.url()));
+    let first = apply(&s);
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+
+    let dump = v.dump();
+    let text = dump.to_string();
+    for engine in ["pki/", "git/", "repo/", "cluster/", "tenant/"] {
+        assert!(text.contains(engine), "engine {engine} missing: {dump}");
+    }
+    assert!(text.contains("approle"), "{dump}");
+    assert!(
+        text.contains("runtime-operator") && text.contains("vault-proxy"),
+        "{dump}"
+    );
+
+    // Keys and root token: one 0600 file each, in the outputs.
+    let secrets = s.workdir().join("outputs/vault");
+    let mut keys = Vec::new();
+    for i in 1..=5 {
+        let p = secrets.join(format!("unseal-key-{i}"));
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        keys.push(std::fs::read_to_string(&p).unwrap());
+    }
+    let root = std::fs::read_to_string(secrets.join("root-token")).unwrap();
+    assert!(root.starts_with("hvs."), "root token file holds the token");
+
+    // A second run reads, writes nothing.
+    v.reset_log();
+    let again = apply(&s);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert!(v.writes().is_empty(), "writes on a re-run: {:?}", v.writes());
+    assert!(!v.requests().is_empty(), "the re-run did look at Vault");
+
+    // A restart: the next run unseals with 3 keys and changes nothing else.
+    v.seal();
+    v.reset_log();
+    let healed = apply(&s);
+    assert_eq!(code(&healed), 0, "{}", stderr(&healed));
+    let writes = v.writes();
+    assert_eq!(writes.len(), 3, "{writes:?}");
+    assert!(writes.iter().all(|w| w.ends_with("/v1/sys/unseal")), "{writes:?}");
+
+    // Someone edits a policy: exactly that policy is restored.
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys,json,urllib.request\nr=urllib.request.Request(sys.argv[1]+'/v1/sys/policies/acl/repo-operator',data=json.dumps({'policy':'path \"*\" { capabilities = [\"sudo\"] }'}).encode(),method='PUT',headers={'X-Vault-Token':sys.argv[2]})\nurllib.request.urlopen(r)",
+            &v.url(),
+            root.trim(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    v.reset_log();
+    let restored = apply(&s);
+    assert_eq!(code(&restored), 0, "{}", stderr(&restored));
+    assert_eq!(v.writes(), ["POST /v1/sys/policies/acl/repo-operator"]);
+    assert!(
+        !v.dump().to_string().contains("path \\\"*\\\""),
+        "the edited policy is gone: {}",
+        v.dump()
+    );
+
+    // No key or token in what we printed, logged or recorded.
+    let mut seen = String::new();
+    for out in [&first, &again, &healed, &restored] {
+        seen.push_str(&stdout(out));
+        seen.push_str(&stderr(out));
+    }
+    seen.push_str(&std::fs::read_to_string(s.workdir().join("state.json")).unwrap());
+    seen.push_str(&all_text(&s.workdir().join("logs")));
+    for secret in keys.iter().chain(std::iter::once(&root)) {
+        assert!(!seen.contains(secret.trim()), "a secret leaked");
+    }
+}
+
+#[test]
+fn a_threshold_above_the_shares_is_an_inventory_error() {
+    let s = Scratch::new();
+    s.write_inventory("components:\n  vault:\n    placement: external\n    external:\n      url: https://vault.example.com\n    values:\n      keyShares: 2\n      keyThreshold: 3\n");
+    let out = s.run("plan", &[]);
+    assert_ne!(code(&out), 0);
+    assert!(
+        stderr(&out).contains("keyThreshold") && stderr(&out).contains("3"),
+        "{}",
+        stderr(&out)
+    );
+}
