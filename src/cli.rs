@@ -107,6 +107,13 @@ pub enum Command {
     Destroy(InventoryArg),
     /// Show recorded steps and recent runs of this workdir.
     Status,
+    /// Summarise what the install produced: endpoints, kubeconfigs, CA and
+    /// certificates, Vault and where its credentials are (masked by default).
+    Outputs {
+        /// Print secret values (Vault root token, unseal keys) instead of masking them.
+        #[arg(long)]
+        show_secrets: bool,
+    },
     /// Write every rendered artifact (step inputs, configs, manifests) for review.
     Render {
         #[command(flatten)]

@@ -129,6 +129,19 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
         0o600
     );
 
+    // `outputs` tells the user where it is.
+    let shown = s.command(&["outputs"]).output().unwrap();
+    let shown = cli::stdout(&shown);
+    assert!(shown.contains("Virtual clusters: vcluster/tenant1"), "{shown}");
+    assert!(
+        shown.contains(&format!("endpoint:   http://127.0.0.1:{port}")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Tenant tenant/acme/namespaces: acme, acme-dev, acme-prod"),
+        "{shown}"
+    );
+
     // HNC inside the virtual cluster, and the tree: root namespace, subnamespaces by anchor.
     assert_eq!(
         virt.get("/apis/apps/v1/namespaces/hnc-system/deployments/hnc-controller-manager")["status"]

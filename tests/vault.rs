@@ -128,3 +128,27 @@ fn a_threshold_above_the_shares_is_an_inventory_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn outputs_names_where_credentials_are_and_shows_them_only_when_asked() {
+    let v = VaultStandin::start();
+    let s = Scratch::new();
+    s.write_inventory(&inventory(&v.url()));
+    assert_eq!(code(&apply(&s)), 0);
+    let root = std::fs::read_to_string(s.workdir().join("outputs/vault/root-token")).unwrap();
+
+    let masked = s.command(&["outputs"]).output().unwrap();
+    assert_eq!(code(&masked), 0, "{}", stderr(&masked));
+    let text = stdout(&masked);
+    assert!(text.contains(&format!("Vault: {}", v.url())), "{text}");
+    assert!(text.contains("root-token") && text.contains("--show-secrets"), "{text}");
+    assert!(!text.contains(root.trim()), "masked by default");
+
+    let shown = s
+        .command(&["--output", "json", "outputs", "--show-secrets"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&shown)).expect("JSON");
+    assert_eq!(doc["vault"]["rootToken"]["value"], root.trim());
+    assert_eq!(doc["vault"]["unsealKeys"].as_array().unwrap().len(), 5);
+}

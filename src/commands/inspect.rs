@@ -29,7 +29,7 @@ pub fn validate(g: &GlobalArgs, file: &Path) -> u8 {
     exit::OK
 }
 
-fn load_state(workdir: &Path) -> Result<State, u8> {
+pub(super) fn load_state(workdir: &Path) -> Result<State, u8> {
     State::load(&state_path(workdir)).map_err(|e| {
         eprintln!("error: {e}");
         eprintln!("hint: the state file records what was installed: repair or restore it; deleting it makes nautes-install forget what it created");

@@ -6,6 +6,7 @@ mod bundle;
 mod check;
 mod inspect;
 mod logging;
+mod outputs;
 mod render;
 
 use std::io::IsTerminal;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Validate(i) => inspect::validate(g, &i.inventory),
         Command::Plan { inventory, destroy } => inspect::plan(g, &inventory.inventory, *destroy),
         Command::Status => inspect::status(g),
+        Command::Outputs { show_secrets } => outputs::outputs(g, *show_secrets),
         Command::Render { inventory, out } => render::render(g, &inventory.inventory, out),
         Command::Apply { inventory, only, from } => apply::apply(g, &inventory.inventory, only, from.as_deref()),
         Command::Destroy(i) => apply::destroy(g, &i.inventory),

@@ -1,0 +1,131 @@
+//! `outputs`: what the install produced and where it is — cluster and
+//! virtual-cluster endpoints with their kubeconfigs, the CA and
+//! certificates, Vault and where its keys are — read from the state file.
+//! Secret values are shown only with `--show-secrets`.
+
+use serde_json::{json, Value};
+
+use super::inspect::load_state;
+use crate::cli::{GlobalArgs, Output};
+use crate::engine::state::{State, StepStatus};
+use crate::exit;
+
+const HIDDEN: &str = "<hidden; use --show-secrets>";
+
+/// Outputs of every finished step of `kind`, by step id.
+fn finished<'a>(state: &'a State, kind: &'a str) -> impl Iterator<Item = (&'a String, &'a Value)> {
+    state
+        .steps
+        .iter()
+        .filter(move |(_, r)| r.kind == kind && r.status == StepStatus::Done)
+        .map(|(id, r)| (id, &r.outputs))
+}
+
+/// The content of a secret file, or the placeholder.
+fn secret_file(path: &std::path::Path, show: bool) -> Value {
+    if !show {
+        return json!(HIDDEN);
+    }
+    match std::fs::read_to_string(path) {
+        Ok(v) => json!(v.trim()),
+        Err(e) => json!(format!("<cannot read {}: {e}>", path.display())),
+    }
+}
+
+/// Everything worth knowing, as one JSON document.
+fn summary(state: &State, show_secrets: bool) -> Value {
+    let clusters: Vec<Value> = finished(state, crate::components::k3s::KUBECONFIG_KIND)
+        .map(|(id, o)| json!({"step": id, "endpoint": o["endpoint"], "kubeconfig": o["kubeconfig"]}))
+        .collect();
+    let virtual_clusters: Vec<Value> = finished(state, crate::components::vcluster::KIND)
+        .map(|(id, o)| json!({"step": id, "endpoint": o["endpoint"], "kubeconfig": o["kubeconfig"]}))
+        .collect();
+    let tenants: Vec<Value> = finished(state, crate::components::tenants::TENANT_KIND)
+        .map(|(id, o)| {
+            let names: Vec<&Value> = o["tree"].as_array().into_iter().flatten().map(|n| &n["name"]).collect();
+            json!({"step": id, "namespaces": names})
+        })
+        .collect();
+    let pki = finished(state, crate::components::pki::KIND).next().map(|(_, o)| {
+        let certs: serde_json::Map<String, Value> = o["certs"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    json!({"cert": c["cert"], "key": c["key"], "notAfter": c["notAfter"]}),
+                )
+            })
+            .collect();
+        json!({"ca": o["ca"]["cert"], "certificates": certs})
+    });
+    let vault = finished(state, crate::components::vault::KIND).next().map(|(_, o)| {
+        let dir = std::path::PathBuf::from(o["secrets"].as_str().unwrap_or_default());
+        let keys: Vec<Value> = (1..=10)
+            .map(|i| dir.join(format!("unseal-key-{i}")))
+            .filter(|p| p.is_file())
+            .map(|p| json!({"file": p, "value": secret_file(&p, show_secrets)}))
+            .collect();
+        let root = dir.join("root-token");
+        json!({
+            "url": o["url"],
+            "unsealKeys": keys,
+            "rootToken": if root.is_file() { json!({"file": root, "value": secret_file(&root, show_secrets)}) } else { Value::Null },
+        })
+    });
+    json!({
+        "clusters": clusters,
+        "virtualClusters": virtual_clusters,
+        "tenants": tenants,
+        "pki": pki,
+        "vault": vault,
+    })
+}
+
+fn print_text(s: &Value) {
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    for (title, key) in [("Clusters", "clusters"), ("Virtual clusters", "virtualClusters")] {
+        for c in list(&s[key]) {
+            println!("{title}: {}", text(&c["step"]));
+            println!("  endpoint:   {}", text(&c["endpoint"]));
+            println!("  kubeconfig: {}", text(&c["kubeconfig"]));
+        }
+    }
+    for t in list(&s["tenants"]) {
+        let names: Vec<String> = list(&t["namespaces"]).iter().map(text).collect();
+        println!("Tenant {}: {}", text(&t["step"]), names.join(", "));
+    }
+    if !s["pki"].is_null() {
+        println!("CA certificate: {}", text(&s["pki"]["ca"]));
+        for (name, c) in s["pki"]["certificates"].as_object().into_iter().flatten() {
+            println!("  {name}: {} (key {})", text(&c["cert"]), text(&c["key"]));
+        }
+    }
+    if !s["vault"].is_null() {
+        println!("Vault: {}", text(&s["vault"]["url"]));
+        if let Some(root) = s["vault"]["rootToken"].as_object() {
+            println!("  root token ({}): {}", text(&root["file"]), text(&root["value"]));
+        }
+        for k in list(&s["vault"]["unsealKeys"]) {
+            println!("  unseal key ({}): {}", text(&k["file"]), text(&k["value"]));
+        }
+    }
+}
+
+pub fn outputs(g: &GlobalArgs, show_secrets: bool) -> u8 {
+    let state = match load_state(&g.workdir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let s = summary(&state, show_secrets);
+    if g.output == Output::Json {
+        println!("{s}");
+    } else if state.steps.is_empty() {
+        eprintln!("nothing installed yet in {}", g.workdir.display());
+    } else {
+        print_text(&s);
+    }
+    exit::OK
+}
