@@ -32,6 +32,9 @@ fn mirror(root: &Path, publish_wrong_sum: bool) -> Mirror {
     std::fs::write(rel.join("k3s"), b"k3s binary bytes").unwrap();
     std::fs::write(rel.join("k3s-airgap-images-amd64.tar.zst"), vec![7u8; 100_000]).unwrap();
     std::fs::write(root.join(format!("k3s-io/k3s/raw/{V}/install.sh")), b"#!/bin/sh\n").unwrap();
+    let hnc = root.join("kubernetes-sigs/hierarchical-namespaces/releases/download/v1.0.0");
+    std::fs::create_dir_all(&hnc).unwrap();
+    std::fs::write(hnc.join("default.yaml"), b"# HNC manifest\n").unwrap();
     let sum = |p: &Path| nautes_install::artifacts::sha256_file(p).unwrap();
     let k3s_sum = if publish_wrong_sum {
         "0".repeat(64)
@@ -64,7 +67,7 @@ fn mirror(root: &Path, publish_wrong_sum: bool) -> Mirror {
 
 fn inventory(s: &Scratch, port: u16) {
     s.write_inventory(&format!(
-        "artifacts:\n  mode: online\n  downloadMirror: http://127.0.0.1:{port}\nhosts:\n  - name: node-1\n    address: 10.0.0.1\nclusters:\n  - name: main\n    type: k3s\n    k3s:\n      version: {V}\n      servers: [node-1]\n"
+        "artifacts:\n  mode: online\n  downloadMirror: http://127.0.0.1:{port}\nhosts:\n  - name: node-1\n    address: 10.0.0.1\nclusters:\n  - name: main\n    type: k3s\n    k3s:\n      version: {V}\n      servers: [node-1]\ntenants:\n  - name: acme\n    cluster: main\n    namespaces:\n      - name: acme\n"
     ));
 }
 
@@ -83,12 +86,14 @@ fn fetch_verifies_published_sums_then_seal_and_verify_catch_corruption() {
     for f in ["k3s", "install.sh", "k3s-airgap-images-amd64.tar.zst"] {
         assert!(list.contains(&format!("k3s/{V}/{f}")), "{list}");
     }
+    // What the tenants need comes along: the HNC release manifest.
+    assert!(list.contains("hnc/v1.0.0/default.yaml"), "{list}");
     let ok = s.command(&["bundle", "verify", "--dir", "bundle"]).output().unwrap();
     assert_eq!(code(&ok), 0, "{}", stderr(&ok));
 
     // Switch the inventory to the bundle: it validates and plans from it.
     s.write_inventory(&format!(
-        "artifacts:\n  mode: airgap\n  bundle: bundle\nhosts:\n  - name: node-1\n    address: 10.0.0.1\nclusters:\n  - name: main\n    type: k3s\n    k3s:\n      version: {V}\n      servers: [node-1]\n"
+        "artifacts:\n  mode: airgap\n  bundle: bundle\nhosts:\n  - name: node-1\n    address: 10.0.0.1\nclusters:\n  - name: main\n    type: k3s\n    k3s:\n      version: {V}\n      servers: [node-1]\ntenants:\n  - name: acme\n    cluster: main\n    namespaces:\n      - name: acme\n"
     ));
     assert_eq!(code(&s.run("validate", &[])), 0);
 
@@ -99,7 +104,7 @@ fn fetch_verifies_published_sums_then_seal_and_verify_catch_corruption() {
     let err = stderr(&bad);
     assert!(err.contains(&format!("`k3s/{V}/k3s` is corrupt")), "{err}");
     assert!(err.contains(&format!("`k3s/{V}/install.sh` is missing")), "{err}");
-    assert!(err.contains("2 of 3 files"), "{err}");
+    assert!(err.contains("2 of 4 files"), "{err}");
 }
 
 #[test]

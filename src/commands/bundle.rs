@@ -58,7 +58,7 @@ fn verify(dir: &Path) -> u8 {
 
 fn fetch(g: &GlobalArgs, file: &Path, dir: &Path) -> u8 {
     // Only the file's shape matters here: its bundle may not exist yet.
-    let loaded = match crate::inventory::load_file(file) {
+    let mut loaded = match crate::inventory::load_file(file) {
         Ok(l) => l,
         Err(report) => {
             super::print_report(g, &report);
@@ -81,6 +81,16 @@ fn fetch(g: &GlobalArgs, file: &Path, dir: &Path) -> u8 {
             return exit::STEP_FAILED;
         }
     };
+    // Into <bundle>/<component>/<version>/, where the bundle paths point.
+    let download = |spec: &ArtifactsSpec| {
+        let target = dir.join(&spec.component).join(&spec.version);
+        runtime.block_on(artifacts::download_into(
+            spec,
+            &target,
+            Duration::from_secs(600),
+            &|m| eprintln!("{m}"),
+        ))
+    };
     for version in versions {
         let spec = ArtifactsSpec {
             component: "k3s".into(),
@@ -89,14 +99,32 @@ fn fetch(g: &GlobalArgs, file: &Path, dir: &Path) -> u8 {
             bundle: None,
             files: artifacts::k3s_files(mirror.as_deref(), &version),
         };
-        let target = dir.join(&spec.component).join(&spec.version);
-        let result = runtime.block_on(artifacts::download_into(
-            &spec,
-            &target,
-            Duration::from_secs(600),
-            &|m| eprintln!("{m}"),
-        ));
-        if let Err(e) = result {
+        if let Err(e) = download(&spec) {
+            eprintln!("error: {e}");
+            return exit::STEP_FAILED;
+        }
+    }
+    // Everything else comes from the plan's artifacts steps, planned as if
+    // online (the bundle being built cannot be checked yet). K3s is fetched
+    // above, with the images tarball only air-gapped nodes need.
+    loaded.inventory.artifacts.mode = ArtifactMode::Online;
+    let steps = match crate::components::plan_steps(&loaded) {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("error: {}: {}", p.path, p.message);
+            }
+            return exit::INVALID_INVENTORY;
+        }
+    };
+    for step in steps.iter().filter(|s| s.kind == artifacts::KIND) {
+        let Ok(spec) = serde_json::from_value::<ArtifactsSpec>(step.spec.clone()) else {
+            continue;
+        };
+        if spec.component == "k3s" {
+            continue;
+        }
+        if let Err(e) = download(&spec) {
             eprintln!("error: {e}");
             return exit::STEP_FAILED;
         }
