@@ -185,6 +185,10 @@ fn a_users_ca_signs_and_its_key_is_not_copied() {
     ]);
     assert!(ok, "{msg}");
     std::fs::set_permissions(s.path().join("corp.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    // First with a CA of our own, then switched to the user's.
+    s.write_inventory(&inventory("nautes.example.com", ""));
+    assert_eq!(code(&s.run("apply", &["--yes"])), 0);
+    assert!(pki_dir(&s).join("ca.key").exists());
     s.write_inventory(&inventory(
         "nautes.example.com",
         "pki:\n  ca:\n    cert: corp.crt\n    key: { file: corp.key }\n",
@@ -194,7 +198,14 @@ fn a_users_ca_signs_and_its_key_is_not_copied() {
     let dir = pki_dir(&s);
     let (ok, msg) = verify(&s.path().join("corp.crt"), &dir.join("ingress.crt"), "sslserver");
     assert!(ok, "{msg}");
-    assert!(!dir.join("ca.key").exists(), "the user's key stays with the user");
+    assert!(
+        !dir.join("ca.key").exists(),
+        "our old CA key is gone; the user's key stays with the user"
+    );
+    assert!(
+        verify(&s.path().join("corp.crt"), &dir.join("vault-server.crt"), "sslserver").0,
+        "re-issued by the new CA"
+    );
     assert_eq!(file_sha(&dir.join("ca.crt")), file_sha(&s.path().join("corp.crt")));
 }
 

@@ -208,6 +208,10 @@ fn ca_for_run(
         let key = resolve(&user.key, &ctx.base_dir).map_err(|e| StepError::new(format!("pki.ca.key: {e}")))?;
         let ca =
             Ca::load(&cert_pem, &key).map_err(|e| StepError::new(format!("pki.ca ({}): {e}", user.cert.display())))?;
+        // A CA we generated before is replaced: its key must not linger.
+        if let Some(ours) = prev.as_ref().filter(|p| p.key.is_some()) {
+            remove_files(ours)?;
+        }
         // A copy beside the issued certificates: clients are pointed at one directory.
         let copy = dir.join("ca.crt");
         write_atomic(&copy, cert_pem.as_bytes(), 0o644).map_err(|e| io_error(&copy, e))?;
