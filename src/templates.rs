@@ -21,6 +21,22 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/kubespray/group_vars.yml.tera"),
     ),
     (
+        "gitlab/tenant-repo/README.md",
+        include_str!("../templates/gitlab/tenant-repo/README.md.tera"),
+    ),
+    (
+        "gitlab/tenant-repo/tenants.yaml",
+        include_str!("../templates/gitlab/tenant-repo/tenants.yaml.tera"),
+    ),
+    (
+        "gitlab/tenant-repo/clusters.yaml",
+        include_str!("../templates/gitlab/tenant-repo/clusters.yaml.tera"),
+    ),
+    (
+        "gitlab/update-oauth-app.rb",
+        include_str!("../templates/gitlab/update-oauth-app.rb.tera"),
+    ),
+    (
         "vault/policies.yaml",
         include_str!("../templates/vault/policies.yaml.tera"),
     ),

@@ -74,12 +74,39 @@ fn summary(state: &State, show_secrets: bool) -> Value {
             "rootToken": if root.is_file() { json!({"file": root, "value": secret_file(&root, show_secrets)}) } else { Value::Null },
         })
     });
+    let gitlab = finished(state, crate::components::gitlab::KIND).next().map(|(_, o)| {
+        // Credentials kept in files can be shown; those in Vault are named by path.
+        let credentials: serde_json::Map<String, Value> = o["credentials"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, location)| {
+                let at = location.as_str().unwrap_or_default();
+                let path = std::path::Path::new(at);
+                let value = if path.is_absolute() && path.is_file() {
+                    secret_file(path, show_secrets)
+                } else {
+                    Value::Null
+                };
+                (name.clone(), json!({"at": at, "value": value}))
+            })
+            .collect();
+        json!({
+            "url": o["url"],
+            "repository": o["repository"],
+            "oauthClientId": o["oauthApp"]["clientId"],
+            "adminTokenExpires": o["adminToken"]["expiresAt"],
+            "baseOperatorTokenExpires": o["baseOperatorToken"]["expiresAt"],
+            "credentials": credentials,
+        })
+    });
     json!({
         "clusters": clusters,
         "virtualClusters": virtual_clusters,
         "tenants": tenants,
         "pki": pki,
         "vault": vault,
+        "gitlab": gitlab,
     })
 }
 
@@ -110,6 +137,23 @@ fn print_text(s: &Value) {
         }
         for k in list(&s["vault"]["unsealKeys"]) {
             println!("  unseal key ({}): {}", text(&k["file"]), text(&k["value"]));
+        }
+    }
+    if !s["gitlab"].is_null() {
+        let g = &s["gitlab"];
+        println!("GitLab: {}", text(&g["url"]));
+        println!("  tenant repository: {}", text(&g["repository"]));
+        println!("  Dex OAuth client id: {}", text(&g["oauthClientId"]));
+        println!(
+            "  tokens expire: admin {}, base operator {}",
+            text(&g["adminTokenExpires"]),
+            text(&g["baseOperatorTokenExpires"])
+        );
+        for (name, c) in g["credentials"].as_object().into_iter().flatten() {
+            match c["value"].as_str() {
+                Some(v) => println!("  {name} ({}): {v}", text(&c["at"])),
+                None => println!("  {name}: {}", text(&c["at"])),
+            }
         }
     }
 }

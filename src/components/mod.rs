@@ -2,6 +2,7 @@
 //! steps (with explicit needs) and provides the handlers that run them.
 
 pub mod artifacts;
+pub mod gitlab;
 pub mod hooks;
 pub mod hosts;
 pub mod infrastructure;
@@ -14,6 +15,7 @@ pub mod preflight;
 pub mod remote;
 pub mod tenants;
 pub mod vault;
+pub mod vault_kubernetes;
 pub mod vcluster;
 pub mod versions;
 
@@ -44,6 +46,10 @@ pub fn plan_steps(loaded: &Loaded) -> Result<Vec<Step>, Vec<Diagnostic>> {
     if let Err(mut p) = vault::plan(loaded, &mut steps) {
         problems.append(&mut p);
     }
+    vault_kubernetes::plan(loaded, &mut steps);
+    if let Err(mut p) = gitlab::plan(loaded, &mut steps) {
+        problems.append(&mut p);
+    }
     // Hooks attach to the other steps, so they are planned last.
     if let Err(mut p) = hooks::plan(loaded, &mut steps) {
         problems.append(&mut p);
@@ -68,6 +74,8 @@ pub fn registry() -> Registry {
     r.register(Arc::new(manifests::ApplyHandler));
     r.register(Arc::new(pki::PkiHandler));
     r.register(Arc::new(vault::VaultHandler));
+    r.register(Arc::new(gitlab::GitlabHandler));
+    r.register(Arc::new(vault_kubernetes::KubernetesAuthHandler));
     r.register(Arc::new(tenants::TenantHandler));
     r.register(Arc::new(vcluster::VclusterHandler));
     r

@@ -25,6 +25,8 @@ use crate::secret::{resolve, write_private, Secret};
 
 pub const KIND: &str = "vault-configure";
 pub const STEP_ID: &str = "vault/configure";
+/// Installs Vault on its host (placement `host`); see service_hosts.
+pub const HOST_STEP_ID: &str = "vault/host";
 /// KV v2 engines Nautes keeps its secrets in.
 const KV_ENGINES: [&str; 5] = ["pki", "git", "repo", "cluster", "tenant"];
 const APPROLE_MOUNT: &str = "approle";
@@ -63,8 +65,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     let Some(vault) = loaded.inventory.components.vault.as_ref().filter(|v| v.enabled) else {
         return Ok(());
     };
-    // Host placement needs the install playbook first; only an existing Vault is configured for now.
-    let (Placement::External, Some(external)) = (vault.placement, &vault.external) else {
+    let Some(target) = target(loaded) else {
         return Ok(());
     };
     let shares = number(loaded, &vault.values, "keyShares", 5).map_err(|d| vec![d])?;
@@ -98,24 +99,83 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     let policies: BTreeMap<String, String> = serde_yaml::from_str(&rendered)
         .map_err(|e| vec![Diagnostic::error("components.vault", format!("policies template: {e}"))])?;
     let spec = VaultSpec {
-        url: external.url.clone(),
-        token: external.token.clone(),
-        ca_file: external
-            .ca_file
-            .as_ref()
-            .map(|p| std::path::absolute(loaded.resolve(p)).unwrap_or_else(|_| loaded.resolve(p))),
+        url: target.url.clone(),
+        token: target.token.clone(),
+        ca_file: target.ca_file.clone(),
         key_shares: shares,
         key_threshold: threshold,
         pgp_keys,
         policies,
     };
-    steps.push(Step::new(
-        STEP_ID,
-        KIND,
-        format!("Vault at {}", external.url),
-        json!(spec),
-    ));
+    let mut needs = Vec::new();
+    if let Some(host_step) = &target.host_step {
+        needs.push(host_step.clone());
+        needs.push(super::pki::STEP_ID.to_string());
+    }
+    steps.push(Step::new(STEP_ID, KIND, format!("Vault at {}", target.url), json!(spec)).needs(needs));
     Ok(())
+}
+
+/// How to reach the Vault this install configures: one we put on a host
+/// (TLS from our PKI, after its install step) or the user's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultTarget {
+    pub url: String,
+    pub token: Option<SecretRef>,
+    /// `None` with a host step: our CA, from the PKI step's outputs.
+    pub ca_file: Option<PathBuf>,
+    pub host_step: Option<String>,
+}
+
+/// The Vault of this inventory that we configure, if any.
+pub fn target(loaded: &Loaded) -> Option<VaultTarget> {
+    let vault = loaded.inventory.components.vault.as_ref().filter(|v| v.enabled)?;
+    match (vault.placement, &vault.external, &vault.host) {
+        (Placement::External, Some(external), _) => Some(VaultTarget {
+            url: external.url.clone(),
+            token: external.token.clone(),
+            ca_file: external
+                .ca_file
+                .as_ref()
+                .map(|p| std::path::absolute(loaded.resolve(p)).unwrap_or_else(|_| loaded.resolve(p))),
+            host_step: None,
+        }),
+        (Placement::Host, _, Some(host)) => {
+            let address = super::hosts::find(loaded, host)?.address.clone();
+            Some(VaultTarget {
+                url: format!("https://{address}:8200"),
+                token: None,
+                ca_file: None,
+                host_step: Some(HOST_STEP_ID.to_string()),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The CA to trust for a target: its own file, or our PKI's CA.
+fn target_ca(ctx: &StepContext, ca_file: Option<&Path>) -> Result<Option<Vec<u8>>, StepError> {
+    let path = match ca_file {
+        Some(p) => p.to_path_buf(),
+        None => match ctx.needs_outputs.get(super::pki::STEP_ID) {
+            Some(pki) => PathBuf::from(pki["ca"]["cert"].as_str().unwrap_or_default()),
+            None => return Ok(None),
+        },
+    };
+    std::fs::read(&path)
+        .map(Some)
+        .map_err(|e| StepError::new(format!("cannot read the CA for Vault, {}: {e}", path.display())))
+}
+
+/// A client for the Vault `vault/configure` set up, and the token to use
+/// (for steps that keep secrets in it, which need `vault/configure` and `pki`).
+pub fn connect(ctx: &StepContext, target: &VaultTarget) -> Result<(Vault, Secret), StepError> {
+    let ca = target_ca(ctx, target.ca_file.as_deref())?;
+    let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
+    let vault = Vault::new(&target.url, ca.as_deref(), http).map_err(StepError::new)?;
+    let token = admin_token(ctx, target.token.as_ref())?;
+    Ok((vault, token))
 }
 
 /// Where the unseal keys and root token we got from `init` live.
@@ -201,22 +261,29 @@ async fn open_vault(ctx: &StepContext, spec: &VaultSpec, vault: &Vault) -> Resul
             )));
         }
     }
-    let token = match &spec.token {
+    let token = admin_token(ctx, spec.token.as_ref())?;
+    Ok((token, initialised_now))
+}
+
+/// The token to configure Vault with: the inventory's, or the root token
+/// kept from the run that initialised it. Other steps that write to Vault
+/// (GitLab credentials) use it too.
+pub fn admin_token(ctx: &StepContext, token: Option<&SecretRef>) -> Result<Secret, StepError> {
+    match token {
         Some(r) => {
-            resolve(r, &ctx.base_dir).map_err(|e| StepError::new(format!("components.vault.external.token: {e}")))?
+            resolve(r, &ctx.base_dir).map_err(|e| StepError::new(format!("components.vault.external.token: {e}")))
         }
         None => {
-            let path = dir.join("root-token");
+            let path = secrets_dir(ctx).join("root-token");
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 StepError::new(format!(
                     "no Vault token: set components.vault.external.token, or keep {} from the run that initialised it ({e})",
                     path.display()
                 ))
             })?;
-            Secret::new(text.trim())
+            Ok(Secret::new(text.trim()))
         }
-    };
-    Ok((token, initialised_now))
+    }
 }
 
 /// The engines, auth method, policies and role, each written only if it differs.
@@ -283,10 +350,7 @@ impl StepHandler for VaultHandler {
 
     async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
         let spec = parse(spec)?;
-        let ca = match &spec.ca_file {
-            Some(p) => Some(std::fs::read(p).map_err(|e| StepError::new(format!("{}: {e}", p.display())))?),
-            None => None,
-        };
+        let ca = target_ca(ctx, spec.ca_file.as_deref())?;
         let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
         let vault = Vault::new(&spec.url, ca.as_deref(), http).map_err(StepError::new)?;
         let (token, initialised_now) = open_vault(ctx, &spec, &vault).await?;

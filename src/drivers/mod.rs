@@ -2,6 +2,7 @@
 //! it takes plain values (addresses, paths, commands) and returns plain results.
 
 pub mod ansible;
+pub mod gitlab;
 pub mod helm;
 pub mod kube;
 pub mod ssh;

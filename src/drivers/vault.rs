@@ -139,4 +139,8 @@ impl Vault {
     pub async fn write(&self, path: &str, token: &Secret, body: &Value) -> Result<Option<Value>, String> {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
+
+    pub async fn delete(&self, path: &str, token: &Secret) -> Result<(), String> {
+        self.call(Method::DELETE, path, Some(token), None).await.map(|_| ())
+    }
 }

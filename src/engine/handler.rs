@@ -42,6 +42,14 @@ impl StepContext {
             message: message.into(),
         });
     }
+
+    /// Tell the user something that outlives the progress line (a token
+    /// replaced, an edit left alone): printed, logged, and a JSON event.
+    pub fn notice(&self, message: impl Into<String>) {
+        let message = format!("{}: {}", self.step_id, message.into());
+        tracing::warn!("{message}");
+        self.reporter.emit(Event::Notice { message });
+    }
 }
 
 /// Long-lived connections and clients shared by all steps of a run (SSH

@@ -1,0 +1,517 @@
+//! GitLab configured through its REST API, for a GitLab we installed on a
+//! host (see service_hosts) or the user's own. One step, `gitlab/configure`:
+//! our admin token (explicit expiry, rotated before it lapses), the tenant
+//! group and its `management` project, the deploy key Argo CD reads with,
+//! the tenant repository initialised from our templates in checked commits,
+//! Dex's OAuth application (kept, never recreated) and the base operator's
+//! read-only token. Credentials go to Vault when Vault is part of the
+//! install, else to 0600 files; never to the state file.
+//!
+//! Every item is read first and written only when missing or different, so
+//! a run that finds everything in place makes no write call. The step asks
+//! to be checked on every run: tokens age and people edit things in GitLab
+//! without any change to the inventory.
+
+mod credentials;
+mod oauth;
+mod project;
+mod repo;
+mod tokens;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use self::credentials::CredentialStore;
+use self::oauth::OauthSpec;
+use self::project::Created;
+use self::tokens::{Bootstrap, Lifetime};
+use super::hosts::{self, HostConn};
+use super::vault::{self as vault_component, VaultTarget};
+use crate::drivers::gitlab::{Auth, Gitlab, GitlabError};
+use crate::engine::{StepContext, StepError, StepHandler};
+use crate::inventory::spans::push_key;
+use crate::inventory::{Diagnostic, Loaded, Placement, SecretRef};
+use crate::plan::diff::{unix_now, REFRESH_AFTER};
+use crate::plan::Step;
+use crate::secret::{resolve, Secret};
+
+pub const KIND: &str = "gitlab-configure";
+pub const STEP_ID: &str = "gitlab/configure";
+/// Installs GitLab on its host (placement `host`); see service_hosts.
+pub const HOST_STEP_ID: &str = "gitlab/host";
+const PROJECT: &str = "management";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GitlabSpec {
+    pub url: String,
+    /// Placement `external`: the admin token we bootstrap from.
+    pub token: Option<SecretRef>,
+    /// Placement `external`: the CA of its certificate (else system roots).
+    pub ca_file: Option<PathBuf>,
+    /// Placement `host`: where it runs (root password, Rails runner).
+    pub host: Option<HostConn>,
+    pub group: String,
+    pub token_validity_days: i64,
+    pub token_renew_days: i64,
+    pub deploy_key_can_push: bool,
+    pub oauth: OauthSpec,
+    /// Tenant repository: path -> content, rendered from our templates.
+    pub repo_files: BTreeMap<String, String>,
+    /// Keep credentials in this Vault instead of files.
+    pub vault: Option<VaultTarget>,
+}
+
+fn value_error(loaded: &Loaded, key: &str, message: String) -> Diagnostic {
+    let path = push_key("components.gitlab.values", key);
+    Diagnostic::error(&path, message).at(loaded.spans.value(&path))
+}
+
+fn string_value(
+    loaded: &Loaded,
+    values: &serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<Option<String>, Diagnostic> {
+    match values.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+        Some(v) => Err(value_error(
+            loaded,
+            key,
+            format!("`{key}` must be a non-empty string, not {v}"),
+        )),
+    }
+}
+
+fn days_value(
+    loaded: &Loaded,
+    values: &serde_json::Map<String, Value>,
+    key: &str,
+    default: i64,
+) -> Result<i64, Diagnostic> {
+    match values.get(key) {
+        None => Ok(default),
+        Some(v) => v.as_i64().filter(|d| (1..=365).contains(d)).ok_or_else(|| {
+            value_error(
+                loaded,
+                key,
+                format!("`{key}` must be a number of days from 1 to 365, not {v}"),
+            )
+        }),
+    }
+}
+
+fn bool_value(loaded: &Loaded, values: &serde_json::Map<String, Value>, key: &str) -> Result<bool, Diagnostic> {
+    match values.get(key) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(v) => Err(value_error(
+            loaded,
+            key,
+            format!("`{key}` must be true or false, not {v}"),
+        )),
+    }
+}
+
+/// The value, or `None` with the problem kept, so every problem is reported at once.
+fn collect<T>(problems: &mut Vec<Diagnostic>, r: Result<T, Diagnostic>) -> Option<T> {
+    r.map_err(|d| problems.push(d)).ok()
+}
+
+/// The tenant repository's files, rendered from the inventory.
+fn repo_files(loaded: &Loaded, group: &str) -> Result<BTreeMap<String, String>, String> {
+    let inv = &loaded.inventory;
+    let context = json!({
+        "name": inv.metadata.name,
+        "group": group,
+        "domain": inv.settings.domain,
+        "tenants": inv.tenants,
+        "clusters": inv.clusters.iter().map(|c| json!({"name": c.name, "usage": c.usage})).collect::<Vec<_>>(),
+        "virtualClusters": inv.virtual_clusters.iter().map(|v| json!({"name": v.name, "hostCluster": v.host_cluster, "usage": v.usage})).collect::<Vec<_>>(),
+    });
+    let mut files = BTreeMap::new();
+    for (path, template) in [
+        ("README.md", "gitlab/tenant-repo/README.md"),
+        ("tenant/production/tenants.yaml", "gitlab/tenant-repo/tenants.yaml"),
+        ("tenant/production/clusters.yaml", "gitlab/tenant-repo/clusters.yaml"),
+    ] {
+        files.insert(path.to_string(), crate::templates::render(template, &context)?);
+    }
+    Ok(files)
+}
+
+pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
+    let Some(gitlab) = loaded.inventory.components.gitlab.as_ref().filter(|g| g.enabled) else {
+        return Ok(());
+    };
+    let domain = loaded.inventory.settings.domain.clone();
+    let (url, token, ca_file, host) = match (gitlab.placement, &gitlab.external, &gitlab.host) {
+        (Placement::External, Some(e), _) => (
+            e.url.trim_end_matches('/').to_string(),
+            e.token.clone(),
+            e.ca_file
+                .as_ref()
+                .map(|p| std::path::absolute(loaded.resolve(p)).unwrap_or_else(|_| loaded.resolve(p))),
+            None,
+        ),
+        (Placement::Host, _, Some(h)) => {
+            let Some(conn) = hosts::connection(loaded, h) else {
+                // Validation reports an unknown host with its position.
+                return Ok(());
+            };
+            let url = match &domain {
+                Some(d) => format!("https://gitlab.{d}"),
+                None => format!("https://{}", conn.address),
+            };
+            (url, None, None, Some(conn))
+        }
+        // Validation reports a placement without its details; in a cluster, #7's stack owns it.
+        _ => return Ok(()),
+    };
+    if gitlab.placement == Placement::External && token.is_none() {
+        return Err(vec![Diagnostic::error(
+            "components.gitlab.external.token",
+            "an existing GitLab needs an administrator's token to configure it",
+        )
+        .with_hint(
+            "add `token: { env: GITLAB_ADMIN_TOKEN }` (scope `api`); the installer then makes and rotates its own",
+        )
+        .at(loaded.spans.value("components.gitlab.external"))]);
+    }
+    let values = &gitlab.values;
+    let mut problems = Vec::new();
+    let group = collect(&mut problems, string_value(loaded, values, "group"))
+        .flatten()
+        .unwrap_or_else(|| "nautes".into());
+    let validity = collect(&mut problems, days_value(loaded, values, "tokenValidityDays", 90)).unwrap_or(90);
+    let renew = collect(&mut problems, days_value(loaded, values, "tokenRenewDays", 14)).unwrap_or(14);
+    let recreate = collect(&mut problems, bool_value(loaded, values, "oauthRecreateOnDrift")).unwrap_or(false);
+    let can_push = collect(&mut problems, bool_value(loaded, values, "deployKeyCanPush")).unwrap_or(false);
+    let app_name = collect(&mut problems, string_value(loaded, values, "oauthAppName"))
+        .flatten()
+        .unwrap_or_else(|| "nautes-dex".into());
+    let redirect = collect(&mut problems, string_value(loaded, values, "oauthRedirectUri"))
+        .flatten()
+        .or_else(|| domain.as_ref().map(|d| format!("https://dex.{d}/callback")));
+    if renew >= validity {
+        problems.push(value_error(
+            loaded,
+            "tokenRenewDays",
+            format!("tokens valid for {validity} days cannot be renewed {renew} days before they expire"),
+        ));
+    }
+    let Some(redirect) = redirect else {
+        problems.push(
+            Diagnostic::error(
+                "components.gitlab.values.oauthRedirectUri",
+                "Dex's OAuth application needs a callback URL",
+            )
+            .with_hint(
+                "set `settings.domain` (the callback is then https://dex.<domain>/callback) or `oauthRedirectUri`",
+            )
+            .at(loaded.spans.value("components.gitlab")),
+        );
+        return Err(problems);
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let repo_files = repo_files(loaded, &group).map_err(|e| vec![Diagnostic::error("components.gitlab", e)])?;
+    let vault = vault_component::target(loaded);
+    let spec = GitlabSpec {
+        url: url.clone(),
+        token,
+        ca_file,
+        host: host.clone(),
+        group,
+        token_validity_days: validity,
+        token_renew_days: renew,
+        deploy_key_can_push: can_push,
+        oauth: OauthSpec {
+            name: app_name,
+            redirect_uri: redirect,
+            scopes: "openid profile email read_user read_api".into(),
+            recreate_on_drift: recreate,
+        },
+        repo_files,
+        vault: vault.clone(),
+    };
+    let mut needs = Vec::new();
+    if host.is_some() {
+        needs.push(HOST_STEP_ID.to_string());
+        needs.push(super::pki::STEP_ID.to_string());
+    }
+    if let Some(v) = &vault {
+        needs.push(vault_component::STEP_ID.to_string());
+        if v.host_step.is_some() {
+            needs.push(super::pki::STEP_ID.to_string());
+        }
+    }
+    steps.push(Step::new(STEP_ID, KIND, format!("GitLab at {url}"), json!(spec)).needs(needs));
+    Ok(())
+}
+
+/// The write calls a run makes (for its outputs) and what it wants the user to know.
+#[derive(Default)]
+pub struct Calls {
+    pub writes: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl Calls {
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
+    }
+
+    pub async fn post(&mut self, gl: &Gitlab, path: &str, auth: Auth<'_>, body: &Value) -> Result<Value, GitlabError> {
+        let v = gl.post(path, auth, body).await?;
+        self.writes.push(format!("POST {path}"));
+        Ok(v)
+    }
+
+    pub async fn delete(&mut self, gl: &Gitlab, path: &str, auth: Auth<'_>) -> Result<bool, GitlabError> {
+        let gone = gl.delete(path, auth).await?;
+        self.writes.push(format!("DELETE {path}"));
+        Ok(gone)
+    }
+}
+
+/// What the step records; no secret in it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Recorded {
+    #[serde(default)]
+    group: Option<Created>,
+    #[serde(default)]
+    project: Option<Created>,
+    #[serde(default)]
+    oauth_app_id: Option<u64>,
+    #[serde(default)]
+    repo_files: BTreeMap<String, String>,
+}
+
+fn parse(spec: &Value) -> Result<GitlabSpec, StepError> {
+    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("gitlab step is malformed: {e}")))
+}
+
+fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, StepError> {
+    std::fs::read(path).map_err(|e| StepError::new(format!("cannot read the CA for GitLab, {}: {e}", path.display())))
+}
+
+/// The API client, trusting the given CA, or our CA for a GitLab on a host.
+fn client(ctx: &StepContext, spec: &GitlabSpec) -> Result<Gitlab, StepError> {
+    let url = ctx
+        .needs_outputs
+        .get(HOST_STEP_ID)
+        .and_then(|o| o["url"].as_str())
+        .unwrap_or(&spec.url)
+        .to_string();
+    let ca = match (&spec.ca_file, ctx.needs_outputs.get(super::pki::STEP_ID)) {
+        (Some(p), _) => Some(read_pem(p)?),
+        (None, Some(pki)) if spec.host.is_some() => Some(read_pem(std::path::Path::new(
+            pki["ca"]["cert"].as_str().unwrap_or_default(),
+        ))?),
+        _ => None,
+    };
+    let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
+    Gitlab::new(&url, ca.as_deref(), http).map_err(StepError::new)
+}
+
+fn store(ctx: &StepContext, spec: &GitlabSpec) -> Result<CredentialStore, StepError> {
+    Ok(match &spec.vault {
+        Some(target) => {
+            let (vault, token) = vault_component::connect(ctx, target)?;
+            CredentialStore::Vault { vault, token }
+        }
+        None => CredentialStore::Files(ctx.outputs_dir.join("gitlab")),
+    })
+}
+
+/// How to become an administrator when we hold no working token of our own.
+fn bootstrap(ctx: &StepContext, spec: &GitlabSpec) -> Result<Bootstrap, StepError> {
+    if let Some(r) = &spec.token {
+        return resolve(r, &ctx.base_dir)
+            .map(Bootstrap::Token)
+            .map_err(|e| StepError::new(format!("components.gitlab.external.token: {e}")));
+    }
+    let file = ctx
+        .needs_outputs
+        .get(HOST_STEP_ID)
+        .and_then(|o| o["rootPasswordFile"].as_str())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ctx.outputs_dir.join("gitlab/root-password"));
+    std::fs::read_to_string(&file)
+        .map(|p| Bootstrap::RootPassword(Secret::new(p.trim())))
+        .map_err(|e| {
+            StepError::new(format!(
+                "cannot read GitLab's root password from {}: {e}",
+                file.display()
+            ))
+        })
+}
+
+fn lifetime(spec: &GitlabSpec) -> Lifetime {
+    Lifetime {
+        validity_days: spec.token_validity_days,
+        renew_days: spec.token_renew_days,
+    }
+}
+
+pub struct GitlabHandler;
+
+#[async_trait]
+impl StepHandler for GitlabHandler {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
+        let spec = parse(spec)?;
+        let before: Recorded = serde_json::from_value(ctx.previous_outputs.clone()).unwrap_or_default();
+        let gl = client(ctx, &spec)?;
+        let store = store(ctx, &spec)?;
+        let mut calls = Calls::default();
+        let admin = tokens::admin_token(&gl, &mut calls, &store, lifetime(&spec), || bootstrap(ctx, &spec)).await?;
+        let auth = Auth::Token(&admin.token);
+        let group = project::group(&gl, &mut calls, auth, &spec.group, before.group.as_ref()).await?;
+        let project = project::project(&gl, &mut calls, auth, &group, PROJECT, before.project.as_ref()).await?;
+        let key = project::deploy_key(
+            &gl,
+            &mut calls,
+            &store,
+            auth,
+            project.record.id,
+            spec.deploy_key_can_push,
+            &ctx.workdir,
+        )
+        .await?;
+        let synced = repo::sync(
+            &gl,
+            &mut calls,
+            auth,
+            project.record.id,
+            &project.record.path,
+            &project.default_branch,
+            &spec.repo_files,
+            &before.repo_files,
+        )
+        .await?;
+        for path in &synced.kept {
+            calls.note(format!(
+                "{path} in {} was changed by someone: left as it is",
+                project.record.path
+            ));
+        }
+        let gitlab_host = match &spec.host {
+            Some(conn) => Some(super::remote::connect(ctx, conn).await?),
+            None => None,
+        };
+        let app = oauth::application(&gl, &mut calls, &store, auth, &spec.oauth, gitlab_host.as_deref()).await?;
+        let reader =
+            tokens::base_operator_token(&gl, &mut calls, &store, auth, project.record.id, lifetime(&spec)).await?;
+        for note in &calls.notes {
+            ctx.notice(note.clone());
+        }
+        if !calls.writes.is_empty() {
+            ctx.progress(format!("GitLab: {} changes", calls.writes.len()));
+        }
+        let recorded = Recorded {
+            group: Some(group.clone()),
+            project: Some(project.record.clone()),
+            oauth_app_id: Some(app.id),
+            repo_files: synced.files.clone(),
+        };
+        let mut out = serde_json::to_value(&recorded).unwrap_or_default();
+        let credentials: BTreeMap<&str, String> = [
+            tokens::ADMIN_TOKEN,
+            tokens::BASE_OPERATOR_TOKEN,
+            project::DEPLOY_KEY,
+            oauth::OAUTH_APP,
+        ]
+        .into_iter()
+        .map(|name| (name, store.location(name)))
+        .collect();
+        let extra = json!({
+            "url": gl.url(),
+            "repository": project.ssh_url,
+            "defaultBranch": project.default_branch,
+            "deployKey": {"id": key.id, "public": key.public},
+            "oauthApp": app,
+            "adminToken": {"id": admin.id, "expiresAt": admin.expires_at},
+            "baseOperatorToken": {"id": reader.id, "expiresAt": reader.expires_at},
+            "credentials": credentials,
+            "lastCommit": synced.commit,
+            "keptUserEdits": synced.kept,
+            "written": calls.writes,
+            // Checked on every run: tokens age and people edit GitLab.
+            REFRESH_AFTER: unix_now(),
+        });
+        if let (Some(o), Some(e)) = (out.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        Ok(out)
+    }
+
+    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
+        let spec = parse(spec)?;
+        let store = store(ctx, &spec)?;
+        let names = [
+            oauth::OAUTH_APP,
+            tokens::BASE_OPERATOR_TOKEN,
+            project::DEPLOY_KEY,
+            tokens::ADMIN_TOKEN,
+        ];
+        if spec.host.is_some() {
+            // The host's uninstall removes GitLab with everything in it.
+            for name in names {
+                store.remove(name).await?;
+            }
+            return Ok(());
+        }
+        let recorded: Recorded = serde_json::from_value(outputs.clone()).unwrap_or_default();
+        let gl = client(ctx, &spec)?;
+        let mut calls = Calls::default();
+        let admin = tokens::admin_token(&gl, &mut calls, &store, lifetime(&spec), || bootstrap(ctx, &spec)).await?;
+        let auth = Auth::Token(&admin.token);
+        let fail = |what: &str, e: GitlabError| StepError::new(format!("{what}: {e}"));
+        if let Some(id) = recorded.oauth_app_id {
+            gl.delete(&format!("applications/{id}"), auth)
+                .await
+                .map_err(|e| fail("removing Dex's OAuth application", e))?;
+        }
+        if let Some(p) = &recorded.project {
+            if let Some(id) = outputs["baseOperatorToken"]["id"].as_u64() {
+                gl.delete(&format!("projects/{}/access_tokens/{id}", p.id), auth)
+                    .await
+                    .map_err(|e| fail("revoking the base operator's token", e))?;
+            }
+            if p.created {
+                gl.delete(&format!("projects/{}", p.id), auth)
+                    .await
+                    .map_err(|e| fail("removing the management project", e))?;
+            } else if let Some(id) = outputs["deployKey"]["id"].as_u64() {
+                gl.delete(&format!("projects/{}/deploy_keys/{id}", p.id), auth)
+                    .await
+                    .map_err(|e| fail("removing our deploy key", e))?;
+            }
+        }
+        if let Some(g) = recorded.group.as_ref().filter(|g| g.created) {
+            gl.delete(&format!("groups/{}", g.id), auth)
+                .await
+                .map_err(|e| fail("removing the tenant group", e))?;
+        }
+        // Our own token goes last: everything above needed it.
+        gl.delete(&format!("personal_access_tokens/{}", admin.id), auth)
+            .await
+            .map_err(|e| fail("revoking our admin token", e))?;
+        for name in names {
+            store.remove(name).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! The instance OAuth application Dex signs users in with. It is found and
+//! kept, never deleted and recreated on a run, so its client id (which Dex
+//! and every user session depend on) stays stable.
+//!
+//! GitLab 15.10's API can create, list and delete applications but not
+//! change one. When someone edited ours, a GitLab we installed on a host is
+//! corrected in place through `gitlab-rails runner` over SSH (same client id
+//! and secret); for a GitLab we do not run, the drift is reported, and the
+//! application is replaced only when the inventory allows it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::credentials::{field, CredentialStore, Fields};
+use super::Calls;
+use crate::components::remote::{run_checked, Remote};
+use crate::drivers::gitlab::{Auth, Gitlab};
+use crate::drivers::ssh::sh_quote;
+use crate::engine::StepError;
+use crate::secret::Secret;
+
+pub const OAUTH_APP: &str = "dex-oauth-app";
+/// Where the update script goes on a GitLab host.
+const RUNNER_SCRIPT: &str = "/opt/nautes/gitlab/update-oauth-app.rb";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OauthSpec {
+    pub name: String,
+    pub redirect_uri: String,
+    /// Space-separated, as GitLab takes them.
+    pub scopes: String,
+    /// For a GitLab we cannot fix in place: replace a changed application
+    /// (Dex then gets a new client id).
+    pub recreate_on_drift: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OauthApp {
+    pub id: u64,
+    pub client_id: String,
+    pub name: String,
+}
+
+fn err(what: &str) -> impl FnOnce(crate::drivers::gitlab::GitlabError) -> StepError + '_ {
+    move |e| StepError::new(format!("{what}: {e}"))
+}
+
+/// How the live application differs from what Dex needs ("" when it does not).
+fn drift(app: &Value, spec: &OauthSpec) -> String {
+    let mut problems = Vec::new();
+    if app["callback_url"].as_str() != Some(spec.redirect_uri.as_str()) {
+        problems.push(format!(
+            "callback URL is {} instead of {}",
+            app["callback_url"], spec.redirect_uri
+        ));
+    }
+    if app["confidential"] != true {
+        problems.push("it is no longer confidential".to_string());
+    }
+    if app["application_name"].as_str() != Some(spec.name.as_str()) {
+        problems.push(format!("it was renamed to {}", app["application_name"]));
+    }
+    problems.join(", ")
+}
+
+async fn create(
+    gl: &Gitlab,
+    calls: &mut Calls,
+    store: &CredentialStore,
+    admin: Auth<'_>,
+    spec: &OauthSpec,
+) -> Result<OauthApp, StepError> {
+    let app = calls
+        .post(
+            gl,
+            "applications",
+            admin,
+            &json!({"name": spec.name, "redirect_uri": spec.redirect_uri, "scopes": spec.scopes, "confidential": true}),
+        )
+        .await
+        .map_err(err("creating Dex's OAuth application"))?;
+    let client_id = app["application_id"].as_str().unwrap_or_default().to_string();
+    let fields: Fields = [
+        ("clientId".to_string(), Secret::new(client_id.clone())),
+        (
+            "clientSecret".to_string(),
+            Secret::new(app["secret"].as_str().unwrap_or_default()),
+        ),
+        ("id".to_string(), Secret::new(app["id"].to_string())),
+    ]
+    .into();
+    store.put(OAUTH_APP, &fields).await?;
+    Ok(OauthApp {
+        id: app["id"].as_u64().unwrap_or_default(),
+        client_id,
+        name: spec.name.clone(),
+    })
+}
+
+/// Correct the application in place on the GitLab host.
+async fn fix_on_host(host: &dyn Remote, client_id: &str, spec: &OauthSpec) -> Result<(), StepError> {
+    let script = crate::templates::render("gitlab/update-oauth-app.rb", &json!({})).map_err(StepError::new)?;
+    host.upload_bytes(script.as_bytes(), RUNNER_SCRIPT, 0o644).await?;
+    run_checked(
+        host,
+        &format!(
+            "gitlab-rails runner {RUNNER_SCRIPT} {} {} {}",
+            sh_quote(client_id),
+            sh_quote(&spec.redirect_uri),
+            sh_quote(&spec.scopes)
+        ),
+    )
+    .await
+    .map(|_| ())
+}
+
+pub async fn application(
+    gl: &Gitlab,
+    calls: &mut Calls,
+    store: &CredentialStore,
+    admin: Auth<'_>,
+    spec: &OauthSpec,
+    gitlab_host: Option<&dyn Remote>,
+) -> Result<OauthApp, StepError> {
+    let apps = gl
+        .list("applications", admin)
+        .await
+        .map_err(err("listing OAuth applications"))?;
+    let stored = store.get(OAUTH_APP).await?;
+    let stored_client = match &stored {
+        Some(f) => Some(field(f, OAUTH_APP, "clientId")?.expose().to_string()),
+        None => None,
+    };
+    let ours = stored_client
+        .as_deref()
+        .and_then(|c| apps.iter().find(|a| a["application_id"].as_str() == Some(c)));
+    let Some(app) = ours else {
+        if let Some(other) = apps
+            .iter()
+            .find(|a| a["application_name"].as_str() == Some(spec.name.as_str()))
+        {
+            // Someone else's application of that name, or ours with its
+            // secret lost: we cannot read a secret back from GitLab.
+            if !spec.recreate_on_drift {
+                return Err(StepError::new(format!(
+                    "GitLab already has an OAuth application `{}` (id {}) whose secret we do not hold \
+                     (hint: delete it in Admin Area → Applications, or set components.gitlab.values.oauthRecreateOnDrift: true \
+                     to let the installer replace it)",
+                    spec.name, other["id"]
+                )));
+            }
+            calls
+                .delete(gl, &format!("applications/{}", other["id"]), admin)
+                .await
+                .map_err(err("replacing the OAuth application"))?;
+        }
+        return create(gl, calls, store, admin, spec).await;
+    };
+    let client_id = app["application_id"].as_str().unwrap_or_default().to_string();
+    let found = OauthApp {
+        id: app["id"].as_u64().unwrap_or_default(),
+        client_id: client_id.clone(),
+        name: spec.name.clone(),
+    };
+    let problems = drift(app, spec);
+    if problems.is_empty() {
+        return Ok(found);
+    }
+    match gitlab_host {
+        Some(host) => {
+            calls.note(format!("Dex's OAuth application was changed ({problems}): restoring it in place"));
+            fix_on_host(host, &client_id, spec).await?;
+            calls.writes.push(format!("gitlab-rails runner: update application {}", found.id));
+            Ok(found)
+        }
+        None if spec.recreate_on_drift => {
+            calls.note(format!(
+                "Dex's OAuth application was changed ({problems}): replacing it (new client id)"
+            ));
+            calls
+                .delete(gl, &format!("applications/{}", found.id), admin)
+                .await
+                .map_err(err("replacing the OAuth application"))?;
+            create(gl, calls, store, admin, spec).await
+        }
+        None => Err(StepError::new(format!(
+            "Dex's OAuth application `{}` (id {}) was changed in GitLab: {problems}. GitLab's API cannot edit an application \
+             (hint: fix it in Admin Area → Applications, or set components.gitlab.values.oauthRecreateOnDrift: true to replace it; \
+             Dex then gets a new client id)",
+            spec.name, found.id
+        ))),
+    }
+}

@@ -1,0 +1,320 @@
+//! Vault's Kubernetes auth, one mount per tenant, against the cluster (in
+//! practice the vcluster) that holds the tenant. In that cluster: the
+//! `vault-auth` service account with the `system:auth-delegator` binding
+//! (so Vault may ask the cluster's TokenReview API about tokens presented
+//! to it) and a long-lived token Secret for it. In Vault: the mount, its
+//! config (API address, the cluster CA, the reviewer token) and a role per
+//! Nautes component, bound to that component's service account and policy.
+//!
+//! The reviewer token is write-only in Vault, so we remember the sha256 of
+//! the one we wrote and write again only when the token changes.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::kube_target::{self, KubeTarget};
+use super::manifests::{apply_objects, delete_recorded, previous_objects, report_outputs, rollout_timeout};
+use super::vault::{self as vault_component, VaultTarget};
+use crate::drivers::kube::objects::ObjectRef;
+use crate::drivers::kube::KubeClient;
+use crate::drivers::vault::Vault;
+use crate::engine::{StepContext, StepError, StepHandler};
+use crate::inventory::Loaded;
+use crate::plan::Step;
+use crate::secret::Secret;
+
+pub const KIND: &str = "vault-kubernetes-auth";
+/// Namespace of the Nautes components (and of `vault-auth`) in a tenant cluster.
+pub const NAUTES_NAMESPACE: &str = "nautes";
+const REVIEWER: &str = "vault-auth";
+const REVIEWER_SECRET: &str = "vault-auth-token";
+/// Nautes components that log in to Vault with their service account; each
+/// has a policy of the same name (templates/vault/policies.yaml.tera).
+pub const ROLES: [&str; 6] = [
+    "api-server",
+    "argo-operator",
+    "base-operator",
+    "cluster-operator",
+    "repo-operator",
+    "runtime-operator",
+];
+
+pub fn step_id(tenant: &str) -> String {
+    format!("vault/kubernetes-auth/{tenant}")
+}
+
+pub fn mount(tenant: &str) -> String {
+    format!("kubernetes-{tenant}")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesAuthSpec {
+    pub tenant: String,
+    pub mount: String,
+    pub target: KubeTarget,
+    pub vault: VaultTarget,
+    pub token_ttl: u64,
+}
+
+pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) {
+    let Some(vault) = vault_component::target(loaded) else {
+        return;
+    };
+    for tenant in &loaded.inventory.tenants {
+        let Some(target) = kube_target::target(loaded, &tenant.cluster) else {
+            continue;
+        };
+        let spec = KubernetesAuthSpec {
+            tenant: tenant.name.clone(),
+            mount: mount(&tenant.name),
+            target: target.clone(),
+            vault: vault.clone(),
+            token_ttl: 3600,
+        };
+        let mut needs = target.needs();
+        needs.push(vault_component::STEP_ID.to_string());
+        if vault.host_step.is_some() {
+            needs.push(super::pki::STEP_ID.to_string());
+        }
+        steps.push(
+            Step::new(
+                step_id(&tenant.name),
+                KIND,
+                format!("Vault Kubernetes auth for tenant {} ({})", tenant.name, tenant.cluster),
+                json!(spec),
+            )
+            .needs(needs),
+        );
+    }
+}
+
+/// The reviewer's service account, its delegator binding and token Secret.
+fn reviewer_objects(tenant: &str) -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAUTES_NAMESPACE}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": REVIEWER, "namespace": NAUTES_NAMESPACE}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": format!("{REVIEWER}-delegator-{tenant}")},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+               "subjects": [{"kind": "ServiceAccount", "name": REVIEWER, "namespace": NAUTES_NAMESPACE}]}),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+               "metadata": {"name": REVIEWER_SECRET, "namespace": NAUTES_NAMESPACE,
+                            "annotations": {"kubernetes.io/service-account.name": REVIEWER}}}),
+    ]
+}
+
+/// The reviewer token and cluster CA, once the token controller has filled them in.
+async fn reviewer_token(ctx: &StepContext, client: &KubeClient) -> Result<(Secret, String), StepError> {
+    let secret_ref = ObjectRef {
+        api_version: "v1".into(),
+        kind: "Secret".into(),
+        namespace: Some(NAUTES_NAMESPACE.into()),
+        name: REVIEWER_SECRET.into(),
+    };
+    let served = client
+        .served("v1", "Secret")
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?
+        .ok_or_else(|| StepError::new(format!("{} does not serve Secrets", client.server)))?;
+    let limit = rollout_timeout(ctx);
+    let started = Instant::now();
+    let decode = |data: &Value, key: &str| -> Option<String> {
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(data[key].as_str()?)
+            .ok()?;
+        String::from_utf8(b).ok().filter(|s| !s.is_empty())
+    };
+    loop {
+        let live = client
+            .get(&served, &secret_ref)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
+        if let Some(obj) = live {
+            let data = obj.data.get("data").cloned().unwrap_or_default();
+            if let (Some(token), Some(ca)) = (decode(&data, "token"), decode(&data, "ca.crt")) {
+                return Ok((Secret::new(token), ca));
+            }
+        }
+        if started.elapsed() > limit {
+            return Err(StepError::new(format!(
+                "timed out after {limit:?} waiting for the token of {NAUTES_NAMESPACE}/{REVIEWER_SECRET} on {} \
+                 (hint: the cluster's token controller fills it in; check kube-controller-manager)",
+                client.server
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Writes what differs in Vault and lists what it wrote.
+struct VaultWriter<'a> {
+    vault: &'a Vault,
+    token: &'a Secret,
+    written: Vec<String>,
+}
+
+impl VaultWriter<'_> {
+    async fn read(&self, path: &str) -> Result<Value, StepError> {
+        Ok(self
+            .vault
+            .read(path, self.token)
+            .await
+            .map_err(StepError::new)?
+            .unwrap_or_default())
+    }
+
+    async fn write(&mut self, path: &str, body: Value) -> Result<(), StepError> {
+        self.vault
+            .write(path, self.token, &body)
+            .await
+            .map_err(StepError::new)?;
+        self.written.push(path.to_string());
+        Ok(())
+    }
+}
+
+async fn configure_vault(
+    w: &mut VaultWriter<'_>,
+    spec: &KubernetesAuthSpec,
+    host: &str,
+    ca: &str,
+    reviewer: &Secret,
+    reviewer_written_before: Option<&str>,
+) -> Result<String, StepError> {
+    let auths = w.read("sys/auth").await?;
+    let live = &auths["data"][format!("{}/", spec.mount)];
+    if live.is_null() {
+        w.write(&format!("sys/auth/{}", spec.mount), json!({"type": "kubernetes"}))
+            .await?;
+    } else if live["type"] != "kubernetes" {
+        return Err(StepError::new(format!(
+            "Vault auth path {}/ is already used by a {} method",
+            spec.mount, live["type"]
+        )));
+    }
+    let reviewer_sha =
+        crate::plan::fingerprint::hex(&<sha2::Sha256 as sha2::Digest>::digest(reviewer.expose().as_bytes()));
+    let config_path = format!("auth/{}/config", spec.mount);
+    let config = w.read(&config_path).await?;
+    let same = config["data"]["kubernetes_host"].as_str() == Some(host)
+        && config["data"]["kubernetes_ca_cert"].as_str().map(str::trim) == Some(ca.trim())
+        && reviewer_written_before == Some(reviewer_sha.as_str());
+    if !same {
+        w.write(
+            &config_path,
+            json!({"kubernetes_host": host, "kubernetes_ca_cert": ca, "token_reviewer_jwt": reviewer.expose()}),
+        )
+        .await?;
+    }
+    for role in ROLES {
+        let path = format!("auth/{}/role/{role}", spec.mount);
+        let wanted = json!({
+            "bound_service_account_names": [role],
+            "bound_service_account_namespaces": [NAUTES_NAMESPACE],
+            "token_policies": [role],
+            "token_ttl": spec.token_ttl,
+        });
+        let live = w.read(&path).await?;
+        let same = wanted
+            .as_object()
+            .into_iter()
+            .flatten()
+            .all(|(k, v)| &live["data"][k] == v);
+        if !same {
+            w.write(&path, wanted).await?;
+        }
+    }
+    Ok(reviewer_sha)
+}
+
+fn parse(spec: &Value) -> Result<KubernetesAuthSpec, StepError> {
+    serde_json::from_value(spec.clone())
+        .map_err(|e| StepError::new(format!("vault-kubernetes-auth step is malformed: {e}")))
+}
+
+fn set_name(spec: &KubernetesAuthSpec) -> String {
+    format!("vault-auth-{}", spec.tenant)
+}
+
+pub struct KubernetesAuthHandler;
+
+#[async_trait]
+impl StepHandler for KubernetesAuthHandler {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
+        let spec = parse(spec)?;
+        let client = kube_target::client(ctx, &spec.target).await?;
+        let report = apply_objects(
+            ctx,
+            &client,
+            &set_name(&spec),
+            None,
+            false,
+            reviewer_objects(&spec.tenant),
+            previous_objects(&ctx.previous_outputs),
+        )
+        .await?;
+        let (reviewer, ca) = reviewer_token(ctx, &client).await?;
+        let (vault, token) = vault_component::connect(ctx, &spec.vault)?;
+        let mut w = VaultWriter {
+            vault: &vault,
+            token: &token,
+            written: Vec::new(),
+        };
+        let before = ctx.previous_outputs["reviewerSha256"].as_str();
+        let reviewer_sha = configure_vault(&mut w, &spec, &client.server, &ca, &reviewer, before).await?;
+        if !w.written.is_empty() {
+            ctx.progress(format!("Vault auth {}: {} changes", spec.mount, w.written.len()));
+        }
+        let mut out = report_outputs(&report);
+        out["mount"] = json!(spec.mount);
+        out["kubernetesHost"] = json!(client.server);
+        out["reviewerSha256"] = json!(reviewer_sha);
+        out["vaultWritten"] = json!(w.written);
+        Ok(out)
+    }
+
+    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
+        let spec = parse(spec)?;
+        let (vault, token) = vault_component::connect(ctx, &spec.vault)?;
+        vault
+            .delete(&format!("sys/auth/{}", spec.mount), &token)
+            .await
+            .map_err(StepError::new)?;
+        let removed = async {
+            let client = kube_target::client(ctx, &spec.target).await?;
+            delete_recorded(ctx, &client, &set_name(&spec), outputs).await
+        };
+        match removed.await {
+            // On a full teardown the cluster may already be gone with everything in it.
+            Err(e) if ctx.full_teardown => {
+                tracing::warn!("vault-auth objects of tenant {}: {e}", spec.tenant);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_role_has_a_policy_of_its_name() {
+        let rendered = crate::templates::render("vault/policies.yaml", &json!({})).unwrap();
+        let policies: std::collections::BTreeMap<String, String> = serde_yaml::from_str(&rendered).unwrap();
+        for role in ROLES {
+            assert!(policies.contains_key(role), "no policy for {role}");
+        }
+    }
+}
