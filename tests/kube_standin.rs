@@ -237,3 +237,335 @@ fn watch_streams_changes_after_a_resource_version_and_refuses_unserved_kinds() {
     );
     assert!(status.contains("404"), "{status}");
 }
+
+const TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+
+/// Poll GET `path` until `done` holds for its body (10 s at most); the body.
+fn wait_until(
+    api: &kube_api::KubeApiStandin,
+    path: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let body = api.get(path);
+        if done(&body) {
+            return body;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "{what}: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn namespace(api: &kube_api::KubeApiStandin, name: &str) {
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    assert_eq!(
+        api.request("POST", "/api/v1/namespaces", "application/json", &ns).0,
+        201
+    );
+}
+
+/// Server-side apply ServiceAccount `name` in `ns`; its uid.
+fn service_account(api: &kube_api::KubeApiStandin, ns: &str, name: &str) -> String {
+    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}});
+    let (code, body) = api.request(
+        "PATCH",
+        &format!("/api/v1/namespaces/{ns}/serviceaccounts/{name}?fieldManager=nautes"),
+        APPLY,
+        &sa,
+    );
+    assert_eq!(code, 201, "{body}");
+    body["metadata"]["uid"].as_str().unwrap().to_string()
+}
+
+/// A token Secret as a client applies it: type, the service account annotation, nothing else.
+fn token_secret(name: &str, sa: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": TOKEN_TYPE,
+           "metadata": {"name": name, "annotations": {"kubernetes.io/service-account.name": sa}}})
+}
+
+fn b64(text: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.as_str().unwrap_or_else(|| panic!("not a string: {text}")))
+        .unwrap()
+}
+
+fn jwt_part(part: &str) -> serde_json::Value {
+    use base64::Engine;
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+#[test]
+fn the_token_controller_fills_a_token_secret_for_its_service_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = "-----BEGIN CERTIFICATE-----\nc3RhbmQtaW4gdGVzdCBDQQ==\n-----END CERTIFICATE-----\n";
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca).unwrap();
+    let api = kube_api::KubeApiStandin::start_with(&["--ca-file", ca_file.to_str().unwrap()]);
+    namespace(&api, "apps");
+    let uid = service_account(&api, "apps", "deployer");
+    let path = "/api/v1/namespaces/apps/secrets/deployer-token";
+    let apply = format!("{path}?fieldManager=nautes");
+    let (code, created) = api.request("PATCH", &apply, APPLY, &token_secret("deployer-token", "deployer"));
+    assert_eq!(code, 201, "{created}");
+    assert!(
+        created.get("data").is_none(),
+        "the controller fills it later: {created}"
+    );
+    let rv = created["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+
+    let secret = wait_until(&api, path, "the token was never filled", |s| {
+        s["data"]["token"].is_string()
+    });
+    let token = String::from_utf8(b64(&secret["data"]["token"])).unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWT: {token}");
+    let header = jwt_part(parts[0]);
+    assert_eq!(header["alg"], "RS256", "{header}");
+    assert!(header["kid"].as_str().is_some_and(|k| !k.is_empty()), "{header}");
+    let claims = jwt_part(parts[1]);
+    let sa = "kubernetes.io/serviceaccount/";
+    assert_eq!(claims["iss"], "kubernetes/serviceaccount", "{claims}");
+    assert_eq!(claims["sub"], "system:serviceaccount:apps:deployer", "{claims}");
+    assert_eq!(claims[format!("{sa}namespace")], "apps", "{claims}");
+    assert_eq!(claims[format!("{sa}secret.name")], "deployer-token", "{claims}");
+    assert_eq!(claims[format!("{sa}service-account.name")], "deployer", "{claims}");
+    assert_eq!(claims[format!("{sa}service-account.uid")], uid.as_str(), "{claims}");
+    assert!(!parts[2].is_empty(), "a signature");
+    assert_eq!(b64(&secret["data"]["ca.crt"]), ca.as_bytes(), "ca.crt is the --ca-file");
+    assert_eq!(b64(&secret["data"]["namespace"]), b"apps");
+    let annotations = &secret["metadata"]["annotations"];
+    assert_eq!(annotations["kubernetes.io/service-account.uid"], uid.as_str());
+    assert_eq!(annotations["kubernetes.io/service-account.name"], "deployer");
+
+    // The fill was one controller write, seen by watchers.
+    let (status, body) = raw_get(
+        api.port,
+        &api.token,
+        &format!("/api/v1/namespaces/apps/secrets?watch=true&resourceVersion={rv}&timeoutSeconds=1"),
+    );
+    assert!(status.contains("200"), "{status}");
+    let events: Vec<serde_json::Value> = body
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .filter(|e| e.is_object()) // not the chunk sizes
+        .collect();
+    assert_eq!(events.len(), 1, "{body}");
+    assert_eq!(events[0]["type"], "MODIFIED");
+    assert_eq!(events[0]["object"]["data"]["token"], secret["data"]["token"]);
+
+    // The client applies again without data (also with an empty data map):
+    // the controller's keys are not the client's to drop.
+    let mut relabelled = token_secret("deployer-token", "deployer");
+    relabelled["metadata"]["labels"] = json!({"app": "nautes"});
+    let (code, after) = api.request("PATCH", &apply, APPLY, &relabelled);
+    assert_eq!(code, 200, "{after}");
+    assert_eq!(after["data"], secret["data"], "an apply without data keeps the token");
+    relabelled["data"] = json!({});
+    let (code, after) = api.request("PATCH", &apply, APPLY, &relabelled);
+    assert_eq!(code, 200, "{after}");
+    assert_eq!(after["data"], secret["data"], "an empty data map keeps the token");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let settled = api.get(path);
+    assert_eq!(settled["data"], secret["data"], "the token is not minted again");
+    assert_eq!(
+        settled["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"],
+        "nothing left for the controller to write"
+    );
+}
+
+#[test]
+fn the_token_controller_keeps_a_client_token_and_owns_the_ca() {
+    let api = kube_api::KubeApiStandin::start();
+    namespace(&api, "apps");
+    service_account(&api, "apps", "deployer");
+    let path = "/api/v1/namespaces/apps/secrets/t";
+    let apply = format!("{path}?fieldManager=nautes");
+    let mut own = token_secret("t", "deployer");
+    // "client-token" and "bogus", base64.
+    own["data"] = json!({"token": "Y2xpZW50LXRva2Vu", "ca.crt": "Ym9ndXM="});
+    assert_eq!(api.request("PATCH", &apply, APPLY, &own).0, 201);
+    let secret = wait_until(&api, path, "never filled", |s| s["data"]["namespace"].is_string());
+    assert_eq!(
+        b64(&secret["data"]["token"]),
+        b"client-token",
+        "a token already there is kept"
+    );
+    let pem = String::from_utf8(b64(&secret["data"]["ca.crt"])).unwrap();
+    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"), "{pem}");
+    assert!(
+        String::from_utf8_lossy(&b64(&json!(der))).contains("STAND-IN cluster CA"),
+        "the placeholder CA says what it is: {pem}"
+    );
+    // ca.crt is now the controller's: applying the old value conflicts.
+    let (code, conflict) = api.request("PATCH", &apply, APPLY, &own);
+    assert_eq!(code, 409, "{conflict}");
+    assert!(
+        conflict["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"conflict with "kube-controller-manager": .data.ca.crt"#),
+        "{conflict}"
+    );
+    assert!(
+        secret["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["manager"] == "kube-controller-manager" && m["operation"] == "Update"),
+        "{secret}"
+    );
+}
+
+#[test]
+fn the_token_controller_deletes_token_secrets_without_their_service_account() {
+    let api = kube_api::KubeApiStandin::start();
+    namespace(&api, "apps");
+    let secrets = "/api/v1/namespaces/apps/secrets";
+    let apply = |name: &str, sa: &str| {
+        let (code, body) = api.request(
+            "PATCH",
+            &format!("{secrets}/{name}?fieldManager=nautes"),
+            APPLY,
+            &token_secret(name, sa),
+        );
+        assert_eq!(code, 201, "{body}");
+        body
+    };
+    let gone = |name: &str, what: &str| {
+        wait_until(&api, &format!("{secrets}/{name}"), what, |s| s["code"] == 404);
+    };
+
+    // No ServiceAccount: deleted, and a ServiceAccount made afterwards does not bring it back.
+    apply("early", "late");
+    gone("early", "a token Secret without its ServiceAccount stays");
+    service_account(&api, "apps", "late");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(api.get(&format!("{secrets}/early"))["code"], 404);
+
+    // Deleting the ServiceAccount deletes its filled token Secret, with a DELETED event.
+    let created = apply("late-token", "late");
+    wait_until(&api, &format!("{secrets}/late-token"), "never filled", |s| {
+        s["data"]["token"].is_string()
+    });
+    assert_eq!(
+        api.request(
+            "DELETE",
+            "/api/v1/namespaces/apps/serviceaccounts/late",
+            "application/json",
+            &json!(null)
+        )
+        .0,
+        200
+    );
+    gone("late-token", "the Secret outlived its ServiceAccount");
+    let rv = created["metadata"]["resourceVersion"].as_str().unwrap();
+    let (_, body) = raw_get(
+        api.port,
+        &api.token,
+        &format!("{secrets}?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dlate-token&timeoutSeconds=1"),
+    );
+    assert!(body.contains(r#""type": "DELETED""#), "{body}");
+
+    // A Secret naming another incarnation (uid) of the ServiceAccount is deleted too.
+    service_account(&api, "apps", "again");
+    let mut stale = token_secret("stale", "again");
+    stale["metadata"]["annotations"]["kubernetes.io/service-account.uid"] = json!("uid-of-an-older-one");
+    assert_eq!(
+        api.request("PATCH", &format!("{secrets}/stale?fieldManager=nautes"), APPLY, &stale)
+            .0,
+        201
+    );
+    gone("stale", "a Secret for another uid stays");
+}
+
+#[test]
+fn rbac_and_service_accounts_are_served_and_token_secrets_validated() {
+    let api = kube_api::KubeApiStandin::start();
+    let rbac = api.get("/apis/rbac.authorization.k8s.io/v1")["resources"].clone();
+    let served = |list: &serde_json::Value, name: &str, namespaced: bool| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == name && r["namespaced"] == namespaced)
+    };
+    for (name, namespaced) in [
+        ("clusterroles", false),
+        ("clusterrolebindings", false),
+        ("roles", true),
+        ("rolebindings", true),
+    ] {
+        assert!(served(&rbac, name, namespaced), "{name}: {rbac}");
+    }
+    assert!(served(&api.get("/api/v1")["resources"], "serviceaccounts", true));
+
+    namespace(&api, "apps");
+    service_account(&api, "apps", "deployer");
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"},
+                      "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]});
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "b"},
+                         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "r"},
+                         "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": "apps"}]});
+    let base = "/apis/rbac.authorization.k8s.io/v1";
+    assert_eq!(
+        api.request("PATCH", &format!("{base}/clusterroles/r?fieldManager=t"), APPLY, &role)
+            .0,
+        201
+    );
+    assert_eq!(
+        api.request(
+            "PATCH",
+            &format!("{base}/clusterrolebindings/b?fieldManager=t"),
+            APPLY,
+            &binding
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        api.request(
+            "PATCH",
+            &format!("{base}/namespaces/apps/clusterrolebindings/b?fieldManager=t"),
+            APPLY,
+            &binding
+        )
+        .0,
+        404,
+        "cluster-scoped"
+    );
+    assert_eq!(
+        api.get(&format!("{base}/clusterrolebindings/b"))["subjects"][0]["name"],
+        "deployer"
+    );
+    assert_eq!(
+        api.request(
+            "DELETE",
+            &format!("{base}/clusterrolebindings/b"),
+            "application/json",
+            &json!(null)
+        )
+        .0,
+        200
+    );
+    assert_eq!(api.get(&format!("{base}/clusterrolebindings/b"))["code"], 404);
+
+    let unnamed = json!({"apiVersion": "v1", "kind": "Secret", "type": TOKEN_TYPE, "metadata": {"name": "x"}});
+    let (code, invalid) = api.request("POST", "/api/v1/namespaces/apps/secrets", "application/json", &unnamed);
+    assert_eq!(code, 422, "{invalid}");
+    assert!(
+        invalid["message"]
+            .as_str()
+            .unwrap()
+            .contains("kubernetes.io/service-account.name"),
+        "{invalid}"
+    );
+    let path = "/api/v1/namespaces/apps/secrets/t?fieldManager=t";
+    assert_eq!(api.request("PATCH", path, APPLY, &token_secret("t", "deployer")).0, 201);
+    let mut opaque = token_secret("t", "deployer");
+    opaque["type"] = json!("Opaque");
+    let (code, immutable) = api.request("PATCH", path, APPLY, &opaque);
+    assert_eq!(code, 422, "the type cannot change: {immutable}");
+}

@@ -13,6 +13,8 @@ pub mod manifests;
 pub mod pki;
 pub mod preflight;
 pub mod remote;
+pub mod service_hosts;
+pub mod stack;
 pub mod tenants;
 pub mod vault;
 pub mod vault_kubernetes;
@@ -43,11 +45,17 @@ pub fn plan_steps(loaded: &Loaded) -> Result<Vec<Step>, Vec<Diagnostic>> {
     if let Err(mut p) = tenants::plan(loaded, &mut steps) {
         problems.append(&mut p);
     }
+    if let Err(mut p) = service_hosts::plan(loaded, &mut steps) {
+        problems.append(&mut p);
+    }
     if let Err(mut p) = vault::plan(loaded, &mut steps) {
         problems.append(&mut p);
     }
     vault_kubernetes::plan(loaded, &mut steps);
     if let Err(mut p) = gitlab::plan(loaded, &mut steps) {
+        problems.append(&mut p);
+    }
+    if let Err(mut p) = stack::plan(loaded, &mut steps) {
         problems.append(&mut p);
     }
     // Hooks attach to the other steps, so they are planned last.
@@ -73,9 +81,12 @@ pub fn registry() -> Registry {
     r.register(Arc::new(kubespray::KubesprayHandler));
     r.register(Arc::new(manifests::ApplyHandler));
     r.register(Arc::new(pki::PkiHandler));
+    r.register(Arc::new(service_hosts::ServiceHostHandler));
     r.register(Arc::new(vault::VaultHandler));
     r.register(Arc::new(gitlab::GitlabHandler));
     r.register(Arc::new(vault_kubernetes::KubernetesAuthHandler));
+    r.register(Arc::new(stack::StackHandler));
+    r.register(Arc::new(stack::health::HealthHandler));
     r.register(Arc::new(tenants::TenantHandler));
     r.register(Arc::new(vcluster::VclusterHandler));
     r

@@ -93,7 +93,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) {
     }
 }
 
-/// The reviewer's service account, its delegator binding and token Secret.
+/// The reviewer's service account and its delegator binding.
 fn reviewer_objects(tenant: &str) -> Vec<Value> {
     vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAUTES_NAMESPACE}}),
@@ -103,14 +103,24 @@ fn reviewer_objects(tenant: &str) -> Vec<Value> {
                "metadata": {"name": format!("{REVIEWER}-delegator-{tenant}")},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
                "subjects": [{"kind": "ServiceAccount", "name": REVIEWER, "namespace": NAUTES_NAMESPACE}]}),
-        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-               "metadata": {"name": REVIEWER_SECRET, "namespace": NAUTES_NAMESPACE,
-                            "annotations": {"kubernetes.io/service-account.name": REVIEWER}}}),
     ]
 }
 
+/// The reviewer's token Secret. Applied only once its service account
+/// exists: the token controller deletes a token Secret whose account it
+/// cannot find.
+fn token_secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+           "metadata": {"name": REVIEWER_SECRET, "namespace": NAUTES_NAMESPACE,
+                        "annotations": {"kubernetes.io/service-account.name": REVIEWER}}})
+}
+
 /// The reviewer token and cluster CA, once the token controller has filled them in.
-async fn reviewer_token(ctx: &StepContext, client: &KubeClient) -> Result<(Secret, String), StepError> {
+async fn reviewer_token(
+    ctx: &StepContext,
+    client: &KubeClient,
+    spec: &KubernetesAuthSpec,
+) -> Result<(Secret, String, Value), StepError> {
     let secret_ref = ObjectRef {
         api_version: "v1".into(),
         kind: "Secret".into(),
@@ -130,16 +140,26 @@ async fn reviewer_token(ctx: &StepContext, client: &KubeClient) -> Result<(Secre
             .ok()?;
         String::from_utf8(b).ok().filter(|s| !s.is_empty())
     };
+    let token_set = format!("{}-token", set_name(spec));
+    let mut report = Value::Null;
     loop {
         let live = client
             .get(&served, &secret_ref)
             .await
             .map_err(|e| StepError::new(e.to_string()))?;
-        if let Some(obj) = live {
-            let data = obj.data.get("data").cloned().unwrap_or_default();
-            if let (Some(token), Some(ca)) = (decode(&data, "token"), decode(&data, "ca.crt")) {
-                return Ok((Secret::new(token), ca));
+        match live {
+            Some(obj) => {
+                let data = obj.data.get("data").cloned().unwrap_or_default();
+                if let (Some(token), Some(ca)) = (decode(&data, "token"), decode(&data, "ca.crt")) {
+                    if report.is_null() {
+                        // Already there: still record it as ours (a no-op apply).
+                        report = apply_token_secret(ctx, client, &token_set).await?;
+                    }
+                    return Ok((Secret::new(token), ca, report));
+                }
             }
+            // Missing, or deleted by the token controller: (re)create it.
+            None => report = apply_token_secret(ctx, client, &token_set).await?,
         }
         if started.elapsed() > limit {
             return Err(StepError::new(format!(
@@ -150,6 +170,20 @@ async fn reviewer_token(ctx: &StepContext, client: &KubeClient) -> Result<(Secre
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+async fn apply_token_secret(ctx: &StepContext, client: &KubeClient, set: &str) -> Result<Value, StepError> {
+    let report = apply_objects(
+        ctx,
+        client,
+        set,
+        None,
+        false,
+        vec![token_secret()],
+        previous_objects(&ctx.previous_outputs["token"]),
+    )
+    .await?;
+    Ok(report_outputs(&report))
 }
 
 /// Writes what differs in Vault and lists what it wrote.
@@ -263,7 +297,7 @@ impl StepHandler for KubernetesAuthHandler {
             previous_objects(&ctx.previous_outputs),
         )
         .await?;
-        let (reviewer, ca) = reviewer_token(ctx, &client).await?;
+        let (reviewer, ca, token_report) = reviewer_token(ctx, &client, &spec).await?;
         let (vault, token) = vault_component::connect(ctx, &spec.vault)?;
         let mut w = VaultWriter {
             vault: &vault,
@@ -276,6 +310,7 @@ impl StepHandler for KubernetesAuthHandler {
             ctx.progress(format!("Vault auth {}: {} changes", spec.mount, w.written.len()));
         }
         let mut out = report_outputs(&report);
+        out["token"] = token_report;
         out["mount"] = json!(spec.mount);
         out["kubernetesHost"] = json!(client.server);
         out["reviewerSha256"] = json!(reviewer_sha);
@@ -292,6 +327,7 @@ impl StepHandler for KubernetesAuthHandler {
             .map_err(StepError::new)?;
         let removed = async {
             let client = kube_target::client(ctx, &spec.target).await?;
+            delete_recorded(ctx, &client, &format!("{}-token", set_name(&spec)), &outputs["token"]).await?;
             delete_recorded(ctx, &client, &set_name(&spec), outputs).await
         };
         match removed.await {

@@ -9,6 +9,11 @@ pub const VCLUSTER: &str = "0.10.1";
 /// Where the vcluster chart is published.
 pub const VCLUSTER_CHART_REPO: &str = "https://charts.loft.sh";
 
+/// Vault installed on its own host (placement `host`): the release zip.
+pub const VAULT: &str = "1.10.4";
+/// GitLab CE installed on its own host (placement `host`): the Omnibus .deb.
+pub const GITLAB: &str = "15.10.8-ce.0";
+
 /// The rest of the stack (installed by later components).
 pub const TRAEFIK_CHART: &str = "10.24.0";
 pub const CERT_MANAGER: &str = "v1.8.0";
@@ -17,4 +22,10 @@ pub const DEX: &str = "v2.32.0";
 pub const ARGO_ROLLOUTS: &str = "v1.2.1";
 pub const ARGO_EVENTS: &str = "v1.7.1";
 pub const TEKTON_PIPELINES: &str = "v0.37.5";
-pub const EXTERNAL_SECRETS: &str = "v0.5.7";
+/// External Secrets Helm chart (app v0.5.7).
+pub const EXTERNAL_SECRETS_CHART: &str = "0.5.7";
+pub const TEKTON_DASHBOARD: &str = "v0.28.0";
+/// HashiCorp's Vault chart, for the agent injector on runtime clusters (Vault 1.11).
+pub const VAULT_CHART: &str = "0.22.0";
+/// The Nautes release (CRDs, API server, operators).
+pub const NAUTES: &str = "v0.3.8";

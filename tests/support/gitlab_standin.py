@@ -1707,6 +1707,13 @@ class Handler(BaseHTTPRequestHandler):
         self.serve("PATCH")
 
 
+class Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # socketserver would print a traceback; name the error only (no request data, so no secrets).
+        import sys
+        sys.stderr.write("gitlab stand-in: connection error: %s\n" % sys.exc_info()[0].__name__)
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--port-file", required=True)
@@ -1714,7 +1721,7 @@ if __name__ == "__main__":
     p.add_argument("--root-password", default="standin-root-password")
     p.add_argument("--admin-token", default=None)
     ARGS = p.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
+    server = Server(("127.0.0.1", ARGS.port), Handler)
     BASE_URL = "http://127.0.0.1:%d" % server.server_address[1]
     reset_store()
     with open(ARGS.port_file + ".tmp", "w") as f:

@@ -14,8 +14,9 @@ the real API rejects:
   (400 without); fields are owned per manager (leaf paths); applying a field
   another manager owns with a different value is 409 Conflict naming the
   fields and manager, unless `force=true` (ownership moves); fields a manager
-  stops applying are removed; a no-op apply changes nothing (no new
-  resourceVersion); merge patches too; other patch types 415;
+  stops applying are removed; an applied empty map (`data: {}`) owns no
+  entries, so other managers' entries in it stay; a no-op apply changes
+  nothing (no new resourceVersion); merge patches too; other patch types 415;
 * every change (clients' and the controller's) gets a new resourceVersion and
   is recorded as a watch event; generation moves on spec changes only; a
   write that changes nothing is no change; PUT with a stale resourceVersion
@@ -47,6 +48,34 @@ the real API rejects:
   an anchor whose subnamespace has anchors of its own unless C's
   HierarchyConfiguration `hierarchy` sets spec.allowCascadingDeletion, and
   refuse (422) a HierarchyConfiguration not named `hierarchy`;
+* the service account token controller (kube-controller-manager, >= 1.24: it
+  fills token Secrets clients create, it never creates them), about
+  --token-delay seconds (default 0.1; up to one 50 ms tick more) after it
+  last saw the Secret or its ServiceAccount change, deciding on the state it
+  sees then. For a Secret of type kubernetes.io/service-account-token whose
+  annotation kubernetes.io/service-account.name names a ServiceAccount in its
+  namespace (and whose kubernetes.io/service-account.uid annotation, if set,
+  is that ServiceAccount's uid) it writes, in one update (new
+  resourceVersion, MODIFIED event): data.ca.crt = the cluster CA (the PEM of
+  --ca-file; without it a fixed self-signed placeholder whose subject says
+  STAND-IN and whose key was discarded) whenever it differs; data.namespace
+  when empty; data.token when empty: a legacy JWT (header alg RS256 + kid,
+  payload iss kubernetes/serviceaccount, sub
+  system:serviceaccount:<ns>:<sa>, kubernetes.io/serviceaccount/{namespace,
+  secret.name, service-account.name, service-account.uid}; the signature
+  is random bytes, nothing can verify it); and both annotations. As on a
+  real cluster a token a client wrote is kept (the controller only fills an
+  empty one) while a different ca.crt is overwritten. The fields it changes
+  become its own (manager kube-controller-manager, operation Update): a
+  client's apply that leaves out data keeps them; one that sets them to
+  other values is a 409 conflict unless forced. When the ServiceAccount is
+  missing (including: created only after the Secret, as the controller
+  saw the Secret first), is deleted later, or has another uid than the
+  annotation, the controller deletes the Secret (DELETED event). Such a
+  Secret without the name annotation is 422, and a Secret's type cannot
+  change (422). RBAC (Role/ClusterRole/bindings) and ServiceAccounts are
+  plain stored objects: the stand-in authenticates only --token and
+  enforces no RBAC, so the minted tokens are not accepted as credentials;
 * vcluster: once StatefulSet <ns>/<name> is ready and registered through
   /_standin/vcluster, Secret vc-<name> (config, certificate-authority,
   client-certificate, client-key) appears, and again if deleted;
@@ -62,8 +91,9 @@ the real API rejects:
   kubeconfig a vcluster's secret carries.
 
 Run: kubeapi_standin.py --port-file F --token T [--crd-delay S] [--ready-delay S] [--ns-delete-delay S]
+     [--token-delay S] [--ca-file PEM] [--port P]
 """
-import argparse, base64, bisect, json, os, threading, time
+import argparse, base64, bisect, hashlib, json, os, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from urllib.parse import urlparse, parse_qs
 
@@ -93,10 +123,33 @@ FAILS = []     # armed failures: {"method", "path_contains", "status", "count"}
 VCLUSTERS = {}  # (namespace, name) -> kubeconfig text its secret carries
 NS_DELETE_AT = {}  # Terminating namespace -> when its contents go
 HNC_ORPHANS = []   # (parent, child) of deleted anchors whose subnamespace HNC still has to delete
+TOKEN_SEEN = {}  # service account token Secret -> ((its rv, its ServiceAccount's rv or None), when first seen so)
+UPDATE_MANAGERS = {"kube-controller-manager"}  # managers whose fields come from updates, not applies
 VERSION = [0]
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 HNC = "hnc.x-k8s.io"
 CRD = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+SECRETS = ("", "v1", "secrets")
+SA_TOKEN = "kubernetes.io/service-account-token"
+SA_NAME, SA_UID = "kubernetes.io/service-account.name", "kubernetes.io/service-account.uid"
+TOKEN_MANAGER = "kube-controller-manager"
+# The cluster CA without --ca-file: a real, parseable self-signed certificate
+# whose subject marks it as the stand-in's; its private key was thrown away.
+PLACEHOLDER_CA = """-----BEGIN CERTIFICATE-----
+MIIB4jCCAYmgAwIBAgIBATAKBggqhkjOPQQDAjBYMRswGQYDVQQKDBJrdWJlYXBp
+X3N0YW5kaW4ucHkxOTA3BgNVBAMMMFNUQU5ELUlOIGNsdXN0ZXIgQ0EgLSBwbGFj
+ZWhvbGRlciwga2V5IGRpc2NhcmRlZDAgFw0wMDAxMDEwMDAwMDBaGA8yMTAwMDEw
+MTAwMDAwMFowWDEbMBkGA1UECgwSa3ViZWFwaV9zdGFuZGluLnB5MTkwNwYDVQQD
+DDBTVEFORC1JTiBjbHVzdGVyIENBIC0gcGxhY2Vob2xkZXIsIGtleSBkaXNjYXJk
+ZWQwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQfFYIUNmPrQr3yg4J97URh77M4
+2WRGcEPNiYBfEg/oxCfXNlprU/uV3cnZ5Gp7MnLjfbE5Nu/VpQxE2106md5To0Iw
+QDAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQEAwIBBjAdBgNVHQ4EFgQUDvDb
+rtyor8aGGn8yYGHO5z1tg8IwCgYIKoZIzj0EAwIDRwAwRAIgSnokbWXRWcCtocMZ
+5moe9kKIUr0Xoh0NBQKbQdbSnPgCICqoWvzjiyUNfWNj4snCnas2gYUO/+BHRHig
+RozSzuKL
+-----END CERTIFICATE-----
+"""
+ROOT_CA = [PLACEHOLDER_CA.encode()]  # --ca-file's PEM instead, when given
 REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
            410: "Expired", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
            503: "ServiceUnavailable", 504: "Timeout"}
@@ -276,7 +329,8 @@ def store(key, obj, old, ns):
         gen = old.get("metadata", {}).get("generation", 0)
         gen += old.get("spec") != obj.get("spec")
     meta["generation"] = max(gen, 1)
-    meta["managedFields"] = [{"manager": m, "operation": "Apply", "fieldsType": "FieldsV1"} for m in sorted(MANAGED.get(key, {}))]
+    meta["managedFields"] = [{"manager": m, "operation": "Update" if m in UPDATE_MANAGERS else "Apply", "fieldsType": "FieldsV1"}
+                             for m in sorted(MANAGED.get(key, {}))]
     if key[:3] == ns_key("")[:3]:
         obj["status"] = dict(obj.get("status") or {}, phase="Terminating" if meta.get("deletionTimestamp") else "Active")
     if old is not None and without_rv(obj) == without_rv(old):
@@ -382,6 +436,22 @@ def admit(method, creating, g, resource, ns, name):
         if subnamespace_of(child) == ns and has_children and not cascading_allowed(name):
             return status(403, "Forbidden", 'admission webhook "subnamespaceanchors.hnc.x-k8s.io" denied the request: '
                           'cannot delete anchor "%s": subnamespace "%s" has child subnamespaces; set allowCascadingDeletion' % (name, name))
+    return None
+
+
+def validate(key, obj, old):
+    """What the API's validation refuses in a Secret (422); None if valid."""
+    if key[:3] != SECRETS:
+        return None
+    name = key[4]
+    kind, new_type = "Secret", obj.get("type") or "Opaque"
+    if old is not None and (old.get("type") or "Opaque") != new_type:
+        return status(422, "Invalid", '%s "%s" is invalid: type: Invalid value: "%s": field is immutable' % (kind, name, new_type),
+                      {"name": name, "kind": kind, "causes": [{"reason": "FieldValueInvalid", "message": "Invalid value: \"%s\": field is immutable" % new_type, "field": "type"}]})
+    if new_type == SA_TOKEN and not (obj.get("metadata", {}).get("annotations") or {}).get(SA_NAME):
+        field = "metadata.annotations[%s]" % SA_NAME
+        return status(422, "Invalid", '%s "%s" is invalid: %s: Required value' % (kind, name, field),
+                      {"name": name, "kind": kind, "causes": [{"reason": "FieldValueRequired", "message": "Required value", "field": field}]})
     return None
 
 
@@ -614,7 +684,7 @@ class Handler(BaseHTTPRequestHandler):
             key = (g, v, resource, ns, name)
             if key in STORE:
                 return status(409, "AlreadyExists", '%s "%s" already exists' % (resource, name))
-            denied = admit(method, True, g, resource, ns, name)
+            denied = admit(method, True, g, resource, ns, name) or validate(key, body, None)
             return denied or (201, store(key, body, None, ns))
         if not name or method not in ("PUT", "PATCH", "DELETE"):
             return status(405, "MethodNotAllowed", "%s is not allowed here" % method)
@@ -630,7 +700,7 @@ class Handler(BaseHTTPRequestHandler):
             rv = (body or {}).get("metadata", {}).get("resourceVersion")
             if rv and rv != STORE[key]["metadata"]["resourceVersion"]:
                 return status(409, "Conflict", "the object has been modified; please apply your changes to the latest version and try again")
-            return 200, store(key, body, STORE[key], ns)
+            return validate(key, body, STORE[key]) or (200, store(key, body, STORE[key], ns))
         if method == "PATCH":
             return self.patch(key, body, subresource, kind, api_version, q, ns)
         return self.delete(key)
@@ -678,7 +748,8 @@ class Handler(BaseHTTPRequestHandler):
         if ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
             if key not in STORE:
                 return status(404, "NotFound", '%s "%s" not found' % (resource, name))
-            return 200, store(key, merge(clone(STORE[key]), body), STORE[key], ns)
+            merged = merge(clone(STORE[key]), body)
+            return validate(key, merged, STORE[key]) or (200, store(key, merged, STORE[key], ns))
         return status(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
 
     def delete(self, key):
@@ -725,9 +796,14 @@ class Handler(BaseHTTPRequestHandler):
             if not any(p in paths for m, paths in managers.items() if m != manager):
                 del_path(new, p)
         for p, v in mine.items():
+            if v == {} and isinstance(get_path(new, p), dict):
+                continue  # an empty map owns nothing: other managers' entries stay
             set_path(new, p, v)
         new["apiVersion"], new["kind"] = body["apiVersion"], body["kind"]
         new.setdefault("metadata", {})["name"] = key[4]
+        denied = validate(key, new, live)
+        if denied:
+            return denied
         for m, paths in managers.items():
             if m != manager:
                 paths.difference_update(mine)
@@ -843,6 +919,92 @@ def reconcile_vclusters():
                                  "client-key": placeholder}}, None, ns)
 
 
+def b64(data):
+    return base64.b64encode(data if isinstance(data, bytes) else data.encode()).decode()
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data if isinstance(data, bytes) else data.encode()).rstrip(b"=").decode()
+
+
+def root_ca():
+    """The cluster CA (PEM bytes), read once at start-up."""
+    return ROOT_CA[0]
+
+
+def legacy_token(sa, secret_name):
+    """A legacy service account token as the controller signs it (go-jose
+    sorts the claims); the signature is random: nothing verifies it here."""
+    ns, name = sa["metadata"]["namespace"], sa["metadata"]["name"]
+    kid = b64url(hashlib.sha256(b"kubeapi_standin.py service account signing key").digest())
+    header = {"alg": "RS256", "kid": kid}
+    claims = {"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:%s:%s" % (ns, name),
+              "kubernetes.io/serviceaccount/namespace": ns,
+              "kubernetes.io/serviceaccount/secret.name": secret_name,
+              "kubernetes.io/serviceaccount/service-account.name": name,
+              "kubernetes.io/serviceaccount/service-account.uid": sa["metadata"]["uid"]}
+    compact = lambda o: b64url(json.dumps(o, sort_keys=True, separators=(",", ":")))
+    return "%s.%s.%s" % (compact(header), compact(claims), b64url(os.urandom(256)))
+
+
+def token_service_account(secret):
+    """The ServiceAccount a token Secret belongs to, None when there is none
+    (or it has another uid than the Secret's uid annotation)."""
+    ann = secret.get("metadata", {}).get("annotations") or {}
+    sa = STORE.get(("", "v1", "serviceaccounts", secret["metadata"]["namespace"], ann.get(SA_NAME)))
+    if sa is None or ann.get(SA_UID) and ann[SA_UID] != sa["metadata"].get("uid"):
+        return None
+    return sa
+
+
+def populate_token(key, secret, sa):
+    """generateTokenIfNeeded: one update, only when the CA differs or the
+    namespace or token is empty; the fields it changes become the controller's."""
+    obj = clone(secret)
+    data = obj["data"] = dict(obj.get("data") or {})
+    ca, wrote = b64(root_ca()), False
+    if data.get("ca.crt") != ca:
+        data["ca.crt"], wrote = ca, True
+    if not data.get("namespace"):
+        data["namespace"], wrote = b64(key[3]), True
+    if not data.get("token"):
+        data["token"], wrote = b64(legacy_token(sa, key[4])), True
+    if not wrote:
+        return
+    ann = obj["metadata"]["annotations"] = dict(obj["metadata"].get("annotations") or {})
+    ann[SA_NAME], ann[SA_UID] = sa["metadata"]["name"], sa["metadata"]["uid"]
+    changed = {p for p, v in owned(obj).items() if get_path(secret, p) != v}
+    managers = MANAGED.setdefault(key, {})
+    for m in list(managers):
+        managers[m].difference_update(changed)
+        if not managers[m] and m != TOKEN_MANAGER:
+            managers.pop(m)
+    managers.setdefault(TOKEN_MANAGER, set()).update(changed)
+    store(key, obj, secret, key[3])
+
+
+def reconcile_sa_tokens(now):
+    """The service account token controller. It acts on what it saw once
+    that has stood for --token-delay: a token Secret without its
+    ServiceAccount is deleted, one with it filled."""
+    seen_now = set()
+    for key, secret in list(STORE.items()):
+        if key[:3] != SECRETS or secret.get("type") != SA_TOKEN or key not in STORE:
+            continue
+        seen_now.add(key)
+        sa = token_service_account(secret)
+        seen = (secret["metadata"]["resourceVersion"], sa and sa["metadata"]["resourceVersion"])
+        if key not in TOKEN_SEEN or TOKEN_SEEN[key][0] != seen:
+            TOKEN_SEEN[key] = (seen, now)
+        elif now - TOKEN_SEEN[key][1] >= ARGS.token_delay:
+            if sa is None:
+                remove(key)
+            else:
+                populate_token(key, secret, sa)
+    for key in [k for k in TOKEN_SEEN if k not in seen_now]:
+        TOKEN_SEEN.pop(key)
+
+
 def controller():
     """What controllers on a real cluster would do, after a delay. All its
     writes go through write_status/store/remove, so each is a new
@@ -858,6 +1020,7 @@ def controller():
                     reconcile_workload(key, obj, now)
             reconcile_hnc()
             reconcile_vclusters()
+            reconcile_sa_tokens(now)
             for name, at in list(NS_DELETE_AT.items()):
                 if now >= at:
                     purge_namespace(name)
@@ -870,9 +1033,15 @@ if __name__ == "__main__":
     p.add_argument("--crd-delay", type=float, default=0.3)
     p.add_argument("--ready-delay", type=float, default=0.2)
     p.add_argument("--ns-delete-delay", type=float, default=0.2)
+    p.add_argument("--token-delay", type=float, default=0.1)
+    # The cluster CA the token controller puts in ca.crt (PEM); default: PLACEHOLDER_CA.
+    p.add_argument("--ca-file")
     # A fixed port: a vcluster stand-in must answer at the NodePort it is exposed on.
     p.add_argument("--port", type=int, default=0)
     ARGS = p.parse_args()
+    if ARGS.ca_file:
+        with open(ARGS.ca_file, "rb") as f:
+            ROOT_CA[0] = f.read()
     threading.Thread(target=controller, daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     with open(ARGS.port_file + ".tmp", "w") as f:

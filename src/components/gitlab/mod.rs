@@ -12,7 +12,7 @@
 //! to be checked on every run: tokens age and people edit things in GitLab
 //! without any change to the inventory.
 
-mod credentials;
+pub mod credentials;
 mod oauth;
 mod project;
 mod repo;
@@ -65,6 +65,17 @@ pub struct GitlabSpec {
     pub repo_files: BTreeMap<String, String>,
     /// Keep credentials in this Vault instead of files.
     pub vault: Option<VaultTarget>,
+    /// Tenant repository files copied from release artifacts (the Nautes
+    /// release Argo CD delivers): repo path -> where the file comes from.
+    #[serde(default)]
+    pub release_files: BTreeMap<String, ReleaseFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseFile {
+    pub artifacts: String,
+    pub file: String,
 }
 
 fn value_error(loaded: &Loaded, key: &str, message: String) -> Diagnostic {
@@ -221,7 +232,42 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     if !problems.is_empty() {
         return Err(problems);
     }
-    let repo_files = repo_files(loaded, &group).map_err(|e| vec![Diagnostic::error("components.gitlab", e)])?;
+    let mut repo_files = repo_files(loaded, &group).map_err(|e| vec![Diagnostic::error("components.gitlab", e)])?;
+    let mut release_files = BTreeMap::new();
+    let mut needs = Vec::new();
+    if let Some(nautes) = loaded.inventory.components.nautes.as_ref().filter(|n| n.enabled) {
+        // Nautes is delivered from the tenant repository, as upstream does.
+        let release = &super::stack::catalog::NAUTES;
+        let version = nautes
+            .version
+            .clone()
+            .unwrap_or_else(|| release.default_version.to_string());
+        let file = release.file(&version);
+        let files = vec![super::artifacts::pinned_file(
+            &file,
+            format!("{}/{version}/{file}", release.key),
+            release.url(&super::artifacts::github(loaded), &version),
+            None,
+        )];
+        let step =
+            super::artifacts::files_step(loaded, release.key, release.title, &version, files, "components.nautes")
+                .map_err(|d| vec![d])?;
+        release_files.insert(
+            format!("nautes/{file}"),
+            ReleaseFile {
+                artifacts: step.id.clone(),
+                file: file.clone(),
+            },
+        );
+        repo_files.insert(
+            "nautes/kustomization.yaml".into(),
+            format!("# Nautes {version}, delivered by Argo CD (Application `nautes`).\nresources:\n  - {file}\n"),
+        );
+        needs.push(step.id.clone());
+        if !steps.iter().any(|s| s.id == step.id) {
+            steps.push(step);
+        }
+    }
     let vault = vault_component::target(loaded);
     let spec = GitlabSpec {
         url: url.clone(),
@@ -240,8 +286,8 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         },
         repo_files,
         vault: vault.clone(),
+        release_files,
     };
-    let mut needs = Vec::new();
     if host.is_some() {
         needs.push(HOST_STEP_ID.to_string());
         needs.push(super::pki::STEP_ID.to_string());
@@ -322,8 +368,18 @@ fn client(ctx: &StepContext, spec: &GitlabSpec) -> Result<Gitlab, StepError> {
     Gitlab::new(&url, ca.as_deref(), http).map_err(StepError::new)
 }
 
+pub use self::credentials::Fields;
+pub use self::oauth::OAUTH_APP;
+pub use self::tokens::BASE_OPERATOR_TOKEN;
+
 fn store(ctx: &StepContext, spec: &GitlabSpec) -> Result<CredentialStore, StepError> {
-    Ok(match &spec.vault {
+    credential_store(ctx, spec.vault.as_ref())
+}
+
+/// Where the GitLab credentials of this install are kept (for steps that
+/// read them: Dex's OAuth secret, Argo CD's repository token).
+pub fn credential_store(ctx: &StepContext, vault: Option<&VaultTarget>) -> Result<CredentialStore, StepError> {
+    Ok(match vault {
         Some(target) => {
             let (vault, token) = vault_component::connect(ctx, target)?;
             CredentialStore::Vault { vault, token }
@@ -390,6 +446,16 @@ impl StepHandler for GitlabHandler {
             &ctx.workdir,
         )
         .await?;
+        let mut files = spec.repo_files.clone();
+        for (path, from) in &spec.release_files {
+            let local =
+                super::artifacts::files_from_outputs(ctx.needs_outputs.get(&from.artifacts).unwrap_or(&Value::Null))?
+                    .remove(&from.file)
+                    .ok_or_else(|| StepError::new(format!("step {} provided no {}", from.artifacts, from.file)))?;
+            let text = std::fs::read_to_string(&local.path)
+                .map_err(|e| StepError::new(format!("{}: {e}", local.path.display())))?;
+            files.insert(path.clone(), text);
+        }
         let synced = repo::sync(
             &gl,
             &mut calls,
@@ -397,7 +463,7 @@ impl StepHandler for GitlabHandler {
             project.record.id,
             &project.record.path,
             &project.default_branch,
-            &spec.repo_files,
+            &files,
             &before.repo_files,
         )
         .await?;

@@ -1,0 +1,159 @@
+//! The upstream releases the stack is made of: for each, its default
+//! version (from the versions table), the file we apply and where it is
+//! published. In air-gap mode the same file is read from
+//! `<bundle>/<component>/<version>/<file>`.
+
+use super::super::versions;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// A plain multi-document manifest.
+    Manifest,
+    /// A packaged Helm chart, rendered with `helm template`.
+    Chart { release: &'static str },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Release {
+    /// Inventory key under `components` (and bundle directory name).
+    pub key: &'static str,
+    pub title: &'static str,
+    /// Names its steps: `stack/<slug>/<cluster>`.
+    pub slug: &'static str,
+    pub default_version: &'static str,
+    pub namespace: &'static str,
+    pub form: Form,
+    /// File name for a version (e.g. `traefik-10.24.0.tgz`).
+    file: fn(&str) -> String,
+    /// Download URL for a version; `{github}` is the GitHub base (or mirror).
+    url: fn(&str, &str) -> String,
+}
+
+impl Release {
+    pub fn file(&self, version: &str) -> String {
+        (self.file)(version)
+    }
+
+    pub fn url(&self, github: &str, version: &str) -> String {
+        (self.url)(github, version)
+    }
+}
+
+pub const CERT_MANAGER: Release = Release {
+    key: "certManager",
+    title: "cert-manager",
+    slug: "cert-manager",
+    default_version: versions::CERT_MANAGER,
+    namespace: "cert-manager",
+    form: Form::Manifest,
+    file: |_| "cert-manager.yaml".into(),
+    url: |gh, v| format!("{gh}/cert-manager/cert-manager/releases/download/{v}/cert-manager.yaml"),
+};
+
+pub const TRAEFIK: Release = Release {
+    key: "traefik",
+    title: "Traefik",
+    slug: "traefik",
+    default_version: versions::TRAEFIK_CHART,
+    namespace: "traefik",
+    form: Form::Chart { release: "traefik" },
+    file: |v| format!("traefik-{v}.tgz"),
+    url: |_, v| format!("https://traefik.github.io/charts/traefik/traefik-{v}.tgz"),
+};
+
+pub const ARGOCD: Release = Release {
+    key: "argocd",
+    title: "Argo CD",
+    slug: "argocd",
+    default_version: versions::ARGOCD,
+    namespace: "argocd",
+    form: Form::Manifest,
+    file: |_| "install.yaml".into(),
+    url: |gh, v| format!("{gh}/argoproj/argo-cd/releases/download/{v}/install.yaml"),
+};
+
+pub const ARGO_ROLLOUTS: Release = Release {
+    key: "argoRollouts",
+    title: "Argo Rollouts",
+    slug: "argo-rollouts",
+    default_version: versions::ARGO_ROLLOUTS,
+    namespace: "argo-rollouts",
+    form: Form::Manifest,
+    file: |_| "install.yaml".into(),
+    url: |gh, v| format!("{gh}/argoproj/argo-rollouts/releases/download/{v}/install.yaml"),
+};
+
+pub const ARGO_EVENTS: Release = Release {
+    key: "argoEvents",
+    title: "Argo Events",
+    slug: "argo-events",
+    default_version: versions::ARGO_EVENTS,
+    namespace: "argo-events",
+    form: Form::Manifest,
+    file: |_| "install.yaml".into(),
+    url: |gh, v| format!("{gh}/argoproj/argo-events/releases/download/{v}/install.yaml"),
+};
+
+pub const TEKTON: Release = Release {
+    key: "tekton",
+    title: "Tekton Pipelines",
+    slug: "tekton",
+    default_version: versions::TEKTON_PIPELINES,
+    namespace: "tekton-pipelines",
+    form: Form::Manifest,
+    file: |_| "release.yaml".into(),
+    url: |_, v| format!("https://storage.googleapis.com/tekton-releases/pipeline/previous/{v}/release.yaml"),
+};
+
+pub const TEKTON_DASHBOARD: Release = Release {
+    key: "tektonDashboard",
+    title: "Tekton Dashboard",
+    slug: "tekton-dashboard",
+    default_version: versions::TEKTON_DASHBOARD,
+    namespace: "tekton-pipelines",
+    form: Form::Manifest,
+    file: |_| "tekton-dashboard-release.yaml".into(),
+    url: |_, v| {
+        format!("https://storage.googleapis.com/tekton-releases/dashboard/previous/{v}/tekton-dashboard-release.yaml")
+    },
+};
+
+pub const EXTERNAL_SECRETS: Release = Release {
+    key: "externalSecrets",
+    title: "External Secrets",
+    slug: "external-secrets",
+    default_version: versions::EXTERNAL_SECRETS_CHART,
+    namespace: "external-secrets",
+    form: Form::Chart {
+        release: "external-secrets",
+    },
+    file: |v| format!("external-secrets-{v}.tgz"),
+    url: |gh, v| {
+        format!("{gh}/external-secrets/external-secrets/releases/download/helm-chart-{v}/external-secrets-{v}.tgz")
+    },
+};
+
+/// HashiCorp's chart, used for the Vault agent injector only.
+pub const VAULT_INJECTOR: Release = Release {
+    key: "vaultInjector",
+    title: "Vault agent injector",
+    slug: "vault-injector",
+    default_version: versions::VAULT_CHART,
+    namespace: "vault",
+    form: Form::Chart { release: "vault" },
+    file: |v| format!("vault-{v}.tgz"),
+    url: |_, v| format!("https://helm.releases.hashicorp.com/vault-{v}.tgz"),
+};
+
+/// The Nautes release manifest (CRDs, API server, operators), committed to
+/// the tenant repository and delivered from there by Argo CD.
+pub const NAUTES: Release = Release {
+    key: "nautes",
+    title: "Nautes",
+    slug: "nautes",
+    default_version: versions::NAUTES,
+    namespace: "nautes",
+    form: Form::Manifest,
+    file: |_| "nautes.yaml".into(),
+    url: |gh, v| format!("{gh}/nautes-labs/nautes/releases/download/{v}/nautes.yaml"),
+};

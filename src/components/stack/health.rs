@@ -1,0 +1,369 @@
+//! The last step: the platform answers. Every Argo CD Application on the
+//! management cluster is Synced and Healthy, every endpoint (GitLab, Vault,
+//! Dex's issuer discovery, Argo CD, the Nautes API server) answers over TLS
+//! verified against our CA (or the CA given for an external service), and
+//! every virtual cluster's API answers. Ingress endpoints are reached at the
+//! ingress address, so this works before DNS for the domain exists. It then
+//! writes the summary of URLs and where credentials are.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::super::kube_target::{self, client, KubeTarget};
+use super::super::manifests::rollout_timeout;
+use super::super::{gitlab, hosts, pki, vault};
+use super::{ingress_cluster, management_cluster, traefik_ports};
+use crate::engine::{StepContext, StepError, StepHandler};
+use crate::inventory::{ClusterType, Loaded};
+use crate::plan::diff::{unix_now, REFRESH_AFTER};
+use crate::plan::Step;
+
+pub const KIND: &str = "platform-health";
+pub const STEP_ID: &str = "health";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Expect {
+    /// Any HTTP answer below 500: the service is up and its TLS checks out.
+    Answers,
+    /// 2xx.
+    Ok,
+    /// Vault's sys/health: 200 (active) or 429 (standby).
+    VaultUnsealed,
+    /// OpenID discovery whose `issuer` is this.
+    Issuer(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    pub name: String,
+    pub url: String,
+    pub expect: Expect,
+    /// Trust only this CA; `None` with `pkiCa` trusts ours, else system roots.
+    pub ca_file: Option<PathBuf>,
+    pub pki_ca: bool,
+    /// "address:port" the URL's host is reached at (the ingress).
+    pub resolve: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthSpec {
+    pub management: Option<KubeTarget>,
+    pub endpoints: Vec<Endpoint>,
+    pub virtual_clusters: Vec<KubeTarget>,
+}
+
+/// Where ingress traffic arrives: `components.traefik.values.ingressAddress`,
+/// else the first server of a K3s ingress cluster.
+fn ingress_address(loaded: &Loaded) -> Option<String> {
+    let inv = &loaded.inventory;
+    if let Some(a) = inv
+        .components
+        .traefik
+        .as_ref()
+        .and_then(|t| t.values.get("ingressAddress"))
+        .and_then(Value::as_str)
+    {
+        return Some(a.to_string());
+    }
+    let cluster = ingress_cluster(loaded)?;
+    let c = inv.clusters.iter().find(|c| c.name == cluster)?;
+    match (c.cluster_type, &c.k3s) {
+        (ClusterType::K3s, Some(k)) => k
+            .servers
+            .first()
+            .and_then(|s| hosts::find(loaded, s))
+            .map(|h| h.address.clone()),
+        _ => None,
+    }
+}
+
+pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
+    let inv = &loaded.inventory;
+    let domain = inv.settings.domain.clone().unwrap_or_default();
+    let (_, websecure) = traefik_ports(loaded);
+    let resolve = ingress_address(loaded).map(|a| format!("{a}:{websecure}"));
+    let pki_here = all.iter().any(|s| s.id == pki::STEP_ID);
+    let ingress = |name: &str, host: &str, path: &str, expect: Expect| Endpoint {
+        name: name.into(),
+        url: format!("https://{host}.{domain}:{websecure}{path}"),
+        expect,
+        ca_file: None,
+        pki_ca: pki_here,
+        resolve: resolve.clone(),
+    };
+    let mut endpoints = Vec::new();
+    let mut needs: Vec<String> = stack_steps.to_vec();
+    if let Some(step) = all.iter().find(|s| s.id == gitlab::STEP_ID) {
+        let external = step.spec["caFile"].as_str().map(PathBuf::from);
+        endpoints.push(Endpoint {
+            name: "GitLab".into(),
+            url: format!("{}/api/v4/version", step.spec["url"].as_str().unwrap_or_default()),
+            expect: Expect::Answers,
+            pki_ca: external.is_none() && step.spec["host"].is_object(),
+            ca_file: external,
+            resolve: None,
+        });
+        needs.push(gitlab::STEP_ID.into());
+    }
+    if let Some(v) = vault::target(loaded) {
+        endpoints.push(Endpoint {
+            name: "Vault".into(),
+            url: format!("{}/v1/sys/health", v.url),
+            expect: Expect::VaultUnsealed,
+            pki_ca: v.ca_file.is_none() && v.host_step.is_some(),
+            ca_file: v.ca_file.clone(),
+            resolve: None,
+        });
+        needs.push(vault::STEP_ID.into());
+    }
+    let has = |slug: &str| stack_steps.iter().any(|s| s.starts_with(&format!("stack/{slug}/")));
+    if has("dex") {
+        let issuer = format!("https://dex.{domain}");
+        endpoints.push(ingress(
+            "Dex",
+            "dex",
+            "/.well-known/openid-configuration",
+            Expect::Issuer(issuer),
+        ));
+    }
+    if has("argocd") {
+        endpoints.push(ingress("Argo CD", "argocd", "/healthz", Expect::Ok));
+    }
+    if has("nautes") {
+        let host = inv
+            .components
+            .nautes
+            .as_ref()
+            .and_then(|n| n.values.get("apiHost"))
+            .and_then(Value::as_str)
+            .unwrap_or("api")
+            .to_string();
+        endpoints.push(ingress("Nautes API server", &host, "/healthz", Expect::Answers));
+    }
+    if pki_here {
+        needs.push(pki::STEP_ID.into());
+    }
+    let virtual_clusters: Vec<KubeTarget> = inv
+        .virtual_clusters
+        .iter()
+        .filter_map(|v| kube_target::target(loaded, &v.name))
+        .collect();
+    for v in &virtual_clusters {
+        needs.extend(v.needs());
+    }
+    let management = has("argocd")
+        .then(|| management_cluster(loaded).and_then(|m| kube_target::target(loaded, &m)))
+        .flatten();
+    let spec = HealthSpec {
+        management,
+        endpoints,
+        virtual_clusters,
+    };
+    Step::new(
+        STEP_ID,
+        KIND,
+        "the platform answers: applications healthy, endpoints up",
+        json!(spec),
+    )
+    .needs(needs)
+}
+
+/// One attempt at an endpoint: `Ok(())` when it answered as expected.
+async fn probe(client: &reqwest::Client, e: &Endpoint) -> Result<(), String> {
+    let resp = client.get(&e.url).send().await.map_err(|err| {
+        // reqwest's Display hides the TLS reason in the source chain.
+        let mut msg = err.to_string();
+        let mut src = std::error::Error::source(&err);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        msg
+    })?;
+    let status = resp.status().as_u16();
+    match &e.expect {
+        Expect::Answers if status < 500 => Ok(()),
+        Expect::Ok if (200..300).contains(&status) => Ok(()),
+        Expect::VaultUnsealed if status == 200 || status == 429 => Ok(()),
+        Expect::VaultUnsealed => Err(match status {
+            503 => "Vault is sealed".to_string(),
+            501 => "Vault is not initialised".to_string(),
+            s => format!("HTTP {s}"),
+        }),
+        Expect::Issuer(want) if (200..300).contains(&status) => {
+            let v: Value = resp.json().await.map_err(|e| format!("discovery is not JSON: {e}"))?;
+            if v["issuer"].as_str() == Some(want.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("issuer is {} instead of {want}", v["issuer"]))
+            }
+        }
+        _ => Err(format!("HTTP {status}")),
+    }
+}
+
+async fn http_client(ctx: &StepContext, e: &Endpoint) -> Result<reqwest::Client, StepError> {
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5));
+    let ca = match (&e.ca_file, e.pki_ca) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => ctx
+            .needs_outputs
+            .get(pki::STEP_ID)
+            .and_then(|o| o["ca"]["cert"].as_str())
+            .map(PathBuf::from),
+        _ => None,
+    };
+    if let Some(path) = ca {
+        let pem = std::fs::read(&path).map_err(|err| StepError::new(format!("{}: {err}", path.display())))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|err| StepError::new(err.to_string()))?;
+        b = b.tls_built_in_root_certs(false).add_root_certificate(cert);
+    }
+    if let Some(addr) = &e.resolve {
+        let host = reqwest::Url::parse(&e.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        let sock = tokio::net::lookup_host(addr.as_str())
+            .await
+            .ok()
+            .and_then(|mut it| it.next())
+            .ok_or_else(|| StepError::new(format!("the ingress address {addr} does not resolve")))?;
+        b = b.resolve(&host, sock);
+    }
+    b.build().map_err(|err| StepError::new(err.to_string()))
+}
+
+/// Applications not yet Synced and Healthy, described; empty when all are.
+async fn unhealthy_applications(client: &crate::drivers::kube::KubeClient) -> Result<Vec<String>, StepError> {
+    let Some(apps) = client
+        .list("argoproj.io/v1alpha1", "Application", Some("argocd"))
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?
+    else {
+        return Ok(vec!["Argo CD's Application kind is not served".into()]);
+    };
+    Ok(apps
+        .iter()
+        .filter_map(|a| {
+            let status = a.data.get("status").cloned().unwrap_or_default();
+            let sync = status["sync"]["status"].as_str().unwrap_or("Unknown");
+            let health = status["health"]["status"].as_str().unwrap_or("Unknown");
+            if sync == "Synced" && health == "Healthy" {
+                return None;
+            }
+            let conditions: Vec<String> = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    format!(
+                        "{}: {}",
+                        c["type"].as_str().unwrap_or("?"),
+                        c["message"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            let name = a.metadata.name.clone().unwrap_or_default();
+            let mut line = format!("Application {name}: {sync}/{health}");
+            if let Some(m) = status["health"]["message"].as_str() {
+                line.push_str(&format!(" ({m})"));
+            }
+            if !conditions.is_empty() {
+                line.push_str(&format!("; {}", conditions.join("; ")));
+            }
+            Some(line)
+        })
+        .collect())
+}
+
+fn parse(spec: &Value) -> Result<HealthSpec, StepError> {
+    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("health step is malformed: {e}")))
+}
+
+pub struct HealthHandler;
+
+#[async_trait]
+impl StepHandler for HealthHandler {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
+        let spec = parse(spec)?;
+        let limit = rollout_timeout(ctx);
+        let started = Instant::now();
+        let mut clients = Vec::new();
+        for e in &spec.endpoints {
+            clients.push(http_client(ctx, e).await?);
+        }
+        let management = match &spec.management {
+            Some(t) => Some(client(ctx, t).await?),
+            None => None,
+        };
+        loop {
+            let mut problems = Vec::new();
+            for (e, c) in spec.endpoints.iter().zip(&clients) {
+                if let Err(why) = probe(c, e).await {
+                    problems.push(format!("{} ({}): {why}", e.name, e.url));
+                }
+            }
+            for t in &spec.virtual_clusters {
+                let c = client(ctx, t).await?;
+                if let Err(e) = c.server_version().await {
+                    problems.push(format!("virtual cluster {}: {e}", t.cluster()));
+                }
+            }
+            if let Some(m) = &management {
+                problems.extend(unhealthy_applications(m).await?);
+            }
+            if problems.is_empty() {
+                break;
+            }
+            if started.elapsed() > limit {
+                return Err(StepError::new(format!(
+                    "the platform is not healthy after {limit:?}:\n  {}",
+                    problems.join("\n  ")
+                )));
+            }
+            ctx.progress(format!("waiting: {}", problems[0]));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let summary = summary(ctx, &spec);
+        let path = ctx.outputs_dir.join("summary.txt");
+        std::fs::create_dir_all(&ctx.outputs_dir).map_err(|e| StepError::new(e.to_string()))?;
+        std::fs::write(&path, &summary).map_err(|e| StepError::new(format!("{}: {e}", path.display())))?;
+        ctx.notice(format!("the platform is up; summary in {}\n{summary}", path.display()));
+        Ok(json!({
+            "endpoints": spec.endpoints.iter().map(|e| json!({"name": e.name, "url": e.url})).collect::<Vec<_>>(),
+            "summary": path,
+            // Health is a fact about now: checked on every run.
+            REFRESH_AFTER: unix_now(),
+        }))
+    }
+
+    async fn destroy(&self, _ctx: &StepContext, _spec: &Value, _outputs: &Value) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+/// URLs and where the credentials are; no secret in it.
+fn summary(ctx: &StepContext, spec: &HealthSpec) -> String {
+    let mut out = String::from("Endpoints:\n");
+    for e in &spec.endpoints {
+        out.push_str(&format!("  {:<18} {}\n", e.name, e.url));
+    }
+    out.push_str(&format!(
+        "Credentials and certificates: under {} (`nautes-install outputs` lists them)\n",
+        ctx.outputs_dir.display()
+    ));
+    out
+}
