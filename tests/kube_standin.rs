@@ -569,3 +569,403 @@ fn rbac_and_service_accounts_are_served_and_token_secrets_validated() {
     let (code, immutable) = api.request("PATCH", path, APPLY, &opaque);
     assert_eq!(code, 422, "the type cannot change: {immutable}");
 }
+
+fn b64enc(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Server-side apply `body` at `path` (a `?fieldManager=` is added); the object.
+fn apply(api: &kube_api::KubeApiStandin, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    let (code, out) = api.request("PATCH", &format!("{path}?fieldManager=nautes"), APPLY, body);
+    assert!(code == 200 || code == 201, "{path}: {code} {out}");
+    out
+}
+
+/// Apply the CRD for `kind` and wait until its kind is served.
+fn served_crd(api: &kube_api::KubeApiStandin, group: &str, version: &str, kind: &str, namespaced: bool) {
+    let plural = format!("{}s", kind.to_lowercase());
+    let scope = if namespaced { "Namespaced" } else { "Cluster" };
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                     "metadata": {"name": format!("{plural}.{group}")},
+                     "spec": {"group": group, "scope": scope,
+                              "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
+                              "versions": [{"name": version, "served": true, "storage": true}]}});
+    apply(
+        api,
+        &format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{plural}.{group}"),
+        &crd,
+    );
+    wait_until(
+        api,
+        &format!("/apis/{group}/{version}"),
+        "the CRD was never established",
+        |d| {
+            d["resources"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["name"] == plural.as_str()))
+        },
+    );
+}
+
+fn managed_by<'a>(obj: &'a serde_json::Value, manager: &str) -> Option<&'a serde_json::Value> {
+    obj["metadata"]["managedFields"]
+        .as_array()?
+        .iter()
+        .find(|m| m["manager"] == manager)
+}
+
+/// A CA key pair Secret as cert-manager's CA issuer reads it.
+fn tls_secret(name: &str, cert_pem: &str, key_pem: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": name},
+           "data": {"tls.crt": b64enc(cert_pem), "tls.key": b64enc(key_pem)}})
+}
+
+#[test]
+fn cert_manager_verifies_a_ca_issuer_only_once_it_runs_and_its_secret_is_there() {
+    use nautes_install::pki::{Ca, LeafRequest, Usage};
+    let api = kube_api::KubeApiStandin::start_with(&["--crd-delay", "0"]);
+    namespace(&api, "cert-manager");
+    namespace(&api, "apps");
+    served_crd(&api, "cert-manager.io", "v1", "ClusterIssuer", false);
+    served_crd(&api, "cert-manager.io", "v1", "Issuer", true);
+    let (ca, ca_pem) = Ca::generate("stand-in test CA", std::time::Duration::from_secs(3600)).unwrap();
+    let leaf = ca
+        .issue(
+            &LeafRequest {
+                common_name: "leaf".into(),
+                sans: vec!["leaf.example".into()],
+                usage: Usage::Server,
+            },
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    let ca_secret = tls_secret("nautes-ca", &ca_pem.cert_pem, ca_pem.key_pem.expose());
+    // In the wrong namespace for a ClusterIssuer: it reads the cluster resource namespace.
+    apply(&api, "/api/v1/namespaces/apps/secrets/nautes-ca", &ca_secret);
+
+    let cluster_issuer = "/apis/cert-manager.io/v1/clusterissuers/nautes-ca";
+    let issuer = "/apis/cert-manager.io/v1/namespaces/apps/issuers/local";
+    let acme = "/apis/cert-manager.io/v1/namespaces/apps/issuers/acme";
+    let created = apply(
+        &api,
+        cluster_issuer,
+        &json!({"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": "nautes-ca"},
+                "spec": {"ca": {"secretName": "nautes-ca"}}}),
+    );
+    // A leaf certificate is no CA.
+    apply(
+        &api,
+        "/api/v1/namespaces/apps/secrets/local-ca",
+        &tls_secret("local-ca", &leaf.cert_pem, leaf.key_pem.expose()),
+    );
+    apply(
+        &api,
+        issuer,
+        &json!({"apiVersion": "cert-manager.io/v1", "kind": "Issuer", "metadata": {"name": "local"},
+                "spec": {"ca": {"secretName": "local-ca"}}}),
+    );
+    apply(
+        &api,
+        acme,
+        &json!({"apiVersion": "cert-manager.io/v1", "kind": "Issuer", "metadata": {"name": "acme"},
+                "spec": {"acme": {"server": "https://acme.example/directory", "privateKeySecretRef": {"name": "k"}}}}),
+    );
+
+    // No cert-manager yet, then one that is not Available yet: nobody writes a status.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(api.get(cluster_issuer).get("status").is_none(), "no cert-manager runs");
+    api.control(
+        "/_standin/slow-ready",
+        &json!({"kind": "Deployment", "name": "cert-manager", "seconds": 2.0}),
+    );
+    apply(
+        &api,
+        "/apis/apps/v1/namespaces/cert-manager/deployments/cert-manager",
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cert-manager"}, "spec": {"replicas": 1}}),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let deployment = api.get("/apis/apps/v1/namespaces/cert-manager/deployments/cert-manager");
+    assert_eq!(
+        deployment["status"]["conditions"][0]["status"], "False",
+        "still starting: {deployment}"
+    );
+    assert!(
+        api.get(cluster_issuer).get("status").is_none(),
+        "cert-manager is not Available yet"
+    );
+
+    let not_found = wait_until(&api, cluster_issuer, "the ClusterIssuer got no status", |i| {
+        i["status"]["conditions"][0]["type"] == "Ready"
+    });
+    let ready = &not_found["status"]["conditions"][0];
+    assert_eq!(ready["status"], "False", "{not_found}");
+    assert_eq!(ready["reason"], "ErrGetKeyPair", "{not_found}");
+    assert_eq!(
+        ready["message"],
+        r#"Error getting keypair for CA issuer: secrets "nautes-ca" not found"#
+    );
+    assert_eq!(ready["observedGeneration"], 1);
+    assert!(ready["lastTransitionTime"].is_string(), "{not_found}");
+    assert_eq!(not_found["metadata"]["generation"], created["metadata"]["generation"]);
+    let manager = managed_by(&not_found, "cert-manager-clusterissuers").expect("the controller's fields");
+    assert_eq!(
+        (manager["operation"].as_str(), manager["subresource"].as_str()),
+        (Some("Update"), Some("status"))
+    );
+    let local = wait_until(&api, issuer, "the Issuer got no status", |i| {
+        i["status"]["conditions"][0]["type"] == "Ready"
+    });
+    assert_eq!(
+        local["status"]["conditions"][0]["reason"], "ErrInvalidKeyPair",
+        "{local}"
+    );
+    assert_eq!(
+        local["status"]["conditions"][0]["message"],
+        "Error getting keypair for CA issuer: certificate is not a CA"
+    );
+    let other = wait_until(&api, acme, "the ACME issuer got no status", |i| {
+        i["status"]["conditions"][0]["type"] == "Ready"
+    });
+    assert_eq!(
+        (
+            other["status"]["conditions"][0]["status"].as_str(),
+            other["status"]["conditions"][0]["reason"].as_str()
+        ),
+        (Some("False"), Some("StandInNotModelled")),
+        "{other}"
+    );
+
+    // The Secret appears: Ready, in one MODIFIED event, no new generation.
+    let rv = not_found["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    apply(&api, "/api/v1/namespaces/cert-manager/secrets/nautes-ca", &ca_secret);
+    let verified = wait_until(&api, cluster_issuer, "never Ready", |i| {
+        i["status"]["conditions"][0]["status"] == "True"
+    });
+    let ready = &verified["status"]["conditions"][0];
+    assert_eq!(
+        (ready["reason"].as_str(), ready["message"].as_str()),
+        (Some("KeyPairVerified"), Some("Signing CA verified"))
+    );
+    assert_eq!(
+        verified["metadata"]["generation"], 1,
+        "a status write is no new generation"
+    );
+    let (_, body) = raw_get(
+        api.port,
+        &api.token,
+        &format!("/apis/cert-manager.io/v1/clusterissuers?watch=true&resourceVersion={rv}&timeoutSeconds=1"),
+    );
+    let events: Vec<serde_json::Value> = body
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .filter(|e| e.is_object())
+        .collect();
+    assert_eq!(events.len(), 1, "{body}");
+    assert_eq!(events[0]["type"], "MODIFIED");
+
+    // The Issuer's Secret changes to a CA: re-verified.
+    apply(
+        &api,
+        "/api/v1/namespaces/apps/secrets/local-ca",
+        &tls_secret("local-ca", &ca_pem.cert_pem, ca_pem.key_pem.expose()),
+    );
+    wait_until(&api, issuer, "a changed Secret was not re-verified", |i| {
+        i["status"]["conditions"][0]["reason"] == "KeyPairVerified"
+    });
+    // Settled: nothing more to write.
+    let before = api.get(cluster_issuer)["metadata"]["resourceVersion"].clone();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(api.get(cluster_issuer)["metadata"]["resourceVersion"], before);
+}
+
+const REPO: &str = "https://git.example.com/nautes/platform.git";
+
+/// Namespace argocd with Argo CD's CRDs.
+fn argocd_crds(api: &kube_api::KubeApiStandin) {
+    namespace(api, "argocd");
+    served_crd(api, "argoproj.io", "v1alpha1", "Application", true);
+    served_crd(api, "argoproj.io", "v1alpha1", "AppProject", true);
+}
+
+/// Namespace argocd with Argo CD's CRDs and its application controller (ready after --ready-delay).
+fn argocd(api: &kube_api::KubeApiStandin) {
+    argocd_crds(api);
+    argocd_controller(api);
+}
+
+fn argocd_controller(api: &kube_api::KubeApiStandin) {
+    apply(
+        api,
+        "/apis/apps/v1/namespaces/argocd/statefulsets/argocd-application-controller",
+        &json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "argocd-application-controller"},
+                "spec": {"replicas": 1}}),
+    );
+}
+
+fn application(name: &str, project: &str) -> serde_json::Value {
+    json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": name},
+           "spec": {"project": project,
+                    "source": {"repoURL": REPO, "targetRevision": "main", "path": "deploy"},
+                    "destination": {"server": "https://kubernetes.default.svc", "namespace": "nautes"}}})
+}
+
+/// Register `url` with Argo CD as repository Secret `name` in namespace argocd.
+fn repository(api: &kube_api::KubeApiStandin, name: &str, url: &str) {
+    apply(
+        api,
+        &format!("/api/v1/namespaces/argocd/secrets/{name}"),
+        &json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": name, "labels": {"argocd.argoproj.io/secret-type": "repository"}},
+                "data": {"url": b64enc(url), "type": b64enc("git")}}),
+    );
+}
+
+const APPS: &str = "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications";
+
+#[test]
+fn argocd_reports_a_comparison_error_until_the_repository_is_registered() {
+    let api = kube_api::KubeApiStandin::start_with(&["--crd-delay", "0"]);
+    argocd_crds(&api);
+    let path = format!("{APPS}/platform");
+    let created = apply(&api, &path, &application("platform", "default"));
+    // A Secret of another type, and one for another repository, register nothing.
+    apply(
+        &api,
+        "/api/v1/namespaces/argocd/secrets/creds",
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds",
+                "labels": {"argocd.argoproj.io/secret-type": "repo-creds"}}, "data": {"url": b64enc(REPO)}}),
+    );
+    repository(&api, "other", "https://git.example.com/nautes/other.git");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        api.get(&path).get("status").is_none(),
+        "no application controller runs yet"
+    );
+
+    argocd_controller(&api);
+    let failing = wait_until(&api, &path, "no status", |a| a["status"]["sync"]["status"].is_string());
+    assert_eq!(failing["status"]["sync"]["status"], "Unknown", "{failing}");
+    assert_eq!(failing["status"]["health"]["status"], "Unknown", "{failing}");
+    let conditions = failing["status"]["conditions"].as_array().unwrap();
+    assert_eq!(conditions.len(), 1, "{failing}");
+    assert_eq!(conditions[0]["type"], "ComparisonError");
+    assert_eq!(
+        conditions[0]["message"],
+        "rpc error: code = Unknown desc = repository not accessible: repository not found"
+    );
+    assert!(failing["status"].get("operationState").is_none(), "{failing}");
+    let manager = managed_by(&failing, "argocd-application-controller").expect("the controller's fields");
+    assert_eq!(manager["operation"], "Update");
+    assert!(
+        failing["metadata"]["generation"].as_i64() > created["metadata"]["generation"].as_i64(),
+        "no status subresource: a status write is a new generation"
+    );
+
+    // Registered (the URL as Argo CD normalises it: case, no .git, a trailing slash).
+    repository(&api, "platform-repo", "https://GIT.example.com/nautes/platform/");
+    let synced = wait_until(&api, &path, "never Synced", |a| {
+        a["status"]["sync"]["status"] == "Synced"
+    });
+    let status = &synced["status"];
+    assert_eq!(status["health"]["status"], "Healthy", "{synced}");
+    assert!(status.get("conditions").is_none(), "{synced}");
+    assert_eq!(status["operationState"]["phase"], "Succeeded", "{synced}");
+    let revision = status["sync"]["revision"].as_str().unwrap();
+    assert!(
+        revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()),
+        "{revision}"
+    );
+    assert_eq!(status["sync"]["comparedTo"]["source"]["repoURL"], REPO);
+    // Settled: nothing more to write.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(
+        api.get(&path)["metadata"]["resourceVersion"],
+        synced["metadata"]["resourceVersion"],
+        "no rewrites once synced"
+    );
+
+    // Another targetRevision is another commit; the repository going away is an error again.
+    let mut moved = application("platform", "default");
+    moved["spec"]["source"]["targetRevision"] = json!("v2");
+    apply(&api, &path, &moved);
+    let resynced = wait_until(&api, &path, "the new revision was never compared", |a| {
+        a["status"]["sync"]["comparedTo"]["source"]["targetRevision"] == "v2"
+    });
+    assert_ne!(resynced["status"]["sync"]["revision"].as_str(), Some(revision));
+    assert_eq!(
+        api.request(
+            "DELETE",
+            "/api/v1/namespaces/argocd/secrets/platform-repo",
+            "application/json",
+            &json!(null)
+        )
+        .0,
+        200
+    );
+    let lost = wait_until(&api, &path, "the lost repository went unnoticed", |a| {
+        a["status"]["sync"]["status"] == "Unknown"
+    });
+    assert_eq!(lost["status"]["conditions"][0]["type"], "ComparisonError", "{lost}");
+}
+
+#[test]
+fn argocd_health_can_be_forced_by_the_test_hook_annotation() {
+    let api = kube_api::KubeApiStandin::start_with(&["--crd-delay", "0"]);
+    argocd(&api);
+    repository(&api, "repo", REPO);
+    let path = format!("{APPS}/broken");
+    let mut app = application("broken", "default");
+    app["metadata"]["annotations"] = json!({"standin.nautes.io/health": "Degraded"});
+    apply(&api, &path, &app);
+    let degraded = wait_until(&api, &path, "never compared", |a| {
+        a["status"]["sync"]["status"].is_string()
+    });
+    assert_eq!(degraded["status"]["sync"]["status"], "Synced", "{degraded}");
+    assert_eq!(degraded["status"]["health"]["status"], "Degraded", "{degraded}");
+    assert_eq!(degraded["status"]["health"]["message"], "stand-in: forced Degraded");
+
+    // Without the annotation it is healthy again.
+    apply(&api, &path, &application("broken", "default"));
+    let healthy = wait_until(&api, &path, "still Degraded", |a| {
+        a["status"]["health"]["status"] == "Healthy"
+    });
+    assert!(healthy["status"]["health"].get("message").is_none(), "{healthy}");
+}
+
+#[test]
+fn argocd_refuses_an_application_whose_project_does_not_exist() {
+    let api = kube_api::KubeApiStandin::start_with(&["--crd-delay", "0"]);
+    argocd(&api);
+    namespace(&api, "elsewhere");
+    repository(&api, "repo", REPO);
+    let project = |ns: &str| {
+        apply(
+            &api,
+            &format!("/apis/argoproj.io/v1alpha1/namespaces/{ns}/appprojects/nautes"),
+            &json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject", "metadata": {"name": "nautes"},
+                    "spec": {"sourceRepos": ["*"], "destinations": [{"server": "*", "namespace": "*"}]}}),
+        );
+    };
+    // Argo CD only sees AppProjects in its own namespace.
+    project("elsewhere");
+    let path = format!("{APPS}/platform");
+    apply(&api, &path, &application("platform", "nautes"));
+    let invalid = wait_until(&api, &path, "never compared", |a| {
+        a["status"]["sync"]["status"].is_string()
+    });
+    assert_eq!(invalid["status"]["sync"]["status"], "Unknown", "{invalid}");
+    assert_eq!(invalid["status"]["health"]["status"], "Unknown", "{invalid}");
+    assert_eq!(invalid["status"]["conditions"][0]["type"], "InvalidSpecError");
+    assert_eq!(
+        invalid["status"]["conditions"][0]["message"],
+        "Application referencing project nautes which does not exist"
+    );
+
+    project("argocd");
+    let synced = wait_until(&api, &path, "the new AppProject went unnoticed", |a| {
+        a["status"]["sync"]["status"] == "Synced"
+    });
+    assert_eq!(synced["status"]["health"]["status"], "Healthy", "{synced}");
+    assert!(synced["status"].get("conditions").is_none(), "{synced}");
+}

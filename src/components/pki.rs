@@ -31,6 +31,7 @@ pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 /// Names of the certificates other components read from this step's outputs.
 pub const INGRESS: &str = "ingress";
 pub const VAULT_PROXY_CLIENT: &str = "vault-proxy-client";
+pub const VAULT_PROXY_SERVER: &str = "vault-proxy-server";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -93,18 +94,32 @@ pub fn requests(loaded: &Loaded) -> BTreeMap<String, LeafRequest> {
             certs.insert(format!("{component}-server"), r);
         }
     }
-    let vault_here = inv
-        .components
-        .vault
-        .as_ref()
-        .is_some_and(|v| v.enabled && v.placement != Placement::External);
-    if vault_here {
+    // Nautes reaches Vault through vault-proxy (mTLS) wherever Vault runs.
+    let vault_used = inv.components.vault.as_ref().is_some_and(|v| v.enabled);
+    if vault_used {
         certs.insert(
             VAULT_PROXY_CLIENT.to_string(),
             LeafRequest {
                 common_name: "vault-proxy".into(),
                 sans: Vec::new(),
                 usage: Usage::Client,
+            },
+        );
+        let sans: Vec<String> = [
+            "vault-proxy",
+            "vault-proxy.nautes",
+            "vault-proxy.nautes.svc",
+            "vault-proxy.nautes.svc.cluster.local",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+        certs.insert(
+            VAULT_PROXY_SERVER.to_string(),
+            LeafRequest {
+                common_name: sans[2].clone(),
+                sans,
+                usage: Usage::Server,
             },
         );
     }

@@ -29,8 +29,8 @@ pub const STEP_ID: &str = "vault/configure";
 pub const HOST_STEP_ID: &str = "vault/host";
 /// KV v2 engines Nautes keeps its secrets in.
 const KV_ENGINES: [&str; 5] = ["pki", "git", "repo", "cluster", "tenant"];
-const APPROLE_MOUNT: &str = "approle";
-const PROXY_ROLE: &str = "vault-proxy";
+pub const APPROLE_MOUNT: &str = "approle";
+pub const PROXY_ROLE: &str = "vault-proxy";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

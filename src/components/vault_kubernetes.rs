@@ -1,6 +1,6 @@
 //! Vault's Kubernetes auth, one mount per tenant, against the cluster (in
 //! practice the vcluster) that holds the tenant. In that cluster: the
-//! `vault-auth` service account with the `system:auth-delegator` binding
+//! `vault-auth` service account (in kube-system) with the `system:auth-delegator` binding
 //! (so Vault may ask the cluster's TokenReview API about tokens presented
 //! to it) and a long-lived token Secret for it. In Vault: the mount, its
 //! config (API address, the cluster CA, the reviewer token) and a role per
@@ -28,8 +28,11 @@ use crate::plan::Step;
 use crate::secret::Secret;
 
 pub const KIND: &str = "vault-kubernetes-auth";
-/// Namespace of the Nautes components (and of `vault-auth`) in a tenant cluster.
+/// Namespace of the Nautes components in a tenant cluster.
 pub const NAUTES_NAMESPACE: &str = "nautes";
+/// Where the reviewer account lives: a namespace every cluster has, so this
+/// step owns no namespace another step (vault-proxy, Nautes) also needs.
+const REVIEWER_NAMESPACE: &str = "kube-system";
 const REVIEWER: &str = "vault-auth";
 const REVIEWER_SECRET: &str = "vault-auth-token";
 /// Nautes components that log in to Vault with their service account; each
@@ -96,13 +99,12 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) {
 /// The reviewer's service account and its delegator binding.
 fn reviewer_objects(tenant: &str) -> Vec<Value> {
     vec![
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAUTES_NAMESPACE}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
-               "metadata": {"name": REVIEWER, "namespace": NAUTES_NAMESPACE}}),
+               "metadata": {"name": REVIEWER, "namespace": REVIEWER_NAMESPACE}}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                "metadata": {"name": format!("{REVIEWER}-delegator-{tenant}")},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
-               "subjects": [{"kind": "ServiceAccount", "name": REVIEWER, "namespace": NAUTES_NAMESPACE}]}),
+               "subjects": [{"kind": "ServiceAccount", "name": REVIEWER, "namespace": REVIEWER_NAMESPACE}]}),
     ]
 }
 
@@ -111,7 +113,7 @@ fn reviewer_objects(tenant: &str) -> Vec<Value> {
 /// cannot find.
 fn token_secret() -> Value {
     json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-           "metadata": {"name": REVIEWER_SECRET, "namespace": NAUTES_NAMESPACE,
+           "metadata": {"name": REVIEWER_SECRET, "namespace": REVIEWER_NAMESPACE,
                         "annotations": {"kubernetes.io/service-account.name": REVIEWER}}})
 }
 
@@ -124,7 +126,7 @@ async fn reviewer_token(
     let secret_ref = ObjectRef {
         api_version: "v1".into(),
         kind: "Secret".into(),
-        namespace: Some(NAUTES_NAMESPACE.into()),
+        namespace: Some(REVIEWER_NAMESPACE.into()),
         name: REVIEWER_SECRET.into(),
     };
     let served = client
@@ -163,7 +165,7 @@ async fn reviewer_token(
         }
         if started.elapsed() > limit {
             return Err(StepError::new(format!(
-                "timed out after {limit:?} waiting for the token of {NAUTES_NAMESPACE}/{REVIEWER_SECRET} on {} \
+                "timed out after {limit:?} waiting for the token of {REVIEWER_NAMESPACE}/{REVIEWER_SECRET} on {} \
                  (hint: the cluster's token controller fills it in; check kube-controller-manager)",
                 client.server
             )));

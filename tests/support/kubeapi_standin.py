@@ -76,6 +76,70 @@ the real API rejects:
   change (422). RBAC (Role/ClusterRole/bindings) and ServiceAccounts are
   plain stored objects: the stand-in authenticates only --token and
   enforces no RBAC, so the minted tokens are not accepted as credentials;
+* cert-manager's issuers/clusterissuers controllers (cert-manager.io, any
+  served version), only while Deployment cert-manager/cert-manager is
+  Available: about --issuer-delay seconds (default 0.1; up to one 50 ms tick
+  more) after it last saw the issuer's spec/generation, its CA Secret or the
+  Deployment's availability change, it writes status.conditions = [Ready]
+  (reason, message, lastTransitionTime (kept while status stays),
+  observedGeneration) through the status subresource as field manager
+  cert-manager-issuers / cert-manager-clusterissuers (operation Update,
+  subresource status): one MODIFIED event, no new generation, nothing when
+  only timestamps would change. Only CA issuers are modelled: spec.ca.
+  secretName names a Secret in the issuer's namespace (for a ClusterIssuer in
+  the cluster resource namespace, cert-manager). Ready True/KeyPairVerified
+  "Signing CA verified" when its data["tls.crt"] is base64 PEM with a
+  CERTIFICATE block and data["tls.key"] one with a ...PRIVATE KEY block;
+  else Ready False/ErrGetKeyPair, "Error getting keypair for CA issuer: "
+  + `secrets "<name>" not found`, `no data for "tls.crt" in secret
+  '<ns>/<name>'` or `error decoding certificate PEM block` (`private key`
+  for tls.key), as cert-manager's CA Setup words them; ErrInvalidKeyPair
+  "...: certificate is not a CA" when the certificate parses as X.509 DER
+  and has no basicConstraints cA=TRUE. A body that is not DER at all is
+  taken as a CA (there is no X.509 parser here; a real cert-manager would
+  refuse it), keys are not parsed or matched to the certificate, and
+  nothing is ever issued: Certificates, CertificateRequests, ACME, the
+  webhook and cainjector are not modelled. Other issuer types get Ready
+  False, reason StandInNotModelled. When cert-manager goes, statuses stay;
+* Argo CD's application controller (argoproj.io Applications), in each
+  namespace where StatefulSet argocd-application-controller is ready (it
+  only sees its own namespace's Applications, AppProjects and repository
+  Secrets): about --argocd-delay seconds (default 0.1; up to one 50 ms tick
+  more) after it last saw the Application's spec or annotations, a
+  repository Secret or AppProject there, or the StatefulSet's readiness
+  change, it writes the status as field manager argocd-application-
+  controller (operation Update; Applications have no status subresource, so
+  each status write is also a new generation), one MODIFIED event, nothing
+  when only timestamps would change. In order:
+  - spec.project (empty: "default", which always exists) naming no
+    AppProject there: sync.status Unknown, health.status Unknown, conditions
+    [InvalidSpecError "Application referencing project <p> which does not
+    exist"] (the rest of the status is left as it was);
+  - a source (spec.source, or each of spec.sources) whose repoURL no Secret
+    there labelled argocd.argoproj.io/secret-type=repository has as its
+    base64 data.url (compared as Argo CD's NormalizeGitURL does: case, a
+    .git suffix and git@host: vs ssh://git@host/ ignored; the stand-in also
+    ignores a trailing slash): sync Unknown (with comparedTo), health Unknown,
+    conditions [ComparisonError "rpc error: code = Unknown desc = repository
+    not accessible: repository not found"], reconciledAt. There is no git
+    here, so "registered" stands for "accessible": a real Argo CD also reads
+    public repositories nobody registered, and it picks up a newly added
+    repository Secret only at its next refresh (timeout.reconciliation,
+    default 180 s, or a refresh annotation), not promptly as this one does;
+    it may also report health Healthy rather than Unknown for an
+    Application with no live resources;
+  - otherwise sync Synced with sync.revision (sync.revisions for sources) a
+    made-up commit, sha1 of "<normalised repoURL>@<targetRevision or HEAD>",
+    and comparedTo; health Healthy; no conditions; reconciledAt; and
+    operationState phase Succeeded (message "successfully synced (all tasks
+    run)", syncResult.revision, startedAt/finishedAt), written anew only when
+    the revision changes. TEST HOOK, not Argo CD's: annotation
+    standin.nautes.io/health: <Status> (Degraded, Progressing, Missing, ...)
+    makes health {status: <Status>, message: "stand-in: forced <Status>"}.
+  Nothing is synced: no manifests are rendered or applied, no resources
+  tracked (status.resources/summary absent), syncPolicy, sync windows,
+  hooks, project source/destination permissions, clusters and repo-creds
+  templates are ignored, and Argo CD's API server is not modelled;
 * vcluster: once StatefulSet <ns>/<name> is ready and registered through
   /_standin/vcluster, Secret vc-<name> (config, certificate-authority,
   client-certificate, client-key) appears, and again if deleted;
@@ -91,7 +155,7 @@ the real API rejects:
   kubeconfig a vcluster's secret carries.
 
 Run: kubeapi_standin.py --port-file F --token T [--crd-delay S] [--ready-delay S] [--ns-delete-delay S]
-     [--token-delay S] [--ca-file PEM] [--port P]
+     [--token-delay S] [--issuer-delay S] [--argocd-delay S] [--ca-file PEM] [--port P]
 """
 import argparse, base64, bisect, hashlib, json, os, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
@@ -124,7 +188,10 @@ VCLUSTERS = {}  # (namespace, name) -> kubeconfig text its secret carries
 NS_DELETE_AT = {}  # Terminating namespace -> when its contents go
 HNC_ORPHANS = []   # (parent, child) of deleted anchors whose subnamespace HNC still has to delete
 TOKEN_SEEN = {}  # service account token Secret -> ((its rv, its ServiceAccount's rv or None), when first seen so)
-UPDATE_MANAGERS = {"kube-controller-manager"}  # managers whose fields come from updates, not applies
+UPDATE_MANAGERS = {"kube-controller-manager", "cert-manager-issuers", "cert-manager-clusterissuers",
+                   "argocd-application-controller"}  # managers whose fields come from updates, not applies
+STATUS_MANAGERS = {"cert-manager-issuers", "cert-manager-clusterissuers"}  # they write through the status subresource
+SETTLED = {}  # object an issuer/Argo CD controller watches -> [its inputs as last seen, since when, acted on them]
 VERSION = [0]
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 HNC = "hnc.x-k8s.io"
@@ -133,6 +200,15 @@ SECRETS = ("", "v1", "secrets")
 SA_TOKEN = "kubernetes.io/service-account-token"
 SA_NAME, SA_UID = "kubernetes.io/service-account.name", "kubernetes.io/service-account.uid"
 TOKEN_MANAGER = "kube-controller-manager"
+CERT_MANAGER = "cert-manager.io"
+CERT_MANAGER_DEPLOYMENT = ("apps", "v1", "deployments", "cert-manager", "cert-manager")
+CLUSTER_RESOURCE_NAMESPACE = "cert-manager"  # cert-manager's --cluster-resource-namespace default
+ISSUER_MANAGERS = {"issuers": "cert-manager-issuers", "clusterissuers": "cert-manager-clusterissuers"}
+KEYPAIR_ERROR = "Error getting keypair for CA issuer: "
+ARGO = "argoproj.io"
+ARGO_MANAGER = "argocd-application-controller"
+ARGO_SECRET_TYPE = "argocd.argoproj.io/secret-type"
+HEALTH_HOOK = "standin.nautes.io/health"  # test hook: the health Argo CD reports for an Application
 # The cluster CA without --ca-file: a real, parseable self-signed certificate
 # whose subject marks it as the stand-in's; its private key was thrown away.
 PLACEHOLDER_CA = """-----BEGIN CERTIFICATE-----
@@ -308,6 +384,17 @@ def without_rv(obj):
     return out
 
 
+def managed_fields(key):
+    """metadata.managedFields: one entry per manager (no fieldsV1 detail)."""
+    out = []
+    for m in sorted(MANAGED.get(key, {})):
+        entry = {"manager": m, "operation": "Update" if m in UPDATE_MANAGERS else "Apply", "fieldsType": "FieldsV1"}
+        if m in STATUS_MANAGERS:
+            entry["subresource"] = "status"
+        out.append(entry)
+    return out
+
+
 def store(key, obj, old, ns):
     """Write a client's object as the API server does. An update that changes
     nothing is not written (the real storage skips it), so no new
@@ -329,8 +416,7 @@ def store(key, obj, old, ns):
         gen = old.get("metadata", {}).get("generation", 0)
         gen += old.get("spec") != obj.get("spec")
     meta["generation"] = max(gen, 1)
-    meta["managedFields"] = [{"manager": m, "operation": "Update" if m in UPDATE_MANAGERS else "Apply", "fieldsType": "FieldsV1"}
-                             for m in sorted(MANAGED.get(key, {}))]
+    meta["managedFields"] = managed_fields(key)
     if key[:3] == ns_key("")[:3]:
         obj["status"] = dict(obj.get("status") or {}, phase="Terminating" if meta.get("deletionTimestamp") else "Active")
     if old is not None and without_rv(obj) == without_rv(old):
@@ -345,15 +431,22 @@ def store(key, obj, old, ns):
     return obj
 
 
-def write_status(key, new_status):
+def write_status(key, new_status, manager=None, bump_generation=False):
     """A controller's status write: a new object (stored ones are shared with
-    readers), a new resourceVersion and a MODIFIED event, never a new
-    generation. Writing the same status again is no change."""
+    readers), a new resourceVersion and a MODIFIED event; a new generation
+    only with bump_generation (a CRD without the status subresource). Writing
+    the same status again is no change. With `manager` the status fields it
+    writes become that manager's (managedFields)."""
     old = STORE[key]
     if old.get("status") == new_status:
         return
     obj = clone(old)
     obj["status"] = new_status
+    if manager:
+        MANAGED.setdefault(key, {})[manager] = {("status",) + p for p in leaf_paths(new_status)}
+        obj["metadata"]["managedFields"] = managed_fields(key)
+    if bump_generation:
+        obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
     obj["metadata"]["resourceVersion"] = next_rv()
     STORE[key] = obj
     record("MODIFIED", key, obj)
@@ -1005,6 +1098,279 @@ def reconcile_sa_tokens(now):
         TOKEN_SEEN.pop(key)
 
 
+def settled(key, seen, now, delay):
+    """The issuer and Argo CD controllers act once on inputs (`seen`) that
+    have stood unchanged for `delay`; a change starts the wait again."""
+    entry = SETTLED.get(key)
+    if entry is None or entry[0] != seen:
+        SETTLED[key] = [seen, now, False]
+        return False
+    if entry[2] or now - entry[1] < delay:
+        return False
+    entry[2] = True
+    return True
+
+
+def fingerprint(*parts):
+    return json.dumps(parts, sort_keys=True)
+
+
+def untimed(obj):
+    """A status without its timestamps: what decides whether it changed."""
+    if isinstance(obj, dict):
+        return {k: untimed(v) for k, v in obj.items()
+                if k not in ("lastTransitionTime", "reconciledAt", "startedAt", "finishedAt")}
+    if isinstance(obj, list):
+        return [untimed(v) for v in obj]
+    return obj
+
+
+def keep_times(conditions, old):
+    """lastTransitionTime moves only when a condition's status (cert-manager)
+    or message (Argo CD) changes."""
+    for c in conditions:
+        for o in old or []:
+            if o.get("type") == c["type"] and o.get("status") == c.get("status") and o.get("message") == c.get("message"):
+                c["lastTransitionTime"] = o.get("lastTransitionTime", c["lastTransitionTime"])
+    return conditions
+
+
+def available(deployment):
+    conds = (deployment or {}).get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Available" and c.get("status") == "True" for c in conds)
+
+
+def sts_ready(sts):
+    if sts is None:
+        return False
+    return sts.get("status", {}).get("readyReplicas", 0) >= max(sts.get("spec", {}).get("replicas", 1), 1)
+
+
+def pem_blocks(data, label):
+    """The DER bodies of the PEM blocks of type `label` (encoding/pem's
+    Decode, leniently: any block whose type ends with `label`)."""
+    text = data.decode("ascii", "replace")
+    out = []
+    while True:
+        start = text.find("-----BEGIN ")
+        if start < 0:
+            return out
+        head_end = text.find("-----", start + 11)
+        if head_end < 0:
+            return out
+        kind = text[start + 11:head_end]
+        end = text.find("-----END %s-----" % kind, head_end)
+        if end < 0:
+            return out
+        if kind.endswith(label):
+            try:
+                out.append(base64.b64decode("".join(text[head_end + 5:end].split()), validate=True))
+            except ValueError:
+                pass  # a body that is not base64 is no block
+        text = text[end + 14 + len(kind):]
+
+
+def der_items(der, pos, end):
+    """The DER TLVs from pos to end: (tag, value start, value end)."""
+    while pos < end:
+        if pos + 2 > end:
+            raise ValueError("truncated")
+        tag, n = der[pos], der[pos + 1]
+        pos += 2
+        if n & 0x80:
+            k = n & 0x7F
+            if not 0 < k <= 4 or pos + k > end:
+                raise ValueError("bad length")
+            n, pos = int.from_bytes(der[pos:pos + k], "big"), pos + k
+        if pos + n > end:
+            raise ValueError("truncated")
+        yield tag, pos, pos + n
+        pos += n
+
+
+def certificate_is_ca(der):
+    """crypto/x509's IsCA: a basicConstraints extension with cA TRUE. None
+    when `der` does not parse as a certificate at all."""
+    try:
+        (tag, s, e), = der_items(der, 0, len(der))
+        parts = list(der_items(der, s, e))
+        if tag != 0x30 or len(parts) != 3 or parts[0][0] != 0x30:
+            return None
+        for tag, s, e in der_items(der, parts[0][1], parts[0][2]):
+            if tag != 0xA3:  # [3] extensions
+                continue
+            (_, s, e), = der_items(der, s, e)
+            for _, xs, xe in der_items(der, s, e):
+                ext = list(der_items(der, xs, xe))
+                if der[ext[0][1]:ext[0][2]] == b"\x55\x1d\x13":  # 2.5.29.19 basicConstraints
+                    (_, bs, be), = der_items(der, ext[-1][1], ext[-1][2])
+                    inner = list(der_items(der, bs, be))
+                    return bool(inner) and inner[0][0] == 0x01 and der[inner[0][1]:inner[0][2]] != b"\x00"
+        return False
+    except (ValueError, IndexError):
+        return None
+
+
+def ca_keypair_problem(ns, name):
+    """cert-manager's CA issuer Setup on Secret ns/name: None when the CA
+    verifies, else (reason, the error as the controller words it)."""
+    secret = STORE.get(SECRETS + (ns, name))
+    if secret is None:
+        return "ErrGetKeyPair", 'secrets "%s" not found' % name
+    data = secret.get("data") or {}
+    for field, label, what in (("tls.crt", "CERTIFICATE", "certificate"), ("tls.key", "PRIVATE KEY", "private key")):
+        if field not in data:
+            return "ErrGetKeyPair", "no data for \"%s\" in secret '%s/%s'" % (field, ns, name)
+        try:
+            raw = base64.b64decode(data[field] or "", validate=True)
+        except ValueError:
+            raw = b""
+        if not pem_blocks(raw, label):
+            return "ErrGetKeyPair", "error decoding %s PEM block" % what
+    # Only a body that parses as a certificate can be told not to be a CA.
+    if certificate_is_ca(pem_blocks(base64.b64decode(data["tls.crt"]), "CERTIFICATE")[0]) is False:
+        return "ErrInvalidKeyPair", "certificate is not a CA"
+    return None
+
+
+def issuer_status(key, issuer):
+    """The issuers/clusterissuers controller's status.conditions for an issuer."""
+    spec = issuer.get("spec") or {}
+    secret_name = (spec.get("ca") or {}).get("secretName")
+    if secret_name:
+        problem = ca_keypair_problem(key[3] or CLUSTER_RESOURCE_NAMESPACE, secret_name)
+        status, reason, message = ("True", "KeyPairVerified", "Signing CA verified") if problem is None else (
+            "False", problem[0], KEYPAIR_ERROR + problem[1])
+    else:
+        status, reason, message = "False", "StandInNotModelled", "stand-in: only CA issuers (spec.ca.secretName) are modelled"
+    old = (issuer.get("status") or {}).get("conditions")
+    cond = {"type": "Ready", "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": now_iso(), "observedGeneration": issuer["metadata"].get("generation", 1)}
+    for o in old or []:
+        if o.get("type") == "Ready" and o.get("status") == status:
+            cond["lastTransitionTime"] = o.get("lastTransitionTime", cond["lastTransitionTime"])
+    return dict(issuer.get("status") or {}, conditions=[cond])
+
+
+def reconcile_issuers(now):
+    """cert-manager's issuers and clusterissuers controllers, while Deployment
+    cert-manager/cert-manager is Available."""
+    running = available(STORE.get(CERT_MANAGER_DEPLOYMENT))
+    for key, issuer in list(STORE.items()):
+        if key[0] != CERT_MANAGER or key[2] not in ISSUER_MANAGERS:
+            continue
+        secret_name = ((issuer.get("spec") or {}).get("ca") or {}).get("secretName")
+        secret = STORE.get(SECRETS + (key[3] or CLUSTER_RESOURCE_NAMESPACE, secret_name)) if secret_name else None
+        seen = fingerprint(issuer.get("spec"), issuer["metadata"].get("generation"), running,
+                           secret and secret["metadata"]["resourceVersion"])
+        if settled(key, seen, now, ARGS.issuer_delay) and running:
+            new = issuer_status(key, issuer)
+            if untimed(new) != untimed(issuer.get("status")):
+                write_status(key, new, ISSUER_MANAGERS[key[2]])
+
+
+def normalize_git_url(url):
+    """Argo CD's git.NormalizeGitURL (lowercase, scp-like SSH URLs as ssh://,
+    no .git suffix); the stand-in also ignores a trailing slash."""
+    url = (url or "").strip().lower()
+    if "@" in url and not url.startswith("ssh://") and "://" not in url:
+        url = "ssh://" + url.replace(":", "/", 1)
+    url = url.rstrip("/")
+    if url.endswith(".git"):
+        url = url[:-4]
+    url = url.rstrip("/")
+    return url[len("ssh://"):] if url.startswith("ssh://") else url
+
+
+def repository_secrets(ns):
+    return [(k, o) for k, o in sorted(STORE.items(), key=lambda kv: str(kv[0]))
+            if k[:4] == SECRETS + (ns,) and (o["metadata"].get("labels") or {}).get(ARGO_SECRET_TYPE) == "repository"]
+
+
+def registered_urls(ns):
+    urls = set()
+    for _, secret in repository_secrets(ns):
+        try:
+            urls.add(normalize_git_url(base64.b64decode((secret.get("data") or {}).get("url") or "").decode()))
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return urls
+
+
+def app_projects(ns):
+    return [(k, o) for k, o in sorted(STORE.items(), key=lambda kv: str(kv[0]))
+            if k[0] == ARGO and k[2] == "appprojects" and k[3] == ns]
+
+
+def fake_revision(source):
+    """The commit a source "resolves" to: 40 hex digits from its repoURL and targetRevision."""
+    text = "%s@%s" % (normalize_git_url(source.get("repoURL")), source.get("targetRevision") or "HEAD")
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def application_status(app):
+    """What Argo CD's application controller writes into an Application's status."""
+    old = app.get("status") or {}
+    st = clone(old)
+    spec = app.get("spec") or {}
+    ns, now = app["metadata"]["namespace"], now_iso()
+    project = spec.get("project") or "default"
+    multi = bool(spec.get("sources"))
+    sources = spec["sources"] if multi else [spec.get("source") or {}]
+    compared = {"destination": spec.get("destination") or {}}
+    compared["sources" if multi else "source"] = spec["sources"] if multi else spec.get("source") or {}
+
+    def failed(kind, message):
+        st["sync"] = dict(st.get("sync") or {}, status="Unknown")
+        st["health"] = {"status": "Unknown"}
+        st["conditions"] = keep_times([{"type": kind, "message": message, "lastTransitionTime": now}],
+                                      old.get("conditions"))
+        return st
+
+    # refreshAppConditions first: a missing project is an InvalidSpecError.
+    if project != "default" and not any(k[4] == project for k, _ in app_projects(ns)):
+        return failed("InvalidSpecError", "Application referencing project %s which does not exist" % project)
+    st["reconciledAt"] = now
+    registered = registered_urls(ns)
+    if any(normalize_git_url(s.get("repoURL")) not in registered for s in sources):
+        st["sync"] = {"status": "Unknown", "comparedTo": compared}
+        return failed("ComparisonError", "rpc error: code = Unknown desc = repository not accessible: repository not found")
+    revisions = [fake_revision(s) for s in sources]
+    sync = {"status": "Synced", "comparedTo": compared}
+    sync.update({"revisions": revisions} if multi else {"revision": revisions[0]})
+    st["sync"] = sync
+    forced = (app["metadata"].get("annotations") or {}).get(HEALTH_HOOK)
+    st["health"] = {"status": forced, "message": "stand-in: forced %s" % forced} if forced else {"status": "Healthy"}
+    st.pop("conditions", None)
+    op = st.get("operationState") or {}
+    done = {"revisions": revisions} if multi else {"revision": revisions[0]}
+    if op.get("phase") != "Succeeded" or op.get("syncResult", {}).get("revisions" if multi else "revision") != done.get(
+            "revisions" if multi else "revision"):
+        result = dict(done, **({"sources": spec["sources"]} if multi else {"source": spec.get("source") or {}}))
+        st["operationState"] = {"phase": "Succeeded", "message": "successfully synced (all tasks run)",
+                                "operation": {"sync": dict(done), "initiatedBy": {"automated": True}},
+                                "syncResult": result, "startedAt": now, "finishedAt": now}
+    return st
+
+
+def reconcile_applications(now):
+    """Argo CD's application controller, in each namespace where StatefulSet
+    argocd-application-controller is ready, for the Applications there."""
+    for key, app in list(STORE.items()):
+        if key[0] != ARGO or key[2] != "applications":
+            continue
+        ns = key[3]
+        running = sts_ready(STORE.get(("apps", "v1", "statefulsets", ns, "argocd-application-controller")))
+        seen = fingerprint(app.get("spec"), app["metadata"].get("annotations"), running,
+                           [(k[4], o["metadata"]["resourceVersion"]) for k, o in repository_secrets(ns)],
+                           [(k[4], o["metadata"]["resourceVersion"]) for k, o in app_projects(ns)])
+        if settled(key, seen, now, ARGS.argocd_delay) and running:
+            new = application_status(app)
+            if untimed(new) != untimed(app.get("status")):
+                # No status subresource on Applications: a status write is a new generation.
+                write_status(key, new, ARGO_MANAGER, bump_generation=True)
+
+
 def controller():
     """What controllers on a real cluster would do, after a delay. All its
     writes go through write_status/store/remove, so each is a new
@@ -1021,6 +1387,10 @@ def controller():
             reconcile_hnc()
             reconcile_vclusters()
             reconcile_sa_tokens(now)
+            reconcile_issuers(now)
+            reconcile_applications(now)
+            for key in [k for k in SETTLED if k not in STORE]:
+                SETTLED.pop(key)
             for name, at in list(NS_DELETE_AT.items()):
                 if now >= at:
                     purge_namespace(name)
@@ -1034,6 +1404,8 @@ if __name__ == "__main__":
     p.add_argument("--ready-delay", type=float, default=0.2)
     p.add_argument("--ns-delete-delay", type=float, default=0.2)
     p.add_argument("--token-delay", type=float, default=0.1)
+    p.add_argument("--issuer-delay", type=float, default=0.1)
+    p.add_argument("--argocd-delay", type=float, default=0.1)
     # The cluster CA the token controller puts in ca.crt (PEM); default: PLACEHOLDER_CA.
     p.add_argument("--ca-file")
     # A fixed port: a vcluster stand-in must answer at the NodePort it is exposed on.

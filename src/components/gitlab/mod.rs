@@ -245,13 +245,19 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         let file = release.file(&version);
         let files = vec![super::artifacts::pinned_file(
             &file,
-            format!("{}/{version}/{file}", release.key),
+            format!("{}/{version}/{file}", release.slug),
             release.url(&super::artifacts::github(loaded), &version),
             None,
         )];
-        let step =
-            super::artifacts::files_step(loaded, release.key, release.title, &version, files, "components.nautes")
-                .map_err(|d| vec![d])?;
+        let step = super::artifacts::files_step(
+            loaded,
+            release.slug,
+            release.title,
+            &version,
+            files,
+            "components.nautes",
+        )
+        .map_err(|d| vec![d])?;
         release_files.insert(
             format!("nautes/{file}"),
             ReleaseFile {

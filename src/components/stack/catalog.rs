@@ -1,7 +1,7 @@
 //! The upstream releases the stack is made of: for each, its default
 //! version (from the versions table), the file we apply and where it is
 //! published. In air-gap mode the same file is read from
-//! `<bundle>/<component>/<version>/<file>`.
+//! `<bundle>/<slug>/<version>/<file>`.
 
 use super::super::versions;
 
@@ -15,10 +15,10 @@ pub enum Form {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Release {
-    /// Inventory key under `components` (and bundle directory name).
+    /// Inventory key under `components`.
     pub key: &'static str,
     pub title: &'static str,
-    /// Names its steps: `stack/<slug>/<cluster>`.
+    /// Names its steps (`stack/<slug>/<cluster>`) and its bundle directory.
     pub slug: &'static str,
     pub default_version: &'static str,
     pub namespace: &'static str,

@@ -36,6 +36,15 @@ pub enum Runtime {
     Argocd(ArgocdSpec),
     /// The AppProject and Application that deliver Nautes from the tenant repo.
     Nautes(NautesSpec),
+    /// vault-proxy: Nautes' way into Vault, mTLS against our CA, AppRole to Vault.
+    VaultProxy(VaultProxySpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultProxySpec {
+    pub image: String,
+    pub vault: VaultTarget,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,14 +96,19 @@ fn gitlab_outputs(ctx: &StepContext) -> Result<&Value, StepError> {
         .ok_or_else(|| StepError::new("the GitLab step has not run (internal error: missing need)"))
 }
 
-/// Build the step's run-time objects.
-pub async fn objects(ctx: &StepContext, runtime: &Runtime) -> Result<Vec<Value>, StepError> {
+/// Build the step's run-time objects (`client`: the cluster they go to).
+pub async fn objects(
+    ctx: &StepContext,
+    runtime: &Runtime,
+    client: &crate::drivers::kube::KubeClient,
+) -> Result<Vec<Value>, StepError> {
     match runtime {
         Runtime::IngressTls { namespace } => ingress_tls(ctx, namespace),
         Runtime::CaIssuer { user_ca_key } => ca_issuer(ctx, user_ca_key.as_ref()),
         Runtime::Dex(spec) => dex(ctx, spec).await,
         Runtime::Argocd(spec) => argocd(ctx, spec).await,
         Runtime::Nautes(spec) => nautes(ctx, spec),
+        Runtime::VaultProxy(spec) => vault_proxy(ctx, spec, client).await,
     }
 }
 
@@ -111,6 +125,10 @@ fn ingress_tls(ctx: &StepContext, namespace: &str) -> Result<Vec<Value>, StepErr
     Ok(vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
         tls_secret(INGRESS_TLS_SECRET, namespace, &pem, &key),
+        // Set ourselves: chart 10.24 has no value for the default certificate.
+        json!({"apiVersion": "traefik.containo.us/v1alpha1", "kind": "TLSStore",
+               "metadata": {"name": "default", "namespace": namespace},
+               "spec": {"defaultCertificate": {"secretName": INGRESS_TLS_SECRET}}}),
     ])
 }
 
@@ -280,6 +298,128 @@ fn nautes(ctx: &StepContext, spec: &NautesSpec) -> Result<Vec<Value>, StepError>
                         "source": {"repoURL": repo, "targetRevision": branch, "path": spec.path},
                         "destination": {"server": "https://kubernetes.default.svc", "namespace": "nautes"},
                         "syncPolicy": {"automated": {"prune": true, "selfHeal": true}, "syncOptions": ["CreateNamespace=true"]}}}),
+    ])
+}
+
+fn cert_pair(ctx: &StepContext, name: &str) -> Result<(String, Secret), StepError> {
+    let c = &pki_outputs(ctx)?["certs"][name];
+    let pem = read(c["cert"].as_str().unwrap_or_default(), &format!("certificate {name}"))?;
+    let key = Secret::new(read(c["key"].as_str().unwrap_or_default(), &format!("key {name}"))?);
+    Ok((pem, key))
+}
+
+/// The AppRole secret id vault-proxy logs in with: the one already in the
+/// cluster, else a new one. Secret ids of our role never expire (no
+/// `secret_id_ttl`), so asking Vault for one on every run would only pile
+/// them up.
+async fn approle_secret_id(
+    ctx: &StepContext,
+    spec: &VaultProxySpec,
+    client: &crate::drivers::kube::KubeClient,
+) -> Result<(String, Secret), StepError> {
+    use crate::drivers::kube::ObjectRef;
+    let (vault, token) = super::super::vault::connect(ctx, &spec.vault)?;
+    let role = format!(
+        "auth/{}/role/{}",
+        super::super::vault::APPROLE_MOUNT,
+        super::super::vault::PROXY_ROLE
+    );
+    let role_id = vault
+        .read(&format!("{role}/role-id"), &token)
+        .await
+        .map_err(StepError::new)?
+        .and_then(|v| v["data"]["role_id"].as_str().map(str::to_string))
+        .ok_or_else(|| StepError::new("Vault has no role id for vault-proxy (the vault/configure step makes it)"))?;
+    let served = client
+        .served("v1", "Secret")
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?;
+    let existing = match served {
+        Some(served) => client
+            .get(
+                &served,
+                &ObjectRef {
+                    api_version: "v1".into(),
+                    kind: "Secret".into(),
+                    namespace: Some(NAUTES_NAMESPACE.into()),
+                    name: VAULT_PROXY_APPROLE.into(),
+                },
+            )
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?,
+        None => None,
+    };
+    let decode = |v: &Value| {
+        v.as_str()
+            .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+    };
+    if let Some(obj) = existing {
+        let data = obj.data.get("data").cloned().unwrap_or_default();
+        if decode(&data["role_id"]).as_deref() == Some(role_id.as_str()) {
+            if let Some(secret_id) = decode(&data["secret_id"]) {
+                return Ok((role_id, Secret::new(secret_id)));
+            }
+        }
+    }
+    let made = vault
+        .write(&format!("{role}/secret-id"), &token, &json!({}))
+        .await
+        .map_err(StepError::new)?
+        .and_then(|v| v["data"]["secret_id"].as_str().map(str::to_string))
+        .ok_or_else(|| StepError::new("Vault returned no secret id for vault-proxy"))?;
+    Ok((role_id, Secret::new(made)))
+}
+
+const NAUTES_NAMESPACE: &str = "nautes";
+const VAULT_PROXY_APPROLE: &str = "vault-proxy-approle";
+
+async fn vault_proxy(
+    ctx: &StepContext,
+    spec: &VaultProxySpec,
+    client: &crate::drivers::kube::KubeClient,
+) -> Result<Vec<Value>, StepError> {
+    let ns = NAUTES_NAMESPACE;
+    let (role_id, secret_id) = approle_secret_id(ctx, spec, client).await?;
+    let (server_cert, server_key) = cert_pair(ctx, pki::VAULT_PROXY_SERVER)?;
+    let (client_cert, client_key) = cert_pair(ctx, pki::VAULT_PROXY_CLIENT)?;
+    let ca = ca_pem(ctx)?;
+    let labels = json!({"app.kubernetes.io/name": "vault-proxy"});
+    let config = format!(
+        "server:\n  addr: 0.0.0.0:8000\n  cert: /etc/vault-proxy/tls/tls.crt\n  key: /etc/vault-proxy/tls/tls.key\n  clientCA: /etc/vault-proxy/ca/ca.crt\nvault:\n  addr: {}\n  caCert: /etc/vault-proxy/ca/ca.crt\n  approle:\n    mount: {}\n    roleIDFile: /etc/vault-proxy/approle/role_id\n    secretIDFile: /etc/vault-proxy/approle/secret_id\n",
+        spec.vault.url,
+        super::super::vault::APPROLE_MOUNT
+    );
+    Ok(vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        tls_secret("vault-proxy-server-tls", ns, &server_cert, &server_key),
+        // What the Nautes API server presents to vault-proxy.
+        tls_secret("vault-proxy-client-tls", ns, &client_cert, &client_key),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "vault-proxy-ca", "namespace": ns},
+               "data": {"ca.crt": ca}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "vault-proxy-config", "namespace": ns},
+               "data": {"config.yaml": config}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": VAULT_PROXY_APPROLE, "namespace": ns},
+               "data": {"role_id": b64(&role_id), "secret_id": b64(secret_id.expose())}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "vault-proxy", "namespace": ns, "labels": labels},
+               "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+                   "metadata": {"labels": labels},
+                   "spec": {"containers": [{
+                       "name": "vault-proxy", "image": spec.image,
+                       "args": ["--config", "/etc/vault-proxy/config/config.yaml"],
+                       "ports": [{"name": "https", "containerPort": 8000}],
+                       "volumeMounts": [
+                           {"name": "tls", "mountPath": "/etc/vault-proxy/tls", "readOnly": true},
+                           {"name": "ca", "mountPath": "/etc/vault-proxy/ca", "readOnly": true},
+                           {"name": "config", "mountPath": "/etc/vault-proxy/config", "readOnly": true},
+                           {"name": "approle", "mountPath": "/etc/vault-proxy/approle", "readOnly": true}]}],
+                       "volumes": [
+                           {"name": "tls", "secret": {"secretName": "vault-proxy-server-tls"}},
+                           {"name": "ca", "configMap": {"name": "vault-proxy-ca"}},
+                           {"name": "config", "configMap": {"name": "vault-proxy-config"}},
+                           {"name": "approle", "secret": {"secretName": VAULT_PROXY_APPROLE}}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "vault-proxy", "namespace": ns},
+               "spec": {"selector": labels, "ports": [{"name": "https", "port": 8000, "targetPort": 8000}]}}),
     ])
 }
 

@@ -159,7 +159,12 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
         needs.extend(v.needs());
     }
     let management = has("argocd")
-        .then(|| management_cluster(loaded).and_then(|m| kube_target::target(loaded, &m)))
+        .then(|| {
+            let argocd = inv.components.argocd.as_ref().and_then(|c| c.cluster.clone());
+            argocd
+                .or_else(|| management_cluster(loaded))
+                .and_then(|m| kube_target::target(loaded, &m))
+        })
         .flatten();
     let spec = HealthSpec {
         management,

@@ -37,12 +37,17 @@ use super::manifests::{
     apply_objects, delete_recorded, previous_objects, render_objects, report_outputs, ApplySpec, Source,
 };
 use super::{gitlab, pki, vault, vault_kubernetes, versions};
-use crate::drivers::kube::ObjectRef;
+use crate::drivers::kube::{KubeClient, ObjectRef};
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::inventory::{ClusterUsage, Component, Diagnostic, Loaded};
 use crate::plan::Step;
 
 pub const KIND: &str = "stack-apply";
+/// Kinds Tekton 0.37 ships that Kubernetes 1.25 removed.
+const TEKTON_REMOVED_KINDS: [(&str, &str); 2] = [
+    ("policy/v1beta1", "PodSecurityPolicy"),
+    ("autoscaling/v2beta1", "HorizontalPodAutoscaler"),
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -51,6 +56,11 @@ pub struct StackSpec {
     pub apply: ApplySpec,
     /// Objects built when the step runs, merged over or added to the sources'.
     pub runtime: Option<Runtime>,
+    /// (apiVersion, kind) of release objects left out when the cluster no
+    /// longer serves them (Tekton 0.37 still ships a PodSecurityPolicy and a
+    /// v2beta1 HorizontalPodAutoscaler, both gone from Kubernetes 1.25).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optional_kinds: Vec<(String, String)>,
 }
 
 pub fn step_id(component: &str, cluster: &str) -> String {
@@ -135,13 +145,13 @@ impl Planner<'_> {
         let file = release.file(&version);
         let files = vec![pinned_file(
             &file,
-            format!("{}/{version}/{file}", release.key),
+            format!("{}/{version}/{file}", release.slug),
             release.url(&github(self.loaded), &version),
             None,
         )];
         match files_step(
             self.loaded,
-            release.key,
+            release.slug,
             release.title,
             &version,
             files,
@@ -172,6 +182,7 @@ impl Planner<'_> {
         runtime: Option<Runtime>,
         mut needs: Vec<String>,
         namespace: &str,
+        optional_kinds: &[(&str, &str)],
     ) -> Option<String> {
         let target: KubeTarget = kube_target::target(self.loaded, cluster)?;
         let mut sources = Vec::new();
@@ -201,6 +212,10 @@ impl Planner<'_> {
                 sources,
             },
             runtime,
+            optional_kinds: optional_kinds
+                .iter()
+                .map(|(a, k)| (a.to_string(), k.to_string()))
+                .collect(),
         };
         needs.extend(spec.apply.needs());
         self.steps
@@ -235,48 +250,46 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
 
     if let (Some(cluster), Some(_)) = (ingress_cluster(loaded), component(loaded, "traefik")) {
         let (web, websecure) = traefik_ports(loaded);
-        let tls = p.apply(
-            "ingress-tls",
-            &cluster,
-            None,
-            Value::Null,
-            Some(Runtime::IngressTls {
-                namespace: "traefik".into(),
-            }),
-            vec![pki::STEP_ID.into()],
-            "traefik",
-        );
         let mut values = json!({
             "service": {"type": "NodePort"},
             "ports": {"web": {"nodePort": web}, "websecure": {"nodePort": websecure}},
-            "tlsStore": {"default": {"defaultCertificate": {"secretName": config::INGRESS_TLS_SECRET}}},
         });
         config::merge(&mut values, &Value::Object(values_of(loaded, "traefik")));
-        for key in ["webNodePort", "websecureNodePort"] {
+        // Our own keys, not the chart's.
+        for key in ["webNodePort", "websecureNodePort", "ingressAddress"] {
             values.as_object_mut().map(|o| o.remove(key));
         }
-        stack_steps.extend(tls.clone());
         stack_steps.extend(p.apply(
             "traefik",
             &cluster,
             Some((&catalog::TRAEFIK, "traefik")),
             values,
-            None,
-            tls.into_iter().collect(),
+            Some(Runtime::IngressTls {
+                namespace: "traefik".into(),
+            }),
+            vec![pki::STEP_ID.into()],
             "traefik",
+            &[],
         ));
     }
 
     if let Some(mgmt) = management_cluster(loaded) {
+        // Each management component may be placed elsewhere with `cluster:`.
+        let on = |key: &str| {
+            component(loaded, key)
+                .and_then(|c| c.cluster.clone())
+                .unwrap_or(mgmt.clone())
+        };
         if component(loaded, "certManager").is_some() {
             let cm = p.apply(
                 "cert-manager",
-                &mgmt,
+                &on("certManager"),
                 Some((&catalog::CERT_MANAGER, "certManager")),
                 Value::Null,
                 None,
                 Vec::new(),
                 "cert-manager",
+                &[],
             );
             stack_steps.extend(cm.clone());
             let user_ca_key = inv.pki.ca.as_ref().map(|c| c.key.clone());
@@ -284,18 +297,19 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             needs.push(pki::STEP_ID.into());
             stack_steps.extend(p.apply(
                 "ca-issuer",
-                &mgmt,
+                &on("certManager"),
                 None,
                 Value::Null,
                 Some(Runtime::CaIssuer { user_ca_key }),
                 needs,
                 "cert-manager",
+                &[],
             ));
         }
         let dex = match (component(loaded, "dex"), gitlab_step) {
             (Some(c), true) => p.apply(
                 "dex",
-                &mgmt,
+                &on("dex"),
                 None,
                 Value::Null,
                 Some(Runtime::Dex(config::DexSpec {
@@ -305,6 +319,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 })),
                 vec![gitlab::STEP_ID.into(), pki::STEP_ID.into()],
                 "dex",
+                &[],
             ),
             (Some(_), false) => {
                 p.problems.push(
@@ -320,12 +335,32 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             _ => None,
         };
         stack_steps.extend(dex.clone());
+        let proxy = match (&vault_target, component(loaded, "nautes")) {
+            (Some(v), Some(n)) => p.apply(
+                "vault-proxy",
+                &on("nautes"),
+                None,
+                Value::Null,
+                Some(Runtime::VaultProxy(config::VaultProxySpec {
+                    image: format!(
+                        "ghcr.io/nautes-labs/vault-proxy:{}",
+                        n.version.clone().unwrap_or(versions::NAUTES.into())
+                    ),
+                    vault: v.clone(),
+                })),
+                vec![vault::STEP_ID.into(), pki::STEP_ID.into()],
+                "nautes",
+                &[],
+            ),
+            _ => None,
+        };
+        stack_steps.extend(proxy.clone());
         if component(loaded, "argocd").is_some() && gitlab_step {
             let mut needs = vec![gitlab::STEP_ID.to_string(), pki::STEP_ID.to_string()];
             needs.extend(dex.clone());
             let argocd = p.apply(
                 "argocd",
-                &mgmt,
+                &on("argocd"),
                 Some((&catalog::ARGOCD, "argocd")),
                 Value::Null,
                 Some(Runtime::Argocd(config::ArgocdSpec {
@@ -334,24 +369,27 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 })),
                 needs,
                 "argocd",
+                &[],
             );
             stack_steps.extend(argocd.clone());
             if component(loaded, "nautes").is_some() {
                 // Nautes' operators log in to Vault: its auth and policies first.
                 let mut needs: Vec<String> = argocd.into_iter().collect();
                 needs.push(gitlab::STEP_ID.into());
+                needs.extend(proxy.clone());
                 if vault_target.is_some() {
                     needs.push(vault::STEP_ID.into());
                     needs.extend(inv.tenants.iter().map(|t| vault_kubernetes::step_id(&t.name)));
                 }
                 stack_steps.extend(p.apply(
                     "nautes",
-                    &mgmt,
+                    &on("argocd"),
                     None,
                     Value::Null,
                     Some(Runtime::Nautes(config::NautesSpec { path: "nautes".into() })),
                     needs,
                     "argocd",
+                    &[],
                 ));
             }
         }
@@ -394,6 +432,11 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 None,
                 needs,
                 release.namespace,
+                if key == "tekton" {
+                    &TEKTON_REMOVED_KINDS[..]
+                } else {
+                    &[]
+                },
             ));
             if key == "tekton" {
                 stack_steps.extend(p.apply(
@@ -404,6 +447,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     None,
                     vec![step_id(release.slug, &cluster)],
                     catalog::TEKTON_DASHBOARD.namespace,
+                    &[],
                 ));
             }
         }
@@ -425,8 +469,34 @@ fn parse(spec: &Value) -> Result<StackSpec, StepError> {
 
 /// The upstream objects with our run-time objects merged over those of the
 /// same name and the rest added.
-async fn objects(ctx: &StepContext, spec: &StackSpec) -> Result<Vec<Value>, StepError> {
+async fn objects(ctx: &StepContext, spec: &StackSpec, client: &KubeClient) -> Result<Vec<Value>, StepError> {
     let mut objects = render_objects(ctx, &spec.apply.sources).await?;
+    for (api_version, kind) in &spec.optional_kinds {
+        let served = client
+            .served(api_version, kind)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
+        if served.is_none() {
+            let before = objects.len();
+            objects.retain(|o| !(o["apiVersion"] == api_version.as_str() && o["kind"] == kind.as_str()));
+            if objects.len() < before {
+                ctx.notice(format!(
+                    "left out {} {kind} ({api_version}): {} no longer serves it",
+                    before - objects.len(),
+                    client.server
+                ));
+            }
+        }
+    }
+    // Some releases (Argo Events) expect their namespace to exist already.
+    if let (Some(ns), false) = (&spec.apply.namespace, spec.apply.sources.is_empty()) {
+        let has = objects
+            .iter()
+            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == ns.as_str());
+        if !has {
+            objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        }
+    }
     let Some(runtime) = &spec.runtime else {
         return Ok(objects);
     };
@@ -439,7 +509,7 @@ async fn objects(ctx: &StepContext, spec: &StackSpec) -> Result<Vec<Value>, Step
             r
         })
     };
-    for extra in config::objects(ctx, runtime).await? {
+    for extra in config::objects(ctx, runtime, client).await? {
         let k = key(&extra);
         match objects.iter_mut().find(|o| k.is_some() && key(o) == k) {
             Some(base) => config::merge(base, &extra),
@@ -460,7 +530,7 @@ impl StepHandler for StackHandler {
     async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
         let spec = parse(spec)?;
         let client = client(ctx, &spec.apply.target).await?;
-        let objects = objects(ctx, &spec).await?;
+        let objects = objects(ctx, &spec, &client).await?;
         let report = apply_objects(
             ctx,
             &client,

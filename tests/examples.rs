@@ -1,0 +1,647 @@
+//! The example inventories under inventories/: every one validates (with no
+//! warning) and plans with the real binary, in a temp copy of the repository
+//! holding what the examples refer to (a Kubespray checkout, a sealed
+//! air-gap bundle, a kubeconfig, a token file), with the environment
+//! variables their secret references name set here; and each plan holds the
+//! steps its scenario is about. A new example is picked up by itself; a
+//! missing scenario fails.
+
+#[path = "support/cli.rs"]
+mod cli;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::{json, Value};
+
+use cli::{code, stderr, stdout, Scratch};
+
+const K3S: &str = "v1.27.4+k3s1";
+
+/// What inventories/ must cover, one example each.
+const SCENARIOS: [(&str, &str); 7] = [
+    ("starter.yaml", "what `init` prints"),
+    ("single-node-k3s.yaml", "single-node K3s, all in one"),
+    ("ha-k3s.yaml", "HA K3s with GitLab and Vault on their own hosts"),
+    ("kubespray.yaml", "Kubespray"),
+    ("hybrid.yaml", "Terraform cloud hosts with bare metal"),
+    ("airgap.yaml", "air-gap bundle"),
+    (
+        "byo-cluster.yaml",
+        "a brought-in cluster with an existing GitLab and Vault",
+    ),
+];
+
+/// Stand-in values for the variables the examples' secret references name.
+const SECRET_ENV: [(&str, &str); 2] = [
+    (
+        "NAUTES_SSH_PUBLIC_KEY",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlaceholderPlaceholderPlaceholderXXXX examples-test",
+    ),
+    ("NAUTES_VAULT_TOKEN", "hvs.examples-test-placeholder"),
+];
+
+/// Files of the air-gap bundle the air-gap example needs (placeholder bytes).
+fn bundle_files() -> Vec<String> {
+    vec![
+        format!("k3s/{K3S}/k3s"),
+        format!("k3s/{K3S}/install.sh"),
+        format!("k3s/{K3S}/k3s-airgap-images-amd64.tar.zst"),
+        "vcluster/0.10.1/vcluster-0.10.1.tgz".into(),
+        "hnc/v1.0.0/default.yaml".into(),
+    ]
+}
+
+const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n  - name: host\n    cluster: { server: \"https://192.0.2.100:6443\" }\nusers:\n  - name: admin\n    user: { token: placeholder }\ncontexts:\n  - name: admin@host\n    context: { cluster: host, user: admin }\ncurrent-context: admin@host\n";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// File names of the examples, sorted.
+fn examples() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo().join("inventories"))
+        .expect("inventories/ exists")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.is_file() && p.extension().and_then(|e| e.to_str()) == Some("yaml"))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name == ".terraform" || name == "__pycache__" || name == ".nautes" {
+            continue;
+        }
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(&name));
+        } else {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A temp copy of the repository's inventories/ and terraform/, with what
+/// the examples refer to beside them, as a user would have it.
+struct Workspace {
+    s: Scratch,
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        let s = Scratch::new();
+        let inv = s.path().join("inventories");
+        copy_dir(&repo().join("inventories"), &inv);
+        copy_dir(&repo().join("terraform"), &s.path().join("terraform"));
+        // The Kubespray checkout (`path: ./kubespray`): the stand-in's playbooks.
+        copy_dir(&repo().join("tests/kubespray_standin"), &inv.join("kubespray"));
+        // The brought-in cluster's kubeconfig and the GitLab token hold credentials: 0600.
+        write_private(&inv.join("host.kubeconfig"), KUBECONFIG);
+        write_private(&inv.join("gitlab-token"), "glpat-examples-test-placeholder\n");
+        // Terraform finds providers only in an empty mirror: the preview that
+        // `plan` asks of it stays off the network.
+        let mirror = s.path().join("tf-mirror");
+        std::fs::create_dir_all(&mirror).unwrap();
+        std::fs::write(
+            s.path().join("terraform.rc"),
+            format!(
+                "provider_installation {{\n  filesystem_mirror {{\n    path = \"{}\"\n  }}\n}}\n",
+                mirror.display()
+            ),
+        )
+        .unwrap();
+        let ws = Workspace { s };
+        for f in bundle_files() {
+            let p = ws.bundle().join(&f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, format!("placeholder for {f}\n")).unwrap();
+        }
+        ws.seal();
+        ws
+    }
+
+    fn path(&self) -> &Path {
+        self.s.path()
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.path().join("inventories/bundle")
+    }
+
+    fn seal(&self) {
+        let out = self.run(&["bundle", "seal", "--dir", "inventories/bundle"]);
+        assert_eq!(code(&out), 0, "bundle seal: {}", stderr(&out));
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut c = self.s.command(args);
+        for (k, v) in SECRET_ENV {
+            c.env(k, v);
+        }
+        c.env("TF_CLI_CONFIG_FILE", self.path().join("terraform.rc"))
+            .env("CHECKPOINT_DISABLE", "1");
+        c.output().expect("run nautes-install")
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.s.workdir().join("state.json")
+    }
+
+    /// `render`'s plan.json: every step with its spec and settings.
+    fn rendered_plan(&self, file: &str) -> BTreeMap<String, Value> {
+        let out_dir = self.path().join(format!("render-{file}"));
+        let out = self.run(&["render", "-i", &inv_path(file), "--out", out_dir.to_str().unwrap()]);
+        assert_eq!(code(&out), 0, "{file}: render: {}", stderr(&out));
+        let plan: Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("plan.json")).unwrap()).unwrap();
+        plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["id"].as_str().unwrap().to_string(), s.clone()))
+            .collect()
+    }
+}
+
+fn inv_path(file: &str) -> String {
+    format!("inventories/{file}")
+}
+
+/// One line of `plan`'s text output: sign, step id, reason.
+#[derive(Debug)]
+struct Line {
+    sign: char,
+    id: String,
+    reason: String,
+}
+
+fn plan_lines(text: &str) -> Vec<Line> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let mut chars = l.chars();
+            let sign = chars.next()?;
+            if !"+-=~".contains(sign) || chars.next() != Some(' ') {
+                return None;
+            }
+            let rest = l[2..].trim_start();
+            let (id, reason) = rest.split_once(char::is_whitespace)?;
+            Some(Line {
+                sign,
+                id: id.to_string(),
+                reason: reason.trim().to_string(),
+            })
+        })
+        .collect()
+}
+
+fn ids_of(lines: &[Line]) -> Vec<&str> {
+    lines.iter().map(|l| l.id.as_str()).collect()
+}
+
+fn assert_has(file: &str, ids: &[&str], wanted: &[&str]) {
+    for w in wanted {
+        assert!(ids.contains(w), "{file}: the plan lacks `{w}`; it has {ids:?}");
+    }
+}
+
+fn assert_none_starts_with(file: &str, ids: &[&str], prefixes: &[&str]) {
+    for id in ids {
+        for p in prefixes {
+            assert!(
+                !id.starts_with(p),
+                "{file}: the plan has `{id}`, unexpected here: {ids:?}"
+            );
+        }
+    }
+}
+
+fn position(ids: &[&str], id: &str) -> usize {
+    ids.iter()
+        .position(|x| *x == id)
+        .unwrap_or_else(|| panic!("`{id}` not planned: {ids:?}"))
+}
+
+/// The K3s node steps of cluster `cluster`, in plan order.
+fn k3s_nodes<'a>(ids: &[&'a str], cluster: &str) -> Vec<&'a str> {
+    let server = format!("k3s/{cluster}/server/");
+    let agent = format!("k3s/{cluster}/agent/");
+    ids.iter()
+        .copied()
+        .filter(|id| id.starts_with(&server) || id.starts_with(&agent))
+        .collect()
+}
+
+/// Validate and plan one example with no state; checks that hold for every
+/// example; returns the planned step ids in plan order.
+fn validate_and_plan(ws: &Workspace, file: &str) -> Vec<String> {
+    let path = inv_path(file);
+    let v = ws.run(&["validate", "-i", &path]);
+    let v_err = stderr(&v);
+    assert_eq!(code(&v), 0, "{file}: validate failed:\n{v_err}");
+    assert!(
+        !v_err.contains("warning"),
+        "{file}: validate warns (an example must validate cleanly once its secrets are set):\n{v_err}"
+    );
+    let counted: usize = v_err
+        .split("valid (")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{file}: validate did not say how many steps it planned:\n{v_err}"));
+
+    let p = ws.run(&["plan", "-i", &path]);
+    let text = stdout(&p);
+    assert_eq!(code(&p), 0, "{file}: plan failed:\n{}\n{text}", stderr(&p));
+    let lines = plan_lines(&text);
+    assert!(!lines.is_empty(), "{file}: plan lists no steps:\n{text}");
+    for l in &lines {
+        assert!(
+            l.sign == '+' && l.reason == "new",
+            "{file}: with no state every step is new, not {l:?}:\n{text}"
+        );
+    }
+    let ids = ids_of(&lines);
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "{file}: a step is listed twice: {ids:?}");
+    assert_eq!(
+        counted,
+        ids.len(),
+        "{file}: validate counted {counted} steps, plan lists {}",
+        ids.len()
+    );
+    assert!(
+        text.contains(&format!("Plan: {} to apply, 0 to destroy, 0 unchanged.", ids.len())),
+        "{file}: {text}"
+    );
+    assert!(
+        !ws.state_file().exists(),
+        "{file}: plan wrote a state file; it must change nothing"
+    );
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+/// What each scenario's plan must show.
+fn check_scenario(ws: &Workspace, file: &str, ids: &[&str]) {
+    match file {
+        "starter.yaml" => {
+            assert_has(
+                file,
+                ids,
+                &[
+                    "pki",
+                    "k3s/host/server/node-1",
+                    "k3s/host/agent/node-2",
+                    "k3s/host/kubeconfig",
+                    "vcluster/tenant-mgmt",
+                    "hnc/tenant-mgmt",
+                    "tenant/team-a/namespaces",
+                    "hook/announce",
+                ],
+            );
+            let init = ws.run(&["init"]);
+            assert_eq!(code(&init), 0);
+            let on_disk = std::fs::read(ws.path().join("inventories/starter.yaml")).unwrap();
+            assert!(
+                init.stdout == on_disk,
+                "`init` must print inventories/starter.yaml (rebuild after editing it)"
+            );
+        }
+        "single-node-k3s.yaml" => {
+            assert_has(
+                file,
+                ids,
+                &[
+                    &format!("artifacts/k3s/{K3S}"),
+                    "k3s/host/token",
+                    "preflight/host",
+                    "k3s/host/kubeconfig",
+                    "vcluster/tenant-mgmt",
+                    "hnc/tenant-mgmt",
+                    "tenant/team-a/namespaces",
+                ],
+            );
+            assert_eq!(
+                k3s_nodes(ids, "host"),
+                ["k3s/host/server/nautes-1"],
+                "{file}: one node, a server"
+            );
+        }
+        "ha-k3s.yaml" => {
+            // Servers first, one at a time from the one that initialises etcd, then agents.
+            assert_eq!(
+                k3s_nodes(ids, "host"),
+                [
+                    "k3s/host/server/server-1",
+                    "k3s/host/server/server-2",
+                    "k3s/host/server/server-3",
+                    "k3s/host/agent/agent-1",
+                    "k3s/host/agent/agent-2",
+                ],
+                "{file}"
+            );
+            // GitLab and Vault are installed on their own hosts, then configured.
+            assert_has(
+                file,
+                ids,
+                &[
+                    "pki",
+                    "k3s/host/kubeconfig",
+                    "vault/host",
+                    "vault/configure",
+                    "gitlab/host",
+                    "gitlab/configure",
+                ],
+            );
+            assert!(
+                position(ids, "vault/host") < position(ids, "vault/configure"),
+                "{ids:?}"
+            );
+            assert!(
+                position(ids, "gitlab/host") < position(ids, "gitlab/configure"),
+                "{ids:?}"
+            );
+            // GitLab and Vault on their own hosts get their server certificates.
+            let out = ws.run(&["plan", "-i", &inv_path(file), "--output", "json"]);
+            assert_eq!(code(&out), 0, "{}", stderr(&out));
+            let v: Value = serde_json::from_str(&stdout(&out)).expect("plan --output json is JSON");
+            let pki = v["decisions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["id"] == "pki")
+                .expect("pki planned");
+            let what = pki["description"].as_str().unwrap();
+            for cert in ["gitlab-server", "vault-server", "ingress"] {
+                assert!(what.contains(cert), "{file}: pki issues no {cert}: {what}");
+            }
+        }
+        "kubespray.yaml" => {
+            assert_has(
+                file,
+                ids,
+                &[
+                    "preflight/main",
+                    "kubespray/main/cluster",
+                    "kubespray/main/kubeconfig",
+                    "vcluster/tenant-mgmt",
+                    "tenant/team-a/namespaces",
+                ],
+            );
+            assert_none_starts_with(file, ids, &["k3s/", "artifacts/k3s/"]);
+            assert!(
+                position(ids, "kubespray/main/kubeconfig") < position(ids, "vcluster/tenant-mgmt"),
+                "{file}: the vcluster goes onto the Kubespray cluster, after its kubeconfig: {ids:?}"
+            );
+            // The playbooks run from the checkout beside the example.
+            let plan = ws.rendered_plan(file);
+            let path = plan["kubespray/main/cluster"]["settings"]["path"].as_str().unwrap();
+            assert_eq!(
+                Path::new(path),
+                std::path::absolute(ws.path().join("inventories/kubespray")).unwrap(),
+                "{file}"
+            );
+        }
+        "hybrid.yaml" => {
+            // Nothing can be planned on a host before Terraform made it.
+            assert_eq!(ids, ["terraform/cloud"], "{file}");
+            let out = ws.run(&["plan", "-i", &inv_path(file)]);
+            assert!(
+                stdout(&out).contains("note: nautes-server-1 come from terraform/cloud"),
+                "{file}: {}",
+                stdout(&out)
+            );
+        }
+        "airgap.yaml" => {
+            assert_has(
+                file,
+                ids,
+                &[
+                    &format!("artifacts/k3s/{K3S}"),
+                    "k3s/host/server/air-1",
+                    "k3s/host/agent/air-2",
+                    "artifacts/vcluster/0.10.1",
+                    "vcluster/tenant-mgmt",
+                    "artifacts/hnc/v1.0.0",
+                    "hnc/tenant-mgmt",
+                    "tenant/team-a/namespaces",
+                ],
+            );
+            check_airgap_render(ws, file);
+        }
+        "byo-cluster.yaml" => {
+            assert_has(
+                file,
+                ids,
+                &[
+                    "vault/configure",
+                    "gitlab/configure",
+                    "vcluster/tenant-mgmt",
+                    "hnc/tenant-mgmt",
+                    "tenant/team-a/namespaces",
+                ],
+            );
+            // A brought-in cluster: nothing is bootstrapped, no host is reached.
+            assert_none_starts_with(
+                file,
+                ids,
+                &[
+                    "k3s/",
+                    "kubespray/",
+                    "preflight/",
+                    "terraform/",
+                    "artifacts/k3s/",
+                    "vault/host",
+                    "gitlab/host",
+                ],
+            );
+            let plan = ws.rendered_plan(file);
+            let vault = &plan["vault/configure"]["spec"];
+            assert_eq!(vault["url"], "https://vault.example.com:8200", "{file}");
+            assert_eq!(vault["token"]["env"], "NAUTES_VAULT_TOKEN", "{file}");
+            let host = &plan["vcluster/tenant-mgmt"]["spec"]["host"];
+            assert_eq!(
+                host["from"], "file",
+                "{file}: the vcluster's host is reached through the kubeconfig: {host}"
+            );
+            assert_eq!(host["context"], "admin@host", "{file}");
+        }
+        // A new example: the checks every example gets.
+        _ => {}
+    }
+}
+
+/// Air-gap: every file any step uses comes from the bundle, pinned to the
+/// bundle's checksums, and containerd pulls through the private mirror.
+fn check_airgap_render(ws: &Workspace, file: &str) {
+    let sums: BTreeMap<String, String> = std::fs::read_to_string(ws.bundle().join("checksums.sha256"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (sum, name) = l.split_once(char::is_whitespace)?;
+            Some((name.trim().trim_start_matches('*').to_string(), sum.to_string()))
+        })
+        .collect();
+    let plan = ws.rendered_plan(file);
+    let bundle = std::path::absolute(ws.bundle()).unwrap();
+    let artifacts: Vec<&Value> = plan.values().filter(|s| s["kind"] == "artifacts").collect();
+    assert_eq!(
+        artifacts.len(),
+        3,
+        "{file}: K3s, vcluster and HNC files: {:?}",
+        plan.keys()
+    );
+    for step in artifacts {
+        let spec = &step["spec"];
+        assert_eq!(spec["mode"], "airgap", "{file}: {} would download", step["id"]);
+        assert_eq!(Path::new(spec["bundle"].as_str().unwrap()), bundle, "{file}");
+        for f in spec["files"].as_array().unwrap() {
+            let at = f["bundle_path"].as_str().unwrap();
+            assert_eq!(
+                f["sha256"].as_str(),
+                sums.get(at).map(String::as_str),
+                "{file}: `{at}` is not pinned to the bundle's checksum"
+            );
+        }
+    }
+    let images = format!("k3s/{K3S}/k3s-airgap-images-amd64.tar.zst");
+    let k3s_files = &plan[&format!("artifacts/k3s/{K3S}")]["spec"]["files"];
+    assert!(
+        k3s_files
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["bundle_path"] == json!(images)),
+        "{file}: air-gapped nodes need the K3s images tarball: {k3s_files}"
+    );
+    for node in ["k3s/host/server/air-1", "k3s/host/agent/air-2"] {
+        let registries = plan[node]["spec"]["registries"].as_str().unwrap_or_default();
+        assert!(
+            registries.contains("https://registry.example.com:5000"),
+            "{file}: {node} does not pull through the mirror: {registries:?}"
+        );
+    }
+}
+
+#[test]
+fn inventories_cover_every_scenario_and_the_readme_lists_them() {
+    let found = examples();
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    for (file, what) in SCENARIOS {
+        assert!(
+            found.iter().any(|f| f == file),
+            "inventories/{file} ({what}) is missing; found {found:?}"
+        );
+    }
+    for file in &found {
+        assert!(
+            readme.contains(&format!("`{file}`")),
+            "README.md does not list the example `{file}`"
+        );
+    }
+}
+
+#[test]
+fn every_example_validates_and_plans_the_steps_of_its_scenario() {
+    let found = examples();
+    assert!(!found.is_empty());
+    // Every example is checked; the failures (each printed as it happens) are summed up at the end.
+    let failed: Vec<&String> = found
+        .iter()
+        .filter(|file| {
+            std::panic::catch_unwind(|| {
+                let ws = Workspace::new();
+                let ids = validate_and_plan(&ws, file);
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                check_scenario(&ws, file, &ids);
+            })
+            .is_err()
+        })
+        .collect();
+    assert!(failed.is_empty(), "examples that fail (see above): {failed:?}");
+}
+
+#[test]
+fn the_airgap_example_takes_k3s_from_its_bundle_and_refuses_an_incomplete_one() {
+    let ws = Workspace::new();
+    // Only air-gapped nodes need the images tarball: without it the bundle
+    // cannot serve this example, and that is an inventory error.
+    std::fs::remove_file(ws.bundle().join(format!("k3s/{K3S}/k3s-airgap-images-amd64.tar.zst"))).unwrap();
+    ws.seal();
+    let out = ws.run(&["validate", "-i", &inv_path("airgap.yaml")]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("the bundle has no K3s {K3S}")), "{err}");
+    assert!(err.contains("k3s-airgap-images-amd64.tar.zst"), "{err}");
+}
+
+#[test]
+fn the_hybrid_example_plans_cloud_and_bare_metal_nodes_once_terraform_made_the_cloud_hosts() {
+    let ws = Workspace::new();
+    let file = "hybrid.yaml";
+    // Record the Terraform step as done, with the host the module outputs,
+    // exactly as `apply` would have.
+    let plan = ws.rendered_plan(file);
+    let tf = &plan["terraform/cloud"];
+    let state = json!({
+        "version": 1,
+        "revision": 1,
+        "steps": {
+            "terraform/cloud": {
+                "kind": tf["kind"], "description": tf["description"], "needs": tf["needs"],
+                "spec": tf["spec"], "settings": tf["settings"], "fingerprint": tf["fingerprint"],
+                "status": "done", "revision": 1, "needs_revisions": {},
+                "outputs": { "hosts": [
+                    { "name": "nautes-server-1", "address": "203.0.113.10", "port": 22, "user": "root",
+                      "labels": {}, "roles": ["server"] }
+                ] },
+                "started_at": null, "finished_at": null, "attempts": 1, "last_error": null
+            }
+        },
+        "runs": []
+    });
+    std::fs::create_dir_all(ws.s.workdir()).unwrap();
+    std::fs::write(ws.state_file(), serde_json::to_string_pretty(&state).unwrap()).unwrap();
+
+    let out = ws.run(&["plan", "-i", &inv_path(file)]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 0, "{}\n{text}", stderr(&out));
+    let lines = plan_lines(&text);
+    let tf_line = lines
+        .iter()
+        .find(|l| l.id == "terraform/cloud")
+        .expect("terraform/cloud listed");
+    assert_eq!((tf_line.sign, tf_line.reason.as_str()), ('=', "unchanged"), "{text}");
+    let ids = ids_of(&lines);
+    assert_eq!(
+        k3s_nodes(&ids, "host"),
+        [
+            "k3s/host/server/nautes-server-1",
+            "k3s/host/agent/metal-1",
+            "k3s/host/agent/metal-2",
+        ],
+        "{text}"
+    );
+    assert_has(file, &ids, &["preflight/host", "k3s/host/kubeconfig"]);
+    assert!(!text.contains("come from terraform/cloud"), "{text}");
+    // The bare-metal agents are reached through the bastion; the cloud server directly.
+    let plan = ws.rendered_plan(file);
+    let conns = plan["preflight/host"]["settings"]["conns"].as_array().unwrap();
+    let conn = |name: &str| conns.iter().find(|c| c["name"] == name).unwrap().clone();
+    assert_eq!(conn("metal-1")["bastion"]["address"], "198.51.100.7", "{conns:?}");
+    assert_eq!(conn("nautes-server-1")["bastion"], Value::Null, "{conns:?}");
+    assert_eq!(conn("nautes-server-1")["user"], "root", "{conns:?}");
+}

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""STAND-IN for the platform's ingress (Traefik on the websecure NodePort,
+with the services behind it) as the installer's health check sees it; no
+Kubernetes, Traefik, Dex or Argo CD can run here. It models:
+
+* TLS: serves HTTPS only, with the certificate and key given (the
+  certificate the installer put in Traefik's default TLSStore); a client
+  that does not trust it fails the handshake, as against the real ingress
+  (logged as a "tls-error" event);
+* routing by the Host header (port stripped, case-insensitive), for every
+  host alike:
+  - GET /.well-known/openid-configuration: Dex's OpenID discovery document
+    (the fields Dex v2.3x publishes); `issuer` is `https://<host>` (Dex's
+    issuer https://dex.<domain>, no port), or --issuer when given, so a
+    test can make the issuer differ from what the client expects;
+  - GET /healthz: 200 `ok` (Argo CD's server, the Nautes API server);
+  - GET /-/readiness: 200 {"status": "ok"} (GitLab);
+  - GET /v1/sys/health: 200 {"initialized": true, "sealed": false, ...}
+    (an active, unsealed Vault);
+  - HEAD of those: the same status and headers, no body;
+  - anything else (other paths, other methods): 404 `404 page not found`,
+    Traefik's answer when no router matches;
+  - a request without a Host header: 400, as HTTP/1.1 requires one;
+* a backend that never becomes healthy: every request whose host is named
+  by --fail-host (repeatable) gets 503 `Service Unavailable`, Traefik's
+  answer when a router's service has no ready endpoint.
+
+Every request is appended to --log (when given) as one JSON object per
+line: {"time", "method", "host", "path", "status"}; failed TLS handshakes as
+{"time", "event": "tls-error", "peer", "error"}.
+
+Run: ingress_standin.py --cert PEM --key PEM --port-file F [--bind 127.0.0.1]
+     [--port P] [--log FILE] [--fail-host NAME]... [--issuer URL]
+     (port 0: any free port; the chosen one is written to F)
+"""
+import argparse, json, os, ssl, threading, time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+from urllib.parse import urlsplit
+
+ARGS = None
+LOG_LOCK = threading.Lock()
+
+
+def log(entry):
+    if not ARGS.log:
+        return
+    entry = {"time": round(time.time(), 3), **entry}
+    with LOG_LOCK, open(ARGS.log, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def host_of(header):
+    """Host header without its port; None when absent or empty."""
+    if not header:
+        return None
+    h = header.strip().lower()
+    if h.startswith("["):  # [v6]:port
+        end = h.find("]")
+        return h[: end + 1] if end > 0 else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+def discovery(issuer):
+    """Dex's /.well-known/openid-configuration for `issuer`."""
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": issuer + "/auth",
+        "token_endpoint": issuer + "/token",
+        "jwks_uri": issuer + "/keys",
+        "userinfo_endpoint": issuer + "/userinfo",
+        "device_authorization_endpoint": issuer + "/device/code",
+        "grant_types_supported": ["authorization_code", "refresh_token",
+                                  "urn:ietf:params:oauth:grant-type:device_code"],
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "code_challenge_methods_supported": ["S256", "plain"],
+        "scopes_supported": ["openid", "email", "groups", "profile", "offline_access"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "claims_supported": ["iss", "sub", "aud", "iat", "exp", "email", "email_verified",
+                             "locale", "name", "preferred_username", "at_hash"],
+    }
+
+
+VAULT_HEALTH = {"initialized": True, "sealed": False, "standby": False,
+                "performance_standby": False, "replication_performance_mode": "disabled",
+                "replication_dr_mode": "disabled", "server_time_utc": 0,
+                "version": "1.10.4", "cluster_name": "vault-cluster-standin",
+                "cluster_id": "00000000-0000-0000-0000-000000000000"}
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "ingress-standin"
+    sys_version = ""
+
+    def log_message(self, *a):  # keep stderr quiet; the --log file is the record
+        pass
+
+    def answer(self, host, path, status, body, ctype):
+        data = body if isinstance(body, bytes) else body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        log({"method": self.command, "host": host, "path": path, "status": status})
+
+    def route(self):
+        path = urlsplit(self.path).path
+        host = host_of(self.headers.get("Host"))
+        if host is None:
+            return self.answer(None, path, 400, "400 Bad Request: missing Host header\n", "text/plain; charset=utf-8")
+        if host in ARGS.fail_host:
+            return self.answer(host, path, 503, "Service Unavailable", "text/plain; charset=utf-8")
+        if self.command in ("GET", "HEAD"):
+            if path == "/.well-known/openid-configuration":
+                issuer = ARGS.issuer or f"https://{host}"
+                return self.answer(host, path, 200, json.dumps(discovery(issuer), indent=2), "application/json")
+            if path == "/healthz":
+                return self.answer(host, path, 200, "ok", "text/plain; charset=utf-8")
+            if path == "/-/readiness":
+                return self.answer(host, path, 200, json.dumps({"status": "ok"}), "application/json")
+            if path == "/v1/sys/health":
+                body = dict(VAULT_HEALTH, server_time_utc=int(time.time()))
+                return self.answer(host, path, 200, json.dumps(body), "application/json")
+        return self.answer(host, path, 404, "404 page not found\n", "text/plain; charset=utf-8")
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = route
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def finish_request(self, request, client_address):
+        # The TLS handshake runs here, in the request's thread, so one slow
+        # or failing client holds up no one else.
+        try:
+            request.settimeout(10)
+            request.do_handshake()
+            request.settimeout(None)
+        except (ssl.SSLError, OSError) as e:
+            log({"event": "tls-error", "peer": f"{client_address[0]}:{client_address[1]}", "error": str(e)})
+            return
+        super().finish_request(request, client_address)
+
+
+def main():
+    global ARGS
+    p = argparse.ArgumentParser(description="HTTPS stand-in for the platform's ingress (tests only)")
+    p.add_argument("--cert", required=True, help="PEM certificate (chain) the ingress presents")
+    p.add_argument("--key", required=True, help="PEM private key of --cert")
+    p.add_argument("--port-file", required=True)
+    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--log", help="append one JSON line per request here")
+    p.add_argument("--fail-host", action="append", default=[], type=str.lower,
+                   help="answer 503 for this host (repeatable)")
+    p.add_argument("--issuer", help="issuer Dex reports (default: https://<Host without port>)")
+    ARGS = p.parse_args()
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(ARGS.cert, ARGS.key)
+    ctx.set_alpn_protocols(["http/1.1"])
+
+    srv = Server((ARGS.bind, ARGS.port), Handler)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+    with open(ARGS.port_file + ".tmp", "w") as f:
+        f.write(str(srv.server_address[1]))
+    os.replace(ARGS.port_file + ".tmp", ARGS.port_file)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
