@@ -969,3 +969,396 @@ fn argocd_refuses_an_application_whose_project_does_not_exist() {
     assert_eq!(synced["status"]["health"]["status"], "Healthy", "{synced}");
     assert!(synced["status"].get("conditions").is_none(), "{synced}");
 }
+
+/// (HTTP status, body) of a GET.
+fn get_code(api: &kube_api::KubeApiStandin, path: &str) -> (u16, serde_json::Value) {
+    api.request("GET", path, "application/json", &json!(null))
+}
+
+#[test]
+fn discovery_serves_the_built_in_kinds_of_1_27_and_not_the_removed_versions() {
+    let api = kube_api::KubeApiStandin::start();
+    for (gv, plural, kind, namespaced, short) in [
+        (
+            "admissionregistration.k8s.io/v1",
+            "mutatingwebhookconfigurations",
+            "MutatingWebhookConfiguration",
+            false,
+            None,
+        ),
+        (
+            "admissionregistration.k8s.io/v1",
+            "validatingwebhookconfigurations",
+            "ValidatingWebhookConfiguration",
+            false,
+            None,
+        ),
+        (
+            "networking.k8s.io/v1",
+            "networkpolicies",
+            "NetworkPolicy",
+            true,
+            Some("netpol"),
+        ),
+        ("networking.k8s.io/v1", "ingressclasses", "IngressClass", false, None),
+        ("networking.k8s.io/v1", "ingresses", "Ingress", true, Some("ing")),
+        (
+            "policy/v1",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            true,
+            Some("pdb"),
+        ),
+        (
+            "autoscaling/v2",
+            "horizontalpodautoscalers",
+            "HorizontalPodAutoscaler",
+            true,
+            Some("hpa"),
+        ),
+        (
+            "scheduling.k8s.io/v1",
+            "priorityclasses",
+            "PriorityClass",
+            false,
+            Some("pc"),
+        ),
+        ("coordination.k8s.io/v1", "leases", "Lease", true, None),
+        ("apiregistration.k8s.io/v1", "apiservices", "APIService", false, None),
+        ("storage.k8s.io/v1", "storageclasses", "StorageClass", false, Some("sc")),
+    ] {
+        let list = api.get(&format!("/apis/{gv}"));
+        assert_eq!(list["groupVersion"], gv, "{list}");
+        let entry = list["resources"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == plural))
+            .unwrap_or_else(|| panic!("{gv} {plural} not served: {list}"))
+            .clone();
+        assert_eq!(entry["kind"], kind, "{entry}");
+        assert_eq!(entry["namespaced"], namespaced, "{entry}");
+        let verbs = entry["verbs"].to_string();
+        for verb in ["create", "delete", "get", "list", "patch", "update", "watch"] {
+            assert!(verbs.contains(&format!("\"{verb}\"")), "{entry}");
+        }
+        match short {
+            Some(s) => assert_eq!(entry["shortNames"], json!([s]), "{entry}"),
+            None => assert!(entry.get("shortNames").is_none(), "{entry}"),
+        }
+    }
+
+    // Removed in 1.25 (policy/v1beta1) and 1.26 (autoscaling/v2beta1, v2beta2).
+    for gone in ["policy/v1beta1", "autoscaling/v2beta1", "autoscaling/v2beta2"] {
+        let (code, body) = get_code(&api, &format!("/apis/{gone}"));
+        assert_eq!(code, 404, "{gone}: {body}");
+    }
+    let groups = api.get("/apis");
+    let versions = |group: &str| -> Vec<String> {
+        groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == group)
+            .unwrap_or_else(|| panic!("no group {group}: {groups}"))["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["groupVersion"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(versions("policy"), ["policy/v1"]);
+    assert_eq!(versions("autoscaling"), ["autoscaling/v2"]);
+    assert_eq!(
+        versions("admissionregistration.k8s.io"),
+        ["admissionregistration.k8s.io/v1"]
+    );
+    let policy = api.get("/apis/policy");
+    assert_eq!(
+        (
+            policy["kind"].as_str(),
+            policy["preferredVersion"]["groupVersion"].as_str()
+        ),
+        (Some("APIGroup"), Some("policy/v1")),
+        "{policy}"
+    );
+
+    // What Tekton v0.37.5 still ships is refused; the current versions are taken.
+    namespace(&api, "tekton-pipelines");
+    let psp = json!({"apiVersion": "policy/v1beta1", "kind": "PodSecurityPolicy", "metadata": {"name": "tekton-pipelines"},
+                     "spec": {"privileged": false}});
+    let (code, body) = api.request(
+        "PATCH",
+        "/apis/policy/v1beta1/podsecuritypolicies/tekton-pipelines?fieldManager=nautes",
+        APPLY,
+        &psp,
+    );
+    assert_eq!(code, 404, "{body}");
+    let hpa = |v: &str| {
+        json!({"apiVersion": format!("autoscaling/{v}"), "kind": "HorizontalPodAutoscaler",
+               "metadata": {"name": "tekton-pipelines-webhook"},
+               "spec": {"minReplicas": 1, "maxReplicas": 5,
+                        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "tekton-pipelines-webhook"}}})
+    };
+    let path = |v: &str| {
+        format!("/apis/autoscaling/{v}/namespaces/tekton-pipelines/horizontalpodautoscalers/tekton-pipelines-webhook?fieldManager=nautes")
+    };
+    assert_eq!(api.request("PATCH", &path("v2beta1"), APPLY, &hpa("v2beta1")).0, 404);
+    assert_eq!(api.request("PATCH", &path("v2"), APPLY, &hpa("v2")).0, 201);
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "vault"},
+                     "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "vault"}}}});
+    apply(
+        &api,
+        "/apis/policy/v1/namespaces/tekton-pipelines/poddisruptionbudgets/vault",
+        &pdb,
+    );
+    assert_eq!(
+        api.request(
+            "PATCH",
+            "/apis/policy/v1/poddisruptionbudgets/vault?fieldManager=nautes",
+            APPLY,
+            &pdb
+        )
+        .0,
+        404,
+        "PodDisruptionBudgets are namespaced"
+    );
+}
+
+#[test]
+fn webhook_configurations_round_trip_through_server_side_apply() {
+    let api = kube_api::KubeApiStandin::start();
+    let base = "/apis/admissionregistration.k8s.io/v1";
+    let webhook = |kind: &str, side_effects: &str| {
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+               "metadata": {"name": "cert-manager-webhook", "labels": {"app": "webhook"},
+                            "annotations": {"cert-manager.io/inject-ca-from-secret": "cert-manager/cert-manager-webhook-ca"}},
+               "webhooks": [{"name": "webhook.cert-manager.io", "admissionReviewVersions": ["v1"],
+                             "sideEffects": side_effects, "failurePolicy": "Fail", "timeoutSeconds": 10,
+                             "rules": [{"apiGroups": ["cert-manager.io"], "apiVersions": ["v1"],
+                                        "operations": ["CREATE", "UPDATE"], "resources": ["*/*"]}],
+                             "clientConfig": {"service": {"name": "cert-manager-webhook", "namespace": "cert-manager",
+                                                          "path": "/validate"}}}]})
+    };
+    for (kind, plural) in [
+        ("ValidatingWebhookConfiguration", "validatingwebhookconfigurations"),
+        ("MutatingWebhookConfiguration", "mutatingwebhookconfigurations"),
+    ] {
+        let path = format!("{base}/{plural}/cert-manager-webhook");
+        let (code, created) = api.request(
+            "PATCH",
+            &format!("{path}?fieldManager=nautes"),
+            APPLY,
+            &webhook(kind, "None"),
+        );
+        assert_eq!(code, 201, "{created}");
+        let live = api.get(&path);
+        assert_eq!(live["kind"], kind, "{live}");
+        assert_eq!(live["webhooks"], webhook(kind, "None")["webhooks"], "{live}");
+        assert!(live["metadata"].get("namespace").is_none(), "cluster-scoped: {live}");
+        assert!(
+            managed_by(&live, "nautes").is_some_and(|m| m["operation"] == "Apply"),
+            "{live}"
+        );
+        let (_, again) = api.request(
+            "PATCH",
+            &format!("{path}?fieldManager=nautes"),
+            APPLY,
+            &webhook(kind, "None"),
+        );
+        assert_eq!(
+            again["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"],
+            "a no-op apply writes nothing"
+        );
+        let (code, changed) = api.request(
+            "PATCH",
+            &format!("{path}?fieldManager=nautes"),
+            APPLY,
+            &webhook(kind, "NoneOnDryRun"),
+        );
+        assert_eq!(code, 200, "{changed}");
+        assert_eq!(changed["webhooks"][0]["sideEffects"], "NoneOnDryRun");
+        assert_ne!(
+            changed["metadata"]["resourceVersion"],
+            created["metadata"]["resourceVersion"]
+        );
+        let (code, conflict) = api.request(
+            "PATCH",
+            &format!("{path}?fieldManager=other"),
+            APPLY,
+            &webhook(kind, "None"),
+        );
+        assert_eq!(code, 409, "another manager's webhooks: {conflict}");
+        let (code, body) = api.request(
+            "PATCH",
+            &format!("{base}/namespaces/cert-manager/{plural}/cert-manager-webhook?fieldManager=nautes"),
+            APPLY,
+            &webhook(kind, "None"),
+        );
+        assert_eq!(code, 404, "cluster-scoped: {body}");
+        let list = api.get(&format!("{base}/{plural}?labelSelector=app%3Dwebhook"));
+        assert_eq!(list["kind"], format!("{kind}List"), "{list}");
+        assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+        let (code, _) = api.request("DELETE", &path, "application/json", &json!(null));
+        assert_eq!(code, 200);
+        assert_eq!(get_code(&api, &path).0, 404);
+    }
+}
+
+#[test]
+fn the_system_namespaces_exist_from_the_start_and_the_immortal_ones_stay() {
+    let api = kube_api::KubeApiStandin::start();
+    let names: Vec<String> = api.get("/api/v1/namespaces")["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(names.contains(&ns.to_string()), "{ns}: {names:?}");
+        assert_eq!(
+            api.get(&format!("/api/v1/namespaces/{ns}"))["status"]["phase"],
+            "Active"
+        );
+    }
+    // Usable without creating it first (cert-manager's leader election Roles live there).
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                      "metadata": {"name": "cert-manager:leaderelection"}, "rules": []});
+    apply(
+        &api,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/roles/cert-manager:leaderelection",
+        &role,
+    );
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}});
+    assert_eq!(
+        api.request("POST", "/api/v1/namespaces", "application/json", &ns).0,
+        409,
+        "already there"
+    );
+
+    for ns in ["kube-system", "default", "kube-public"] {
+        let (code, refused) = api.request(
+            "DELETE",
+            &format!("/api/v1/namespaces/{ns}"),
+            "application/json",
+            &json!(null),
+        );
+        assert_eq!(code, 403, "{refused}");
+        assert_eq!(refused["reason"], "Forbidden", "{refused}");
+        assert_eq!(
+            refused["message"],
+            format!(r#"namespaces "{ns}" is forbidden: this namespace may not be deleted"#)
+        );
+        let live = api.get(&format!("/api/v1/namespaces/{ns}"));
+        assert_eq!(live["status"]["phase"], "Active", "{live}");
+        assert!(live["metadata"].get("deletionTimestamp").is_none(), "{live}");
+    }
+    assert!(
+        api.get("/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/roles/cert-manager:leaderelection")
+            ["metadata"]["name"]
+            .is_string()
+    );
+    // kube-node-lease is not immortal.
+    assert_eq!(
+        api.request(
+            "DELETE",
+            "/api/v1/namespaces/kube-node-lease",
+            "application/json",
+            &json!(null)
+        )
+        .0,
+        200
+    );
+    wait_until(&api, "/api/v1/namespaces/kube-node-lease", "never deleted", |n| {
+        n["code"] == 404
+    });
+}
+
+#[test]
+fn secret_string_data_is_merged_into_data_and_never_stored() {
+    let api = kube_api::KubeApiStandin::start();
+    namespace(&api, "apps");
+    let secrets = "/api/v1/namespaces/apps/secrets";
+    let decoded = |s: &serde_json::Value| -> std::collections::BTreeMap<String, String> {
+        s["data"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no data: {s}"))
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8(b64(v)).unwrap()))
+            .collect()
+    };
+    let expect = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+
+    // Create: stringData wins over data's entry of the same key.
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "created"},
+                        "data": {"a": b64enc("from data"), "b": b64enc("kept")},
+                        "stringData": {"a": "from stringData", "c": "plain"}});
+    let (code, created) = api.request("POST", secrets, "application/json", &secret);
+    assert_eq!(code, 201, "{created}");
+    for body in [&created, &api.get(&format!("{secrets}/created"))] {
+        assert!(body.get("stringData").is_none(), "{body}");
+        assert_eq!(
+            decoded(body),
+            expect(&[("a", "from stringData"), ("b", "kept"), ("c", "plain")])
+        );
+    }
+
+    // Update and merge patch.
+    let mut replaced = created.clone();
+    replaced["stringData"] = json!({"b": "replaced"});
+    let (code, updated) = api.request("PUT", &format!("{secrets}/created"), "application/json", &replaced);
+    assert_eq!(code, 200, "{updated}");
+    assert!(updated.get("stringData").is_none(), "{updated}");
+    assert_eq!(decoded(&updated)["b"], "replaced");
+    let (code, patched) = api.request(
+        "PATCH",
+        &format!("{secrets}/created"),
+        "application/merge-patch+json",
+        &json!({"stringData": {"d": "patched"}}),
+    );
+    assert_eq!(code, 200, "{patched}");
+    assert!(patched.get("stringData").is_none(), "{patched}");
+    assert_eq!(
+        decoded(&patched),
+        expect(&[
+            ("a", "from stringData"),
+            ("b", "replaced"),
+            ("c", "plain"),
+            ("d", "patched")
+        ])
+    );
+    assert!(
+        api.get(&format!("{secrets}/created")).get("stringData").is_none(),
+        "never stored"
+    );
+
+    // Server-side apply; applying the same again is no change.
+    let applied = |string_data: serde_json::Value| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "applied"}, "stringData": string_data});
+    let path = format!("{secrets}/applied?fieldManager=nautes");
+    let (code, first) = api.request(
+        "PATCH",
+        &path,
+        APPLY,
+        &applied(json!({"user": "admin", "password": "s3cret"})),
+    );
+    assert_eq!(code, 201, "{first}");
+    assert!(first.get("stringData").is_none(), "{first}");
+    assert_eq!(decoded(&first), expect(&[("password", "s3cret"), ("user", "admin")]));
+    let (code, again) = api.request(
+        "PATCH",
+        &path,
+        APPLY,
+        &applied(json!({"user": "admin", "password": "s3cret"})),
+    );
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(
+        again["metadata"]["resourceVersion"], first["metadata"]["resourceVersion"],
+        "a no-op apply writes nothing"
+    );
+    // A key left out of stringData stays in data, as on a real server
+    // (the manager owns stringData.user, which is never stored).
+    let (_, later) = api.request("PATCH", &path, APPLY, &applied(json!({"password": "n3w"})));
+    assert_eq!(decoded(&later), expect(&[("password", "n3w"), ("user", "admin")]));
+    let (code, bad) = api.request("PATCH", &path, APPLY, &applied(json!({"port": 5432})));
+    assert_eq!(code, 400, "stringData values are strings: {bad}");
+}

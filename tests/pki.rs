@@ -56,7 +56,7 @@ fn text(cert: &Path) -> String {
 fn issues_a_verifiable_chain_keeps_it_on_rerun_and_reissues_only_what_changed() {
     let s = Scratch::new();
     s.write_inventory(&inventory("nautes.example.com", ""));
-    let out = s.run("apply", &["--yes"]);
+    let out = s.run("apply", &["--yes", "--only", "pki"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let dir = pki_dir(&s);
     let ca = dir.join("ca.crt");
@@ -102,7 +102,7 @@ fn issues_a_verifiable_chain_keeps_it_on_rerun_and_reissues_only_what_changed() 
         .iter()
         .map(|f| file_sha(&dir.join(f)))
         .collect();
-    let out = s.run("apply", &["--yes"]);
+    let out = s.run("apply", &["--yes", "--only", "pki"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let after: Vec<String> = ["ca.crt", "ingress.crt", "vault-server.crt"]
         .iter()
@@ -112,7 +112,7 @@ fn issues_a_verifiable_chain_keeps_it_on_rerun_and_reissues_only_what_changed() 
 
     // A new domain: the certificates naming it are issued again, by the same CA.
     s.write_inventory(&inventory("platform.example.org", ""));
-    let out = s.run("apply", &["--yes"]);
+    let out = s.run("apply", &["--yes", "--only", "pki"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(file_sha(&ca), before[0], "the CA is kept");
     assert_ne!(file_sha(&dir.join("ingress.crt")), before[1]);
@@ -137,7 +137,7 @@ fn issues_a_verifiable_chain_keeps_it_on_rerun_and_reissues_only_what_changed() 
 fn a_certificate_near_expiry_is_planned_and_issued_again_alone() {
     let s = Scratch::new();
     s.write_inventory(&inventory("nautes.example.com", ""));
-    assert_eq!(code(&s.run("apply", &["--yes"])), 0);
+    assert_eq!(code(&s.run("apply", &["--yes", "--only", "pki"])), 0);
     let dir = pki_dir(&s);
     let ingress_before = file_sha(&dir.join("ingress.crt"));
     let vault_before = file_sha(&dir.join("vault-server.crt"));
@@ -155,7 +155,7 @@ fn a_certificate_near_expiry_is_planned_and_issued_again_alone() {
 
     let plan = s.run("plan", &[]);
     assert!(stdout(&plan).contains("due for renewal"), "{}", stdout(&plan));
-    let out = s.run("apply", &["--yes"]);
+    let out = s.run("apply", &["--yes", "--only", "pki"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_ne!(file_sha(&dir.join("ingress.crt")), ingress_before);
     assert_eq!(file_sha(&dir.join("vault-server.crt")), vault_before);
@@ -187,13 +187,13 @@ fn a_users_ca_signs_and_its_key_is_not_copied() {
     std::fs::set_permissions(s.path().join("corp.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     // First with a CA of our own, then switched to the user's.
     s.write_inventory(&inventory("nautes.example.com", ""));
-    assert_eq!(code(&s.run("apply", &["--yes"])), 0);
+    assert_eq!(code(&s.run("apply", &["--yes", "--only", "pki"])), 0);
     assert!(pki_dir(&s).join("ca.key").exists());
     s.write_inventory(&inventory(
         "nautes.example.com",
         "pki:\n  ca:\n    cert: corp.crt\n    key: { file: corp.key }\n",
     ));
-    let out = s.run("apply", &["--yes"]);
+    let out = s.run("apply", &["--yes", "--only", "pki"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let dir = pki_dir(&s);
     let (ok, msg) = verify(&s.path().join("corp.crt"), &dir.join("ingress.crt"), "sslserver");

@@ -508,6 +508,45 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
         "{writes:?}"
     );
 
+    // A component removed from the inventory is pruned, and only it.
+    p.s.write_inventory(&inventory(&p, "v1.8.1", "60s").replace("  argoRollouts: {}\n", ""));
+    let plan = p.s.run("plan", &[]);
+    assert!(stdout(&plan).contains("stack/argo-rollouts/host"), "{}", stdout(&plan));
+    p.kube.reset_log();
+    let pruned = apply(&p.s);
+    assert_eq!(code(&pruned), 0, "{}", stderr(&pruned));
+    let deletes: Vec<String> = p
+        .kube
+        .writes()
+        .iter()
+        .filter(|r| r["method"] == "DELETE")
+        .map(|r| r["path"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        deletes.iter().any(|d| d.ends_with("/namespaces/argo-rollouts")),
+        "{deletes:?}"
+    );
+    for other in [
+        "cert-manager",
+        "argocd",
+        "/dex",
+        "tekton",
+        "traefik",
+        "nautes",
+        "external-secrets",
+        "vault",
+    ] {
+        assert!(
+            deletes.iter().all(|d| !d.contains(other)),
+            "{other} touched by the prune: {deletes:?}"
+        );
+    }
+    assert!(
+        p.kube
+            .get("/apis/apps/v1/namespaces/argo-rollouts/deployments/argo-rollouts")["kind"]
+            != "Deployment"
+    );
+
     // Destroy: everything we applied is gone, the Nautes Application before Argo CD.
     p.kube.reset_log();
     let down =

@@ -34,6 +34,8 @@ pub struct TestHost {
 pub struct TestHosts {
     pub dir: tempfile::TempDir,
     pub hosts: Vec<TestHost>,
+    /// PRIVATE_DIRS plus what the test asked for (`start_named_with_dirs`).
+    private: Vec<(String, String)>,
     /// All test hosts share one network namespace, so a test that occupies a
     /// Kubernetes port would fail every other test's preflight: such a test
     /// holds this lock exclusively, the others hold it shared.
@@ -157,10 +159,26 @@ impl TestHosts {
         Self::start_with(names, true)
     }
 
+    /// Hosts that also get `extra` (host path, directory name) as private
+    /// directories, for a test whose software writes elsewhere (an empty
+    /// directory is created at each host path on this machine as the mount point).
+    pub fn start_named_with_dirs(names: &[(String, String)], extra: &[(&str, &str)]) -> TestHosts {
+        Self::start_full(names, false, extra)
+    }
+
     fn start_with(names: &[(String, String)], own_ports: bool) -> TestHosts {
+        Self::start_full(names, own_ports, &[])
+    }
+
+    fn start_full(names: &[(String, String)], own_ports: bool, extra: &[(&str, &str)]) -> TestHosts {
         let ports = ports_lock(own_ports);
         let dir = tempfile::Builder::new().prefix("nh").tempdir().expect("tempdir");
-        for (real, _) in PRIVATE_DIRS {
+        let private: Vec<(String, String)> = PRIVATE_DIRS
+            .iter()
+            .chain(extra)
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        for (real, _) in &private {
             std::fs::create_dir_all(real).expect("mount point");
         }
         std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
@@ -169,7 +187,7 @@ impl TestHosts {
         for (name, hostname) in names {
             let (address, lease) = lease_address();
             let hdir = dir.path().join(name);
-            for (_, sub) in PRIVATE_DIRS {
+            for (_, sub) in &private {
                 std::fs::create_dir_all(hdir.join(sub)).unwrap();
             }
             keygen(&hdir.join("host_key"));
@@ -196,6 +214,7 @@ impl TestHosts {
         let mut me = TestHosts {
             dir,
             hosts,
+            private,
             _ports: ports,
         };
         for i in 0..me.hosts.len() {
@@ -207,7 +226,7 @@ impl TestHosts {
     pub fn start_host(&mut self, i: usize) {
         let h = &mut self.hosts[i];
         let mut script = String::new();
-        for (real, sub) in PRIVATE_DIRS {
+        for (real, sub) in &self.private {
             script.push_str(&format!("mount --bind {}/{sub} {real} && ", h.dir.display()));
         }
         script.push_str(&format!(
@@ -276,8 +295,8 @@ impl TestHosts {
 
     /// A file as host `i` sees it at `path` (one of the private dirs).
     pub fn host_path(&self, i: usize, path: &str) -> PathBuf {
-        for (real, sub) in PRIVATE_DIRS {
-            if let Some(rest) = path.strip_prefix(real) {
+        for (real, sub) in &self.private {
+            if let Some(rest) = path.strip_prefix(real.as_str()) {
                 return self.hosts[i].dir.join(sub).join(rest.trim_start_matches('/'));
             }
         }

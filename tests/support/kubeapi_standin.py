@@ -4,10 +4,46 @@ models the documented behaviour nautes-install relies on and rejects what
 the real API rejects:
 
 * `Authorization: Bearer <token>` required (401 Status otherwise);
-* discovery: /version, /api, /api/v1, /apis, /apis/<group>/<version> for the
-  built-in kinds below plus every CRD once it is Established (after
+* discovery: /version (1.27), /api, /api/v1, /apis, /apis/<group>,
+  /apis/<group>/<version> for the built-in kinds (BUILTIN: core v1 Namespace,
+  Node, ConfigMap, Secret, Service, Pod, ServiceAccount; apps/v1; batch/v1
+  Job; rbac; apiextensions CRDs; networking.k8s.io/v1 Ingress, IngressClass,
+  NetworkPolicy; admissionregistration.k8s.io/v1 Mutating/Validating-
+  WebhookConfiguration; policy/v1 PodDisruptionBudget; autoscaling/v2
+  HorizontalPodAutoscaler; scheduling.k8s.io/v1 PriorityClass;
+  coordination.k8s.io/v1 Lease; apiregistration.k8s.io/v1 APIService;
+  storage.k8s.io/v1 StorageClass), each with its namespaced flag, 1.27's
+  shortNames and categories, and the verbs the stand-in serves (not
+  deletecollection), plus every CRD once it is Established (after
   --crd-delay seconds); before that its kinds are 404, as on a real server;
-  deleting a CRD deletes all its custom objects and its kinds leave discovery;
+  deleting a CRD deletes all its custom objects and its kinds leave discovery.
+  As on 1.25+/1.26+, policy/v1beta1 (PodSecurityPolicy) and autoscaling/
+  v2beta1 and v2beta2 are not served: discovery does not list them and any
+  request for them is 404. Not served although a real 1.27 serves them:
+  autoscaling/v1 (the stand-in cannot convert between versions) and the
+  built-in kinds not listed above (PersistentVolumeClaim, Endpoints, Event,
+  ReplicaSet, CronJob, ...). Built-in objects are neither defaulted nor
+  validated (Secrets aside, see below);
+* a cluster starts with namespaces default, kube-system, kube-public and
+  kube-node-lease (Active); deleting default, kube-system or kube-public is
+  403 `namespaces "<name>" is forbidden: this namespace may not be deleted`
+  (NamespaceLifecycle admission). What else a real cluster starts with is
+  not there: the `kubernetes` Service, each namespace's `default`
+  ServiceAccount and kube-root-ca.crt ConfigMap, the namespace label
+  kubernetes.io/metadata.name, the system ClusterRoles (e.g.
+  system:auth-delegator; bindings to them are stored all the same) and the
+  system PriorityClasses;
+* admission webhooks: Mutating/ValidatingWebhookConfigurations are stored
+  and nothing else. A real API server calls every matching webhook on each
+  write, and one with failurePolicy: Fail (cert-manager's, Tekton's, the
+  External Secrets and Vault charts') rejects matching objects until its
+  Service has a ready pod and its caBundle is filled in (cainjector): that
+  is not modelled, nor are conversion webhooks of CRDs;
+* Secrets: stringData is merged into data (base64, over data's entry of the
+  same key) on create, update, merge patch and apply, and never stored or
+  returned. As on a real server an apply's ownership stays on the
+  stringData paths, so a key dropped from an applied stringData stays in
+  data (kubernetes/kubernetes#108008);
 * namespaced and cluster-scoped CRUD; namespaced objects need their
   namespace (404); body kind/name must match the URL (400);
 * server-side apply: PATCH `application/apply-patch+yaml` with `fieldManager`
@@ -172,8 +208,41 @@ BUILTIN = {
                                           "clusterroles": ("ClusterRole", False),
                                           "clusterrolebindings": ("ClusterRoleBinding", False)},
     ("apiextensions.k8s.io", "v1"): {"customresourcedefinitions": ("CustomResourceDefinition", False)},
-    ("networking.k8s.io", "v1"): {"ingresses": ("Ingress", True)},
+    ("networking.k8s.io", "v1"): {"ingresses": ("Ingress", True), "ingressclasses": ("IngressClass", False),
+                                  "networkpolicies": ("NetworkPolicy", True)},
+    ("admissionregistration.k8s.io", "v1"): {
+        "mutatingwebhookconfigurations": ("MutatingWebhookConfiguration", False),
+        "validatingwebhookconfigurations": ("ValidatingWebhookConfiguration", False)},
+    # Kubernetes 1.25 stopped serving policy/v1beta1 (PodSecurityPolicy, the
+    # old PodDisruptionBudget) and 1.26 autoscaling/v2beta1 and v2beta2: they
+    # are deliberately absent, so a request for them is 404 as on 1.27.
+    ("policy", "v1"): {"poddisruptionbudgets": ("PodDisruptionBudget", True)},
+    ("autoscaling", "v2"): {"horizontalpodautoscalers": ("HorizontalPodAutoscaler", True)},
+    ("scheduling.k8s.io", "v1"): {"priorityclasses": ("PriorityClass", False)},
+    ("coordination.k8s.io", "v1"): {"leases": ("Lease", True)},
+    ("apiregistration.k8s.io", "v1"): {"apiservices": ("APIService", False)},
+    ("storage.k8s.io", "v1"): {"storageclasses": ("StorageClass", False)},
 }
+# Discovery extras of the built-in kinds, as a 1.27 server lists them: (group, plural) -> names.
+SHORT_NAMES = {("", "namespaces"): ["ns"], ("", "nodes"): ["no"], ("", "configmaps"): ["cm"],
+               ("", "services"): ["svc"], ("", "pods"): ["po"], ("", "serviceaccounts"): ["sa"],
+               ("apps", "deployments"): ["deploy"], ("apps", "statefulsets"): ["sts"], ("apps", "daemonsets"): ["ds"],
+               ("apiextensions.k8s.io", "customresourcedefinitions"): ["crd", "crds"],
+               ("networking.k8s.io", "ingresses"): ["ing"], ("networking.k8s.io", "networkpolicies"): ["netpol"],
+               ("policy", "poddisruptionbudgets"): ["pdb"], ("autoscaling", "horizontalpodautoscalers"): ["hpa"],
+               ("scheduling.k8s.io", "priorityclasses"): ["pc"], ("storage.k8s.io", "storageclasses"): ["sc"]}
+CATEGORIES = {("", "pods"): ["all"], ("", "services"): ["all"], ("apps", "deployments"): ["all"],
+              ("apps", "statefulsets"): ["all"], ("apps", "daemonsets"): ["all"], ("batch", "jobs"): ["all"],
+              ("autoscaling", "horizontalpodautoscalers"): ["all"],
+              ("apiextensions.k8s.io", "customresourcedefinitions"): ["api-extensions"],
+              ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): ["api-extensions"],
+              ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): ["api-extensions"],
+              ("apiregistration.k8s.io", "apiservices"): ["api-extensions"]}
+# What the stand-in serves on every kind (no deletecollection: DELETE on a collection is not modelled).
+VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+# Namespaces a cluster starts with; the first three NamespaceLifecycle admission never lets go.
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+IMMORTAL_NAMESPACES = {"default", "kube-system", "kube-public"}
 LOCK = threading.RLock()
 COND = threading.Condition(LOCK)  # watchers wait on it; record() wakes them
 STORE = {}     # (group, version, resource, ns, name) -> object; stored objects are never mutated, only replaced
@@ -271,6 +340,28 @@ def resources():
                 out.setdefault((spec.get("group"), v["name"]), {})[spec["names"]["plural"]] = (
                     spec["names"]["kind"], spec.get("scope", "Namespaced") == "Namespaced")
     return out
+
+
+def api_resource(g, v, plural, kind, namespaced):
+    """One entry of an APIResourceList: shortNames and categories as the
+    built-in kind's (or the CRD's spec.names) has them, none when empty."""
+    out = {"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind, "verbs": VERBS}
+    short, cats = SHORT_NAMES.get((g, plural)), CATEGORIES.get((g, plural))
+    if (g, v) not in BUILTIN:
+        names = (STORE.get(CRD + (None, "%s.%s" % (plural, g))) or {}).get("spec", {}).get("names", {})
+        out["singularName"] = names.get("singular") or kind.lower()
+        short, cats = names.get("shortNames"), names.get("categories")
+    if short:
+        out["shortNames"] = list(short)
+    if cats:
+        out["categories"] = list(cats)
+    return out
+
+
+def api_group(g, versions):
+    """An APIGroup as /apis and /apis/<group> show it; the first version is the preferred one."""
+    vs = [{"groupVersion": "%s/%s" % (g, v), "version": v} for v in versions]
+    return {"name": g, "versions": vs, "preferredVersion": vs[0]}
 
 
 def leaf_paths(obj, prefix=()):
@@ -515,6 +606,10 @@ def cascading_allowed(ns):
 
 def admit(method, creating, g, resource, ns, name):
     """What admission (built-in plugins and HNC's webhooks) refuses; None if allowed."""
+    if method == "DELETE" and g == "" and resource == "namespaces" and name in IMMORTAL_NAMESPACES:
+        # NamespaceLifecycle's immortal namespaces.
+        return status(403, "Forbidden", 'namespaces "%s" is forbidden: this namespace may not be deleted' % name,
+                      {"name": name, "kind": "namespaces"})
     if creating and ns is not None and terminating(ns):
         return status(403, "Forbidden", '%s "%s" is forbidden: unable to create new content in namespace %s because it is being terminated'
                       % (resource, name, ns), {"name": name, "kind": resource})
@@ -529,6 +624,24 @@ def admit(method, creating, g, resource, ns, name):
         if subnamespace_of(child) == ns and has_children and not cascading_allowed(name):
             return status(403, "Forbidden", 'admission webhook "subnamespaceanchors.hnc.x-k8s.io" denied the request: '
                           'cannot delete anchor "%s": subnamespace "%s" has child subnamespaces; set allowCascadingDeletion' % (name, name))
+    return None
+
+
+def convert(key, obj):
+    """What decoding a v1 Secret does before anything else sees it: each
+    stringData entry goes into data base64-encoded (over a data entry of the
+    same key) and stringData itself is never stored or returned. Mutates
+    `obj`; a status (400) if a stringData value is no string, else None."""
+    if key[:3] != SECRETS or not isinstance(obj, dict) or "stringData" not in obj:
+        return None
+    string_data = obj.pop("stringData") or {}
+    if not isinstance(string_data, dict) or not all(isinstance(v, str) for v in string_data.values()):
+        return status(400, "BadRequest", "Secret in version \"v1\" cannot be handled as a Secret: "
+                      "json: cannot unmarshal into Go struct field Secret.stringData of type string")
+    if string_data:
+        obj["data"] = dict(obj.get("data") or {})
+        for k, v in string_data.items():
+            obj["data"][k] = base64.b64encode(v.encode()).decode()
     return None
 
 
@@ -721,15 +834,18 @@ class Handler(BaseHTTPRequestHandler):
         served = resources()
         if path == "/api":
             return 200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+        groups = {}
+        for (g, v) in served:
+            if g:
+                groups.setdefault(g, []).append(v)
         if path == "/apis":
-            groups = {}
-            for (g, v) in served:
-                if g:
-                    groups.setdefault(g, []).append(v)
-            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": g, "versions": [{"groupVersion": "%s/%s" % (g, v), "version": v} for v in vs],
-                 "preferredVersion": {"groupVersion": "%s/%s" % (g, vs[0]), "version": vs[0]}} for g, vs in sorted(groups.items())]}
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1",
+                         "groups": [api_group(g, vs) for g, vs in sorted(groups.items())]}
         parts = [p for p in path.split("/") if p]
+        if parts[:1] == ["apis"] and len(parts) == 2:
+            if parts[1] not in groups:
+                return status(404, "NotFound", "the server could not find the requested resource")
+            return 200, dict(api_group(parts[1], groups[parts[1]]), kind="APIGroup", apiVersion="v1")
         if parts[:1] == ["api"] and len(parts) >= 2:
             g, v, rest = "", parts[1], parts[2:]
         elif parts[:1] == ["apis"] and len(parts) >= 3:
@@ -741,9 +857,7 @@ class Handler(BaseHTTPRequestHandler):
         kinds = served[(g, v)]
         if not rest:
             return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "%s/%s" % (g, v) if g else v,
-                         "resources": [{"name": r, "singularName": k.lower(), "namespaced": ns, "kind": k,
-                                        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}
-                                       for r, (k, ns) in sorted(kinds.items())]}
+                         "resources": [api_resource(g, v, r, k, ns) for r, (k, ns) in sorted(kinds.items())]}
         ns = None
         if len(rest) >= 3 and rest[0] == "namespaces":
             ns, rest = rest[1], rest[2:]
@@ -777,7 +891,7 @@ class Handler(BaseHTTPRequestHandler):
             key = (g, v, resource, ns, name)
             if key in STORE:
                 return status(409, "AlreadyExists", '%s "%s" already exists' % (resource, name))
-            denied = admit(method, True, g, resource, ns, name) or validate(key, body, None)
+            denied = admit(method, True, g, resource, ns, name) or convert(key, body) or validate(key, body, None)
             return denied or (201, store(key, body, None, ns))
         if not name or method not in ("PUT", "PATCH", "DELETE"):
             return status(405, "MethodNotAllowed", "%s is not allowed here" % method)
@@ -793,7 +907,7 @@ class Handler(BaseHTTPRequestHandler):
             rv = (body or {}).get("metadata", {}).get("resourceVersion")
             if rv and rv != STORE[key]["metadata"]["resourceVersion"]:
                 return status(409, "Conflict", "the object has been modified; please apply your changes to the latest version and try again")
-            return validate(key, body, STORE[key]) or (200, store(key, body, STORE[key], ns))
+            return convert(key, body) or validate(key, body, STORE[key]) or (200, store(key, body, STORE[key], ns))
         if method == "PATCH":
             return self.patch(key, body, subresource, kind, api_version, q, ns)
         return self.delete(key)
@@ -842,7 +956,8 @@ class Handler(BaseHTTPRequestHandler):
             if key not in STORE:
                 return status(404, "NotFound", '%s "%s" not found' % (resource, name))
             merged = merge(clone(STORE[key]), body)
-            return validate(key, merged, STORE[key]) or (200, store(key, merged, STORE[key], ns))
+            return (convert(key, merged) or validate(key, merged, STORE[key])
+                    or (200, store(key, merged, STORE[key], ns)))
         return status(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
 
     def delete(self, key):
@@ -894,7 +1009,9 @@ class Handler(BaseHTTPRequestHandler):
             set_path(new, p, v)
         new["apiVersion"], new["kind"] = body["apiVersion"], body["kind"]
         new.setdefault("metadata", {})["name"] = key[4]
-        denied = validate(key, new, live)
+        # Ownership stays on the stringData paths the manager applied, which
+        # the stored Secret never has (kubernetes/kubernetes#108008).
+        denied = convert(key, new) or validate(key, new, live)
         if denied:
             return denied
         for m, paths in managers.items():
@@ -1414,6 +1531,9 @@ if __name__ == "__main__":
     if ARGS.ca_file:
         with open(ARGS.ca_file, "rb") as f:
             ROOT_CA[0] = f.read()
+    with LOCK:
+        for name in SYSTEM_NAMESPACES:
+            store(ns_key(name), {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, None, None)
     threading.Thread(target=controller, daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     with open(ARGS.port_file + ".tmp", "w") as f:

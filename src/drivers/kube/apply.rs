@@ -110,6 +110,13 @@ fn prepare(mut manifest: Value, set: &str, default_namespace: Option<&str>) -> R
         .get_mut("metadata")
         .and_then(Value::as_object_mut)
         .ok_or_else(|| format!("{r}: metadata is not a map"))?;
+    // Charts often render an empty `labels:`/`annotations:`, which YAML reads
+    // as null; the API server takes null as empty, and so do we.
+    for key in ["labels", "annotations"] {
+        if meta.get(key).is_some_and(Value::is_null) {
+            meta.remove(key);
+        }
+    }
     let labels = meta
         .entry("labels")
         .or_insert_with(|| Value::Object(Default::default()));
@@ -540,5 +547,14 @@ mod tests {
             a.manifest["metadata"]["annotations"][HASH_ANNOTATION],
             b.manifest["metadata"]["annotations"][HASH_ANNOTATION]
         );
+    }
+
+    #[test]
+    fn empty_labels_and_annotations_from_a_chart_are_taken_as_empty() {
+        let m = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+                                    "metadata": {"name": "a", "labels": null, "annotations": null}});
+        let p = prepare(m, "s", Some("ns")).unwrap();
+        assert_eq!(p.manifest["metadata"]["labels"][SET_LABEL], "s");
+        assert!(p.manifest["metadata"]["annotations"][HASH_ANNOTATION].is_string());
     }
 }
