@@ -94,6 +94,7 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
                     Reason::New => '+',
                     Reason::Removed => '-',
                     Reason::Unchanged | Reason::NotSelected => '=',
+                    Reason::Recheck { .. } => '?',
                     _ => '~',
                 };
                 println!("  {sign} {:width$}  {}", x.id, x.reason.describe());
@@ -121,8 +122,18 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
             }
             let apply = d.to_run().len();
             let unchanged = d.decisions.len() - apply;
+            let maybe = d
+                .decisions
+                .iter()
+                .filter(|x| matches!(x.reason, Reason::Recheck { .. }))
+                .count();
+            let maybe = if maybe > 0 {
+                format!(" ({maybe} only if a re-check finds a change)")
+            } else {
+                String::new()
+            };
             println!(
-                "Plan: {apply} to apply, {} to destroy, {unchanged} unchanged.",
+                "Plan: {apply} to apply{maybe}, {} to destroy, {unchanged} unchanged.",
                 d.removals.len()
             );
         }

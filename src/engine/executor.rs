@@ -18,13 +18,24 @@ use super::events::{Action, Event, Reporter};
 use super::handler::{Registry, Services, StepContext, StepError};
 use super::state::{now_rfc3339, StateError, StateStore, StepRecord, StepStatus};
 use crate::inventory::Timeouts;
-use crate::plan::diff::Diff;
+use crate::plan::diff::{lasting, Diff, Reason};
 use crate::plan::Plan;
 
 /// 0 = keep going, 1 = start nothing new, 2 = abort running steps.
 pub type StopSignal = watch::Receiver<u8>;
 pub const STOP_SCHEDULING: u8 = 1;
 pub const ABORT: u8 = 2;
+
+/// How a scheduled step runs, from why the plan runs it.
+#[derive(Debug, Clone)]
+enum RunMode {
+    Always,
+    /// Re-checked on its own (`Due`): runs, but its dependents need only
+    /// re-run if its outputs changed.
+    Recheck,
+    /// Runs only if one of these needs changed its outputs in this run.
+    IfChanged(Vec<String>),
+}
 
 /// Everything a step's context is made from.
 #[derive(Clone)]
@@ -75,6 +86,8 @@ struct Job {
 
 enum JobResult {
     Ok,
+    /// A re-check found nothing changed: treated as done, counted unchanged.
+    Unchanged,
     Failed(String),
     StateFailed(StateError),
 }
@@ -112,11 +125,25 @@ impl Engine {
             .collect();
         let owned: Arc<HashMap<String, crate::plan::Step>> =
             Arc::new(steps.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect());
+        let modes: Arc<HashMap<String, RunMode>> = Arc::new(
+            diff.decisions
+                .iter()
+                .map(|d| {
+                    let mode = match &d.reason {
+                        Reason::Due => RunMode::Recheck,
+                        Reason::Recheck { needs } => RunMode::IfChanged(needs.clone()),
+                        _ => RunMode::Always,
+                    };
+                    (d.id.clone(), mode)
+                })
+                .collect(),
+        );
         self.schedule(jobs, Action::Apply, &mut summary, move |engine, id| {
             let step = owned.get(&id).cloned();
+            let mode = modes.get(&id).cloned().unwrap_or(RunMode::Always);
             async move {
                 match step {
-                    Some(step) => engine.apply_one(step).await,
+                    Some(step) => engine.apply_one(step, mode).await,
                     None => JobResult::Failed(format!("step `{id}` vanished from the plan")),
                 }
             }
@@ -228,10 +255,11 @@ impl Engine {
                     in_flight.remove(&id);
                     waiting.remove(&id);
                     match result {
-                        JobResult::Ok => {
-                            match action {
-                                Action::Apply => summary.applied += 1,
-                                Action::Destroy => summary.destroyed += 1,
+                        JobResult::Ok | JobResult::Unchanged => {
+                            match (&result, action) {
+                                (JobResult::Unchanged, _) => summary.unchanged += 1,
+                                (_, Action::Apply) => summary.applied += 1,
+                                (_, Action::Destroy) => summary.destroyed += 1,
                             }
                             for d in dependents.get(&id).into_iter().flatten() {
                                 if let Some(w) = waiting.get_mut(d) {
@@ -345,7 +373,29 @@ impl EngineRef {
         }
     }
 
-    async fn apply_one(self: Arc<Self>, step: crate::plan::Step) -> JobResult {
+    /// Whether every need in `needs` still has the revision this step saw
+    /// when it last ran (their re-checks changed nothing).
+    fn needs_unchanged(&self, id: &str, needs: &[String]) -> bool {
+        self.store.read(|st| {
+            let Some(rec) = st.steps.get(id) else { return false };
+            needs.iter().all(|n| {
+                st.steps
+                    .get(n)
+                    .is_some_and(|now| rec.needs_revisions.get(n) == Some(&now.revision))
+            })
+        })
+    }
+
+    async fn apply_one(self: Arc<Self>, step: crate::plan::Step, mode: RunMode) -> JobResult {
+        if let RunMode::IfChanged(needs) = &mode {
+            if self.needs_unchanged(&step.id, needs) {
+                self.reporter.emit(Event::StepSkipped {
+                    id: step.id.clone(),
+                    reason: format!("re-checked {} and found no change", needs.join(", ")),
+                });
+                return JobResult::Unchanged;
+            }
+        }
         let begun = Instant::now();
         let recorded = self
             .store
@@ -394,7 +444,17 @@ impl EngineRef {
                 let saved = self
                     .store
                     .update(|st| {
-                        let revision = st.next_revision();
+                        // A re-check that finds the same result keeps its
+                        // revision, so what needs it has nothing to redo.
+                        let same = !matches!(mode, RunMode::Always)
+                            && st
+                                .steps
+                                .get(&step.id)
+                                .is_some_and(|r| lasting(&r.outputs) == lasting(&outputs));
+                        let revision = match st.steps.get(&step.id) {
+                            Some(r) if same => r.revision,
+                            _ => st.next_revision(),
+                        };
                         let seen: BTreeMap<String, u64> = step
                             .needs
                             .iter()

@@ -8,6 +8,34 @@ use serde::Serialize;
 use super::{dag, Plan};
 use crate::engine::state::{State, StepStatus};
 
+/// Output keys that describe one run (what it wrote, counts) rather than
+/// the result: ignored when deciding whether a re-checked step changed.
+pub const PER_RUN_OUTPUTS: &[&str] = &[
+    REFRESH_AFTER,
+    "written",
+    "vaultWritten",
+    "initialisedNow",
+    "issued",
+    "lastCommit",
+    "keptUserEdits",
+    "unchanged",
+    "pruned",
+    "changed",
+];
+
+/// `outputs` without its per-run keys, at any depth.
+pub fn lasting(outputs: &serde_json::Value) -> serde_json::Value {
+    match outputs {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.iter()
+                .filter(|(k, _)| !PER_RUN_OUTPUTS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), lasting(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Reason {
@@ -26,6 +54,10 @@ pub enum Reason {
     /// Done, but its outputs asked to run again after a time that has
     /// passed (a certificate or token near expiry).
     Due,
+    /// Done, and everything it needs that runs now is only being re-checked
+    /// (`Due`, or itself a re-check): it runs only if one of those changes
+    /// its outputs, which the engine decides when it gets there.
+    Recheck { needs: Vec<String> },
     /// Done, inputs and dependencies as recorded: nothing to do.
     Unchanged,
     /// Not chosen with --only / --from.
@@ -39,6 +71,11 @@ impl Reason {
         !matches!(self, Reason::Unchanged | Reason::NotSelected)
     }
 
+    /// Runs whatever happens (as opposed to a conditional re-check).
+    pub fn runs_for_sure(&self) -> bool {
+        self.runs() && !matches!(self, Reason::Recheck { .. })
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Reason::New => "new".into(),
@@ -50,6 +87,7 @@ impl Reason {
             Reason::PreviouslyFailed => "failed in a previous run".into(),
             Reason::Forced => "selected".into(),
             Reason::Due => "due for renewal or re-check".into(),
+            Reason::Recheck { needs } => format!("only if re-checking {} changes it", needs.join(", ")),
             Reason::Unchanged => "unchanged".into(),
             Reason::NotSelected => "not selected".into(),
             Reason::Removed => "removed from the inventory".into(),
@@ -125,15 +163,22 @@ pub fn diff(plan: &Plan, state: &State, selection: &Selection) -> Result<Diff, U
     };
 
     let mut runs: BTreeSet<&str> = BTreeSet::new();
+    let mut rechecks: BTreeSet<&str> = BTreeSet::new();
     let mut decisions = Vec::with_capacity(plan.steps.len());
     for step in &plan.steps {
         let reason = if selected.as_ref().is_some_and(|s| !s.contains(&step.id)) {
             Reason::NotSelected
         } else {
-            decide(step, state, &runs, forced.contains(&step.id))
+            decide(step, state, &runs, &rechecks, forced.contains(&step.id))
         };
-        if reason.runs() {
-            runs.insert(step.id.as_str());
+        match reason {
+            Reason::Due | Reason::Recheck { .. } => {
+                rechecks.insert(step.id.as_str());
+            }
+            ref r if r.runs() => {
+                runs.insert(step.id.as_str());
+            }
+            _ => {}
         }
         decisions.push(Decision {
             id: step.id.clone(),
@@ -148,7 +193,7 @@ pub fn diff(plan: &Plan, state: &State, selection: &Selection) -> Result<Diff, U
     })
 }
 
-fn decide(step: &super::Step, state: &State, runs: &BTreeSet<&str>, forced: bool) -> Reason {
+fn decide(step: &super::Step, state: &State, runs: &BTreeSet<&str>, rechecks: &BTreeSet<&str>, forced: bool) -> Reason {
     let Some(rec) = state.steps.get(&step.id) else {
         return Reason::New;
     };
@@ -187,6 +232,15 @@ fn decide(step: &super::Step, state: &State, runs: &BTreeSet<&str>, forced: bool
         .collect();
     if !changed.is_empty() {
         return Reason::DependencyChanged { needs: changed };
+    }
+    let rechecked: Vec<String> = step
+        .needs
+        .iter()
+        .filter(|n| rechecks.contains(n.as_str()))
+        .cloned()
+        .collect();
+    if !rechecked.is_empty() {
+        return Reason::Recheck { needs: rechecked };
     }
     Reason::Unchanged
 }
@@ -289,6 +343,56 @@ mod tests {
         let d = diff(&plan, &state, &Selection::default()).unwrap();
         assert_eq!(reason(&d, "a"), Reason::Due);
         assert_eq!(reason(&d, "b"), Reason::Unchanged);
+    }
+
+    #[test]
+    fn what_needs_a_recheck_runs_only_conditionally_unless_something_else_changed() {
+        let a = Step::new("a", "t", "", json!({}));
+        let e = Step::new("e", "t", "", json!({"v": 2}));
+        let b = Step::new("b", "t", "", json!({})).needs(["a"]);
+        let c = Step::new("c", "t", "", json!({})).needs(["b"]);
+        let d = Step::new("d", "t", "", json!({})).needs(["a", "e"]);
+        let mut state = State::default();
+        let mut rec = done(&a, 1, &[]);
+        rec.outputs = json!({ REFRESH_AFTER: unix_now() - 1 });
+        state.steps.insert("a".into(), rec);
+        let mut old_e = done(&Step::new("e", "t", "", json!({"v": 1})), 2, &[]);
+        old_e.outputs = json!({});
+        state.steps.insert("e".into(), old_e);
+        state.steps.insert("b".into(), done(&b, 3, &[("a", 1)]));
+        state.steps.insert("c".into(), done(&c, 4, &[("b", 3)]));
+        state.steps.insert("d".into(), done(&d, 5, &[("a", 1), ("e", 2)]));
+        let plan = Plan::from_steps(vec![a, e, b, c, d]).unwrap();
+        let diff = diff(&plan, &state, &Selection::default()).unwrap();
+        assert_eq!(reason(&diff, "a"), Reason::Due);
+        assert_eq!(
+            reason(&diff, "b"),
+            Reason::Recheck {
+                needs: vec!["a".into()]
+            }
+        );
+        assert_eq!(
+            reason(&diff, "c"),
+            Reason::Recheck {
+                needs: vec!["b".into()]
+            }
+        );
+        assert_eq!(
+            reason(&diff, "d"),
+            Reason::DependencyChanged {
+                needs: vec!["e".into()]
+            }
+        );
+        assert!(reason(&diff, "b").runs() && !reason(&diff, "b").runs_for_sure());
+    }
+
+    #[test]
+    fn per_run_output_keys_do_not_count_as_a_change() {
+        let a = json!({"url": "u", "written": ["x"], REFRESH_AFTER: 5, "nested": {"pruned": 1, "objects": [1]}});
+        let b = json!({"url": "u", "written": [], REFRESH_AFTER: 9, "nested": {"pruned": 0, "objects": [1]}});
+        assert_eq!(lasting(&a), lasting(&b));
+        let c = json!({"url": "other", "written": []});
+        assert_ne!(lasting(&a), lasting(&c));
     }
 
     #[test]
