@@ -10,6 +10,8 @@
 mod cli;
 #[path = "support/gitlab.rs"]
 mod gitlab;
+#[path = "support/hosts.rs"]
+mod hosts;
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -357,5 +359,62 @@ fn a_bootstrap_token_of_a_non_admin_is_refused_with_a_hint() {
     assert!(
         !err.contains(tok["token"].as_str().unwrap()),
         "the token leaked into the error"
+    );
+}
+
+#[test]
+fn an_edited_oauth_app_on_a_gitlab_we_can_reach_is_restored_in_place_with_the_same_client_id() {
+    if hosts::skip_unless_available() {
+        return;
+    }
+    let (g, s) = setup("      railsHost: node-1\n");
+    let test_hosts = hosts::TestHosts::start(1);
+    // The GitLab host's gitlab-rails (stand-in), which reaches the API stand-in.
+    let bin = test_hosts.host_path(0, "/usr/local/bin/gitlab-rails");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/gitlab_rails_standin/gitlab-rails"
+        ),
+        &bin,
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(test_hosts.host_path(0, "/usr/local/bin/gitlab-standin-url"), g.url()).unwrap();
+    std::fs::write(s.path().join("known_hosts"), test_hosts.known_hosts()).unwrap();
+    let inventory = std::fs::read_to_string(s.inventory()).unwrap();
+    let (header, body) = inventory.split_at(inventory.find("settings:").unwrap());
+    std::fs::write(
+        s.inventory(),
+        format!(
+            "{header}ssh:\n  identityFile: {}\n  knownHosts: known_hosts\n{}{body}",
+            test_hosts.client_key().display(),
+            test_hosts.inventory_hosts()
+        ),
+    )
+    .unwrap();
+    assert_eq!(code(&apply(&s)), 0);
+    let before = g.dump()["applications"][0].clone();
+
+    g.edit_application(
+        before["id"].as_u64().unwrap(),
+        Some("https://evil.example.com/cb"),
+        None,
+        None,
+    );
+    g.reset_log();
+    let out = apply(&s);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let after = g.dump()["applications"].as_array().unwrap().clone();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["uid"], before["uid"], "the client id Dex uses is unchanged");
+    assert_eq!(after[0]["secret"], before["secret"]);
+    assert_eq!(after[0]["redirect_uri"], "https://dex.nautes.example.com/callback");
+    assert!(g.writes().is_empty(), "no API write was needed: {:?}", g.writes());
+    assert!(
+        test_hosts
+            .host_path(0, "/opt/nautes/gitlab/update-oauth-app.rb")
+            .exists(),
+        "the update script was placed on the host"
     );
 }

@@ -56,6 +56,11 @@ pub struct GitlabSpec {
     pub ca_file: Option<PathBuf>,
     /// Placement `host`: where it runs (root password, Rails runner).
     pub host: Option<HostConn>,
+    /// Where `gitlab-rails runner` can fix what the API cannot (an edited
+    /// OAuth application): the GitLab host, or for your own GitLab the host
+    /// named by `values.railsHost`.
+    #[serde(default)]
+    pub rails_host: Option<HostConn>,
     pub group: String,
     pub token_validity_days: i64,
     pub token_renew_days: i64,
@@ -203,6 +208,19 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     let renew = collect(&mut problems, days_value(loaded, values, "tokenRenewDays", 14)).unwrap_or(14);
     let recreate = collect(&mut problems, bool_value(loaded, values, "oauthRecreateOnDrift")).unwrap_or(false);
     let can_push = collect(&mut problems, bool_value(loaded, values, "deployKeyCanPush")).unwrap_or(false);
+    let rails_host = match collect(&mut problems, string_value(loaded, values, "railsHost")).flatten() {
+        Some(name) => match hosts::connection(loaded, &name) {
+            Some(conn) => Some(conn),
+            None => {
+                problems.push(
+                    value_error(loaded, "railsHost", format!("`{name}` is not a host in `hosts`"))
+                        .with_hint("name the host GitLab runs on, as listed under `hosts:`"),
+                );
+                None
+            }
+        },
+        None => host.clone(),
+    };
     let app_name = collect(&mut problems, string_value(loaded, values, "oauthAppName"))
         .flatten()
         .unwrap_or_else(|| "nautes-dex".into());
@@ -280,6 +298,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         token,
         ca_file,
         host: host.clone(),
+        rails_host,
         group,
         token_validity_days: validity,
         token_renew_days: renew,
@@ -479,11 +498,8 @@ impl StepHandler for GitlabHandler {
                 project.record.path
             ));
         }
-        let gitlab_host = match &spec.host {
-            Some(conn) => Some(super::remote::connect(ctx, conn).await?),
-            None => None,
-        };
-        let app = oauth::application(&gl, &mut calls, &store, auth, &spec.oauth, gitlab_host.as_deref()).await?;
+        let rails = spec.rails_host.as_ref().map(|conn| (ctx, conn));
+        let app = oauth::application(&gl, &mut calls, &store, auth, &spec.oauth, rails).await?;
         let reader =
             tokens::base_operator_token(&gl, &mut calls, &store, auth, project.record.id, lifetime(&spec)).await?;
         for note in &calls.notes {

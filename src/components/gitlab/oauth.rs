@@ -13,10 +13,11 @@ use serde_json::{json, Value};
 
 use super::credentials::{field, CredentialStore, Fields};
 use super::Calls;
-use crate::components::remote::{run_checked, Remote};
+use crate::components::hosts::HostConn;
+use crate::components::remote::{connect, run_checked};
 use crate::drivers::gitlab::{Auth, Gitlab};
 use crate::drivers::ssh::sh_quote;
-use crate::engine::StepError;
+use crate::engine::{StepContext, StepError};
 use crate::secret::Secret;
 
 pub const OAUTH_APP: &str = "dex-oauth-app";
@@ -100,7 +101,14 @@ async fn create(
 }
 
 /// Correct the application in place on the GitLab host.
-async fn fix_on_host(host: &dyn Remote, client_id: &str, spec: &OauthSpec) -> Result<(), StepError> {
+async fn fix_on_host(
+    (ctx, conn): (&StepContext, &HostConn),
+    client_id: &str,
+    spec: &OauthSpec,
+) -> Result<(), StepError> {
+    // Connected only now: most runs find nothing to fix.
+    let remote = connect(ctx, conn).await?;
+    let host = remote.as_ref();
     let script = crate::templates::render("gitlab/update-oauth-app.rb", &json!({})).map_err(StepError::new)?;
     host.upload_bytes(script.as_bytes(), RUNNER_SCRIPT, 0o644).await?;
     run_checked(
@@ -122,7 +130,7 @@ pub async fn application(
     store: &CredentialStore,
     admin: Auth<'_>,
     spec: &OauthSpec,
-    gitlab_host: Option<&dyn Remote>,
+    rails: Option<(&StepContext, &HostConn)>,
 ) -> Result<OauthApp, StepError> {
     let apps = gl
         .list("applications", admin)
@@ -168,7 +176,7 @@ pub async fn application(
     if problems.is_empty() {
         return Ok(found);
     }
-    match gitlab_host {
+    match rails {
         Some(host) => {
             calls.note(format!("Dex's OAuth application was changed ({problems}): restoring it in place"));
             fix_on_host(host, &client_id, spec).await?;
