@@ -152,6 +152,14 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
     let proxy = kube_write_to(&kube, "/namespaces/nautes/deployments/vault-proxy");
     assert!(proxy < nautes_app, "Nautes was delivered before vault-proxy");
     let secrets = known_secrets(&p);
+    let registered = p
+        .ingress
+        .log()
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == "/api/v1/clusters/host" && r["status"] == 200)
+        .count();
+    assert_eq!(registered, 1, "the runtime cluster is registered with Nautes once");
+    let ingress_requests = p.ingress.log().len();
 
     // A re-run writes nothing anywhere.
     p.kube.reset_log();
@@ -280,6 +288,13 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
     };
     assert!(deleted("/applications/nautes") < deleted("/namespaces/argocd/deployments/argocd-server"));
     assert!(deleted("/clusterissuers/nautes-ca") < deleted("/namespaces/cert-manager/deployments/cert-manager"));
+    assert!(
+        p.ingress
+            .log()
+            .iter()
+            .any(|r| r["method"] == "DELETE" && r["path"] == "/api/v1/clusters/host"),
+        "the runtime cluster is unregistered"
+    );
     let namespaces: Vec<String> = p.kube.get("/api/v1/namespaces")["items"]
         .as_array()
         .unwrap()

@@ -87,6 +87,7 @@ pub fn registry() -> Registry {
     r.register(Arc::new(vault_kubernetes::KubernetesAuthHandler));
     r.register(Arc::new(stack::StackHandler));
     r.register(Arc::new(stack::health::HealthHandler));
+    r.register(Arc::new(stack::register::RegisterHandler));
     r.register(Arc::new(tenants::TenantHandler));
     r.register(Arc::new(vcluster::VclusterHandler));
     r

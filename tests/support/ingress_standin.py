@@ -21,6 +21,14 @@ Kubernetes, Traefik, Dex or Argo CD can run here. It models:
   - anything else (other paths, other methods): 404 `404 page not found`,
     Traefik's answer when no router matches;
   - a request without a Host header: 400, as HTTP/1.1 requires one;
+* the Nautes API server's cluster registration (Cluster_SaveCluster of
+  api-server v0.3): /api/v1/clusters/<name> — POST saves (Bearer token
+  required, else 401; JSON body with api_server, cluster_kind
+  "kubernetes", cluster_type physical|virtual, usage host|worker,
+  host_cluster for a virtual cluster, kubeconfig for a physical one, else
+  400), GET answers the saved cluster without its kubeconfig (404 when
+  unknown), DELETE forgets it (404 when unknown). Nothing checks that the
+  token is a real GitLab token or that the API server URL answers;
 * a backend that never becomes healthy: every request whose host is named
   by --fail-host (repeatable) gets 503 `Service Unavailable`, Traefik's
   answer when a router's service has no ready endpoint.
@@ -39,6 +47,8 @@ from urllib.parse import urlsplit
 
 ARGS = None
 LOG_LOCK = threading.Lock()
+CLUSTERS = {}
+CLUSTERS_LOCK = threading.Lock()
 
 
 def log(entry):
@@ -89,6 +99,26 @@ VAULT_HEALTH = {"initialized": True, "sealed": False, "standby": False,
                 "cluster_id": "00000000-0000-0000-0000-000000000000"}
 
 
+def cluster_problem(body):
+    """Why a cluster registration body is refused, or None."""
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    for field in ("api_server", "cluster_kind", "cluster_type", "usage"):
+        if not isinstance(body.get(field), str) or not body[field]:
+            return f"{field} is required"
+    if body["cluster_kind"] != "kubernetes":
+        return "cluster_kind must be kubernetes"
+    if body["cluster_type"] not in ("physical", "virtual"):
+        return "cluster_type must be physical or virtual"
+    if body["usage"] not in ("host", "worker"):
+        return "usage must be host or worker"
+    if body["cluster_type"] == "virtual" and not body.get("host_cluster"):
+        return "a virtual cluster needs host_cluster"
+    if body["cluster_type"] == "physical" and not body.get("kubeconfig"):
+        return "a physical cluster needs its kubeconfig"
+    return None
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "ingress-standin"
     sys_version = ""
@@ -113,6 +143,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(None, path, 400, "400 Bad Request: missing Host header\n", "text/plain; charset=utf-8")
         if host in ARGS.fail_host:
             return self.answer(host, path, 503, "Service Unavailable", "text/plain; charset=utf-8")
+        if path.startswith("/api/v1/clusters/"):
+            return self.clusters(host, path, path[len("/api/v1/clusters/"):])
         if self.command in ("GET", "HEAD"):
             if path == "/.well-known/openid-configuration":
                 issuer = ARGS.issuer or f"https://{host}"
@@ -125,6 +157,39 @@ class Handler(BaseHTTPRequestHandler):
                 body = dict(VAULT_HEALTH, server_time_utc=int(time.time()))
                 return self.answer(host, path, 200, json.dumps(body), "application/json")
         return self.answer(host, path, 404, "404 page not found\n", "text/plain; charset=utf-8")
+
+    def clusters(self, host, path, name):
+        as_json = "application/json"
+        if not name or "/" in name:
+            return self.answer(host, path, 404, json.dumps({"code": 404, "reason": "NOT_FOUND"}), as_json)
+        if self.command in ("POST", "DELETE"):
+            auth = self.headers.get("Authorization", "")
+            if not auth.startswith("Bearer ") or not auth[7:].strip():
+                return self.answer(host, path, 401, json.dumps({"code": 401, "reason": "UNAUTHORIZED",
+                                                                "message": "missing access token"}), as_json)
+        with CLUSTERS_LOCK:
+            if self.command == "GET":
+                if name not in CLUSTERS:
+                    return self.answer(host, path, 404, json.dumps({"code": 404, "reason": "CLUSTER_NOT_FOUND"}), as_json)
+                shown = {k: v for k, v in CLUSTERS[name].items() if k != "kubeconfig"}
+                return self.answer(host, path, 200, json.dumps(shown), as_json)
+            if self.command == "DELETE":
+                if CLUSTERS.pop(name, None) is None:
+                    return self.answer(host, path, 404, json.dumps({"code": 404, "reason": "CLUSTER_NOT_FOUND"}), as_json)
+                return self.answer(host, path, 200, json.dumps({"msg": "success"}), as_json)
+            if self.command == "POST":
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except ValueError:
+                    body = None
+                problem = cluster_problem(body)
+                if problem:
+                    return self.answer(host, path, 400, json.dumps({"code": 400, "reason": "BAD_REQUEST",
+                                                                    "message": problem}), as_json)
+                CLUSTERS[name] = dict(body, name=name)
+                return self.answer(host, path, 200, json.dumps({"msg": "success"}), as_json)
+        return self.answer(host, path, 405, "405 method not allowed\n", "text/plain; charset=utf-8")
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = route
 

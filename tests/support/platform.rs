@@ -170,6 +170,17 @@ pub struct Ingress {
     _dir: tempfile::TempDir,
 }
 
+impl Ingress {
+    /// Every request the ingress answered so far (JSON lines of its --log).
+    pub fn log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self._dir.path().join("log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
 impl Drop for Ingress {
     fn drop(&mut self) {
         let _ = self.child.kill();

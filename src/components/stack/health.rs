@@ -84,19 +84,47 @@ fn ingress_address(loaded: &Loaded) -> Option<String> {
     }
 }
 
-pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
-    let inv = &loaded.inventory;
-    let domain = inv.settings.domain.clone().unwrap_or_default();
+/// A service behind the ingress: `https://<host>.<domain>:<websecure>`,
+/// reached at the ingress address, trusted through our CA.
+pub fn ingress_endpoint(
+    loaded: &Loaded,
+    pki_here: bool,
+    name: &str,
+    host: &str,
+    path: &str,
+    expect: Expect,
+) -> Endpoint {
+    let domain = loaded.inventory.settings.domain.clone().unwrap_or_default();
     let (_, websecure) = traefik_ports(loaded);
-    let resolve = ingress_address(loaded).map(|a| format!("{a}:{websecure}"));
-    let pki_here = all.iter().any(|s| s.id == pki::STEP_ID);
-    let ingress = |name: &str, host: &str, path: &str, expect: Expect| Endpoint {
+    Endpoint {
         name: name.into(),
         url: format!("https://{host}.{domain}:{websecure}{path}"),
         expect,
         ca_file: None,
         pki_ca: pki_here,
-        resolve: resolve.clone(),
+        resolve: ingress_address(loaded).map(|a| format!("{a}:{websecure}")),
+    }
+}
+
+/// The host name of the Nautes API server under the domain.
+pub fn nautes_api_host(loaded: &Loaded) -> String {
+    loaded
+        .inventory
+        .components
+        .nautes
+        .as_ref()
+        .and_then(|n| n.values.get("apiHost"))
+        .and_then(Value::as_str)
+        .unwrap_or("api")
+        .to_string()
+}
+
+pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
+    let inv = &loaded.inventory;
+    let domain = inv.settings.domain.clone().unwrap_or_default();
+    let pki_here = all.iter().any(|s| s.id == pki::STEP_ID);
+    let ingress = |name: &str, host: &str, path: &str, expect: Expect| {
+        ingress_endpoint(loaded, pki_here, name, host, path, expect)
     };
     let mut endpoints = Vec::new();
     let mut needs: Vec<String> = stack_steps.to_vec();
@@ -137,14 +165,7 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
         endpoints.push(ingress("Argo CD", "argocd", "/healthz", Expect::Ok));
     }
     if has("nautes") {
-        let host = inv
-            .components
-            .nautes
-            .as_ref()
-            .and_then(|n| n.values.get("apiHost"))
-            .and_then(Value::as_str)
-            .unwrap_or("api")
-            .to_string();
+        let host = nautes_api_host(loaded);
         endpoints.push(ingress("Nautes API server", &host, "/healthz", Expect::Answers));
     }
     if pki_here {
@@ -214,7 +235,7 @@ async fn probe(client: &reqwest::Client, e: &Endpoint) -> Result<(), String> {
     }
 }
 
-async fn http_client(ctx: &StepContext, e: &Endpoint) -> Result<reqwest::Client, StepError> {
+pub(super) async fn http_client(ctx: &StepContext, e: &Endpoint) -> Result<reqwest::Client, StepError> {
     let mut b = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(5));

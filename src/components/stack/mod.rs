@@ -22,6 +22,7 @@
 pub mod catalog;
 pub mod config;
 pub mod health;
+pub mod register;
 
 use std::collections::BTreeSet;
 
@@ -381,7 +382,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     needs.push(vault::STEP_ID.into());
                     needs.extend(inv.tenants.iter().map(|t| vault_kubernetes::step_id(&t.name)));
                 }
-                stack_steps.extend(p.apply(
+                let nautes = p.apply(
                     "nautes",
                     &on("argocd"),
                     None,
@@ -390,7 +391,53 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     needs,
                     "argocd",
                     &[],
-                ));
+                );
+                stack_steps.extend(nautes.clone());
+                // Runtime clusters are registered with Nautes once it runs.
+                let pki_here = steps.iter().any(|s| s.id == pki::STEP_ID);
+                let api = health::ingress_endpoint(
+                    loaded,
+                    pki_here,
+                    "Nautes API server",
+                    &health::nautes_api_host(loaded),
+                    "",
+                    health::Expect::Answers,
+                );
+                for cluster in runtime_clusters(loaded, &[ClusterUsage::Deployment, ClusterUsage::Pipeline]) {
+                    let Some(target) = kube_target::target(loaded, &cluster) else {
+                        continue;
+                    };
+                    let host_cluster = inv
+                        .virtual_clusters
+                        .iter()
+                        .find(|v| v.name == cluster)
+                        .map(|v| v.host_cluster.clone());
+                    let spec = register::RegisterSpec {
+                        cluster: cluster.clone(),
+                        target: target.clone(),
+                        cluster_type: if host_cluster.is_some() { "virtual" } else { "physical" }.into(),
+                        host_cluster,
+                        api: api.clone(),
+                        vault: vault_target.clone(),
+                    };
+                    let mut needs: Vec<String> = nautes.iter().cloned().collect();
+                    needs.push(gitlab::STEP_ID.into());
+                    if pki_here {
+                        needs.push(pki::STEP_ID.into());
+                    }
+                    needs.extend(target.needs());
+                    let id = register::step_id(&cluster);
+                    p.steps.push(
+                        Step::new(
+                            &id,
+                            register::KIND,
+                            format!("register {cluster} with Nautes"),
+                            json!(spec),
+                        )
+                        .needs(needs),
+                    );
+                    stack_steps.push(id);
+                }
             }
         }
     }
