@@ -42,6 +42,11 @@ const SECRET_ENV: [(&str, &str); 2] = [
     ("NAUTES_VAULT_TOKEN", "hvs.examples-test-placeholder"),
 ];
 
+/// GitLab's Omnibus package and Vault's release zip in the air-gap bundle
+/// (`<service>/<version>/<file>`), for the default versions.
+const GITLAB_DEB: &str = "gitlab/15.10.8-ce.0/gitlab-ce_15.10.8-ce.0_amd64.deb";
+const VAULT_ZIP: &str = "vault/1.10.4/vault_1.10.4_linux_amd64.zip";
+
 /// Files of the air-gap bundle the air-gap example needs (placeholder bytes).
 fn bundle_files() -> Vec<String> {
     vec![
@@ -50,6 +55,20 @@ fn bundle_files() -> Vec<String> {
         format!("k3s/{K3S}/k3s-airgap-images-amd64.tar.zst"),
         "vcluster/0.10.1/vcluster-0.10.1.tgz".into(),
         "hnc/v1.0.0/default.yaml".into(),
+        // GitLab and Vault on hosts of their own.
+        GITLAB_DEB.into(),
+        VAULT_ZIP.into(),
+        // The platform stack: `<slug>/<version>/<file>`.
+        "traefik/10.24.0/traefik-10.24.0.tgz".into(),
+        "cert-manager/v1.8.0/cert-manager.yaml".into(),
+        "argocd/v2.4.0/install.yaml".into(),
+        "nautes/v0.3.8/nautes.yaml".into(),
+        "argo-rollouts/v1.2.1/install.yaml".into(),
+        "argo-events/v1.7.1/install.yaml".into(),
+        "tekton/v0.37.5/release.yaml".into(),
+        "tekton-dashboard/v0.28.0/tekton-dashboard-release.yaml".into(),
+        "external-secrets/0.5.7/external-secrets-0.5.7.tgz".into(),
+        "vault-injector/0.22.0/vault-0.22.0.tgz".into(),
     ]
 }
 
@@ -243,6 +262,66 @@ fn k3s_nodes<'a>(ids: &[&'a str], cluster: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Where an example puts the platform stack.
+struct Platform<'a> {
+    /// The management (virtual) cluster: cert-manager, Dex, Argo CD, Nautes.
+    mgmt: &'a str,
+    /// The cluster under it, where Traefik goes.
+    ingress: &'a str,
+    /// The runtime cluster (usage deployment and pipeline).
+    runtime: &'a str,
+    /// The tenant Vault's Kubernetes auth is made for.
+    tenant: &'a str,
+}
+
+/// The whole platform is planned, each part on its cluster, Nautes only once
+/// Vault's auth for the tenant and Argo CD exist, and the health check after
+/// every stack step.
+fn assert_platform(file: &str, ids: &[&str], p: &Platform) {
+    let mut wanted = vec![
+        "pki".to_string(),
+        "vault/configure".into(),
+        "gitlab/configure".into(),
+        format!("vault/kubernetes-auth/{}", p.tenant),
+        format!("stack/traefik/{}", p.ingress),
+        "health".into(),
+    ];
+    for c in ["cert-manager", "ca-issuer", "dex", "vault-proxy", "argocd", "nautes"] {
+        wanted.push(format!("stack/{c}/{}", p.mgmt));
+    }
+    for c in [
+        "argocd",
+        "argo-rollouts",
+        "argo-events",
+        "tekton",
+        "tekton-dashboard",
+        "external-secrets",
+        "vault-injector",
+    ] {
+        wanted.push(format!("stack/{c}/{}", p.runtime));
+    }
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    assert_has(file, ids, &wanted);
+    let nautes = position(ids, &format!("stack/nautes/{}", p.mgmt));
+    for before in [
+        format!("vault/kubernetes-auth/{}", p.tenant),
+        format!("stack/argocd/{}", p.mgmt),
+        "gitlab/configure".into(),
+    ] {
+        assert!(
+            position(ids, &before) < nautes,
+            "{file}: Nautes is delivered before `{before}`: {ids:?}"
+        );
+    }
+    let health = position(ids, "health");
+    for (i, id) in ids.iter().enumerate() {
+        assert!(
+            !id.starts_with("stack/") || i < health,
+            "{file}: `{id}` comes after the health check: {ids:?}"
+        );
+    }
+}
+
 /// Validate and plan one example with no state; checks that hold for every
 /// example; returns the planned step ids in plan order.
 fn validate_and_plan(ws: &Workspace, file: &str) -> Vec<String> {
@@ -339,6 +418,41 @@ fn check_scenario(ws: &Workspace, file: &str, ids: &[&str]) {
                 ["k3s/host/server/nautes-1"],
                 "{file}: one node, a server"
             );
+            // The whole platform: the vcluster manages, the K3s cluster runs.
+            assert_platform(
+                file,
+                ids,
+                &Platform {
+                    mgmt: "tenant-mgmt",
+                    ingress: "host",
+                    runtime: "host",
+                    tenant: "team-a",
+                },
+            );
+            assert_has(file, ids, &["vault/host", "gitlab/host"]);
+            let plan = ws.rendered_plan(file);
+            // Vault and GitLab go onto the K3s node itself.
+            for step in ["vault/host", "gitlab/host"] {
+                let host = &plan[step]["spec"]["host"];
+                assert_eq!(
+                    (&host["name"], &host["address"]),
+                    (&json!("nautes-1"), &json!("192.0.2.10")),
+                    "{file}: {step}"
+                );
+            }
+            // K3s' own Traefik would take :443 from GitLab's nginx; ours listens on NodePorts.
+            let config = plan["k3s/host/server/nautes-1"]["spec"]["config"].as_str().unwrap();
+            assert!(config.contains("disable:\n  - traefik\n"), "{file}: {config}");
+            let traefik = &plan["stack/traefik/host"]["spec"]["sources"][0]["values"];
+            assert_eq!(traefik["ports"]["websecure"]["nodePort"], 30443, "{file}: {traefik}");
+            assert_eq!(traefik["ports"]["web"]["nodePort"], 30080, "{file}: {traefik}");
+            // The health check reaches the ingress at the node, before DNS exists.
+            let endpoints = plan["health"]["spec"]["endpoints"].as_array().unwrap();
+            let argocd = endpoints
+                .iter()
+                .find(|e| e["name"] == "Argo CD")
+                .expect("Argo CD checked");
+            assert_eq!(argocd["resolve"], "192.0.2.10:30443", "{file}: {argocd}");
         }
         "ha-k3s.yaml" => {
             // Servers first, one at a time from the one that initialises etcd, then agents.
@@ -388,6 +502,24 @@ fn check_scenario(ws: &Workspace, file: &str, ids: &[&str]) {
             for cert in ["gitlab-server", "vault-server", "ingress"] {
                 assert!(what.contains(cert), "{file}: pki issues no {cert}: {what}");
             }
+            assert_platform(
+                file,
+                ids,
+                &Platform {
+                    mgmt: "tenant-mgmt",
+                    ingress: "host",
+                    runtime: "host",
+                    tenant: "team-a",
+                },
+            );
+            assert!(
+                position(ids, "gitlab/configure") < position(ids, "stack/dex/tenant-mgmt"),
+                "{file}: Dex needs GitLab's OAuth application: {ids:?}"
+            );
+            // Neither service shares a host with K3s.
+            let plan = ws.rendered_plan(file);
+            assert_eq!(plan["vault/host"]["spec"]["host"]["name"], "vault-1", "{file}");
+            assert_eq!(plan["gitlab/host"]["spec"]["host"]["name"], "gitlab-1", "{file}");
         }
         "kubespray.yaml" => {
             assert_has(
@@ -401,7 +533,22 @@ fn check_scenario(ws: &Workspace, file: &str, ids: &[&str]) {
                     "tenant/team-a/namespaces",
                 ],
             );
-            assert_none_starts_with(file, ids, &["k3s/", "artifacts/k3s/"]);
+            assert_none_starts_with(file, ids, &["k3s/", "artifacts/k3s/", "gitlab/host"]);
+            assert_platform(
+                file,
+                ids,
+                &Platform {
+                    mgmt: "tenant-mgmt",
+                    ingress: "main",
+                    runtime: "main",
+                    tenant: "team-a",
+                },
+            );
+            assert_has(file, ids, &["vault/host"]);
+            assert!(
+                position(ids, "kubespray/main/kubeconfig") < position(ids, "stack/traefik/main"),
+                "{file}: {ids:?}"
+            );
             assert!(
                 position(ids, "kubespray/main/kubeconfig") < position(ids, "vcluster/tenant-mgmt"),
                 "{file}: the vcluster goes onto the Kubespray cluster, after its kubeconfig: {ids:?}"
@@ -414,6 +561,13 @@ fn check_scenario(ws: &Workspace, file: &str, ids: &[&str]) {
                 std::path::absolute(ws.path().join("inventories/kubespray")).unwrap(),
                 "{file}"
             );
+            // Not a K3s cluster: the health check reaches the ingress at `ingressAddress`,
+            // which is ours, not a chart value.
+            let endpoints = plan["health"]["spec"]["endpoints"].as_array().unwrap();
+            let dex = endpoints.iter().find(|e| e["name"] == "Dex").expect("Dex checked");
+            assert_eq!(dex["resolve"], "192.0.2.61:30443", "{file}: {dex}");
+            let traefik = &plan["stack/traefik/main"]["spec"]["sources"][0]["values"];
+            assert_eq!(traefik["ingressAddress"], Value::Null, "{file}: {traefik}");
         }
         "hybrid.yaml" => {
             // Nothing can be planned on a host before Terraform made it.
@@ -438,7 +592,19 @@ fn check_scenario(ws: &Workspace, file: &str, ids: &[&str]) {
                     "artifacts/hnc/v1.0.0",
                     "hnc/tenant-mgmt",
                     "tenant/team-a/namespaces",
+                    "vault/host",
+                    "gitlab/host",
                 ],
+            );
+            assert_platform(
+                file,
+                ids,
+                &Platform {
+                    mgmt: "tenant-mgmt",
+                    ingress: "host",
+                    runtime: "host",
+                    tenant: "team-a",
+                },
             );
             check_airgap_render(ws, file);
         }
@@ -468,10 +634,35 @@ fn check_scenario(ws: &Workspace, file: &str, ids: &[&str]) {
                     "gitlab/host",
                 ],
             );
+            assert_platform(
+                file,
+                ids,
+                &Platform {
+                    mgmt: "tenant-mgmt",
+                    ingress: "host",
+                    runtime: "host",
+                    tenant: "team-a",
+                },
+            );
             let plan = ws.rendered_plan(file);
             let vault = &plan["vault/configure"]["spec"];
             assert_eq!(vault["url"], "https://vault.example.com:8200", "{file}");
             assert_eq!(vault["token"]["env"], "NAUTES_VAULT_TOKEN", "{file}");
+            assert_eq!(
+                plan["gitlab/configure"]["spec"]["url"], "https://gitlab.example.com",
+                "{file}"
+            );
+            // Steps in your cluster go through your kubeconfig.
+            for step in ["stack/traefik/host", "stack/tekton/host"] {
+                let target = &plan[step]["spec"]["target"];
+                assert_eq!(target["from"], "file", "{file}: {step}: {target}");
+            }
+            let endpoints = plan["health"]["spec"]["endpoints"].as_array().unwrap();
+            let argocd = endpoints
+                .iter()
+                .find(|e| e["name"] == "Argo CD")
+                .expect("Argo CD checked");
+            assert_eq!(argocd["resolve"], "192.0.2.100:30443", "{file}: {argocd}");
             let host = &plan["vcluster/tenant-mgmt"]["spec"]["host"];
             assert_eq!(
                 host["from"], "file",
@@ -498,12 +689,37 @@ fn check_airgap_render(ws: &Workspace, file: &str) {
     let plan = ws.rendered_plan(file);
     let bundle = std::path::absolute(ws.bundle()).unwrap();
     let artifacts: Vec<&Value> = plan.values().filter(|s| s["kind"] == "artifacts").collect();
+    let ids: Vec<&str> = artifacts.iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(
-        artifacts.len(),
-        3,
-        "{file}: K3s, vcluster and HNC files: {:?}",
-        plan.keys()
+        ids,
+        [
+            "artifacts/argo-events/v1.7.1",
+            "artifacts/argo-rollouts/v1.2.1",
+            "artifacts/argocd/v2.4.0",
+            "artifacts/cert-manager/v1.8.0",
+            "artifacts/external-secrets/0.5.7",
+            "artifacts/gitlab/15.10.8-ce.0",
+            "artifacts/hnc/v1.0.0",
+            &format!("artifacts/k3s/{K3S}"),
+            "artifacts/nautes/v0.3.8",
+            "artifacts/tekton-dashboard/v0.28.0",
+            "artifacts/tekton/v0.37.5",
+            "artifacts/traefik/10.24.0",
+            "artifacts/vault-injector/0.22.0",
+            "artifacts/vault/1.10.4",
+            "artifacts/vcluster/0.10.1",
+        ],
+        "{file}: the files K3s, vcluster, HNC, GitLab, Vault and the stack are made from"
     );
+    // GitLab and Vault are installed from the bundle's package, pinned so a
+    // rebuilt bundle re-runs the install.
+    for (step, at) in [("gitlab/host", GITLAB_DEB), ("vault/host", VAULT_ZIP)] {
+        assert_eq!(
+            plan[step]["spec"]["packageSha256"].as_str(),
+            sums.get(at).map(String::as_str),
+            "{file}: {step} is not pinned to `{at}`"
+        );
+    }
     for step in artifacts {
         let spec = &step["spec"];
         assert_eq!(spec["mode"], "airgap", "{file}: {} would download", step["id"]);
@@ -589,6 +805,21 @@ fn the_airgap_example_takes_k3s_from_its_bundle_and_refuses_an_incomplete_one() 
 }
 
 #[test]
+fn the_airgap_example_installs_gitlab_and_vault_only_from_packages_in_its_bundle() {
+    let ws = Workspace::new();
+    for f in [GITLAB_DEB, VAULT_ZIP] {
+        std::fs::remove_file(ws.bundle().join(f)).unwrap();
+    }
+    ws.seal();
+    let out = ws.run(&["validate", "-i", &inv_path("airgap.yaml")]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    for f in [GITLAB_DEB, VAULT_ZIP] {
+        assert!(err.contains(&format!("missing {f}")), "{err}");
+    }
+}
+
+#[test]
 fn the_hybrid_example_plans_cloud_and_bare_metal_nodes_once_terraform_made_the_cloud_hosts() {
     let ws = Workspace::new();
     let file = "hybrid.yaml";
@@ -644,4 +875,49 @@ fn the_hybrid_example_plans_cloud_and_bare_metal_nodes_once_terraform_made_the_c
     assert_eq!(conn("metal-1")["bastion"]["address"], "198.51.100.7", "{conns:?}");
     assert_eq!(conn("nautes-server-1")["bastion"], Value::Null, "{conns:?}");
     assert_eq!(conn("nautes-server-1")["user"], "root", "{conns:?}");
+
+    // Once Terraform has made the server, the platform block at the end of
+    // the example, uncommented, plans the platform on the cluster.
+    let platform = "hybrid-platform.yaml";
+    let example = std::fs::read_to_string(ws.path().join(inv_path(file))).unwrap();
+    let (head, block) = example
+        .split_once("\n#settings:\n")
+        .expect("the hybrid example ends with its platform block, from `#settings:`");
+    let uncommented: Vec<&str> = block
+        .lines()
+        .map(|l| {
+            l.strip_prefix('#')
+                .unwrap_or_else(|| panic!("not commented out: {l:?}"))
+        })
+        .collect();
+    std::fs::write(
+        ws.path().join(inv_path(platform)),
+        format!("{head}\nsettings:\n{}\n", uncommented.join("\n")),
+    )
+    .unwrap();
+    let v = ws.run(&["validate", "-i", &inv_path(platform)]);
+    assert_eq!(code(&v), 0, "{platform}: {}", stderr(&v));
+    assert!(!stderr(&v).contains("warning"), "{platform}: {}", stderr(&v));
+    let out = ws.run(&["plan", "-i", &inv_path(platform)]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 0, "{}\n{text}", stderr(&out));
+    let lines = plan_lines(&text);
+    let ids = ids_of(&lines);
+    assert_platform(
+        platform,
+        &ids,
+        &Platform {
+            mgmt: "tenant-mgmt",
+            ingress: "host",
+            runtime: "host",
+            tenant: "team-a",
+        },
+    );
+    assert_has(platform, &ids, &["vault/host", "k3s/host/server/nautes-server-1"]);
+    assert_none_starts_with(platform, &ids, &["gitlab/host"]);
+    // Vault's bare-metal host is reached through the bastion.
+    let plan = ws.rendered_plan(platform);
+    let vault_host = &plan["vault/host"]["spec"]["host"];
+    assert_eq!(vault_host["name"], "metal-vault", "{vault_host}");
+    assert_eq!(vault_host["bastion"]["address"], "198.51.100.7", "{vault_host}");
 }

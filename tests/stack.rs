@@ -71,6 +71,13 @@ fn known_secrets(p: &Platform) -> Vec<(String, String)> {
             v.trim().to_string(),
         ));
     }
+    for entry in std::fs::read_dir(outputs.join("oauth2-proxy")).unwrap().flatten() {
+        let v = std::fs::read_to_string(entry.path()).unwrap();
+        out.push((
+            format!("oauth2-proxy {}", entry.file_name().to_string_lossy()),
+            v.trim().to_string(),
+        ));
+    }
     out.push((
         "Argo CD's Dex client secret".into(),
         std::fs::read_to_string(outputs.join("argocd/dex-client-secret"))
@@ -122,6 +129,11 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
     assert!(
         oauth_app < dex_config,
         "Dex was configured before its OAuth application existed"
+    );
+    let oauth2_proxy = kube_write_to(&kube, "/namespaces/oauth2-proxy/deployments/oauth2-proxy");
+    assert!(
+        dex_config < oauth2_proxy,
+        "oauth2-proxy came before its Dex client existed"
     );
     let argocd_cm = kube_write_to(&kube, "/namespaces/argocd/configmaps/argocd-cm");
     assert!(dex_config < argocd_cm, "Argo CD's OIDC came before Dex");
@@ -183,6 +195,15 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
         p.gitlab.writes().is_empty(),
         "GitLab writes on a re-run: {:?}",
         p.gitlab.writes()
+    );
+    let ingress_writes: Vec<Value> = p.ingress.log()[ingress_requests..]
+        .iter()
+        .filter(|r| r["method"] != "GET" && r["method"] != "HEAD")
+        .cloned()
+        .collect();
+    assert!(
+        ingress_writes.is_empty(),
+        "Nautes API writes on a re-run: {ingress_writes:?}"
     );
 
     // No secret in anything we printed, logged or recorded.

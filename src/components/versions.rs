@@ -27,5 +27,7 @@ pub const EXTERNAL_SECRETS_CHART: &str = "0.5.7";
 pub const TEKTON_DASHBOARD: &str = "v0.28.0";
 /// HashiCorp's Vault chart, for the agent injector on runtime clusters (Vault 1.11).
 pub const VAULT_CHART: &str = "0.22.0";
+/// oauth2-proxy (where the inventory asks for it).
+pub const OAUTH2_PROXY: &str = "v7.3.0";
 /// The Nautes release (CRDs, API server, operators).
 pub const NAUTES: &str = "v0.3.8";

@@ -14,6 +14,7 @@ Kubernetes, Traefik, Dex or Argo CD can run here. It models:
     issuer https://dex.<domain>, no port), or --issuer when given, so a
     test can make the issuer differ from what the client expects;
   - GET /healthz: 200 `ok` (Argo CD's server, the Nautes API server);
+  - GET /ping: 200 `ok` (oauth2-proxy);
   - GET /-/readiness: 200 {"status": "ok"} (GitLab);
   - GET /v1/sys/health: 200 {"initialized": true, "sealed": false, ...}
     (an active, unsealed Vault);
@@ -149,7 +150,7 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/.well-known/openid-configuration":
                 issuer = ARGS.issuer or f"https://{host}"
                 return self.answer(host, path, 200, json.dumps(discovery(issuer), indent=2), "application/json")
-            if path == "/healthz":
+            if path in ("/healthz", "/ping"):
                 return self.answer(host, path, 200, "ok", "text/plain; charset=utf-8")
             if path == "/-/readiness":
                 return self.answer(host, path, 200, json.dumps({"status": "ok"}), "application/json")

@@ -273,6 +273,7 @@ components:
   certManager:
     version: {cert_manager}
   dex: {{}}
+  oauth2Proxy: {{}}
   argocd: {{}}
   nautes: {{}}
   argoRollouts: {{}}

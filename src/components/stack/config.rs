@@ -21,6 +21,10 @@ pub const INGRESS_TLS_SECRET: &str = "nautes-ingress-tls";
 pub const CA_SECRET: &str = "nautes-ca";
 pub const CLUSTER_ISSUER: &str = "nautes-ca";
 const ARGOCD_CLIENT: &str = "argocd";
+const OAUTH2_PROXY_CLIENT: &str = "oauth2-proxy";
+const OAUTH2_PROXY_SECRET: &str = "oauth2-proxy/dex-client-secret";
+/// The Traefik middleware an IngressRoute names to require a sign-in.
+pub const OAUTH2_PROXY_MIDDLEWARE: &str = "oauth2-proxy";
 
 /// What a step builds at run time, besides its upstream manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +42,8 @@ pub enum Runtime {
     Nautes(NautesSpec),
     /// vault-proxy: Nautes' way into Vault, mTLS against our CA, AppRole to Vault.
     VaultProxy(VaultProxySpec),
+    /// oauth2-proxy behind Traefik: sign-in through Dex for what has no login.
+    Oauth2Proxy(Oauth2ProxySpec),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +59,16 @@ pub struct DexSpec {
     pub domain: String,
     pub version: String,
     pub vault: Option<VaultTarget>,
+    /// oauth2-proxy is installed and signs in through Dex.
+    #[serde(default)]
+    pub oauth2_proxy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Oauth2ProxySpec {
+    pub domain: String,
+    pub version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +125,7 @@ pub async fn objects(
         Runtime::Argocd(spec) => argocd(ctx, spec).await,
         Runtime::Nautes(spec) => nautes(ctx, spec),
         Runtime::VaultProxy(spec) => vault_proxy(ctx, spec, client).await,
+        Runtime::Oauth2Proxy(spec) => oauth2_proxy(ctx, spec),
     }
 }
 
@@ -149,7 +166,12 @@ fn ca_issuer(ctx: &StepContext, user_ca_key: Option<&SecretRef>) -> Result<Vec<V
 
 /// The secret Argo CD and Dex share for Argo CD's login: made once, kept 0600.
 fn argocd_client_secret(ctx: &StepContext) -> Result<Secret, StepError> {
-    let path = ctx.outputs_dir.join("argocd/dex-client-secret");
+    kept_secret(ctx, "argocd/dex-client-secret")
+}
+
+/// A random secret made on first use and kept 0600 under the outputs.
+fn kept_secret(ctx: &StepContext, name: &str) -> Result<Secret, StepError> {
+    let path = ctx.outputs_dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(s) => Ok(Secret::new(s.trim())),
         Err(_) => {
@@ -158,6 +180,21 @@ fn argocd_client_secret(ctx: &StepContext) -> Result<Secret, StepError> {
             Ok(s)
         }
     }
+}
+
+/// Dex's clients: Argo CD, and oauth2-proxy when it is installed.
+fn static_clients(ctx: &StepContext, spec: &DexSpec) -> Result<Value, StepError> {
+    let domain = &spec.domain;
+    let mut clients = vec![
+        json!({"id": ARGOCD_CLIENT, "name": "Argo CD", "secret": argocd_client_secret(ctx)?.expose(),
+        "redirectURIs": [format!("https://argocd.{domain}/auth/callback")]}),
+    ];
+    if spec.oauth2_proxy {
+        clients.push(json!({"id": OAUTH2_PROXY_CLIENT, "name": "oauth2-proxy",
+            "secret": kept_secret(ctx, OAUTH2_PROXY_SECRET)?.expose(),
+            "redirectURIs": [format!("https://auth.{domain}/oauth2/callback")]}));
+    }
+    Ok(Value::Array(clients))
 }
 
 async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>, StepError> {
@@ -178,8 +215,7 @@ async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>, StepError>
         "connectors": [{"type": "gitlab", "id": "gitlab", "name": "GitLab", "config": {
             "baseURL": gitlab_url, "clientID": client_id.expose(), "clientSecret": client_secret.expose(),
             "redirectURI": format!("https://dex.{domain}/callback")}}],
-        "staticClients": [{"id": ARGOCD_CLIENT, "name": "Argo CD", "secret": argocd_client_secret(ctx)?.expose(),
-            "redirectURIs": [format!("https://argocd.{domain}/auth/callback")]}],
+        "staticClients": static_clients(ctx, spec)?,
     });
     let config_yaml = Secret::new(serde_yaml::to_string(&config).map_err(|e| StepError::new(e.to_string()))?);
     let ns = "dex";
@@ -298,6 +334,48 @@ fn nautes(ctx: &StepContext, spec: &NautesSpec) -> Result<Vec<Value>, StepError>
                         "source": {"repoURL": repo, "targetRevision": branch, "path": spec.path},
                         "destination": {"server": "https://kubernetes.default.svc", "namespace": "nautes"},
                         "syncPolicy": {"automated": {"prune": true, "selfHeal": true}, "syncOptions": ["CreateNamespace=true"]}}}),
+    ])
+}
+
+fn oauth2_proxy(ctx: &StepContext, spec: &Oauth2ProxySpec) -> Result<Vec<Value>, StepError> {
+    let ns = "oauth2-proxy";
+    let domain = &spec.domain;
+    let cookie = kept_secret(ctx, "oauth2-proxy/cookie-secret")?;
+    // oauth2-proxy wants a 16, 24 or 32 byte cookie secret: the first 32 hex characters.
+    let cookie: String = cookie.expose().chars().take(32).collect();
+    let client_secret = kept_secret(ctx, OAUTH2_PROXY_SECRET)?;
+    let labels = json!({"app.kubernetes.io/name": "oauth2-proxy"});
+    Ok(vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "oauth2-proxy", "namespace": ns},
+               "data": {"client-secret": b64(client_secret.expose()), "cookie-secret": b64(&cookie)}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "nautes-ca", "namespace": ns},
+               "data": {"ca.crt": ca_pem(ctx)?}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "oauth2-proxy", "namespace": ns, "labels": labels},
+               "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+                   "metadata": {"labels": labels},
+                   "spec": {"containers": [{
+                       "name": "oauth2-proxy", "image": format!("quay.io/oauth2-proxy/oauth2-proxy:{}", spec.version),
+                       "args": ["--provider=oidc", format!("--oidc-issuer-url=https://dex.{domain}"),
+                                format!("--client-id={OAUTH2_PROXY_CLIENT}"), "--email-domain=*",
+                                "--upstream=static://202", "--http-address=0.0.0.0:4180", "--reverse-proxy=true",
+                                format!("--cookie-domain=.{domain}"), format!("--whitelist-domain=.{domain}"),
+                                "--provider-ca-file=/etc/nautes-ca/ca.crt", "--set-xauthrequest=true"],
+                       "env": [{"name": "OAUTH2_PROXY_CLIENT_SECRET", "valueFrom": {"secretKeyRef": {"name": "oauth2-proxy", "key": "client-secret"}}},
+                               {"name": "OAUTH2_PROXY_COOKIE_SECRET", "valueFrom": {"secretKeyRef": {"name": "oauth2-proxy", "key": "cookie-secret"}}}],
+                       "ports": [{"name": "http", "containerPort": 4180}],
+                       "readinessProbe": {"httpGet": {"path": "/ping", "port": 4180}},
+                       "volumeMounts": [{"name": "ca", "mountPath": "/etc/nautes-ca", "readOnly": true}]}],
+                       "volumes": [{"name": "ca", "configMap": {"name": "nautes-ca"}}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "oauth2-proxy", "namespace": ns},
+               "spec": {"selector": labels, "ports": [{"name": "http", "port": 4180, "targetPort": 4180}]}}),
+        ingress("oauth2-proxy", ns, &format!("auth.{domain}"), "oauth2-proxy", 4180),
+        // What a route adds to require a sign-in (Traefik's forwardAuth).
+        json!({"apiVersion": "traefik.containo.us/v1alpha1", "kind": "Middleware",
+               "metadata": {"name": OAUTH2_PROXY_MIDDLEWARE, "namespace": ns},
+               "spec": {"forwardAuth": {"address": "http://oauth2-proxy.oauth2-proxy.svc:4180/oauth2/auth",
+                                         "trustForwardHeader": true,
+                                         "authResponseHeaders": ["X-Auth-Request-User", "X-Auth-Request-Email"]}}}),
     ])
 }
 

@@ -164,6 +164,9 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
     if has("argocd") {
         endpoints.push(ingress("Argo CD", "argocd", "/healthz", Expect::Ok));
     }
+    if has("oauth2-proxy") {
+        endpoints.push(ingress("oauth2-proxy", "auth", "/ping", Expect::Ok));
+    }
     if has("nautes") {
         let host = nautes_api_host(loaded);
         endpoints.push(ingress("Nautes API server", &host, "/healthz", Expect::Answers));

@@ -317,6 +317,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     domain: domain.clone(),
                     version: c.version.clone().unwrap_or(versions::DEX.into()),
                     vault: vault_target.clone(),
+                    oauth2_proxy: component(loaded, "oauth2Proxy").is_some(),
                 })),
                 vec![gitlab::STEP_ID.into(), pki::STEP_ID.into()],
                 "dex",
@@ -336,6 +337,38 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             _ => None,
         };
         stack_steps.extend(dex.clone());
+        if let (Some(c), Some(cluster)) = (component(loaded, "oauth2Proxy"), ingress_cluster(loaded)) {
+            if dex.is_none() {
+                p.problems.push(
+                    Diagnostic::error(
+                        "components.oauth2Proxy",
+                        "oauth2-proxy signs users in through Dex, which is not installed",
+                    )
+                    .with_hint("add `components.dex` (and GitLab, which Dex signs in with)")
+                    .at(loaded.spans.value("components.oauth2Proxy")),
+                );
+            }
+            let target = c.cluster.clone().unwrap_or(cluster);
+            let mut needs: Vec<String> = dex.iter().cloned().collect();
+            needs.push(pki::STEP_ID.into());
+            // Its Middleware is a Traefik kind.
+            if component(loaded, "traefik").is_some() && ingress_cluster(loaded).as_ref() == Some(&target) {
+                needs.push(step_id("traefik", &target));
+            }
+            stack_steps.extend(p.apply(
+                "oauth2-proxy",
+                &target,
+                None,
+                Value::Null,
+                Some(Runtime::Oauth2Proxy(config::Oauth2ProxySpec {
+                    domain: domain.clone(),
+                    version: c.version.clone().unwrap_or(versions::OAUTH2_PROXY.into()),
+                })),
+                needs,
+                "oauth2-proxy",
+                &[],
+            ));
+        }
         let proxy = match (&vault_target, component(loaded, "nautes")) {
             (Some(v), Some(n)) => p.apply(
                 "vault-proxy",
