@@ -65,7 +65,34 @@ pub fn plan_steps(loaded: &Loaded) -> Result<Vec<Step>, Vec<Diagnostic>> {
     if !problems.is_empty() {
         return Err(problems);
     }
+    defer_until_infrastructure(loaded, &mut steps);
     Ok(steps)
+}
+
+/// While Terraform has not yet made some hosts, the clusters on them are
+/// not planned (their nodes are unknown), and neither can anything inside
+/// them be: such steps are dropped now and planned by the run after
+/// Terraform's, as `plan` notes. With no host pending, a missing need stays
+/// an error, since then it is a bug.
+fn defer_until_infrastructure(loaded: &Loaded, steps: &mut Vec<Step>) {
+    let inv = &loaded.inventory;
+    let pending = inv
+        .infrastructure
+        .modules
+        .iter()
+        .flat_map(|m| &m.provides)
+        .any(|h| !inv.hosts.iter().any(|x| &x.name == h));
+    if !pending {
+        return;
+    }
+    loop {
+        let planned: std::collections::BTreeSet<String> = steps.iter().map(|s| s.id.clone()).collect();
+        let before = steps.len();
+        steps.retain(|s| s.needs.iter().all(|n| planned.contains(n)));
+        if steps.len() == before {
+            return;
+        }
+    }
 }
 
 /// Handlers for every step kind this binary knows.

@@ -323,7 +323,8 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 "dex",
                 &[],
             ),
-            (Some(_), false) => {
+            // A GitLab that is configured but failed to plan has its own error.
+            (Some(_), false) if component(loaded, "gitlab").is_none() => {
                 p.problems.push(
                     Diagnostic::error(
                         "components.dex",
