@@ -350,3 +350,35 @@ fn an_endpoint_that_never_answers_fails_the_health_step_naming_it() {
     // Everything before the health step is done and stays done.
     assert_eq!(p.s.step_status("stack/nautes/host").as_deref(), Some("done"));
 }
+
+#[test]
+fn an_application_that_never_becomes_healthy_fails_the_health_step_with_its_state() {
+    let p = platform(None);
+    assert_eq!(code(&apply(&p.s)), 0);
+    // `outputs` lists the endpoints the health step checked, and where credentials are.
+    let shown = p.s.command(&["outputs"]).output().unwrap();
+    let text = stdout(&shown);
+    assert!(
+        text.contains(&format!("https://dex.{DOMAIN}")) && text.contains("GitLab: ") && text.contains("Vault: "),
+        "{text}"
+    );
+
+    // Argo CD reports the Nautes application Degraded from now on.
+    let (st, body) = p.kube.request(
+        "PATCH",
+        "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/nautes",
+        "application/merge-patch+json",
+        &serde_json::json!({"metadata": {"annotations": {"standin.nautes.io/health": "Degraded"}}}),
+    );
+    assert_eq!(st, 200, "{body}");
+    p.s.write_inventory(&inventory(&p, "v1.8.0", "3s"));
+    let out = apply(&p.s);
+    assert_ne!(code(&out), 0, "a degraded application must fail the health step");
+    let err = stderr(&out);
+    assert!(err.contains("Application nautes: Synced/Degraded"), "{err}");
+    assert!(
+        err.contains("stand-in: forced Degraded"),
+        "the last state is shown: {err}"
+    );
+    assert_ne!(p.s.step_status("health").as_deref(), Some("done"));
+}

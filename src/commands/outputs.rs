@@ -91,8 +91,16 @@ fn summary(state: &State, show_secrets: bool) -> Value {
                 (name.clone(), json!({"at": at, "value": value}))
             })
             .collect();
+        // A GitLab we installed has a root password, in a 0600 file.
+        let root_password = state
+            .steps
+            .get(crate::components::gitlab::HOST_STEP_ID)
+            .filter(|r| r.status == StepStatus::Done)
+            .and_then(|r| r.outputs["rootPasswordFile"].as_str())
+            .map(|f| json!({"file": f, "value": secret_file(std::path::Path::new(f), show_secrets)}));
         json!({
             "url": o["url"],
+            "rootPassword": root_password,
             "repository": o["repository"],
             "oauthClientId": o["oauthApp"]["clientId"],
             "adminTokenExpires": o["adminToken"]["expiresAt"],
@@ -100,7 +108,11 @@ fn summary(state: &State, show_secrets: bool) -> Value {
             "credentials": credentials,
         })
     });
+    let endpoints: Vec<Value> = finished(state, crate::components::stack::health::KIND)
+        .flat_map(|(_, o)| o["endpoints"].as_array().cloned().unwrap_or_default())
+        .collect();
     json!({
+        "endpoints": endpoints,
         "clusters": clusters,
         "virtualClusters": virtual_clusters,
         "tenants": tenants,
@@ -113,6 +125,13 @@ fn summary(state: &State, show_secrets: bool) -> Value {
 fn print_text(s: &Value) {
     let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
     let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    let endpoints = list(&s["endpoints"]);
+    if !endpoints.is_empty() {
+        println!("Endpoints (checked healthy by the last run):");
+        for e in endpoints {
+            println!("  {:<18} {}", text(&e["name"]), text(&e["url"]));
+        }
+    }
     for (title, key) in [("Clusters", "clusters"), ("Virtual clusters", "virtualClusters")] {
         for c in list(&s[key]) {
             println!("{title}: {}", text(&c["step"]));
@@ -142,6 +161,9 @@ fn print_text(s: &Value) {
     if !s["gitlab"].is_null() {
         let g = &s["gitlab"];
         println!("GitLab: {}", text(&g["url"]));
+        if let Some(root) = g["rootPassword"].as_object() {
+            println!("  root password ({}): {}", text(&root["file"]), text(&root["value"]));
+        }
         println!("  tenant repository: {}", text(&g["repository"]));
         println!("  Dex OAuth client id: {}", text(&g["oauthClientId"]));
         println!(
