@@ -164,6 +164,10 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
     let proxy = kube_write_to(&kube, "/namespaces/nautes/deployments/vault-proxy");
     assert!(proxy < nautes_app, "Nautes was delivered before vault-proxy");
     let secrets = known_secrets(&p);
+    assert!(
+        p.vault.dump()["auth"].get("kubernetes-acme/").is_some(),
+        "the tenant's Kubernetes auth is mounted"
+    );
     let registered = p
         .ingress
         .log()
@@ -315,6 +319,25 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
             .iter()
             .any(|r| r["method"] == "DELETE" && r["path"] == "/api/v1/clusters/host"),
         "the runtime cluster is unregistered"
+    );
+    let vault = p.vault.dump();
+    assert!(
+        vault["auth"].get("kubernetes-acme/").is_none(),
+        "the tenant's auth mount is gone: {}",
+        vault["auth"]
+    );
+    let gitlab = p.gitlab.dump();
+    assert!(
+        gitlab["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["full_path"] != "acme"),
+        "the group we created is gone"
+    );
+    assert!(
+        gitlab["applications"].as_array().unwrap().is_empty(),
+        "Dex's OAuth application is gone"
     );
     let namespaces: Vec<String> = p.kube.get("/api/v1/namespaces")["items"]
         .as_array()
