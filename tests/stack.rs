@@ -354,10 +354,24 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
         "argo-rollouts",
         "nautes",
     ] {
-        assert!(
-            !namespaces.contains(&ns.to_string()),
-            "{ns} left behind: {namespaces:?}"
-        );
+        if namespaces.contains(&ns.to_string()) {
+            let live = p.kube.get(&format!("/api/v1/namespaces/{ns}"));
+            let touched: Vec<Value> = p
+                .kube
+                .requests()
+                .into_iter()
+                .filter(|r| {
+                    r["path"]
+                        .as_str()
+                        .is_some_and(|x| x.contains(&format!("/namespaces/{ns}")))
+                })
+                .collect();
+            panic!(
+                "{ns} left behind: {live}\nrequests: {touched:?}\n{}\n{}",
+                stdout(&down),
+                stderr(&down)
+            );
+        }
     }
 }
 

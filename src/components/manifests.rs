@@ -188,6 +188,18 @@ pub async fn delete_recorded(
         .map_err(|e| StepError::new(format!("{set} on {}: {e}", client.server)))
 }
 
+/// Deep-merge `over` into `base`: maps merge, anything else replaces.
+pub fn merge_values(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge_values(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
 /// Objects as one multi-document YAML stream, for `render`.
 pub fn yaml_stream<'a>(objects: impl IntoIterator<Item = &'a Value>) -> Result<String, StepError> {
     let mut text = String::new();

@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 use super::artifacts::{self, files_step, pinned_file};
 use super::k3s::kubeconfig::rewrite;
 use super::kube_target::{client, target, vcluster_step_id, KubeTarget};
-use super::manifests::{apply_objects, delete_recorded, previous_objects, render_objects, report_outputs, Source};
+use super::manifests::{
+    self, apply_objects, delete_recorded, previous_objects, render_objects, report_outputs, Source,
+};
 use super::versions;
 use crate::drivers::kube::{KubeClient, ObjectRef};
 use crate::engine::{StepContext, StepError, StepHandler};
@@ -108,18 +110,6 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         Ok(())
     } else {
         Err(problems)
-    }
-}
-
-/// Deep-merge `over` into `base`: maps merge, anything else replaces.
-pub fn merge_values(base: &mut Value, over: &Value) {
-    match (base, over) {
-        (Value::Object(b), Value::Object(o)) => {
-            for (k, v) in o {
-                merge_values(b.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-        (b, o) => *b = o.clone(),
     }
 }
 
@@ -306,7 +296,7 @@ impl StepHandler for VclusterHandler {
         let rendered = crate::templates::render("vcluster/values.yaml", &context).map_err(StepError::new)?;
         let mut values: Value =
             serde_yaml::from_str(&rendered).map_err(|e| StepError::new(format!("vcluster values: {e}")))?;
-        merge_values(&mut values, &Value::Object(spec.values.clone()));
+        manifests::merge_values(&mut values, &Value::Object(spec.values.clone()));
 
         let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}})];
         objects.extend(
@@ -389,7 +379,7 @@ mod tests {
     #[test]
     fn values_merge_maps_and_replace_the_rest() {
         let mut base = json!({"service": {"type": "NodePort", "nodePort": 30443}, "syncer": {"extraArgs": ["a"]}});
-        merge_values(
+        manifests::merge_values(
             &mut base,
             &json!({"service": {"nodePort": 31000}, "syncer": {"extraArgs": ["b"]}}),
         );

@@ -11,9 +11,14 @@
 //! a run that finds everything in place makes no write call. The step asks
 //! to be checked on every run: tokens age and people edit things in GitLab
 //! without any change to the inventory.
+//!
+//! The step is planned from the inventory in plan.rs; this module holds its
+//! spec, the handler that runs it and what the handler shares with the
+//! other files (the write log, the credential store, the API client).
 
 pub mod credentials;
 mod oauth;
+mod plan;
 mod project;
 mod repo;
 mod tokens;
@@ -28,16 +33,15 @@ use serde_json::{json, Value};
 
 use self::credentials::CredentialStore;
 use self::oauth::OauthSpec;
+pub use self::plan::plan;
 use self::project::Created;
 use self::tokens::{Bootstrap, Lifetime};
-use super::hosts::{self, HostConn};
+use super::hosts::HostConn;
 use super::vault::{self as vault_component, VaultTarget};
 use crate::drivers::gitlab::{Auth, Gitlab, GitlabError};
 use crate::engine::{StepContext, StepError, StepHandler};
-use crate::inventory::spans::push_key;
-use crate::inventory::{Diagnostic, Loaded, Placement, SecretRef};
+use crate::inventory::SecretRef;
 use crate::plan::diff::{unix_now, REFRESH_AFTER};
-use crate::plan::Step;
 use crate::secret::{resolve, Secret};
 
 pub const KIND: &str = "gitlab-configure";
@@ -81,250 +85,6 @@ pub struct GitlabSpec {
 pub struct ReleaseFile {
     pub artifacts: String,
     pub file: String,
-}
-
-fn value_error(loaded: &Loaded, key: &str, message: String) -> Diagnostic {
-    let path = push_key("components.gitlab.values", key);
-    Diagnostic::error(&path, message).at(loaded.spans.value(&path))
-}
-
-fn string_value(
-    loaded: &Loaded,
-    values: &serde_json::Map<String, Value>,
-    key: &str,
-) -> Result<Option<String>, Diagnostic> {
-    match values.get(key) {
-        None => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
-        Some(v) => Err(value_error(
-            loaded,
-            key,
-            format!("`{key}` must be a non-empty string, not {v}"),
-        )),
-    }
-}
-
-fn days_value(
-    loaded: &Loaded,
-    values: &serde_json::Map<String, Value>,
-    key: &str,
-    default: i64,
-) -> Result<i64, Diagnostic> {
-    match values.get(key) {
-        None => Ok(default),
-        Some(v) => v.as_i64().filter(|d| (1..=365).contains(d)).ok_or_else(|| {
-            value_error(
-                loaded,
-                key,
-                format!("`{key}` must be a number of days from 1 to 365, not {v}"),
-            )
-        }),
-    }
-}
-
-fn bool_value(loaded: &Loaded, values: &serde_json::Map<String, Value>, key: &str) -> Result<bool, Diagnostic> {
-    match values.get(key) {
-        None => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(v) => Err(value_error(
-            loaded,
-            key,
-            format!("`{key}` must be true or false, not {v}"),
-        )),
-    }
-}
-
-/// The value, or `None` with the problem kept, so every problem is reported at once.
-fn collect<T>(problems: &mut Vec<Diagnostic>, r: Result<T, Diagnostic>) -> Option<T> {
-    r.map_err(|d| problems.push(d)).ok()
-}
-
-/// The tenant repository's files, rendered from the inventory.
-fn repo_files(loaded: &Loaded, group: &str) -> Result<BTreeMap<String, String>, String> {
-    let inv = &loaded.inventory;
-    let context = json!({
-        "name": inv.metadata.name,
-        "group": group,
-        "domain": inv.settings.domain,
-        "tenants": inv.tenants,
-        "clusters": inv.clusters.iter().map(|c| json!({"name": c.name, "usage": c.usage})).collect::<Vec<_>>(),
-        "virtualClusters": inv.virtual_clusters.iter().map(|v| json!({"name": v.name, "hostCluster": v.host_cluster, "usage": v.usage})).collect::<Vec<_>>(),
-    });
-    let mut files = BTreeMap::new();
-    for (path, template) in [
-        ("README.md", "gitlab/tenant-repo/README.md"),
-        ("tenant/production/tenants.yaml", "gitlab/tenant-repo/tenants.yaml"),
-        ("tenant/production/clusters.yaml", "gitlab/tenant-repo/clusters.yaml"),
-    ] {
-        files.insert(path.to_string(), crate::templates::render(template, &context)?);
-    }
-    Ok(files)
-}
-
-pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
-    let Some(gitlab) = loaded.inventory.components.gitlab.as_ref().filter(|g| g.enabled) else {
-        return Ok(());
-    };
-    let domain = loaded.inventory.settings.domain.clone();
-    let (url, token, ca_file, host) = match (gitlab.placement, &gitlab.external, &gitlab.host) {
-        (Placement::External, Some(e), _) => (
-            e.url.trim_end_matches('/').to_string(),
-            e.token.clone(),
-            e.ca_file
-                .as_ref()
-                .map(|p| std::path::absolute(loaded.resolve(p)).unwrap_or_else(|_| loaded.resolve(p))),
-            None,
-        ),
-        (Placement::Host, _, Some(h)) => {
-            let Some(conn) = hosts::connection(loaded, h) else {
-                // Validation reports an unknown host with its position.
-                return Ok(());
-            };
-            let url = match &domain {
-                Some(d) => format!("https://gitlab.{d}"),
-                None => format!("https://{}", conn.address),
-            };
-            (url, None, None, Some(conn))
-        }
-        // Validation reports a placement without its details; in a cluster, #7's stack owns it.
-        _ => return Ok(()),
-    };
-    if gitlab.placement == Placement::External && token.is_none() {
-        return Err(vec![Diagnostic::error(
-            "components.gitlab.external.token",
-            "an existing GitLab needs an administrator's token to configure it",
-        )
-        .with_hint(
-            "add `token: { env: GITLAB_ADMIN_TOKEN }` (scope `api`); the installer then makes and rotates its own",
-        )
-        .at(loaded.spans.value("components.gitlab.external"))]);
-    }
-    let values = &gitlab.values;
-    let mut problems = Vec::new();
-    let group = collect(&mut problems, string_value(loaded, values, "group"))
-        .flatten()
-        .unwrap_or_else(|| "nautes".into());
-    let validity = collect(&mut problems, days_value(loaded, values, "tokenValidityDays", 90)).unwrap_or(90);
-    let renew = collect(&mut problems, days_value(loaded, values, "tokenRenewDays", 14)).unwrap_or(14);
-    let recreate = collect(&mut problems, bool_value(loaded, values, "oauthRecreateOnDrift")).unwrap_or(false);
-    let can_push = collect(&mut problems, bool_value(loaded, values, "deployKeyCanPush")).unwrap_or(false);
-    let rails_host = match collect(&mut problems, string_value(loaded, values, "railsHost")).flatten() {
-        Some(name) => match hosts::connection(loaded, &name) {
-            Some(conn) => Some(conn),
-            None => {
-                problems.push(
-                    value_error(loaded, "railsHost", format!("`{name}` is not a host in `hosts`"))
-                        .with_hint("name the host GitLab runs on, as listed under `hosts:`"),
-                );
-                None
-            }
-        },
-        None => host.clone(),
-    };
-    let app_name = collect(&mut problems, string_value(loaded, values, "oauthAppName"))
-        .flatten()
-        .unwrap_or_else(|| "nautes-dex".into());
-    let redirect = collect(&mut problems, string_value(loaded, values, "oauthRedirectUri"))
-        .flatten()
-        .or_else(|| domain.as_ref().map(|d| format!("https://dex.{d}/callback")));
-    if renew >= validity {
-        problems.push(value_error(
-            loaded,
-            "tokenRenewDays",
-            format!("tokens valid for {validity} days cannot be renewed {renew} days before they expire"),
-        ));
-    }
-    let Some(redirect) = redirect else {
-        problems.push(
-            Diagnostic::error(
-                "components.gitlab.values.oauthRedirectUri",
-                "Dex's OAuth application needs a callback URL",
-            )
-            .with_hint(
-                "set `settings.domain` (the callback is then https://dex.<domain>/callback) or `oauthRedirectUri`",
-            )
-            .at(loaded.spans.value("components.gitlab")),
-        );
-        return Err(problems);
-    };
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let mut repo_files = repo_files(loaded, &group).map_err(|e| vec![Diagnostic::error("components.gitlab", e)])?;
-    let mut release_files = BTreeMap::new();
-    let mut needs = Vec::new();
-    if let Some(nautes) = loaded.inventory.components.nautes.as_ref().filter(|n| n.enabled) {
-        // Nautes is delivered from the tenant repository, as upstream does.
-        let release = &super::stack::catalog::NAUTES;
-        let version = nautes
-            .version
-            .clone()
-            .unwrap_or_else(|| release.default_version.to_string());
-        let file = release.file(&version);
-        let files = vec![super::artifacts::pinned_file(
-            &file,
-            format!("{}/{version}/{file}", release.slug),
-            release.url(&super::artifacts::github(loaded), &version),
-            None,
-        )];
-        let step = super::artifacts::files_step(
-            loaded,
-            release.slug,
-            release.title,
-            &version,
-            files,
-            "components.nautes",
-        )
-        .map_err(|d| vec![d])?;
-        release_files.insert(
-            format!("nautes/{file}"),
-            ReleaseFile {
-                artifacts: step.id.clone(),
-                file: file.clone(),
-            },
-        );
-        repo_files.insert(
-            "nautes/kustomization.yaml".into(),
-            format!("# Nautes {version}, delivered by Argo CD (Application `nautes`).\nresources:\n  - {file}\n"),
-        );
-        needs.push(step.id.clone());
-        if !steps.iter().any(|s| s.id == step.id) {
-            steps.push(step);
-        }
-    }
-    let vault = vault_component::target(loaded);
-    let spec = GitlabSpec {
-        url: url.clone(),
-        token,
-        ca_file,
-        host: host.clone(),
-        rails_host,
-        group,
-        token_validity_days: validity,
-        token_renew_days: renew,
-        deploy_key_can_push: can_push,
-        oauth: OauthSpec {
-            name: app_name,
-            redirect_uri: redirect,
-            scopes: "openid profile email read_user read_api".into(),
-            recreate_on_drift: recreate,
-        },
-        repo_files,
-        vault: vault.clone(),
-        release_files,
-    };
-    if host.is_some() {
-        needs.push(HOST_STEP_ID.to_string());
-        needs.push(super::pki::STEP_ID.to_string());
-    }
-    if let Some(v) = &vault {
-        needs.push(vault_component::STEP_ID.to_string());
-        if v.host_step.is_some() {
-            needs.push(super::pki::STEP_ID.to_string());
-        }
-    }
-    steps.push(Step::new(STEP_ID, KIND, format!("GitLab at {url}"), json!(spec)).needs(needs));
-    Ok(())
 }
 
 /// The write calls a run makes (for its outputs) and what it wants the user to know.
@@ -410,6 +170,22 @@ pub fn credential_store(ctx: &StepContext, vault: Option<&VaultTarget>) -> Resul
             CredentialStore::Vault { vault, token }
         }
         None => CredentialStore::Files(ctx.outputs_dir.join("gitlab")),
+    })
+}
+
+/// A credential the GitLab step stored, for steps that use it (Dex, Argo
+/// CD, cluster registration); an error says where it should have been.
+pub async fn stored_credential(
+    ctx: &StepContext,
+    vault: Option<&VaultTarget>,
+    name: &str,
+) -> Result<Fields, StepError> {
+    let store = credential_store(ctx, vault)?;
+    store.get(name).await?.ok_or_else(|| {
+        StepError::new(format!(
+            "the GitLab credential `{name}` is not at {} (the gitlab/configure step makes it)",
+            store.location(name)
+        ))
     })
 }
 

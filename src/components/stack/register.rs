@@ -49,11 +49,7 @@ fn cluster_url(spec: &RegisterSpec) -> String {
 }
 
 async fn admin_token(ctx: &StepContext, spec: &RegisterSpec) -> Result<crate::secret::Secret, StepError> {
-    let store = gitlab::credential_store(ctx, spec.vault.as_ref())?;
-    let stored = store
-        .get(gitlab::ADMIN_TOKEN)
-        .await?
-        .ok_or_else(|| StepError::new("no GitLab admin token is stored (the gitlab/configure step makes it)"))?;
+    let stored = gitlab::stored_credential(ctx, spec.vault.as_ref(), gitlab::ADMIN_TOKEN).await?;
     Ok(field(&stored, gitlab::ADMIN_TOKEN, "token")?.clone())
 }
 

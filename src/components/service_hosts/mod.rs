@@ -1,0 +1,245 @@
+//! Vault and GitLab on hosts of their own (`placement: host`): our own
+//! Ansible playbooks (playbooks/, embedded in the binary) run with the real
+//! `ansible-playbook` against a one-host inventory. Vault gets the pinned
+//! release zip, a `vault` system user, integrated raft storage and a TLS
+//! listener with the certificate the `pki` step issued; GitLab gets the
+//! pinned Omnibus .deb, a gitlab.rb with our certificate, a generated
+//! initial root password and the services Nautes does not use turned off.
+//! Each service is restarted (or reconfigured) only when what it reads
+//! changed, and the step succeeds only once the service answers over TLS
+//! that verifies against our CA. Teardown runs the same playbook with
+//! `state=absent`.
+//!
+//! Secrets (the GitLab root password, a sudo password) reach Ansible only
+//! through an extra-vars file written 0600 and removed after the run, never
+//! on a command line; the tasks that use them are `no_log`.
+//!
+//! This module owns what the steps are: the two services, the step spec
+//! and the handler that applies, destroys and renders it. The rest is one
+//! concept a file:
+//! - `plan`: the inventory's `placement: host` components into steps, and
+//!   their validation;
+//! - `packages`: the release each service is installed from (bundle path,
+//!   download URL, published sums);
+//! - `playbooks`: the playbooks embedded in the binary and writing them out;
+//! - `inventory`: the one-host Ansible inventory;
+//! - `run`: one `ansible-playbook` run, with its extra-vars and secrets files;
+//! - `root_password`: GitLab's initial root password, kept in a 0600 file.
+
+mod inventory;
+mod packages;
+mod plan;
+mod playbooks;
+mod root_password;
+mod run;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use self::root_password::{root_password, root_password_file};
+use self::run::{run_playbook, run_vars};
+use super::artifacts::files_from_outputs;
+use super::hosts::HostConn;
+use super::pki;
+use crate::engine::{Rendered, StepContext, StepError, StepHandler};
+use crate::inventory::{Component, Loaded};
+
+pub use self::inventory::render_inventory;
+pub use self::plan::plan;
+
+pub const KIND: &str = "service-host";
+pub const VAULT_STEP_ID: &str = "vault/host";
+pub const GITLAB_STEP_ID: &str = "gitlab/host";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    Vault,
+    Gitlab,
+}
+
+impl Service {
+    /// The inventory key under `components`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Service::Vault => "vault",
+            Service::Gitlab => "gitlab",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Service::Vault => "Vault",
+            Service::Gitlab => "GitLab",
+        }
+    }
+
+    pub fn step_id(self) -> &'static str {
+        match self {
+            Service::Vault => VAULT_STEP_ID,
+            Service::Gitlab => GITLAB_STEP_ID,
+        }
+    }
+
+    fn playbook(self) -> &'static str {
+        match self {
+            Service::Vault => "vault-host.yml",
+            Service::Gitlab => "gitlab-host.yml",
+        }
+    }
+
+    /// The certificate the `pki` step issues for it.
+    fn certificate(self) -> String {
+        format!("{}-server", self.key())
+    }
+
+    fn component(self, loaded: &Loaded) -> Option<&Component> {
+        let c = &loaded.inventory.components;
+        match self {
+            Service::Vault => c.vault.as_ref(),
+            Service::Gitlab => c.gitlab.as_ref(),
+        }
+    }
+}
+
+/// What a service-host step acts on; all of it is fingerprinted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceHostSpec {
+    pub service: Service,
+    pub version: String,
+    pub host: HostConn,
+    /// The artifacts step that provides `package`.
+    pub artifacts: String,
+    pub package: String,
+    /// sha256 of the package when known at plan time (air-gap bundle), so a
+    /// rebuilt bundle re-runs the install.
+    pub package_sha256: Option<String>,
+    /// Where clients reach the service.
+    pub url: String,
+    /// Teardown keeps the service's data (`values.keepDataOnDestroy`).
+    pub keep_data_on_destroy: bool,
+    /// Playbook variables that come from the inventory (no secrets, no
+    /// paths of one run).
+    pub vars: Map<String, Value>,
+}
+
+/// An address as the host part of a URL (IPv6 in brackets).
+fn url_host(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+        _ => address.to_string(),
+    }
+}
+
+fn parse(spec: &Value) -> Result<ServiceHostSpec, StepError> {
+    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("service-host step is malformed: {e}")))
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> StepError {
+    StepError::new(format!("cannot write {}: {e}", path.display()))
+}
+
+/// A path recorded in the pki step's outputs.
+fn pki_path(ctx: &StepContext, pointer: &str, what: &str) -> Result<String, StepError> {
+    ctx.needs_outputs
+        .get(pki::STEP_ID)
+        .and_then(|o| o.pointer(pointer))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| StepError::new(format!("the pki step recorded no {what}; run it first")))
+}
+
+pub struct ServiceHostHandler;
+
+#[async_trait]
+impl StepHandler for ServiceHostHandler {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
+        let spec = parse(spec)?;
+        let key = spec.service.key();
+        if let Some(prev) = ctx.previous_outputs["host"].as_str().filter(|h| *h != spec.host.name) {
+            return Err(StepError::new(format!(
+                "{} is installed on host {prev}; the inventory now places it on {}. Moving it would not carry its data over: \
+                 remove `components.{key}` and apply (that tears it down on {prev}; set `values.keepDataOnDestroy: true` to keep its data there), \
+                 then place it on {}",
+                spec.service.title(),
+                spec.host.name,
+                spec.host.name
+            )));
+        }
+        let cert_name = spec.service.certificate();
+        let cert = pki_path(
+            ctx,
+            &format!("/certs/{cert_name}/cert"),
+            &format!("{cert_name} certificate"),
+        )?;
+        let key_file = pki_path(ctx, &format!("/certs/{cert_name}/key"), &format!("{cert_name} key"))?;
+        let ca = pki_path(ctx, "/ca/cert", "CA certificate")?;
+        let files = files_from_outputs(ctx.needs_outputs.get(&spec.artifacts).unwrap_or(&Value::Null))?;
+        let package = files
+            .get(&spec.package)
+            .ok_or_else(|| StepError::new(format!("step {} provided no `{}`", spec.artifacts, spec.package)))?;
+        let mut vars = run_vars(ctx, &spec, "present");
+        vars.insert(format!("{key}_package"), json!(package.path));
+        vars.insert(format!("{key}_tls_cert"), json!(cert));
+        vars.insert(format!("{key}_tls_key"), json!(key_file));
+        vars.insert(format!("{key}_ca"), json!(ca));
+        let mut outputs = json!({ "url": spec.url, "host": spec.host.name, "version": spec.version });
+        let mut secrets = Map::new();
+        if spec.service == Service::Gitlab {
+            let path = root_password_file(ctx);
+            let password = root_password(&path)?;
+            secrets.insert("gitlab_root_password".into(), json!(password.expose()));
+            outputs["rootPasswordFile"] = json!(path);
+        }
+        ctx.progress(format!("running {} on {}", spec.service.playbook(), spec.host.name));
+        let changed = run_playbook(ctx, &spec, vars, secrets).await?;
+        outputs["changed"] = json!(changed);
+        Ok(outputs)
+    }
+
+    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
+        let spec = parse(spec)?;
+        let vars = run_vars(ctx, &spec, "absent");
+        ctx.progress(format!("removing {} from {}", spec.service.title(), spec.host.name));
+        run_playbook(ctx, &spec, vars, Map::new()).await?;
+        // With the data kept, the root password still opens it.
+        if spec.service == Service::Gitlab && !spec.keep_data_on_destroy {
+            let path = outputs["rootPasswordFile"]
+                .as_str()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root_password_file(ctx));
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StepError::new(format!("cannot remove {}: {e}", path.display())))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn render(&self, spec: &Value) -> Result<Vec<Rendered>, StepError> {
+        let spec = parse(spec)?;
+        let dir = format!("service-hosts/{}", spec.service.key());
+        let inventory = render_inventory(&spec.host, "<workdir>/known_hosts").map_err(StepError::new)?;
+        let vars = serde_json::to_string_pretty(&spec.vars).map_err(|e| StepError::new(e.to_string()))?;
+        Ok(vec![
+            Rendered {
+                path: format!("{dir}/inventory.yml"),
+                contents: inventory,
+            },
+            Rendered {
+                path: format!("{dir}/vars.json"),
+                contents: vars,
+            },
+        ])
+    }
+}

@@ -1,0 +1,501 @@
+//! Planning the stack from the inventory: which component goes on which
+//! cluster (the management cluster, the ingress cluster under it, runtime
+//! clusters by usage), at which version, as one `stack-apply` step each with
+//! the needs that are its real dependencies — plus the artifacts steps its
+//! releases come from, the cluster registrations and the final health step.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use super::catalog::{self, Form, Release};
+use super::runtime::{self, Runtime};
+use super::{health, register, step_id, StackSpec, KIND};
+use crate::components::artifacts::{files_step, github, pinned_file};
+use crate::components::kube_target::{self, KubeTarget};
+use crate::components::manifests::{ApplySpec, Source};
+use crate::components::{gitlab, pki, vault, vault_kubernetes, versions};
+use crate::inventory::{ClusterUsage, Component, Diagnostic, Loaded};
+use crate::plan::Step;
+
+/// Kinds Tekton 0.37 ships that Kubernetes 1.25 removed.
+const TEKTON_REMOVED_KINDS: [(&str, &str); 2] = [
+    ("policy/v1beta1", "PodSecurityPolicy"),
+    ("autoscaling/v2beta1", "HorizontalPodAutoscaler"),
+];
+
+/// The management cluster: `components.nautes.cluster`, else the first
+/// virtual, then physical, cluster whose usage includes `host`.
+pub fn management_cluster(loaded: &Loaded) -> Option<String> {
+    let inv = &loaded.inventory;
+    if let Some(c) = inv.components.nautes.as_ref().and_then(|n| n.cluster.clone()) {
+        return Some(c);
+    }
+    inv.virtual_clusters
+        .iter()
+        .find(|v| v.usage.contains(&ClusterUsage::Host))
+        .map(|v| v.name.clone())
+        .or_else(|| {
+            inv.clusters
+                .iter()
+                .find(|c| c.usage.contains(&ClusterUsage::Host))
+                .map(|c| c.name.clone())
+        })
+}
+
+/// Where ingress traffic for the management cluster lands: the physical
+/// cluster under it.
+pub fn ingress_cluster(loaded: &Loaded) -> Option<String> {
+    let inv = &loaded.inventory;
+    if let Some(c) = inv.components.traefik.as_ref().and_then(|t| t.cluster.clone()) {
+        return Some(c);
+    }
+    let mgmt = management_cluster(loaded)?;
+    Some(
+        inv.virtual_clusters
+            .iter()
+            .find(|v| v.name == mgmt)
+            .map(|v| v.host_cluster.clone())
+            .unwrap_or(mgmt),
+    )
+}
+
+/// Runtime clusters (physical or virtual) with a given usage.
+fn runtime_clusters(loaded: &Loaded, usage: &[ClusterUsage]) -> Vec<String> {
+    let inv = &loaded.inventory;
+    inv.clusters
+        .iter()
+        .map(|c| (&c.name, &c.usage))
+        .chain(inv.virtual_clusters.iter().map(|v| (&v.name, &v.usage)))
+        .filter(|(_, u)| u.iter().any(|x| usage.contains(x)))
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+fn component<'a>(loaded: &'a Loaded, key: &str) -> Option<&'a Component> {
+    loaded
+        .inventory
+        .components
+        .iter()
+        .find(|(k, c)| *k == key && c.enabled)
+        .map(|(_, c)| c)
+}
+
+/// Plans steps while remembering the artifacts steps already made.
+struct Planner<'a> {
+    loaded: &'a Loaded,
+    steps: Vec<Step>,
+    problems: Vec<Diagnostic>,
+    artifacts: BTreeSet<String>,
+}
+
+impl Planner<'_> {
+    fn version(&self, release: &Release, key: &str) -> String {
+        component(self.loaded, key)
+            .and_then(|c| c.version.clone())
+            .unwrap_or_else(|| release.default_version.to_string())
+    }
+
+    /// The artifacts step of `release` at the inventory's version.
+    fn artifacts(&mut self, release: &Release, key: &str) -> Option<(String, String)> {
+        let version = self.version(release, key);
+        let file = release.file(&version);
+        let files = vec![pinned_file(
+            &file,
+            format!("{}/{version}/{file}", release.slug),
+            release.url(&github(self.loaded), &version),
+            None,
+        )];
+        match files_step(
+            self.loaded,
+            release.slug,
+            release.title,
+            &version,
+            files,
+            &format!("components.{key}"),
+        ) {
+            Ok(step) => {
+                let id = step.id.clone();
+                if self.artifacts.insert(id.clone()) {
+                    self.steps.push(step);
+                }
+                Some((id, file))
+            }
+            Err(d) => {
+                self.problems.push(d);
+                None
+            }
+        }
+    }
+
+    /// A step applying `release` (and/or run-time objects) on `cluster`.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        name: &str,
+        cluster: &str,
+        release: Option<(&Release, &str)>,
+        values: Value,
+        runtime: Option<Runtime>,
+        mut needs: Vec<String>,
+        namespace: &str,
+        optional_kinds: &[(&str, &str)],
+    ) -> Option<String> {
+        let target: KubeTarget = kube_target::target(self.loaded, cluster)?;
+        let mut sources = Vec::new();
+        let mut description = name.to_string();
+        if let Some((release, key)) = release {
+            let (artifacts, file) = self.artifacts(release, key)?;
+            description = format!("{} {}", release.title, self.version(release, key));
+            sources.push(match release.form {
+                Form::Manifest => Source::Manifest { artifacts, file },
+                Form::Chart { release: r } => Source::Chart {
+                    artifacts,
+                    file,
+                    release: r.into(),
+                    namespace: namespace.into(),
+                    values,
+                },
+            });
+        }
+        let force = component(self.loaded, release.map(|r| r.1).unwrap_or(name)).is_some_and(|c| c.force_conflicts);
+        let id = step_id(name, cluster);
+        let spec = StackSpec {
+            apply: ApplySpec {
+                target,
+                set: id.clone(),
+                namespace: Some(namespace.into()),
+                force_conflicts: force,
+                sources,
+            },
+            runtime,
+            optional_kinds: optional_kinds
+                .iter()
+                .map(|(a, k)| (a.to_string(), k.to_string()))
+                .collect(),
+        };
+        needs.extend(spec.apply.needs());
+        self.steps
+            .push(Step::new(&id, KIND, format!("{description} on {cluster}"), json!(spec)).needs(needs));
+        Some(id)
+    }
+}
+
+fn values_of(loaded: &Loaded, key: &str) -> serde_json::Map<String, Value> {
+    component(loaded, key).map(|c| c.values.clone()).unwrap_or_default()
+}
+
+/// Traefik's chart values: NodePorts and our certificate as its default.
+pub fn traefik_ports(loaded: &Loaded) -> (u16, u16) {
+    let v = values_of(loaded, "traefik");
+    let port = |k: &str, d: u16| v.get(k).and_then(Value::as_u64).map(|p| p as u16).unwrap_or(d);
+    (port("webNodePort", 30080), port("websecureNodePort", 30443))
+}
+
+pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
+    let inv = &loaded.inventory;
+    let mut p = Planner {
+        loaded,
+        steps: Vec::new(),
+        problems: Vec::new(),
+        artifacts: BTreeSet::new(),
+    };
+    let domain = inv.settings.domain.clone().unwrap_or_default();
+    let vault_target = vault::target(loaded);
+    let gitlab_step = steps.iter().any(|s| s.id == gitlab::STEP_ID);
+    let mut stack_steps = Vec::new();
+
+    if let (Some(cluster), Some(_)) = (ingress_cluster(loaded), component(loaded, "traefik")) {
+        let (web, websecure) = traefik_ports(loaded);
+        let mut values = json!({
+            "service": {"type": "NodePort"},
+            "ports": {"web": {"nodePort": web}, "websecure": {"nodePort": websecure}},
+        });
+        crate::components::manifests::merge_values(&mut values, &Value::Object(values_of(loaded, "traefik")));
+        // Our own keys, not the chart's.
+        for key in ["webNodePort", "websecureNodePort", "ingressAddress"] {
+            values.as_object_mut().map(|o| o.remove(key));
+        }
+        stack_steps.extend(p.apply(
+            "traefik",
+            &cluster,
+            Some((&catalog::TRAEFIK, "traefik")),
+            values,
+            Some(Runtime::IngressTls {
+                namespace: "traefik".into(),
+            }),
+            vec![pki::STEP_ID.into()],
+            "traefik",
+            &[],
+        ));
+    }
+
+    if let Some(mgmt) = management_cluster(loaded) {
+        // Each management component may be placed elsewhere with `cluster:`.
+        let on = |key: &str| {
+            component(loaded, key)
+                .and_then(|c| c.cluster.clone())
+                .unwrap_or(mgmt.clone())
+        };
+        if component(loaded, "certManager").is_some() {
+            let cm = p.apply(
+                "cert-manager",
+                &on("certManager"),
+                Some((&catalog::CERT_MANAGER, "certManager")),
+                Value::Null,
+                None,
+                Vec::new(),
+                "cert-manager",
+                &[],
+            );
+            stack_steps.extend(cm.clone());
+            let user_ca_key = inv.pki.ca.as_ref().map(|c| c.key.clone());
+            let mut needs: Vec<String> = cm.into_iter().collect();
+            needs.push(pki::STEP_ID.into());
+            stack_steps.extend(p.apply(
+                "ca-issuer",
+                &on("certManager"),
+                None,
+                Value::Null,
+                Some(Runtime::CaIssuer { user_ca_key }),
+                needs,
+                "cert-manager",
+                &[],
+            ));
+        }
+        let dex = match (component(loaded, "dex"), gitlab_step) {
+            (Some(c), true) => p.apply(
+                "dex",
+                &on("dex"),
+                None,
+                Value::Null,
+                Some(Runtime::Dex(runtime::DexSpec {
+                    domain: domain.clone(),
+                    version: c.version.clone().unwrap_or(versions::DEX.into()),
+                    vault: vault_target.clone(),
+                    oauth2_proxy: component(loaded, "oauth2Proxy").is_some(),
+                })),
+                vec![gitlab::STEP_ID.into(), pki::STEP_ID.into()],
+                "dex",
+                &[],
+            ),
+            // A GitLab that is configured but failed to plan has its own error.
+            (Some(_), false) if component(loaded, "gitlab").is_none() => {
+                p.problems.push(
+                    Diagnostic::error(
+                        "components.dex",
+                        "Dex signs users in through GitLab, which this inventory does not configure",
+                    )
+                    .with_hint("add `components.gitlab` (placement `host` or `external`)")
+                    .at(loaded.spans.value("components.dex")),
+                );
+                None
+            }
+            _ => None,
+        };
+        stack_steps.extend(dex.clone());
+        if let (Some(c), Some(cluster)) = (component(loaded, "oauth2Proxy"), ingress_cluster(loaded)) {
+            if dex.is_none() {
+                p.problems.push(
+                    Diagnostic::error(
+                        "components.oauth2Proxy",
+                        "oauth2-proxy signs users in through Dex, which is not installed",
+                    )
+                    .with_hint("add `components.dex` (and GitLab, which Dex signs in with)")
+                    .at(loaded.spans.value("components.oauth2Proxy")),
+                );
+            }
+            let target = c.cluster.clone().unwrap_or(cluster);
+            let mut needs: Vec<String> = dex.iter().cloned().collect();
+            needs.push(pki::STEP_ID.into());
+            // Its Middleware is a Traefik kind.
+            if component(loaded, "traefik").is_some() && ingress_cluster(loaded).as_ref() == Some(&target) {
+                needs.push(step_id("traefik", &target));
+            }
+            stack_steps.extend(p.apply(
+                "oauth2-proxy",
+                &target,
+                None,
+                Value::Null,
+                Some(Runtime::Oauth2Proxy(runtime::Oauth2ProxySpec {
+                    domain: domain.clone(),
+                    version: c.version.clone().unwrap_or(versions::OAUTH2_PROXY.into()),
+                })),
+                needs,
+                "oauth2-proxy",
+                &[],
+            ));
+        }
+        let proxy = match (&vault_target, component(loaded, "nautes")) {
+            (Some(v), Some(n)) => p.apply(
+                "vault-proxy",
+                &on("nautes"),
+                None,
+                Value::Null,
+                Some(Runtime::VaultProxy(runtime::VaultProxySpec {
+                    image: format!(
+                        "ghcr.io/nautes-labs/vault-proxy:{}",
+                        n.version.clone().unwrap_or(versions::NAUTES.into())
+                    ),
+                    vault: v.clone(),
+                })),
+                vec![vault::STEP_ID.into(), pki::STEP_ID.into()],
+                "nautes",
+                &[],
+            ),
+            _ => None,
+        };
+        stack_steps.extend(proxy.clone());
+        if component(loaded, "argocd").is_some() && gitlab_step {
+            let mut needs = vec![gitlab::STEP_ID.to_string(), pki::STEP_ID.to_string()];
+            needs.extend(dex.clone());
+            let argocd = p.apply(
+                "argocd",
+                &on("argocd"),
+                Some((&catalog::ARGOCD, "argocd")),
+                Value::Null,
+                Some(Runtime::Argocd(runtime::ArgocdSpec {
+                    domain: domain.clone(),
+                    vault: vault_target.clone(),
+                })),
+                needs,
+                "argocd",
+                &[],
+            );
+            stack_steps.extend(argocd.clone());
+            if component(loaded, "nautes").is_some() {
+                // Nautes' operators log in to Vault: its auth and policies first.
+                let mut needs: Vec<String> = argocd.into_iter().collect();
+                needs.push(gitlab::STEP_ID.into());
+                needs.extend(proxy.clone());
+                if vault_target.is_some() {
+                    needs.push(vault::STEP_ID.into());
+                    needs.extend(inv.tenants.iter().map(|t| vault_kubernetes::step_id(&t.name)));
+                }
+                let nautes = p.apply(
+                    "nautes",
+                    &on("argocd"),
+                    None,
+                    Value::Null,
+                    Some(Runtime::Nautes(runtime::NautesSpec { path: "nautes".into() })),
+                    needs,
+                    "argocd",
+                    &[],
+                );
+                stack_steps.extend(nautes.clone());
+                // Runtime clusters are registered with Nautes once it runs.
+                let pki_here = steps.iter().any(|s| s.id == pki::STEP_ID);
+                let api = health::ingress_endpoint(
+                    loaded,
+                    pki_here,
+                    "Nautes API server",
+                    &health::nautes_api_host(loaded),
+                    "",
+                    health::Expect::Answers,
+                );
+                for cluster in runtime_clusters(loaded, &[ClusterUsage::Deployment, ClusterUsage::Pipeline]) {
+                    let Some(target) = kube_target::target(loaded, &cluster) else {
+                        continue;
+                    };
+                    let host_cluster = inv
+                        .virtual_clusters
+                        .iter()
+                        .find(|v| v.name == cluster)
+                        .map(|v| v.host_cluster.clone());
+                    let spec = register::RegisterSpec {
+                        cluster: cluster.clone(),
+                        target: target.clone(),
+                        cluster_type: if host_cluster.is_some() { "virtual" } else { "physical" }.into(),
+                        host_cluster,
+                        api: api.clone(),
+                        vault: vault_target.clone(),
+                    };
+                    let mut needs: Vec<String> = nautes.iter().cloned().collect();
+                    needs.push(gitlab::STEP_ID.into());
+                    if pki_here {
+                        needs.push(pki::STEP_ID.into());
+                    }
+                    needs.extend(target.needs());
+                    let id = register::step_id(&cluster);
+                    p.steps.push(
+                        Step::new(
+                            &id,
+                            register::KIND,
+                            format!("register {cluster} with Nautes"),
+                            json!(spec),
+                        )
+                        .needs(needs),
+                    );
+                    stack_steps.push(id);
+                }
+            }
+        }
+    }
+
+    let deploy = [ClusterUsage::Deployment];
+    let pipeline = [ClusterUsage::Pipeline];
+    let both = [ClusterUsage::Deployment, ClusterUsage::Pipeline];
+    let runtime: [(&Release, &str, &[ClusterUsage]); 6] = [
+        (&catalog::ARGOCD, "argocd", &deploy),
+        (&catalog::ARGO_ROLLOUTS, "argoRollouts", &deploy),
+        (&catalog::ARGO_EVENTS, "argoEvents", &pipeline),
+        (&catalog::TEKTON, "tekton", &pipeline),
+        (&catalog::EXTERNAL_SECRETS, "externalSecrets", &both),
+        (&catalog::VAULT_INJECTOR, "vault", &both),
+    ];
+    let mgmt = management_cluster(loaded);
+    for (release, key, usage) in runtime {
+        if component(loaded, key).is_none() {
+            continue;
+        }
+        for cluster in runtime_clusters(loaded, usage) {
+            if Some(&cluster) == mgmt.as_ref() && key == "argocd" {
+                continue; // the management cluster's Argo CD is configured above
+            }
+            let (values, needs, version_key) = match key {
+                "vault" => (
+                    json!({"server": {"enabled": false}, "injector": {"enabled": true,
+                           "externalVaultAddr": vault_target.as_ref().map(|v| v.url.clone())}}),
+                    vault_target.iter().map(|_| vault::STEP_ID.to_string()).collect(),
+                    "vaultInjector",
+                ),
+                _ => (Value::Object(values_of(loaded, key)), Vec::new(), key),
+            };
+            stack_steps.extend(p.apply(
+                release.slug,
+                &cluster,
+                Some((release, version_key)),
+                values,
+                None,
+                needs,
+                release.namespace,
+                if key == "tekton" {
+                    &TEKTON_REMOVED_KINDS[..]
+                } else {
+                    &[]
+                },
+            ));
+            if key == "tekton" {
+                stack_steps.extend(p.apply(
+                    "tekton-dashboard",
+                    &cluster,
+                    Some((&catalog::TEKTON_DASHBOARD, "tektonDashboard")),
+                    Value::Null,
+                    None,
+                    vec![step_id(release.slug, &cluster)],
+                    catalog::TEKTON_DASHBOARD.namespace,
+                    &[],
+                ));
+            }
+        }
+    }
+
+    if !p.problems.is_empty() {
+        return Err(p.problems);
+    }
+    if !stack_steps.is_empty() {
+        p.steps.push(health::plan(loaded, steps, &stack_steps));
+    }
+    steps.append(&mut p.steps);
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! vault-proxy: Nautes' way into Vault. It serves mTLS against our CA (its
+//! server certificate and the client certificate the Nautes API server
+//! presents come from the PKI step) and logs in to Vault with an AppRole
+//! whose secret id is kept in the cluster and reused.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{b64, ca_pem, pki_outputs, read, tls_secret};
+use crate::components::pki;
+use crate::components::vault::{self as vault_component, VaultTarget};
+use crate::engine::{StepContext, StepError};
+use crate::secret::Secret;
+
+const NAUTES_NAMESPACE: &str = "nautes";
+const VAULT_PROXY_APPROLE: &str = "vault-proxy-approle";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultProxySpec {
+    pub image: String,
+    pub vault: VaultTarget,
+}
+
+fn cert_pair(ctx: &StepContext, name: &str) -> Result<(String, Secret), StepError> {
+    let c = &pki_outputs(ctx)?["certs"][name];
+    let pem = read(c["cert"].as_str().unwrap_or_default(), &format!("certificate {name}"))?;
+    let key = Secret::new(read(c["key"].as_str().unwrap_or_default(), &format!("key {name}"))?);
+    Ok((pem, key))
+}
+
+/// The AppRole secret id vault-proxy logs in with: the one already in the
+/// cluster, else a new one. Secret ids of our role never expire (no
+/// `secret_id_ttl`), so asking Vault for one on every run would only pile
+/// them up.
+async fn approle_secret_id(
+    ctx: &StepContext,
+    spec: &VaultProxySpec,
+    client: &crate::drivers::kube::KubeClient,
+) -> Result<(String, Secret), StepError> {
+    use crate::drivers::kube::ObjectRef;
+    let (vault, token) = vault_component::connect(ctx, &spec.vault)?;
+    let role = format!(
+        "auth/{}/role/{}",
+        vault_component::APPROLE_MOUNT,
+        vault_component::PROXY_ROLE
+    );
+    let role_id = vault
+        .read(&format!("{role}/role-id"), &token)
+        .await
+        .map_err(StepError::new)?
+        .and_then(|v| v["data"]["role_id"].as_str().map(str::to_string))
+        .ok_or_else(|| StepError::new("Vault has no role id for vault-proxy (the vault/configure step makes it)"))?;
+    let served = client
+        .served("v1", "Secret")
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?;
+    let existing = match served {
+        Some(served) => client
+            .get(
+                &served,
+                &ObjectRef {
+                    api_version: "v1".into(),
+                    kind: "Secret".into(),
+                    namespace: Some(NAUTES_NAMESPACE.into()),
+                    name: VAULT_PROXY_APPROLE.into(),
+                },
+            )
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?,
+        None => None,
+    };
+    let decode = |v: &Value| {
+        v.as_str()
+            .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+    };
+    if let Some(obj) = existing {
+        let data = obj.data.get("data").cloned().unwrap_or_default();
+        if decode(&data["role_id"]).as_deref() == Some(role_id.as_str()) {
+            if let Some(secret_id) = decode(&data["secret_id"]) {
+                return Ok((role_id, Secret::new(secret_id)));
+            }
+        }
+    }
+    let made = vault
+        .write(&format!("{role}/secret-id"), &token, &json!({}))
+        .await
+        .map_err(StepError::new)?
+        .and_then(|v| v["data"]["secret_id"].as_str().map(str::to_string))
+        .ok_or_else(|| StepError::new("Vault returned no secret id for vault-proxy"))?;
+    Ok((role_id, Secret::new(made)))
+}
+
+pub(super) async fn vault_proxy(
+    ctx: &StepContext,
+    spec: &VaultProxySpec,
+    client: &crate::drivers::kube::KubeClient,
+) -> Result<Vec<Value>, StepError> {
+    let ns = NAUTES_NAMESPACE;
+    let (role_id, secret_id) = approle_secret_id(ctx, spec, client).await?;
+    let (server_cert, server_key) = cert_pair(ctx, pki::VAULT_PROXY_SERVER)?;
+    let (client_cert, client_key) = cert_pair(ctx, pki::VAULT_PROXY_CLIENT)?;
+    let ca = ca_pem(ctx)?;
+    let labels = json!({"app.kubernetes.io/name": "vault-proxy"});
+    let config = format!(
+        "server:\n  addr: 0.0.0.0:8000\n  cert: /etc/vault-proxy/tls/tls.crt\n  key: /etc/vault-proxy/tls/tls.key\n  clientCA: /etc/vault-proxy/ca/ca.crt\nvault:\n  addr: {}\n  caCert: /etc/vault-proxy/ca/ca.crt\n  approle:\n    mount: {}\n    roleIDFile: /etc/vault-proxy/approle/role_id\n    secretIDFile: /etc/vault-proxy/approle/secret_id\n",
+        spec.vault.url,
+        vault_component::APPROLE_MOUNT
+    );
+    Ok(vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        tls_secret("vault-proxy-server-tls", ns, &server_cert, &server_key),
+        // What the Nautes API server presents to vault-proxy.
+        tls_secret("vault-proxy-client-tls", ns, &client_cert, &client_key),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "vault-proxy-ca", "namespace": ns},
+               "data": {"ca.crt": ca}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "vault-proxy-config", "namespace": ns},
+               "data": {"config.yaml": config}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": VAULT_PROXY_APPROLE, "namespace": ns},
+               "data": {"role_id": b64(&role_id), "secret_id": b64(secret_id.expose())}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "vault-proxy", "namespace": ns, "labels": labels},
+               "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+                   "metadata": {"labels": labels},
+                   "spec": {"containers": [{
+                       "name": "vault-proxy", "image": spec.image,
+                       "args": ["--config", "/etc/vault-proxy/config/config.yaml"],
+                       "ports": [{"name": "https", "containerPort": 8000}],
+                       "volumeMounts": [
+                           {"name": "tls", "mountPath": "/etc/vault-proxy/tls", "readOnly": true},
+                           {"name": "ca", "mountPath": "/etc/vault-proxy/ca", "readOnly": true},
+                           {"name": "config", "mountPath": "/etc/vault-proxy/config", "readOnly": true},
+                           {"name": "approle", "mountPath": "/etc/vault-proxy/approle", "readOnly": true}]}],
+                       "volumes": [
+                           {"name": "tls", "secret": {"secretName": "vault-proxy-server-tls"}},
+                           {"name": "ca", "configMap": {"name": "vault-proxy-ca"}},
+                           {"name": "config", "configMap": {"name": "vault-proxy-config"}},
+                           {"name": "approle", "secret": {"secretName": VAULT_PROXY_APPROLE}}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "vault-proxy", "namespace": ns},
+               "spec": {"selector": labels, "ports": [{"name": "https", "port": 8000, "targetPort": 8000}]}}),
+    ])
+}
