@@ -161,8 +161,11 @@ impl KubeClient {
         if let Some(found) = self.cached(api_version, kind).await {
             return Ok(found);
         }
-        self.refresh(api_version).await?;
-        Ok(self.cached(api_version, kind).await.flatten())
+        // Answer from what this refresh read, not from the shared cache:
+        // another task may clear the cache (after deleting CRDs) meanwhile,
+        // and a cleared cache is not "not served".
+        let kinds = self.refresh(api_version).await?;
+        Ok(kinds.and_then(|kinds| kinds.into_iter().find(|(k, _)| k == kind).map(|(_, s)| s)))
     }
 
     /// `Some(answer)` if discovery for the group/version is cached and
@@ -180,7 +183,9 @@ impl KubeClient {
         self.discovery.lock().await.clear();
     }
 
-    async fn refresh(&self, api_version: &str) -> Result<(), KubeError> {
+    /// Read discovery for a group/version, cache it and return it (`None`:
+    /// the group/version is not served).
+    async fn refresh(&self, api_version: &str) -> Result<GroupKinds, KubeError> {
         let (group, version) = match api_version.split_once('/') {
             Some((g, v)) => (g.to_string(), v.to_string()),
             None => (String::new(), api_version.to_string()),
@@ -214,8 +219,11 @@ impl KubeClient {
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
-        self.discovery.lock().await.insert(api_version.to_string(), kinds);
-        Ok(())
+        self.discovery
+            .lock()
+            .await
+            .insert(api_version.to_string(), kinds.clone());
+        Ok(kinds)
     }
 
     /// The API for one kind, in one namespace or cluster-wide.
