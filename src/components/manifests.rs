@@ -174,6 +174,41 @@ pub fn report_outputs(report: &ApplyReport) -> Value {
     })
 }
 
+/// Apply `objects` as the set `spec` describes, pruning what its last apply
+/// held and this one does not; the step's outputs.
+pub async fn apply_spec(
+    ctx: &StepContext,
+    client: &KubeClient,
+    spec: &ApplySpec,
+    objects: Vec<Value>,
+) -> Result<Value, StepError> {
+    let report = apply_objects(
+        ctx,
+        client,
+        &spec.set,
+        spec.namespace.as_deref(),
+        spec.force_conflicts,
+        objects,
+        previous_objects(&ctx.previous_outputs),
+    )
+    .await?;
+    Ok(report_outputs(&report))
+}
+
+/// Delete what the set's last apply recorded. On a full teardown a cluster
+/// whose kubeconfig is gone went first, and its objects with it.
+pub async fn destroy_spec(ctx: &StepContext, spec: &ApplySpec, outputs: &Value) -> Result<(), StepError> {
+    let client = match client(ctx, &spec.target).await {
+        Ok(c) => c,
+        Err(e) if ctx.full_teardown => {
+            tracing::warn!("{}: {e}; nothing left to delete", spec.set);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    delete_recorded(ctx, &client, &spec.set, outputs).await
+}
+
 /// Delete what a set's last apply recorded, in reverse order.
 pub async fn delete_recorded(
     ctx: &StepContext,
@@ -226,31 +261,11 @@ impl StepHandler for ApplyHandler {
         let spec = parse(spec)?;
         let objects = render_objects(ctx, &spec.sources).await?;
         let client = client(ctx, &spec.target).await?;
-        let report = apply_objects(
-            ctx,
-            &client,
-            &spec.set,
-            spec.namespace.as_deref(),
-            spec.force_conflicts,
-            objects,
-            previous_objects(&ctx.previous_outputs),
-        )
-        .await?;
-        Ok(report_outputs(&report))
+        apply_spec(ctx, &client, &spec, objects).await
     }
 
     async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
-        let spec = parse(spec)?;
-        let client = match client(ctx, &spec.target).await {
-            Ok(c) => c,
-            // The cluster's own kubeconfig is gone: the cluster went first, and its objects with it.
-            Err(e) if ctx.full_teardown => {
-                tracing::warn!("{}: {e}; nothing left to delete", spec.set);
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        delete_recorded(ctx, &client, &spec.set, outputs).await
+        destroy_spec(ctx, &parse(spec)?, outputs).await
     }
 
     fn render(&self, spec: &Value) -> Result<Vec<Rendered>, StepError> {

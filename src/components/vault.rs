@@ -191,24 +191,48 @@ fn write_secret(path: &Path, value: &Secret) -> Result<(), StepError> {
     write_private(path, value).map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))
 }
 
-/// Counts the writes a run makes, for its outputs and the user.
-struct Writer<'a> {
+/// Reads and writes Vault configuration, counting the writes a run makes
+/// (for its outputs and the user). Shared by the steps that configure Vault.
+pub struct Writer<'a> {
     vault: &'a Vault,
     token: &'a Secret,
-    writes: Vec<String>,
+    pub writes: Vec<String>,
 }
 
-impl Writer<'_> {
-    async fn read(&self, path: &str) -> Result<Option<Value>, StepError> {
+impl<'a> Writer<'a> {
+    pub fn new(vault: &'a Vault, token: &'a Secret) -> Self {
+        Writer {
+            vault,
+            token,
+            writes: Vec::new(),
+        }
+    }
+
+    pub async fn read(&self, path: &str) -> Result<Option<Value>, StepError> {
         self.vault.read(path, self.token).await.map_err(StepError::new)
     }
 
-    async fn write(&mut self, path: &str, body: Value) -> Result<(), StepError> {
+    pub async fn write(&mut self, path: &str, body: Value) -> Result<(), StepError> {
         self.vault
             .write(path, self.token, &body)
             .await
             .map_err(StepError::new)?;
         self.writes.push(path.to_string());
+        Ok(())
+    }
+
+    /// Write `wanted` at `path` unless every one of its fields already has
+    /// that value (Vault returns roles with defaults we do not set).
+    pub async fn ensure_fields(&mut self, path: &str, wanted: Value) -> Result<(), StepError> {
+        let live = self.read(path).await?.unwrap_or_default();
+        let same = wanted
+            .as_object()
+            .into_iter()
+            .flatten()
+            .all(|(k, v)| &live["data"][k] == v);
+        if !same {
+            self.write(path, wanted).await?;
+        }
         Ok(())
     }
 }
@@ -324,16 +348,7 @@ async fn configure(w: &mut Writer<'_>, spec: &VaultSpec) -> Result<(), StepError
     }
     let role_path = format!("auth/{APPROLE_MOUNT}/role/{PROXY_ROLE}");
     let wanted = json!({"token_policies": [PROXY_ROLE], "token_ttl": 3600, "token_max_ttl": 14400});
-    let live = w.read(&role_path).await?.unwrap_or_default();
-    let same = wanted
-        .as_object()
-        .into_iter()
-        .flatten()
-        .all(|(k, v)| &live["data"][k] == v);
-    if !same {
-        w.write(&role_path, wanted).await?;
-    }
-    Ok(())
+    w.ensure_fields(&role_path, wanted).await
 }
 
 fn parse(spec: &Value) -> Result<VaultSpec, StepError> {
@@ -354,11 +369,7 @@ impl StepHandler for VaultHandler {
         let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
         let vault = Vault::new(&spec.url, ca.as_deref(), http).map_err(StepError::new)?;
         let (token, initialised_now) = open_vault(ctx, &spec, &vault).await?;
-        let mut writer = Writer {
-            vault: &vault,
-            token: &token,
-            writes: Vec::new(),
-        };
+        let mut writer = Writer::new(&vault, &token);
         configure(&mut writer, &spec).await?;
         if !writer.writes.is_empty() {
             ctx.progress(format!("Vault: {} changes", writer.writes.len()));

@@ -18,10 +18,9 @@ use serde_json::{json, Value};
 
 use super::kube_target::{self, KubeTarget};
 use super::manifests::{apply_objects, delete_recorded, previous_objects, report_outputs, rollout_timeout};
-use super::vault::{self as vault_component, VaultTarget};
+use super::vault::{self as vault_component, VaultTarget, Writer};
 use crate::drivers::kube::objects::ObjectRef;
 use crate::drivers::kube::KubeClient;
-use crate::drivers::vault::Vault;
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::inventory::Loaded;
 use crate::plan::Step;
@@ -188,42 +187,15 @@ async fn apply_token_secret(ctx: &StepContext, client: &KubeClient, set: &str) -
     Ok(report_outputs(&report))
 }
 
-/// Writes what differs in Vault and lists what it wrote.
-struct VaultWriter<'a> {
-    vault: &'a Vault,
-    token: &'a Secret,
-    written: Vec<String>,
-}
-
-impl VaultWriter<'_> {
-    async fn read(&self, path: &str) -> Result<Value, StepError> {
-        Ok(self
-            .vault
-            .read(path, self.token)
-            .await
-            .map_err(StepError::new)?
-            .unwrap_or_default())
-    }
-
-    async fn write(&mut self, path: &str, body: Value) -> Result<(), StepError> {
-        self.vault
-            .write(path, self.token, &body)
-            .await
-            .map_err(StepError::new)?;
-        self.written.push(path.to_string());
-        Ok(())
-    }
-}
-
 async fn configure_vault(
-    w: &mut VaultWriter<'_>,
+    w: &mut Writer<'_>,
     spec: &KubernetesAuthSpec,
     host: &str,
     ca: &str,
     reviewer: &Secret,
     reviewer_written_before: Option<&str>,
 ) -> Result<String, StepError> {
-    let auths = w.read("sys/auth").await?;
+    let auths = w.read("sys/auth").await?.unwrap_or_default();
     let live = &auths["data"][format!("{}/", spec.mount)];
     if live.is_null() {
         w.write(&format!("sys/auth/{}", spec.mount), json!({"type": "kubernetes"}))
@@ -237,7 +209,7 @@ async fn configure_vault(
     let reviewer_sha =
         crate::plan::fingerprint::hex(&<sha2::Sha256 as sha2::Digest>::digest(reviewer.expose().as_bytes()));
     let config_path = format!("auth/{}/config", spec.mount);
-    let config = w.read(&config_path).await?;
+    let config = w.read(&config_path).await?.unwrap_or_default();
     let same = config["data"]["kubernetes_host"].as_str() == Some(host)
         && config["data"]["kubernetes_ca_cert"].as_str().map(str::trim) == Some(ca.trim())
         && reviewer_written_before == Some(reviewer_sha.as_str());
@@ -256,15 +228,7 @@ async fn configure_vault(
             "token_policies": [role],
             "token_ttl": spec.token_ttl,
         });
-        let live = w.read(&path).await?;
-        let same = wanted
-            .as_object()
-            .into_iter()
-            .flatten()
-            .all(|(k, v)| &live["data"][k] == v);
-        if !same {
-            w.write(&path, wanted).await?;
-        }
+        w.ensure_fields(&path, wanted).await?;
     }
     Ok(reviewer_sha)
 }
@@ -301,22 +265,18 @@ impl StepHandler for KubernetesAuthHandler {
         .await?;
         let (reviewer, ca, token_report) = reviewer_token(ctx, &client, &spec).await?;
         let (vault, token) = vault_component::connect(ctx, &spec.vault)?;
-        let mut w = VaultWriter {
-            vault: &vault,
-            token: &token,
-            written: Vec::new(),
-        };
+        let mut w = Writer::new(&vault, &token);
         let before = ctx.previous_outputs["reviewerSha256"].as_str();
         let reviewer_sha = configure_vault(&mut w, &spec, &client.server, &ca, &reviewer, before).await?;
-        if !w.written.is_empty() {
-            ctx.progress(format!("Vault auth {}: {} changes", spec.mount, w.written.len()));
+        if !w.writes.is_empty() {
+            ctx.progress(format!("Vault auth {}: {} changes", spec.mount, w.writes.len()));
         }
         let mut out = report_outputs(&report);
         out["token"] = token_report;
         out["mount"] = json!(spec.mount);
         out["kubernetesHost"] = json!(client.server);
         out["reviewerSha256"] = json!(reviewer_sha);
-        out["vaultWritten"] = json!(w.written);
+        out["vaultWritten"] = json!(w.writes);
         Ok(out)
     }
 

@@ -131,11 +131,10 @@ impl Gitlab {
     ) -> Result<(StatusCode, HeaderMap, String), GitlabError> {
         let url = format!("{}/api/v4/{path}", self.base);
         let attempts = if method == Method::GET { 4 } else { 1 };
-        let mut last = None;
-        for attempt in 0..attempts {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-            }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last_try = attempt == attempts;
             let mut req = self.client.request(method.clone(), &url);
             req = match auth {
                 Auth::Token(t) => req.header("PRIVATE-TOKEN", t.expose()),
@@ -145,31 +144,25 @@ impl Gitlab {
                 req = req.json(b);
             }
             match req.send().await {
-                Ok(resp) => {
+                // The last answer, 5xx or not, goes back to the caller to judge.
+                Ok(resp) if last_try || !resp.status().is_server_error() => {
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     let text = resp.text().await.unwrap_or_default();
-                    if status.is_server_error() && attempt + 1 < attempts {
-                        last = Some(GitlabError::Status {
-                            method: method.clone(),
-                            path: path.to_string(),
-                            status: status.as_u16(),
-                            message: error_text(&text),
-                        });
-                        continue;
-                    }
                     return Ok((status, headers, text));
                 }
-                Err(e) => {
-                    last = Some(GitlabError::Transport {
+                Ok(_) => {}
+                Err(e) if last_try => {
+                    return Err(GitlabError::Transport {
                         method: method.clone(),
                         url: url.clone(),
                         reason: e.to_string(),
                     })
                 }
+                Err(_) => {}
             }
+            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
         }
-        Err(last.expect("at least one attempt"))
     }
 
     async fn call(

@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 pub use self::plan::{ingress_cluster, management_cluster, plan, traefik_ports};
 use self::runtime::Runtime;
 use super::kube_target::client;
-use super::manifests::{apply_objects, delete_recorded, previous_objects, render_objects, report_outputs, ApplySpec};
+use super::manifests::{apply_spec, destroy_spec, render_objects, ApplySpec};
 use crate::drivers::kube::{KubeClient, ObjectRef};
 use crate::engine::{StepContext, StepError, StepHandler};
 
@@ -128,30 +128,10 @@ impl StepHandler for StackHandler {
         let spec = parse(spec)?;
         let client = client(ctx, &spec.apply.target).await?;
         let objects = objects(ctx, &spec, &client).await?;
-        let report = apply_objects(
-            ctx,
-            &client,
-            &spec.apply.set,
-            spec.apply.namespace.as_deref(),
-            spec.apply.force_conflicts,
-            objects,
-            previous_objects(&ctx.previous_outputs),
-        )
-        .await?;
-        Ok(report_outputs(&report))
+        apply_spec(ctx, &client, &spec.apply, objects).await
     }
 
     async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
-        let spec = parse(spec)?;
-        let client = match client(ctx, &spec.apply.target).await {
-            Ok(c) => c,
-            // The cluster went first, and its objects with it.
-            Err(e) if ctx.full_teardown => {
-                tracing::warn!("{}: {e}; nothing left to delete", spec.apply.set);
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        delete_recorded(ctx, &client, &spec.apply.set, outputs).await
+        destroy_spec(ctx, &parse(spec)?.apply, outputs).await
     }
 }
