@@ -13,6 +13,8 @@ mod gitlab;
 mod kube_api;
 #[path = "../tests/support/platform.rs"]
 mod platform;
+#[path = "../tests/support/port_file.rs"]
+mod port_file;
 #[path = "../tests/support/vault.rs"]
 mod vault;
 

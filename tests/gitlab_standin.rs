@@ -4,6 +4,8 @@
 
 #[path = "support/gitlab.rs"]
 mod gitlab;
+#[path = "support/port_file.rs"]
+mod port_file;
 
 use base64::Engine as _;
 use gitlab::GitlabStandin;

@@ -8,6 +8,8 @@ mod cli;
 mod hosts;
 #[path = "support/kube_api.rs"]
 mod kube_api;
+#[path = "support/port_file.rs"]
+mod port_file;
 
 use std::path::Path;
 

@@ -5,6 +5,8 @@
 
 #[path = "support/kube_api.rs"]
 mod kube_api;
+#[path = "support/port_file.rs"]
+mod port_file;
 
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 
 #[path = "support/kube_api.rs"]
 mod kube_api;
+#[path = "support/port_file.rs"]
+mod port_file;
 
 use serde_json::json;
 

@@ -15,6 +15,8 @@ mod gitlab;
 mod kube_api;
 #[path = "support/platform.rs"]
 mod platform;
+#[path = "support/port_file.rs"]
+mod port_file;
 #[path = "support/vault.rs"]
 mod vault;
 

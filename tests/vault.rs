@@ -6,6 +6,8 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/port_file.rs"]
+mod port_file;
 #[path = "support/vault.rs"]
 mod vault;
 

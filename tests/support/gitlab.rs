@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -66,20 +65,7 @@ impl GitlabStandin {
             .stdin(Stdio::null())
             .spawn()
             .expect("start the GitLab stand-in (python3)");
-        let start = Instant::now();
-        let port = loop {
-            if let Some(p) = std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|p| p.trim().parse().ok())
-            {
-                break p;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "GitLab stand-in did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let port = crate::port_file::wait_for_port(&port_file, "GitLab stand-in");
         GitlabStandin {
             child,
             port,

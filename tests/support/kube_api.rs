@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub struct KubeApiStandin {
     child: Child,
@@ -29,16 +28,7 @@ impl KubeApiStandin {
             .stdin(Stdio::null())
             .spawn()
             .expect("start the Kubernetes API stand-in (python3)");
-        let start = Instant::now();
-        let port = loop {
-            if let Ok(p) = std::fs::read_to_string(&port_file) {
-                if let Ok(p) = p.trim().parse() {
-                    break p;
-                }
-            }
-            assert!(start.elapsed() < Duration::from_secs(10), "API stand-in did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let port = crate::port_file::wait_for_port(&port_file, "API stand-in");
         KubeApiStandin {
             child,
             port,

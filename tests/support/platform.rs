@@ -8,7 +8,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use super::cli::{code, stderr, Scratch};
 use super::gitlab::GitlabStandin;
@@ -205,20 +204,7 @@ fn start_ingress(s: &Scratch, fail_host: Option<&str>) -> Ingress {
         cmd.args(["--fail-host", h]);
     }
     let child = cmd.stdin(Stdio::null()).spawn().expect("python3");
-    let started = Instant::now();
-    let port = loop {
-        if let Some(p) = std::fs::read_to_string(&port_file)
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-        {
-            break p;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "ingress stand-in did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let port = crate::port_file::wait_for_port(&port_file, "ingress stand-in");
     Ingress { child, port, _dir: dir }
 }
 

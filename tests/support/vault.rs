@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub struct VaultStandin {
     child: Child,
@@ -21,20 +20,7 @@ impl VaultStandin {
             .stdin(Stdio::null())
             .spawn()
             .expect("start the Vault stand-in (python3)");
-        let start = Instant::now();
-        let port = loop {
-            if let Some(p) = std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|p| p.trim().parse().ok())
-            {
-                break p;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "Vault stand-in did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let port = crate::port_file::wait_for_port(&port_file, "Vault stand-in");
         VaultStandin { child, port, _dir: dir }
     }
 
