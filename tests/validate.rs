@@ -46,6 +46,11 @@ fn semantic_errors_are_all_reported_with_positions() {
 }
 
 #[test]
+fn platform_values_are_checked_with_positions() {
+    check_golden("platform");
+}
+
+#[test]
 fn syntax_error_has_a_position() {
     check_golden("syntax");
 }

@@ -192,6 +192,35 @@ pub fn traefik_ports(loaded: &Loaded) -> (u16, u16) {
     (port("webNodePort", 30080), port("websecureNodePort", 30443))
 }
 
+/// Our own keys among Traefik's values, checked: a NodePort in Kubernetes'
+/// range, an address as text. (Wrong ones would otherwise fall back to the
+/// defaults without a word.)
+fn traefik_value_problems(loaded: &Loaded) -> Vec<Diagnostic> {
+    let values = values_of(loaded, "traefik");
+    let mut problems = Vec::new();
+    for key in ["webNodePort", "websecureNodePort"] {
+        if let Some(v) = values.get(key) {
+            if !v.as_u64().is_some_and(|p| (30000..=32767).contains(&p)) {
+                let path = format!("components.traefik.values.{key}");
+                problems.push(
+                    Diagnostic::error(&path, format!("`{key}` must be a NodePort number, not {v}"))
+                        .with_hint("use a port in Kubernetes' NodePort range, 30000-32767")
+                        .at(loaded.spans.value(&path)),
+                );
+            }
+        }
+    }
+    if let Some(v) = values.get("ingressAddress").filter(|v| !v.is_string()) {
+        let path = "components.traefik.values.ingressAddress";
+        problems.push(
+            Diagnostic::error(path, format!("`ingressAddress` must be an address, not {v}"))
+                .with_hint("the IP or name ingress traffic reaches, e.g. 192.0.2.10")
+                .at(loaded.spans.value(path)),
+        );
+    }
+    problems
+}
+
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
     let inv = &loaded.inventory;
     let mut p = Planner {
@@ -206,6 +235,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     let mut stack_steps = Vec::new();
 
     if let (Some(cluster), Some(_)) = (ingress_cluster(loaded), component(loaded, "traefik")) {
+        p.problems.extend(traefik_value_problems(loaded));
         let (web, websecure) = traefik_ports(loaded);
         let mut values = json!({
             "service": {"type": "NodePort"},
