@@ -19,21 +19,6 @@ use kube_api::KubeApiStandin;
 use serde_json::json;
 
 /// A free loopback port in the NodePort range, for the vcluster's API.
-fn free_node_port() -> u16 {
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now()
-            .elapsed()
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(7);
-    for i in 0..2000u64 {
-        let port = 30000 + ((seed.wrapping_mul(2654435761).wrapping_add(i * 7919)) % 2767) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in 30000-32767");
-}
-
 /// The air-gap bundle: the HNC manifest and the packaged vcluster chart.
 fn make_bundle(s: &Scratch) {
     let bundle = s.path().join("bundle");
@@ -90,7 +75,7 @@ fn apply(s: &Scratch) -> std::process::Output {
 #[test]
 fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroyed() {
     let host = KubeApiStandin::start();
-    let port = free_node_port();
+    let port = port_file::free_node_port();
     let port_arg = port.to_string();
     let virt = KubeApiStandin::start_with(&["--port", &port_arg]);
     // What vcluster writes into its secret: its own endpoint, which we must rewrite.

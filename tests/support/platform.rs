@@ -198,6 +198,9 @@ fn start_ingress(s: &Scratch, fail_host: Option<&str>) -> Ingress {
         .arg(s.path().join("ingress.key"))
         .arg("--port-file")
         .arg(&port_file)
+        // It stands for Traefik's websecure NodePort.
+        .arg("--port")
+        .arg(crate::port_file::free_node_port().to_string())
         .arg("--log")
         .arg(dir.path().join("log"));
     if let Some(h) = fail_host {

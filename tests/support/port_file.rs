@@ -19,3 +19,20 @@ pub fn wait_for_port(port_file: &Path, what: &str) -> u16 {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A port in Kubernetes' NodePort range (30000-32767) that is free now, for
+/// a stand-in that must answer where a NodePort would.
+pub fn free_node_port() -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7);
+    for i in 0..2000u64 {
+        let port = 30000 + ((seed.wrapping_mul(2654435761).wrapping_add(i * 7919)) % 2767) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 30000-32767");
+}
