@@ -5,6 +5,8 @@
 
 #[path = "support/controlplane.rs"]
 mod controlplane;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/port_file.rs"]
 mod port_file;
 

@@ -451,36 +451,13 @@ impl ControlPlane {
         content_type: &str,
         body: Option<String>,
     ) -> Result<(u16, String), String> {
-        let url = format!("{}{path}", self.url());
-        let ca = self.ca_pem();
-        let token = token.to_string();
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let content_type = content_type.to_string();
-        // A thread of its own, so this works from sync and async tests alike.
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let client = reqwest::Client::builder()
-                        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
-                        .timeout(Duration::from_secs(30))
-                        .build()
-                        .unwrap();
-                    let mut req = client.request(method, url).bearer_auth(token);
-                    if let Some(b) = body {
-                        req = req.header("Content-Type", content_type).body(b);
-                    }
-                    let resp = req.send().await.map_err(|e| e.to_string())?;
-                    let code = resp.status().as_u16();
-                    Ok((code, resp.text().await.map_err(|e| e.to_string())?))
-                })
-            })
-            .join()
-            .unwrap()
-        })
+        let mut call = crate::http::Call::new(method, format!("{}{path}", self.url()))
+            .header("Authorization", format!("Bearer {token}"))
+            .trust(self.ca_pem());
+        if let Some(b) = body {
+            call = call.header("Content-Type", content_type).body(b);
+        }
+        call.send()
     }
 
     /// GET a path as the test; the JSON body (a Status on errors).
