@@ -71,6 +71,7 @@ pub struct ControlPlane {
     pub port: u16,
     pub token: String,
     test_token: String,
+    controllers_token: String,
     children: Vec<(String, Child)>,
     audit_from: Cell<u64>,
     marker: Cell<u32>,
@@ -182,6 +183,15 @@ impl ControlPlane {
 
     /// A control plane with these fake nodes (none: nodes come from the test).
     pub fn start_with_nodes(nodes: &[&str]) -> ControlPlane {
+        Self::start_full(nodes, None)
+    }
+
+    /// One fake node, the apiserver on this port (where a NodePort would be).
+    pub fn start_at(port: u16) -> ControlPlane {
+        Self::start_full(&["kwok-node-0"], Some(port))
+    }
+
+    fn start_full(nodes: &[&str], port: Option<u16>) -> ControlPlane {
         if let Some(why) = unavailable() {
             panic!("{why}");
         }
@@ -206,6 +216,7 @@ impl ControlPlane {
             port: 0,
             token,
             test_token,
+            controllers_token: controllers_token.clone(),
             children: Vec::new(),
             audit_from: Cell::new(0),
             marker: Cell::new(0),
@@ -233,7 +244,7 @@ impl ControlPlane {
                 "--unsafe-no-fsync",
             ],
         );
-        cp.port = free_port();
+        cp.port = port.unwrap_or_else(free_port);
         let port = cp.port.to_string();
         cp.spawn(
             "kube-apiserver",
@@ -384,6 +395,11 @@ impl ControlPlane {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The token the controllers and the stand-ins act with.
+    pub fn controllers_token(&self) -> String {
+        self.controllers_token.clone()
     }
 
     pub fn url(&self) -> String {
