@@ -309,6 +309,11 @@ impl ControlPlane {
                 &cp.path("ca.crt"),
                 "--use-service-account-credentials=false",
                 "--leader-elect=false",
+                // Nodes the K3s and Kubespray stand-ins register report Ready
+                // once and never heartbeat (nothing keeps running): keep them
+                // Ready for the life of a test instead of the default 40 s.
+                "--node-monitor-grace-period=1h",
+                "--node-startup-grace-period=1h",
                 // No cloud, no node IPAM (kwok gives pods their IPs).
                 "--controllers",
                 "*,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller,-node-ipam-controller",
@@ -409,6 +414,28 @@ impl ControlPlane {
     /// The cluster CA's PEM (it signed the apiserver's serving certificate).
     pub fn ca_pem(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("ca.crt")).unwrap()
+    }
+
+    /// The cluster CA's PEM, base64 (as kubeconfigs carry it).
+    pub fn ca_b64(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(self.ca_pem())
+    }
+
+    /// Where the cluster CA's PEM file is.
+    pub fn ca_path(&self) -> String {
+        self.path("ca.crt")
+    }
+
+    /// The env file the K3s stand-in reads on a test host: where the API is,
+    /// the admin token (K3s's k3s.yaml is an admin kubeconfig) and the CA.
+    pub fn env_file(&self) -> String {
+        format!(
+            "API_URL={}\nAPI_TOKEN={}\nAPI_CA_B64={}\n",
+            self.url(),
+            self.token,
+            self.ca_b64()
+        )
     }
 
     /// The public key service-account tokens are verified with.
