@@ -271,8 +271,11 @@ impl ControlPlane {
                 &cp.path("sa.pub"),
                 "--service-account-signing-key-file",
                 &cp.path("sa.key"),
+                // On loopback: the webhook stand-in (standin_controllers.py)
+                // serves a webhook Service on its ClusterIP, where the apiserver
+                // calls it. A random /16 per control plane keeps parallel tests apart.
                 "--service-cluster-ip-range",
-                "10.96.0.0/16",
+                &format!("127.{}.0.0/16", 100 + rand_u64() % 100),
                 "--authorization-mode",
                 "Node,RBAC",
                 "--audit-log-path",
@@ -542,7 +545,9 @@ impl ControlPlane {
     pub fn add_node(&self, name: &str) {
         self.apply_as_test(&json!({
             "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "type": "kwok"},
+            // The labels a kubelet puts on its node: releases select on them.
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                                   "kubernetes.io/arch": "amd64", "type": "kwok"},
                          "annotations": {"kwok.x-k8s.io/node": "fake"}}
         }));
     }
@@ -590,6 +595,7 @@ impl ControlPlane {
                     _ => "GET",
                 };
                 json!({
+                    "time": epoch_seconds(e["requestReceivedTimestamp"].as_str().unwrap_or("")),
                     "method": method,
                     "path": uri.split('?').next().unwrap_or(uri),
                     "query": uri.split_once('?').map(|(_, q)| q).unwrap_or(""),
@@ -609,6 +615,33 @@ impl ControlPlane {
     /// The installer's requests that change something (everything but reads).
     pub fn writes(&self) -> Vec<Value> {
         self.requests().into_iter().filter(|r| r["method"] != "GET").collect()
+    }
+
+    /// Start the stand-in controllers of tests/support/standin_controllers.py
+    /// (a comma list of: webhooks, cert-manager, argocd) against this cluster.
+    pub fn start_standin_controllers(&mut self, controllers: &str) {
+        let dir = self.path("standins");
+        let log = std::fs::File::create(self.dir.path().join("standin-controllers.log")).unwrap();
+        let child = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/support/standin_controllers.py"
+            ))
+            .args([
+                "--api",
+                &self.url(),
+                "--token",
+                &self.controllers_token,
+                "--ca-file",
+                &self.path("ca.crt"),
+            ])
+            .args(["--dir", &dir, "--controllers", controllers])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("python3");
+        self.children.push(("standin-controllers".into(), child));
     }
 
     /// Make the next `count` writes of ConfigMap `name` fail with a 500 from
@@ -677,6 +710,27 @@ impl ControlPlane {
             .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
             .collect()
     }
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time (`2026-12-02T06:00:00.123456Z`),
+/// comparable with the Python stand-ins' `time.time()`.
+fn epoch_seconds(t: &str) -> f64 {
+    let num = |a: usize, b: usize| t.get(a..b).and_then(|x| x.parse::<i64>().ok()).unwrap_or(0);
+    let (y, m, d) = (num(0, 4), num(5, 7), num(8, 10));
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let frac = t
+        .get(19..)
+        .and_then(|r| r.strip_prefix('.'))
+        .map(|r| r.trim_end_matches('Z'))
+        .and_then(|r| format!("0.{r}").parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (days * 86400 + num(11, 13) * 3600 + num(14, 16) * 60 + num(17, 19)) as f64 + frac
 }
 
 fn rand_u64() -> u64 {

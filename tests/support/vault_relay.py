@@ -14,7 +14,7 @@ GET /_relay/root-token.
 
 Run: vault_relay.py --upstream http://127.0.0.1:PORT --port-file F
 """
-import argparse, json, os, threading, urllib.error, urllib.request
+import argparse, json, os, threading, time, urllib.error, urllib.request
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
 ap = argparse.ArgumentParser()
@@ -54,6 +54,7 @@ class Relay(BaseHTTPRequestHandler):
                 if path == "/_relay/root-token":
                     return self.reply(200, ROOT[0].encode())
             return self.reply(404, b"")
+        received = time.time()
         req = urllib.request.Request(args.upstream + self.path, data=raw if raw else None, method=self.command)
         for k, v in self.headers.items():
             if k.lower() not in HOP:
@@ -71,7 +72,7 @@ class Relay(BaseHTTPRequestHandler):
             except ValueError:
                 pass
         with LOCK:
-            LOG.append({"method": self.command, "path": path, "status": code})
+            LOG.append({"time": received, "method": self.command, "path": path, "status": code})
         self.reply(code, body, [(k, v) for k, v in headers if k.lower() not in HOP])
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = any
