@@ -572,6 +572,12 @@ impl ControlPlane {
     /// The installer's requests (user `admin`) since the start or the last
     /// `reset_log`, in the order they were answered: method, path, status.
     pub fn requests(&self) -> Vec<Value> {
+        self.requests_of("admin")
+    }
+
+    /// One user's requests (`admin`: the installer, `test`: the test's own
+    /// and its kubectl), as `requests` gives them; the audit markers left out.
+    pub fn requests_of(&self, user: &str) -> Vec<Value> {
         self.sync_audit();
         let mut f = std::fs::File::open(self.dir.path().join("audit.log")).unwrap();
         f.seek(SeekFrom::Start(self.audit_from.get())).unwrap();
@@ -579,7 +585,8 @@ impl ControlPlane {
             .lines()
             .map_while(Result::ok)
             .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-            .filter(|e| e["user"]["username"] == "admin")
+            .filter(|e| e["user"]["username"] == user)
+            .filter(|e| !e["requestURI"].as_str().unwrap_or("").contains("/audit-marker-"))
             .filter(|e| match e["verb"].as_str() {
                 // A watch is logged when it starts, and again when it ends.
                 Some("watch") => e["stage"] == "ResponseStarted",
