@@ -347,3 +347,21 @@ fn a_teardown_right_after_a_killed_first_install_removes_what_it_made() {
     torn_down(&g, &theirs);
     users_objects_untouched(&g, &theirs);
 }
+
+#[test]
+fn a_state_from_before_the_records_still_tears_down_what_it_made() {
+    let (g, s) = setup();
+    let theirs = users_objects(&g);
+    let out = s.run("apply", &["--yes"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // What an older version left: outputs only, no records.
+    let path = s.workdir().join("state.json");
+    let mut state = s.state();
+    state.as_object_mut().unwrap().remove("intents");
+    std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+
+    let down = destroy(&s);
+    assert_eq!(code(&down), 0, "{}", stderr(&down));
+    torn_down(&g, &theirs);
+    users_objects_untouched(&g, &theirs);
+}

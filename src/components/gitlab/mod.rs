@@ -419,28 +419,18 @@ impl StepHandler for GitlabHandler {
             .await
             .map_err(|e| fail("looking up the management project", e))?;
         let project_id = live_project.as_ref().and_then(|p| p["id"].as_u64());
-        // Our tokens on the project, wherever it came from.
-        if let Some(id) = project_id {
-            tokens::tidy(
-                &gl,
-                &mut calls,
-                intents,
-                auth,
-                tokens::Held::BaseOperator { project_id: id },
-                None,
-            )
-            .await?;
-        }
-        if let Some(id) = outputs["baseOperatorToken"]["id"]
-            .as_u64()
-            .filter(|_| project_id.is_some())
-        {
-            gl.delete(
-                &format!("projects/{}/access_tokens/{id}", project_id.unwrap_or_default()),
-                auth,
-            )
-            .await
-            .map_err(|e| fail("revoking the base operator's token", e))?;
+        // Our tokens on the project, wherever it came from: the records',
+        // and the one an earlier version named only in its outputs.
+        if let Some(project_id) = project_id {
+            let held = tokens::Held::BaseOperator { project_id };
+            let legacy = outputs["baseOperatorToken"]["id"].as_u64();
+            if let Some(id) = legacy.filter(|id| !intents.list(held.record()).iter().any(|i| i.made_id() == Some(*id)))
+            {
+                intents
+                    .adopt(held.record(), json!(id), json!({"projectId": project_id}))
+                    .await?;
+            }
+            tokens::tidy(&gl, &mut calls, intents, auth, held, None).await?;
         }
         let ours = project::ours_at(
             &gl,
