@@ -113,10 +113,11 @@ impl Calls {
 
     /// A create with its write-ahead record: the record, holding the marker
     /// `body` must put into the object, is on disk before the request, and
-    /// names the id GitLab answered right after it. When GitLab refuses,
-    /// nothing was made and the record goes; when the answer does not
-    /// arrive (a dropped connection, a timeout) it stays, since the create
-    /// may have happened, and the next run looks for the marker.
+    /// names the id GitLab answered right after it. When GitLab refuses
+    /// (4xx), nothing was made and the record goes; when the answer does
+    /// not arrive (a dropped connection, a timeout) or is a 5xx (a proxy
+    /// giving up on a GitLab that may have finished), it stays, since the
+    /// create may have happened, and the next run looks for the marker.
     pub async fn create(
         &mut self,
         gl: &Gitlab,
@@ -134,7 +135,7 @@ impl Calls {
                 Ok((intent.marker, made))
             }
             Err(e) => {
-                if e.status().is_some() {
+                if e.status().is_some_and(|s| (400..500).contains(&s)) {
                     intents.forget(create.record, &intent.marker).await?;
                 }
                 Err(StepError::new(format!("{}: {e}", create.doing)))
