@@ -290,14 +290,15 @@ fn killed_after_the_base_operator_token_is_created() {
     crash_after("POST", r"/api/v4/projects/\d+/access_tokens");
 }
 
-#[test]
-fn killed_after_the_replacement_admin_token_is_created() {
+/// Our `base` token near expiry; the run replacing it is killed once the
+/// replacement exists (`path` is its create). One re-run must end with
+/// exactly one live token of that kind, not the old one.
+fn crash_during_rotation(base: &str, path: &str) {
     let (g, s) = setup();
     let theirs = users_objects(&g);
     let out = s.run("apply", &["--yes"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let old = active_tokens(&g.dump(), "nautes-install", &theirs)[0].clone();
-    // Near expiry: the next run replaces it, and dies once the new one exists.
+    let old = active_tokens(&g.dump(), base, &theirs)[0].clone();
     let soon = std::process::Command::new("date")
         .args(["-u", "-d", "+5 days", "+%Y-%m-%d"])
         .output()
@@ -306,16 +307,26 @@ fn killed_after_the_replacement_admin_token_is_created() {
         old["id"].as_u64().unwrap(),
         Some(String::from_utf8_lossy(&soon.stdout).trim()),
     );
-    g.hold_next("POST", r"/api/v4/users/\d+/personal_access_tokens");
+    g.hold_next("POST", path);
     kill_at_held_answer(&g, &s, &["apply", "-i", "inventory.yaml", "--yes"]);
 
     let out = s.run("apply", &["--yes"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     converged(&g, &s, &theirs);
     let dump = g.dump();
-    let now = active_tokens(&dump, "nautes-install", &theirs);
+    let now = active_tokens(&dump, base, &theirs);
     assert_ne!(now[0]["id"], old["id"], "the old token was replaced");
     users_objects_untouched(&g, &theirs);
+}
+
+#[test]
+fn killed_after_the_replacement_admin_token_is_created() {
+    crash_during_rotation("nautes-install", r"/api/v4/users/\d+/personal_access_tokens");
+}
+
+#[test]
+fn killed_after_the_replacement_base_operator_token_is_created() {
+    crash_during_rotation("nautes-base-operator", r"/api/v4/projects/\d+/access_tokens");
 }
 
 #[test]
