@@ -66,6 +66,9 @@ pub struct State {
     pub steps: BTreeMap<String, StepRecord>,
     #[serde(default)]
     pub runs: Vec<RunRecord>,
+    /// Creates in other systems, recorded before their request (see intents.rs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub intents: BTreeMap<String, super::intents::StepIntents>,
 }
 
 impl Default for State {
@@ -75,6 +78,7 @@ impl Default for State {
             revision: 0,
             steps: BTreeMap::new(),
             runs: Vec::new(),
+            intents: BTreeMap::new(),
         }
     }
 }
