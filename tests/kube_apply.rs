@@ -350,3 +350,39 @@ async fn teardown_deletes_custom_resources_then_objects_then_namespaces_then_def
         .await
         .expect("second delete");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_scale_by_a_user_is_a_conflict_the_apply_names_and_force_takes_back() {
+    if controlplane::skip_unless_available() {
+        return;
+    }
+    let api = KubeApiStandin::start();
+    apply(&api, vec![namespace("demo"), deployment("web", 1)], vec![])
+        .await
+        .unwrap();
+    // The real kubectl, as a user would run it: an Update through /scale.
+    let out = api.kubectl(&["-n", "demo", "scale", "deployment/web", "--replicas=3"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = apply(&api, vec![namespace("demo"), deployment("web", 1)], vec![])
+        .await
+        .unwrap_err();
+    assert!(err.contains("Deployment demo/web") && err.contains("spec.replicas"), "{err}");
+    assert!(err.contains("kubectl"), "the other manager is named: {err}");
+    assert_eq!(
+        api.get("/apis/apps/v1/namespaces/demo/deployments/web")["spec"]["replicas"],
+        3,
+        "the user's change is kept unless forced"
+    );
+    let c = client(&api).await;
+    apply_set(
+        &c,
+        vec![namespace("demo"), deployment("web", 1)],
+        &options(Duration::from_secs(20), vec![], true),
+    )
+    .await
+    .expect("forced apply");
+    assert_eq!(
+        api.get("/apis/apps/v1/namespaces/demo/deployments/web")["spec"]["replicas"],
+        1
+    );
+}
