@@ -313,3 +313,165 @@ async fn teardown_deletes_custom_resources_then_objects_then_namespaces_then_def
         .await
         .expect("second delete");
 }
+
+fn service(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "demo"},
+           "spec": {"selector": {"app": name}, "ports": [{"port": 443, "targetPort": 8443}]}})
+}
+
+fn with_container(mut d: Value, container: Value) -> Value {
+    d["spec"]["template"]["spec"]["containers"] = json!([container]);
+    d
+}
+
+fn webhook_configuration(kind: &str, name: &str, backend: &str, rules: Value, failure_policy: &str) -> Value {
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+           "metadata": {"name": name, "labels": {"external-secrets.io/component": "webhook"}},
+           "webhooks": [{"name": format!("{name}.example.io"), "failurePolicy": failure_policy,
+                         "sideEffects": "None", "admissionReviewVersions": ["v1"],
+                         "clientConfig": {"service": {"namespace": "demo", "name": backend, "path": "/hook"}, "caBundle": ""},
+                         "rules": rules}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_that_become_ready_only_once_their_webhook_configuration_exists_are_not_deadlocked() {
+    let api = KubeApiStandin::start();
+    // What External Secrets 0.5.7's cert-controller and vault-k8s 1.0.0 (the
+    // Vault chart's injector) need before their readiness probes pass.
+    let cert_controller = with_container(
+        deployment("cert-controller", 1),
+        json!({"name": "cert-controller", "image": "ghcr.io/external-secrets/external-secrets:v0.5.7",
+               "args": ["certcontroller", "--service-name=es-webhook"]}),
+    );
+    let injector = with_container(
+        deployment("vault-agent-injector", 1),
+        json!({"name": "sidecar-injector", "image": "hashicorp/vault-k8s:1.0.0", "args": ["agent-inject"],
+               "env": [{"name": "AGENT_INJECT_TLS_AUTO", "value": "vault-agent-injector-cfg"}]}),
+    );
+    let pods =
+        json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"]}]);
+    let stores = json!([{"apiGroups": ["external-secrets.io"], "apiVersions": ["v1beta1"], "operations": ["CREATE", "UPDATE"], "resources": ["secretstores"]}]);
+    let objects = vec![
+        namespace("demo"),
+        service("es-webhook"),
+        cert_controller,
+        webhook_configuration(
+            "ValidatingWebhookConfiguration",
+            "secretstore-validate",
+            "es-webhook",
+            stores,
+            "Fail",
+        ),
+        service("vault-agent-injector-svc"),
+        injector,
+        webhook_configuration(
+            "MutatingWebhookConfiguration",
+            "vault-agent-injector-cfg",
+            "vault-agent-injector-svc",
+            pods,
+            "Ignore",
+        ),
+    ];
+    let c = client(&api).await;
+    let report = apply_set(&c, objects, &options(Duration::from_secs(10), vec![], false))
+        .await
+        .expect("both controllers become ready once their webhook configurations are applied");
+    assert_eq!(report.written, 7);
+    for name in ["cert-controller", "vault-agent-injector"] {
+        let d = api.get(&format!("/apis/apps/v1/namespaces/demo/deployments/{name}"));
+        assert_eq!(d["status"]["availableReplicas"], 1, "{name}: {d}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_what_the_sets_own_webhook_admits_waits_for_that_webhooks_backend() {
+    let api = KubeApiStandin::start();
+    api.control("/_standin/never-ready", &json!({"kind": "Deployment", "name": "hook"}));
+    let mut gadgets = crd();
+    gadgets["metadata"]["name"] = json!("gadgets.example.io");
+    gadgets["spec"]["names"] = json!({"plural": "gadgets", "singular": "gadget", "kind": "Gadget"});
+    let mut gadget = widget();
+    gadget["kind"] = json!("Gadget");
+    gadget["metadata"]["name"] = json!("g");
+    let widgets_rule = json!([{"apiGroups": ["example.io"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["widgets"]}]);
+    let objects = vec![
+        crd(),
+        gadgets,
+        namespace("demo"),
+        service("hook"),
+        deployment("hook", 1),
+        webhook_configuration(
+            "ValidatingWebhookConfiguration",
+            "widgets",
+            "hook",
+            widgets_rule,
+            "Fail",
+        ),
+        widget(),
+        gadget,
+    ];
+    let c = client(&api).await;
+    let err = apply_set(&c, objects, &options(Duration::from_secs(2), vec![], false))
+        .await
+        .unwrap_err();
+    assert!(err.contains("waiting for Deployment demo/hook"), "{err}");
+    let log = api.requests();
+    // The webhook configuration and what it does not admit went out at once...
+    first(&log, "PATCH", "/validatingwebhookconfigurations/widgets");
+    first(&log, "PATCH", "/gadgets/g");
+    // ...what it admits waits for its backend, which never came.
+    assert!(
+        !log.iter()
+            .any(|r| r["path"].as_str().unwrap_or("").ends_with("/widgets/w")),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_blocks_and_injected_ca_bundles_are_neither_applied_nor_a_difference() {
+    let api = KubeApiStandin::start();
+    // controller-gen writes this status into every CRD file it generates.
+    let mut definition = crd();
+    definition["status"] = json!({"acceptedNames": {"kind": "", "plural": ""}, "conditions": [], "storedVersions": []});
+    let pods = json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}]);
+    let hook = webhook_configuration(
+        "MutatingWebhookConfiguration",
+        "injector-cfg",
+        "injector-svc",
+        pods,
+        "Ignore",
+    );
+    let set = || {
+        vec![
+            definition.clone(),
+            namespace("demo"),
+            service("injector-svc"),
+            hook.clone(),
+        ]
+    };
+    apply(&api, set(), vec![]).await.expect("first apply");
+
+    // The injector puts its CA into the webhook, as a field manager of its own.
+    let mut injected = hook.clone();
+    injected["webhooks"][0]["clientConfig"]["caBundle"] = json!("Q0EgUEVN");
+    let (code, body) = api.request(
+        "PATCH",
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/injector-cfg?fieldManager=vault-k8s",
+        "application/merge-patch+json",
+        &json!({"webhooks": injected["webhooks"]}),
+    );
+    assert_eq!(code, 200, "{body}");
+
+    api.reset_log();
+    let again = apply(&api, set(), vec![]).await.expect("re-apply");
+    assert_eq!(again.written, 0);
+    assert!(api.writes().is_empty(), "{:#?}", api.writes());
+    // Not even a forced apply takes the injected CA away.
+    let c = client(&api).await;
+    apply_set(&c, set(), &options(Duration::from_secs(20), vec![], true))
+        .await
+        .expect("forced re-apply");
+    assert!(api.writes().is_empty(), "{:#?}", api.writes());
+    let live = api.get("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/injector-cfg");
+    assert_eq!(live["webhooks"][0]["clientConfig"]["caBundle"], "Q0EgUEVN", "{live}");
+}

@@ -75,6 +75,9 @@ the real API rejects:
   Available=False/MinimumReplicasUnavailable, Progressing=True/
   ReplicaSetUpdated (zero counts are omitted, as the real API's omitempty
   fields are), written once per generation;
+  External Secrets' cert-controller and the Vault agent injector become
+  ready only once their webhook configuration exists (see
+  awaits_webhook_configuration);
 * HNC (hnc.x-k8s.io/v1alpha2), only while the CRD subnamespaceanchors.hnc.x-k8s.io
   is Established and Deployment hnc-system/hnc-controller-manager is
   available: a SubnamespaceAnchor C in namespace P creates namespace C
@@ -1058,12 +1061,33 @@ def unavailable_status(obj, gen):
     return st
 
 
+def awaits_webhook_configuration(obj):
+    """Controllers whose readiness probe fails until a webhook configuration
+    they patch exists, read from their pod template as the real binaries read
+    their flags: External Secrets 0.5.7's cert-controller (`certcontroller`;
+    /readyz fails until it has injected its CA into a ValidatingWebhook-
+    Configuration labelled external-secrets.io/component=webhook) and the
+    Vault agent injector, vault-k8s 1.0.0 (AGENT_INJECT_TLS_AUTO names the
+    MutatingWebhookConfiguration; its certificate, and so its HTTPS
+    /health/ready, comes only once that exists)."""
+    for c in obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []:
+        if (c.get("args") or [None])[0] == "certcontroller":
+            return not any(k[:3] == ("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations")
+                           and (o["metadata"].get("labels") or {}).get("external-secrets.io/component") == "webhook"
+                           for k, o in STORE.items())
+        for e in c.get("env") or []:
+            if e.get("name") == "AGENT_INJECT_TLS_AUTO":
+                return ("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", None, e.get("value")) not in STORE
+    return False
+
+
 def reconcile_workload(key, obj, now):
     track = TRACK.get(key)
     if track is None or track["wrote"] == "ready":
         return
     ident = (obj["kind"], obj["metadata"].get("name"))
-    if ident not in NEVER_READY and now - track["since"] >= SLOW.get(ident, ARGS.ready_delay):
+    if (ident not in NEVER_READY and now - track["since"] >= SLOW.get(ident, ARGS.ready_delay)
+            and not awaits_webhook_configuration(obj)):
         write_status(key, rolled_out_status(obj, track["gen"]))
         track["wrote"] = "ready"
     elif obj["kind"] == "Deployment" and track["wrote"] is None and not obj.get("status", {}).get("availableReplicas"):
