@@ -475,3 +475,35 @@ async fn status_blocks_and_injected_ca_bundles_are_neither_applied_nor_a_differe
     let live = api.get("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/injector-cfg");
     assert_eq!(live["webhooks"][0]["clientConfig"]["caBundle"], "Q0EgUEVN", "{live}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tearing_down_a_set_leaves_a_namespace_another_set_lives_in() {
+    let api = KubeApiStandin::start();
+    let c = client(&api).await;
+    let set = |name: &str| ApplyOptions {
+        set: name.into(),
+        ..options(Duration::from_secs(20), vec![], false)
+    };
+    let mut pipelines_ns = namespace("demo");
+    pipelines_ns["metadata"]["labels"] = json!({"app.kubernetes.io/part-of": "tekton-pipelines"});
+    apply_set(&c, vec![pipelines_ns, deployment("controller", 1)], &set("pipelines"))
+        .await
+        .expect("pipelines");
+    // A set that claimed the namespace too, as the Tekton Dashboard's once did.
+    let dashboard = apply_set(
+        &c,
+        vec![namespace("demo"), config_map("dashboard", "1")],
+        &set("dashboard"),
+    )
+    .await
+    .expect("dashboard");
+    delete_objects(&c, &dashboard.objects, Some("dashboard"), Duration::from_secs(20), 4)
+        .await
+        .expect("dashboard torn down");
+    assert_eq!(api.get("/api/v1/namespaces/demo/configmaps/dashboard")["code"], 404);
+    assert_eq!(api.get("/api/v1/namespaces/demo")["status"]["phase"], "Active");
+    assert_eq!(
+        api.get("/apis/apps/v1/namespaces/demo/deployments/controller")["kind"],
+        "Deployment"
+    );
+}

@@ -163,6 +163,13 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
         fixture.as_str()
     );
 
+    // Tekton's namespace is Tekton Pipelines' alone, with its release's labels;
+    // the dashboard, which lives in it, did not claim it.
+    let tekton_ns = p.kube.get("/api/v1/namespaces/tekton-pipelines");
+    let labels = &tekton_ns["metadata"]["labels"];
+    assert_eq!(labels["install.nautes.io/set"], "stack.tekton.host", "{tekton_ns}");
+    assert_eq!(labels["app.kubernetes.io/part-of"], "tekton-pipelines", "{tekton_ns}");
+
     let proxy = kube_write_to(&kube, "/namespaces/nautes/deployments/vault-proxy");
     assert!(proxy < nautes_app, "Nautes was delivered before vault-proxy");
     let secrets = known_secrets(&p);

@@ -22,6 +22,10 @@ pub struct Release {
     pub slug: &'static str,
     pub default_version: &'static str,
     pub namespace: &'static str,
+    /// The release (by slug) whose set owns `namespace`, when this one only
+    /// lives in it: an object has one owning set, so this release's step
+    /// needs that one's instead of claiming the namespace too.
+    pub namespace_of: Option<&'static str>,
     pub form: Form,
     /// File name for a version (e.g. `traefik-10.24.0.tgz`).
     file: fn(&str) -> String,
@@ -45,6 +49,7 @@ pub const CERT_MANAGER: Release = Release {
     slug: "cert-manager",
     default_version: versions::CERT_MANAGER,
     namespace: "cert-manager",
+    namespace_of: None,
     form: Form::Manifest,
     file: |_| "cert-manager.yaml".into(),
     url: |gh, v| format!("{gh}/cert-manager/cert-manager/releases/download/{v}/cert-manager.yaml"),
@@ -56,6 +61,7 @@ pub const TRAEFIK: Release = Release {
     slug: "traefik",
     default_version: versions::TRAEFIK_CHART,
     namespace: "traefik",
+    namespace_of: None,
     form: Form::Chart { release: "traefik" },
     file: |v| format!("traefik-{v}.tgz"),
     url: |_, v| format!("https://traefik.github.io/charts/traefik/traefik-{v}.tgz"),
@@ -67,6 +73,7 @@ pub const ARGOCD: Release = Release {
     slug: "argocd",
     default_version: versions::ARGOCD,
     namespace: "argocd",
+    namespace_of: None,
     form: Form::Manifest,
     file: |_| "install.yaml".into(),
     url: |gh, v| format!("{gh}/argoproj/argo-cd/releases/download/{v}/install.yaml"),
@@ -78,6 +85,7 @@ pub const ARGO_ROLLOUTS: Release = Release {
     slug: "argo-rollouts",
     default_version: versions::ARGO_ROLLOUTS,
     namespace: "argo-rollouts",
+    namespace_of: None,
     form: Form::Manifest,
     file: |_| "install.yaml".into(),
     url: |gh, v| format!("{gh}/argoproj/argo-rollouts/releases/download/{v}/install.yaml"),
@@ -89,6 +97,7 @@ pub const ARGO_EVENTS: Release = Release {
     slug: "argo-events",
     default_version: versions::ARGO_EVENTS,
     namespace: "argo-events",
+    namespace_of: None,
     form: Form::Manifest,
     file: |_| "install.yaml".into(),
     url: |gh, v| format!("{gh}/argoproj/argo-events/releases/download/{v}/install.yaml"),
@@ -100,6 +109,7 @@ pub const TEKTON: Release = Release {
     slug: "tekton",
     default_version: versions::TEKTON_PIPELINES,
     namespace: "tekton-pipelines",
+    namespace_of: None,
     form: Form::Manifest,
     file: |_| "release.yaml".into(),
     url: |_, v| format!("https://storage.googleapis.com/tekton-releases/pipeline/previous/{v}/release.yaml"),
@@ -111,6 +121,8 @@ pub const TEKTON_DASHBOARD: Release = Release {
     slug: "tekton-dashboard",
     default_version: versions::TEKTON_DASHBOARD,
     namespace: "tekton-pipelines",
+    // The dashboard release carries no Namespace: it is Tekton Pipelines'.
+    namespace_of: Some("tekton"),
     form: Form::Manifest,
     file: |_| "tekton-dashboard-release.yaml".into(),
     url: |_, v| {
@@ -124,6 +136,7 @@ pub const EXTERNAL_SECRETS: Release = Release {
     slug: "external-secrets",
     default_version: versions::EXTERNAL_SECRETS_CHART,
     namespace: "external-secrets",
+    namespace_of: None,
     form: Form::Chart {
         release: "external-secrets",
     },
@@ -140,6 +153,7 @@ pub const VAULT_INJECTOR: Release = Release {
     slug: "vault-injector",
     default_version: versions::VAULT_CHART,
     namespace: "vault",
+    namespace_of: None,
     form: Form::Chart { release: "vault" },
     file: |v| format!("vault-{v}.tgz"),
     url: |_, v| format!("https://helm.releases.hashicorp.com/vault-{v}.tgz"),
@@ -153,6 +167,7 @@ pub const NAUTES: Release = Release {
     slug: "nautes",
     default_version: versions::NAUTES,
     namespace: "nautes",
+    namespace_of: None,
     form: Form::Manifest,
     file: |_| "nautes.yaml".into(),
     url: |gh, v| format!("{gh}/nautes-labs/nautes/releases/download/{v}/nautes.yaml"),

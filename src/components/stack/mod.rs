@@ -54,6 +54,10 @@ pub struct StackSpec {
     /// v2beta1 HorizontalPodAutoscaler, both gone from Kubernetes 1.25).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub optional_kinds: Vec<(String, String)>,
+    /// The step whose set owns the namespace this one lives in; unset when
+    /// the namespace is this set's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_owner: Option<String>,
 }
 
 pub fn step_id(component: &str, cluster: &str) -> String {
@@ -85,8 +89,15 @@ async fn objects(ctx: &StepContext, spec: &StackSpec, client: &KubeClient) -> Re
             }
         }
     }
-    // Some releases (Argo Events) expect their namespace to exist already.
-    if let (Some(ns), false) = (&spec.apply.namespace, spec.apply.sources.is_empty()) {
+    if let (Some(ns), Some(owner)) = (&spec.apply.namespace, &spec.namespace_owner) {
+        // One owning set per object: the owner's step ran before this one.
+        let before = objects.len();
+        objects.retain(|o| !(o["kind"] == "Namespace" && o["metadata"]["name"] == ns.as_str()));
+        if objects.len() < before {
+            ctx.notice(format!("left out Namespace {ns}: it belongs to {owner}"));
+        }
+    } else if let (Some(ns), false) = (&spec.apply.namespace, spec.apply.sources.is_empty()) {
+        // Some releases (Argo Events) expect their namespace to exist already.
         let has = objects
             .iter()
             .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == ns.as_str());

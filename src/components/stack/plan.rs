@@ -160,6 +160,10 @@ impl Planner<'_> {
         }
         let force = component(self.loaded, release.map(|r| r.1).unwrap_or(name)).is_some_and(|c| c.force_conflicts);
         let id = step_id(name, cluster);
+        let namespace_owner = release
+            .and_then(|(r, _)| r.namespace_of)
+            .map(|slug| step_id(slug, cluster));
+        needs.extend(namespace_owner.clone());
         let spec = StackSpec {
             apply: ApplySpec {
                 target,
@@ -173,6 +177,7 @@ impl Planner<'_> {
                 .iter()
                 .map(|(a, k)| (a.to_string(), k.to_string()))
                 .collect(),
+            namespace_owner,
         };
         needs.extend(spec.apply.needs());
         self.steps
@@ -512,7 +517,8 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     Some((&catalog::TEKTON_DASHBOARD, "tektonDashboard")),
                     Value::Null,
                     None,
-                    vec![step_id(release.slug, &cluster)],
+                    // Tekton's step comes from the catalog: the namespace is its.
+                    Vec::new(),
                     catalog::TEKTON_DASHBOARD.namespace,
                     &[],
                 ));

@@ -778,6 +778,12 @@ async fn delete_one(
             return Ok(());
         }
     }
+    if let (Some(set), true) = (only_set, r.api_version == "v1" && r.kind == "Namespace") {
+        if let Some(other) = other_set_in_namespace(client, &r.name, set).await? {
+            tracing::info!("leaving {r}: set {other} still has objects in it");
+            return Ok(());
+        }
+    }
     let api = client.api(&served, r.namespace.as_deref());
     if live.metadata.deletion_timestamp.is_none() {
         let params = DeleteParams::background();
@@ -801,6 +807,42 @@ async fn delete_one(
             Err(e) => return Err(format!("{r}: {e}")),
         }
     }
+}
+
+/// Kinds every release puts in its namespace; enough to tell that another
+/// set lives there.
+const RESIDENT_KINDS: [(&str, &str); 5] = [
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("apps/v1", "DaemonSet"),
+    ("v1", "ConfigMap"),
+    ("v1", "ServiceAccount"),
+];
+
+/// Another of our sets that still has objects in `namespace`, if any. A
+/// namespace one set claimed while another lives in it (as the Tekton
+/// Dashboard once claimed Tekton's) must outlive the claimant.
+async fn other_set_in_namespace(client: &KubeClient, namespace: &str, set: &str) -> Result<Option<String>, String> {
+    let params = ListParams::default()
+        .labels(&format!(
+            "{MANAGED_BY_LABEL}={FIELD_MANAGER},{SET_LABEL}!={}",
+            set_label_value(set)
+        ))
+        .limit(1);
+    for (api_version, kind) in RESIDENT_KINDS {
+        let Ok(Some(served)) = client.served(api_version, kind).await else {
+            continue;
+        };
+        let api = client.api(&served, Some(namespace));
+        let list = with_retries(|| api.list(&params))
+            .await
+            .map_err(|e| format!("listing {} in namespace {namespace}: {e}", served.resource.plural))?;
+        if let Some(item) = list.items.first() {
+            let other = item.metadata.labels.as_ref().and_then(|l| l.get(SET_LABEL)).cloned();
+            return Ok(other);
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
