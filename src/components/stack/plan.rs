@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::catalog::{self, Form, Release};
 use super::runtime::{self, Runtime};
 use super::{health, register, step_id, StackSpec, KIND};
-use crate::components::artifacts::{files_step, github, pinned_file};
+use crate::components::artifacts::{files_step, pinned_file, GITHUB};
 use crate::components::kube_target::{self, KubeTarget};
 use crate::components::manifests::{ApplySpec, Source};
 use crate::components::{gitlab, pki, vault, vault_kubernetes, versions};
@@ -103,7 +103,7 @@ impl Planner<'_> {
         let files = vec![pinned_file(
             &file,
             format!("{}/{version}/{file}", release.slug),
-            release.url(&github(self.loaded), &version),
+            release.url(GITHUB, &version),
             None,
         )];
         match files_step(
