@@ -39,6 +39,8 @@ the real API rejects:
   External Secrets and Vault charts') rejects matching objects until its
   Service has a ready pod and its caBundle is filled in (cainjector): that
   is not modelled, nor are conversion webhooks of CRDs;
+* Services of type NodePort/LoadBalancer get a nodePort for each port that
+  names none (kept across updates, else a random free one in 30000-32767);
 * Secrets: stringData is merged into data (base64, over data's entry of the
   same key) on create, update, merge patch and apply, and never stored or
   returned. As on a real server an apply's ownership stays on the
@@ -196,7 +198,7 @@ the real API rejects:
 Run: kubeapi_standin.py --port-file F --token T [--crd-delay S] [--ready-delay S] [--ns-delete-delay S]
      [--token-delay S] [--issuer-delay S] [--argocd-delay S] [--ca-file PEM] [--port P]
 """
-import argparse, base64, bisect, hashlib, json, os, threading, time
+import argparse, base64, bisect, hashlib, json, os, random, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from urllib.parse import urlparse, parse_qs
 
@@ -630,11 +632,35 @@ def admit(method, creating, g, resource, ns, name):
     return None
 
 
+def allocate_node_ports(key, obj):
+    """A NodePort/LoadBalancer Service's ports without a nodePort get one, as
+    the API server's allocator does: the one the stored Service has for that
+    port (an update keeps it), else a free one in 30000-32767."""
+    spec = obj.get("spec") or {}
+    if spec.get("type") not in ("NodePort", "LoadBalancer"):
+        return
+    old = {(p.get("name"), p.get("port")): p.get("nodePort")
+           for p in ((STORE.get(key) or {}).get("spec") or {}).get("ports") or []}
+    used = {p.get("nodePort") for k, o in STORE.items() if k[:3] == ("", "v1", "services")
+            for p in (o.get("spec") or {}).get("ports") or []}
+    for p in spec.get("ports") or []:
+        if p.get("nodePort"):
+            continue
+        port = old.get((p.get("name"), p.get("port")))
+        while not port or port in used:
+            port = random.randint(30000, 32767)
+        p["nodePort"] = port
+        used.add(port)
+
+
 def convert(key, obj):
     """What decoding a v1 Secret does before anything else sees it: each
     stringData entry goes into data base64-encoded (over a data entry of the
     same key) and stringData itself is never stored or returned. Mutates
-    `obj`; a status (400) if a stringData value is no string, else None."""
+    `obj`; a status (400) if a stringData value is no string, else None.
+    Services get their node ports here (allocate_node_ports)."""
+    if key[:3] == ("", "v1", "services") and isinstance(obj, dict):
+        allocate_node_ports(key, obj)
     if key[:3] != SECRETS or not isinstance(obj, dict) or "stringData" not in obj:
         return None
     string_data = obj.pop("stringData") or {}
