@@ -219,6 +219,32 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
         "Nautes API writes on a re-run: {ingress_writes:?}"
     );
 
+    // Every stack set applied again (not skipped as done): still no write.
+    let state = p.s.state();
+    let stack_steps: Vec<&str> = state["steps"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|id| id.starts_with("stack/"))
+        .map(String::as_str)
+        .collect();
+    assert!(stack_steps.len() >= 10, "{stack_steps:?}");
+    p.kube.reset_log();
+    let mut args = vec!["apply", "--yes", "-i", "inventory.yaml", "--only"];
+    args.extend(&stack_steps);
+    let reapplied = p.s.command(&args).output().unwrap();
+    assert_eq!(code(&reapplied), 0, "{}", stderr(&reapplied));
+    let kube_writes: Vec<Value> = p
+        .kube
+        .writes()
+        .into_iter()
+        .filter(|r| !r["path"].as_str().unwrap_or("").contains("_standin"))
+        .collect();
+    assert!(
+        kube_writes.is_empty(),
+        "Kubernetes writes re-applying every set: {kube_writes:?}"
+    );
+
     // No secret in anything we printed, logged or recorded.
     let mut seen = String::new();
     for out in [&first, &again] {
