@@ -171,6 +171,21 @@ fn parse(spec: &Value) -> Result<VclusterSpec, StepError> {
     serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("vcluster step is malformed: {e}")))
 }
 
+/// The chart's values: ours from the template, the inventory's merged over them.
+fn chart_values(spec: &VclusterSpec, endpoint: &str, endpoint_host: &str) -> Result<Value, StepError> {
+    let context = json!({
+        "service_type": if spec.expose_type == ExposeType::NodePort { "NodePort" } else { "ClusterIP" },
+        "endpoint_host": endpoint_host,
+        "endpoint": endpoint,
+        "ingress_host": if spec.expose_type == ExposeType::Ingress { spec.expose_host.clone() } else { None },
+    });
+    let rendered = crate::templates::render("vcluster/values.yaml", &context).map_err(StepError::new)?;
+    let mut values: Value =
+        serde_yaml::from_str(&rendered).map_err(|e| StepError::new(format!("vcluster values: {e}")))?;
+    manifests::merge_values(&mut values, &Value::Object(spec.values.clone()));
+    Ok(values)
+}
+
 /// Put the inventory's node port on the API Service the chart renders.
 /// vcluster's chart 0.10.1 has no value for it (its Service template sets
 /// no nodePort, so the cluster would pick one at random); the Service is in
@@ -325,16 +340,7 @@ impl StepHandler for VclusterHandler {
         // The address is known before the chart is rendered, so the certificate can name it.
         let planned_port = spec.node_port.unwrap_or(0);
         let (planned_endpoint, endpoint_host) = endpoint(&spec, &client.server, planned_port)?;
-        let context = json!({
-            "service_type": if spec.expose_type == ExposeType::NodePort { "NodePort" } else { "ClusterIP" },
-            "endpoint_host": endpoint_host,
-            "endpoint": planned_endpoint,
-            "ingress_host": if spec.expose_type == ExposeType::Ingress { spec.expose_host.clone() } else { None },
-        });
-        let rendered = crate::templates::render("vcluster/values.yaml", &context).map_err(StepError::new)?;
-        let mut values: Value =
-            serde_yaml::from_str(&rendered).map_err(|e| StepError::new(format!("vcluster values: {e}")))?;
-        manifests::merge_values(&mut values, &Value::Object(spec.values.clone()));
+        let values = chart_values(&spec, &planned_endpoint, &endpoint_host)?;
 
         let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}})];
         let mut rendered = render_objects(
@@ -453,6 +459,24 @@ mod tests {
         assert_eq!(untouched, before);
         let err = set_node_port(&mut [other], &spec(Some(30443))).unwrap_err();
         assert!(err.to_string().contains("renders no Service t1"), "{err}");
+    }
+
+    #[test]
+    fn the_values_we_pass_are_keys_of_the_chart() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/charts/vcluster-standin/values.yaml"
+        ))
+        .unwrap();
+        let defaults: Value = serde_yaml::from_str(&text).unwrap();
+        let mut ingress = spec(None);
+        ingress.expose_type = ExposeType::Ingress;
+        ingress.expose_host = Some("vc.example.com".into());
+        for spec in [spec(Some(30443)), ingress] {
+            let values = chart_values(&spec, "https://192.0.2.1:30443", "192.0.2.1").unwrap();
+            let unknown = manifests::unknown_value_keys(&values, &defaults, &[]);
+            assert!(unknown.is_empty(), "{:?}: {unknown:?} in {values}", spec.expose_type);
+        }
     }
 
     #[test]

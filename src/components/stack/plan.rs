@@ -535,3 +535,54 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     steps.append(&mut p.steps);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::components::manifests::unknown_value_keys;
+
+    /// The stand-in chart (tests/charts) that mirrors each real chart we
+    /// pin, and the keys upstream documents only as comments in its values.
+    fn standin(chart_file: &str) -> Option<(&'static str, &'static [&'static str])> {
+        const TRAEFIK_COMMENTED: &[&str] = &["ports.web.nodePort", "ports.websecure.nodePort"];
+        [
+            ("traefik-", ("traefik-standin", TRAEFIK_COMMENTED)),
+            ("external-secrets-", ("external-secrets-standin", &[][..])),
+            ("vault-", ("vault-standin", &[][..])),
+        ]
+        .into_iter()
+        .find(|(prefix, _)| chart_file.starts_with(prefix))
+        .map(|(_, s)| s)
+    }
+
+    #[test]
+    fn every_chart_value_we_pass_is_a_key_of_the_charts_values() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let path = std::path::Path::new(root).join("inventories/single-node-k3s.yaml");
+        // Users' own values for Traefik go through too; ours are taken out.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let loaded = crate::inventory::load_str(&path, &text).unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        let steps = crate::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
+        let mut checked = Vec::new();
+        for step in steps.iter().filter(|s| s.kind == KIND) {
+            let spec: StackSpec = serde_json::from_value(step.spec.clone()).unwrap();
+            for source in &spec.apply.sources {
+                let Source::Chart { file, values, .. } = source else {
+                    continue;
+                };
+                let (dir, documented) = standin(file).unwrap_or_else(|| panic!("no stand-in chart mirrors {file}"));
+                let text = std::fs::read_to_string(format!("{root}/tests/charts/{dir}/values.yaml")).unwrap();
+                let defaults: Value = serde_yaml::from_str(&text).unwrap();
+                let unknown = unknown_value_keys(values, &defaults, documented);
+                assert!(unknown.is_empty(), "{}: {file} has no values {unknown:?}", step.id);
+                checked.push(dir);
+            }
+        }
+        checked.sort();
+        checked.dedup();
+        assert_eq!(
+            checked,
+            ["external-secrets-standin", "traefik-standin", "vault-standin"]
+        );
+    }
+}
