@@ -177,6 +177,9 @@ impl Planner<'_> {
                 .iter()
                 .map(|(a, k)| (a.to_string(), k.to_string()))
                 .collect(),
+            ready: release
+                .map(|(r, _)| r.ready.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect())
+                .unwrap_or_default(),
             namespace_owner,
         };
         needs.extend(spec.apply.needs());
