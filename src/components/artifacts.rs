@@ -172,7 +172,10 @@ pub fn mirrored(mirror: Option<&str>, url: &str) -> String {
     let Some(mirror) = mirror.map(|m| m.trim_end_matches('/')) else {
         return url.to_string();
     };
-    if let Some(path) = url.strip_prefix(UPSTREAM).filter(|p| p.starts_with('/')) {
+    if let Some(path) = url
+        .strip_prefix(UPSTREAM)
+        .filter(|p| p.is_empty() || p.starts_with('/'))
+    {
         return format!("{mirror}{path}");
     }
     match url.split_once("://") {
@@ -491,6 +494,8 @@ mod tests {
             "https://m.example/gh/github.com.evil.example/x"
         );
         assert_eq!(mirrored(None, "https://charts.loft.sh/x"), "https://charts.loft.sh/x");
+        // GitHub itself (a base others append to) is the mirror's root.
+        assert_eq!(mirrored(m, GITHUB), "https://m.example/gh");
     }
 
     #[test]
