@@ -1364,3 +1364,100 @@ fn secret_string_data_is_merged_into_data_and_never_stored() {
     let (code, bad) = api.request("PATCH", &path, APPLY, &applied(json!({"port": 5432})));
     assert_eq!(code, 400, "stringData values are strings: {bad}");
 }
+
+#[test]
+fn the_cert_controller_and_the_vault_injector_become_ready_only_once_their_webhook_configuration_exists() {
+    let api = kube_api::KubeApiStandin::start();
+    namespace(&api, "ns");
+    let deployment = |name: &str, container: serde_json::Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+               "spec": {"replicas": 1, "template": {"spec": {"containers": [container]}}}})
+    };
+    let path = |name: &str| format!("/apis/apps/v1/namespaces/ns/deployments/{name}");
+    let ready = |d: &serde_json::Value| d["status"]["availableReplicas"] == 1;
+    apply(
+        &api,
+        &path("cert-controller"),
+        &deployment("cert-controller", json!({"name": "c", "args": ["certcontroller"]})),
+    );
+    apply(
+        &api,
+        &path("injector"),
+        &deployment(
+            "injector",
+            json!({"name": "c", "args": ["agent-inject"], "env": [{"name": "AGENT_INJECT_TLS_AUTO", "value": "injector-cfg"}]}),
+        ),
+    );
+    // A Deployment without the precondition, applied after them, is the
+    // clock: once it is ready, they had their chance too.
+    apply(&api, &path("clock"), &deployment("clock", json!({"name": "c"})));
+    wait_until(&api, &path("clock"), "a plain Deployment rolls out", ready);
+    assert!(!ready(&api.get(&path("cert-controller"))));
+    assert!(!ready(&api.get(&path("injector"))));
+
+    // A webhook configuration without External Secrets' label is not the one it waits for.
+    let validating = |name: &str, labels: serde_json::Value| {
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+               "metadata": {"name": name, "labels": labels}, "webhooks": []})
+    };
+    apply(
+        &api,
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/other",
+        &validating("other", json!({})),
+    );
+    apply(&api, &path("clock2"), &deployment("clock2", json!({"name": "c"})));
+    wait_until(&api, &path("clock2"), "a plain Deployment rolls out", ready);
+    assert!(!ready(&api.get(&path("cert-controller"))));
+
+    apply(
+        &api,
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/secretstore-validate",
+        &validating(
+            "secretstore-validate",
+            json!({"external-secrets.io/component": "webhook"}),
+        ),
+    );
+    wait_until(
+        &api,
+        &path("cert-controller"),
+        "ready once its webhook configuration exists",
+        ready,
+    );
+    assert!(!ready(&api.get(&path("injector"))));
+    apply(
+        &api,
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/injector-cfg",
+        &json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": "injector-cfg"}, "webhooks": []}),
+    );
+    wait_until(
+        &api,
+        &path("injector"),
+        "ready once AGENT_INJECT_TLS_AUTO's configuration exists",
+        ready,
+    );
+}
+
+#[test]
+fn node_port_services_get_a_node_port_which_they_keep() {
+    let api = kube_api::KubeApiStandin::start();
+    namespace(&api, "ns");
+    let service = |name: &str, kind: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+               "spec": {"type": kind, "ports": [{"name": "https", "port": 443}]}})
+    };
+    let path = "/api/v1/namespaces/ns/services/exposed";
+    let first = apply(&api, path, &service("exposed", "NodePort"));
+    let port = first["spec"]["ports"][0]["nodePort"].as_u64().expect("a node port");
+    assert!((30000..=32767).contains(&port), "{first}");
+    let mut changed = service("exposed", "NodePort");
+    changed["metadata"]["labels"] = json!({"a": "b"});
+    let again = apply(&api, path, &changed);
+    assert_eq!(again["spec"]["ports"][0]["nodePort"], port, "{again}");
+    let internal = apply(
+        &api,
+        "/api/v1/namespaces/ns/services/internal",
+        &service("internal", "ClusterIP"),
+    );
+    assert!(internal["spec"]["ports"][0].get("nodePort").is_none(), "{internal}");
+}

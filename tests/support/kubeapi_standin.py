@@ -641,7 +641,7 @@ def allocate_node_ports(key, obj):
         return
     old = {(p.get("name"), p.get("port")): p.get("nodePort")
            for p in ((STORE.get(key) or {}).get("spec") or {}).get("ports") or []}
-    used = {p.get("nodePort") for k, o in STORE.items() if k[:3] == ("", "v1", "services")
+    used = {p.get("nodePort") for k, o in STORE.items() if k[:3] == ("", "v1", "services") and k != key
             for p in (o.get("spec") or {}).get("ports") or []}
     for p in spec.get("ports") or []:
         if p.get("nodePort"):
