@@ -389,6 +389,10 @@ impl Gates {
     fn admits(&self, p: &Prepared, served: &Served) -> bool {
         let any = |list: &[String], want: &str| list.iter().any(|x| x == "*" || x == want);
         let group = p.r.group();
+        // The API server never calls webhooks about webhook configurations.
+        if group == "admissionregistration.k8s.io" {
+            return false;
+        }
         let plural = served.resource.plural.as_str();
         self.rules.iter().any(|rule| {
             any(&rule.groups, group)
@@ -848,6 +852,83 @@ async fn other_set_in_namespace(client: &KubeClient, namespace: &str, set: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn served(group: &str, plural: &str) -> Served {
+        Served {
+            resource: kube::api::ApiResource {
+                group: group.into(),
+                version: "v1".into(),
+                api_version: if group.is_empty() {
+                    "v1".into()
+                } else {
+                    format!("{group}/v1")
+                },
+                kind: "K".into(),
+                plural: plural.into(),
+            },
+            namespaced: true,
+        }
+    }
+
+    fn webhook(service: &str, policy: &str, groups: Value, resources: Value) -> Prepared {
+        let m = serde_json::json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "w"}, "webhooks": [{"name": "w.x", "failurePolicy": policy,
+            "clientConfig": {"service": {"namespace": "ns", "name": service}},
+            "rules": [{"apiGroups": groups, "resources": resources, "operations": ["CREATE"]}]}]});
+        prepare(m, "s", Some("ns")).unwrap()
+    }
+
+    #[test]
+    fn only_the_sets_own_failing_webhooks_gate_what_they_match() {
+        let svc = prepare(
+            serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hook", "namespace": "ns"}}),
+            "s",
+            Some("ns"),
+        )
+        .unwrap();
+        let cm = prepare(
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+            "s",
+            Some("ns"),
+        )
+        .unwrap();
+        let everything = webhook("hook", "Fail", serde_json::json!(["*"]), serde_json::json!(["*"]));
+        let gates = Gates::of([svc.clone(), everything.clone()].iter());
+        assert!(gates.admits(&cm, &served("", "configmaps")));
+        // Webhook configurations are never sent to webhooks.
+        assert!(!gates.admits(
+            &everything,
+            &served("admissionregistration.k8s.io", "validatingwebhookconfigurations")
+        ));
+        let pods_only = webhook("hook", "Fail", serde_json::json!([""]), serde_json::json!(["pods"]));
+        assert!(!Gates::of([svc.clone(), pods_only].iter()).admits(&cm, &served("", "configmaps")));
+        let ignored = webhook("hook", "Ignore", serde_json::json!(["*"]), serde_json::json!(["*"]));
+        assert!(!Gates::of([svc.clone(), ignored].iter()).admits(&cm, &served("", "configmaps")));
+        let elsewhere = webhook(
+            "someone-elses",
+            "Fail",
+            serde_json::json!(["*"]),
+            serde_json::json!(["*"]),
+        );
+        assert!(!Gates::of([svc, elsewhere].iter()).admits(&cm, &served("", "configmaps")));
+    }
+
+    #[test]
+    fn status_and_empty_ca_bundles_are_left_out_but_a_set_ca_bundle_is_kept() {
+        let m = serde_json::json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "w"}, "status": {"x": 1},
+            "webhooks": [{"name": "a", "clientConfig": {"caBundle": ""}}, {"name": "b", "clientConfig": {"caBundle": "Q0E="}}]});
+        let p = prepare(m, "s", None).unwrap();
+        assert!(p.manifest.get("status").is_none());
+        assert!(p.manifest["webhooks"][0]["clientConfig"].get("caBundle").is_none());
+        assert_eq!(p.manifest["webhooks"][1]["clientConfig"]["caBundle"], "Q0E=");
+        let crd = serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "x"}, "spec": {"conversion": {"webhook": {"clientConfig": {"caBundle": ""}}}}});
+        let p = prepare(crd, "s", None).unwrap();
+        assert!(p.manifest["spec"]["conversion"]["webhook"]["clientConfig"]
+            .get("caBundle")
+            .is_none());
+    }
 
     #[test]
     fn set_names_become_valid_label_values() {
