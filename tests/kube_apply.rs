@@ -366,7 +366,10 @@ async fn kubectl_scale_by_a_user_is_a_conflict_the_apply_names_and_force_takes_b
     let err = apply(&api, vec![namespace("demo"), deployment("web", 1)], vec![])
         .await
         .unwrap_err();
-    assert!(err.contains("Deployment demo/web") && err.contains("spec.replicas"), "{err}");
+    assert!(
+        err.contains("Deployment demo/web") && err.contains("spec.replicas"),
+        "{err}"
+    );
     assert!(err.contains("kubectl"), "the other manager is named: {err}");
     assert_eq!(
         api.get("/apis/apps/v1/namespaces/demo/deployments/web")["spec"]["replicas"],
@@ -384,5 +387,152 @@ async fn kubectl_scale_by_a_user_is_a_conflict_the_apply_names_and_force_takes_b
     assert_eq!(
         api.get("/apis/apps/v1/namespaces/demo/deployments/web")["spec"]["replicas"],
         1
+    );
+}
+
+fn service(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "demo"},
+           "spec": {"selector": {"app": name}, "ports": [{"port": 443, "targetPort": 8443}]}})
+}
+
+fn webhook_configuration(kind: &str, name: &str, backend: &str, rules: Value, failure_policy: &str) -> Value {
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+           "metadata": {"name": name, "labels": {"external-secrets.io/component": "webhook"}},
+           "webhooks": [{"name": format!("{name}.example.io"), "failurePolicy": failure_policy,
+                         "sideEffects": "None", "admissionReviewVersions": ["v1"],
+                         "clientConfig": {"service": {"namespace": "demo", "name": backend, "path": "/hook"}, "caBundle": ""},
+                         "rules": rules}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_what_the_sets_own_webhook_admits_waits_for_that_webhooks_backend() {
+    if controlplane::skip_unless_available() {
+        return;
+    }
+    let api = KubeApiStandin::start();
+    let mut gadgets = crd();
+    gadgets["metadata"]["name"] = json!("gadgets.example.io");
+    gadgets["spec"]["names"] = json!({"plural": "gadgets", "singular": "gadget", "kind": "Gadget"});
+    let mut gadget = widget();
+    gadget["kind"] = json!("Gadget");
+    gadget["metadata"]["name"] = json!("g");
+    let widgets_rule = json!([{"apiGroups": ["example.io"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["widgets"]}]);
+    let objects = vec![
+        crd(),
+        gadgets,
+        namespace("demo"),
+        service("hook"),
+        unschedulable(deployment("hook", 1)),
+        webhook_configuration(
+            "ValidatingWebhookConfiguration",
+            "widgets",
+            "hook",
+            widgets_rule,
+            "Fail",
+        ),
+        widget(),
+        gadget,
+    ];
+    let c = client(&api).await;
+    let err = apply_set(&c, objects, &options(Duration::from_secs(2), vec![], false))
+        .await
+        .unwrap_err();
+    assert!(err.contains("waiting for Deployment demo/hook"), "{err}");
+    let log = api.requests();
+    // The webhook configuration and what it does not admit went out at once...
+    first(&log, "PATCH", "/validatingwebhookconfigurations/widgets");
+    first(&log, "PATCH", "/gadgets/g");
+    // ...what it admits waits for its backend, which never came.
+    assert!(
+        !log.iter()
+            .any(|r| r["path"].as_str().unwrap_or("").ends_with("/widgets/w")),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_blocks_and_injected_ca_bundles_are_neither_applied_nor_a_difference() {
+    if controlplane::skip_unless_available() {
+        return;
+    }
+    let api = KubeApiStandin::start();
+    // controller-gen writes this status into every CRD file it generates.
+    let mut definition = crd();
+    definition["status"] = json!({"acceptedNames": {"kind": "", "plural": ""}, "conditions": [], "storedVersions": []});
+    let pods = json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}]);
+    let hook = webhook_configuration(
+        "MutatingWebhookConfiguration",
+        "injector-cfg",
+        "injector-svc",
+        pods,
+        "Ignore",
+    );
+    let set = || {
+        vec![
+            definition.clone(),
+            namespace("demo"),
+            service("injector-svc"),
+            hook.clone(),
+        ]
+    };
+    apply(&api, set(), vec![]).await.expect("first apply");
+
+    // The injector puts its CA into the webhook, as a field manager of its own.
+    let mut injected = hook.clone();
+    injected["webhooks"][0]["clientConfig"]["caBundle"] = json!("Q0EgUEVN");
+    let (code, body) = api.request(
+        "PATCH",
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/injector-cfg?fieldManager=vault-k8s",
+        "application/merge-patch+json",
+        &json!({"webhooks": injected["webhooks"]}),
+    );
+    assert_eq!(code, 200, "{body}");
+
+    api.reset_log();
+    let again = apply(&api, set(), vec![]).await.expect("re-apply");
+    assert_eq!(again.written, 0);
+    assert!(api.writes().is_empty(), "{:#?}", api.writes());
+    // Not even a forced apply takes the injected CA away.
+    let c = client(&api).await;
+    apply_set(&c, set(), &options(Duration::from_secs(20), vec![], true))
+        .await
+        .expect("forced re-apply");
+    assert!(api.writes().is_empty(), "{:#?}", api.writes());
+    let live = api.get("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/injector-cfg");
+    assert_eq!(live["webhooks"][0]["clientConfig"]["caBundle"], "Q0EgUEVN", "{live}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tearing_down_a_set_leaves_a_namespace_another_set_lives_in() {
+    if controlplane::skip_unless_available() {
+        return;
+    }
+    let api = KubeApiStandin::start();
+    let c = client(&api).await;
+    let set = |name: &str| ApplyOptions {
+        set: name.into(),
+        ..options(Duration::from_secs(20), vec![], false)
+    };
+    let mut pipelines_ns = namespace("demo");
+    pipelines_ns["metadata"]["labels"] = json!({"app.kubernetes.io/part-of": "tekton-pipelines"});
+    apply_set(&c, vec![pipelines_ns, deployment("controller", 1)], &set("pipelines"))
+        .await
+        .expect("pipelines");
+    // A set that claimed the namespace too, as the Tekton Dashboard's once did.
+    let dashboard = apply_set(
+        &c,
+        vec![namespace("demo"), config_map("dashboard", "1")],
+        &set("dashboard"),
+    )
+    .await
+    .expect("dashboard");
+    delete_objects(&c, &dashboard.objects, Some("dashboard"), Duration::from_secs(20), 4)
+        .await
+        .expect("dashboard torn down");
+    assert_eq!(api.get("/api/v1/namespaces/demo/configmaps/dashboard")["code"], 404);
+    assert_eq!(api.get("/api/v1/namespaces/demo")["status"]["phase"], "Active");
+    assert_eq!(
+        api.get("/apis/apps/v1/namespaces/demo/deployments/controller")["kind"],
+        "Deployment"
     );
 }

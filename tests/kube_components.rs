@@ -188,10 +188,19 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
         .iter()
         .map(|w| w["path"].as_str().unwrap().to_string())
         .collect();
+    // The chart's version is in the Service's `chart` label and the image.
     assert_eq!(
         host_writes,
-        ["/apis/apps/v1/namespaces/vcluster-tenant1/statefulsets/tenant1"],
-        "only the changed object"
+        [
+            "/api/v1/namespaces/vcluster-tenant1/services/tenant1",
+            "/apis/apps/v1/namespaces/vcluster-tenant1/statefulsets/tenant1"
+        ],
+        "only the changed objects"
+    );
+    assert_eq!(
+        host.get("/api/v1/namespaces/vcluster-tenant1/services/tenant1")["spec"]["ports"][0]["nodePort"],
+        port,
+        "the node port stays"
     );
     assert!(
         virt.writes().is_empty(),

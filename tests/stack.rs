@@ -171,6 +171,13 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
         fixture.as_str()
     );
 
+    // Tekton's namespace is Tekton Pipelines' alone, with its release's labels;
+    // the dashboard, which lives in it, did not claim it.
+    let tekton_ns = p.kube.get("/api/v1/namespaces/tekton-pipelines");
+    let labels = &tekton_ns["metadata"]["labels"];
+    assert_eq!(labels["install.nautes.io/set"], "stack.tekton.host", "{tekton_ns}");
+    assert_eq!(labels["app.kubernetes.io/part-of"], "tekton-pipelines", "{tekton_ns}");
+
     let proxy = kube_write_to(&kube, "/namespaces/nautes/deployments/vault-proxy");
     assert!(proxy < nautes_app, "Nautes was delivered before vault-proxy");
     let secrets = known_secrets(&p);
@@ -218,6 +225,32 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
     assert!(
         ingress_writes.is_empty(),
         "Nautes API writes on a re-run: {ingress_writes:?}"
+    );
+
+    // Every stack set applied again (not skipped as done): still no write.
+    let state = p.s.state();
+    let stack_steps: Vec<&str> = state["steps"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|id| id.starts_with("stack/"))
+        .map(String::as_str)
+        .collect();
+    assert!(stack_steps.len() >= 10, "{stack_steps:?}");
+    p.kube.reset_log();
+    let mut args = vec!["apply", "--yes", "-i", "inventory.yaml", "--only"];
+    args.extend(&stack_steps);
+    let reapplied = p.s.command(&args).output().unwrap();
+    assert_eq!(code(&reapplied), 0, "{}", stderr(&reapplied));
+    let kube_writes: Vec<Value> = p
+        .kube
+        .writes()
+        .into_iter()
+        .filter(|r| !r["path"].as_str().unwrap_or("").contains("_standin"))
+        .collect();
+    assert!(
+        kube_writes.is_empty(),
+        "Kubernetes writes re-applying every set: {kube_writes:?}"
     );
 
     // No secret in anything we printed, logged or recorded.

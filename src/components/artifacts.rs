@@ -69,7 +69,8 @@ fn bundle_root(loaded: &Loaded) -> Option<PathBuf> {
 /// The K3s files for `version`, as a step; errors name what the bundle lacks.
 pub fn k3s_step(loaded: &Loaded, version: &str, path: &str) -> Result<Step, Diagnostic> {
     let a = &loaded.inventory.artifacts;
-    let mut files = k3s_files(a.download_mirror.as_deref(), version);
+    // Upstream URLs: files_step sends them through the mirror.
+    let mut files = k3s_files(None, version);
     for f in &mut files {
         f.required = f.name != K3S_IMAGES || a.mode == ArtifactMode::Airgap;
     }
@@ -126,6 +127,10 @@ pub fn files_step(
             .at(loaded.spans.value(path)));
         }
     }
+    for f in &mut files {
+        f.url = mirrored(a.download_mirror.as_deref(), &f.url);
+        f.sums_url = f.sums_url.as_deref().map(|u| mirrored(a.download_mirror.as_deref(), u));
+    }
     let spec = ArtifactsSpec {
         component: component.into(),
         version: version.to_string(),
@@ -154,22 +159,35 @@ pub fn pinned_file(name: &str, bundle_path: String, url: String, sha256: Option<
     }
 }
 
-/// Where release files are downloaded from: the inventory's mirror or GitHub.
-pub fn github(loaded: &Loaded) -> String {
-    loaded
-        .inventory
-        .artifacts
-        .download_mirror
-        .as_deref()
-        .unwrap_or(UPSTREAM)
-        .trim_end_matches('/')
-        .to_string()
+/// GitHub, where most releases are published. URLs are planned against
+/// upstream; `files_step` sends them through the inventory's mirror.
+pub const GITHUB: &str = UPSTREAM;
+
+/// Where `url` is downloaded from with `artifacts.downloadMirror` set: a
+/// GitHub URL at the mirror's root (`<mirror>/<owner>/<repo>/releases/...`,
+/// as a proxy of github.com serves it), any other host under its name
+/// (`<mirror>/charts.loft.sh/charts/...`), so one mirror covers every
+/// upstream file: charts and manifests as well as binaries.
+pub fn mirrored(mirror: Option<&str>, url: &str) -> String {
+    let Some(mirror) = mirror.map(|m| m.trim_end_matches('/')) else {
+        return url.to_string();
+    };
+    if let Some(path) = url
+        .strip_prefix(UPSTREAM)
+        .filter(|p| p.is_empty() || p.starts_with('/'))
+    {
+        return format!("{mirror}{path}");
+    }
+    match url.split_once("://") {
+        Some((_, rest)) => format!("{mirror}/{rest}"),
+        None => url.to_string(),
+    }
 }
 
 /// Every K3s file of `version` with where it comes from online; the images
 /// tarball is marked optional (only air-gapped nodes need it).
 pub fn k3s_files(download_mirror: Option<&str>, version: &str) -> Vec<FileSpec> {
-    let mirror = download_mirror.unwrap_or(UPSTREAM).trim_end_matches('/');
+    let mirror = mirrored(download_mirror, UPSTREAM);
     let release = format!("{mirror}/k3s-io/k3s/releases/download/{}", url_escape(version));
     let sums = format!("{release}/sha256sum-amd64.txt");
     vec![
@@ -421,6 +439,65 @@ async fn fetch_file(client: &reqwest::Client, url: &str, dest: &Path) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_download_mirror_covers_every_upstream_file_of_a_complete_install() {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/inventories/single-node-k3s.yaml"));
+        let mirror = "https://mirror.example/upstream";
+        let text = std::fs::read_to_string(path).unwrap().replace(
+            "\ncomponents:\n",
+            &format!("\nartifacts:\n  downloadMirror: {mirror}/\ncomponents:\n"),
+        );
+        let loaded = crate::inventory::load_str(path, &text).unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        let steps = crate::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
+        let mut urls = Vec::new();
+        for step in steps.iter().filter(|s| s.kind == KIND) {
+            let spec: ArtifactsSpec = serde_json::from_value(step.spec.clone()).unwrap();
+            urls.extend(
+                spec.files
+                    .iter()
+                    .flat_map(|f| std::iter::once(f.url.clone()).chain(f.sums_url.clone())),
+            );
+        }
+        // Charts, manifests and packages from hosts other than GitHub are there too.
+        for upstream in [
+            "charts.loft.sh",
+            "traefik.github.io",
+            "storage.googleapis.com",
+            "releases.hashicorp.com",
+            "/k3s-io/k3s/",
+        ] {
+            assert!(
+                urls.iter().any(|u| u.contains(upstream)),
+                "{upstream} not planned: {urls:#?}"
+            );
+        }
+        let direct: Vec<&String> = urls.iter().filter(|u| !u.starts_with(&format!("{mirror}/"))).collect();
+        assert!(direct.is_empty(), "downloaded around the mirror: {direct:#?}");
+    }
+
+    #[test]
+    fn mirrored_urls_keep_github_paths_at_the_root_and_other_hosts_by_name() {
+        let m = Some("https://m.example/gh/");
+        assert_eq!(
+            mirrored(m, "https://github.com/k3s-io/k3s/releases/download/v1/k3s"),
+            "https://m.example/gh/k3s-io/k3s/releases/download/v1/k3s"
+        );
+        assert_eq!(
+            mirrored(m, "https://charts.loft.sh/charts/vcluster-0.10.1.tgz"),
+            "https://m.example/gh/charts.loft.sh/charts/vcluster-0.10.1.tgz"
+        );
+        // github.com.evil.example is not GitHub.
+        assert_eq!(
+            mirrored(m, "https://github.com.evil.example/x"),
+            "https://m.example/gh/github.com.evil.example/x"
+        );
+        assert_eq!(mirrored(None, "https://charts.loft.sh/x"), "https://charts.loft.sh/x");
+        // GitHub itself (a base others append to) is the mirror's root.
+        assert_eq!(mirrored(m, GITHUB), "https://m.example/gh");
+    }
+
     #[test]
     fn sums_lists_parse_both_styles() {
         let m = super::parse_sums("abc  k3s\nDEF *k3s-airgap-images-amd64.tar.zst\n");

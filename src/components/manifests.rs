@@ -282,3 +282,48 @@ impl StepHandler for ApplyHandler {
         Ok(out)
     }
 }
+
+/// The key paths of `values` a chart's `values.yaml` (`defaults`) does not
+/// have: what `helm template` would silently ignore. Below an empty map in
+/// the defaults (annotations, podLabels: free-form) any key is the chart's.
+/// `documented` lists paths upstream documents only as comments.
+#[cfg(test)]
+pub(crate) fn unknown_value_keys(values: &Value, defaults: &Value, documented: &[&str]) -> Vec<String> {
+    fn walk(values: &Value, defaults: &Value, path: &mut Vec<String>, documented: &[&str], out: &mut Vec<String>) {
+        let (Some(values), Some(defaults)) = (values.as_object(), defaults.as_object()) else {
+            return;
+        };
+        if defaults.is_empty() {
+            return;
+        }
+        for (k, v) in values {
+            path.push(k.clone());
+            match defaults.get(k) {
+                Some(d) => walk(v, d, path, documented, out),
+                None if documented.contains(&path.join(".").as_str()) => {}
+                None => out.push(path.join(".")),
+            }
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(values, defaults, &mut Vec::new(), documented, &mut out);
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_value_keys_are_found_below_known_ones_but_not_in_free_form_maps() {
+        let defaults = json!({"service": {"type": "ClusterIP", "annotations": {}}, "ports": {"web": {"port": 8000}}});
+        let values = json!({"service": {"type": "NodePort", "nodePort": 1, "annotations": {"a": "b"}},
+                            "ports": {"web": {"nodePort": 2}}, "extra": true});
+        assert_eq!(
+            unknown_value_keys(&values, &defaults, &["ports.web.nodePort"]),
+            ["extra", "service.nodePort"]
+        );
+    }
+}

@@ -51,7 +51,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     let version = hnc.and_then(|c| c.version.clone()).unwrap_or(versions::HNC.to_string());
     let release = format!(
         "{}/kubernetes-sigs/hierarchical-namespaces/releases/download/{version}/{HNC_MANIFEST}",
-        artifacts::github(loaded)
+        artifacts::GITHUB
     );
     let files = vec![pinned_file(
         HNC_MANIFEST,

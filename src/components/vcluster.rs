@@ -2,7 +2,9 @@
 //! chart rendered with `helm template` and applied to the host cluster
 //! through the apply engine, its API exposed by NodePort or ingress, and its
 //! admin kubeconfig taken from the `vc-<name>` secret, pointed at the exposed
-//! endpoint, written 0600 and proven to answer. Later steps that target the
+//! endpoint, written 0600 and proven to answer. The chart has no node-port
+//! value: the inventory's port is set on the Service it renders, and the
+//! endpoint's port is the one the live Service has. Later steps that target the
 //! virtual cluster use that kubeconfig.
 
 use std::path::PathBuf;
@@ -169,11 +171,58 @@ fn parse(spec: &Value) -> Result<VclusterSpec, StepError> {
     serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("vcluster step is malformed: {e}")))
 }
 
-/// The node port the API service got (the one asked for, or the allocated one).
-async fn service_node_port(client: &KubeClient, spec: &VclusterSpec) -> Result<u16, StepError> {
-    if let Some(p) = spec.node_port {
-        return Ok(p);
+/// The chart's values: ours from the template, the inventory's merged over them.
+fn chart_values(spec: &VclusterSpec, endpoint: &str, endpoint_host: &str) -> Result<Value, StepError> {
+    let context = json!({
+        "service_type": if spec.expose_type == ExposeType::NodePort { "NodePort" } else { "ClusterIP" },
+        "endpoint_host": endpoint_host,
+        "endpoint": endpoint,
+        "ingress_host": if spec.expose_type == ExposeType::Ingress { spec.expose_host.clone() } else { None },
+    });
+    let rendered = crate::templates::render("vcluster/values.yaml", &context).map_err(StepError::new)?;
+    let mut values: Value =
+        serde_yaml::from_str(&rendered).map_err(|e| StepError::new(format!("vcluster values: {e}")))?;
+    manifests::merge_values(&mut values, &Value::Object(spec.values.clone()));
+    Ok(values)
+}
+
+/// Put the inventory's node port on the API Service the chart renders.
+/// vcluster's chart 0.10.1 has no value for it (its Service template sets
+/// no nodePort, so the cluster would pick one at random); the Service is in
+/// our set, so the port applied here is ours and stays put.
+fn set_node_port(objects: &mut [Value], spec: &VclusterSpec) -> Result<(), StepError> {
+    let Some(wanted) = spec.node_port.filter(|_| spec.expose_type == ExposeType::NodePort) else {
+        return Ok(());
+    };
+    let service = objects.iter_mut().find(|o| {
+        o["apiVersion"] == "v1"
+            && o["kind"] == "Service"
+            && o["metadata"]["name"] == spec.name.as_str()
+            && o["metadata"]["namespace"]
+                .as_str()
+                .is_none_or(|ns| ns == spec.namespace)
+    });
+    let port = service.and_then(|s| {
+        s["spec"]["ports"]
+            .as_array_mut()?
+            .iter_mut()
+            .find(|p| p["name"] == "https")
+    });
+    match port {
+        Some(port) => {
+            port["nodePort"] = json!(wanted);
+            Ok(())
+        }
+        None => Err(StepError::new(format!(
+            "vcluster {}: chart {} renders no Service {} with an `https` port to put node port {wanted} on",
+            spec.name, spec.chart, spec.name
+        ))),
     }
+}
+
+/// The node port the API Service has, read from the live Service: what
+/// the cluster serves, whether it was asked for or allocated.
+async fn service_node_port(client: &KubeClient, spec: &VclusterSpec) -> Result<u16, StepError> {
     let r = ObjectRef {
         api_version: "v1".into(),
         kind: "Service".into(),
@@ -190,15 +239,20 @@ async fn service_node_port(client: &KubeClient, spec: &VclusterSpec) -> Result<u
         .await
         .map_err(|e| StepError::new(e.to_string()))?;
     let svc = svc.map(|s| serde_json::to_value(s).unwrap_or(Value::Null));
-    svc.as_ref()
+    let live = svc
+        .as_ref()
         .and_then(|s| {
-            s["spec"]["ports"]
-                .as_array()?
-                .iter()
-                .find_map(|p| p["nodePort"].as_u64())
+            let ports = s["spec"]["ports"].as_array()?;
+            ports.iter().find(|p| p["name"] == "https").or(ports.first())?["nodePort"].as_u64()
         })
         .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(|| StepError::new(format!("{r} has no node port; set `expose.nodePort`")))
+        .ok_or_else(|| StepError::new(format!("{r} has no node port; set `expose.nodePort`")))?;
+    match spec.node_port {
+        Some(wanted) if wanted != live => Err(StepError::new(format!(
+            "{r} serves node port {live}, not the {wanted} `expose.nodePort` asks for"
+        ))),
+        _ => Ok(live),
+    }
 }
 
 /// The kubeconfig vcluster wrote into its secret, once it is there.
@@ -286,32 +340,22 @@ impl StepHandler for VclusterHandler {
         // The address is known before the chart is rendered, so the certificate can name it.
         let planned_port = spec.node_port.unwrap_or(0);
         let (planned_endpoint, endpoint_host) = endpoint(&spec, &client.server, planned_port)?;
-        let context = json!({
-            "service_type": if spec.expose_type == ExposeType::NodePort { "NodePort" } else { "ClusterIP" },
-            "node_port": spec.node_port,
-            "endpoint_host": endpoint_host,
-            "endpoint": planned_endpoint,
-            "ingress_host": if spec.expose_type == ExposeType::Ingress { spec.expose_host.clone() } else { None },
-        });
-        let rendered = crate::templates::render("vcluster/values.yaml", &context).map_err(StepError::new)?;
-        let mut values: Value =
-            serde_yaml::from_str(&rendered).map_err(|e| StepError::new(format!("vcluster values: {e}")))?;
-        manifests::merge_values(&mut values, &Value::Object(spec.values.clone()));
+        let values = chart_values(&spec, &planned_endpoint, &endpoint_host)?;
 
         let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}})];
-        objects.extend(
-            render_objects(
-                ctx,
-                &[Source::Chart {
-                    artifacts: spec.artifacts.clone(),
-                    file: spec.chart.clone(),
-                    release: spec.name.clone(),
-                    namespace: spec.namespace.clone(),
-                    values,
-                }],
-            )
-            .await?,
-        );
+        let mut rendered = render_objects(
+            ctx,
+            &[Source::Chart {
+                artifacts: spec.artifacts.clone(),
+                file: spec.chart.clone(),
+                release: spec.name.clone(),
+                namespace: spec.namespace.clone(),
+                values,
+            }],
+        )
+        .await?;
+        set_node_port(&mut rendered, &spec)?;
+        objects.extend(rendered);
         let set = vcluster_step_id(&spec.name);
         let report = apply_objects(
             ctx,
@@ -374,6 +418,65 @@ mod tests {
         assert_eq!(url_host("https://10.0.0.5:6443").as_deref(), Some("10.0.0.5"));
         assert_eq!(url_host("https://api.example.com").as_deref(), Some("api.example.com"));
         assert_eq!(url_host("https://[fd00::1]:6443/").as_deref(), Some("fd00::1"));
+    }
+
+    fn spec(node_port: Option<u16>) -> VclusterSpec {
+        VclusterSpec {
+            host: KubeTarget::Step {
+                step: "k3s/host/kubeconfig".into(),
+                cluster: "host".into(),
+            },
+            name: "t1".into(),
+            namespace: "vcluster-t1".into(),
+            version: "0.10.1".into(),
+            artifacts: "artifacts/vcluster/0.10.1".into(),
+            chart: "vcluster-0.10.1.tgz".into(),
+            expose_type: ExposeType::NodePort,
+            node_port,
+            expose_host: None,
+            values: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_node_port_goes_on_the_charts_api_service_which_must_be_there() {
+        let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "t1", "namespace": "vcluster-t1"},
+                             "spec": {"type": "NodePort", "ports": [{"name": "https", "port": 443, "targetPort": 8443}]}});
+        let other = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "t1-headless"},
+                           "spec": {"ports": [{"name": "https", "port": 443}]}});
+        let mut objects = vec![other.clone(), service];
+        set_node_port(&mut objects, &spec(Some(30443))).unwrap();
+        assert_eq!(objects[1]["spec"]["ports"][0]["nodePort"], 30443);
+        assert_eq!(objects[0], other);
+        // Without one asked for, the cluster allocates it.
+        let mut untouched = objects.clone();
+        untouched[1]["spec"]["ports"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("nodePort");
+        let before = untouched.clone();
+        set_node_port(&mut untouched, &spec(None)).unwrap();
+        assert_eq!(untouched, before);
+        let err = set_node_port(&mut [other], &spec(Some(30443))).unwrap_err();
+        assert!(err.to_string().contains("renders no Service t1"), "{err}");
+    }
+
+    #[test]
+    fn the_values_we_pass_are_keys_of_the_chart() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/charts/vcluster-standin/values.yaml"
+        ))
+        .unwrap();
+        let defaults: Value = serde_yaml::from_str(&text).unwrap();
+        let mut ingress = spec(None);
+        ingress.expose_type = ExposeType::Ingress;
+        ingress.expose_host = Some("vc.example.com".into());
+        for spec in [spec(Some(30443)), ingress] {
+            let values = chart_values(&spec, "https://192.0.2.1:30443", "192.0.2.1").unwrap();
+            let unknown = manifests::unknown_value_keys(&values, &defaults, &[]);
+            assert!(unknown.is_empty(), "{:?}: {unknown:?} in {values}", spec.expose_type);
+        }
     }
 
     #[test]

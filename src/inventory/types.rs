@@ -180,7 +180,9 @@ pub struct Artifacts {
     #[serde(default)]
     pub registry_ca_file: Option<PathBuf>,
     /// Base URL that mirrors upstream release downloads (online mode), e.g. an
-    /// internal proxy of `https://github.com`; default: upstream.
+    /// internal proxy of `https://github.com`; default: upstream. GitHub
+    /// paths are at its root, other hosts' under their name
+    /// (`<mirror>/charts.loft.sh/charts/vcluster-0.10.1.tgz`).
     #[serde(default)]
     pub download_mirror: Option<String>,
 }

@@ -197,7 +197,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         let files = vec![artifacts::pinned_file(
             &file,
             format!("{}/{version}/{file}", release.slug),
-            release.url(&artifacts::github(loaded), &version),
+            release.url(artifacts::GITHUB, &version),
             None,
         )];
         let step = artifacts::files_step(

@@ -22,6 +22,18 @@ pub struct Release {
     pub slug: &'static str,
     pub default_version: &'static str,
     pub namespace: &'static str,
+    /// The release (by slug) whose set owns `namespace`, when this one only
+    /// lives in it: an object has one owning set, so this release's step
+    /// needs that one's instead of claiming the namespace too.
+    pub namespace_of: Option<&'static str>,
+    /// When the release is ready, from what its own controllers wait for:
+    /// these workloads (kind, name in `namespace`) rolled out — Deployments
+    /// available, StatefulSets ready — after every object of the release,
+    /// webhook configurations included, was applied (see the apply engine:
+    /// some become ready only once those exist). The step checks that the
+    /// release renders each, so a renamed workload fails instead of going
+    /// unnoticed; the engine waits for them with every other workload.
+    pub ready: &'static [(&'static str, &'static str)],
     pub form: Form,
     /// File name for a version (e.g. `traefik-10.24.0.tgz`).
     file: fn(&str) -> String,
@@ -45,6 +57,14 @@ pub const CERT_MANAGER: Release = Release {
     slug: "cert-manager",
     default_version: versions::CERT_MANAGER,
     namespace: "cert-manager",
+    namespace_of: None,
+    // cert-manager's own check (`cmctl check api`) needs the webhook to
+    // answer, which needs cainjector to have filled its caBundle: all three.
+    ready: &[
+        ("Deployment", "cert-manager"),
+        ("Deployment", "cert-manager-cainjector"),
+        ("Deployment", "cert-manager-webhook"),
+    ],
     form: Form::Manifest,
     file: |_| "cert-manager.yaml".into(),
     url: |gh, v| format!("{gh}/cert-manager/cert-manager/releases/download/{v}/cert-manager.yaml"),
@@ -56,6 +76,10 @@ pub const TRAEFIK: Release = Release {
     slug: "traefik",
     default_version: versions::TRAEFIK_CHART,
     namespace: "traefik",
+    namespace_of: None,
+    // The chart's one Deployment; its readiness probe is /ping on the
+    // traefik entry point. It needs none of its CRDs' objects to be ready.
+    ready: &[("Deployment", "traefik")],
     form: Form::Chart { release: "traefik" },
     file: |v| format!("traefik-{v}.tgz"),
     url: |_, v| format!("https://traefik.github.io/charts/traefik/traefik-{v}.tgz"),
@@ -67,6 +91,19 @@ pub const ARGOCD: Release = Release {
     slug: "argocd",
     default_version: versions::ARGOCD,
     namespace: "argocd",
+    namespace_of: None,
+    // Every component of install.yaml: the application controller is a
+    // StatefulSet; Dex, Redis, the repo server and the API server must run
+    // for an Application to sync (which the health step then checks).
+    ready: &[
+        ("Deployment", "argocd-server"),
+        ("Deployment", "argocd-repo-server"),
+        ("Deployment", "argocd-redis"),
+        ("Deployment", "argocd-dex-server"),
+        ("Deployment", "argocd-applicationset-controller"),
+        ("Deployment", "argocd-notifications-controller"),
+        ("StatefulSet", "argocd-application-controller"),
+    ],
     form: Form::Manifest,
     file: |_| "install.yaml".into(),
     url: |gh, v| format!("{gh}/argoproj/argo-cd/releases/download/{v}/install.yaml"),
@@ -78,6 +115,9 @@ pub const ARGO_ROLLOUTS: Release = Release {
     slug: "argo-rollouts",
     default_version: versions::ARGO_ROLLOUTS,
     namespace: "argo-rollouts",
+    namespace_of: None,
+    // One controller; it serves no admission webhook.
+    ready: &[("Deployment", "argo-rollouts")],
     form: Form::Manifest,
     file: |_| "install.yaml".into(),
     url: |gh, v| format!("{gh}/argoproj/argo-rollouts/releases/download/{v}/install.yaml"),
@@ -89,6 +129,10 @@ pub const ARGO_EVENTS: Release = Release {
     slug: "argo-events",
     default_version: versions::ARGO_EVENTS,
     namespace: "argo-events",
+    namespace_of: None,
+    // 1.7's single controller-manager (EventBus, EventSource, Sensor); its
+    // validating webhook is a separate, optional install we do not apply.
+    ready: &[("Deployment", "controller-manager")],
     form: Form::Manifest,
     file: |_| "install.yaml".into(),
     url: |gh, v| format!("{gh}/argoproj/argo-events/releases/download/{v}/install.yaml"),
@@ -100,6 +144,13 @@ pub const TEKTON: Release = Release {
     slug: "tekton",
     default_version: versions::TEKTON_PIPELINES,
     namespace: "tekton-pipelines",
+    namespace_of: None,
+    // The controller, and the webhook that admits (and defaults) every
+    // Tekton object: Tasks and Pipelines can be created only once it runs.
+    ready: &[
+        ("Deployment", "tekton-pipelines-controller"),
+        ("Deployment", "tekton-pipelines-webhook"),
+    ],
     form: Form::Manifest,
     file: |_| "release.yaml".into(),
     url: |_, v| format!("https://storage.googleapis.com/tekton-releases/pipeline/previous/{v}/release.yaml"),
@@ -111,6 +162,10 @@ pub const TEKTON_DASHBOARD: Release = Release {
     slug: "tekton-dashboard",
     default_version: versions::TEKTON_DASHBOARD,
     namespace: "tekton-pipelines",
+    // The dashboard release carries no Namespace: it is Tekton Pipelines'.
+    namespace_of: Some("tekton"),
+    // Its one Deployment, in Tekton's namespace.
+    ready: &[("Deployment", "tekton-dashboard")],
     form: Form::Manifest,
     file: |_| "tekton-dashboard-release.yaml".into(),
     url: |_, v| {
@@ -124,6 +179,16 @@ pub const EXTERNAL_SECRETS: Release = Release {
     slug: "external-secrets",
     default_version: versions::EXTERNAL_SECRETS_CHART,
     namespace: "external-secrets",
+    namespace_of: None,
+    // The operator, the webhook and the cert-controller, whose /readyz
+    // passes only once it has injected its CA into the CRDs and the
+    // ValidatingWebhookConfigurations labelled external-secrets.io/
+    // component=webhook, and the webhook Service has endpoints.
+    ready: &[
+        ("Deployment", "external-secrets"),
+        ("Deployment", "external-secrets-cert-controller"),
+        ("Deployment", "external-secrets-webhook"),
+    ],
     form: Form::Chart {
         release: "external-secrets",
     },
@@ -140,6 +205,11 @@ pub const VAULT_INJECTOR: Release = Release {
     slug: "vault-injector",
     default_version: versions::VAULT_CHART,
     namespace: "vault",
+    namespace_of: None,
+    // vault-k8s 1.0.0 with auto-TLS: its certificate, and so its HTTPS
+    // /health/ready probe, comes only once its MutatingWebhookConfiguration
+    // (vault-agent-injector-cfg) exists for it to patch.
+    ready: &[("Deployment", "vault-agent-injector")],
     form: Form::Chart { release: "vault" },
     file: |v| format!("vault-{v}.tgz"),
     url: |_, v| format!("https://helm.releases.hashicorp.com/vault-{v}.tgz"),
@@ -153,6 +223,10 @@ pub const NAUTES: Release = Release {
     slug: "nautes",
     default_version: versions::NAUTES,
     namespace: "nautes",
+    namespace_of: None,
+    // Delivered by Argo CD, not applied by us: ready is its Application
+    // Synced and Healthy, which the health step waits for.
+    ready: &[],
     form: Form::Manifest,
     file: |_| "nautes.yaml".into(),
     url: |gh, v| format!("{gh}/nautes-labs/nautes/releases/download/{v}/nautes.yaml"),

@@ -54,6 +54,14 @@ pub struct StackSpec {
     /// v2beta1 HorizontalPodAutoscaler, both gone from Kubernetes 1.25).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub optional_kinds: Vec<(String, String)>,
+    /// Workloads (kind, name) the release's readiness rule waits for (see
+    /// the catalog): each must be among the objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ready: Vec<(String, String)>,
+    /// The step whose set owns the namespace this one lives in; unset when
+    /// the namespace is this set's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_owner: Option<String>,
 }
 
 pub fn step_id(component: &str, cluster: &str) -> String {
@@ -85,8 +93,15 @@ async fn objects(ctx: &StepContext, spec: &StackSpec, client: &KubeClient) -> Re
             }
         }
     }
-    // Some releases (Argo Events) expect their namespace to exist already.
-    if let (Some(ns), false) = (&spec.apply.namespace, spec.apply.sources.is_empty()) {
+    if let (Some(ns), Some(owner)) = (&spec.apply.namespace, &spec.namespace_owner) {
+        // One owning set per object: the owner's step ran before this one.
+        let before = objects.len();
+        objects.retain(|o| !(o["kind"] == "Namespace" && o["metadata"]["name"] == ns.as_str()));
+        if objects.len() < before {
+            ctx.notice(format!("left out Namespace {ns}: it belongs to {owner}"));
+        }
+    } else if let (Some(ns), false) = (&spec.apply.namespace, spec.apply.sources.is_empty()) {
+        // Some releases (Argo Events) expect their namespace to exist already.
         let has = objects
             .iter()
             .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == ns.as_str());
@@ -116,6 +131,33 @@ async fn objects(ctx: &StepContext, spec: &StackSpec, client: &KubeClient) -> Re
     Ok(objects)
 }
 
+/// The workloads the release's readiness rule names must be in what it
+/// renders: a release that renamed one would otherwise be taken as ready
+/// without the thing that makes it so.
+fn check_readiness_rule(spec: &StackSpec, objects: &[Value]) -> Result<(), StepError> {
+    let namespace = spec.apply.namespace.as_deref();
+    let missing: Vec<String> = spec
+        .ready
+        .iter()
+        .filter(|(kind, name)| {
+            !objects.iter().any(|o| {
+                o["kind"] == kind.as_str()
+                    && o["metadata"]["name"] == name.as_str()
+                    && o["metadata"]["namespace"].as_str().or(namespace) == namespace
+            })
+        })
+        .map(|(kind, name)| format!("{kind} {name}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(StepError::new(format!(
+        "{} renders no {}, which its readiness rule waits for; the release's rule in the catalog needs updating for this version",
+        spec.apply.set,
+        missing.join(", ")
+    )))
+}
+
 pub struct StackHandler;
 
 #[async_trait]
@@ -128,10 +170,57 @@ impl StepHandler for StackHandler {
         let spec = parse(spec)?;
         let client = client(ctx, &spec.apply.target).await?;
         let objects = objects(ctx, &spec, &client).await?;
+        check_readiness_rule(&spec, &objects)?;
         apply_spec(ctx, &client, &spec.apply, objects).await
     }
 
     async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
         destroy_spec(ctx, &parse(spec)?.apply, outputs).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::components::kube_target::KubeTarget;
+
+    #[test]
+    fn a_release_that_no_longer_renders_a_workload_its_readiness_rule_names_fails() {
+        let spec = StackSpec {
+            apply: ApplySpec {
+                target: KubeTarget::Step {
+                    step: "k".into(),
+                    cluster: "c".into(),
+                },
+                set: "stack/vault-injector/c".into(),
+                namespace: Some("vault".into()),
+                force_conflicts: false,
+                sources: Vec::new(),
+            },
+            runtime: None,
+            optional_kinds: Vec::new(),
+            ready: catalog::VAULT_INJECTOR
+                .ready
+                .iter()
+                .map(|(k, n)| (k.to_string(), n.to_string()))
+                .collect(),
+            namespace_owner: None,
+        };
+        let deployment = |name: &str, ns: Option<&str>| {
+            let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}});
+            if let Some(ns) = ns {
+                d["metadata"]["namespace"] = json!(ns);
+            }
+            d
+        };
+        check_readiness_rule(&spec, &[deployment("vault-agent-injector", None)]).unwrap();
+        check_readiness_rule(&spec, &[deployment("vault-agent-injector", Some("vault"))]).unwrap();
+        for wrong in [
+            deployment("vault-injector", Some("vault")),
+            deployment("vault-agent-injector", Some("other")),
+        ] {
+            let err = check_readiness_rule(&spec, &[wrong]).unwrap_err().to_string();
+            assert!(err.contains("renders no Deployment vault-agent-injector"), "{err}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::catalog::{self, Form, Release};
 use super::runtime::{self, Runtime};
 use super::{health, register, step_id, StackSpec, KIND};
-use crate::components::artifacts::{files_step, github, pinned_file};
+use crate::components::artifacts::{files_step, pinned_file, GITHUB};
 use crate::components::kube_target::{self, KubeTarget};
 use crate::components::manifests::{ApplySpec, Source};
 use crate::components::{gitlab, pki, vault, vault_kubernetes, versions};
@@ -103,7 +103,7 @@ impl Planner<'_> {
         let files = vec![pinned_file(
             &file,
             format!("{}/{version}/{file}", release.slug),
-            release.url(&github(self.loaded), &version),
+            release.url(GITHUB, &version),
             None,
         )];
         match files_step(
@@ -160,6 +160,10 @@ impl Planner<'_> {
         }
         let force = component(self.loaded, release.map(|r| r.1).unwrap_or(name)).is_some_and(|c| c.force_conflicts);
         let id = step_id(name, cluster);
+        let namespace_owner = release
+            .and_then(|(r, _)| r.namespace_of)
+            .map(|slug| step_id(slug, cluster));
+        needs.extend(namespace_owner.clone());
         let spec = StackSpec {
             apply: ApplySpec {
                 target,
@@ -173,6 +177,10 @@ impl Planner<'_> {
                 .iter()
                 .map(|(a, k)| (a.to_string(), k.to_string()))
                 .collect(),
+            ready: release
+                .map(|(r, _)| r.ready.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect())
+                .unwrap_or_default(),
+            namespace_owner,
         };
         needs.extend(spec.apply.needs());
         self.steps
@@ -512,7 +520,8 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     Some((&catalog::TEKTON_DASHBOARD, "tektonDashboard")),
                     Value::Null,
                     None,
-                    vec![step_id(release.slug, &cluster)],
+                    // Tekton's step comes from the catalog: the namespace is its.
+                    Vec::new(),
                     catalog::TEKTON_DASHBOARD.namespace,
                     &[],
                 ));
@@ -528,4 +537,55 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     }
     steps.append(&mut p.steps);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::components::manifests::unknown_value_keys;
+
+    /// The stand-in chart (tests/charts) that mirrors each real chart we
+    /// pin, and the keys upstream documents only as comments in its values.
+    fn standin(chart_file: &str) -> Option<(&'static str, &'static [&'static str])> {
+        const TRAEFIK_COMMENTED: &[&str] = &["ports.web.nodePort", "ports.websecure.nodePort"];
+        [
+            ("traefik-", ("traefik-standin", TRAEFIK_COMMENTED)),
+            ("external-secrets-", ("external-secrets-standin", &[][..])),
+            ("vault-", ("vault-standin", &[][..])),
+        ]
+        .into_iter()
+        .find(|(prefix, _)| chart_file.starts_with(prefix))
+        .map(|(_, s)| s)
+    }
+
+    #[test]
+    fn every_chart_value_we_pass_is_a_key_of_the_charts_values() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let path = std::path::Path::new(root).join("inventories/single-node-k3s.yaml");
+        // Users' own values for Traefik go through too; ours are taken out.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let loaded = crate::inventory::load_str(&path, &text).unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        let steps = crate::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
+        let mut checked = Vec::new();
+        for step in steps.iter().filter(|s| s.kind == KIND) {
+            let spec: StackSpec = serde_json::from_value(step.spec.clone()).unwrap();
+            for source in &spec.apply.sources {
+                let Source::Chart { file, values, .. } = source else {
+                    continue;
+                };
+                let (dir, documented) = standin(file).unwrap_or_else(|| panic!("no stand-in chart mirrors {file}"));
+                let text = std::fs::read_to_string(format!("{root}/tests/charts/{dir}/values.yaml")).unwrap();
+                let defaults: Value = serde_yaml::from_str(&text).unwrap();
+                let unknown = unknown_value_keys(values, &defaults, documented);
+                assert!(unknown.is_empty(), "{}: {file} has no values {unknown:?}", step.id);
+                checked.push(dir);
+            }
+        }
+        checked.sort();
+        checked.dedup();
+        assert_eq!(
+            checked,
+            ["external-secrets-standin", "traefik-standin", "vault-standin"]
+        );
+    }
 }

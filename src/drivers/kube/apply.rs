@@ -1,8 +1,35 @@
 //! The apply engine: one set of objects (a component's manifests) made true
-//! on a cluster with server-side apply, in phases (definitions, namespaces,
-//! built-in objects, webhooks, custom resources), each phase waiting for
-//! what the next needs. It writes only what differs, prunes what the set no
-//! longer renders, and deletes a set in reverse.
+//! on a cluster with server-side apply. It writes only what differs, prunes
+//! what the set no longer renders, and deletes a set in reverse.
+//!
+//! The order is Helm's `--wait` and `kubectl apply` + `rollout status`:
+//! send everything, then wait. Waiting between kinds deadlocks real
+//! releases whose controllers become ready only once a webhook
+//! configuration of the same release exists (External Secrets'
+//! cert-controller, the Vault agent injector). The rule:
+//!
+//! 1. CustomResourceDefinitions, then wait until they are Established:
+//!    nothing is sent of a kind the cluster does not serve yet.
+//! 2. Namespaces: everything namespaced needs its namespace.
+//! 3. Every other object, webhook configurations and APIServices included,
+//!    built-in kinds before custom resources, without waiting.
+//! 4. Except what the set's *own* webhooks must admit (a rule matching its
+//!    group and resource for create or update, failurePolicy not Ignore,
+//!    clientConfig.service a Service of this set), or of a kind only an
+//!    APIService of this set serves: those are sent after everything sent
+//!    so far is ready, so their webhook or API has a backend to answer.
+//!    Webhooks of other sets are the step order's business (a set that
+//!    needs another's webhook depends on that set's step, which ends ready);
+//!    webhooks of nobody's set are not ours to wait for.
+//! 5. Wait until every object with a readiness rule (readiness.rs) is ready.
+//!
+//! A failure in a stage stops the apply there, with every problem of that
+//! stage. Deletion runs the kinds in reverse (see [`Phase`]).
+//!
+//! Fields others own are not applied: `status` and the empty `caBundle`
+//! placeholders controllers fill in (see `drop_fields_others_own`). Fields
+//! only on the live side (server defaults, status, what controllers add)
+//! never count as a difference.
 //!
 //! Every object we apply carries two labels (managed-by, set) and the hash
 //! of its manifest. One LIST per kind then tells us the live state of the
@@ -105,6 +132,7 @@ fn prepare(mut manifest: Value, set: &str, default_namespace: Option<&str>) -> R
         // namespace is dropped again for cluster-scoped kinds when applied.
         r.namespace = default_namespace.map(str::to_string);
     }
+    drop_fields_others_own(&mut manifest);
     let hash = hex(&Sha256::digest(serde_json::to_vec(&manifest).unwrap_or_default()));
     let meta = manifest
         .get_mut("metadata")
@@ -135,6 +163,40 @@ fn prepare(mut manifest: Value, set: &str, default_namespace: Option<&str>) -> R
     Ok(Prepared { r, manifest })
 }
 
+/// Leave out what the API server or a controller owns, so it is neither
+/// applied nor compared: `status` (the server ignores it on the main
+/// resource; controller-gen's CRD files carry an empty one that never
+/// matches the live one) and an empty `caBundle` in webhook client
+/// configurations, CRD conversion webhooks and APIServices (a placeholder
+/// the release's controller fills in: as another field manager, so
+/// applying our "" would conflict with it, or with force wipe its CA). A
+/// caBundle a manifest sets is applied: then it is the manifest's.
+fn drop_fields_others_own(manifest: &mut Value) {
+    let Some(object) = manifest.as_object_mut() else {
+        return;
+    };
+    object.remove("status");
+    let drop_empty = |config: &mut Value| {
+        if let Some(config) = config.as_object_mut() {
+            if config.get("caBundle").and_then(Value::as_str) == Some("") {
+                config.remove("caBundle");
+            }
+        }
+    };
+    if let Some(hooks) = object.get_mut("webhooks").and_then(Value::as_array_mut) {
+        for hook in hooks {
+            drop_empty(&mut hook["clientConfig"]);
+        }
+    }
+    if let Some(spec) = object.get_mut("spec").filter(|s| s.is_object()) {
+        if let Some(conversion) = spec.pointer_mut("/conversion/webhook/clientConfig") {
+            drop_empty(conversion);
+        }
+        // APIService: spec.caBundle.
+        drop_empty(spec);
+    }
+}
+
 /// Look up how to address a kind, with a message that says what is missing.
 async fn served_or_explain(client: &KubeClient, r: &ObjectRef) -> Result<Served, String> {
     match client.served(&r.api_version, &r.kind).await {
@@ -147,8 +209,9 @@ async fn served_or_explain(client: &KubeClient, r: &ObjectRef) -> Result<Served,
     }
 }
 
-/// Apply `objects` as one set. Fails with every problem found in the first
-/// phase that has any; later phases are not attempted then.
+/// Apply `objects` as one set, in the stages the module doc describes.
+/// Fails with every problem found in the first stage that has any; later
+/// stages are not attempted then.
 pub async fn apply_set(
     client: &KubeClient,
     objects: Vec<Value>,
@@ -163,118 +226,343 @@ pub async fn apply_set(
         }
         by_phase.entry(Phase::of(&p.r)).or_default().push(p);
     }
-    let mut report = ApplyReport::default();
-    let mut listing = Listing::default();
-    for phase in Phase::ALL {
-        let Some(prepared) = by_phase.remove(&phase) else {
-            continue;
-        };
-        apply_phase(client, phase, prepared, opts, &mut listing, &mut report).await?;
+    let mut take = |phase| by_phase.remove(&phase).unwrap_or_default();
+    let definitions = take(Phase::Definitions);
+    let namespaces = take(Phase::Namespaces);
+    let mut builtin = take(Phase::Workloads);
+    builtin.extend(take(Phase::Webhooks));
+    let custom = take(Phase::CustomResources);
+    let gates = Gates::of(builtin.iter());
+
+    let mut run = Run {
+        client,
+        opts,
+        listing: Listing::default(),
+        report: ApplyReport::default(),
+        applied: Vec::new(),
+        waited: BTreeSet::new(),
+    };
+    // Custom resources need their kind served: definitions are waited for here.
+    let stage = Stage::Definitions;
+    let resolved = resolved_or_fail(stage, resolve(client, definitions, |_| false).await)?;
+    let any_definitions = !resolved.is_empty();
+    run.apply(stage, resolved).await?;
+    run.wait(stage).await?;
+    if any_definitions {
+        client.forget_discovery().await;
     }
-    let current: BTreeSet<ObjectRef> = report.objects.iter().cloned().collect();
-    report.pruned = prune(client, opts, &mut listing, &current).await?;
-    Ok(report)
+
+    let stage = Stage::Namespaces;
+    let resolved = resolved_or_fail(stage, resolve(client, namespaces, |_| false).await)?;
+    run.apply(stage, resolved).await?;
+
+    // Everything else is sent without waiting, webhook configurations with
+    // the rest: the controllers behind them may need them to become ready.
+    // Only what the set's own webhooks must admit waits for their backends.
+    let mut gated = Vec::new();
+    let mut deferred = Vec::new();
+    for (stage, objects) in [(Stage::Objects, builtin), (Stage::CustomResources, custom)] {
+        let (resolved, unserved) = resolve(client, objects, |r| gates.serves(r)).await;
+        let resolved = fail_if_any(stage, (resolved, unserved.problems))?;
+        deferred.extend(unserved.deferred);
+        let (g, now): (Vec<_>, Vec<_>) = resolved.into_iter().partition(|(p, s)| gates.admits(p, s));
+        gated.extend(g);
+        run.apply(stage, now).await?;
+    }
+    if !gated.is_empty() || !deferred.is_empty() {
+        run.wait(Stage::Backends).await?;
+        let stage = Stage::Admitted;
+        if !deferred.is_empty() {
+            // The set's API services answer now; let discovery see their kinds.
+            client.forget_discovery().await;
+            let (served, unserved) = resolve(client, deferred, |_| false).await;
+            gated.extend(fail_if_any(stage, (served, unserved.problems))?);
+        }
+        run.apply(stage, gated).await?;
+    }
+    run.wait(Stage::Ready).await?;
+
+    let current: BTreeSet<ObjectRef> = run.report.objects.iter().cloned().collect();
+    run.report.pruned = prune(client, opts, &mut run.listing, &current).await?;
+    Ok(run.report)
 }
 
-async fn apply_phase(
-    client: &KubeClient,
-    phase: Phase,
-    prepared: Vec<Prepared>,
-    opts: &ApplyOptions<'_>,
-    listing: &mut Listing,
-    report: &mut ApplyReport,
-) -> Result<(), String> {
-    // Resolve every kind first: nothing of a kind the cluster does not serve is attempted.
-    let mut resolved = Vec::new();
-    let mut problems = Vec::new();
-    for mut p in prepared {
-        match served_or_explain(client, &p.r).await {
-            Ok(served) => {
-                if !served.namespaced {
-                    p.r.namespace = None;
-                    if let Some(meta) = p.manifest["metadata"].as_object_mut() {
-                        meta.remove("namespace");
+/// The stages of an apply, for progress and error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Definitions,
+    Namespaces,
+    Objects,
+    CustomResources,
+    Backends,
+    Admitted,
+    Ready,
+}
+
+impl Stage {
+    fn label(self) -> &'static str {
+        match self {
+            Stage::Definitions => "custom resource definitions",
+            Stage::Namespaces => "namespaces",
+            Stage::Objects => "built-in objects, webhooks and API services",
+            Stage::CustomResources => "custom resources",
+            Stage::Backends => "objects of the set before what its own webhooks and API services admit or serve",
+            Stage::Admitted => "objects the set's webhooks admit or API services serve",
+            Stage::Ready => "objects of the set",
+        }
+    }
+}
+
+/// What the set's own admission webhooks and API services stand in front
+/// of. Only those whose backend Service is in the set count: another set's
+/// webhook is that set's step's to wait for (steps order the sets), and one
+/// outside any set is not ours to wait for.
+#[derive(Default)]
+struct Gates {
+    /// Rules of webhooks that refuse what they cannot be asked about
+    /// (failurePolicy Fail, the v1 default).
+    rules: Vec<Rule>,
+    /// group/version the set's APIServices serve.
+    api_services: BTreeSet<String>,
+}
+
+struct Rule {
+    groups: Vec<String>,
+    resources: Vec<String>,
+    operations: Vec<String>,
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+impl Gates {
+    fn of<'a>(objects: impl Iterator<Item = &'a Prepared> + Clone) -> Gates {
+        let services: BTreeSet<(Option<String>, String)> = objects
+            .clone()
+            .filter(|p| p.r.api_version == "v1" && p.r.kind == "Service")
+            .map(|p| (p.r.namespace.clone(), p.r.name.clone()))
+            .collect();
+        let ours = |service: &Value| {
+            service["name"].as_str().is_some_and(|name| {
+                services.contains(&(service["namespace"].as_str().map(str::to_string), name.to_string()))
+            })
+        };
+        let mut gates = Gates::default();
+        for p in objects {
+            match (p.r.group(), p.r.kind.as_str()) {
+                ("admissionregistration.k8s.io", "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration") => {
+                    for hook in p.manifest["webhooks"].as_array().into_iter().flatten() {
+                        if hook["failurePolicy"].as_str() == Some("Ignore") || !ours(&hook["clientConfig"]["service"]) {
+                            continue;
+                        }
+                        for rule in hook["rules"].as_array().into_iter().flatten() {
+                            gates.rules.push(Rule {
+                                groups: strings(&rule["apiGroups"]),
+                                resources: strings(&rule["resources"]),
+                                operations: strings(&rule["operations"]),
+                            });
+                        }
                     }
-                } else if p.r.namespace.is_none() {
-                    problems.push(format!("{}: namespaced kind but no namespace given", p.r));
-                    continue;
                 }
-                resolved.push((p, served));
+                ("apiregistration.k8s.io", "APIService") if ours(&p.manifest["spec"]["service"]) => {
+                    let spec = &p.manifest["spec"];
+                    if let (Some(g), Some(v)) = (spec["group"].as_str(), spec["version"].as_str()) {
+                        gates.api_services.insert(if g.is_empty() {
+                            v.to_string()
+                        } else {
+                            format!("{g}/{v}")
+                        });
+                    }
+                }
+                _ => {}
             }
-            Err(e) => problems.push(e),
         }
+        gates
     }
-    fail_if_any(phase, std::mem::take(&mut problems))?;
-    listing
-        .include(client, resolved.iter().map(|(_, s)| s), &opts.set)
-        .await?;
-    (opts.progress)(format!("applying {} {}", resolved.len(), phase.label()));
 
-    // Owned items: the futures must not borrow from the stream's items.
-    let live = &listing.live;
-    let force = opts.force_conflicts;
-    let results: Vec<Result<(ObjectRef, bool, Value), String>> = stream::iter(resolved.clone())
-        .map(|(p, served)| async move {
-            if let Some(current) = live.get(&p.r) {
-                if contains(current, &p.manifest) {
-                    return Ok((p.r.clone(), false, current.clone()));
-                }
-            }
-            let written = server_side_apply(client, &served, &p, force).await?;
-            Ok((p.r, true, written))
+    /// Whether one of the set's webhooks must admit creating or updating
+    /// this object. Selectors are not evaluated: a webhook that might admit
+    /// it is waited for.
+    fn admits(&self, p: &Prepared, served: &Served) -> bool {
+        let any = |list: &[String], want: &str| list.iter().any(|x| x == "*" || x == want);
+        let group = p.r.group();
+        // The API server never calls webhooks about webhook configurations.
+        if group == "admissionregistration.k8s.io" {
+            return false;
+        }
+        let plural = served.resource.plural.as_str();
+        self.rules.iter().any(|rule| {
+            any(&rule.groups, group)
+                && rule.resources.iter().any(|r| r == "*" || r == "*/*" || r == plural)
+                && (any(&rule.operations, "CREATE") || any(&rule.operations, "UPDATE"))
         })
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
-    let mut applied = BTreeMap::new();
-    for r in results {
-        match r {
-            Ok((r, wrote, object)) => {
-                if wrote {
-                    report.written += 1;
-                } else {
-                    report.unchanged += 1;
-                }
-                applied.insert(r, object);
-            }
-            Err(e) => problems.push(e),
-        }
     }
-    fail_if_any(phase, problems)?;
-    report.objects.extend(resolved.iter().map(|(p, _)| p.r.clone()));
 
-    let waited: Vec<(Prepared, Served)> = resolved
-        .into_iter()
-        .filter(|(p, _)| is_waited(&p.r.kind, &p.manifest))
-        .collect();
-    if !waited.is_empty() {
-        (opts.progress)(format!("waiting for {} {} to be ready", waited.len(), phase.label()));
-        let deadline = Instant::now() + opts.timeout;
-        let applied = &applied;
-        let timeout = opts.timeout;
-        let results: Vec<Result<(), String>> = stream::iter(waited)
+    /// Whether the kind is one the set's own API services will serve.
+    fn serves(&self, r: &ObjectRef) -> bool {
+        self.api_services.contains(&r.api_version)
+    }
+}
+
+/// Objects whose kind is not served (yet).
+#[derive(Default)]
+struct Unserved {
+    /// Served only once an API service of the set answers: sent after it.
+    deferred: Vec<Prepared>,
+    problems: Vec<String>,
+}
+
+/// How to address each object: the namespace settled by discovery. Objects
+/// whose kind is not served are problems, unless `later` says they will be.
+async fn resolve(
+    client: &KubeClient,
+    prepared: Vec<Prepared>,
+    later: impl Fn(&ObjectRef) -> bool,
+) -> (Vec<(Prepared, Served)>, Unserved) {
+    let mut resolved = Vec::new();
+    let mut unserved = Unserved::default();
+    for mut p in prepared {
+        let served = match served_or_explain(client, &p.r).await {
+            Ok(served) => served,
+            Err(_) if later(&p.r) => {
+                unserved.deferred.push(p);
+                continue;
+            }
+            Err(e) => {
+                unserved.problems.push(e);
+                continue;
+            }
+        };
+        if !served.namespaced {
+            p.r.namespace = None;
+            if let Some(meta) = p.manifest["metadata"].as_object_mut() {
+                meta.remove("namespace");
+            }
+        } else if p.r.namespace.is_none() {
+            unserved
+                .problems
+                .push(format!("{}: namespaced kind but no namespace given", p.r));
+            continue;
+        }
+        resolved.push((p, served));
+    }
+    (resolved, unserved)
+}
+
+/// One apply of a set: what it has sent so far and what it has waited for.
+struct Run<'a, 'o> {
+    client: &'a KubeClient,
+    opts: &'a ApplyOptions<'o>,
+    listing: Listing,
+    report: ApplyReport,
+    /// Every object applied, with the object the API returned (or the live one).
+    applied: Vec<(Prepared, Served, Value)>,
+    /// Objects already found ready.
+    waited: BTreeSet<ObjectRef>,
+}
+
+impl Run<'_, '_> {
+    /// Send what differs from the live objects, all at once (bounded).
+    async fn apply(&mut self, stage: Stage, resolved: Vec<(Prepared, Served)>) -> Result<(), String> {
+        if resolved.is_empty() {
+            return Ok(());
+        }
+        let (client, opts) = (self.client, self.opts);
+        self.listing
+            .include(client, resolved.iter().map(|(_, s)| s), &opts.set)
+            .await?;
+        (opts.progress)(format!("applying {} {}", resolved.len(), stage.label()));
+        let order: Vec<ObjectRef> = resolved.iter().map(|(p, _)| p.r.clone()).collect();
+        // Owned items: the futures must not borrow from the stream's items.
+        let live = &self.listing.live;
+        let force = opts.force_conflicts;
+        let results: Vec<Result<(Prepared, Served, bool, Value), String>> = stream::iter(resolved)
             .map(|(p, served)| async move {
-                let known = applied.get(&p.r).cloned();
-                wait_ready(client, &served, &p.r, known, deadline, timeout).await
+                if let Some(current) = live.get(&p.r) {
+                    if contains(current, &p.manifest) {
+                        let current = current.clone();
+                        return Ok((p, served, false, current));
+                    }
+                }
+                let written = server_side_apply(client, &served, &p, force).await?;
+                Ok((p, served, true, written))
             })
             .buffer_unordered(opts.concurrency.max(1))
             .collect()
             .await;
-        fail_if_any(phase, results.into_iter().filter_map(Result::err).collect())?;
+        let mut problems = Vec::new();
+        let mut done = Vec::new();
+        for r in results {
+            match r {
+                Ok((p, served, wrote, object)) => {
+                    if wrote {
+                        self.report.written += 1;
+                    } else {
+                        self.report.unchanged += 1;
+                    }
+                    done.push((p, served, object));
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        fail_if_any(stage, (Vec::<()>::new(), problems))?;
+        self.report.objects.extend(order);
+        self.applied.extend(done);
+        Ok(())
     }
-    if phase == Phase::Definitions {
-        // New kinds are served now; let discovery see them.
-        client.forget_discovery().await;
+
+    /// Wait until everything applied so far that has a readiness rule is ready.
+    async fn wait(&mut self, stage: Stage) -> Result<(), String> {
+        // Owned items: the futures must not borrow from the stream's items.
+        let waited: Vec<(ObjectRef, Served, Value)> = self
+            .applied
+            .iter()
+            .filter(|(p, _, _)| !self.waited.contains(&p.r) && is_waited(&p.r.kind, &p.manifest))
+            .map(|(p, served, known)| (p.r.clone(), served.clone(), known.clone()))
+            .collect();
+        if waited.is_empty() {
+            return Ok(());
+        }
+        let (client, opts) = (self.client, self.opts);
+        (opts.progress)(format!("waiting for {} {} to be ready", waited.len(), stage.label()));
+        let deadline = Instant::now() + opts.timeout;
+        let timeout = opts.timeout;
+        let results: Vec<Result<ObjectRef, String>> = stream::iter(waited)
+            .map(|(r, served, known)| async move {
+                wait_ready(client, &served, &r, Some(known), deadline, timeout).await?;
+                Ok(r)
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
+        let (ready, problems): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+        self.waited.extend(ready.into_iter().filter_map(Result::ok));
+        fail_if_any(
+            stage,
+            (Vec::<()>::new(), problems.into_iter().filter_map(Result::err).collect()),
+        )?;
+        Ok(())
     }
-    Ok(())
 }
 
-fn fail_if_any(phase: Phase, mut problems: Vec<String>) -> Result<(), String> {
+fn resolved_or_fail(
+    stage: Stage,
+    (resolved, unserved): (Vec<(Prepared, Served)>, Unserved),
+) -> Result<Vec<(Prepared, Served)>, String> {
+    // Nothing is deferred for stages whose `later` says no.
+    fail_if_any(stage, (resolved, unserved.problems))
+}
+
+/// The items, unless there are problems: then all of them, sorted.
+fn fail_if_any<T>(stage: Stage, (items, mut problems): (Vec<T>, Vec<String>)) -> Result<Vec<T>, String> {
     if problems.is_empty() {
-        return Ok(());
+        return Ok(items);
     }
     problems.sort();
-    Err(format!("{} failed:\n  - {}", phase.label(), problems.join("\n  - ")))
+    Err(format!("{} failed:\n  - {}", stage.label(), problems.join("\n  - ")))
 }
 
 /// The set's live objects, read with one LIST per kind; a kind listed once
@@ -501,6 +789,12 @@ async fn delete_one(
             return Ok(());
         }
     }
+    if let (Some(set), true) = (only_set, r.api_version == "v1" && r.kind == "Namespace") {
+        if let Some(other) = other_set_in_namespace(client, &r.name, set).await? {
+            tracing::info!("leaving {r}: set {other} still has objects in it");
+            return Ok(());
+        }
+    }
     let api = client.api(&served, r.namespace.as_deref());
     if live.metadata.deletion_timestamp.is_none() {
         let params = DeleteParams::background();
@@ -526,9 +820,122 @@ async fn delete_one(
     }
 }
 
+/// Kinds every release puts in its namespace; enough to tell that another
+/// set lives there.
+const RESIDENT_KINDS: [(&str, &str); 5] = [
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("apps/v1", "DaemonSet"),
+    ("v1", "ConfigMap"),
+    ("v1", "ServiceAccount"),
+];
+
+/// Another of our sets that still has objects in `namespace`, if any. A
+/// namespace one set claimed while another lives in it (as the Tekton
+/// Dashboard once claimed Tekton's) must outlive the claimant.
+async fn other_set_in_namespace(client: &KubeClient, namespace: &str, set: &str) -> Result<Option<String>, String> {
+    let params = ListParams::default()
+        .labels(&format!(
+            "{MANAGED_BY_LABEL}={FIELD_MANAGER},{SET_LABEL}!={}",
+            set_label_value(set)
+        ))
+        .limit(1);
+    for (api_version, kind) in RESIDENT_KINDS {
+        let Ok(Some(served)) = client.served(api_version, kind).await else {
+            continue;
+        };
+        let api = client.api(&served, Some(namespace));
+        let list = with_retries(|| api.list(&params))
+            .await
+            .map_err(|e| format!("listing {} in namespace {namespace}: {e}", served.resource.plural))?;
+        if let Some(item) = list.items.first() {
+            let other = item.metadata.labels.as_ref().and_then(|l| l.get(SET_LABEL)).cloned();
+            return Ok(other);
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn served(group: &str, plural: &str) -> Served {
+        Served {
+            resource: kube::api::ApiResource {
+                group: group.into(),
+                version: "v1".into(),
+                api_version: if group.is_empty() {
+                    "v1".into()
+                } else {
+                    format!("{group}/v1")
+                },
+                kind: "K".into(),
+                plural: plural.into(),
+            },
+            namespaced: true,
+        }
+    }
+
+    fn webhook(service: &str, policy: &str, groups: Value, resources: Value) -> Prepared {
+        let m = serde_json::json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "w"}, "webhooks": [{"name": "w.x", "failurePolicy": policy,
+            "clientConfig": {"service": {"namespace": "ns", "name": service}},
+            "rules": [{"apiGroups": groups, "resources": resources, "operations": ["CREATE"]}]}]});
+        prepare(m, "s", Some("ns")).unwrap()
+    }
+
+    #[test]
+    fn only_the_sets_own_failing_webhooks_gate_what_they_match() {
+        let svc = prepare(
+            serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hook", "namespace": "ns"}}),
+            "s",
+            Some("ns"),
+        )
+        .unwrap();
+        let cm = prepare(
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+            "s",
+            Some("ns"),
+        )
+        .unwrap();
+        let everything = webhook("hook", "Fail", serde_json::json!(["*"]), serde_json::json!(["*"]));
+        let gates = Gates::of([svc.clone(), everything.clone()].iter());
+        assert!(gates.admits(&cm, &served("", "configmaps")));
+        // Webhook configurations are never sent to webhooks.
+        assert!(!gates.admits(
+            &everything,
+            &served("admissionregistration.k8s.io", "validatingwebhookconfigurations")
+        ));
+        let pods_only = webhook("hook", "Fail", serde_json::json!([""]), serde_json::json!(["pods"]));
+        assert!(!Gates::of([svc.clone(), pods_only].iter()).admits(&cm, &served("", "configmaps")));
+        let ignored = webhook("hook", "Ignore", serde_json::json!(["*"]), serde_json::json!(["*"]));
+        assert!(!Gates::of([svc.clone(), ignored].iter()).admits(&cm, &served("", "configmaps")));
+        let elsewhere = webhook(
+            "someone-elses",
+            "Fail",
+            serde_json::json!(["*"]),
+            serde_json::json!(["*"]),
+        );
+        assert!(!Gates::of([svc, elsewhere].iter()).admits(&cm, &served("", "configmaps")));
+    }
+
+    #[test]
+    fn status_and_empty_ca_bundles_are_left_out_but_a_set_ca_bundle_is_kept() {
+        let m = serde_json::json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "w"}, "status": {"x": 1},
+            "webhooks": [{"name": "a", "clientConfig": {"caBundle": ""}}, {"name": "b", "clientConfig": {"caBundle": "Q0E="}}]});
+        let p = prepare(m, "s", None).unwrap();
+        assert!(p.manifest.get("status").is_none());
+        assert!(p.manifest["webhooks"][0]["clientConfig"].get("caBundle").is_none());
+        assert_eq!(p.manifest["webhooks"][1]["clientConfig"]["caBundle"], "Q0E=");
+        let crd = serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "x"}, "spec": {"conversion": {"webhook": {"clientConfig": {"caBundle": ""}}}}});
+        let p = prepare(crd, "s", None).unwrap();
+        assert!(p.manifest["spec"]["conversion"]["webhook"]["clientConfig"]
+            .get("caBundle")
+            .is_none());
+    }
 
     #[test]
     fn set_names_become_valid_label_values() {

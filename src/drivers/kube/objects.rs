@@ -77,9 +77,10 @@ pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
-/// The phase an object is applied in. Later phases wait for earlier ones:
-/// kinds must be served before objects of them are sent, and webhooks and
-/// custom resources need the workloads behind them running.
+/// The kind of object, in the order kinds are sent (apply.rs says what is
+/// waited for between them) and deleted in reverse: custom resources
+/// before their definitions, webhooks before the workloads behind them,
+/// contents before their namespaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Phase {
     Definitions,
