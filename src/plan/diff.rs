@@ -198,7 +198,7 @@ fn decide(step: &super::Step, state: &State, runs: &BTreeSet<&str>, rechecks: &B
         return Reason::New;
     };
     match rec.status {
-        StepStatus::Running | StepStatus::Destroying => return Reason::Interrupted,
+        StepStatus::Running | StepStatus::Destroying | StepStatus::Interrupted => return Reason::Interrupted,
         StepStatus::Failed => return Reason::PreviouslyFailed,
         StepStatus::Done => {}
     }
