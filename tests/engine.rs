@@ -83,6 +83,22 @@ fn plan_orders_steps_and_explains_changes_after_an_edit() {
     let text = s.command(&["plan", "-i", "inventory.yaml"]).output().unwrap();
     let text = stdout(&text);
     assert!(text.contains("~ hook/c  dependency changed: hook/b"), "{text}");
+    assert!(
+        text.contains("~ hook/b  inputs changed: run"),
+        "names the field: {text}"
+    );
+    assert!(!text.contains("needs:"), "needs only on request: {text}");
+    let verbose = s.command(&["-v", "plan", "-i", "inventory.yaml"]).output().unwrap();
+    assert!(stdout(&verbose).contains("needs: hook/a"), "{}", stdout(&verbose));
+    let json = plan_json(&s);
+    let b = json["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "hook/b")
+        .unwrap();
+    assert_eq!(b["fields"], serde_json::json!(["run"]));
+    assert_eq!(b["needs"], serde_json::json!(["hook/a"]));
     assert!(text.contains("Plan: 2 to apply, 0 to destroy, 2 unchanged."), "{text}");
 
     assert_eq!(code(&s.run("apply", &[])), 0);

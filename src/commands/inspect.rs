@@ -98,6 +98,9 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
                     _ => '~',
                 };
                 println!("  {sign} {:width$}  {}", x.id, x.reason.describe());
+                if g.verbose > 0 && !x.needs.is_empty() {
+                    println!("    {:width$}  needs: {}", "", x.needs.join(", "));
+                }
                 if let Some(t) = terraform.get(&x.id) {
                     println!(
                         "    {:width$}  Terraform: {} to add, {} to change, {} to destroy",

@@ -18,6 +18,7 @@ pub fn validate(loaded: &Loaded) -> Report {
         report: loaded.report(),
     };
     v.header();
+    v.timeouts();
     v.names();
     v.ssh_defaults();
     v.hosts();
@@ -91,6 +92,63 @@ impl<'a> Validator<'a> {
                     "settings.concurrency",
                     "concurrency must be at least 1",
                     "omit it to use the default",
+                );
+            }
+        }
+    }
+
+    /// A limit of zero fails every wait at once, and one of years never
+    /// fires; both are typos. `M` is months to humantime, so `10M` written
+    /// for ten minutes would wait most of a year.
+    fn timeouts(&mut self) {
+        const DAY: u64 = 24 * 3600;
+        let t = &self.inv().settings.timeouts;
+        let mut limits: Vec<(String, Option<super::duration::HumanDuration>)> = vec![
+            ("settings.timeouts.sshConnect".into(), t.ssh_connect),
+            ("settings.timeouts.command".into(), t.command),
+            ("settings.timeouts.hook".into(), t.hook),
+            ("settings.timeouts.nodeReady".into(), t.node_ready),
+            ("settings.timeouts.rollout".into(), t.rollout),
+            ("settings.timeouts.http".into(), t.http),
+            ("settings.timeouts.terraform".into(), t.terraform),
+            ("settings.timeouts.ansible".into(), t.ansible),
+        ];
+        for (i, h) in self.inv().hooks.iter().enumerate() {
+            limits.push((push_key(&push_index("hooks", i), "timeout"), h.timeout));
+        }
+        for (path, limit) in limits {
+            let Some(d) = limit else { continue };
+            let secs = d.get().as_secs();
+            let written = self
+                .loaded
+                .spans
+                .value(&path)
+                .and_then(|s| self.loaded.source.get(s.start..s.end))
+                .unwrap_or("")
+                .trim_matches(|c| c == '"' || c == '\'')
+                .to_string();
+            if d.get().is_zero() {
+                self.error(
+                    &path,
+                    "a timeout of zero would fail every wait at once",
+                    "write a real limit such as `30s` or `10m`, or omit it for the default",
+                );
+            } else if secs > 366 * DAY {
+                self.error(
+                    &path,
+                    format!("a timeout of {d} would never fire"),
+                    "write a limit a person would wait, such as `30s`, `10m` or `2h`",
+                );
+            } else if written.contains('M') || secs > DAY {
+                let months = if written.contains('M') {
+                    format!("`{written}` means months (minutes are `m`); ")
+                } else {
+                    String::new()
+                };
+                self.warning(
+                    &path,
+                    format!("{months}a timeout of {d} is longer than anyone would wait"),
+                    "minutes are `m`, hours `h`: e.g. `10m`",
                 );
             }
         }
