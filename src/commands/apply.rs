@@ -42,7 +42,7 @@ pub fn apply(g: &GlobalArgs, file: &Path, only: &[String], from: Option<&str>) -
     let d = match diff::diff(&plan, &state, &selection) {
         Ok(d) => d,
         Err(unknown) => {
-            eprintln!("error: no such step: {}", unknown.0.join(", "));
+            eprintln!("error: no such step: {}", super::unknown_steps(&unknown.0, &plan));
             eprintln!("hint: `nautes-install plan -i {}` lists step ids", file.display());
             return exit::USAGE;
         }

@@ -67,7 +67,7 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
     let d = match diff::diff(&plan, &state, &Selection::default()) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: unknown steps: {}", e.0.join(", "));
+            eprintln!("error: unknown steps: {}", super::unknown_steps(&e.0, &plan));
             return exit::USAGE;
         }
     };

@@ -591,12 +591,12 @@ impl<'a> Validator<'a> {
             (ArtifactMode::Airgap, None) => self.error(
                 "artifacts.mode",
                 "air-gap mode needs `artifacts.bundle`",
-                "point `bundle:` at the directory made by `nautes-install bundle`",
+                "point `bundle:` at the directory made by `nautes-install bundle fetch`",
             ),
             (_, Some(b)) => self.dir(
                 "artifacts.bundle",
                 b,
-                "create it with `nautes-install bundle` on a connected machine",
+                "create it with `nautes-install bundle fetch` on a connected machine",
             ),
             _ => {}
         }
@@ -1251,7 +1251,8 @@ fn check_address(address: &str) -> Result<(), &'static str> {
     }
 }
 
-fn closest<'n>(word: &str, names: &[&'n str]) -> Option<&'n str> {
+/// The name nearest to `word` within a typo's distance, for "did you mean".
+pub fn closest<'n>(word: &str, names: &[&'n str]) -> Option<&'n str> {
     names
         .iter()
         .map(|n| (strsim(word, n), *n))
