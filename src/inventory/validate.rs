@@ -148,9 +148,14 @@ impl<'a> Validator<'a> {
                     "write a real limit such as `30s` or `10m`, or omit it for the default",
                 );
             } else if secs > 366 * DAY {
+                let shown = if written.is_empty() {
+                    d.to_string()
+                } else {
+                    written.clone()
+                };
                 self.error(
                     &path,
-                    format!("a timeout of {d} would never fire"),
+                    format!("a timeout of {shown} would never fire"),
                     "write a limit a person would wait, such as `30s`, `10m` or `2h`",
                 );
             } else if written.contains('M') || secs > DAY {

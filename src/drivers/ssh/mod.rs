@@ -183,6 +183,37 @@ impl SshPool {
                 host.shutdown().await;
             }
         }
+        self.stop_foreign_masters().await;
+    }
+
+    /// Tools we run (Ansible) keep their own `ControlPersist` masters under
+    /// our control directory; they would outlive the run by their persist
+    /// time, so each socket found there is asked to exit.
+    async fn stop_foreign_masters(&self) {
+        use std::os::unix::fs::FileTypeExt;
+        let mut sockets = Vec::new();
+        let mut dirs = vec![self.options.control_dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push(entry.path()),
+                    Ok(t) if t.is_socket() => sockets.push(entry.path()),
+                    _ => {}
+                }
+            }
+        }
+        for socket in sockets {
+            let exit = tokio::process::Command::new("ssh")
+                .arg("-o")
+                .arg(format!("ControlPath={}", socket.display()))
+                .args(["-O", "exit", "nautes-control"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .status();
+            let _ = tokio::time::timeout(Duration::from_secs(2), exit).await;
+        }
     }
 }
 
@@ -690,5 +721,23 @@ fn first_line(command: &str) -> String {
         format!("{}…", &line[..100])
     } else {
         line.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_logs_become_one_readable_line() {
+        let log = "Warning: Permanently added '[127.0.0.1]:2222' (ED25519) to the list of known hosts.\r\nConnection timed out during banner exchange\r\nConnection to 127.0.0.1 port 2222 timed out\r\n";
+        let line = tidy(log);
+        assert_eq!(
+            line,
+            "Connection timed out during banner exchange; Connection to 127.0.0.1 port 2222 timed out"
+        );
+        assert!(!line.contains('\r') && !line.contains('\n'));
+        assert_eq!(tidy(&"x".repeat(1000)).chars().count(), 301, "shortened, marked with …");
+        assert_eq!(tidy(""), "ssh exited without saying why");
     }
 }
