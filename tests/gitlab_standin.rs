@@ -793,3 +793,50 @@ fn request_log_records_calls_and_writes_skip_reads_and_token_grants() {
     gl.reset_log();
     assert!(gl.requests().is_empty());
 }
+
+#[test]
+fn a_held_request_is_carried_out_and_answered_only_on_release() {
+    let gl = standin();
+    gl.hold_next("POST", r"/api/v4/groups");
+    let url = format!("{}/api/v4/groups", gl.url());
+    // The client, in a thread of its own: it waits while the answer is held.
+    let client = std::thread::spawn(move || {
+        std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, urllib.request; r = urllib.request.Request(sys.argv[1], data=b'{\"name\": \"held\", \"path\": \"held\"}', \
+                 headers={'PRIVATE-TOKEN': sys.argv[2], 'Content-Type': 'application/json'}); print(urllib.request.urlopen(r).status)",
+                &url,
+                ADMIN,
+            ])
+            .output()
+            .unwrap()
+    });
+    let start = std::time::Instant::now();
+    while gl.held().is_empty() {
+        assert!(start.elapsed().as_secs() < 20, "the request was never held");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        gl.held(),
+        vec![json!({"method": "POST", "path": "/api/v4/groups", "status": 201})]
+    );
+    // Done already, though the client has heard nothing.
+    let groups = gl.dump()["groups"].clone();
+    assert!(
+        groups.as_array().unwrap().iter().any(|g| g["full_path"] == "held"),
+        "{groups}"
+    );
+    assert!(!client.is_finished(), "the answer was sent before release");
+    // Only the next matching request is held: this one is answered at once.
+    let (status, _, _) = gl.call(
+        "POST",
+        "/api/v4/groups",
+        Some(ADMIN),
+        Some(&json!({"name": "later", "path": "later"})),
+    );
+    assert_eq!(status, 201);
+    gl.release();
+    let out = client.join().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "201");
+}

@@ -4,18 +4,20 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/controlplane.rs"]
+mod controlplane;
 #[path = "support/hosts.rs"]
 mod hosts;
-#[path = "support/kube_api.rs"]
-mod kube_api;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/port_file.rs"]
 mod port_file;
 
 use std::path::Path;
 
 use cli::{code, stderr, Scratch};
+use controlplane::ControlPlane as KubeApiStandin;
 use hosts::TestHosts;
-use kube_api::KubeApiStandin;
 
 const V1: &str = "v1.27.4+k3s1";
 const V2: &str = "v1.28.2+k3s1";
@@ -50,7 +52,7 @@ fn env(names: &[(&str, &str)]) -> Option<Env> {
 }
 
 fn env_with(names: &[(&str, &str)], own_ports: bool) -> Option<Env> {
-    if hosts::skip_unless_available() {
+    if hosts::skip_unless_available() || controlplane::skip_unless_available() {
         return None;
     }
     let named: Vec<(String, String)> = names.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
@@ -59,7 +61,7 @@ fn env_with(names: &[(&str, &str)], own_ports: bool) -> Option<Env> {
     } else {
         TestHosts::start_named(&named)
     };
-    let api = KubeApiStandin::start();
+    let api = KubeApiStandin::start_with_nodes(&[]);
     for i in 0..hosts.hosts.len() {
         std::fs::write(hosts.host_path(i, "/etc/rancher/standin-api.env"), api.env_file()).unwrap();
     }
@@ -319,7 +321,7 @@ fn an_unknown_host_key_needs_explicit_trust() {
 fn a_down_host_fails_its_cluster_while_the_other_finishes_and_a_rerun_completes() {
     let Some(mut e) = env(&nodes(2)) else { return };
     // Each cluster has its own API.
-    let beta_api = KubeApiStandin::start();
+    let beta_api = KubeApiStandin::start_with_nodes(&[]);
     std::fs::write(
         e.hosts.host_path(1, "/etc/rancher/standin-api.env"),
         beta_api.env_file(),

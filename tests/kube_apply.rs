@@ -1,16 +1,18 @@
-//! The apply engine against the Kubernetes API stand-in: ordering, waits,
-//! idempotence (counted in requests), pruning, conflicts, retries and
-//! teardown order. The order checks read the stand-in's request log, not
-//! our log text.
+//! The apply engine against a real kube-apiserver (with the real controllers
+//! and kwok nodes): ordering, waits, idempotence (counted in the apiserver's
+//! audit log), pruning, conflicts with another real field manager, retries
+//! and teardown order. The order checks read the audit log, not our log text.
 
-#[path = "support/kube_api.rs"]
-mod kube_api;
+#[path = "support/controlplane.rs"]
+mod controlplane;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/port_file.rs"]
 mod port_file;
 
 use std::time::Duration;
 
-use kube_api::KubeApiStandin;
+use controlplane::ControlPlane as KubeApiStandin;
 use nautes_install::drivers::kube::apply::{apply_set, delete_objects, ApplyOptions, ApplyReport};
 use nautes_install::drivers::kube::{KubeClient, ObjectRef};
 use serde_json::{json, Value};
@@ -20,7 +22,8 @@ fn crd() -> Value {
            "metadata": {"name": "widgets.example.io"},
            "spec": {"group": "example.io", "scope": "Namespaced",
                     "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-                    "versions": [{"name": "v1", "served": true, "storage": true}]}})
+                    "versions": [{"name": "v1", "served": true, "storage": true,
+                                  "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})
 }
 
 fn namespace(name: &str) -> Value {
@@ -35,6 +38,13 @@ fn deployment(name: &str, replicas: i64) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "demo"},
            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+}
+
+/// A Deployment whose pods no node can take: it never becomes available, as
+/// on a cluster without room for it.
+fn unschedulable(mut d: Value) -> Value {
+    d["spec"]["template"]["spec"]["nodeSelector"] = json!({"nautes.test/no-such-node": "true"});
+    d
 }
 
 fn widget() -> Value {
@@ -75,7 +85,10 @@ fn first(log: &[Value], method: &str, tail: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn definitions_then_namespaces_then_objects_and_custom_resources_only_once_established() {
-    let api = KubeApiStandin::start_with(&["--crd-delay", "1.0"]);
+    if controlplane::skip_unless_available() {
+        return;
+    }
+    let api = KubeApiStandin::start();
     // Given in the worst order on purpose.
     let objects = vec![
         widget(),
@@ -112,6 +125,9 @@ async fn definitions_then_namespaces_then_objects_and_custom_resources_only_once
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_apply_of_the_same_set_writes_nothing_and_a_change_writes_one_object() {
+    if controlplane::skip_unless_available() {
+        return;
+    }
     let api = KubeApiStandin::start();
     let set = || {
         vec![
@@ -144,6 +160,9 @@ async fn a_second_apply_of_the_same_set_writes_nothing_and_a_change_writes_one_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_field_from_a_manifest_removes_it_from_the_object() {
+    if controlplane::skip_unless_available() {
+        return;
+    }
     let api = KubeApiStandin::start();
     let mut cm = config_map("a", "1");
     cm["data"]["extra"] = json!("x");
@@ -157,6 +176,9 @@ async fn removing_a_field_from_a_manifest_removes_it_from_the_object() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_dropped_from_the_set_are_pruned_and_others_are_left_alone() {
+    if controlplane::skip_unless_available() {
+        return;
+    }
     let api = KubeApiStandin::start();
     let first = apply(
         &api,
@@ -188,6 +210,9 @@ async fn objects_dropped_from_the_set_are_pruned_and_others_are_left_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_changed_by_another_manager_is_a_reported_conflict_unless_forced() {
+    if controlplane::skip_unless_available() {
+        return;
+    }
     let api = KubeApiStandin::start();
     apply(&api, vec![namespace("demo"), deployment("web", 1)], vec![])
         .await
@@ -230,12 +255,18 @@ async fn a_field_changed_by_another_manager_is_a_reported_conflict_unless_forced
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workload_that_never_becomes_ready_times_out_naming_it_and_its_state() {
+    if controlplane::skip_unless_available() {
+        return;
+    }
     let api = KubeApiStandin::start();
-    api.control("/_standin/never-ready", &json!({"kind": "Deployment", "name": "stuck"}));
     let c = client(&api).await;
     let err = apply_set(
         &c,
-        vec![namespace("demo"), deployment("stuck", 1), deployment("fine", 1)],
+        vec![
+            namespace("demo"),
+            unschedulable(deployment("stuck", 1)),
+            deployment("fine", 1),
+        ],
         &options(Duration::from_secs(2), vec![], false),
     )
     .await
@@ -253,11 +284,11 @@ async fn a_workload_that_never_becomes_ready_times_out_naming_it_and_its_state()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried_and_the_apply_completes() {
-    let api = KubeApiStandin::start();
-    api.control(
-        "/_standin/fail",
-        &json!({"method": "PATCH", "path_contains": "/configmaps/a", "status": 500, "count": 2}),
-    );
+    if controlplane::skip_unless_available() {
+        return;
+    }
+    let mut api = KubeApiStandin::start();
+    api.fail_configmap_writes("a", 2);
     apply(&api, vec![namespace("demo"), config_map("a", "1")], vec![])
         .await
         .expect("apply despite two 500s");
@@ -272,6 +303,9 @@ async fn server_errors_are_retried_and_the_apply_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kind_fails_before_anything_of_its_phase_is_sent() {
+    if controlplane::skip_unless_available() {
+        return;
+    }
     let api = KubeApiStandin::start();
     let err = apply(&api, vec![namespace("demo"), widget()], vec![])
         .await
@@ -288,6 +322,9 @@ async fn an_unknown_kind_fails_before_anything_of_its_phase_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn teardown_deletes_custom_resources_then_objects_then_namespaces_then_definitions() {
+    if controlplane::skip_unless_available() {
+        return;
+    }
     let api = KubeApiStandin::start();
     let report = apply(
         &api,
@@ -312,4 +349,40 @@ async fn teardown_deletes_custom_resources_then_objects_then_namespaces_then_def
     delete_objects(&c, &report.objects, Some("test/app"), Duration::from_secs(20), 4)
         .await
         .expect("second delete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_scale_by_a_user_is_a_conflict_the_apply_names_and_force_takes_back() {
+    if controlplane::skip_unless_available() {
+        return;
+    }
+    let api = KubeApiStandin::start();
+    apply(&api, vec![namespace("demo"), deployment("web", 1)], vec![])
+        .await
+        .unwrap();
+    // The real kubectl, as a user would run it: an Update through /scale.
+    let out = api.kubectl(&["-n", "demo", "scale", "deployment/web", "--replicas=3"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = apply(&api, vec![namespace("demo"), deployment("web", 1)], vec![])
+        .await
+        .unwrap_err();
+    assert!(err.contains("Deployment demo/web") && err.contains("spec.replicas"), "{err}");
+    assert!(err.contains("kubectl"), "the other manager is named: {err}");
+    assert_eq!(
+        api.get("/apis/apps/v1/namespaces/demo/deployments/web")["spec"]["replicas"],
+        3,
+        "the user's change is kept unless forced"
+    );
+    let c = client(&api).await;
+    apply_set(
+        &c,
+        vec![namespace("demo"), deployment("web", 1)],
+        &options(Duration::from_secs(20), vec![], true),
+    )
+    .await
+    .expect("forced apply");
+    assert_eq!(
+        api.get("/apis/apps/v1/namespaces/demo/deployments/web")["spec"]["replicas"],
+        1
+    );
 }

@@ -1,22 +1,29 @@
 //! vcluster, HNC and tenant namespace trees end to end through the real
-//! binary: a brought-in host cluster (API stand-in), the vcluster chart
-//! rendered by the real `helm template` from an air-gap bundle, the virtual
-//! cluster's API (a second stand-in at the NodePort), HNC installed in it
-//! and a tenant tree created, changed, guarded and removed.
+//! binary: a brought-in host cluster (a real control plane), the vcluster
+//! chart rendered by the real `helm template` from an air-gap bundle, the
+//! virtual cluster's API (a second real control plane at the NodePort, its
+//! secret written by the stand-in syncer), HNC installed in it (its manager
+//! a stand-in controller) and a tenant tree created, changed, guarded and
+//! removed.
 
 #[path = "support/cli.rs"]
 mod cli;
-#[path = "support/kube_api.rs"]
-mod kube_api;
+#[path = "support/controlplane.rs"]
+mod controlplane;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/port_file.rs"]
 mod port_file;
+#[path = "support/standin_controllers.rs"]
+mod standin_controllers;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use cli::{code, stderr, Scratch};
-use kube_api::KubeApiStandin;
+use controlplane::ControlPlane;
 use serde_json::json;
+use standin_controllers::{hnc_manager, vcluster_syncer, Api};
 
 /// A free loopback port in the NodePort range, for the vcluster's API.
 /// The air-gap bundle: the HNC manifest and the packaged vcluster chart.
@@ -74,16 +81,16 @@ fn apply(s: &Scratch) -> std::process::Output {
 
 #[test]
 fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroyed() {
-    let host = KubeApiStandin::start();
+    if controlplane::skip_unless_available() {
+        return;
+    }
+    let host = ControlPlane::start();
     let port = port_file::free_node_port();
-    let port_arg = port.to_string();
-    let virt = KubeApiStandin::start_with(&["--port", &port_arg]);
+    let virt = ControlPlane::start_at(port);
     // What vcluster writes into its secret: its own endpoint, which we must rewrite.
-    let inner = virt.kubeconfig().replace(&virt.url(), "http://localhost:8443");
-    host.control(
-        "/_standin/vcluster",
-        &json!({"namespace": "vcluster-tenant1", "name": "tenant1", "kubeconfig": inner}),
-    );
+    let inner = virt.kubeconfig().replace(&virt.url(), "https://localhost:8443");
+    let _syncer = vcluster_syncer(Api::of(&host), "vcluster-tenant1", "tenant1", inner);
+    let _hnc = hnc_manager(Api::of(&virt));
     let s = Scratch::new();
     let host_kubeconfig = s.path().join("host.kubeconfig");
     std::fs::write(&host_kubeconfig, host.kubeconfig()).unwrap();
@@ -109,7 +116,7 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
     // Its kubeconfig, rewritten to the exposed endpoint, private.
     let kubeconfig = s.workdir().join("outputs/vcluster-tenant1/kubeconfig");
     let text = std::fs::read_to_string(&kubeconfig).expect("vcluster kubeconfig written");
-    assert!(text.contains(&format!("server: http://127.0.0.1:{port}")), "{text}");
+    assert!(text.contains(&format!("server: https://127.0.0.1:{port}")), "{text}");
     assert!(!text.contains("localhost:8443"), "{text}");
     assert_eq!(
         std::fs::metadata(&kubeconfig).unwrap().permissions().mode() & 0o777,
@@ -121,7 +128,7 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
     let shown = cli::stdout(&shown);
     assert!(shown.contains("Virtual clusters: vcluster/tenant1"), "{shown}");
     assert!(
-        shown.contains(&format!("endpoint:   http://127.0.0.1:{port}")),
+        shown.contains(&format!("endpoint:   https://127.0.0.1:{port}")),
         "{shown}"
     );
     assert!(

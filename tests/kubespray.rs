@@ -3,18 +3,20 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/controlplane.rs"]
+mod controlplane;
 #[path = "support/hosts.rs"]
 mod hosts;
-#[path = "support/kube_api.rs"]
-mod kube_api;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/port_file.rs"]
 mod port_file;
 
 use std::path::Path;
 
 use cli::{code, stderr, Scratch};
+use controlplane::ControlPlane as KubeApiStandin;
 use hosts::TestHosts;
-use kube_api::KubeApiStandin;
 
 fn ansible_ready() -> bool {
     let ok = std::process::Command::new("ansible-playbook")
@@ -28,7 +30,7 @@ fn ansible_ready() -> bool {
         }
         eprintln!("SKIPPED: ansible-playbook missing");
     }
-    ok && !hosts::skip_unless_available()
+    ok && !hosts::skip_unless_available() && !controlplane::skip_unless_available()
 }
 
 struct Env {
@@ -39,7 +41,7 @@ struct Env {
 
 fn env(n: usize) -> Env {
     let hosts = TestHosts::start(n);
-    let api = KubeApiStandin::start();
+    let api = KubeApiStandin::start_with_nodes(&[]);
     let s = Scratch::new();
     std::fs::write(s.path().join("known_hosts"), hosts.known_hosts()).unwrap();
     Env { hosts, api, s }
@@ -49,13 +51,15 @@ impl Env {
     fn inventory(&self, kube_version: &str, workers: &[&str], extra_vars: &str) {
         let standin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubespray_standin");
         self.s.write_inventory(&format!(
-            "settings:\n  timeouts:\n    nodeReady: 30s\nssh:\n  identityFile: {key}\n  knownHosts: known_hosts\n{hosts}clusters:\n  - name: ks\n    type: kubespray\n    kubespray:\n      version: v2.23.1\n      kubeVersion: {kube_version}\n      path: {path}\n      controlPlane: [node-1]\n      workers: [{workers}]\n      apiEndpoint: {api}\n      extraVars:\n        kube_config_dir: /opt/nautes/kubernetes\n        ansible_python_interpreter: /usr/bin/python3\n        standin_api_url: {api}\n        standin_api_token: {token}\n{extra_vars}",
+            "settings:\n  timeouts:\n    nodeReady: 30s\nssh:\n  identityFile: {key}\n  knownHosts: known_hosts\n{hosts}clusters:\n  - name: ks\n    type: kubespray\n    kubespray:\n      version: v2.23.1\n      kubeVersion: {kube_version}\n      path: {path}\n      controlPlane: [node-1]\n      workers: [{workers}]\n      apiEndpoint: {api}\n      extraVars:\n        kube_config_dir: /opt/nautes/kubernetes\n        ansible_python_interpreter: /usr/bin/python3\n        standin_api_url: {api}\n        standin_api_token: {token}\n        standin_api_ca: {ca}\n        standin_api_ca_data: {ca_data}\n{extra_vars}",
             key = self.hosts.client_key().display(),
             hosts = self.hosts.inventory_hosts(),
             path = standin.display(),
             workers = workers.join(", "),
             api = self.api.url(),
             token = self.api.token,
+            ca = self.api.ca_path(),
+            ca_data = self.api.ca_b64(),
         ));
     }
 

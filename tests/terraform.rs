@@ -3,10 +3,12 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/controlplane.rs"]
+mod controlplane;
 #[path = "support/hosts.rs"]
 mod hosts;
-#[path = "support/kube_api.rs"]
-mod kube_api;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/port_file.rs"]
 mod port_file;
 
@@ -250,14 +252,14 @@ fn an_interrupted_apply_resumes() {
 #[test]
 fn hybrid_terraform_hosts_and_bare_metal_form_one_k3s_cluster() {
     let Some(tf) = tools() else { return };
-    if hosts::skip_unless_available() {
+    if hosts::skip_unless_available() || controlplane::skip_unless_available() {
         return;
     }
     let hosts = hosts::TestHosts::start_named(&[
         ("cloud-1".into(), "cloud-1".into()),
         ("metal-1".into(), "metal-1".into()),
     ]);
-    let api = kube_api::KubeApiStandin::start();
+    let api = controlplane::ControlPlane::start_with_nodes(&[]);
     for i in 0..2 {
         std::fs::write(hosts.host_path(i, "/etc/rancher/standin-api.env"), api.env_file()).unwrap();
     }

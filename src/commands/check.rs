@@ -71,6 +71,7 @@ pub fn check(g: &GlobalArgs, file: &Path) -> u8 {
             reporter: Arc::new(Reporter::new(OutputMode::Text, true)),
             services: services.clone(),
             full_teardown: false,
+            intents: crate::engine::Intents::none(&step.id),
         };
         let (facts, unreachable) = runtime.block_on(preflight::gather(&ctx, &conns));
         let findings = preflight::evaluate(&spec, &facts);

@@ -17,6 +17,7 @@ pub mod service_hosts;
 pub mod stack;
 pub mod tenants;
 pub mod vault;
+pub mod vault_approle;
 pub mod vault_kubernetes;
 pub mod vcluster;
 pub mod versions;

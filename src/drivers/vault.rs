@@ -143,4 +143,18 @@ impl Vault {
     pub async fn delete(&self, path: &str, token: &Secret) -> Result<(), String> {
         self.call(Method::DELETE, path, Some(token), None).await.map(|_| ())
     }
+
+    /// The keys under `path` (Vault's LIST); empty when there are none,
+    /// which Vault answers with 404.
+    pub async fn list(&self, path: &str, token: &Secret) -> Result<Vec<String>, String> {
+        let list = Method::from_bytes(b"LIST").map_err(|e| e.to_string())?;
+        Ok(self
+            .call(list, path, Some(token), None)
+            .await?
+            .and_then(|v| v["data"]["keys"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect())
+    }
 }

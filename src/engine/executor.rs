@@ -400,6 +400,7 @@ impl EngineRef {
             reporter: self.reporter.clone(),
             services: self.env.services.clone(),
             full_teardown: self.env.full_teardown,
+            intents: super::intents::Intents::new(self.store.clone(), id),
         }
     }
 

@@ -32,6 +32,8 @@ pub struct StepContext {
     /// Everything is being torn down (`destroy`), as opposed to one step
     /// removed from the inventory: a node need not be drained first.
     pub full_teardown: bool,
+    /// Write-ahead records of this step's creates in other systems.
+    pub intents: super::intents::Intents,
 }
 
 impl StepContext {

@@ -72,6 +72,9 @@ pub struct State {
     /// them all, including those that have not run yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub planned: Vec<String>,
+    /// Creates in other systems, recorded before their request (see intents.rs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub intents: BTreeMap<String, super::intents::StepIntents>,
 }
 
 impl Default for State {
@@ -82,6 +85,7 @@ impl Default for State {
             steps: BTreeMap::new(),
             runs: Vec::new(),
             planned: Vec::new(),
+            intents: BTreeMap::new(),
         }
     }
 }

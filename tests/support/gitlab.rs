@@ -267,6 +267,27 @@ impl GitlabStandin {
         self.control_ok("/_standin/shift-days", json!({"days": days}));
     }
 
+    /// Crash injection: the next `method` request whose path (as sent,
+    /// percent-encoded) matches the regex `path` is carried out, then its
+    /// answer is held back until `release`.
+    pub fn hold_next(&self, method: &str, path: &str) {
+        self.control_ok("/_standin/hold", json!({"method": method, "path": path}));
+    }
+
+    /// The requests whose answer is (or was) held back: method, path, status.
+    pub fn held(&self) -> Vec<Value> {
+        self.control("GET", "/_standin/held", &Value::Null)
+            .1
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Let held answers go (to a client that is usually dead by then).
+    pub fn release(&self) {
+        self.control_ok("/_standin/release", json!({}));
+    }
+
     /// What `gitlab-rails runner` on the GitLab host does to update an OAuth
     /// application in place by its application_id: 200, 404 unknown uid, 400
     /// invalid values.

@@ -172,7 +172,14 @@ message shapes (checked against GitLab's lib/api sources of that era):
   "redirect_uri"?, "scopes"?, "confidential"?, "name"?} - what `gitlab-rails
   runner` does on the GitLab host to update an app in place by its
   application_id (15.10 has no update API): 200 with the app, 404 unknown
-  uid, 400 invalid scopes/redirect_uri or unknown script.
+  uid, 400 invalid scopes/redirect_uri or unknown script;
+* crash injection: POST /_standin/hold {"method", "path": <regex matched
+  against the whole path as sent>} arms a hold on the next matching API
+  request: it is carried out (and logged) as usual, then its answer is held
+  back - the connection stays open with nothing sent - until POST
+  /_standin/release (or 300 s), so a test can kill the client at exactly
+  "done, answer not received". GET /_standin/held lists the requests held
+  so far ({method, path, status}).
 
 Not modelled: sudo/impersonation, users other than root and bots, group
 and project members APIs, merge requests, protected-branch APIs, webhooks,
@@ -191,6 +198,9 @@ VERSION = "15.10.0"
 LOCK = threading.RLock()         # one lock around all state, held for a whole request
 S = {}                           # the store; see reset_store()
 LOG = []
+HOLDS = []                       # armed holds: {"method", "path" (compiled regex)}
+HELD = []                        # requests whose answer was held back
+RELEASE = threading.Event()
 ARGS = None
 BASE_URL = ""                    # http://127.0.0.1:<port>, GitLab's external_url here
 
@@ -1548,10 +1558,11 @@ def control(method, path, raw):
         body = json.loads(raw) if raw.strip() else {}
     except ValueError:
         return 400, {"error": "control bodies are JSON"}
-    gets = {"/_standin/requests": lambda: LOG, "/_standin/dump": dump}
+    gets = {"/_standin/requests": lambda: LOG, "/_standin/dump": dump, "/_standin/held": lambda: HELD}
     posts = {"/_standin/reset-log": reset_log, "/_standin/reject-push": reject_push,
              "/_standin/edit-application": edit_application, "/_standin/set-token-expiry": set_token_expiry,
-             "/_standin/shift-days": shift_days, "/_standin/runner": runner}
+             "/_standin/shift-days": shift_days, "/_standin/runner": runner, "/_standin/hold": hold,
+             "/_standin/release": release}
     if method == "GET" and path in gets:
         return 200, copy.deepcopy(gets[path]())
     if method == "POST" and path in posts:
@@ -1564,6 +1575,26 @@ def control(method, path, raw):
     if path in gets or path in posts:
         return 405, {"error": "method not allowed"}
     return 404, {"error": "no such control endpoint"}
+
+
+def hold(body):
+    HOLDS.append({"method": body["method"].upper(), "path": re.compile(body["path"])})
+    RELEASE.clear()
+    return 200, {}
+
+
+def release(body):
+    RELEASE.set()
+    return 200, {"held": len(HELD)}
+
+
+def take_hold(method, path):
+    """The armed hold this request matches, disarmed; None if none does."""
+    for h in HOLDS:
+        if h["method"] == method and h["path"].fullmatch(path):
+            HOLDS.remove(h)
+            return h
+    return None
 
 
 def reset_log(body):
@@ -1664,12 +1695,19 @@ class Handler(BaseHTTPRequestHandler):
                 status, body, headers = 500, {"message": "stand-in internal error: %r" % e}, {}
             LOG.append({"method": method, "path": url.path, "query": url.query, "status": status,
                         "time": time.time()})
+            held = take_hold(method, url.path) is not None
+            if held:
+                HELD.append({"method": method, "path": url.path, "status": status})
             if body is None:
                 data = None
             elif isinstance(body, RawBody):
                 data, headers = body.data, dict(headers, **{"Content-Type": "text/plain; charset=utf-8"})
             else:
                 data = json.dumps(body).encode()
+        if held:
+            # Done, and nobody is told: the client dies waiting (or gets the
+            # answer late, on release).
+            RELEASE.wait(300)
         self.respond(method, status, data, headers)
 
     def respond(self, method, status, data, headers):

@@ -1,6 +1,7 @@
-//! A whole platform of stand-ins for end-to-end runs of the real binary:
-//! the Kubernetes API (with its emulated controllers), Vault, GitLab, an
-//! HTTPS ingress, a CA made with openssl and an air-gap bundle of stand-in
+//! A whole platform for end-to-end runs of the real binary: a real control
+//! plane (with the stand-in controllers for webhooks, cert-manager, Argo CD
+//! and HNC), a real OpenBao, the GitLab API stand-in, an HTTPS ingress
+//! stand-in, a CA made with openssl and an air-gap bundle of stand-in
 //! upstream releases, plus the inventory that installs everything on them.
 //! Used by tests/stack.rs and benches/platform_rerun.rs.
 #![allow(dead_code)]
@@ -10,9 +11,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use super::cli::{code, stderr, Scratch};
+use super::controlplane::ControlPlane;
 use super::gitlab::GitlabStandin;
-use super::kube_api::KubeApiStandin;
-use super::vault::VaultStandin;
+use super::standin_controllers::{hnc_manager, Api, Standin};
+use super::vault::OpenBao;
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 pub const BOOTSTRAP: &str = "glpat-stackBootstrap0001";
@@ -212,11 +214,12 @@ fn start_ingress(s: &Scratch, fail_host: Option<&str>) -> Ingress {
 }
 
 pub struct Platform {
-    pub kube: KubeApiStandin,
-    pub vault: VaultStandin,
+    pub kube: ControlPlane,
+    pub vault: OpenBao,
     pub gitlab: GitlabStandin,
     pub ingress: Ingress,
     pub s: Scratch,
+    _hnc: Standin,
 }
 
 pub fn inventory(p: &Platform, cert_manager: &str, rollout: &str) -> String {
@@ -280,16 +283,19 @@ pub fn platform(fail_host: Option<&str>) -> Platform {
     let s = Scratch::new();
     make_ca(s.path());
     make_bundle(&s);
-    let kube = KubeApiStandin::start();
+    let mut kube = ControlPlane::start();
+    kube.start_standin_controllers("webhooks,cert-manager,argocd");
+    let hnc = hnc_manager(Api::of(&kube));
     private(&s.path().join("host.kubeconfig"), &kube.kubeconfig());
     private(&s.path().join("gitlab-token"), BOOTSTRAP);
     let ingress = start_ingress(&s, fail_host);
     let p = Platform {
         kube,
-        vault: VaultStandin::start(),
+        vault: OpenBao::start(),
         gitlab: GitlabStandin::start_with("unused", BOOTSTRAP),
         ingress,
         s,
+        _hnc: hnc,
     };
     p.s.write_inventory(&inventory(&p, "v1.8.0", "60s"));
     p

@@ -1,55 +1,147 @@
-//! Starts the Vault API stand-in (tests/support/vault_standin.py) on a free
-//! loopback port for one test, and reads its request log and store.
+//! A real OpenBao 2.7.2 server (the Vault API) for one test: `bao server`
+//! with integrated raft storage on 127.0.0.1, uninitialised, behind a
+//! request-logging relay (tests/support/vault_relay.py) that the installer is
+//! pointed at. A restart is a real one: the process is stopped and started
+//! on the same data, and OpenBao comes back sealed.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-pub struct VaultStandin {
-    child: Child,
+use serde_json::{json, Value};
+
+use crate::http::Call;
+
+pub struct OpenBao {
+    bao: Option<Child>,
+    relay: Child,
+    /// The relay's port: what the installer gets as Vault's address.
     pub port: u16,
-    _dir: tempfile::TempDir,
+    /// OpenBao's own listener.
+    pub bao_port: u16,
+    dir: tempfile::TempDir,
 }
 
-impl VaultStandin {
-    pub fn start() -> VaultStandin {
+pub fn bao_binary() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.push("/opt/nautes-ci/bin".into());
+    dirs.into_iter().map(|d| d.join("bao")).find(|p| p.is_file())
+}
+
+/// Skip (outside CI, with a message) or fail (in CI) without OpenBao.
+pub fn skip_unless_available() -> bool {
+    if bao_binary().is_some() {
+        return false;
+    }
+    let why = "OpenBao's `bao` is not installed (bash .ci/run installs it)";
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    true
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl OpenBao {
+    pub fn start() -> OpenBao {
         let dir = tempfile::tempdir().unwrap();
-        let port_file = dir.path().join("port");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/vault_standin.py");
-        let child = Command::new("python3")
-            .args([script, "--port-file", port_file.to_str().unwrap()])
+        let bao_port = free_port();
+        let cluster_port = free_port();
+        std::fs::create_dir(dir.path().join("raft")).unwrap();
+        std::fs::write(
+            dir.path().join("config.hcl"),
+            format!(
+                "storage \"raft\" {{\n  path = \"{raft}\"\n  node_id = \"test-node\"\n}}\n\
+                 listener \"tcp\" {{\n  address = \"127.0.0.1:{bao_port}\"\n  tls_disable = true\n}}\n\
+                 api_addr = \"http://127.0.0.1:{bao_port}\"\ncluster_addr = \"http://127.0.0.1:{cluster_port}\"\n\
+                 disable_mlock = true\n",
+                raft = dir.path().join("raft").display()
+            ),
+        )
+        .unwrap();
+        let port_file = dir.path().join("relay.port");
+        let relay = Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/vault_relay.py"))
+            .args(["--upstream", &format!("http://127.0.0.1:{bao_port}")])
+            .args(["--port-file", port_file.to_str().unwrap()])
             .stdin(Stdio::null())
             .spawn()
-            .expect("start the Vault stand-in (python3)");
-        let port = crate::port_file::wait_for_port(&port_file, "Vault stand-in");
-        VaultStandin { child, port, _dir: dir }
+            .expect("start the OpenBao relay (python3)");
+        let port = crate::port_file::wait_for_port(&port_file, "OpenBao relay");
+        let mut bao = OpenBao {
+            bao: None,
+            relay,
+            port,
+            bao_port,
+            dir,
+        };
+        bao.start_server();
+        bao
+    }
+
+    fn start_server(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("bao.log"))
+            .unwrap();
+        let child = Command::new(bao_binary().expect("bao"))
+            .args(["server", "-config"])
+            .arg(self.dir.path().join("config.hcl"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start bao server");
+        self.bao = Some(child);
+        let started = Instant::now();
+        // Health answers (501 uninitialised, 503 sealed, 200 active) once it listens.
+        while Call::new("GET", format!("http://127.0.0.1:{}/v1/sys/health", self.bao_port))
+            .send()
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "OpenBao did not start: {}",
+                std::fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stop the process and start it again on the same data: it comes back sealed.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.bao.take() {
+            // SAFETY: plain signal to our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        self.start_server();
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn call(&self, method: &str, path: &str) -> serde_json::Value {
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                "import sys,urllib.request\nr=urllib.request.Request(sys.argv[1],data=b'{}' if sys.argv[2]=='POST' else None,method=sys.argv[2],headers={'Content-Type':'application/json'})\nprint(urllib.request.urlopen(r).read().decode() or 'null')",
-                &format!("{}{path}", self.url()),
-                method,
-            ])
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    fn relay(&self, method: &str, path: &str) -> Value {
+        Call::new(method, format!("{}/_relay/{path}", self.url())).json().1
     }
 
-    /// Every request since the start or the last reset: method, path, status.
-    pub fn requests(&self) -> Vec<serde_json::Value> {
-        self.call("GET", "/_standin/requests")
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+    /// Every request through the relay since the start or the last reset: method, path, status.
+    pub fn requests(&self) -> Vec<Value> {
+        self.relay("GET", "requests").as_array().cloned().unwrap_or_default()
     }
 
-    /// Requests that change something (not GET/LIST, and not health/status reads).
+    /// Requests that change something (not GET/LIST), as "METHOD /path".
     pub fn writes(&self) -> Vec<String> {
         self.requests()
             .iter()
@@ -65,22 +157,58 @@ impl VaultStandin {
     }
 
     pub fn reset_log(&self) {
-        self.call("POST", "/_standin/reset-log");
+        self.relay("POST", "reset-log");
     }
 
-    /// What a restart does: Vault comes back sealed.
-    pub fn seal(&self) {
-        self.call("POST", "/_standin/seal");
+    /// The root token the installer got from `sys/init` (empty before).
+    pub fn root_token(&self) -> String {
+        Call::new("GET", format!("{}/_relay/root-token", self.url()))
+            .send()
+            .map(|(_, t)| t)
+            .unwrap_or_default()
     }
 
-    pub fn dump(&self) -> serde_json::Value {
-        self.call("GET", "/_standin/dump")
+    /// A request to OpenBao itself (not logged) with the root token.
+    pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut call = Call::new(method, format!("http://127.0.0.1:{}{path}", self.bao_port))
+            .header("X-Vault-Token", self.root_token());
+        if let Some(b) = body {
+            call = call.header("Content-Type", "application/json").body(b.to_string());
+        }
+        call.json()
+    }
+
+    /// What the installer made, read through the API: secret engines,
+    /// auth methods, ACL policies (name -> text) and AppRole roles.
+    pub fn dump(&self) -> Value {
+        let data = |path: &str| self.api("GET", path, None).1["data"].clone();
+        let mut policies = serde_json::Map::new();
+        for name in data("/v1/sys/policies/acl?list=true")["keys"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let name = name.as_str().unwrap_or("").to_string();
+            let text = data(&format!("/v1/sys/policies/acl/{name}"))["policy"].clone();
+            policies.insert(name, text);
+        }
+        let roles = data("/v1/auth/approle/role?list=true")["keys"].clone();
+        json!({
+            "mounts": data("/v1/sys/mounts"),
+            "auth": data("/v1/sys/auth"),
+            "policies": policies,
+            "approle_roles": roles,
+        })
     }
 }
 
-impl Drop for VaultStandin {
+impl Drop for OpenBao {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut c) = self.bao.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.relay.kill();
+        let _ = self.relay.wait();
     }
 }

@@ -39,7 +39,7 @@ use self::tokens::{Bootstrap, Lifetime};
 use super::hosts::HostConn;
 use super::vault::{self as vault_component, VaultTarget};
 use crate::drivers::gitlab::{Auth, Gitlab, GitlabError};
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Intents, StepContext, StepError, StepHandler};
 use crate::inventory::SecretRef;
 use crate::plan::diff::{unix_now, REFRESH_AFTER};
 use crate::secret::{resolve, Secret};
@@ -110,6 +110,54 @@ impl Calls {
         self.writes.push(format!("DELETE {path}"));
         Ok(gone)
     }
+
+    /// A create with its write-ahead record: the record, holding the marker
+    /// `body` must put into the object, is on disk before the request, and
+    /// names the id GitLab answered right after it. When GitLab refuses
+    /// (4xx), nothing was made and the record goes; when the answer does
+    /// not arrive (a dropped connection, a timeout) or is a 5xx (a proxy
+    /// giving up on a GitLab that may have finished), it stays, since the
+    /// create may have happened, and the next run looks for the marker.
+    pub async fn create(
+        &mut self,
+        gl: &Gitlab,
+        intents: &Intents,
+        create: Create<'_>,
+        auth: Auth<'_>,
+        body: impl FnOnce(&str) -> Value,
+    ) -> Result<(String, Value), StepError> {
+        let intent = intents.begin(create.record, create.about).await?;
+        match self.post(gl, create.path, auth, &body(&intent.marker)).await {
+            Ok(made) => {
+                intents
+                    .settle(create.record, &intent.marker, made["id"].clone())
+                    .await?;
+                Ok((intent.marker, made))
+            }
+            Err(e) => {
+                if e.status().is_some_and(|s| (400..500).contains(&s)) {
+                    intents.forget(create.record, &intent.marker).await?;
+                }
+                Err(StepError::new(format!("{}: {e}", create.doing)))
+            }
+        }
+    }
+}
+
+/// What `Calls::create` makes: the record it goes under, what a later run
+/// needs to find it (no secret), where it is posted, and what it is for
+/// messages.
+pub struct Create<'a> {
+    pub record: &'a str,
+    pub about: Value,
+    pub path: &'a str,
+    pub doing: &'a str,
+}
+
+/// `name` carrying an intent's marker (for objects whose only free-form
+/// field is their name: tokens).
+pub fn marked(name: &str, marker: &str) -> String {
+    format!("{name} [{marker}]")
 }
 
 /// What the step records; no secret in it.
@@ -233,10 +281,15 @@ impl StepHandler for GitlabHandler {
         let gl = client(ctx, &spec)?;
         let store = store(ctx, &spec)?;
         let mut calls = Calls::default();
-        let admin = tokens::admin_token(&gl, &mut calls, &store, lifetime(&spec), || bootstrap(ctx, &spec)).await?;
+        let intents = &ctx.intents;
+        let admin = tokens::admin_token(&gl, &mut calls, &store, intents, lifetime(&spec), || {
+            bootstrap(ctx, &spec)
+        })
+        .await?;
         let auth = Auth::Token(&admin.token);
-        let group = project::group(&gl, &mut calls, auth, &spec.group, before.group.as_ref()).await?;
-        let project = project::project(&gl, &mut calls, auth, &group, PROJECT, before.project.as_ref()).await?;
+        let group = project::group(&gl, &mut calls, intents, auth, &spec.group, before.group.as_ref()).await?;
+        let project =
+            project::project(&gl, &mut calls, intents, auth, &group, PROJECT, before.project.as_ref()).await?;
         let key = project::deploy_key(
             &gl,
             &mut calls,
@@ -275,9 +328,17 @@ impl StepHandler for GitlabHandler {
             ));
         }
         let rails = spec.rails_host.as_ref().map(|conn| (ctx, conn));
-        let app = oauth::application(&gl, &mut calls, &store, auth, &spec.oauth, rails).await?;
-        let reader =
-            tokens::base_operator_token(&gl, &mut calls, &store, auth, project.record.id, lifetime(&spec)).await?;
+        let app = oauth::application(&gl, &mut calls, &store, intents, auth, &spec.oauth, rails).await?;
+        let reader = tokens::base_operator_token(
+            &gl,
+            &mut calls,
+            &store,
+            intents,
+            auth,
+            project.record.id,
+            lifetime(&spec),
+        )
+        .await?;
         for note in &calls.notes {
             ctx.notice(note.clone());
         }
@@ -324,6 +385,7 @@ impl StepHandler for GitlabHandler {
     async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
         let spec = parse(spec)?;
         let store = store(ctx, &spec)?;
+        let intents = &ctx.intents;
         let names = [
             oauth::OAUTH_APP,
             tokens::BASE_OPERATOR_TOKEN,
@@ -335,47 +397,99 @@ impl StepHandler for GitlabHandler {
             for name in names {
                 store.remove(name).await?;
             }
-            return Ok(());
+            return intents.forget_all().await;
         }
+        // What is ours comes from the records (and the outputs of an earlier
+        // version), so a teardown after an interrupted run — or of one —
+        // still finds everything we made. Every removal below is a no-op
+        // when it is already gone, so a teardown killed half-way is simply
+        // run again.
         let recorded: Recorded = serde_json::from_value(outputs.clone()).unwrap_or_default();
         let gl = client(ctx, &spec)?;
         let mut calls = Calls::default();
-        let admin = tokens::admin_token(&gl, &mut calls, &store, lifetime(&spec), || bootstrap(ctx, &spec)).await?;
+        let admin = tokens::admin_token(&gl, &mut calls, &store, intents, lifetime(&spec), || {
+            bootstrap(ctx, &spec)
+        })
+        .await?;
         let auth = Auth::Token(&admin.token);
         let fail = |what: &str, e: GitlabError| StepError::new(format!("{what}: {e}"));
-        if let Some(id) = recorded.oauth_app_id {
-            gl.delete(&format!("applications/{id}"), auth)
-                .await
-                .map_err(|e| fail("removing Dex's OAuth application", e))?;
-        }
-        if let Some(p) = &recorded.project {
-            if let Some(id) = outputs["baseOperatorToken"]["id"].as_u64() {
-                gl.delete(&format!("projects/{}/access_tokens/{id}", p.id), auth)
-                    .await
-                    .map_err(|e| fail("revoking the base operator's token", e))?;
+        oauth::remove(&gl, &mut calls, &store, intents, auth, recorded.oauth_app_id).await?;
+        let full = format!("{}/{PROJECT}", spec.group);
+        let live_project = gl
+            .get(&format!("projects/{}", crate::drivers::gitlab::encode(&full)), auth)
+            .await
+            .map_err(|e| fail("looking up the management project", e))?;
+        let project_id = live_project.as_ref().and_then(|p| p["id"].as_u64());
+        // Our tokens on the project, wherever it came from: the records',
+        // and the one an earlier version named only in its outputs.
+        if let Some(project_id) = project_id {
+            let held = tokens::Held::BaseOperator { project_id };
+            let legacy = outputs["baseOperatorToken"]["id"].as_u64();
+            if let Some(id) = legacy.filter(|id| !intents.list(held.record()).iter().any(|i| i.made_id() == Some(*id)))
+            {
+                intents
+                    .adopt(held.record(), json!(id), json!({"projectId": project_id}))
+                    .await?;
             }
-            if p.created {
-                gl.delete(&format!("projects/{}", p.id), auth)
+            tokens::tidy(&gl, &mut calls, intents, auth, held, None).await?;
+        }
+        let ours = project::ours_at(
+            &gl,
+            intents,
+            auth,
+            project::PROJECT_RECORD,
+            &format!("projects/{}", crate::drivers::gitlab::encode(&full)),
+            recorded.project.as_ref(),
+            &full,
+        )
+        .await?;
+        match (ours, project_id) {
+            (Some(id), _) => {
+                gl.delete(&format!("projects/{id}"), auth)
                     .await
                     .map_err(|e| fail("removing the management project", e))?;
-            } else if let Some(id) = outputs["deployKey"]["id"].as_u64() {
-                gl.delete(&format!("projects/{}/deploy_keys/{id}", p.id), auth)
-                    .await
-                    .map_err(|e| fail("removing our deploy key", e))?;
             }
+            (None, Some(pid)) => {
+                if let Some(key) = project::our_deploy_key(&gl, &store, auth, pid).await? {
+                    gl.delete(&format!("projects/{pid}/deploy_keys/{key}"), auth)
+                        .await
+                        .map_err(|e| fail("removing our deploy key", e))?;
+                }
+            }
+            (None, None) => {}
         }
-        if let Some(g) = recorded.group.as_ref().filter(|g| g.created) {
-            gl.delete(&format!("groups/{}", g.id), auth)
+        let group = project::ours_at(
+            &gl,
+            intents,
+            auth,
+            project::GROUP_RECORD,
+            &format!("groups/{}", crate::drivers::gitlab::encode(&spec.group)),
+            recorded.group.as_ref(),
+            &spec.group,
+        )
+        .await?;
+        if let Some(id) = group {
+            gl.delete(&format!("groups/{id}"), auth)
                 .await
                 .map_err(|e| fail("removing the tenant group", e))?;
         }
-        // Our own token goes last: everything above needed it.
+        // Our own tokens go last: everything above needed one. Any other
+        // admin token the records name (an interrupted run's) goes first.
+        tokens::tidy(
+            &gl,
+            &mut calls,
+            intents,
+            auth,
+            tokens::Held::Admin { user_id: admin.user_id },
+            Some(admin.id),
+        )
+        .await?;
         gl.delete(&format!("personal_access_tokens/{}", admin.id), auth)
             .await
             .map_err(|e| fail("revoking our admin token", e))?;
         for name in names {
             store.remove(name).await?;
         }
-        Ok(())
+        intents.forget_all().await
     }
 }

@@ -12,15 +12,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::credentials::{field, CredentialStore, Fields};
-use super::Calls;
+use super::{Calls, Create};
 use crate::components::hosts::HostConn;
 use crate::components::remote::{connect, run_checked};
 use crate::drivers::gitlab::{Auth, Gitlab};
 use crate::drivers::ssh::sh_quote;
-use crate::engine::{StepContext, StepError};
+use crate::engine::{Intent, Intents, StepContext, StepError};
 use crate::secret::Secret;
 
 pub const OAUTH_APP: &str = "dex-oauth-app";
+/// The records of our creates of the application.
+const OAUTH_RECORD: &str = "oauth-app";
 /// Where the update script goes on a GitLab host.
 const RUNNER_SCRIPT: &str = "/opt/nautes/gitlab/update-oauth-app.rb";
 
@@ -70,18 +72,27 @@ async fn create(
     gl: &Gitlab,
     calls: &mut Calls,
     store: &CredentialStore,
+    intents: &Intents,
     admin: Auth<'_>,
     spec: &OauthSpec,
+    after_id: u64,
 ) -> Result<OauthApp, StepError> {
-    let app = calls
-        .post(
+    let (_, app) = calls
+        .create(
             gl,
-            "applications",
+            intents,
+            Create {
+                record: OAUTH_RECORD,
+                about: json!({"afterId": after_id, "name": spec.name}),
+                path: "applications",
+                doing: "creating Dex's OAuth application",
+            },
             admin,
-            &json!({"name": spec.name, "redirect_uri": spec.redirect_uri, "scopes": spec.scopes, "confidential": true}),
+            // An application has no field for a marker; the record's
+            // `afterId` (ids only grow) identifies it instead.
+            |_| json!({"name": spec.name, "redirect_uri": spec.redirect_uri, "scopes": spec.scopes, "confidential": true}),
         )
-        .await
-        .map_err(err("creating Dex's OAuth application"))?;
+        .await?;
     let client_id = app["application_id"].as_str().unwrap_or_default().to_string();
     let fields: Fields = [
         ("clientId".to_string(), Secret::new(client_id.clone())),
@@ -98,6 +109,102 @@ async fn create(
         client_id,
         name: spec.name.clone(),
     })
+}
+
+/// The application an unanswered create made: the first one of that name
+/// with an id above every id GitLab had when the create was recorded.
+fn made_by(record: &Intent, apps: &[Value]) -> Option<u64> {
+    let after = record.about["afterId"].as_u64()?;
+    let name = record.about["name"].as_str()?;
+    apps.iter()
+        .filter(|a| a["application_name"].as_str() == Some(name))
+        .filter_map(|a| a["id"].as_u64())
+        .filter(|id| *id > after)
+        .min()
+}
+
+/// Make the records match the one application we keep (`keep`): every other
+/// one they name — made by a run whose answer, and so the secret, was
+/// lost, or replaced — is deleted; the user's applications are not in the
+/// records and are never touched. Returns the ids deleted.
+async fn tidy(
+    gl: &Gitlab,
+    calls: &mut Calls,
+    intents: &Intents,
+    admin: Auth<'_>,
+    apps: &[Value],
+    keep: Option<u64>,
+) -> Result<Vec<u64>, StepError> {
+    let mut deleted = Vec::new();
+    for i in intents.list(OAUTH_RECORD) {
+        let id = i.made_id().or_else(|| made_by(&i, apps));
+        let live = id.filter(|id| apps.iter().any(|a| a["id"].as_u64() == Some(*id)));
+        match live {
+            Some(id) if Some(id) == keep => {
+                if i.made.is_none() {
+                    intents.settle(OAUTH_RECORD, &i.marker, json!(id)).await?;
+                }
+            }
+            Some(id) => {
+                calls
+                    .delete(gl, &format!("applications/{id}"), admin)
+                    .await
+                    .map_err(err("deleting an OAuth application we no longer hold the secret of"))?;
+                if i.made.is_none() {
+                    calls.note(format!(
+                        "deleted OAuth application {id}: an interrupted run made it and its secret was never stored"
+                    ));
+                }
+                deleted.push(id);
+                intents.forget(OAUTH_RECORD, &i.marker).await?;
+            }
+            None => intents.forget(OAUTH_RECORD, &i.marker).await?,
+        }
+    }
+    if let Some(id) = keep {
+        if !intents.list(OAUTH_RECORD).iter().any(|i| i.made_id() == Some(id)) {
+            // Made before these records existed: ours, as the store holds its secret.
+            intents.adopt(OAUTH_RECORD, json!(id), Value::Null).await?;
+        }
+    }
+    Ok(deleted)
+}
+
+fn highest_id(apps: &[Value]) -> u64 {
+    apps.iter().filter_map(|a| a["id"].as_u64()).max().unwrap_or(0)
+}
+
+/// For teardown: delete every application that is ours (the stored one
+/// and any the records name).
+pub async fn remove(
+    gl: &Gitlab,
+    calls: &mut Calls,
+    store: &CredentialStore,
+    intents: &Intents,
+    admin: Auth<'_>,
+    recorded: Option<u64>,
+) -> Result<(), StepError> {
+    let apps = gl
+        .list("applications", admin)
+        .await
+        .map_err(err("listing OAuth applications"))?;
+    let stored = match store.get(OAUTH_APP).await? {
+        Some(f) => f.get("clientId").map(|c| c.expose().to_string()),
+        None => None,
+    };
+    let ours = stored
+        .as_deref()
+        .and_then(|c| apps.iter().find(|a| a["application_id"].as_str() == Some(c)))
+        .and_then(|a| a["id"].as_u64())
+        .or(recorded.filter(|id| apps.iter().any(|a| a["id"].as_u64() == Some(*id))));
+    tidy(gl, calls, intents, admin, &apps, None).await?;
+    if let Some(id) = ours {
+        calls
+            .delete(gl, &format!("applications/{id}"), admin)
+            .await
+            .map_err(err("removing Dex's OAuth application"))?;
+    }
+    Ok(())
 }
 
 /// Correct the application in place on the GitLab host.
@@ -128,11 +235,12 @@ pub async fn application(
     gl: &Gitlab,
     calls: &mut Calls,
     store: &CredentialStore,
+    intents: &Intents,
     admin: Auth<'_>,
     spec: &OauthSpec,
     rails: Option<(&StepContext, &HostConn)>,
 ) -> Result<OauthApp, StepError> {
-    let apps = gl
+    let mut apps = gl
         .list("applications", admin)
         .await
         .map_err(err("listing OAuth applications"))?;
@@ -141,19 +249,23 @@ pub async fn application(
         Some(f) => Some(field(f, OAUTH_APP, "clientId")?.expose().to_string()),
         None => None,
     };
-    let ours = stored_client
+    let ours_id = stored_client
         .as_deref()
-        .and_then(|c| apps.iter().find(|a| a["application_id"].as_str() == Some(c)));
+        .and_then(|c| apps.iter().find(|a| a["application_id"].as_str() == Some(c)))
+        .and_then(|a| a["id"].as_u64());
+    let gone = tidy(gl, calls, intents, admin, &apps, ours_id).await?;
+    apps.retain(|a| !a["id"].as_u64().is_some_and(|id| gone.contains(&id)));
+    let ours = ours_id.and_then(|id| apps.iter().find(|a| a["id"].as_u64() == Some(id)));
     let Some(app) = ours else {
         if let Some(other) = apps
             .iter()
             .find(|a| a["application_name"].as_str() == Some(spec.name.as_str()))
         {
-            // Someone else's application of that name, or ours with its
-            // secret lost: we cannot read a secret back from GitLab.
+            // Someone else's application of that name: ours would be in
+            // the records. We cannot read a secret back from GitLab.
             if !spec.recreate_on_drift {
                 return Err(StepError::new(format!(
-                    "GitLab already has an OAuth application `{}` (id {}) whose secret we do not hold \
+                    "GitLab already has an OAuth application `{}` (id {}) that nautes-install did not make \
                      (hint: delete it in Admin Area → Applications, or set components.gitlab.values.oauthRecreateOnDrift: true \
                      to let the installer replace it)",
                     spec.name, other["id"]
@@ -164,7 +276,7 @@ pub async fn application(
                 .await
                 .map_err(err("replacing the OAuth application"))?;
         }
-        return create(gl, calls, store, admin, spec).await;
+        return create(gl, calls, store, intents, admin, spec, highest_id(&apps)).await;
     };
     let client_id = app["application_id"].as_str().unwrap_or_default().to_string();
     let found = OauthApp {
@@ -187,11 +299,17 @@ pub async fn application(
             calls.note(format!(
                 "Dex's OAuth application was changed ({problems}): replacing it (new client id)"
             ));
+            let after = highest_id(&apps);
             calls
                 .delete(gl, &format!("applications/{}", found.id), admin)
                 .await
                 .map_err(err("replacing the OAuth application"))?;
-            create(gl, calls, store, admin, spec).await
+            for i in intents.list(OAUTH_RECORD) {
+                if i.made_id() == Some(found.id) {
+                    intents.forget(OAUTH_RECORD, &i.marker).await?;
+                }
+            }
+            create(gl, calls, store, intents, admin, spec, after).await
         }
         None => Err(StepError::new(format!(
             "Dex's OAuth application `{}` (id {}) was changed in GitLab: {problems}. GitLab's API cannot edit an application \

@@ -1,19 +1,26 @@
 //! The tenant group, its `management` project and the project's deploy key
 //! (the key Argo CD reads the tenant repository with). Each is looked up
-//! first and created only when missing; whether we created the group and
-//! project is remembered, so teardown removes only what was ours.
+//! first and created only when missing. Whether we made the group and
+//! project comes from the write-ahead records (engine/intents.rs): a create
+//! is recorded before its request with a marker the object's description
+//! carries, so even when GitLab's answer was lost the next run (or a
+//! teardown) knows the object is ours — never from "it was there when we
+//! looked", which would hand our group to the user after a crash.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::credentials::{field, CredentialStore, Fields};
-use super::Calls;
+use super::{Calls, Create};
 use crate::drivers::gitlab::{encode, Auth, Gitlab};
-use crate::engine::StepError;
+use crate::engine::{Intents, StepError};
 use crate::secret::Secret;
 
 pub const DEPLOY_KEY: &str = "deploy-key";
 const DEPLOY_KEY_TITLE: &str = "nautes-argocd";
+/// The records of our creates of the group and the project.
+pub const GROUP_RECORD: &str = "group";
+pub const PROJECT_RECORD: &str = "project";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -28,35 +35,95 @@ fn err(what: &str) -> impl FnOnce(crate::drivers::gitlab::GitlabError) -> StepEr
     move |e| StepError::new(format!("{what}: {e}"))
 }
 
+/// What our groups and projects say about themselves; the marker lets a
+/// run recognise the one it asked for when the answer never came.
+fn description(what: &str, marker: &str) -> String {
+    format!("{what}, made by nautes-install (intent {marker})")
+}
+
+fn carries(obj: &Value, marker: &str) -> bool {
+    obj["description"]
+        .as_str()
+        .is_some_and(|d| d.contains(&format!("(intent {marker})")))
+}
+
+/// Whether `live` (what GitLab has at the path, if anything) is one we
+/// made, by the records: a settled record names its id, an unanswered one
+/// its marker (that record is then settled). Records of objects that are
+/// gone, or of creates that never happened, are dropped.
+pub async fn owned(intents: &Intents, record: &str, live: Option<&Value>) -> Result<bool, StepError> {
+    let mut ours = false;
+    for i in intents.list(record) {
+        match (live, i.made_id()) {
+            (Some(obj), Some(id)) if obj["id"].as_u64() == Some(id) => ours = true,
+            (Some(obj), None) if carries(obj, &i.marker) => {
+                intents.settle(record, &i.marker, obj["id"].clone()).await?;
+                ours = true;
+            }
+            _ => intents.forget(record, &i.marker).await?,
+        }
+    }
+    Ok(ours)
+}
+
+/// Ownership of what is at `api_path`, by the records, or by what an
+/// earlier version of us put in the step's outputs (then recorded).
+async fn ownership(
+    intents: &Intents,
+    record: &str,
+    live: &Value,
+    before: Option<&Created>,
+    path: &str,
+) -> Result<bool, StepError> {
+    if owned(intents, record, Some(live)).await? {
+        return Ok(true);
+    }
+    let id = live["id"].as_u64();
+    if before.is_some_and(|c| c.created && c.path == path && Some(c.id) == id) {
+        intents.adopt(record, json!(id), Value::Null).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// The group at `path`, created (private) when missing.
 pub async fn group(
     gl: &Gitlab,
     calls: &mut Calls,
+    intents: &Intents,
     auth: Auth<'_>,
     path: &str,
     before: Option<&Created>,
 ) -> Result<Created, StepError> {
-    let ours_before = before.is_some_and(|c| c.created && c.path == path);
-    if let Some(g) = gl
+    let live = gl
         .get(&format!("groups/{}", encode(path)), auth)
         .await
-        .map_err(err("looking up the group"))?
-    {
+        .map_err(err("looking up the group"))?;
+    if let Some(g) = live {
         return Ok(Created {
             id: g["id"].as_u64().unwrap_or_default(),
             path: path.to_string(),
-            created: ours_before,
+            created: ownership(intents, GROUP_RECORD, &g, before, path).await?,
         });
     }
-    let g = calls
-        .post(
+    owned(intents, GROUP_RECORD, None).await?;
+    let (_, g) = calls
+        .create(
             gl,
-            "groups",
+            intents,
+            Create {
+                record: GROUP_RECORD,
+                about: json!({"path": path}),
+                path: "groups",
+                doing: "creating the tenant group",
+            },
             auth,
-            &json!({"name": path, "path": path, "visibility": "private"}),
+            |marker| {
+                json!({"name": path, "path": path, "visibility": "private",
+                       "description": description("Nautes tenants", marker)})
+            },
         )
-        .await
-        .map_err(err("creating the tenant group"))?;
+        .await?;
     Ok(Created {
         id: g["id"].as_u64().unwrap_or_default(),
         path: path.to_string(),
@@ -74,30 +141,42 @@ pub struct Project {
 pub async fn project(
     gl: &Gitlab,
     calls: &mut Calls,
+    intents: &Intents,
     auth: Auth<'_>,
     group: &Created,
     name: &str,
     before: Option<&Created>,
 ) -> Result<Project, StepError> {
     let full = format!("{}/{name}", group.path);
-    let ours_before = before.is_some_and(|c| c.created && c.path == full);
-    let (p, created) = match gl
+    let live = gl
         .get(&format!("projects/{}", encode(&full)), auth)
         .await
-        .map_err(err("looking up the management project"))?
-    {
-        Some(p) => (p, ours_before),
+        .map_err(err("looking up the management project"))?;
+    let (p, created) = match live {
+        Some(p) => {
+            let ours = ownership(intents, PROJECT_RECORD, &p, before, &full).await?;
+            (p, ours)
+        }
         None => {
-            let p = calls
-                .post(
+            owned(intents, PROJECT_RECORD, None).await?;
+            let (_, p) = calls
+                .create(
                     gl,
-                    "projects",
+                    intents,
+                    Create {
+                        record: PROJECT_RECORD,
+                        about: json!({"path": full}),
+                        path: "projects",
+                        doing: "creating the management project",
+                    },
                     auth,
-                    &json!({"name": name, "path": name, "namespace_id": group.id,
-                            "default_branch": "main", "visibility": "private"}),
+                    |marker| {
+                        json!({"name": name, "path": name, "namespace_id": group.id,
+                               "default_branch": "main", "visibility": "private",
+                               "description": description("Nautes tenant configuration", marker)})
+                    },
                 )
-                .await
-                .map_err(err("creating the management project"))?;
+                .await?;
             (p, true)
         }
     };
@@ -110,6 +189,28 @@ pub async fn project(
         default_branch: p["default_branch"].as_str().unwrap_or("main").to_string(),
         ssh_url: p["ssh_url_to_repo"].as_str().unwrap_or_default().to_string(),
     })
+}
+
+/// For teardown: the id of what is at `api_path` when it is ours (by the
+/// records or the outputs of an earlier version), else `None`.
+pub async fn ours_at(
+    gl: &Gitlab,
+    intents: &Intents,
+    auth: Auth<'_>,
+    record: &str,
+    api_path: &str,
+    before: Option<&Created>,
+    path: &str,
+) -> Result<Option<u64>, StepError> {
+    let live = gl.get(api_path, auth).await.map_err(err("looking up what we made"))?;
+    match live {
+        Some(obj) if ownership(intents, record, &obj, before, path).await? => Ok(obj["id"].as_u64()),
+        Some(_) => Ok(None),
+        None => {
+            owned(intents, record, None).await?;
+            Ok(None)
+        }
+    }
 }
 
 /// "type base64" of an OpenSSH public key, without its comment.
@@ -202,4 +303,28 @@ pub async fn deploy_key(
         }
     };
     Ok(DeployKey { id, public })
+}
+
+/// For teardown of a project that is not ours: our key's id on it, found by
+/// its key material (the stored key pair is written before the key is
+/// added, so a lost answer still leaves us knowing which key is ours).
+pub async fn our_deploy_key(
+    gl: &Gitlab,
+    store: &CredentialStore,
+    auth: Auth<'_>,
+    project_id: u64,
+) -> Result<Option<u64>, StepError> {
+    let Some(stored) = store.get(DEPLOY_KEY).await? else {
+        return Ok(None);
+    };
+    let wanted = key_material(field(&stored, DEPLOY_KEY, "public")?.expose());
+    let keys = match gl.list(&format!("projects/{project_id}/deploy_keys"), auth).await {
+        Ok(k) => k,
+        Err(e) if e.status() == Some(404) => return Ok(None),
+        Err(e) => return Err(err("listing deploy keys")(e)),
+    };
+    Ok(keys
+        .iter()
+        .find(|k| k["key"].as_str().map(key_material).as_deref() == Some(wanted.as_str()))
+        .and_then(|k| k["id"].as_u64()))
 }

@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use time::{Date, Duration, Month, OffsetDateTime};
 
 use super::credentials::{field, CredentialStore, Fields};
-use super::Calls;
-use crate::drivers::gitlab::{Auth, Gitlab, GitlabError};
-use crate::engine::StepError;
+use super::{marked, Calls, Create};
+use crate::drivers::gitlab::{encode, Auth, Gitlab, GitlabError};
+use crate::engine::{Intents, StepError};
 use crate::secret::Secret;
 
 pub const ADMIN_TOKEN: &str = "admin-token";
@@ -82,12 +82,156 @@ fn describe(token: Secret, info: &Value) -> AdminToken {
     }
 }
 
+/// Which of our tokens a record is about, and where GitLab keeps it.
+#[derive(Clone, Copy)]
+pub enum Held {
+    /// Our admin token, a personal access token of this user.
+    Admin { user_id: u64 },
+    /// The base operator's token on this project.
+    BaseOperator { project_id: u64 },
+}
+
+impl Held {
+    pub fn record(self) -> &'static str {
+        match self {
+            Held::Admin { .. } => ADMIN_TOKEN,
+            Held::BaseOperator { .. } => BASE_OPERATOR_TOKEN,
+        }
+    }
+
+    fn about(self) -> Value {
+        match self {
+            Held::Admin { user_id } => json!({"userId": user_id}),
+            Held::BaseOperator { project_id } => json!({"projectId": project_id}),
+        }
+    }
+
+    /// The same kind of token, for the user or project a record names.
+    fn as_recorded(self, about: &Value) -> Held {
+        match self {
+            Held::Admin { user_id } => Held::Admin {
+                user_id: about["userId"].as_u64().unwrap_or(user_id),
+            },
+            Held::BaseOperator { project_id } => Held::BaseOperator {
+                project_id: about["projectId"].as_u64().unwrap_or(project_id),
+            },
+        }
+    }
+
+    fn item(self, id: u64) -> String {
+        match self {
+            Held::Admin { .. } => format!("personal_access_tokens/{id}"),
+            Held::BaseOperator { project_id } => format!("projects/{project_id}/access_tokens/{id}"),
+        }
+    }
+
+    /// The live tokens carrying `name`.
+    async fn named(self, gl: &Gitlab, auth: Auth<'_>, name: &str) -> Result<Vec<u64>, GitlabError> {
+        let list = match self {
+            Held::Admin { user_id } => format!(
+                "personal_access_tokens?user_id={user_id}&state=active&search={}",
+                encode(name)
+            ),
+            Held::BaseOperator { project_id } => format!("projects/{project_id}/access_tokens"),
+        };
+        let tokens = match gl.list(&list, auth).await {
+            Ok(t) => t,
+            // The project (and every token of its bots) is gone.
+            Err(e) if e.status() == Some(404) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(tokens
+            .iter()
+            .filter(|t| t["name"].as_str() == Some(name) && t["active"] != false && t["revoked"] != true)
+            .filter_map(|t| t["id"].as_u64())
+            .collect())
+    }
+
+    async fn active(self, gl: &Gitlab, auth: Auth<'_>, id: u64) -> Result<bool, GitlabError> {
+        Ok(gl
+            .get(&self.item(id), auth)
+            .await?
+            .is_some_and(|t| t["active"] == true && t["revoked"] != true))
+    }
+}
+
+/// Make the records of `held` match the one token we keep: an unanswered
+/// create is looked up by the marked name it carries, and every token the
+/// records name other than `keep` is revoked — its value was lost, or it
+/// was replaced — so no crash leaves a live token of ours behind. Tokens
+/// the records do not name (the user's, whatever their name) are left.
+pub async fn tidy(
+    gl: &Gitlab,
+    calls: &mut Calls,
+    intents: &Intents,
+    auth: Auth<'_>,
+    held: Held,
+    keep: Option<u64>,
+) -> Result<(), StepError> {
+    let record = held.record();
+    let base = match held {
+        Held::Admin { .. } => ADMIN_TOKEN_NAME,
+        Held::BaseOperator { .. } => BASE_OPERATOR_TOKEN_NAME,
+    };
+    for i in intents.list(record) {
+        let at = held.as_recorded(&i.about);
+        let ids = match i.made_id() {
+            Some(id) => {
+                if Some(id) != keep
+                    && !at
+                        .active(gl, auth, id)
+                        .await
+                        .map_err(|e| failed("checking a token we made", e))?
+                {
+                    Vec::new()
+                } else {
+                    vec![id]
+                }
+            }
+            None => at
+                .named(gl, auth, &marked(base, &i.marker))
+                .await
+                .map_err(|e| failed("looking for a token an interrupted run made", e))?,
+        };
+        let mut kept = false;
+        for id in ids {
+            if Some(id) == keep {
+                kept = true;
+                if i.made.is_none() {
+                    intents.settle(record, &i.marker, json!(id)).await?;
+                }
+                continue;
+            }
+            calls
+                .delete(gl, &at.item(id), auth)
+                .await
+                .map_err(|e| failed("revoking a token we no longer hold", e))?;
+            if i.made.is_none() {
+                calls.note(format!(
+                    "revoked GitLab token {id} ({base}): an interrupted run made it and its value was never stored"
+                ));
+            }
+        }
+        if !kept {
+            intents.forget(record, &i.marker).await?;
+        }
+    }
+    if let Some(id) = keep {
+        if !intents.list(record).iter().any(|i| i.made_id() == Some(id)) {
+            // Made before these records existed: ours, as the store holds it.
+            intents.adopt(record, json!(id), held.about()).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Our admin token: the stored one while it is fresh, a replacement when it
 /// nears expiry, a new one from the bootstrap credential when it is gone.
 pub async fn admin_token(
     gl: &Gitlab,
     calls: &mut Calls,
     store: &CredentialStore,
+    intents: &Intents,
     lifetime: Lifetime,
     bootstrap: impl FnOnce() -> Result<Bootstrap, StepError>,
 ) -> Result<AdminToken, StepError> {
@@ -95,7 +239,12 @@ pub async fn admin_token(
         let token = field(&stored, ADMIN_TOKEN, "token")?.clone();
         match gl.get("personal_access_tokens/self", Auth::Token(&token)).await {
             Ok(Some(info)) if info["active"] == true && fresh(&info["expires_at"], lifetime) => {
-                return Ok(describe(token, &info));
+                let current = describe(token, &info);
+                let held = Held::Admin {
+                    user_id: current.user_id,
+                };
+                tidy(gl, calls, intents, Auth::Token(&current.token), held, Some(current.id)).await?;
+                return Ok(current);
             }
             Ok(Some(info)) if info["active"] == true => {
                 calls.note(format!(
@@ -103,15 +252,21 @@ pub async fn admin_token(
                     info["expires_at"].as_str().unwrap_or("?")
                 ));
                 let old = describe(token, &info);
-                let new = create_admin_token(gl, calls, store, Auth::Token(&old.token), old.user_id, lifetime).await?;
-                calls
-                    .delete(
-                        gl,
-                        &format!("personal_access_tokens/{}", old.id),
-                        Auth::Token(&new.token),
-                    )
-                    .await
-                    .map_err(|e| failed("revoking the replaced admin token", e))?;
+                let held = Held::Admin { user_id: old.user_id };
+                // The old one is recorded first: should we die after making
+                // the new one, the next run still knows to revoke it.
+                tidy(gl, calls, intents, Auth::Token(&old.token), held, Some(old.id)).await?;
+                let new = create_admin_token(
+                    gl,
+                    calls,
+                    store,
+                    intents,
+                    Auth::Token(&old.token),
+                    old.user_id,
+                    lifetime,
+                )
+                .await?;
+                tidy(gl, calls, intents, Auth::Token(&new.token), held, Some(new.id)).await?;
                 return Ok(new);
             }
             Ok(_) | Err(GitlabError::Status { status: 401, .. }) => {
@@ -147,26 +302,35 @@ pub async fn admin_token(
         )));
     }
     let user_id = user["id"].as_u64().unwrap_or_default();
-    create_admin_token(gl, calls, store, auth, user_id, lifetime).await
+    // We hold no working token: every one the records name goes.
+    tidy(gl, calls, intents, auth, Held::Admin { user_id }, None).await?;
+    create_admin_token(gl, calls, store, intents, auth, user_id, lifetime).await
 }
 
 async fn create_admin_token(
     gl: &Gitlab,
     calls: &mut Calls,
     store: &CredentialStore,
+    intents: &Intents,
     auth: Auth<'_>,
     user_id: u64,
     lifetime: Lifetime,
 ) -> Result<AdminToken, StepError> {
-    let created = calls
-        .post(
+    let path = format!("users/{user_id}/personal_access_tokens");
+    let (_, created) = calls
+        .create(
             gl,
-            &format!("users/{user_id}/personal_access_tokens"),
+            intents,
+            Create {
+                record: ADMIN_TOKEN,
+                about: Held::Admin { user_id }.about(),
+                path: &path,
+                doing: "creating our GitLab admin token",
+            },
             auth,
-            &json!({"name": ADMIN_TOKEN_NAME, "scopes": ["api"], "expires_at": expiry(lifetime)}),
+            |marker| json!({"name": marked(ADMIN_TOKEN_NAME, marker), "scopes": ["api"], "expires_at": expiry(lifetime)}),
         )
-        .await
-        .map_err(|e| failed("creating our GitLab admin token", e))?;
+        .await?;
     let token = Secret::new(created["token"].as_str().unwrap_or_default());
     if token.expose().is_empty() {
         return Err(StepError::new("GitLab created the admin token but did not return it"));
@@ -190,6 +354,7 @@ pub async fn base_operator_token(
     gl: &Gitlab,
     calls: &mut Calls,
     store: &CredentialStore,
+    intents: &Intents,
     admin: Auth<'_>,
     project_id: u64,
     lifetime: Lifetime,
@@ -208,6 +373,9 @@ pub async fn base_operator_token(
         live.iter()
             .find(|t| t["id"].as_u64() == Some(id) && t["active"] != false && t["revoked"] != true)
     });
+    let held = Held::BaseOperator { project_id };
+    let current_id = current.and_then(|t| t["id"].as_u64());
+    tidy(gl, calls, intents, admin, held, current_id).await?;
     if let Some(t) = current {
         if fresh(&t["expires_at"], lifetime) {
             return Ok(ProjectToken {
@@ -217,20 +385,27 @@ pub async fn base_operator_token(
         }
         calls.note("the base operator's GitLab token nears expiry: replacing it");
     }
-    let created = calls
-        .post(
+    let (_, created) = calls
+        .create(
             gl,
-            &list_path,
+            intents,
+            Create {
+                record: BASE_OPERATOR_TOKEN,
+                about: held.about(),
+                path: &list_path,
+                doing: "creating the base operator's token",
+            },
             admin,
-            &json!({
-                "name": BASE_OPERATOR_TOKEN_NAME,
-                "scopes": ["read_api", "read_repository"],
-                "access_level": REPORTER,
-                "expires_at": expiry(lifetime),
-            }),
+            |marker| {
+                json!({
+                    "name": marked(BASE_OPERATOR_TOKEN_NAME, marker),
+                    "scopes": ["read_api", "read_repository"],
+                    "access_level": REPORTER,
+                    "expires_at": expiry(lifetime),
+                })
+            },
         )
-        .await
-        .map_err(|e| failed("creating the base operator's token", e))?;
+        .await?;
     let fields: Fields = [
         (
             "token".to_string(),
@@ -240,12 +415,8 @@ pub async fn base_operator_token(
     ]
     .into();
     store.put(BASE_OPERATOR_TOKEN, &fields).await?;
-    if let Some(old) = current {
-        calls
-            .delete(gl, &format!("{list_path}/{}", old["id"]), admin)
-            .await
-            .map_err(|e| failed("revoking the base operator's replaced token", e))?;
-    }
+    // Revokes the replaced one, now that the new one is stored.
+    tidy(gl, calls, intents, admin, held, created["id"].as_u64()).await?;
     Ok(ProjectToken {
         id: created["id"].as_u64().unwrap_or_default(),
         expires_at: created["expires_at"].as_str().unwrap_or_default().to_string(),

@@ -309,7 +309,14 @@ impl Listing {
                     namespace: item.metadata.namespace.clone(),
                     name: item.metadata.name.clone().unwrap_or_default(),
                 };
-                self.live.insert(r, serde_json::to_value(&item).unwrap_or(Value::Null));
+                let mut live = serde_json::to_value(&item).unwrap_or(Value::Null);
+                // A real apiserver leaves apiVersion and kind out of list
+                // items; put them back, or every manifest would look changed.
+                if let Some(obj) = live.as_object_mut() {
+                    obj.insert("apiVersion".into(), served.resource.api_version.clone().into());
+                    obj.insert("kind".into(), served.resource.kind.clone().into());
+                }
+                self.live.insert(r, live);
             }
         }
         Ok(())

@@ -76,21 +76,15 @@ async fn approle_secret_id(
             .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
             .and_then(|b| String::from_utf8(b).ok())
     };
-    if let Some(obj) = existing {
+    let in_use = existing.and_then(|obj| {
         let data = obj.data.get("data").cloned().unwrap_or_default();
-        if decode(&data["role_id"]).as_deref() == Some(role_id.as_str()) {
-            if let Some(secret_id) = decode(&data["secret_id"]) {
-                return Ok((role_id, Secret::new(secret_id)));
-            }
-        }
-    }
-    let made = vault
-        .write(&format!("{role}/secret-id"), &token, &json!({}))
-        .await
-        .map_err(StepError::new)?
-        .and_then(|v| v["data"]["secret_id"].as_str().map(str::to_string))
-        .ok_or_else(|| StepError::new("Vault returned no secret id for vault-proxy"))?;
-    Ok((role_id, Secret::new(made)))
+        (decode(&data["role_id"]).as_deref() == Some(role_id.as_str()))
+            .then(|| decode(&data["secret_id"]).map(Secret::new))
+            .flatten()
+    });
+    // Made with a write-ahead record, so one whose answer a crash lost is destroyed.
+    let secret_id = crate::components::vault_approle::secret_id(&ctx.intents, &vault, &token, &role, in_use).await?;
+    Ok((role_id, secret_id))
 }
 
 pub(super) async fn vault_proxy(

@@ -1,0 +1,83 @@
+//! One blocking HTTP call for test code, from sync and async tests alike
+//! (each call runs on a thread of its own with its own runtime), so tests
+//! talk to servers from Rust rather than through `python3 -c`.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+pub struct Call<'a> {
+    pub method: &'a str,
+    pub url: String,
+    pub headers: Vec<(&'a str, String)>,
+    pub body: Option<String>,
+    /// A PEM CA to trust besides nothing else (https only).
+    pub ca_pem: Option<String>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(method: &'a str, url: impl Into<String>) -> Call<'a> {
+        Call {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+            ca_pem: None,
+        }
+    }
+
+    pub fn header(mut self, name: &'a str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    pub fn trust(mut self, ca_pem: impl Into<String>) -> Self {
+        self.ca_pem = Some(ca_pem.into());
+        self
+    }
+
+    /// (status, body text), or why no answer came.
+    pub fn send(self) -> Result<(u16, String), String> {
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
+                    if let Some(ca) = &self.ca_pem {
+                        builder = builder.add_root_certificate(
+                            reqwest::Certificate::from_pem(ca.as_bytes()).map_err(|e| e.to_string())?,
+                        );
+                    }
+                    let client = builder.build().map_err(|e| e.to_string())?;
+                    let method = reqwest::Method::from_bytes(self.method.as_bytes()).map_err(|e| e.to_string())?;
+                    let mut req = client.request(method, &self.url);
+                    for (k, v) in &self.headers {
+                        req = req.header(*k, v);
+                    }
+                    if let Some(b) = self.body {
+                        req = req.body(b);
+                    }
+                    let resp = req.send().await.map_err(|e| format!("{e:?}"))?;
+                    let code = resp.status().as_u16();
+                    Ok((code, resp.text().await.map_err(|e| e.to_string())?))
+                })
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// (status, JSON body or null).
+    pub fn json(self) -> (u16, serde_json::Value) {
+        let what = format!("{} {}", self.method, self.url);
+        let (code, text) = self.send().unwrap_or_else(|e| panic!("{what}: {e}"));
+        (code, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+}

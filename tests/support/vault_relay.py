@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""A request-logging relay in front of a real OpenBao server, for tests.
+
+OpenBao's own audit devices can only be enabled after init (with the root
+token), but the tests must count every request of the installer from the
+first `sys/init` on. So the installer talks to this relay, which forwards
+each request unchanged to OpenBao and logs method, path and status. It also
+keeps the root token from the `sys/init` answer, so the test can read what
+the installer wrote (the test has no other way to learn it before the
+installer's output files exist).
+
+Control endpoints (not forwarded): GET /_relay/requests, POST /_relay/reset-log,
+GET /_relay/root-token.
+
+Run: vault_relay.py --upstream http://127.0.0.1:PORT --port-file F
+"""
+import argparse, json, os, threading, time, urllib.error, urllib.request
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--upstream", required=True)
+ap.add_argument("--port-file", required=True)
+args = ap.parse_args()
+LOCK = threading.Lock()
+LOG = []
+ROOT = [""]
+HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+
+class Relay(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def reply(self, code, body, headers=()):
+        self.send_response(code)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def any(self):
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+        path = self.path.split("?")[0]
+        if path.startswith("/_relay/"):
+            with LOCK:
+                if path == "/_relay/requests":
+                    return self.reply(200, json.dumps(LOG).encode())
+                if path == "/_relay/reset-log":
+                    LOG.clear()
+                    return self.reply(200, b"{}")
+                if path == "/_relay/root-token":
+                    return self.reply(200, ROOT[0].encode())
+            return self.reply(404, b"")
+        received = time.time()
+        req = urllib.request.Request(args.upstream + self.path, data=raw if raw else None, method=self.command)
+        for k, v in self.headers.items():
+            if k.lower() not in HOP:
+                req.add_header(k, v)
+        try:
+            resp = urllib.request.urlopen(req, timeout=60)
+            code, body, headers = resp.status, resp.read(), resp.getheaders()
+        except urllib.error.HTTPError as e:
+            code, body, headers = e.code, e.read(), e.headers.items()
+        except Exception as e:  # OpenBao down (a restart in progress): what a client would see
+            return self.reply(502, str(e).encode())
+        if path == "/v1/sys/init" and self.command in ("PUT", "POST") and code == 200:
+            try:
+                ROOT[0] = json.loads(body).get("root_token", "")
+            except ValueError:
+                pass
+        with LOCK:
+            LOG.append({"time": received, "method": self.command, "path": path, "status": code})
+        self.reply(code, body, [(k, v) for k, v in headers if k.lower() not in HOP])
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = any
+
+    def do_LIST(self):
+        self.any()
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+with open(args.port_file + ".tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+os.rename(args.port_file + ".tmp", args.port_file)
+server.serve_forever()
