@@ -130,6 +130,16 @@ impl Bundle {
     pub fn verify_all(&self) -> Vec<ArtifactError> {
         self.checksums.keys().filter_map(|name| self.get(name).err()).collect()
     }
+
+    /// Files in the bundle that `checksums.sha256` does not list: nothing
+    /// vouches for them, and a run would refuse them.
+    pub fn unlisted(&self) -> std::io::Result<Vec<String>> {
+        let mut files = Vec::new();
+        collect_files(&self.root, &self.root, &mut files)?;
+        files.retain(|f| !self.checksums.contains_key(f));
+        files.sort();
+        Ok(files)
+    }
 }
 
 fn parse_checksum_line(line: &str) -> Option<(&str, &str)> {

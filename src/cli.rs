@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,6 +16,35 @@ pub struct Cli {
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The command line as parsed: global options are accepted anywhere, but
+/// described once, in the top-level help, instead of in every subcommand's.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    // Globals are copied into subcommands while building; hide the copies.
+    cmd.build();
+    let globals: Vec<clap::Id> = cmd
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .map(|a| a.get_id().clone())
+        .collect();
+    hide_globals(cmd, &globals)
+}
+
+fn hide_globals(cmd: clap::Command, globals: &[clap::Id]) -> clap::Command {
+    cmd.mut_subcommands(|sc| {
+        let sc = sc
+            .mut_args(|a| if globals.contains(a.get_id()) { a.hide(true) } else { a })
+            .after_help("Global options (--workdir, --output, -v, -q, --concurrency, --yes, --accept-new-host-keys) work here too: see `nautes-install --help`.");
+        hide_globals(sc, globals)
+    })
+}
+
+/// Parse the process's arguments (exits with clap's message on a usage error).
+pub fn parse() -> Cli {
+    let matches: ArgMatches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 #[derive(Debug, Args)]
@@ -56,16 +85,20 @@ pub enum BundleAction {
     Fetch {
         #[command(flatten)]
         inventory: InventoryArg,
+        /// Directory to build the bundle in (created if missing).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
-    /// Check every file of a bundle against its checksums file; lists every problem.
+    /// Check every file of a bundle against its checksums file, and that
+    /// every file is listed there; lists every problem.
     Verify {
+        /// The bundle directory (the one holding `checksums.sha256`).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
     /// Write `checksums.sha256` for the files in a bundle assembled by hand.
     Seal {
+        /// The bundle directory to seal.
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
@@ -73,7 +106,7 @@ pub enum BundleAction {
 
 #[derive(Debug, Args)]
 pub struct InventoryArg {
-    /// The inventory file.
+    /// The inventory file (`-` reads it from stdin).
     #[arg(short, long = "inventory", value_name = "FILE")]
     pub inventory: PathBuf,
 }
@@ -133,6 +166,7 @@ pub enum Command {
     Schema,
     /// Print shell completions.
     Completions {
+        /// The shell to print completions for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },

@@ -1,8 +1,6 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = nautes_install::cli::Cli::parse();
+    let cli = nautes_install::cli::parse();
     ExitCode::from(nautes_install::commands::run(cli))
 }

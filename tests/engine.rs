@@ -83,6 +83,22 @@ fn plan_orders_steps_and_explains_changes_after_an_edit() {
     let text = s.command(&["plan", "-i", "inventory.yaml"]).output().unwrap();
     let text = stdout(&text);
     assert!(text.contains("~ hook/c  dependency changed: hook/b"), "{text}");
+    assert!(
+        text.contains("~ hook/b  inputs changed: run"),
+        "names the field: {text}"
+    );
+    assert!(!text.contains("needs:"), "needs only on request: {text}");
+    let verbose = s.command(&["-v", "plan", "-i", "inventory.yaml"]).output().unwrap();
+    assert!(stdout(&verbose).contains("needs: hook/a"), "{}", stdout(&verbose));
+    let json = plan_json(&s);
+    let b = json["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "hook/b")
+        .unwrap();
+    assert_eq!(b["fields"], serde_json::json!(["run"]));
+    assert_eq!(b["needs"], serde_json::json!(["hook/a"]));
     assert!(text.contains("Plan: 2 to apply, 0 to destroy, 2 unchanged."), "{text}");
 
     assert_eq!(code(&s.run("apply", &[])), 0);
@@ -147,7 +163,14 @@ fn a_failure_blocks_dependents_lets_siblings_finish_and_is_retried() {
     let err = stderr(&out);
     assert!(err.contains("hook `bad` (apply) ended with exit status 3"), "{err}");
     assert!(err.contains("boom"), "stderr tail is quoted: {err}");
-    assert!(err.contains("skip hook/after-bad: `hook/bad` did not finish"), "{err}");
+    assert!(
+        err.contains("skip hook/after-bad: it needs hook/bad, which failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 done, 0 unchanged, 1 failed, 1 skipped because hook/bad failed"),
+        "{err}"
+    );
     assert_eq!(
         lines(&s.read("log")),
         ["sibling"],
@@ -416,4 +439,127 @@ fn the_state_file_is_never_left_torn_by_a_kill() {
     let out = s.run("apply", &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(s.state()["steps"].as_object().unwrap().len(), 30);
+}
+
+#[test]
+fn status_shows_a_running_step_as_running_with_the_holders_pid_and_the_rest_in_plan_order() {
+    let s = Scratch::new();
+    s.write_inventory(&format!(
+        "hooks:\n{}{}{}",
+        logging_hook("first", &[]),
+        hook(
+            "slow",
+            "touch holding; while [ ! -e release ]; do sleep 0.05; done",
+            &["first"],
+            None
+        ),
+        logging_hook("last", &["slow"]),
+    ));
+    let mut child = s.spawn("apply", &["--concurrency", "1"]);
+    wait_for("the slow step to run", Duration::from_secs(20), || {
+        s.path().join("holding").exists()
+    });
+    let out = s.command(&["status"]).output().unwrap();
+    std::fs::write(s.path().join("release"), "").unwrap();
+    let text = stdout(&out);
+    let pid = child.id();
+    assert!(text.contains(&format!("Running now: pid {pid}")), "{text}");
+    let row = |id: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(id))
+            .unwrap_or_else(|| panic!("no row for {id}: {text}"))
+            .to_string()
+    };
+    assert!(row("hook/first ").contains("done"), "{text}");
+    assert!(row("hook/slow ").contains(&format!("running (pid {pid})")), "{text}");
+    assert!(row("hook/last ").contains("pending"), "{text}");
+    let at = |id: &str| text.find(id).unwrap();
+    assert!(
+        at("hook/first") < at("hook/slow") && at("hook/slow") < at("hook/last"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("running (pid {pid})")) && !text.contains("did not finish"),
+        "{text}"
+    );
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn summaries_count_steps_exactly() {
+    let s = Scratch::new();
+    s.write_inventory(&format!(
+        "hooks:\n{}{}{}{}",
+        logging_hook("a", &[]),
+        logging_hook("b", &[]),
+        logging_hook("c", &[]),
+        logging_hook("d", &[]),
+    ));
+    let out = s.run("apply", &["--only", "hook/a"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("1 done, 0 unchanged, 0 failed, 3 not selected and never applied"),
+        "steps that never ran are not 'unchanged': {err}"
+    );
+    let out = s.run("apply", &[]);
+    let err = stderr(&out);
+    assert!(err.contains("3 done, 1 unchanged, 0 failed"), "{err}");
+
+    // Stopped while the first of four runs one at a time: one interrupted, three not started.
+    let s = Scratch::new();
+    s.write_inventory(&format!(
+        "hooks:\n{}{}{}{}",
+        hook("w", "touch holding; exec sleep 60", &[], None),
+        logging_hook("x", &["w"]),
+        logging_hook("y", &["w"]),
+        logging_hook("z", &["w"]),
+    ));
+    let mut child = s.spawn("apply", &["--concurrency", "1"]);
+    wait_for("the first step to run", Duration::from_secs(20), || {
+        s.path().join("holding").exists()
+    });
+    // SAFETY: plain kill(2) on a child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut err = String::new();
+    use std::io::Read;
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(
+        err.contains("0 done, 0 unchanged, 0 failed, 1 interrupted, 3 not started"),
+        "{err}"
+    );
+    assert_eq!(s.step_status("hook/w").as_deref(), Some("interrupted"));
+}
+
+#[test]
+fn each_steps_log_lines_sit_in_its_own_span_only() {
+    let s = Scratch::new();
+    let mut body = String::from("hooks:\n");
+    for name in ["p1", "p2", "p3", "p4", "p5", "p6"] {
+        body.push_str(&hook(
+            name,
+            "for i in 1 2 3 4 5 6; do echo \"out-$NAUTES_STEP\"; sleep 0.05; done",
+            &[],
+            None,
+        ));
+    }
+    s.write_inventory(&body);
+    let out = s.run("apply", &["--concurrency", "6"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let logs: Vec<_> = std::fs::read_dir(s.workdir().join("logs")).unwrap().flatten().collect();
+    let text = std::fs::read_to_string(logs[0].path()).unwrap();
+    let mut seen = 0;
+    for line in text.lines() {
+        if let Some(at) = line.find("out-hook/") {
+            seen += 1;
+            let id = line[at + 4..].split_whitespace().next().unwrap();
+            assert_eq!(line.matches("step{").count(), 1, "one span per line: {line}");
+            assert!(line.contains(&format!("step{{id={id} ")), "under its own step: {line}");
+        }
+    }
+    assert_eq!(seen, 36, "{text}");
 }

@@ -122,7 +122,7 @@ fn install_rerun_upgrade_scale_remove_and_reset() {
     assert!(kubeconfig.contains(&e.api.url()), "{kubeconfig}");
 
     let again = e.apply();
-    assert!(stderr(&again).contains("0 applied"), "{}", stderr(&again));
+    assert!(stderr(&again).contains(": 0 done, "), "{}", stderr(&again));
 
     e.inventory("v1.28.3", &["node-2"], "");
     let out = e.apply();

@@ -109,3 +109,64 @@ async fn failures_name_the_host_and_command_and_timeouts_fire() {
     );
     assert!(err.contains("refused"), "says why: {err}");
 }
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(cmdline);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn closing_the_pool_stops_our_masters_and_those_ansible_left_in_our_directory() {
+    if hosts::skip_unless_available() {
+        return;
+    }
+    let hosts = hosts::TestHosts::start(1);
+    let dir = tempfile::Builder::new().prefix("sd").tempdir_in("/tmp").unwrap();
+    let pool = pool(&hosts, dir.path(), Duration::from_secs(30));
+    let a = pool.connect(&hosts.ssh_target(0)).await.unwrap();
+    a.run("true").await.unwrap();
+    // What Ansible does with ANSIBLE_SSH_CONTROL_PATH_DIR pointing at ours.
+    let ansible = dir.path().join("ctl/ansible");
+    std::fs::create_dir_all(&ansible).unwrap();
+    let target = hosts.ssh_target(0);
+    let status = std::process::Command::new("ssh")
+        .arg("-o")
+        .arg(format!("ControlPath={}/abc", ansible.display()))
+        .args([
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            "ControlPersist=60s",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            dir.path().join("known_hosts").display()
+        ))
+        .arg("-i")
+        .arg(target.identity_file.as_ref().unwrap())
+        .args(["-p", &target.port.to_string(), "-l", "root", &target.address, "true"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ctl = dir.path().join("ctl").display().to_string();
+    assert_eq!(processes_mentioning(&ctl).len(), 2, "{:?}", processes_mentioning(&ctl));
+    drop(a);
+    pool.close_all().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = processes_mentioning(&ctl);
+    assert!(left.is_empty(), "masters left: {left:?}");
+}

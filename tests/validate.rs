@@ -152,3 +152,42 @@ fn schema_is_json_schema_of_the_inventory() {
         "unknown fields are errors in the schema too"
     );
 }
+
+#[test]
+fn what_apply_would_fail_on_is_reported_beside_shape_errors() {
+    check_golden("first_contact");
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted_and_stdin_is_read_with_dash() {
+    let s = Scratch::new();
+    let body = format!("\u{feff}{}", cli::HEADER);
+    std::fs::write(s.inventory(), &body).unwrap();
+    let out = s.run("validate", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    use std::io::Write;
+    let mut child = s
+        .command(&["validate", "-i", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("<stdin>: valid"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_tab_and_a_duplicate_key_are_reported_where_they_are() {
+    let s = Scratch::new();
+    s.write_inventory("hosts:\n  - name: a\n    address: 10.0.0.1\n\troles: [x]\n");
+    let err = stderr(&s.run("validate", &[]));
+    assert!(err.contains("inventory.yaml:8:1"), "the tab's line: {err}");
+    assert!(err.contains("indent with spaces"), "{err}");
+    s.write_inventory("hosts:\n  - name: a\n    address: 10.0.0.1\n    name: b\n");
+    let err = stderr(&s.run("validate", &[]));
+    assert!(err.contains("inventory.yaml:8:5"), "the second key's line: {err}");
+    assert!(err.contains("`name` appears twice"), "{err}");
+}

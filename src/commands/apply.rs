@@ -13,8 +13,8 @@ use crate::cli::{GlobalArgs, Output};
 use crate::components;
 use crate::components::infrastructure;
 use crate::drivers::ssh::{HostKeyPolicy, SshOptions, SshPool};
-use crate::engine::events::{Event, OutputMode, Reporter};
-use crate::engine::executor::{ABORT, STOP_SCHEDULING};
+use crate::engine::events::{Event, OutputMode, Reporter, Skipped};
+use crate::engine::executor::ABORT;
 use crate::engine::lock::{LockError, RunLock};
 use crate::engine::state::{now_rfc3339, RunRecord, State, StateStore};
 use crate::engine::{Engine, RunEnv, RunSummary, Services};
@@ -42,7 +42,7 @@ pub fn apply(g: &GlobalArgs, file: &Path, only: &[String], from: Option<&str>) -
     let d = match diff::diff(&plan, &state, &selection) {
         Ok(d) => d,
         Err(unknown) => {
-            eprintln!("error: no such step: {}", unknown.0.join(", "));
+            eprintln!("error: no such step: {}", super::unknown_steps(&unknown.0, &plan));
             eprintln!("hint: `nautes-install plan -i {}` lists step ids", file.display());
             return exit::USAGE;
         }
@@ -118,10 +118,7 @@ pub fn apply(g: &GlobalArgs, file: &Path, only: &[String], from: Option<&str>) -
         Ok(RunSummary {
             applied: done.applied + rest.applied,
             destroyed: done.destroyed + rest.destroyed,
-            unchanged: rest.unchanged,
-            failed: rest.failed,
-            blocked: rest.blocked,
-            interrupted: rest.interrupted,
+            ..rest
         })
     })
 }
@@ -314,6 +311,17 @@ impl Session {
                         failed: s.failed.len(),
                         blocked: s.blocked.len(),
                         unchanged: s.unchanged,
+                        not_started: s.not_started,
+                        not_selected: s.not_selected,
+                        aborted: s.aborted.len(),
+                        skipped: s
+                            .blocked
+                            .iter()
+                            .map(|(id, because)| Skipped {
+                                id: id.clone(),
+                                because: because.clone(),
+                            })
+                            .collect(),
                         interrupted: s.interrupted,
                         elapsed_ms: reporter.elapsed().as_millis() as u64,
                     });
@@ -332,8 +340,11 @@ impl Session {
     }
 }
 
-/// First Ctrl-C (or SIGTERM): finish running steps, start no more. Second: abort.
-async fn watch_signals(stop: watch::Sender<u8>, reporter: Arc<Reporter>) {
+/// Ctrl-C (or SIGTERM) stops the run now: running steps are cancelled
+/// (their child processes killed, remote commands dropped) and recorded as
+/// interrupted, nothing new starts, and the SSH masters are closed. A second
+/// signal, while that cleanup runs, exits at once.
+pub(crate) async fn watch_signals(stop: watch::Sender<u8>, reporter: Arc<Reporter>) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut count = 0u8;
     loop {
@@ -350,18 +361,24 @@ async fn watch_signals(stop: watch::Sender<u8>, reporter: Arc<Reporter>) {
         count += 1;
         if count == 1 {
             reporter.emit(Event::Notice {
-                message: "stopping: running steps will finish, nothing new starts (interrupt again to abort them)"
-                    .into(),
-            });
-            let _ = stop.send(STOP_SCHEDULING);
-        } else {
-            reporter.emit(Event::Notice {
-                message: "aborting running steps".into(),
+                message:
+                    "stopping: cancelling running steps (they run again next time); interrupt again to quit at once"
+                        .into(),
             });
             let _ = stop.send(ABORT);
-            return;
+        } else {
+            // Masters die with us (see the SSH driver); their sockets live here.
+            let _ = std::fs::remove_dir_all(control_dir());
+            eprintln!("quitting");
+            std::process::exit(exit::INTERRUPTED.into());
         }
     }
+}
+
+/// Where this process's SSH master sockets live: short (sockets have a ~100
+/// byte path limit) and per process, removed on every exit we control.
+pub(crate) fn control_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("nautes-ssh-{}", std::process::id()))
 }
 
 /// SSH connections for the run: host keys checked against the inventory's
@@ -380,8 +397,7 @@ pub(crate) fn ssh_pool(g: &GlobalArgs, loaded: &Loaded) -> SshPool {
         } else {
             HostKeyPolicy::Strict
         },
-        // Master sockets have a ~100 byte path limit: keep them short.
-        control_dir: std::env::temp_dir().join(format!("nautes-ssh-{}", std::process::id())),
+        control_dir: control_dir(),
         connect_timeout: t.ssh_connect.map(|d| d.get()).unwrap_or(Duration::from_secs(30)),
         command_timeout: t.command.map(|d| d.get()).unwrap_or(Duration::from_secs(600)),
         connect_attempts: 3,

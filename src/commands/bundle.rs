@@ -5,17 +5,27 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::artifacts::{write_checksums, Bundle};
-use crate::cli::{BundleAction, GlobalArgs};
+use serde_json::json;
+
+use crate::cli::{BundleAction, GlobalArgs, Output};
 use crate::components::artifacts::{self, ArtifactsSpec};
 use crate::exit;
 use crate::inventory::ArtifactMode;
 
 pub fn bundle(g: &GlobalArgs, action: &BundleAction) -> u8 {
     match action {
-        BundleAction::Verify { dir } => verify(dir),
+        BundleAction::Verify { dir } => verify(g, dir),
         BundleAction::Seal { dir } => match write_checksums(dir) {
             Ok(n) => {
-                eprintln!("sealed {} ({n} files listed in checksums.sha256)", dir.display());
+                if g.output == Output::Json {
+                    println!("{}", json!({ "bundle": dir, "sealed": true, "files": n }));
+                } else {
+                    eprintln!(
+                        "sealed {} ({} listed in checksums.sha256)",
+                        dir.display(),
+                        super::count(n, "file", "files")
+                    );
+                }
                 exit::OK
             }
             Err(e) => {
@@ -27,32 +37,61 @@ pub fn bundle(g: &GlobalArgs, action: &BundleAction) -> u8 {
     }
 }
 
-fn verify(dir: &Path) -> u8 {
+fn verify(g: &GlobalArgs, dir: &Path) -> u8 {
     let bundle = match Bundle::open(dir) {
         Ok(b) => b,
         Err(e) => {
+            if g.output == Output::Json {
+                println!("{}", json!({ "bundle": dir, "ok": false, "error": e.to_string() }));
+            }
             eprintln!("error: {e}");
             return exit::STEP_FAILED;
         }
     };
-    let problems = bundle.verify_all();
-    if problems.is_empty() {
-        eprintln!(
-            "{}: all {} files match their checksums",
-            dir.display(),
-            bundle.checksums.len()
+    let problems: Vec<String> = bundle.verify_all().iter().map(|p| p.to_string()).collect();
+    let unlisted = match bundle.unlisted() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: cannot list {}: {e}", dir.display());
+            return exit::STEP_FAILED;
+        }
+    };
+    let ok = problems.is_empty() && unlisted.is_empty();
+    if g.output == Output::Json {
+        println!(
+            "{}",
+            json!({
+                "bundle": dir,
+                "ok": ok,
+                "listed": bundle.checksums.len(),
+                "problems": problems,
+                "unlisted": unlisted,
+            })
         );
+        return if ok { exit::OK } else { exit::STEP_FAILED };
+    }
+    let listed = super::count(bundle.checksums.len(), "file", "files");
+    if ok {
+        eprintln!("{}: all {listed} match their checksums", dir.display());
         return exit::OK;
     }
     for p in &problems {
         eprintln!("error: {p}");
     }
-    eprintln!(
-        "{}: {} of {} files are missing or corrupt",
-        dir.display(),
-        problems.len(),
-        bundle.checksums.len()
-    );
+    for u in &unlisted {
+        eprintln!("error: {u} is in the bundle but not in checksums.sha256 (a run would refuse it)");
+    }
+    if !problems.is_empty() {
+        eprintln!("{}: {} of {listed} missing or corrupt", dir.display(), problems.len());
+    }
+    if !unlisted.is_empty() {
+        eprintln!(
+            "{}: {} not listed in checksums.sha256; if they belong, run `nautes-install bundle seal --dir {}` where the bundle was made",
+            dir.display(),
+            super::count(unlisted.len(), "file", "files"),
+            dir.display()
+        );
+    }
     exit::STEP_FAILED
 }
 
@@ -131,10 +170,15 @@ fn fetch(g: &GlobalArgs, file: &Path, dir: &Path) -> u8 {
     }
     match write_checksums(dir) {
         Ok(n) => {
-            eprintln!(
-                "bundle {} ready: {n} files; carry it over and set `artifacts.bundle`",
-                dir.display()
-            );
+            if g.output == Output::Json {
+                println!("{}", json!({ "bundle": dir, "sealed": true, "files": n }));
+            } else {
+                eprintln!(
+                    "bundle {} ready: {}; carry it over and set `artifacts.bundle`",
+                    dir.display(),
+                    super::count(n, "file", "files")
+                );
+            }
             exit::OK
         }
         Err(e) => {

@@ -29,6 +29,26 @@ pub fn check(g: &GlobalArgs, file: &Path) -> u8 {
             return exit::STEP_FAILED;
         }
     };
+    // `check` records nothing, so a signal only has to take our SSH masters
+    // and their directory with it.
+    if let Some(pool) = services.get::<crate::drivers::ssh::SshPool>() {
+        runtime.spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            match term.as_mut() {
+                Some(t) => tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = t.recv() => {},
+                },
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+            eprintln!("interrupted");
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), pool.close_all()).await;
+            let _ = std::fs::remove_dir_all(&pool.options().control_dir);
+            std::process::exit(exit::INTERRUPTED.into());
+        });
+    }
     let mut failed = false;
     let mut report = serde_json::Map::new();
     for step in plan.steps.iter().filter(|s| s.kind == preflight::KIND) {

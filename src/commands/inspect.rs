@@ -67,7 +67,7 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
     let d = match diff::diff(&plan, &state, &Selection::default()) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: unknown steps: {}", e.0.join(", "));
+            eprintln!("error: unknown steps: {}", super::unknown_steps(&e.0, &plan));
             return exit::USAGE;
         }
     };
@@ -98,6 +98,9 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
                     _ => '~',
                 };
                 println!("  {sign} {:width$}  {}", x.id, x.reason.describe());
+                if g.verbose > 0 && !x.needs.is_empty() {
+                    println!("    {:width$}  needs: {}", "", x.needs.join(", "));
+                }
                 if let Some(t) = terraform.get(&x.id) {
                     println!(
                         "    {:width$}  Terraform: {} to add, {} to change, {} to destroy",
@@ -194,45 +197,85 @@ pub fn status(g: &GlobalArgs) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let lock_note = std::fs::read_to_string(g.workdir.join("lock")).unwrap_or_default();
+    let holder = crate::engine::lock::current_holder(&g.workdir);
+    let rows = status_rows(&state, holder.as_ref());
     if g.output == Output::Json {
+        let steps: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(id, status, rec)| json!({ "id": id, "status": status, "record": rec }))
+            .collect();
         println!(
             "{}",
-            json!({ "workdir": g.workdir, "steps": state.steps, "runs": state.runs, "lock": serde_json::from_str::<serde_json::Value>(&lock_note).ok() })
+            json!({ "workdir": g.workdir, "steps": steps, "runs": state.runs, "lock": holder })
         );
         return exit::OK;
     }
-    if !lock_note.trim().is_empty() {
-        println!(
-            "Lock: {} (a run is in progress, or one died; the next run checks which)",
-            lock_note.trim()
-        );
+    if let Some(h) = &holder {
+        println!("Running now: {h}");
     }
-    if state.steps.is_empty() {
+    if rows.is_empty() {
         println!("No steps recorded in {}.", g.workdir.display());
     }
-    let width = state.steps.keys().map(String::len).max().unwrap_or(0);
-    for (id, r) in &state.steps {
-        let status = match r.status {
-            StepStatus::Done => "done",
-            StepStatus::Failed => "FAILED",
-            StepStatus::Running => "interrupted",
-            StepStatus::Destroying => "interrupted (destroying)",
+    let width = rows.iter().map(|(id, _, _)| id.len()).max().unwrap_or(0);
+    for (id, status, rec) in &rows {
+        let Some(r) = rec else {
+            println!("  {id:width$}  {status}");
+            continue;
         };
         let when = r.finished_at.as_deref().or(r.started_at.as_deref()).unwrap_or("-");
-        println!("  {id:width$}  {status:11}  attempts {}  {when}", r.attempts);
+        let status = match (status.as_str(), &holder) {
+            ("running", Some(h)) => format!("running (pid {})", h.pid),
+            (s, _) => s.to_string(),
+        };
+        println!("  {id:width$}  {status:16}  attempts {}  {when}", r.attempts);
         if let Some(e) = &r.last_error {
             println!("  {:width$}  last error: {}", "", e.lines().next().unwrap_or(""));
         }
     }
     if let Some(run) = state.runs.last() {
+        let result = match (&run.result, &holder) {
+            (Some(r), _) => r.clone(),
+            (None, Some(h)) => format!("running (pid {})", h.pid),
+            (None, None) => "did not finish (the process ended without recording a result)".into(),
+        };
         println!(
-            "Last run: {} `{}` started {} -> {}",
-            run.id,
-            run.command,
-            run.started_at,
-            run.result.as_deref().unwrap_or("did not finish")
+            "Last run: {} `{}` started {} -> {result}",
+            run.id, run.command, run.started_at
         );
     }
     exit::OK
+}
+
+/// Every step in the order of the last plan (then recorded steps that plan
+/// no longer has), each with a status word. A step recorded as running is
+/// running only while a run holds the lock; otherwise that run died.
+fn status_rows<'a>(
+    state: &'a State,
+    holder: Option<&crate::engine::lock::Holder>,
+) -> Vec<(String, String, Option<&'a crate::engine::state::StepRecord>)> {
+    let mut order: Vec<String> = state.planned.clone();
+    if order.is_empty() {
+        order = destroy_order(state).into_iter().rev().collect();
+    }
+    for id in state.steps.keys() {
+        if !order.contains(id) {
+            order.push(id.clone());
+        }
+    }
+    order
+        .into_iter()
+        .map(|id| {
+            let rec = state.steps.get(&id);
+            let word = match rec.map(|r| r.status) {
+                None => "pending",
+                Some(StepStatus::Done) => "done",
+                Some(StepStatus::Failed) => "FAILED",
+                Some(StepStatus::Running) if holder.is_some() => "running",
+                Some(StepStatus::Destroying) if holder.is_some() => "destroying",
+                Some(StepStatus::Running) | Some(StepStatus::Interrupted) => "interrupted",
+                Some(StepStatus::Destroying) => "interrupted (destroying)",
+            };
+            (id, word.to_string(), rec)
+        })
+        .collect()
 }

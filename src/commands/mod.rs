@@ -34,7 +34,7 @@ pub fn run(cli: Cli) -> u8 {
             exit::OK
         }
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "nautes-install", &mut std::io::stdout());
+            print!("{}", completions(*shell));
             exit::OK
         }
         Command::Validate(i) => inspect::validate(g, &i.inventory),
@@ -46,6 +46,21 @@ pub fn run(cli: Cli) -> u8 {
         Command::Destroy(i) => apply::destroy(g, &i.inventory),
         Command::Check(i) => check::check(g, &i.inventory),
         Command::Bundle { action } => bundle::bundle(g, action),
+    }
+}
+
+/// The completion script for `shell`. clap_complete's bash script names the
+/// states of a hyphenated binary two ways (`nautes__install__subcmd__plan`
+/// where it tracks the words, `nautes__subcmd__install__subcmd__plan` where
+/// it completes), so nothing completed after a subcommand; we make the
+/// second spelling match the first.
+pub fn completions(shell: clap_complete::Shell) -> String {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "nautes-install", &mut out);
+    let script = String::from_utf8_lossy(&out).into_owned();
+    match shell {
+        clap_complete::Shell::Bash => script.replace("nautes__subcmd__install", "nautes__install"),
+        _ => script,
     }
 }
 
@@ -97,6 +112,28 @@ pub(crate) fn print_report(g: &GlobalArgs, report: &Report) {
         Output::Json => println!("{}", report.to_json()),
         Output::Text => eprint!("{}", report.render(std::io::stderr().is_terminal())),
     }
+}
+
+/// "1 file", "2 files".
+pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// Unknown step ids, each with the nearest real one when it is a typo away.
+pub(crate) fn unknown_steps(unknown: &[String], plan: &Plan) -> String {
+    let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    unknown
+        .iter()
+        .map(|u| match inventory::validate::closest(u, &ids) {
+            Some(best) => format!("{u} (did you mean {best}?)"),
+            None => u.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(crate) fn state_path(workdir: &Path) -> PathBuf {

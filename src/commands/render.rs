@@ -13,6 +13,7 @@ pub fn render(g: &GlobalArgs, file: &Path, out: &Path) -> u8 {
         Err(code) => return code,
     };
     let registry = components::registry();
+    let plan_steps = plan.steps.len();
     let result = (|| -> Result<usize, String> {
         let steps_dir = out.join("steps");
         std::fs::create_dir_all(&steps_dir).map_err(|e| format!("cannot create {}: {e}", steps_dir.display()))?;
@@ -42,8 +43,10 @@ pub fn render(g: &GlobalArgs, file: &Path, out: &Path) -> u8 {
     })();
     match result {
         Ok(n) => {
-            if !g.quiet {
-                eprintln!("wrote {n} files under {}", out.display());
+            if g.output == crate::cli::Output::Json {
+                println!("{}", serde_json::json!({ "out": out, "files": n, "steps": plan_steps }));
+            } else if !g.quiet {
+                eprintln!("wrote {} under {}", super::count(n, "file", "files"), out.display());
             }
             exit::OK
         }

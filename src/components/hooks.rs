@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tracing::Instrument;
 
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::inventory::spans::{push_index, push_key};
@@ -188,29 +189,36 @@ async fn run_command(ctx: &StepContext, spec: &HookSpec, command: &str, phase: &
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let name = spec.name.clone();
-    let out_task = tokio::spawn(async move {
-        if let Some(out) = stdout {
-            let mut lines = BufReader::new(out).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "nautes_install::hook", hook = %name, stream = "stdout", "{line}");
-            }
-        }
-    });
-    let name = spec.name.clone();
-    let err_task = tokio::spawn(async move {
-        let mut tail: Vec<String> = Vec::new();
-        if let Some(err) = stderr {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "nautes_install::hook", hook = %name, stream = "stderr", "{line}");
-                tail.push(line);
-                if tail.len() > STDERR_TAIL_LINES {
-                    tail.remove(0);
+    // Spawned readers log under this step's span, as the step itself does.
+    let out_task = tokio::spawn(
+        async move {
+            if let Some(out) = stdout {
+                let mut lines = BufReader::new(out).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::info!(target: "nautes_install::hook", hook = %name, stream = "stdout", "{line}");
                 }
             }
         }
-        tail
-    });
+        .in_current_span(),
+    );
+    let name = spec.name.clone();
+    let err_task = tokio::spawn(
+        async move {
+            let mut tail: Vec<String> = Vec::new();
+            if let Some(err) = stderr {
+                let mut lines = BufReader::new(err).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::info!(target: "nautes_install::hook", hook = %name, stream = "stderr", "{line}");
+                    tail.push(line);
+                    if tail.len() > STDERR_TAIL_LINES {
+                        tail.remove(0);
+                    }
+                }
+            }
+            tail
+        }
+        .in_current_span(),
+    );
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => status,
         Ok(Err(e)) => {

@@ -48,6 +48,11 @@ pub enum Event {
         id: String,
         blocked_by: String,
     },
+    /// Cut short by Ctrl-C / SIGTERM; recorded so the next run redoes it.
+    StepInterrupted {
+        id: String,
+        action: Action,
+    },
     Notice {
         message: String,
     },
@@ -58,9 +63,23 @@ pub enum Event {
         failed: usize,
         blocked: usize,
         unchanged: usize,
+        /// Planned for this run but never started (it was stopped first).
+        not_started: usize,
+        /// Not chosen with --only / --from and never applied.
+        not_selected: usize,
+        /// Running when the run was stopped.
+        aborted: usize,
+        /// Each skipped step and the failed step it needed.
+        skipped: Vec<Skipped>,
         interrupted: bool,
         elapsed_ms: u64,
     },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub id: String,
+    pub because: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -233,7 +252,10 @@ fn plain_line(event: &Event) -> Option<String> {
             format!("{} {id} FAILED after {}: {error}", verb(*action), secs(*elapsed_ms))
         }
         Event::StepBlocked { id, blocked_by } => {
-            format!("skip {id}: `{blocked_by}` did not finish")
+            format!("skip {id}: it needs {blocked_by}, which failed")
+        }
+        Event::StepInterrupted { id, action } => {
+            format!("{} {id} interrupted; it runs again next time", verb(*action))
         }
         Event::Notice { message } => message.clone(),
         Event::RunFinished {
@@ -241,10 +263,14 @@ fn plain_line(event: &Event) -> Option<String> {
             applied,
             destroyed,
             failed,
-            blocked,
             unchanged,
+            not_started,
+            not_selected,
+            aborted,
+            skipped,
             interrupted,
             elapsed_ms,
+            ..
         } => {
             let head = if *interrupted {
                 "interrupted"
@@ -253,10 +279,36 @@ fn plain_line(event: &Event) -> Option<String> {
             } else {
                 "FAILED"
             };
-            format!(
-                "{head} in {}: {applied} applied, {destroyed} destroyed, {unchanged} unchanged, {failed} failed, {blocked} not started",
-                secs(*elapsed_ms)
-            )
+            let mut parts = Vec::new();
+            if *applied > 0 || *destroyed == 0 {
+                parts.push(format!("{applied} done"));
+            }
+            if *destroyed > 0 {
+                parts.push(format!("{destroyed} destroyed"));
+            }
+            parts.push(format!("{unchanged} unchanged"));
+            parts.push(format!("{failed} failed"));
+            // Grouped by the failed step that stopped them, in first-seen order.
+            let mut because: Vec<(&str, usize)> = Vec::new();
+            for s in skipped {
+                match because.iter_mut().find(|(b, _)| *b == s.because) {
+                    Some((_, n)) => *n += 1,
+                    None => because.push((&s.because, 1)),
+                }
+            }
+            for (b, n) in because {
+                parts.push(format!("{n} skipped because {b} failed"));
+            }
+            if *aborted > 0 {
+                parts.push(format!("{aborted} interrupted"));
+            }
+            if *not_started > 0 || *interrupted {
+                parts.push(format!("{not_started} not started"));
+            }
+            if *not_selected > 0 {
+                parts.push(format!("{not_selected} not selected and never applied"));
+            }
+            format!("{head} in {}: {}", secs(*elapsed_ms), parts.join(", "))
         }
     })
 }

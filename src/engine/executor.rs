@@ -13,6 +13,7 @@ use std::time::Instant;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::events::{Action, Event, Reporter};
 use super::handler::{Registry, Services, StepContext, StepError};
@@ -21,7 +22,8 @@ use crate::inventory::Timeouts;
 use crate::plan::diff::{lasting, Diff, Reason};
 use crate::plan::Plan;
 
-/// 0 = keep going, 1 = start nothing new, 2 = abort running steps.
+/// 0 = keep going, 1 = start nothing new, 2 = abort running steps (their
+/// work is dropped: child processes are killed, SSH commands cancelled).
 pub type StopSignal = watch::Receiver<u8>;
 pub const STOP_SCHEDULING: u8 = 1;
 pub const ABORT: u8 = 2;
@@ -63,7 +65,14 @@ pub struct RunSummary {
     pub destroyed: usize,
     pub unchanged: usize,
     pub failed: Vec<(String, String)>,
-    pub blocked: Vec<String>,
+    /// Steps that could not start, with the failed step that stopped them.
+    pub blocked: Vec<(String, String)>,
+    /// Steps that were running when the run was stopped.
+    pub aborted: Vec<String>,
+    /// Steps the run was to do that it never started (it was stopped).
+    pub not_started: usize,
+    /// Steps left out by --only / --from that were never applied.
+    pub not_selected: usize,
     pub interrupted: bool,
 }
 
@@ -96,6 +105,8 @@ impl Engine {
     /// Tear down removed steps, then apply what the diff says must run.
     pub async fn apply(&self, plan: &Plan, diff: &Diff) -> Result<RunSummary, EngineError> {
         let mut summary = RunSummary::default();
+        let planned: Vec<String> = plan.steps.iter().map(|s| s.id.clone()).collect();
+        self.store.update(|st| st.planned = planned).await?;
         if !diff.removals.is_empty() {
             let ids: Vec<String> = diff.removals.iter().map(|d| d.id.clone()).collect();
             self.destroy_steps(&ids, &mut summary).await?;
@@ -106,7 +117,16 @@ impl Engine {
         let to_run = diff.to_run();
         for d in &diff.decisions {
             if !d.reason.runs() {
-                summary.unchanged += 1;
+                // A step left out by --only/--from is unchanged only if it
+                // was ever applied; otherwise it simply has not run yet.
+                let done = self
+                    .store
+                    .read(|st| st.steps.get(&d.id).is_some_and(|r| r.status == StepStatus::Done));
+                if d.reason == Reason::NotSelected && !done {
+                    summary.not_selected += 1;
+                } else {
+                    summary.unchanged += 1;
+                }
                 self.reporter.emit(Event::StepSkipped {
                     id: d.id.clone(),
                     reason: d.reason.describe(),
@@ -246,11 +266,16 @@ impl Engine {
                     let Some(joined) = joined else { continue };
                     let (id, result) = match joined {
                         Ok((_, r)) => r,
-                        // A panicking step is a bug; report it as that step failing.
-                        Err(e) => (
-                            task_ids.get(&e.id()).cloned().unwrap_or_default(),
-                            JobResult::Failed(format!("internal error: {e}")),
-                        ),
+                        // A panicking step is a bug: it fails alone, recorded
+                        // as failed, and everything else carries on.
+                        Err(e) => {
+                            let id = task_ids.get(&e.id()).cloned().unwrap_or_default();
+                            let message = format!("internal error in step {id}: {}", panic_message(e));
+                            let result = engine
+                                .record_failure(&id, action, StepError::new(message), 0)
+                                .await;
+                            (id, result)
+                        }
                     };
                     in_flight.remove(&id);
                     waiting.remove(&id);
@@ -286,8 +311,12 @@ impl Engine {
                         running.abort_all();
                         while running.join_next().await.is_some() {}
                         summary.interrupted = true;
+                        if let Err(e) = engine.record_interrupted(&in_flight, action).await {
+                            state_error = Some(e);
+                        }
                         for id in &in_flight {
-                            self.reporter.emit(Event::Notice { message: format!("aborted {id}; it will re-run next time") });
+                            summary.aborted.push(id.clone());
+                            self.reporter.emit(Event::StepInterrupted { id: id.clone(), action });
                         }
                         break;
                     }
@@ -297,6 +326,7 @@ impl Engine {
         if *stop.borrow() >= STOP_SCHEDULING {
             summary.interrupted = true;
         }
+        summary.not_started += order.iter().filter(|id| !started.contains(*id)).count();
         if let Some(e) = state_error {
             return Err(e.into());
         }
@@ -316,7 +346,7 @@ impl Engine {
             for d in dependents.get(&cur).into_iter().flatten() {
                 if started.insert(d.clone()) {
                     waiting.remove(d);
-                    summary.blocked.push(d.clone());
+                    summary.blocked.push((d.clone(), failed.to_string()));
                     self.reporter.emit(Event::StepBlocked {
                         id: d.clone(),
                         blocked_by: failed.to_string(),
@@ -430,15 +460,20 @@ impl EngineRef {
             description: step.description.clone(),
             action: Action::Apply,
         });
-        let span = tracing::info_span!("step", id = %step.id, action = "apply");
-        let _guard = span.enter();
-        let result = match self.registry.get(&step.kind) {
-            Some(handler) => {
-                let ctx = self.context(&step.id, &step.needs, step.settings.clone());
-                handler.apply(&ctx, &step.spec).await
+        // The span goes with the future, not the thread: a guard held across
+        // an await would wrap whatever else that thread ran meanwhile.
+        let span = tracing::info_span!(parent: None, "step", id = %step.id, action = "apply");
+        let result = async {
+            match self.registry.get(&step.kind) {
+                Some(handler) => {
+                    let ctx = self.context(&step.id, &step.needs, step.settings.clone());
+                    handler.apply(&ctx, &step.spec).await
+                }
+                None => Err(StepError::new(format!("no handler for steps of kind `{}`", step.kind))),
             }
-            None => Err(StepError::new(format!("no handler for steps of kind `{}`", step.kind))),
-        };
+        }
+        .instrument(span)
+        .await;
         let elapsed_ms = begun.elapsed().as_millis() as u64;
         match result {
             Ok(outputs) => {
@@ -506,18 +541,21 @@ impl EngineRef {
             description: rec.description.clone(),
             action: Action::Destroy,
         });
-        let span = tracing::info_span!("step", id = %id, action = "destroy");
-        let _guard = span.enter();
-        let result = match self.registry.get(&rec.kind) {
-            Some(handler) => {
-                let ctx = self.context(&id, &rec.needs, rec.settings.clone());
-                handler.destroy(&ctx, &rec.spec, &rec.outputs).await
+        let span = tracing::info_span!(parent: None, "step", id = %id, action = "destroy");
+        let result = async {
+            match self.registry.get(&rec.kind) {
+                Some(handler) => {
+                    let ctx = self.context(&id, &rec.needs, rec.settings.clone());
+                    handler.destroy(&ctx, &rec.spec, &rec.outputs).await
+                }
+                None => Err(StepError::new(format!(
+                    "no handler for steps of kind `{}` (state written by another version?)",
+                    rec.kind
+                ))),
             }
-            None => Err(StepError::new(format!(
-                "no handler for steps of kind `{}` (state written by another version?)",
-                rec.kind
-            ))),
-        };
+        }
+        .instrument(span)
+        .await;
         let elapsed_ms = begun.elapsed().as_millis() as u64;
         match result {
             Ok(()) => {
@@ -533,6 +571,28 @@ impl EngineRef {
             }
             Err(err) => self.record_failure(&id, Action::Destroy, err, elapsed_ms).await,
         }
+    }
+
+    /// Steps cut short by a stop request: recorded as interrupted (a
+    /// teardown stays `destroying`), so the next run redoes them.
+    async fn record_interrupted(&self, ids: &BTreeSet<String>, action: Action) -> Result<(), StateError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let at = now_rfc3339();
+        self.store
+            .update(|st| {
+                for id in ids {
+                    if let Some(rec) = st.steps.get_mut(id) {
+                        if action == Action::Apply {
+                            rec.status = StepStatus::Interrupted;
+                        }
+                        rec.last_error = Some("interrupted (Ctrl-C or SIGTERM) before it finished".into());
+                        rec.finished_at = Some(at.clone());
+                    }
+                }
+            })
+            .await
     }
 
     async fn record_failure(&self, id: &str, action: Action, err: StepError, elapsed_ms: u64) -> JobResult {
@@ -557,5 +617,20 @@ impl EngineRef {
             Ok(()) => JobResult::Failed(message),
             Err(e) => JobResult::StateFailed(e),
         }
+    }
+}
+
+/// What a panicking step said, for its error message.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "it panicked".to_string()
     }
 }

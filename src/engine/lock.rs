@@ -91,6 +91,29 @@ impl Drop for RunLock {
     }
 }
 
+/// Who holds the workdir's lock right now, if anyone: a shared lock cannot
+/// be had while a run holds its exclusive one. Takes nothing from the holder.
+pub fn current_holder(workdir: &Path) -> Option<Holder> {
+    let mut file = File::open(workdir.join("lock")).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            None
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut note = String::new();
+            let _ = file.read_to_string(&mut note);
+            Some(serde_json::from_str(&note).unwrap_or(Holder {
+                pid: 0,
+                host: "unknown".into(),
+                started_at: "unknown".into(),
+                command: "unknown".into(),
+            }))
+        }
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())

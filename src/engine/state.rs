@@ -22,6 +22,8 @@ pub enum StepStatus {
     Done,
     Failed,
     Destroying,
+    /// Stopped by Ctrl-C / SIGTERM while running; the next run redoes it.
+    Interrupted,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +68,10 @@ pub struct State {
     pub steps: BTreeMap<String, StepRecord>,
     #[serde(default)]
     pub runs: Vec<RunRecord>,
+    /// Step ids of the last plan applied, in plan order: `status` lists
+    /// them all, including those that have not run yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<String>,
     /// Creates in other systems, recorded before their request (see intents.rs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub intents: BTreeMap<String, super::intents::StepIntents>,
@@ -78,6 +84,7 @@ impl Default for State {
             revision: 0,
             steps: BTreeMap::new(),
             runs: Vec::new(),
+            planned: Vec::new(),
             intents: BTreeMap::new(),
         }
     }

@@ -63,6 +63,22 @@ pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
 /// Read and parse an inventory file. Errors come back as a [`Report`] that
 /// names every structural problem found.
 pub fn load_file(file: &Path) -> Result<Loaded, Report> {
+    if file == Path::new("-") {
+        // `-i -`: the inventory comes on stdin; its relative paths are
+        // relative to the current directory.
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        let name = Path::new("<stdin>");
+        std::io::stdin().read_to_end(&mut bytes).map_err(|e| Report {
+            file: name.to_path_buf(),
+            source: String::new(),
+            diagnostics: vec![Diagnostic::error(
+                "",
+                format!("cannot read the inventory from stdin: {e}"),
+            )],
+        })?;
+        return load_bytes(name, &bytes);
+    }
     let bytes = std::fs::read(file).map_err(|e| Report {
         file: file.to_path_buf(),
         source: String::new(),
@@ -95,6 +111,9 @@ pub fn load_bytes(file: &Path, bytes: &[u8]) -> Result<Loaded, Report> {
 }
 
 pub fn load_str(file: &Path, source: &str) -> Result<Loaded, Report> {
+    // Windows editors often start UTF-8 files with a byte-order mark; YAML
+    // allows it, and to the parser it looked like a second document.
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
     let mut report = Report {
         file: file.to_path_buf(),
         source: source.to_string(),
@@ -103,10 +122,21 @@ pub fn load_str(file: &Path, source: &str) -> Result<Loaded, Report> {
     let spans = match SpanIndex::build(source) {
         Ok(s) => s,
         Err(e) => {
+            let (span, hint) = match e.message.contains("tab") {
+                // The parser names the token it was reading, not the tab.
+                true => (
+                    first_tab_from(source, e.span.start).unwrap_or(e.span),
+                    "YAML does not allow tabs for indentation: indent with spaces",
+                ),
+                false => (
+                    e.span,
+                    "check indentation and that every `key: value` pair has a space after the colon",
+                ),
+            };
             report.diagnostics.push(
                 Diagnostic::error("", format!("YAML syntax error: {}", e.message))
-                    .at(Some(e.span))
-                    .with_hint("check indentation and that every `key: value` pair has a space after the colon"),
+                    .at(Some(span))
+                    .with_hint(hint),
             );
             return Err(report);
         }
@@ -114,10 +144,22 @@ pub fn load_str(file: &Path, source: &str) -> Result<Loaded, Report> {
     let mut value: Value = match serde_yaml::from_str(source) {
         Ok(v) => v,
         Err(e) => {
-            let span = e.location().map(|l| span_at(source, l.line(), l.column()));
-            report
-                .diagnostics
-                .push(Diagnostic::error("", format!("YAML error: {}", strip_location(&e.to_string()))).at(span));
+            let mut span = e.location().map(|l| span_at(source, l.line(), l.column()));
+            let message = strip_location(&e.to_string());
+            let mut d = Diagnostic::error("", format!("YAML error: {message}"));
+            // serde_yaml points at the mapping; the user needs the second key.
+            let duplicate = message
+                .split_once("duplicate entry with key \"")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(key, _)| key.to_string());
+            if let (Some(key), Some(at)) = (duplicate, span) {
+                if let Some(second) = second_key(source, at.start, &key) {
+                    span = Some(second);
+                    d = Diagnostic::error("", format!("`{key}` appears twice in the same mapping"))
+                        .with_hint("a key may appear once per mapping: remove or merge one of them");
+                }
+            }
+            report.diagnostics.push(d.at(span));
             return Err(report);
         }
     };
@@ -139,27 +181,36 @@ pub fn load_str(file: &Path, source: &str) -> Result<Loaded, Report> {
         return Err(report);
     }
 
+    let original = value.clone();
     let mut cuts = Cuts::default();
     loop {
         match serde_path_to_error::deserialize::<_, Inventory>(value.clone()) {
             Ok(inventory) => {
+                let base_dir = file
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from("."));
+                let base_dir = if base_dir.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    base_dir
+                };
+                let loaded = Loaded {
+                    inventory,
+                    spans,
+                    file: file.to_path_buf(),
+                    source: source.to_string(),
+                    base_dir,
+                };
                 if report.diagnostics.is_empty() {
-                    let base_dir = file
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| PathBuf::from("."));
-                    let base_dir = if base_dir.as_os_str().is_empty() {
-                        PathBuf::from(".")
-                    } else {
-                        base_dir
-                    };
-                    return Ok(Loaded {
-                        inventory,
-                        spans,
-                        file: file.to_path_buf(),
-                        source: source.to_string(),
-                        base_dir,
-                    });
+                    return Ok(loaded);
+                }
+                // What did parse is still checked, so one run shows every
+                // problem; findings that only follow from a cut are dropped.
+                for d in super::validate::validate(&loaded).diagnostics {
+                    if let Some(d) = cuts.keep(d, &original, &loaded.spans) {
+                        report.diagnostics.push(d);
+                    }
                 }
                 report.sort();
                 return Err(report);
@@ -190,6 +241,82 @@ fn span_at(source: &str, line: usize, column: usize) -> super::spans::Span {
         col: column,
         start,
         end: (start + 1).min(source.len()).max(start),
+    }
+}
+
+/// The first tab at or after byte `from`.
+fn first_tab_from(source: &str, from: usize) -> Option<super::spans::Span> {
+    let at = from + source.get(from..)?.find('\t')?;
+    let line = source[..at].matches('\n').count() + 1;
+    let col = at - source[..at].rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    Some(span_at(source, line, col))
+}
+
+/// The second `key:` of the mapping that starts at byte `start` (same
+/// indentation as its first key), for duplicate-key errors.
+fn second_key(source: &str, start: usize, key: &str) -> Option<super::spans::Span> {
+    let line_start = source[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let indent = start - line_start;
+    let mut offset = line_start;
+    let mut seen = 0;
+    for (n, line) in source[line_start..].split_inclusive('\n').enumerate() {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let content = body.get(indent..).unwrap_or("");
+        let leading = body.len() - body.trim_start_matches([' ', '-']).len();
+        if n > 0 && !body.trim().is_empty() && !body.trim_start().starts_with('#') && leading < indent {
+            break;
+        }
+        let bare = content.trim_start_matches(['"', '\'']);
+        if (n == 0 || leading == indent)
+            && bare.starts_with(key)
+            && bare[key.len()..].trim_start_matches(['"', '\'']).starts_with(':')
+        {
+            seen += 1;
+            if seen == 2 {
+                let line_no = source[..offset].matches('\n').count() + 1;
+                return Some(span_at(source, line_no, indent + 1));
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// serde's wording for numbers, said the way people say it.
+fn humanize(message: &str) -> String {
+    let what = |ty: &str| match ty {
+        "u16" => "a port number from 1 to 65535",
+        "u8" => "a whole number from 0 to 255",
+        "u32" | "u64" | "u128" | "usize" => "a whole number (0 or more)",
+        "i32" | "i64" => "a whole number",
+        "f64" | "f32" => "a number",
+        _ => "",
+    };
+    for ty in ["u16", "u8", "u32", "u64", "u128", "usize", "i32", "i64", "f64", "f32"] {
+        if let Some(got) = message.strip_suffix(&format!(", expected {ty}")) {
+            let got = got
+                .trim_start_matches("invalid type: ")
+                .trim_start_matches("invalid value: ")
+                .replace("integer `", "`")
+                .replace("string \"", "`")
+                .replace('"', "`");
+            let got = match got.strip_prefix('`').and_then(|g| g.strip_suffix('`')) {
+                Some(inner) => format!("`{}`", shorten(inner)),
+                None => shorten(&got),
+            };
+            return format!("{got} is not {}", what(ty));
+        }
+    }
+    shorten(message)
+}
+
+/// Long values (a pasted key) are cut in messages.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 120;
+    if text.chars().count() <= MAX {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(MAX).collect::<String>())
     }
 }
 
@@ -228,6 +355,50 @@ struct Cuts {
 }
 
 impl Cuts {
+    /// A finding on the cut tree, moved to its place in the user's file; or
+    /// nothing if it is about a part that was cut (already reported) or
+    /// names something that was cut (a reference to a removed host).
+    fn keep(&self, mut d: Diagnostic, original: &Value, spans: &SpanIndex) -> Option<Diagnostic> {
+        let mut path = d.path.clone();
+        // Shallow sequences first: their indices prefix the deeper ones.
+        let mut seqs: Vec<(&String, &BTreeSet<usize>)> = self.removed_indices.iter().collect();
+        seqs.sort_by_key(|(p, _)| p.len());
+        for (seq, gone) in seqs {
+            let Some(rest) = path.strip_prefix(&format!("{seq}[")) else {
+                continue;
+            };
+            let Some((index, tail)) = rest.split_once(']') else {
+                continue;
+            };
+            let Ok(i) = index.parse::<usize>() else { continue };
+            let moved = (0..).filter(|j| !gone.contains(j)).nth(i).unwrap_or(i);
+            path = format!("{seq}[{moved}]{tail}");
+        }
+        let under_cut = |p: &str| {
+            self.removed
+                .iter()
+                .any(|r| p == r || p.starts_with(&format!("{r}.")) || p.starts_with(&format!("{r}[")))
+        };
+        if under_cut(&path) {
+            return None;
+        }
+        for (seq, gone) in &self.removed_indices {
+            for i in gone {
+                let name = lookup(original, &push_index(seq, *i))
+                    .and_then(|v| v.get("name"))
+                    .and_then(Value::as_str);
+                if name.is_some_and(|n| d.message.contains(&format!("`{n}`"))) {
+                    return None;
+                }
+            }
+        }
+        if path != d.path {
+            d.span = spans.value(&path);
+            d.path = path;
+        }
+        Some(d)
+    }
+
     /// Map serde's path in the current (cut) tree to the user's file.
     fn original(&self, segments: &[Segment]) -> String {
         let mut path = String::new();
@@ -292,7 +463,7 @@ impl Cuts {
         }
         if !self.removed.contains(&here) {
             report.diagnostics.push(
-                Diagnostic::error(&here, message.to_string())
+                Diagnostic::error(&here, humanize(message))
                     .at(spans.value(&here))
                     .with_hint("see `nautes-install schema` for the expected shape"),
             );
@@ -344,6 +515,24 @@ impl Cuts {
         }
         removed
     }
+}
+
+/// The node at a dotted path (`hosts[1]`) of the original tree.
+fn lookup<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
+    let mut node = value;
+    for part in path.split('.') {
+        let (key, indices) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            node = node.get(key)?;
+        }
+        for index in indices.split(['[', ']']).filter(|x| !x.is_empty()) {
+            node = node.get(index.parse::<usize>().ok()?)?;
+        }
+    }
+    Some(node)
 }
 
 /// The three required top-level fields have known shapes; filling them lets

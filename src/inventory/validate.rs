@@ -18,6 +18,7 @@ pub fn validate(loaded: &Loaded) -> Report {
         report: loaded.report(),
     };
     v.header();
+    v.timeouts();
     v.names();
     v.ssh_defaults();
     v.hosts();
@@ -85,12 +86,88 @@ impl<'a> Validator<'a> {
             );
         }
         self.dns_label("metadata.name", &inv.metadata.name);
+        if let Some(domain) = &inv.settings.domain {
+            if let Err(why) = check_dns_name(domain) {
+                let message = if domain.is_empty() {
+                    "settings.domain is empty".to_string()
+                } else {
+                    format!("`{}` is not a DNS domain: {why}", shorten(domain))
+                };
+                self.error(
+                    "settings.domain",
+                    message,
+                    "write the domain the platform's endpoints live under, e.g. `nautes.example.com` (lower-case labels separated by dots)",
+                );
+            }
+        }
         if let Some(n) = inv.settings.concurrency {
             if n == 0 {
                 self.error(
                     "settings.concurrency",
                     "concurrency must be at least 1",
                     "omit it to use the default",
+                );
+            }
+        }
+    }
+
+    /// A limit of zero fails every wait at once, and one of years never
+    /// fires; both are typos. `M` is months to humantime, so `10M` written
+    /// for ten minutes would wait most of a year.
+    fn timeouts(&mut self) {
+        const DAY: u64 = 24 * 3600;
+        let t = &self.inv().settings.timeouts;
+        let mut limits: Vec<(String, Option<super::duration::HumanDuration>)> = vec![
+            ("settings.timeouts.sshConnect".into(), t.ssh_connect),
+            ("settings.timeouts.command".into(), t.command),
+            ("settings.timeouts.hook".into(), t.hook),
+            ("settings.timeouts.nodeReady".into(), t.node_ready),
+            ("settings.timeouts.rollout".into(), t.rollout),
+            ("settings.timeouts.http".into(), t.http),
+            ("settings.timeouts.terraform".into(), t.terraform),
+            ("settings.timeouts.ansible".into(), t.ansible),
+        ];
+        for (i, h) in self.inv().hooks.iter().enumerate() {
+            limits.push((push_key(&push_index("hooks", i), "timeout"), h.timeout));
+        }
+        for (path, limit) in limits {
+            let Some(d) = limit else { continue };
+            let secs = d.get().as_secs();
+            let written = self
+                .loaded
+                .spans
+                .value(&path)
+                .and_then(|s| self.loaded.source.get(s.start..s.end))
+                .unwrap_or("")
+                .trim_matches(|c| c == '"' || c == '\'')
+                .to_string();
+            if d.get().is_zero() {
+                self.error(
+                    &path,
+                    "a timeout of zero would fail every wait at once",
+                    "write a real limit such as `30s` or `10m`, or omit it for the default",
+                );
+            } else if secs > 366 * DAY {
+                let shown = if written.is_empty() {
+                    d.to_string()
+                } else {
+                    written.clone()
+                };
+                self.error(
+                    &path,
+                    format!("a timeout of {shown} would never fire"),
+                    "write a limit a person would wait, such as `30s`, `10m` or `2h`",
+                );
+            } else if written.contains('M') || secs > DAY {
+                let months = if written.contains('M') {
+                    format!("`{written}` means months (minutes are `m`); ")
+                } else {
+                    String::new()
+                };
+                self.warning(
+                    &path,
+                    format!("{months}a timeout of {d} is longer than anyone would wait"),
+                    "minutes are `m`, hours `h`: e.g. `10m`",
                 );
             }
         }
@@ -383,6 +460,13 @@ impl<'a> Validator<'a> {
         if ssh.port == Some(0) {
             self.error("ssh.port", "port 0 is not a valid SSH port", "the default is 22");
         }
+        if ssh.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
+            self.error(
+                "ssh.user",
+                "the SSH login is empty",
+                "write the user to log in as (e.g. `root`), or omit `user` to use ~/.ssh/config or your local user name",
+            );
+        }
         if ssh.sudo == Some(SudoMode::Password) && ssh.sudo_password.is_none() {
             self.error(
                 "ssh.sudo",
@@ -401,6 +485,13 @@ impl<'a> Validator<'a> {
         for (i, h) in inv.hosts.iter().enumerate() {
             let base = push_index("hosts", i);
             let at = |f: &str| push_key(&base, f);
+            if h.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
+                self.error(
+                    &at("user"),
+                    format!("host `{}` has an empty SSH login", h.name),
+                    "write the user to log in as, or omit `user` to use `ssh.user`",
+                );
+            }
             if let Err(why) = check_address(&h.address) {
                 self.error(
                     &at("address"),
@@ -505,12 +596,12 @@ impl<'a> Validator<'a> {
             (ArtifactMode::Airgap, None) => self.error(
                 "artifacts.mode",
                 "air-gap mode needs `artifacts.bundle`",
-                "point `bundle:` at the directory made by `nautes-install bundle`",
+                "point `bundle:` at the directory made by `nautes-install bundle fetch`",
             ),
             (_, Some(b)) => self.dir(
                 "artifacts.bundle",
                 b,
-                "create it with `nautes-install bundle` on a connected machine",
+                "create it with `nautes-install bundle fetch` on a connected machine",
             ),
             _ => {}
         }
@@ -590,7 +681,13 @@ impl<'a> Validator<'a> {
             let mut members: Vec<(String, &str)> = Vec::new();
             if let Some(k) = &c.k3s {
                 let kb = push_key(&base, "k3s");
-                self.version(&push_key(&kb, "version"), &k.version, "v1.27.4+k3s1");
+                if !is_k3s_release(&k.version) {
+                    self.error(
+                        &push_key(&kb, "version"),
+                        format!("`{}` is not a K3s release", shorten(&k.version)),
+                        "K3s releases are written `v<kubernetes version>+k3s<n>`, e.g. `v1.27.4+k3s1`",
+                    );
+                }
                 if k.servers.is_empty() {
                     self.error(
                         &push_key(&kb, "servers"),
@@ -654,6 +751,7 @@ impl<'a> Validator<'a> {
                     true,
                 );
             }
+            self.roles_match_use(&c.name, &members);
             let mut in_this: HashMap<&str, String> = HashMap::new();
             for (path, host) in members {
                 self.host_ref(&path, host);
@@ -682,6 +780,41 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// A host's `roles` (free words) that say the opposite of how a cluster
+    /// uses it: the inventory disagrees with itself, and which half is
+    /// right is the user's call, not ours.
+    fn roles_match_use(&mut self, cluster: &str, members: &[(String, &str)]) {
+        const SERVER: &[&str] = &["server", "control-plane", "controlplane", "master"];
+        const AGENT: &[&str] = &["agent", "worker", "node"];
+        for (path, host) in members {
+            let used_as_server = path.contains(".servers[") || path.contains(".controlPlane[");
+            let used_as_agent = path.contains(".agents[") || path.contains(".workers[");
+            let Some((i, h)) = self.inv().hosts.iter().enumerate().find(|(_, h)| h.name == *host) else {
+                continue;
+            };
+            let says_server = h.roles.iter().any(|r| SERVER.contains(&r.as_str()));
+            let says_agent = h.roles.iter().any(|r| AGENT.contains(&r.as_str()));
+            let (used, said) = if used_as_server && says_agent && !says_server {
+                ("a server (control plane)", "an agent")
+            } else if used_as_agent && says_server && !says_agent {
+                ("an agent (worker)", "a server")
+            } else {
+                continue;
+            };
+            self.error(
+                path,
+                format!(
+                    "cluster `{cluster}` uses host `{host}` as {used}, but its roles [{}] say {said}",
+                    h.roles.join(", ")
+                ),
+                format!(
+                    "make `roles` at {} say what the cluster uses it for, or list the host in the other group",
+                    push_key(&push_index("hosts", i), "roles")
+                ),
+            );
+        }
+    }
+
     fn version(&mut self, path: &str, version: &str, example: &str) {
         let digits = version.trim_start_matches('v');
         let ok = digits
@@ -705,7 +838,25 @@ impl<'a> Validator<'a> {
         let pod_c = self.cidr(&push_key(base, "podCidr"), pod);
         let svc_c = self.cidr(&push_key(base, "serviceCidr"), svc);
         if let (Some(p), Some(s)) = (pod_c, svc_c) {
-            if p.overlaps(&s) {
+            if p.is_v6() != s.is_v6() {
+                let family = |c: &Cidr| if c.is_v6() { "IPv6" } else { "IPv4" };
+                self.error(
+                    &push_key(
+                        base,
+                        if n.service_cidr.is_some() {
+                            "serviceCidr"
+                        } else {
+                            "podCidr"
+                        },
+                    ),
+                    format!(
+                        "pod network {pod} is {} but service network {svc} is {}",
+                        family(&p),
+                        family(&s)
+                    ),
+                    "use one IP family for both (dual-stack clusters are not supported by this installer)",
+                );
+            } else if p.overlaps(&s) {
                 self.error(
                     &push_key(
                         base,
@@ -765,6 +916,29 @@ impl<'a> Validator<'a> {
     fn virtual_clusters(&mut self) {
         let inv = self.inv();
         let mut node_ports: HashMap<(&str, u16), String> = HashMap::new();
+        // Traefik's NodePorts (chart defaults unless set) are taken on its cluster first.
+        if let Some(t) = inv.components.traefik.as_ref().filter(|t| t.enabled) {
+            let cluster = t.cluster.as_deref().or(match inv.clusters.as_slice() {
+                [only] => Some(only.name.as_str()),
+                _ => None,
+            });
+            if let Some(cluster) = cluster {
+                for (key, default) in [("webNodePort", 30080u16), ("websecureNodePort", 30443)] {
+                    let port = match t.values.get(key) {
+                        None => Some(default),
+                        Some(v) => v.as_u64().and_then(|p| u16::try_from(p).ok()),
+                    };
+                    if let Some(p) = port {
+                        let place = if t.values.contains_key(key) {
+                            push_key("components.traefik.values", key)
+                        } else {
+                            format!("components.traefik (Traefik's default {key} {default})")
+                        };
+                        node_ports.entry((cluster, p)).or_insert(place);
+                    }
+                }
+            }
+        }
         for (i, vc) in inv.virtual_clusters.iter().enumerate() {
             let base = push_index("virtualClusters", i);
             self.target_ref(&push_key(&base, "hostCluster"), &vc.host_cluster, &[Target::Cluster]);
@@ -791,7 +965,7 @@ impl<'a> Validator<'a> {
                             self.error(
                                 &push_key(&eb, "nodePort"),
                                 format!("node port {p} is already used on cluster `{}`", vc.host_cluster),
-                                format!("see {first}"),
+                                format!("it is taken by {first}; each NodePort on a cluster serves one thing"),
                             );
                         } else {
                             node_ports.insert(key, push_key(&eb, "nodePort"));
@@ -1012,6 +1186,53 @@ pub fn check_dns_label(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A DNS name (several DNS-1123 labels), as certificates and ingress hosts need.
+pub fn check_dns_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    if name.ends_with('.') || name.starts_with('.') || name.contains("..") {
+        return Err("empty label between dots");
+    }
+    for label in name.split('.') {
+        check_dns_label(label)?;
+    }
+    Ok(())
+}
+
+/// `v1.27.4+k3s1`: K3s publishes nothing else, and the download URL and
+/// the version check after install both rely on that form.
+fn is_k3s_release(version: &str) -> bool {
+    let Some(rest) = version.strip_prefix('v') else {
+        return false;
+    };
+    let Some((kube, k3s)) = rest.split_once("+k3s") else {
+        return false;
+    };
+    let kube = kube.split_once('-').map(|(v, _)| v).unwrap_or(kube);
+    let parts: Vec<&str> = kube.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        && !k3s.is_empty()
+        && k3s.chars().all(|c| c.is_ascii_digit())
+}
+
+/// Values quoted in messages are cut short: a pasted certificate should not
+/// fill the screen.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 60;
+    if text.chars().count() <= MAX {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(MAX).collect::<String>())
+    }
+}
+
 fn check_address(address: &str) -> Result<(), &'static str> {
     if address.parse::<IpAddr>().is_ok() {
         return Ok(());
@@ -1035,7 +1256,8 @@ fn check_address(address: &str) -> Result<(), &'static str> {
     }
 }
 
-fn closest<'n>(word: &str, names: &[&'n str]) -> Option<&'n str> {
+/// The name nearest to `word` within a typo's distance, for "did you mean".
+pub fn closest<'n>(word: &str, names: &[&'n str]) -> Option<&'n str> {
     names
         .iter()
         .map(|n| (strsim(word, n), *n))
@@ -1065,6 +1287,10 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    pub fn is_v6(&self) -> bool {
+        self.addr.is_ipv6()
+    }
+
     pub fn parse(text: &str) -> Result<Cidr, &'static str> {
         let (ip, prefix) = text.split_once('/').ok_or("missing `/prefix`")?;
         let addr: IpAddr = ip.parse().map_err(|_| "the address part is not an IP")?;

@@ -41,8 +41,9 @@ pub fn lasting(outputs: &serde_json::Value) -> serde_json::Value {
 pub enum Reason {
     /// Never applied.
     New,
-    /// Its own inputs changed since it was applied.
-    InputsChanged,
+    /// Its own inputs changed since it was applied: these fields of its
+    /// spec (dotted paths; empty if the old spec was not recorded).
+    InputsChanged { fields: Vec<String> },
     /// Something it needs runs in this plan or ran after it.
     DependencyChanged { needs: Vec<String> },
     /// A previous run was stopped while this step was running.
@@ -79,7 +80,18 @@ impl Reason {
     pub fn describe(&self) -> String {
         match self {
             Reason::New => "new".into(),
-            Reason::InputsChanged => "inputs changed".into(),
+            Reason::InputsChanged { fields } if fields.is_empty() => "inputs changed".into(),
+            Reason::InputsChanged { fields } => {
+                const SHOWN: usize = 6;
+                let mut text = format!(
+                    "inputs changed: {}",
+                    fields.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ")
+                );
+                if fields.len() > SHOWN {
+                    text.push_str(&format!(" and {} more", fields.len() - SHOWN));
+                }
+                text
+            }
             Reason::DependencyChanged { needs } => {
                 format!("dependency changed: {}", needs.join(", "))
             }
@@ -99,6 +111,9 @@ impl Reason {
 pub struct Decision {
     pub id: String,
     pub description: String,
+    /// The steps it needs (for `plan -v` and JSON).
+    #[serde(default)]
+    pub needs: Vec<String>,
     #[serde(flatten)]
     pub reason: Reason,
 }
@@ -183,6 +198,7 @@ pub fn diff(plan: &Plan, state: &State, selection: &Selection) -> Result<Diff, U
         decisions.push(Decision {
             id: step.id.clone(),
             description: step.description.clone(),
+            needs: step.needs.clone(),
             reason,
         });
     }
@@ -198,12 +214,17 @@ fn decide(step: &super::Step, state: &State, runs: &BTreeSet<&str>, rechecks: &B
         return Reason::New;
     };
     match rec.status {
-        StepStatus::Running | StepStatus::Destroying => return Reason::Interrupted,
+        StepStatus::Running | StepStatus::Destroying | StepStatus::Interrupted => return Reason::Interrupted,
         StepStatus::Failed => return Reason::PreviouslyFailed,
         StepStatus::Done => {}
     }
     if rec.fingerprint != step.fingerprint {
-        return Reason::InputsChanged;
+        let mut fields = Vec::new();
+        changed_fields("", &rec.spec, &step.spec, &mut fields);
+        if rec.kind != step.kind {
+            fields.insert(0, "kind".into());
+        }
+        return Reason::InputsChanged { fields };
     }
     if forced {
         return Reason::Forced;
@@ -245,6 +266,37 @@ fn decide(step: &super::Step, state: &State, runs: &BTreeSet<&str>, rechecks: &B
     Reason::Unchanged
 }
 
+/// Dotted paths (`config.servers[1]`) at which two specs differ: the
+/// deepest differing field, as `terraform plan` names attributes.
+fn changed_fields(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => changed_fields(&at(k), x, y, out),
+                    _ => out.push(at(k)),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                changed_fields(&format!("{path}[{i}]"), x, y, out);
+            }
+        }
+        (a, b) if a != b => out.push(if path.is_empty() { "spec".into() } else { path.into() }),
+        _ => {}
+    }
+}
+
 /// Recorded steps missing from the plan, ordered so a step is torn down
 /// before anything it needed.
 fn removals(plan: &Plan, state: &State) -> Vec<Decision> {
@@ -262,6 +314,7 @@ fn removals(plan: &Plan, state: &State) -> Vec<Decision> {
         .map(|i| Decision {
             id: nodes[i].0.clone(),
             description: gone[&nodes[i].0].description.clone(),
+            needs: gone[&nodes[i].0].needs.clone(),
             reason: Reason::Removed,
         })
         .collect()
@@ -323,7 +376,12 @@ mod tests {
         let plan = Plan::from_steps(vec![b, c, changed_a]).unwrap();
         assert_eq!(plan.steps[0].id, "a", "after/needs order a first");
         let d = diff(&plan, &state, &Selection::default()).unwrap();
-        assert_eq!(reason(&d, "a"), Reason::InputsChanged);
+        assert_eq!(
+            reason(&d, "a"),
+            Reason::InputsChanged {
+                fields: vec!["v".into()]
+            }
+        );
         assert_eq!(reason(&d, "b"), Reason::Unchanged);
         assert!(matches!(reason(&d, "c"), Reason::DependencyChanged { .. }));
     }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openssh::{KnownHosts, Session, SessionBuilder};
+use openssh::Session;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, OnceCell};
 
@@ -160,10 +160,11 @@ impl SshPool {
             hosts.entry(target.name.clone()).or_default().clone()
         };
         cell.get_or_try_init(|| async {
-            let session = open(target, &self.options).await?;
+            let (session, master) = open(target, &self.options).await?;
             Ok(Arc::new(SshHost {
                 target: target.clone(),
                 session,
+                master: Mutex::new(Some(master)),
                 command_timeout: self.options.command_timeout,
                 digests: self.digests.clone(),
                 prefetched: Default::default(),
@@ -173,87 +174,272 @@ impl SshPool {
         .cloned()
     }
 
-    /// Close every master connection (at the end of a run).
+    /// Stop every master connection (at the end of a run, and when it is
+    /// interrupted: steps still holding a host do not keep its master alive).
     pub async fn close_all(&self) {
         let cells: Vec<_> = self.hosts.lock().await.drain().map(|(_, c)| c).collect();
         for cell in cells {
-            if let Some(host) = Arc::into_inner(cell).and_then(|c| c.into_inner()) {
-                if let Some(host) = Arc::into_inner(host) {
-                    let _ = host.session.close().await;
+            if let Some(host) = cell.get() {
+                host.shutdown().await;
+            }
+        }
+        self.stop_foreign_masters().await;
+    }
+
+    /// Tools we run (Ansible) keep their own `ControlPersist` masters under
+    /// our control directory; they would outlive the run by their persist
+    /// time, so each socket found there is asked to exit.
+    async fn stop_foreign_masters(&self) {
+        use std::os::unix::fs::FileTypeExt;
+        let mut sockets = Vec::new();
+        let mut dirs = vec![self.options.control_dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push(entry.path()),
+                    Ok(t) if t.is_socket() => sockets.push(entry.path()),
+                    _ => {}
                 }
             }
+        }
+        for socket in sockets {
+            let exit = tokio::process::Command::new("ssh")
+                .arg("-o")
+                .arg(format!("ControlPath={}", socket.display()))
+                .args(["-O", "exit", "nautes-control"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .status();
+            let _ = tokio::time::timeout(Duration::from_secs(2), exit).await;
         }
     }
 }
 
-async fn open(target: &SshTarget, options: &SshOptions) -> Result<Session, SshError> {
+impl Drop for SshPool {
+    fn drop(&mut self) {
+        // The masters' sockets and logs live here; nothing else does.
+        let _ = std::fs::remove_dir_all(&self.options.control_dir);
+    }
+}
+
+/// A running `ssh -M -N` master: our own child (not daemonised with `-f`),
+/// so it can be killed when a connect is abandoned, and dies with us.
+struct Master {
+    child: tokio::process::Child,
+    control: PathBuf,
+    log: PathBuf,
+}
+
+/// Unique socket names within a pool's control directory.
+static MASTER_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+enum Attempt {
+    Connected(Box<Master>),
+    /// ssh gave up (or we stopped it at the deadline); its log says why.
+    Failed {
+        log: String,
+        timed_out: bool,
+    },
+}
+
+/// Connect with retries, all within `options.connect_timeout`: the timeout is
+/// what the user waits at most, not a per-attempt figure to be multiplied.
+async fn open(target: &SshTarget, options: &SshOptions) -> Result<(Session, Master), SshError> {
     let _ = std::fs::create_dir_all(&options.control_dir);
-    let mut builder = SessionBuilder::default();
-    builder
-        .user(target.user.clone())
-        .port(target.port)
-        .known_hosts_check(match options.policy {
-            HostKeyPolicy::Strict => KnownHosts::Strict,
-            HostKeyPolicy::AcceptNew => KnownHosts::Add,
-        })
-        .user_known_hosts_file(&options.known_hosts)
-        .connect_timeout(options.connect_timeout)
-        .server_alive_interval(Duration::from_secs(15))
-        .control_directory(&options.control_dir)
-        // A killed run must not leave masters behind for long.
-        .control_persist(openssh::ControlPersist::IdleFor(
-            std::num::NonZeroUsize::new(60).unwrap_or(std::num::NonZeroUsize::MIN),
-        ));
-    if let Some(k) = &target.identity_file {
-        builder.keyfile(k);
-    }
-    if let Some(c) = &target.config_file {
-        builder.config_file(c);
-    }
-    if !target.jump_hosts.is_empty() {
-        builder.jump_hosts(&target.jump_hosts);
-    }
+    let address = format!("{}:{}", target.address, target.port);
+    let budget = options.connect_timeout;
+    let deadline = tokio::time::Instant::now() + budget;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match builder.connect_mux(&target.address).await {
-            Ok(s) => return Ok(s),
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let (log, timed_out) = match launch_master(target, options, remaining).await {
+            Ok(Attempt::Connected(master)) => {
+                let session = Session::resume_mux(
+                    master.control.clone().into_boxed_path(),
+                    Some(master.log.clone().into_boxed_path()),
+                );
+                return Ok((session, *master));
+            }
+            Ok(Attempt::Failed { log, timed_out }) => (log, timed_out),
             Err(e) => {
-                let message = e.to_string();
-                let full = format!("{message} {:?}", std::error::Error::source(&e).map(|s| s.to_string()));
-                if full.contains("IDENTIFICATION HAS CHANGED")
-                    || full.contains("Host key verification failed")
-                    || full.contains("host key")
-                {
-                    return Err(host_key_error(target, options).await.unwrap_or(SshError::Connect {
-                        host: target.name.clone(),
-                        address: format!("{}:{}", target.address, target.port),
-                        message: full,
-                    }));
+                return Err(SshError::Connect {
+                    host: target.name.clone(),
+                    address,
+                    message: format!("cannot run ssh: {e}"),
+                })
+            }
+        };
+        if log.contains("IDENTIFICATION HAS CHANGED")
+            || log.contains("Host key verification failed")
+            || log.contains("host key")
+        {
+            return Err(host_key_error(target, options).await.unwrap_or(SshError::Connect {
+                host: target.name.clone(),
+                address,
+                message: tidy(&log),
+            }));
+        }
+        let transient = timed_out
+            || ["refused", "timed out", "reset", "Connection closed", "No route"]
+                .iter()
+                .any(|t| log.contains(t));
+        let backoff = Duration::from_millis(500 * 2u64.pow(attempt - 1));
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !transient || attempt >= options.connect_attempts.max(1) || left <= backoff {
+            let tries = if attempt == 1 {
+                "1 attempt".to_string()
+            } else {
+                format!("{attempt} attempts")
+            };
+            let why = if timed_out || log.contains("timed out") {
+                format!(
+                    "no SSH answer within {} ({tries}; the limit is settings.timeouts.sshConnect)",
+                    humantime::format_duration(budget)
+                )
+            } else {
+                format!("{} ({tries})", tidy(&log))
+            };
+            let hint_text = if timed_out { hint("timed out") } else { hint(&log) };
+            return Err(SshError::Connect {
+                host: target.name.clone(),
+                address,
+                message: format!("{why}{hint_text}"),
+            });
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// One attempt: start the master and wait, at most `limit`, for its control
+/// socket (ssh creates it only once the login succeeded).
+async fn launch_master(target: &SshTarget, options: &SshOptions, limit: Duration) -> std::io::Result<Attempt> {
+    let n = MASTER_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let control = options.control_dir.join(format!("m{n}"));
+    let log = options.control_dir.join(format!("m{n}.log"));
+    let _ = std::fs::remove_file(&control);
+    let _ = std::fs::remove_file(&log);
+    let mut cmd = tokio::process::Command::new("ssh");
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .arg("-E")
+        .arg(&log)
+        .arg("-S")
+        .arg(&control)
+        .args(["-M", "-N", "-T"])
+        // ControlPersist would make ssh fork into the background, out of our reach.
+        .args(["-o", "ControlPersist=no", "-o", "BatchMode=yes"])
+        .arg("-o")
+        .arg(match options.policy {
+            HostKeyPolicy::Strict => "StrictHostKeyChecking=yes",
+            HostKeyPolicy::AcceptNew => "StrictHostKeyChecking=accept-new",
+        })
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", options.known_hosts.display()))
+        // ssh counts whole seconds; the deadline below is exact.
+        .arg("-o")
+        .arg(format!("ConnectTimeout={}", limit.as_secs_f64().ceil().max(1.0) as u64))
+        .args(["-o", "ServerAliveInterval=15"])
+        .arg("-p")
+        .arg(target.port.to_string())
+        .arg("-l")
+        .arg(&target.user);
+    if let Some(k) = &target.identity_file {
+        cmd.args(["-o", "IdentitiesOnly=yes"]).arg("-i").arg(k);
+    }
+    if let Some(c) = &target.config_file {
+        cmd.arg("-F").arg(c);
+    }
+    if !target.jump_hosts.is_empty() {
+        cmd.arg("-J").arg(target.jump_hosts.join(","));
+    }
+    cmd.arg(&target.address)
+        .kill_on_drop(true)
+        // Out of the terminal's process group: Ctrl-C reaches us, and we
+        // close the masters after recording what was interrupted.
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
+    // SIGTERM to this child when we exit, so no path (even SIGKILL of us)
+    // leaves a master behind.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let _ = status?;
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let _ = std::fs::remove_file(&log);
+                return Ok(Attempt::Failed { log: text, timed_out: false });
+            }
+            _ = tokio::time::sleep(Duration::from_millis(25)) => {
+                if control.exists() {
+                    return Ok(Attempt::Connected(Box::new(Master { child, control, log })));
                 }
-                let transient = ["refused", "timed out", "reset", "Connection closed", "No route"]
-                    .iter()
-                    .any(|t| full.contains(t));
-                if !transient || attempt >= options.connect_attempts.max(1) {
-                    return Err(SshError::Connect {
-                        host: target.name.clone(),
-                        address: format!("{}:{}", target.address, target.port),
-                        message: format!("{}{}", tidy(&full), hint(&full)),
-                    });
+                if tokio::time::Instant::now() >= deadline {
+                    let _ = child.kill().await;
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let _ = std::fs::remove_file(&log);
+                    let _ = std::fs::remove_file(&control);
+                    return Ok(Attempt::Failed { log: text, timed_out: true });
                 }
-                tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt - 1))).await;
             }
         }
     }
 }
 
-fn tidy(message: &str) -> String {
-    message
-        .replace(" None", "")
-        .replace("Some(\"", "")
-        .replace("\")", "")
-        .trim()
-        .to_string()
+impl Master {
+    /// Ask the master to exit (it removes its socket), then make sure.
+    async fn stop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: plain kill(2) on our own, not yet reaped, child.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        let _ = std::fs::remove_file(&self.control);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// ssh's log as one readable line: no carriage returns, no noise about keys
+/// being added, and not pages long.
+fn tidy(log: &str) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.trim_matches(|c: char| c == '\r' || c.is_whitespace()))
+        .filter(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
+        .collect();
+    let text = if lines.is_empty() {
+        "ssh exited without saying why".to_string()
+    } else {
+        lines.join("; ")
+    };
+    shorten(&text, 300)
+}
+
+/// At most `max` characters, marked when cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(max).collect();
+        format!("{cut}…")
+    }
 }
 
 fn hint(message: &str) -> &'static str {
@@ -262,7 +448,7 @@ fn hint(message: &str) -> &'static str {
     } else if message.contains("refused") {
         " (hint: is sshd running and is the port right?)"
     } else if message.contains("timed out") {
-        " (hint: is the address reachable from here? a bastion may be needed)"
+        " (hint: is the address reachable from here, and is it an SSH server? a bastion may be needed)"
     } else {
         ""
     }
@@ -300,6 +486,7 @@ async fn host_key_error(target: &SshTarget, options: &SshOptions) -> Option<SshE
 pub struct SshHost {
     target: SshTarget,
     session: Session,
+    master: Mutex<Option<Master>>,
     command_timeout: Duration,
     digests: Arc<DigestCache>,
     /// Remote file states read ahead in one command ([`SshHost::prefetch`]),
@@ -317,6 +504,12 @@ enum Input<'a> {
 impl SshHost {
     pub fn name(&self) -> &str {
         &self.target.name
+    }
+
+    async fn shutdown(&self) {
+        if let Some(mut master) = self.master.lock().await.take() {
+            master.stop().await;
+        }
     }
 
     fn wrap(&self, command: &str) -> String {
@@ -528,5 +721,23 @@ fn first_line(command: &str) -> String {
         format!("{}…", &line[..100])
     } else {
         line.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_logs_become_one_readable_line() {
+        let log = "Warning: Permanently added '[127.0.0.1]:2222' (ED25519) to the list of known hosts.\r\nConnection timed out during banner exchange\r\nConnection to 127.0.0.1 port 2222 timed out\r\n";
+        let line = tidy(log);
+        assert_eq!(
+            line,
+            "Connection timed out during banner exchange; Connection to 127.0.0.1 port 2222 timed out"
+        );
+        assert!(!line.contains('\r') && !line.contains('\n'));
+        assert_eq!(tidy(&"x".repeat(1000)).chars().count(), 301, "shortened, marked with …");
+        assert_eq!(tidy(""), "ssh exited without saying why");
     }
 }
