@@ -536,3 +536,63 @@ async fn tearing_down_a_set_leaves_a_namespace_another_set_lives_in() {
         "Deployment"
     );
 }
+
+fn with_container(mut d: Value, container: Value) -> Value {
+    d["spec"]["template"]["spec"]["containers"] = json!([container]);
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_that_become_ready_only_once_their_webhook_configuration_exists_are_not_deadlocked() {
+    if controlplane::skip_unless_available() {
+        return;
+    }
+    let mut api = KubeApiStandin::start();
+    // The stand-in controller that readies them under upstream's precondition.
+    api.start_standin_controllers("webhook-gated");
+    // What External Secrets 0.5.7's cert-controller and vault-k8s 1.0.0 (the
+    // Vault chart's injector) need before their readiness probes pass.
+    let cert_controller = with_container(
+        deployment("cert-controller", 1),
+        json!({"name": "cert-controller", "image": "ghcr.io/external-secrets/external-secrets:v0.5.7",
+               "args": ["certcontroller", "--service-name=es-webhook"]}),
+    );
+    let injector = with_container(
+        deployment("vault-agent-injector", 1),
+        json!({"name": "sidecar-injector", "image": "hashicorp/vault-k8s:1.0.0", "args": ["agent-inject"],
+               "env": [{"name": "AGENT_INJECT_TLS_AUTO", "value": "vault-agent-injector-cfg"}]}),
+    );
+    let pods =
+        json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"]}]);
+    let stores = json!([{"apiGroups": ["external-secrets.io"], "apiVersions": ["v1beta1"], "operations": ["CREATE", "UPDATE"], "resources": ["secretstores"]}]);
+    let objects = vec![
+        namespace("demo"),
+        service("es-webhook"),
+        cert_controller,
+        webhook_configuration(
+            "ValidatingWebhookConfiguration",
+            "secretstore-validate",
+            "es-webhook",
+            stores,
+            "Fail",
+        ),
+        service("vault-agent-injector-svc"),
+        injector,
+        webhook_configuration(
+            "MutatingWebhookConfiguration",
+            "vault-agent-injector-cfg",
+            "vault-agent-injector-svc",
+            pods,
+            "Ignore",
+        ),
+    ];
+    let c = client(&api).await;
+    let report = apply_set(&c, objects, &options(Duration::from_secs(10), vec![], false))
+        .await
+        .expect("both controllers become ready once their webhook configurations are applied");
+    assert_eq!(report.written, 7);
+    for name in ["cert-controller", "vault-agent-injector"] {
+        let d = api.get(&format!("/apis/apps/v1/namespaces/demo/deployments/{name}"));
+        assert_eq!(d["status"]["availableReplicas"], 1, "{name}: {d}");
+    }
+}

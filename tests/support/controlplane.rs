@@ -345,6 +345,8 @@ impl ControlPlane {
                 &kc,
                 "--manage-nodes-with-annotation-selector",
                 "kwok.x-k8s.io/node=fake",
+                "--config",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/kwok_stages.yaml"),
                 "--server-address",
                 "",
             ],
@@ -625,7 +627,8 @@ impl ControlPlane {
     }
 
     /// Start the stand-in controllers of tests/support/standin_controllers.py
-    /// (a comma list of: webhooks, cert-manager, argocd) against this cluster.
+    /// (a comma list of: webhooks, cert-manager, argocd, webhook-gated)
+    /// against this cluster.
     pub fn start_standin_controllers(&mut self, controllers: &str) {
         let dir = self.path("standins");
         let log = std::fs::File::create(self.dir.path().join("standin-controllers.log")).unwrap();

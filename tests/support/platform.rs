@@ -284,7 +284,7 @@ pub fn platform(fail_host: Option<&str>) -> Platform {
     make_ca(s.path());
     make_bundle(&s);
     let mut kube = ControlPlane::start();
-    kube.start_standin_controllers("webhooks,cert-manager,argocd");
+    kube.start_standin_controllers("webhooks,cert-manager,argocd,webhook-gated");
     let hnc = hnc_manager(Api::of(&kube));
     private(&s.path().join("host.kubeconfig"), &kube.kubeconfig());
     private(&s.path().join("gitlab-token"), BOOTSTRAP);

@@ -34,7 +34,16 @@ controller would, only under the real controller's preconditions:
   operationState. TEST HOOK, not Argo CD's: annotation
   standin.nautes.io/health: <Status> forces that health. Nothing is synced.
 
-Run: standin_controllers.py --api URL --token T --ca-file F --dir D --controllers webhooks,cert-manager,argocd
+* webhook-gated readiness (with tests/support/kwok_stages.yaml, which has
+  kwok leave these pods alone): External Secrets' cert-controller (a
+  container whose first argument is `certcontroller`) becomes Ready only once
+  a ValidatingWebhookConfiguration labelled external-secrets.io/component=
+  webhook exists, and the Vault injector (a container with env
+  AGENT_INJECT_TLS_AUTO=<name>) only once MutatingWebhookConfiguration
+  <name> exists, as their readiness probes do upstream. Until then they stay
+  Running and not Ready.
+
+Run: standin_controllers.py --api URL --token T --ca-file F --dir D --controllers webhooks,cert-manager,argocd,webhook-gated
 """
 import argparse, base64, hashlib, json, os, ssl, subprocess, threading, time, urllib.error, urllib.request
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
@@ -44,7 +53,7 @@ ap.add_argument("--api", required=True)
 ap.add_argument("--token", required=True)
 ap.add_argument("--ca-file", required=True)
 ap.add_argument("--dir", required=True)
-ap.add_argument("--controllers", default="webhooks,cert-manager,argocd")
+ap.add_argument("--controllers", default="webhooks,cert-manager,argocd,webhook-gated")
 ARGS = ap.parse_args()
 CONTROLLERS = set(ARGS.controllers.split(","))
 CTX = ssl.create_default_context(cafile=ARGS.ca_file)
@@ -366,7 +375,60 @@ def reconcile_applications():
                  % (ARGO, ns, app["metadata"]["name"]), dict(app, status=new))
 
 
-RECONCILERS = [("webhooks", reconcile_webhooks), ("cert-manager", reconcile_issuers), ("argocd", reconcile_applications)]
+# ---- readiness gated on a webhook configuration ----------------------------
+
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+
+
+def gate_of(pod):
+    """What a pod's readiness waits for upstream, or None."""
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if (c.get("args") or [None])[0] == "certcontroller":
+            return ("validating", "external-secrets.io/component=webhook")
+        for e in c.get("env") or []:
+            if e.get("name") == "AGENT_INJECT_TLS_AUTO" and e.get("value"):
+                return ("mutating", e["value"])
+    return None
+
+
+def gate_open(gate):
+    kind, what = gate
+    if kind == "validating":
+        return bool(items(ADMISSION + "/validatingwebhookconfigurations?labelSelector=" + what.replace("=", "%3D")))
+    return get(ADMISSION + "/mutatingwebhookconfigurations/" + what) is not None
+
+
+def pod_status(pod, ready):
+    now = now_iso()
+    flag = "True" if ready else "False"
+    old = pod.get("status") or {}
+    return {
+        "phase": "Running", "startTime": old.get("startTime", now),
+        "hostIP": old.get("hostIP", "127.0.0.1"),
+        "podIP": old.get("podIP") or "10.250.%d.%d" % (hash(pod["metadata"]["uid"]) % 250, hash(pod["metadata"]["name"]) % 250 + 1),
+        "conditions": [{"type": t, "status": s, "lastTransitionTime": now}
+                       for t, s in (("Initialized", "True"), ("ContainersReady", flag), ("Ready", flag))],
+        "containerStatuses": [{"name": c["name"], "image": c.get("image", ""), "ready": ready, "restartCount": 0,
+                               "started": True, "state": {"running": {"startedAt": now}}}
+                              for c in pod["spec"].get("containers") or []],
+    }
+
+
+def reconcile_gated_pods():
+    for pod in items("/api/v1/pods"):
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        gate = gate_of(pod)
+        if gate is None or not spec.get("nodeName") or meta.get("deletionTimestamp"):
+            continue
+        ready = gate_open(gate)
+        conditions = {c.get("type"): c.get("status") for c in (pod.get("status") or {}).get("conditions") or []}
+        if (pod.get("status") or {}).get("phase") == "Running" and conditions.get("Ready") == ("True" if ready else "False"):
+            continue
+        call("PUT", "/api/v1/namespaces/%s/pods/%s/status?fieldManager=kubelet" % (meta["namespace"], meta["name"]),
+             dict(pod, status=pod_status(pod, ready)))
+
+
+RECONCILERS = [("webhook-gated", reconcile_gated_pods), ("webhooks", reconcile_webhooks), ("cert-manager", reconcile_issuers), ("argocd", reconcile_applications)]
 while True:
     for name, reconcile in RECONCILERS:
         if name in CONTROLLERS:

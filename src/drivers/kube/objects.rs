@@ -145,16 +145,33 @@ fn is_builtin_group(group: &str) -> bool {
 /// value. Lists must have the same length and match element by element
 /// (the server adds defaults inside elements, never new elements); fields
 /// only on the live side (defaults, status, metadata the server keeps) are
-/// ignored. Used to skip writes that would change nothing.
+/// ignored. A field the live object lacks counts as held when the manifest
+/// gives it its zero value (`false`, `0`, `""`, `[]`, `{}`): Kubernetes' types
+/// leave such values out of what they return (`omitempty`), so a real
+/// apiserver never shows e.g. a CRD's `preserveUnknownFields: false` back.
+/// Used to skip writes that would change nothing.
 pub fn contains(live: &Value, desired: &Value) -> bool {
     match (live, desired) {
-        (Value::Object(l), Value::Object(d)) => d
-            .iter()
-            .all(|(k, dv)| l.get(k).is_some_and(|lv| contains(lv, dv)) || dv.is_null()),
+        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => contains(lv, dv),
+            None => is_omitted_when_empty(dv),
+        }),
         (Value::Array(l), Value::Array(d)) => l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv)),
         // The server stores numbers it may print differently (1 vs 1.0).
         (Value::Number(l), Value::Number(d)) => l.as_f64() == d.as_f64(),
         (l, d) => l == d,
+    }
+}
+
+/// A value an `omitempty` field is never returned with.
+fn is_omitted_when_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
     }
 }
 
@@ -212,5 +229,20 @@ mod tests {
         ));
         assert!(!contains(&live, &json!({"spec": {"paused": true}})));
         assert!(contains(&json!({"a": 1.0}), &json!({"a": 1})));
+    }
+
+    #[test]
+    fn zero_values_the_server_leaves_out_are_held_but_others_are_not() {
+        let live = json!({"spec": {"group": "tekton.dev"}});
+        assert!(contains(
+            &live,
+            &json!({"spec": {"preserveUnknownFields": false, "group": "tekton.dev"}})
+        ));
+        assert!(contains(
+            &live,
+            &json!({"spec": {"names": {}, "versions": [], "x": "", "n": 0}})
+        ));
+        assert!(!contains(&live, &json!({"spec": {"preserveUnknownFields": true}})));
+        assert!(!contains(&live, &json!({"spec": {"replicas": 1}})));
     }
 }
