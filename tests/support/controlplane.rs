@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::port_file::free_port;
+
 const TOOLS: [&str; 6] = [
     "etcd",
     "kube-apiserver",
@@ -75,13 +77,6 @@ pub struct ControlPlane {
     children: Vec<(String, Child)>,
     audit_from: Cell<u64>,
     marker: Cell<u32>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 fn run(cmd: &mut Command) {

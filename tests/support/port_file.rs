@@ -20,6 +20,15 @@ pub fn wait_for_port(port_file: &Path, what: &str) -> u16 {
     }
 }
 
+/// A loopback port free now, for a server of a test's that takes its port
+/// as a flag (etcd, kube-apiserver, OpenBao).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// A port in Kubernetes' NodePort range (30000-32767) that is free now, for
 /// a stand-in that must answer where a NodePort would.
 pub fn free_node_port() -> u16 {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::http::Call;
+use crate::port_file::free_port;
 
 pub struct OpenBao {
     bao: Option<Child>,
@@ -42,13 +43,6 @@ pub fn skip_unless_available() -> bool {
     }
     eprintln!("SKIPPED: {why}");
     true
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl OpenBao {
