@@ -1,6 +1,6 @@
 //! K3s host clusters end to end: the real binary, real sshd test hosts
 //! (own filesystems and hostnames), an air-gap bundle whose `k3s` and install
-//! script are stand-ins, and a Kubernetes API stand-in the nodes register in.
+//! script are stand-ins, and a real control plane the nodes register in.
 
 #[path = "support/cli.rs"]
 mod cli;
