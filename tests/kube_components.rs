@@ -183,11 +183,13 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
         sts["spec"]["template"]["spec"]["containers"][0]["image"],
         "loftsh/vcluster:0.10.2"
     );
-    let host_writes: Vec<String> = host
+    let mut host_writes: Vec<String> = host
         .writes()
         .iter()
         .map(|w| w["path"].as_str().unwrap().to_string())
         .collect();
+    // Applied concurrently: the audit log has them in the order they finished.
+    host_writes.sort();
     // The chart's version is in the Service's `chart` label and the image.
     assert_eq!(
         host_writes,
