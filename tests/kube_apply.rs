@@ -208,6 +208,22 @@ async fn objects_dropped_from_the_set_are_pruned_and_others_are_left_alone() {
     assert_eq!(api.get("/api/v1/namespaces/demo/configmaps/a")["data"]["k"], "1");
 }
 
+/// With forceConflicts the set's `web` Deployment gets its one replica back.
+async fn forced_apply_takes_the_replicas_back(api: &KubeApiStandin) {
+    let c = client(api).await;
+    apply_set(
+        &c,
+        vec![namespace("demo"), deployment("web", 1)],
+        &options(Duration::from_secs(20), vec![], true),
+    )
+    .await
+    .expect("forced apply");
+    assert_eq!(
+        api.get("/apis/apps/v1/namespaces/demo/deployments/web")["spec"]["replicas"],
+        1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_changed_by_another_manager_is_a_reported_conflict_unless_forced() {
     if controlplane::skip_unless_available() {
@@ -239,18 +255,7 @@ async fn a_field_changed_by_another_manager_is_a_reported_conflict_unless_forced
         "not forced"
     );
 
-    let c = client(&api).await;
-    apply_set(
-        &c,
-        vec![namespace("demo"), deployment("web", 1)],
-        &options(Duration::from_secs(20), vec![], true),
-    )
-    .await
-    .expect("forced apply");
-    assert_eq!(
-        api.get("/apis/apps/v1/namespaces/demo/deployments/web")["spec"]["replicas"],
-        1
-    );
+    forced_apply_takes_the_replicas_back(&api).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,18 +381,7 @@ async fn kubectl_scale_by_a_user_is_a_conflict_the_apply_names_and_force_takes_b
         3,
         "the user's change is kept unless forced"
     );
-    let c = client(&api).await;
-    apply_set(
-        &c,
-        vec![namespace("demo"), deployment("web", 1)],
-        &options(Duration::from_secs(20), vec![], true),
-    )
-    .await
-    .expect("forced apply");
-    assert_eq!(
-        api.get("/apis/apps/v1/namespaces/demo/deployments/web")["spec"]["replicas"],
-        1
-    );
+    forced_apply_takes_the_replicas_back(&api).await;
 }
 
 fn service(name: &str) -> Value {

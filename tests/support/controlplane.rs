@@ -288,38 +288,10 @@ impl ControlPlane {
         )
         .unwrap();
         let kc = cp.path("controllers.kubeconfig");
-        cp.spawn(
-            "kube-controller-manager",
-            &[
-                "--kubeconfig",
-                &kc,
-                "--authentication-kubeconfig",
-                &kc,
-                "--authorization-kubeconfig",
-                &kc,
-                "--bind-address",
-                "127.0.0.1",
-                "--secure-port",
-                "0",
-                "--service-account-private-key-file",
-                &cp.path("sa.key"),
-                "--root-ca-file",
-                &cp.path("ca.crt"),
-                "--use-service-account-credentials=false",
-                "--leader-elect=false",
-                // Nodes the K3s and Kubespray stand-ins register report Ready
-                // once and never heartbeat (nothing keeps running): keep them
-                // Ready for the life of a test instead of the default 40 s.
-                "--node-monitor-grace-period=1h",
-                "--node-startup-grace-period=1h",
-                // No cloud, no node IPAM (kwok gives pods their IPs).
-                "--controllers",
-                "*,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller,-node-ipam-controller",
-            ],
-        );
-        cp.spawn(
-            "kube-scheduler",
-            &[
+        // What the controller-manager and the scheduler share: our identity
+        // for everything, no serving port of their own, no leader election.
+        let component = |extra: &[&str]| -> Vec<String> {
+            let shared = [
                 "--kubeconfig",
                 &kc,
                 "--authentication-kubeconfig",
@@ -331,8 +303,29 @@ impl ControlPlane {
                 "--secure-port",
                 "0",
                 "--leader-elect=false",
-            ],
-        );
+            ];
+            shared.iter().chain(extra).map(|a| a.to_string()).collect()
+        };
+        let kcm = component(&[
+            "--service-account-private-key-file",
+            &cp.path("sa.key"),
+            "--root-ca-file",
+            &cp.path("ca.crt"),
+            "--use-service-account-credentials=false",
+            // Nodes the K3s and Kubespray stand-ins register report Ready
+            // once and never heartbeat (nothing keeps running): keep them
+            // Ready for the life of a test instead of the default 40 s.
+            "--node-monitor-grace-period=1h",
+            "--node-startup-grace-period=1h",
+            // No cloud, no node IPAM (kwok gives pods their IPs).
+            "--controllers",
+            "*,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller,-node-ipam-controller",
+        ]);
+        let kcm: Vec<&str> = kcm.iter().map(String::as_str).collect();
+        cp.spawn("kube-controller-manager", &kcm);
+        let scheduler = component(&[]);
+        let scheduler: Vec<&str> = scheduler.iter().map(String::as_str).collect();
+        cp.spawn("kube-scheduler", &scheduler);
         cp.spawn(
             "kwok",
             &[
