@@ -5,4 +5,4 @@ set -euo pipefail
 if command -v ansible-playbook >/dev/null 2>&1; then exit 0; fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends ansible-core >/dev/null
-ansible-playbook --version | head -1
+ansible-playbook --version | sed -n 1p  # reads all input: head would leave the writer to die of SIGPIPE under pipefail

