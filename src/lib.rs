@@ -13,3 +13,4 @@ pub mod pki;
 pub mod plan;
 pub mod secret;
 pub mod templates;
+pub mod versions;

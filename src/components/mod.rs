@@ -20,7 +20,6 @@ pub mod vault;
 pub mod vault_approle;
 pub mod vault_kubernetes;
 pub mod vcluster;
-pub mod versions;
 
 use std::sync::Arc;
 

@@ -15,13 +15,13 @@ use serde_json::{json, Value};
 use super::artifacts::{self, files_step, pinned_file};
 use super::kube_target::{client, target, KubeTarget};
 use super::manifests::{self, apply_objects, previous_objects, report_outputs, rollout_timeout, ApplySpec, Source};
-use super::versions;
 use crate::drivers::kube::apply::delete_objects;
 use crate::drivers::kube::{KubeClient, ObjectRef};
 use crate::engine::{Rendered, StepContext, StepError, StepHandler};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{Diagnostic, Loaded, NamespaceNode};
 use crate::plan::Step;
+use crate::versions;
 
 pub const TENANT_KIND: &str = "tenant-namespaces";
 const HNC_API: &str = "hnc.x-k8s.io/v1alpha2";

@@ -22,13 +22,13 @@ use super::kube_target::{client, target, vcluster_step_id, KubeTarget};
 use super::manifests::{
     self, apply_objects, delete_recorded, previous_objects, render_objects, report_outputs, Source,
 };
-use super::versions;
 use crate::drivers::kube::{KubeClient, ObjectRef};
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{Diagnostic, ExposeType, Loaded};
 use crate::plan::Step;
 use crate::secret::{write_private, Secret};
+use crate::versions;
 
 pub const KIND: &str = "vcluster";
 

@@ -566,25 +566,43 @@ pub struct Components {
 }
 
 impl Components {
+    /// The inventory key of each field, in declaration order.
+    pub const KEYS: [&'static str; 13] = [
+        "certManager",
+        "traefik",
+        "vault",
+        "gitlab",
+        "dex",
+        "argocd",
+        "argoRollouts",
+        "argoEvents",
+        "tekton",
+        "externalSecrets",
+        "hnc",
+        "oauth2Proxy",
+        "nautes",
+    ];
+
     /// Every configured component with its inventory key, in declaration order.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Component)> {
-        [
-            ("certManager", &self.cert_manager),
-            ("traefik", &self.traefik),
-            ("vault", &self.vault),
-            ("gitlab", &self.gitlab),
-            ("dex", &self.dex),
-            ("argocd", &self.argocd),
-            ("argoRollouts", &self.argo_rollouts),
-            ("argoEvents", &self.argo_events),
-            ("tekton", &self.tekton),
-            ("externalSecrets", &self.external_secrets),
-            ("hnc", &self.hnc),
-            ("oauth2Proxy", &self.oauth2_proxy),
-            ("nautes", &self.nautes),
-        ]
-        .into_iter()
-        .filter_map(|(key, c)| c.as_ref().map(|c| (key, c)))
+        Self::KEYS
+            .into_iter()
+            .zip([
+                &self.cert_manager,
+                &self.traefik,
+                &self.vault,
+                &self.gitlab,
+                &self.dex,
+                &self.argocd,
+                &self.argo_rollouts,
+                &self.argo_events,
+                &self.tekton,
+                &self.external_secrets,
+                &self.hnc,
+                &self.oauth2_proxy,
+                &self.nautes,
+            ])
+            .filter_map(|(key, c)| c.as_ref().map(|c| (key, c)))
     }
 }
 

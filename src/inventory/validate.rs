@@ -10,6 +10,7 @@ use super::diagnostics::{Diagnostic, Report};
 use super::load::Loaded;
 use super::spans::{push_index, push_key};
 use super::types::*;
+use crate::versions;
 
 /// Check a loaded inventory; the report holds every finding (maybe none).
 pub fn validate(loaded: &Loaded) -> Report {
@@ -832,6 +833,33 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// A component's release must be one this installer knows how to
+    /// install (see `crate::versions`): an unknown one would otherwise pass
+    /// here and fail at `apply`, looking for a file no bundle or mirror has.
+    fn known_release(&mut self, path: &str, version: &str, known: &versions::Known) {
+        if known.has(version) {
+            return;
+        }
+        let listed = known
+            .releases
+            .iter()
+            .map(|r| format!("`{r}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.error(
+            path,
+            format!(
+                "`{}` is not a release of {} this installer knows",
+                shorten(version),
+                known.title
+            ),
+            format!(
+                "known releases: {listed} (leave `version` out for the default, `{}`)",
+                known.default_release()
+            ),
+        );
+    }
+
     fn networking(&mut self, base: &str, n: &Networking) {
         let pod = n.pod_cidr.as_deref().unwrap_or(DEFAULT_POD_CIDR);
         let svc = n.service_cidr.as_deref().unwrap_or(DEFAULT_SERVICE_CIDR);
@@ -946,7 +974,7 @@ impl<'a> Validator<'a> {
                 self.dns_label(&push_key(&base, "namespace"), ns);
             }
             if let Some(v) = &vc.version {
-                self.version(&push_key(&base, "version"), v, "0.10.1");
+                self.known_release(&push_key(&base, "version"), v, &versions::VCLUSTER_CHART);
             }
             let eb = push_key(&base, "expose");
             match vc.expose.expose_type {
@@ -1032,8 +1060,8 @@ impl<'a> Validator<'a> {
         let inv = self.inv();
         for (key, c) in inv.components.iter() {
             let base = push_key("components", key);
-            if let Some(v) = &c.version {
-                self.version(&push_key(&base, "version"), v, "1.8.0");
+            if let (Some(v), Some(known)) = (&c.version, versions::of_component(key)) {
+                self.known_release(&push_key(&base, "version"), v, &known);
             }
             match c.placement {
                 Placement::Cluster => {
@@ -1338,6 +1366,18 @@ impl Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_component_key_has_its_releases_in_the_versions_table() {
+        // A component added to the inventory without its releases would take
+        // any version unchecked.
+        for key in Components::KEYS {
+            assert!(
+                versions::of_component(key).is_some(),
+                "{key} has no releases in crate::versions"
+            );
+        }
+    }
 
     #[test]
     fn cidr_overlap_and_containment() {

@@ -6,7 +6,7 @@
 
 use super::Service;
 use crate::components::artifacts::{pinned_file, FileSpec};
-use crate::components::versions;
+use crate::versions;
 
 impl Service {
     pub(super) fn default_version(self) -> &'static str {

@@ -3,7 +3,7 @@
 //! published. In air-gap mode the same file is read from
 //! `<bundle>/<slug>/<version>/<file>`.
 
-use super::super::versions;
+use crate::versions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {

@@ -14,9 +14,10 @@ use super::{health, register, step_id, StackSpec, KIND};
 use crate::components::artifacts::{files_step, pinned_file, GITHUB};
 use crate::components::kube_target::{self, KubeTarget};
 use crate::components::manifests::{ApplySpec, Source};
-use crate::components::{gitlab, pki, vault, vault_kubernetes, versions};
+use crate::components::{gitlab, pki, vault, vault_kubernetes};
 use crate::inventory::{ClusterUsage, Component, Diagnostic, Loaded};
 use crate::plan::Step;
+use crate::versions;
 
 /// Kinds Tekton 0.37 ships that Kubernetes 1.25 removed.
 const TEKTON_REMOVED_KINDS: [(&str, &str); 2] = [
