@@ -14,8 +14,9 @@ mod http;
 mod port_file;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use cli::{code, stderr, Scratch};
+use cli::{code, processes_mentioning, signal, stderr, wait_exit, wait_for, Scratch};
 use controlplane::ControlPlane as KubeApiStandin;
 use hosts::TestHosts;
 
@@ -168,6 +169,60 @@ fn single_server_install_then_rerun_changes_nothing_and_sends_nothing() {
     assert_eq!(outputs["restarted"], false, "{outputs}");
     let installs = e.host_file(0, "/var/lib/rancher/k3s/standin-installs.log");
     assert_eq!(installs.lines().count(), 1, "install script ran once: {installs}");
+}
+
+/// sshd keeps a command without a terminal running when its channel closes:
+/// a Ctrl-C that only dropped the channel would leave the install script
+/// working on the host while the run reports it interrupted.
+#[test]
+fn ctrl_c_during_a_remote_install_stops_the_script_and_its_children_on_the_host() {
+    let Some(e) = env(&nodes(1)) else { return };
+    // The install script hangs in a child of its own; the odd duration names
+    // this test's process on the machine.
+    let marker = format!("3600.{}", std::process::id());
+    let bundle = e.s.path().join("bundle");
+    std::fs::write(
+        bundle.join("k3s").join(V1).join("install.sh"),
+        format!("#!/bin/sh\nsh -c 'sleep {marker}' &\nwait\n"),
+    )
+    .unwrap();
+    nautes_install::artifacts::write_checksums(&bundle).unwrap();
+    e.inventory(&e.cluster("main", V1, &["node-1"], &[]));
+    let mut child = e.s.spawn("apply", &["--yes"]);
+    let pid = child.id();
+    wait_for(
+        "the install script running on the host",
+        Duration::from_secs(60),
+        || !processes_mentioning(&format!("sleep {marker}"), pid).is_empty(),
+    );
+    let sent = Instant::now();
+    signal(pid, libc::SIGINT);
+    let status = wait_exit(&mut child, Duration::from_secs(20)).expect("apply stops on Ctrl-C");
+    eprintln!(
+        "Ctrl-C during a remote command: exited {:?} after the signal",
+        sent.elapsed()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(130), "{}", stderr(&out));
+    assert_eq!(
+        e.s.step_status("k3s/main/server/node-1").as_deref(),
+        Some("interrupted")
+    );
+    let left = processes_mentioning(&format!("sleep {marker}"), pid);
+    assert!(
+        left.is_empty(),
+        "the install script's child still runs on the host: {left:?}"
+    );
+    let records: Vec<String> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("nautes-run-{pid}-")))
+        .collect();
+    assert!(
+        records.is_empty(),
+        "the host keeps no record of stopped commands: {records:?}"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod cli;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use cli::{code, stderr, wait_for, Scratch};
+use cli::{code, processes_mentioning, signal, stderr, wait_exit, wait_for, Scratch};
 
 /// Accepts connections and keeps them open without a word.
 fn hanging_listener() -> u16 {
@@ -30,44 +30,6 @@ fn inventory(port: u16, connect: &str) -> String {
 hosts:\n  - name: node-1\n    address: 127.0.0.1\n    port: {port}\n    roles: [server]\n\
 clusters:\n  - name: host\n    type: k3s\n    k3s:\n      version: v1.27.4+k3s1\n      servers: [node-1]\n"
     )
-}
-
-/// Processes (other than `pid` itself) whose command line mentions `needle`.
-fn processes_mentioning(needle: &str, pid: u32) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.parse::<u32>().ok().is_none_or(|p| p == pid) {
-            continue;
-        }
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(needle) {
-            found.push(format!("{name}: {cmdline}"));
-        }
-    }
-    found
-}
-
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: plain kill(2) on a child we spawned.
-    unsafe {
-        libc::kill(pid as i32, sig);
-    }
-}
-
-/// Wait for the child to exit, at most `limit`; kills it after that.
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 fn stop_during_a_hanging_connect(sig: i32) {

@@ -124,3 +124,41 @@ pub fn hook(name: &str, cmd: &str, after: &[&str], destroy: Option<&str>) -> Str
 fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).expect("json string")
 }
+
+/// Processes (other than `pid` itself) whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str, pid: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().ok().is_none_or(|p| p == pid) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(format!("{name}: {cmdline}"));
+        }
+    }
+    found
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: plain kill(2) on a child we spawned.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// Wait for the child to exit, at most `limit`; kills it after that.
+pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}

@@ -168,6 +168,7 @@ impl SshPool {
                 command_timeout: self.options.command_timeout,
                 digests: self.digests.clone(),
                 prefetched: Default::default(),
+                abandoned: Default::default(),
             }))
         })
         .await
@@ -178,10 +179,12 @@ impl SshPool {
     /// interrupted: steps still holding a host do not keep its master alive).
     pub async fn close_all(&self) {
         let cells: Vec<_> = self.hosts.lock().await.drain().map(|(_, c)| c).collect();
-        for cell in cells {
-            if let Some(host) = cell.get() {
-                host.shutdown().await;
-            }
+        let hosts: Vec<Arc<SshHost>> = cells.iter().filter_map(|c| c.get().cloned()).collect();
+        // Commands a cancelled step left running are stopped while their
+        // host's master can still carry the kill, all hosts at once.
+        futures::future::join_all(hosts.iter().map(|h| h.stop_abandoned())).await;
+        for host in hosts {
+            host.shutdown().await;
         }
         self.stop_foreign_masters().await;
     }
@@ -492,6 +495,89 @@ pub struct SshHost {
     /// Remote file states read ahead in one command ([`SshHost::prefetch`]),
     /// each used once by the upload that follows.
     prefetched: std::sync::Mutex<HashMap<String, Option<(String, u32)>>>,
+    /// Tags of commands whose caller stopped waiting (cancelled or timed
+    /// out) before they finished: sshd keeps a command without a terminal
+    /// running when its channel closes, so these are killed on the host.
+    abandoned: std::sync::Mutex<Vec<String>>,
+}
+
+/// How long stopping abandoned commands may take: a Ctrl-C must end the
+/// run within seconds even when a host no longer answers.
+const STOP_ABANDONED_LIMIT: Duration = Duration::from_secs(5);
+
+/// Given the run files as arguments: TERM each recorded process group, then
+/// KILL what still runs a second later. A group counts as gone when only
+/// zombies are left (sshd reaps the command's shell only when the channel
+/// closes, and `kill -0` succeeds on zombies). `kill -SIG -GROUP` without
+/// `--`: dash, Debian's sh, refuses `--`.
+const STOP_GROUPS: &str = r#"groups=
+for f in "$@"; do
+  [ -f "$f" ] || continue
+  g=$(cat "$f"); rm -f "$f"
+  kill -TERM "-$g" 2>/dev/null && groups="$groups $g "
+done
+[ -n "$groups" ] || exit 0
+running() {
+  for s in /proc/[0-9]*/stat; do
+    read -r l <"$s" 2>/dev/null || continue
+    l=${l##*") "}; set -- $l
+    [ "$1" = Z ] && continue
+    case "$groups" in *" $3 "*) return 0 ;; esac
+  done
+  return 1
+}
+for _ in 1 2 3 4 5 6 7 8 9 10; do running || exit 0; sleep 0.1; done
+for g in $groups; do kill -KILL "-$g" 2>/dev/null; done
+exit 0
+"#;
+
+/// A unique tag per remote command of this process, naming the file on the
+/// host that holds the command's process group.
+fn next_run_tag() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
+fn run_file(tag: &str) -> String {
+    format!("/tmp/nautes-run-{tag}")
+}
+
+/// The lines put before every remote command: record its process group
+/// (sshd makes each command without a terminal a session of its own, so the
+/// group is the command and everything it starts) where a kill can find it,
+/// and forget it when the command ends by itself.
+fn record_group(tag: &str) -> String {
+    let file = run_file(tag);
+    format!(
+        "read -r _ _ _ _ nautes_group _ </proc/$$/stat && echo \"$nautes_group\" >{file}\ntrap 'rm -f {file}' EXIT\n"
+    )
+}
+
+/// A remote command in flight: when dropped before [`Running::finished`],
+/// its tag goes to the host's abandoned list.
+struct Running<'a> {
+    host: &'a SshHost,
+    tag: String,
+    finished: bool,
+}
+
+impl Running<'_> {
+    fn finished(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.host
+                .abandoned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(std::mem::take(&mut self.tag));
+        }
+    }
 }
 
 /// Content to feed a command on stdin.
@@ -504,6 +590,30 @@ enum Input<'a> {
 impl SshHost {
     pub fn name(&self) -> &str {
         &self.target.name
+    }
+
+    /// Kill, on the host, the process groups of commands nobody waits for
+    /// any more ([`STOP_GROUPS`]).
+    /// Best effort within [`STOP_ABANDONED_LIMIT`]: the host may be gone.
+    async fn stop_abandoned(&self) {
+        let tags: Vec<String> = std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|p| p.into_inner()));
+        if tags.is_empty() {
+            return;
+        }
+        let files: Vec<String> = tags.iter().map(|t| run_file(t)).collect();
+        let script = format!("set -- {}\n{STOP_GROUPS}", files.join(" "));
+        let mut stop = self.session.raw_command(self.wrap(&script));
+        match tokio::time::timeout(STOP_ABANDONED_LIMIT, stop.output()).await {
+            Ok(Ok(_)) => {
+                tracing::info!(host = %self.target.name, commands = tags.len(), "stopped commands a cancelled step left running")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(host = %self.target.name, "could not stop the commands a cancelled step left running: {e}")
+            }
+            Err(_) => {
+                tracing::warn!(host = %self.target.name, "the host did not answer the stop of commands a cancelled step left running")
+            }
+        }
     }
 
     async fn shutdown(&self) {
@@ -532,7 +642,14 @@ impl SshHost {
             command: first_line(command),
             message,
         };
-        let mut cmd = self.session.raw_command(self.wrap(command));
+        let running = Running {
+            host: self,
+            tag: next_run_tag(),
+            finished: false,
+        };
+        let mut cmd = self
+            .session
+            .raw_command(self.wrap(&format!("{}{command}", record_group(&running.tag))));
         cmd.stdin(openssh::Stdio::piped())
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped());
@@ -572,12 +689,19 @@ impl SshHost {
         let result = tokio::time::timeout(self.command_timeout, work).await;
         tracing::debug!(host = %self.target.name, elapsed_ms = started.elapsed().as_millis() as u64, "ssh: {}", first_line(command));
         match result {
-            Ok(r) => r,
-            Err(_) => Err(SshError::Timeout {
-                host: self.target.name.clone(),
-                command: first_line(command),
-                after: self.command_timeout,
-            }),
+            Ok(r) => {
+                running.finished();
+                r
+            }
+            Err(_) => {
+                drop(running);
+                self.stop_abandoned().await;
+                Err(SshError::Timeout {
+                    host: self.target.name.clone(),
+                    command: first_line(command),
+                    after: self.command_timeout,
+                })
+            }
         }
     }
 
