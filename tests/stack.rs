@@ -274,7 +274,7 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
     }
 
     // cert-manager v1.8.1: plan shows it and its dependents only; the apply writes only its changed objects.
-    p.s.write_inventory(&inventory(&p, "v1.8.1", "60s"));
+    p.s.write_inventory(&inventory(&p, "v1.8.1", "180s"));
     let plan = p.s.run("plan", &[]);
     let text = stdout(&plan);
     assert!(
@@ -303,7 +303,7 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
     );
 
     // A component removed from the inventory is pruned, and only it.
-    p.s.write_inventory(&inventory(&p, "v1.8.1", "60s").replace("  argoRollouts: {}\n", ""));
+    p.s.write_inventory(&inventory(&p, "v1.8.1", "180s").replace("  argoRollouts: {}\n", ""));
     let plan = p.s.run("plan", &[]);
     assert!(stdout(&plan).contains("stack/argo-rollouts/host"), "{}", stdout(&plan));
     p.kube.reset_log();
@@ -445,7 +445,8 @@ fn an_application_that_never_becomes_healthy_fails_the_health_step_with_its_stat
         return;
     }
     let p = platform(None);
-    assert_eq!(code(&apply(&p.s)), 0);
+    let installed = apply(&p.s);
+    assert_eq!(code(&installed), 0, "{}", stderr(&installed));
     // `outputs` lists the endpoints the health step checked, and where credentials are.
     let shown = p.s.command(&["outputs"]).output().unwrap();
     let text = stdout(&shown);

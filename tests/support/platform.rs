@@ -297,6 +297,8 @@ pub fn platform(fail_host: Option<&str>) -> Platform {
         s,
         _hnc: hnc,
     };
-    p.s.write_inventory(&inventory(&p, "v1.8.0", "60s"));
+    // Generous: the stack tests run side by side, each with its own control
+    // plane and stand-in controllers, on two cores in CI.
+    p.s.write_inventory(&inventory(&p, "v1.8.0", "180s"));
     p
 }
