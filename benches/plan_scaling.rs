@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nautes_install::inventory::{load_str, validate::validate};
-use nautes_install::plan::Plan;
 
 fn inventory(tenants: usize) -> String {
     let mut s = String::from(
@@ -33,7 +32,7 @@ fn measure(text: &str) -> (Duration, Duration, usize) {
     assert_eq!(report.errors(), 0, "generated inventory is valid");
     let validated = start.elapsed();
     let start = Instant::now();
-    let plan = Plan::build(&loaded).expect("generated inventory plans");
+    let plan = nautes_install::components::plan(&loaded).expect("generated inventory plans");
     (validated, start.elapsed(), plan.steps.len())
 }
 

@@ -7,12 +7,9 @@
 //! `sha256sum` format (`<hex>  <relative path>` per line).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
-use crate::plan::fingerprint::hex;
+use crate::util::sha256_file;
 
 pub const CHECKSUMS_FILE: &str = "checksums.sha256";
 
@@ -35,21 +32,6 @@ pub enum ArtifactError {
     },
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-}
-
-/// sha256 of a file, streamed so large image tarballs need no memory.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
 }
 
 /// An air-gap bundle directory with its checksums.
@@ -168,7 +150,7 @@ pub fn write_checksums(root: &Path) -> Result<usize, ArtifactError> {
         out.push_str(&format!("{sum}  {rel}\n"));
     }
     let list = root.join(CHECKSUMS_FILE);
-    crate::engine::state::write_atomic(&list, out.as_bytes(), 0o644)
+    crate::util::write_atomic(&list, out.as_bytes(), 0o644)
         .map_err(|source| ArtifactError::Io { path: list, source })?;
     Ok(files.len())
 }
@@ -205,7 +187,7 @@ mod tests {
         let b = Bundle::open(root).unwrap();
         let v = b.get("k3s/v1/k3s").unwrap();
         assert_eq!(v.size, 6);
-        assert_eq!(v.sha256, hex(&Sha256::digest(b"binary")));
+        assert_eq!(v.sha256, crate::util::sha256_hex(b"binary"));
         std::fs::write(root.join("k3s/v1/k3s"), b"tampered").unwrap();
         std::fs::remove_file(root.join("k3s/v1/install.sh")).unwrap();
         let problems: Vec<String> = b.verify_all().iter().map(|e| e.to_string()).collect();

@@ -12,5 +12,7 @@ pub mod inventory;
 pub mod pki;
 pub mod plan;
 pub mod secret;
+pub mod state;
 pub mod templates;
+pub mod util;
 pub mod versions;

@@ -158,7 +158,7 @@ mod tests {
     fn a_loaded_ca_signs_like_the_generated_one() {
         let (_, issued) = Ca::generate("test CA", Duration::from_secs(3600)).expect("CA");
         assert!(issued.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(issued.not_after > crate::plan::diff::unix_now());
+        assert!(issued.not_after > crate::util::unix_now());
         let ca = Ca::load(&issued.cert_pem, &issued.key_pem).expect("load");
         let leaf = ca
             .issue(

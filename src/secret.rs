@@ -33,32 +33,13 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Read the secret a reference points at. Relative files are relative to
-/// `base_dir` (the inventory's directory). Errors name the reference, never
-/// the value.
-pub fn resolve(reference: &crate::inventory::SecretRef, base_dir: &std::path::Path) -> Result<Secret, String> {
-    match (&reference.env, &reference.file) {
-        (Some(var), None) => std::env::var(var)
-            .map(Secret::new)
-            .map_err(|_| format!("environment variable `{var}` is not set (it should hold a secret)")),
-        (None, Some(file)) => {
-            let path = crate::inventory::load::resolve_path(base_dir, file);
-            let path = if path.is_relative() { base_dir.join(path) } else { path };
-            std::fs::read_to_string(&path)
-                .map(|s| Secret::new(s.trim_end_matches(['\n', '\r'])))
-                .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))
-        }
-        _ => Err("a secret reference needs exactly one of `env` or `file`".to_string()),
-    }
-}
-
 /// Write a secret to a file only its owner can read, atomically.
 pub fn write_private(path: &std::path::Path, secret: &Secret) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    crate::engine::state::write_atomic(path, secret.expose().as_bytes(), 0o600)
+    crate::util::write_atomic(path, secret.expose().as_bytes(), 0o600)
 }
 
 /// A fresh random token (hex of 32 bytes from the kernel's CSPRNG).
@@ -66,7 +47,7 @@ pub fn random_token() -> std::io::Result<Secret> {
     use std::io::Read;
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(Secret::new(crate::plan::fingerprint::hex(&bytes)))
+    Ok(Secret::new(crate::util::hex(&bytes)))
 }
 
 #[cfg(test)]

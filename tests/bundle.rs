@@ -35,7 +35,7 @@ fn mirror(root: &Path, publish_wrong_sum: bool) -> Mirror {
     let hnc = root.join("kubernetes-sigs/hierarchical-namespaces/releases/download/v1.0.0");
     std::fs::create_dir_all(&hnc).unwrap();
     std::fs::write(hnc.join("default.yaml"), b"# HNC manifest\n").unwrap();
-    let sum = |p: &Path| nautes_install::artifacts::sha256_file(p).unwrap();
+    let sum = |p: &Path| nautes_install::util::sha256_file(p).unwrap();
     let k3s_sum = if publish_wrong_sum {
         "0".repeat(64)
     } else {

@@ -10,10 +10,10 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use nautes_install::engine::events::{OutputMode, Reporter};
-use nautes_install::engine::state::{State, StateStore, StepStatus};
 use nautes_install::engine::{Engine, Registry, RunEnv, Services, StepContext, StepError, StepHandler};
 use nautes_install::plan::diff::{diff, Selection};
 use nautes_install::plan::{Plan, Step};
+use nautes_install::state::{State, StateStore, StepStatus};
 
 struct Boom;
 
@@ -84,7 +84,7 @@ async fn a_panicking_step_fails_alone_and_the_others_finish() {
             base_dir: dir.path().into(),
             workdir: dir.path().into(),
             outputs_dir: dir.path().join("outputs"),
-            timeouts: Default::default(),
+            limits: Default::default(),
             services: Arc::new(Services::default()),
             full_teardown: false,
         },

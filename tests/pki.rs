@@ -34,7 +34,7 @@ fn pki_dir(s: &Scratch) -> std::path::PathBuf {
 }
 
 fn file_sha(path: &Path) -> String {
-    nautes_install::artifacts::sha256_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    nautes_install::util::sha256_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn verify(ca: &Path, cert: &Path, purpose: &str) -> (bool, String) {

@@ -293,7 +293,7 @@ fn actions(calls: &[String]) -> Vec<String> {
 }
 
 fn sha256(path: &Path) -> String {
-    nautes_install::artifacts::sha256_file(path).unwrap()
+    nautes_install::util::sha256_file(path).unwrap()
 }
 
 fn uid_of(user: &str) -> u32 {
@@ -439,7 +439,7 @@ fn vault_and_gitlab_on_their_hosts_install_rerun_renew_upgrade_and_tear_down() {
     let seeded = e.file(G, "/var/opt/gitlab/standin/root-password.sha256");
     assert_eq!(seeded, {
         use sha2::Digest;
-        nautes_install::plan::fingerprint::hex(&sha2::Sha256::digest(password.trim().as_bytes()))
+        nautes_install::util::hex(&sha2::Sha256::digest(password.trim().as_bytes()))
     });
     // ...which is nowhere else: not in state, output, logs or the files given to Ansible.
     let state = std::fs::read_to_string(e.s.workdir().join("state.json")).unwrap();

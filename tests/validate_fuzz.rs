@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use nautes_install::inventory::{load_bytes, validate::validate};
-use nautes_install::plan::Plan;
 use proptest::prelude::*;
 
 fn check(bytes: &[u8]) {
@@ -13,7 +12,7 @@ fn check(bytes: &[u8]) {
         let _ = report.render(false);
         let _ = report.to_json();
         if report.errors() == 0 {
-            let _ = Plan::build(&loaded);
+            let _ = nautes_install::components::plan(&loaded);
         }
     } else if let Err(report) = load_bytes(Path::new("fuzz.yaml"), bytes) {
         // Rendering must also survive whatever positions the error carries.

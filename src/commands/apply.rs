@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -16,12 +15,12 @@ use crate::drivers::ssh::{HostKeyPolicy, SshOptions, SshPool};
 use crate::engine::events::{Event, OutputMode, Reporter, Skipped};
 use crate::engine::executor::ABORT;
 use crate::engine::lock::{LockError, RunLock};
-use crate::engine::state::{now_rfc3339, RunRecord, State, StateStore};
 use crate::engine::{Engine, RunEnv, RunSummary, Services};
 use crate::exit;
 use crate::inventory::Loaded;
 use crate::plan::diff::{self, Decision, Diff, Reason, Selection};
-use crate::plan::Plan;
+use crate::state::{RunRecord, State, StateStore};
+use crate::util::now_rfc3339;
 
 const DEFAULT_CONCURRENCY: usize = 8;
 
@@ -97,7 +96,7 @@ pub fn apply(g: &GlobalArgs, file: &Path, only: &[String], from: Option<&str>) -
             }
             let state = engine.store.read(Clone::clone);
             infrastructure::merge_hosts(&mut loaded, &state);
-            plan = match Plan::build(&loaded) {
+            plan = match crate::components::plan(&loaded) {
                 Ok(p) => p,
                 Err(e) => {
                     done.failed
@@ -220,7 +219,7 @@ impl Session {
             base_dir: absolute(&loaded.base_dir),
             workdir: absolute(&g.workdir),
             outputs_dir: absolute(&outputs_dir),
-            timeouts: inv.settings.timeouts.clone(),
+            limits: super::limits(&inv.settings.timeouts),
             services,
             full_teardown: command == "destroy",
         };
@@ -389,7 +388,7 @@ pub(crate) fn ssh_pool(g: &GlobalArgs, loaded: &Loaded) -> SshPool {
         Some(k) => absolute(&loaded.resolve(k)),
         None => absolute(&g.workdir.join("known_hosts")),
     };
-    let t = &inv.settings.timeouts;
+    let limits = super::limits(&inv.settings.timeouts);
     SshPool::new(SshOptions {
         known_hosts,
         policy: if g.accept_new_host_keys {
@@ -398,8 +397,8 @@ pub(crate) fn ssh_pool(g: &GlobalArgs, loaded: &Loaded) -> SshPool {
             HostKeyPolicy::Strict
         },
         control_dir: control_dir(),
-        connect_timeout: t.ssh_connect.map(|d| d.get()).unwrap_or(Duration::from_secs(30)),
-        command_timeout: t.command.map(|d| d.get()).unwrap_or(Duration::from_secs(600)),
+        connect_timeout: limits.ssh_connect,
+        command_timeout: limits.command,
         connect_attempts: 3,
     })
 }

@@ -64,7 +64,7 @@ pub fn check(g: &GlobalArgs, file: &Path) -> u8 {
             base_dir: absolute(&loaded.base_dir),
             workdir: absolute(&g.workdir),
             outputs_dir: absolute(&g.workdir.join("outputs")),
-            timeouts: loaded.inventory.settings.timeouts.clone(),
+            limits: super::limits(&loaded.inventory.settings.timeouts),
             needs_outputs: Default::default(),
             settings: step.settings.clone(),
             previous_outputs: serde_json::Value::Null,

@@ -6,10 +6,10 @@ use serde_json::json;
 
 use super::{load_and_plan, state_path};
 use crate::cli::{GlobalArgs, Output};
-use crate::engine::state::{State, StepStatus};
 use crate::exit;
 use crate::plan::dag;
 use crate::plan::diff::{self, Reason, Selection};
+use crate::state::{State, StepStatus};
 
 pub fn validate(g: &GlobalArgs, file: &Path) -> u8 {
     let (loaded, plan) = match load_and_plan(g, file) {
@@ -252,7 +252,7 @@ pub fn status(g: &GlobalArgs) -> u8 {
 fn status_rows<'a>(
     state: &'a State,
     holder: Option<&crate::engine::lock::Holder>,
-) -> Vec<(String, String, Option<&'a crate::engine::state::StepRecord>)> {
+) -> Vec<(String, String, Option<&'a crate::state::StepRecord>)> {
     let mut order: Vec<String> = state.planned.clone();
     if order.is_empty() {
         order = destroy_order(state).into_iter().rev().collect();

@@ -83,10 +83,10 @@ pub(crate) fn load_and_plan(g: &GlobalArgs, file: &Path) -> Result<(Loaded, Plan
     }
     // Hosts Terraform already made are part of the inventory from here on.
     // (An unreadable state is reported by the commands that need it.)
-    if let Ok(state) = crate::engine::state::State::load(&state_path(&g.workdir)) {
+    if let Ok(state) = crate::state::State::load(&state_path(&g.workdir)) {
         crate::components::infrastructure::merge_hosts(&mut loaded, &state);
     }
-    match Plan::build(&loaded) {
+    match crate::components::plan(&loaded) {
         Ok(plan) => {
             if report.warnings() > 0 {
                 print_report(g, &report);
@@ -158,4 +158,23 @@ pub(crate) fn confirm(g: &GlobalArgs, question: &str) -> Result<(), u8> {
         eprintln!("cancelled");
         Err(exit::USAGE)
     }
+}
+/// The run's limits: the inventory's `settings.timeouts` over the engine's
+/// defaults. `http`, when set, also bounds downloads.
+pub(crate) fn limits(t: &crate::inventory::Timeouts) -> crate::engine::Limits {
+    let mut l = crate::engine::Limits::default();
+    let set = |slot: &mut std::time::Duration, d: Option<crate::inventory::duration::HumanDuration>| {
+        if let Some(d) = d {
+            *slot = d.get();
+        }
+    };
+    set(&mut l.ssh_connect, t.ssh_connect);
+    set(&mut l.command, t.command);
+    set(&mut l.node_ready, t.node_ready);
+    set(&mut l.rollout, t.rollout);
+    set(&mut l.http, t.http);
+    set(&mut l.download, t.http);
+    set(&mut l.terraform, t.terraform);
+    set(&mut l.ansible, t.ansible);
+    l
 }

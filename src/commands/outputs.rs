@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 
 use super::inspect::load_state;
 use crate::cli::{GlobalArgs, Output};
-use crate::engine::state::{State, StepStatus};
 use crate::exit;
+use crate::state::{State, StepStatus};
 
 const HIDDEN: &str = "<hidden; use --show-secrets>";
 

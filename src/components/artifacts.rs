@@ -11,11 +11,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::artifacts::{sha256_file, Bundle};
+use crate::artifacts::Bundle;
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::inventory::{ArtifactMode, Diagnostic, Loaded};
-use crate::plan::fingerprint::hex;
 use crate::plan::Step;
+use crate::util::hex;
+use crate::util::sha256_file;
 
 pub const KIND: &str = "artifacts";
 pub const K3S_BINARY: &str = "k3s";
@@ -296,11 +297,7 @@ async fn from_bundle(root: &Path, spec: &ArtifactsSpec) -> Result<BTreeMap<Strin
 }
 
 async fn download(ctx: &StepContext, spec: &ArtifactsSpec) -> Result<BTreeMap<String, LocalFile>, StepError> {
-    let timeout = ctx
-        .timeouts
-        .http
-        .map(|d| d.get())
-        .unwrap_or(std::time::Duration::from_secs(600));
+    let timeout = ctx.limits.download;
     let cache = ctx.workdir.join("cache").join(&spec.component).join(&spec.version);
     download_into(spec, &cache, timeout, &|m| ctx.progress(m)).await
 }

@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::drivers::terraform::{self, PlanSummary, Terraform, TerraformHost};
-use crate::engine::state::State;
+use crate::drivers::terraform::{self, PlanSummary, Terraform};
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::inventory::{Host, Loaded, SecretRef};
-use crate::plan::fingerprint::hex;
 use crate::plan::Step;
+use crate::state::State;
+use crate::util::hex;
 
 pub const KIND: &str = "terraform";
 const TFVARS: &str = "nautes.auto.tfvars.json";
@@ -157,11 +157,7 @@ fn parse(spec: &Value) -> Result<ModuleSpec, StepError> {
 fn prepare(ctx: &StepContext, spec: &ModuleSpec) -> Result<Terraform, StepError> {
     let source: PathBuf = serde_json::from_value(ctx.settings["source"].clone())
         .map_err(|e| StepError::new(format!("terraform step lacks its source: {e}")))?;
-    let timeout = ctx
-        .timeouts
-        .terraform
-        .map(|d| d.get())
-        .unwrap_or(Duration::from_secs(1800));
+    let timeout = ctx.limits.terraform;
     prepare_in(&ctx.workdir, &ctx.base_dir, &source, spec, timeout)
 }
 
@@ -187,12 +183,13 @@ pub fn prepare_in(
     }
     let mut vars = spec.variables.clone();
     for (name, r) in &spec.secret_variables {
-        let secret = crate::secret::resolve(r, base_dir)
+        let secret = r
+            .resolve(base_dir)
             .map_err(|e| StepError::new(format!("module {} variable `{name}`: {e}", spec.name)))?;
         vars.insert(name.clone(), Value::String(secret.expose().to_string()));
     }
     let text = serde_json::to_string_pretty(&Value::Object(vars)).map_err(|e| StepError::new(e.to_string()))?;
-    crate::engine::state::write_atomic(&dir.join(TFVARS), text.as_bytes(), 0o600)
+    crate::util::write_atomic(&dir.join(TFVARS), text.as_bytes(), 0o600)
         .map_err(|e| err("cannot write the variables", e))?;
     let binary = terraform::locate(spec.binary.as_deref()).map_err(|e| StepError::new(e.to_string()))?;
     let mut env = BTreeMap::new();
@@ -271,8 +268,7 @@ impl StepHandler for TerraformHandler {
             .outputs()
             .await
             .map_err(|e| StepError::new(format!("module {}: {e}", spec.name)))?;
-        let hosts = terraform::parse_hosts_output(&outputs)
-            .map_err(|e| StepError::new(format!("module {}: {e}", spec.name)))?;
+        let hosts = parse_hosts_output(&outputs).map_err(|e| StepError::new(format!("module {}: {e}", spec.name)))?;
         let missing: Vec<&String> = spec
             .provides
             .iter()
@@ -315,5 +311,54 @@ impl StepHandler for TerraformHandler {
             path: format!("terraform/{}/{TFVARS}", spec.name),
             contents: text,
         }])
+    }
+}
+
+/// A host as a host-creating module reports it in its `nautes_hosts` output.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerraformHost {
+    pub name: String,
+    pub address: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Read the `nautes_hosts` output; errors say which entry is wrong and why.
+pub fn parse_hosts_output(outputs: &BTreeMap<String, Value>) -> Result<Vec<TerraformHost>, String> {
+    let list = outputs
+        .get("nautes_hosts")
+        .ok_or("the module has no `nautes_hosts` output (see terraform/README.md for the contract)")?
+        .as_array()
+        .ok_or("`nautes_hosts` is not a list")?;
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| serde_json::from_value(v.clone()).map_err(|e| format!("nautes_hosts[{i}]: {e}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_output_contract() {
+        let ok: BTreeMap<String, Value> = [(
+            "nautes_hosts".to_string(),
+            serde_json::json!([{"name": "a", "address": "10.0.0.1", "port": 22, "user": "root", "labels": {"k": "v"}, "roles": []}]),
+        )]
+        .into();
+        assert_eq!(parse_hosts_output(&ok).unwrap()[0].address, "10.0.0.1");
+        let bad: BTreeMap<String, Value> = [("nautes_hosts".to_string(), serde_json::json!([{"name": "a"}]))].into();
+        assert!(parse_hosts_output(&bad).unwrap_err().contains("nautes_hosts[0]"));
+        assert!(parse_hosts_output(&BTreeMap::new())
+            .unwrap_err()
+            .contains("no `nautes_hosts`"));
     }
 }

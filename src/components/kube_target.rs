@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -115,7 +114,7 @@ pub async fn client(ctx: &StepContext, target: &KubeTarget) -> Result<Arc<KubeCl
     if let Some(c) = map.get(&key) {
         return Ok(c.clone());
     }
-    let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
+    let http = ctx.limits.http;
     let c = KubeClient::from_kubeconfig_file(&path, context.as_deref(), http)
         .await
         .map_err(|e| StepError::new(format!("cluster {}: {e}", target.cluster())))?;

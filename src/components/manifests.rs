@@ -104,11 +104,7 @@ pub async fn render_objects(ctx: &StepContext, sources: &[Source]) -> Result<Vec
                     namespace,
                     values_yaml,
                     home: &ctx.workdir.join("helm"),
-                    timeout: ctx
-                        .timeouts
-                        .command
-                        .map(|d| d.get())
-                        .unwrap_or(Duration::from_secs(300)),
+                    timeout: ctx.limits.command,
                 })
                 .await
                 .map_err(StepError::new)?;
@@ -125,10 +121,7 @@ pub fn previous_objects(outputs: &Value) -> Vec<ObjectRef> {
 }
 
 pub fn rollout_timeout(ctx: &StepContext) -> Duration {
-    ctx.timeouts
-        .rollout
-        .map(|d| d.get())
-        .unwrap_or(Duration::from_secs(600))
+    ctx.limits.rollout
 }
 
 /// Apply `objects` as the set `set` on `client`, pruning what the previous

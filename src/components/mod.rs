@@ -25,7 +25,12 @@ use std::sync::Arc;
 
 use crate::engine::Registry;
 use crate::inventory::{Diagnostic, Loaded};
-use crate::plan::Step;
+use crate::plan::{Plan, PlanError, Step};
+
+/// The ordered plan of everything the inventory asks for.
+pub fn plan(loaded: &Loaded) -> Result<Plan, PlanError> {
+    Plan::from_steps(plan_steps(loaded).map_err(PlanError::Invalid)?)
+}
 
 /// Every step the inventory asks for, unordered; the plan orders them.
 pub fn plan_steps(loaded: &Loaded) -> Result<Vec<Step>, Vec<Diagnostic>> {

@@ -14,20 +14,18 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::artifacts::sha256_file;
-use crate::engine::state::write_atomic;
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::inventory::{Loaded, Placement, SecretRef};
 use crate::pki::{Ca, Issued, LeafRequest, Usage};
-use crate::plan::diff::{unix_now, REFRESH_AFTER};
+use crate::plan::diff::REFRESH_AFTER;
 use crate::plan::Step;
-use crate::secret::{resolve, write_private};
+use crate::secret::write_private;
+use crate::util::sha256_file;
+use crate::util::unix_now;
+use crate::util::write_atomic;
 
 pub const KIND: &str = "pki";
 pub const STEP_ID: &str = "pki";
-pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
-pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(3650 * 86_400);
-pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 /// Names of the certificates other components read from this step's outputs.
 pub const INGRESS: &str = "ingress";
 pub const VAULT_PROXY_CLIENT: &str = "vault-proxy-client";
@@ -138,19 +136,9 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) {
             key: c.key.clone(),
         }),
         ca_name: format!("Nautes CA ({})", inv.metadata.name),
-        validity_secs: inv.pki.validity.map(|d| d.get()).unwrap_or(DEFAULT_VALIDITY).as_secs(),
-        ca_validity_secs: inv
-            .pki
-            .ca_validity
-            .map(|d| d.get())
-            .unwrap_or(DEFAULT_CA_VALIDITY)
-            .as_secs(),
-        renew_before_secs: inv
-            .pki
-            .renew_before
-            .map(|d| d.get())
-            .unwrap_or(DEFAULT_RENEW_BEFORE)
-            .as_secs(),
+        validity_secs: inv.pki.validity().as_secs(),
+        ca_validity_secs: inv.pki.ca_validity().as_secs(),
+        renew_before_secs: inv.pki.renew_before().as_secs(),
         certs,
     };
     let what = spec.certs.keys().cloned().collect::<Vec<_>>().join(", ");
@@ -220,7 +208,10 @@ fn ca_for_run(
     let renew = spec.renew_before_secs;
     if let Some(user) = &spec.ca {
         let cert_pem = std::fs::read_to_string(&user.cert).map_err(|e| io_error(&user.cert, e))?;
-        let key = resolve(&user.key, &ctx.base_dir).map_err(|e| StepError::new(format!("pki.ca.key: {e}")))?;
+        let key = user
+            .key
+            .resolve(&ctx.base_dir)
+            .map_err(|e| StepError::new(format!("pki.ca.key: {e}")))?;
         let ca =
             Ca::load(&cert_pem, &key).map_err(|e| StepError::new(format!("pki.ca ({}): {e}", user.cert.display())))?;
         // A CA we generated before is replaced: its key must not linger.

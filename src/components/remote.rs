@@ -150,7 +150,7 @@ async fn connect_with(
                 .as_ref()
                 .ok_or_else(|| StepError::new(format!("{}: sudo mode `password` without `sudoPassword`", conn.name)))?;
             Sudo::Password(
-                crate::secret::resolve(r, base_dir)
+                r.resolve(base_dir)
                     .map_err(|e| StepError::new(format!("{}: sudo password: {e}", conn.name)))?,
             )
         }

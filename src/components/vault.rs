@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -19,9 +18,10 @@ use crate::drivers::vault::Vault;
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::inventory::spans::push_key;
 use crate::inventory::{Diagnostic, Loaded, Placement, SecretRef};
-use crate::plan::diff::{unix_now, REFRESH_AFTER};
+use crate::plan::diff::REFRESH_AFTER;
 use crate::plan::Step;
-use crate::secret::{resolve, write_private, Secret};
+use crate::secret::{write_private, Secret};
+use crate::util::unix_now;
 
 pub const KIND: &str = "vault-configure";
 pub const STEP_ID: &str = "vault/configure";
@@ -172,7 +172,7 @@ fn target_ca(ctx: &StepContext, ca_file: Option<&Path>) -> Result<Option<Vec<u8>
 /// (for steps that keep secrets in it, which need `vault/configure` and `pki`).
 pub fn connect(ctx: &StepContext, target: &VaultTarget) -> Result<(Vault, Secret), StepError> {
     let ca = target_ca(ctx, target.ca_file.as_deref())?;
-    let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
+    let http = ctx.limits.http;
     let vault = Vault::new(&target.url, ca.as_deref(), http).map_err(StepError::new)?;
     let token = admin_token(ctx, target.token.as_ref())?;
     Ok((vault, token))
@@ -294,9 +294,9 @@ async fn open_vault(ctx: &StepContext, spec: &VaultSpec, vault: &Vault) -> Resul
 /// (GitLab credentials) use it too.
 pub fn admin_token(ctx: &StepContext, token: Option<&SecretRef>) -> Result<Secret, StepError> {
     match token {
-        Some(r) => {
-            resolve(r, &ctx.base_dir).map_err(|e| StepError::new(format!("components.vault.external.token: {e}")))
-        }
+        Some(r) => r
+            .resolve(&ctx.base_dir)
+            .map_err(|e| StepError::new(format!("components.vault.external.token: {e}"))),
         None => {
             let path = secrets_dir(ctx).join("root-token");
             let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -366,7 +366,7 @@ impl StepHandler for VaultHandler {
     async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
         let spec = parse(spec)?;
         let ca = target_ca(ctx, spec.ca_file.as_deref())?;
-        let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
+        let http = ctx.limits.http;
         let vault = Vault::new(&spec.url, ca.as_deref(), http).map_err(StepError::new)?;
         let (token, initialised_now) = open_vault(ctx, &spec, &vault).await?;
         let mut writer = Writer::new(&vault, &token);

@@ -166,7 +166,7 @@ mod tests {
     //! CI (`CI=true`); elsewhere the test says it is skipped.
 
     use super::*;
-    use crate::engine::state::{State, StateStore};
+    use crate::state::{State, StateStore};
     use std::time::Duration;
 
     struct Bao {

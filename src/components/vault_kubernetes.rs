@@ -206,8 +206,7 @@ async fn configure_vault(
             spec.mount, live["type"]
         )));
     }
-    let reviewer_sha =
-        crate::plan::fingerprint::hex(&<sha2::Sha256 as sha2::Digest>::digest(reviewer.expose().as_bytes()));
+    let reviewer_sha = crate::util::hex(&<sha2::Sha256 as sha2::Digest>::digest(reviewer.expose().as_bytes()));
     let config_path = format!("auth/{}/config", spec.mount);
     let config = w.read(&config_path).await?.unwrap_or_default();
     let same = config["data"]["kubernetes_host"].as_str() == Some(host)

@@ -305,7 +305,7 @@ async fn read_vcluster_kubeconfig(
 async fn wait_api(ctx: &StepContext, spec: &VclusterSpec, text: &str, endpoint: &str) -> Result<String, StepError> {
     let limit = super::manifests::rollout_timeout(ctx);
     let deadline = Instant::now() + limit;
-    let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
+    let http = ctx.limits.http;
     ctx.progress(format!("waiting for the API of vcluster {} at {endpoint}", spec.name));
     loop {
         let result = match crate::drivers::kube::KubeClient::from_kubeconfig_text(text, None, http).await {

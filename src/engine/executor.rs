@@ -17,10 +17,11 @@ use tracing::Instrument;
 
 use super::events::{Action, Event, Reporter};
 use super::handler::{Registry, Services, StepContext, StepError};
-use super::state::{now_rfc3339, StateError, StateStore, StepRecord, StepStatus};
-use crate::inventory::Timeouts;
+use super::limits::Limits;
 use crate::plan::diff::{lasting, Diff, Reason};
 use crate::plan::Plan;
+use crate::state::{StateError, StateStore, StepRecord, StepStatus};
+use crate::util::now_rfc3339;
 
 /// 0 = keep going, 1 = start nothing new, 2 = abort running steps (their
 /// work is dropped: child processes are killed, SSH commands cancelled).
@@ -45,7 +46,7 @@ pub struct RunEnv {
     pub base_dir: PathBuf,
     pub workdir: PathBuf,
     pub outputs_dir: PathBuf,
-    pub timeouts: Timeouts,
+    pub limits: Limits,
     pub services: Arc<Services>,
     pub full_teardown: bool,
 }
@@ -394,7 +395,7 @@ impl EngineRef {
             base_dir: self.env.base_dir.clone(),
             workdir: self.env.workdir.clone(),
             outputs_dir: self.env.outputs_dir.clone(),
-            timeouts: self.env.timeouts.clone(),
+            limits: self.env.limits.clone(),
             needs_outputs,
             settings,
             reporter: self.reporter.clone(),

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::events::{Event, Reporter};
-use crate::inventory::Timeouts;
+use super::limits::Limits;
 
 /// What a step sees while it runs.
 pub struct StepContext {
@@ -19,7 +19,7 @@ pub struct StepContext {
     pub base_dir: PathBuf,
     pub workdir: PathBuf,
     pub outputs_dir: PathBuf,
-    pub timeouts: Timeouts,
+    pub limits: Limits,
     /// Outputs recorded by the steps this one needs.
     pub needs_outputs: BTreeMap<String, Value>,
     /// The step's non-fingerprinted settings.

@@ -13,41 +13,13 @@
 //! then by what the step names the object ("admin-token", "group", ...).
 //! They hold no secret: markers and ids only.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::handler::StepError;
-use super::state::{now_rfc3339, StateStore};
+use crate::state::StateStore;
+use crate::util::now_rfc3339;
 
-/// One create, from before its request until what it made is removed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Intent {
-    /// Unique to this create; the object carries it, so it can be found
-    /// even when the answer naming it never arrived.
-    pub marker: String,
-    /// What the step needs to look for it later (non-secret: a user id,
-    /// the highest id that existed before, ...).
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub about: Value,
-    /// What the create answered (an id), once it was heard; `None` while
-    /// the answer may be lost.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub made: Option<Value>,
-    pub at: String,
-}
-
-impl Intent {
-    /// The id the create answered, if it was heard.
-    pub fn made_id(&self) -> Option<u64> {
-        self.made.as_ref().and_then(Value::as_u64)
-    }
-}
-
-/// Per step: what name -> the creates not yet undone.
-pub type StepIntents = BTreeMap<String, Vec<Intent>>;
+pub use crate::state::{Intent, StepIntents};
 
 /// A step's handle on its own records. Every change is on disk before the
 /// call returns, which is the whole point.
@@ -64,7 +36,7 @@ fn new_marker() -> Result<String, StepError> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|e| StepError::new(format!("cannot read random bytes for an intent marker: {e}")))?;
-    Ok(crate::plan::fingerprint::hex(&bytes))
+    Ok(crate::util::hex(&bytes))
 }
 
 impl Intents {
@@ -178,7 +150,7 @@ impl Intents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::state::State;
+    use crate::state::State;
 
     #[tokio::test]
     async fn records_are_on_disk_before_the_call_returns_and_vanish_when_forgotten() {

@@ -71,7 +71,7 @@ impl RunLock {
         let me = Holder {
             pid: std::process::id(),
             host: hostname(),
-            started_at: super::state::now_rfc3339(),
+            started_at: crate::util::now_rfc3339(),
             command: command.to_string(),
         };
         let bytes = serde_json::to_vec(&me).unwrap_or_default();

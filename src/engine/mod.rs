@@ -1,12 +1,14 @@
-//! Executor, state store + lock, events.
+//! Executor, lock, events and write-ahead intents. The state file itself
+//! is `crate::state`, below both the planner and the engine.
 
 pub mod events;
 pub mod executor;
 pub mod handler;
 pub mod intents;
+pub mod limits;
 pub mod lock;
-pub mod state;
 
 pub use executor::{Engine, RunEnv, RunSummary};
 pub use handler::{Registry, Rendered, Services, StepContext, StepError, StepHandler};
 pub use intents::{Intent, Intents};
+pub use limits::Limits;

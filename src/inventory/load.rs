@@ -14,7 +14,8 @@ use serde_yaml::Value;
 
 use super::diagnostics::{Diagnostic, Report};
 use super::spans::{push_index, push_key, SpanIndex};
-use super::types::{Inventory, API_VERSION, KIND};
+use super::types::{Inventory, SecretRef, API_VERSION, KIND};
+use crate::secret::Secret;
 
 /// Enough to find every problem a person makes in one sitting; a file with
 /// more than this is not worth listing exhaustively.
@@ -58,6 +59,27 @@ pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
         return path.to_path_buf();
     }
     base.join(path)
+}
+
+impl SecretRef {
+    /// Read the secret this reference points at. Relative files are
+    /// relative to `base_dir` (the inventory's directory). Errors name the
+    /// reference, never the value.
+    pub fn resolve(&self, base_dir: &Path) -> Result<Secret, String> {
+        match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var)
+                .map(Secret::new)
+                .map_err(|_| format!("environment variable `{var}` is not set (it should hold a secret)")),
+            (None, Some(file)) => {
+                let path = resolve_path(base_dir, file);
+                let path = if path.is_relative() { base_dir.join(path) } else { path };
+                std::fs::read_to_string(&path)
+                    .map(|s| Secret::new(s.trim_end_matches(['\n', '\r'])))
+                    .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))
+            }
+            _ => Err("a secret reference needs exactly one of `env` or `file`".to_string()),
+        }
+    }
 }
 
 /// Read and parse an inventory file. Errors come back as a [`Report`] that

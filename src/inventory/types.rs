@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -623,6 +624,27 @@ pub struct Pki {
     /// Re-issue a certificate this long before it expires (default 30d).
     #[serde(default)]
     pub renew_before: Option<HumanDuration>,
+}
+
+impl Pki {
+    const DEFAULT_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
+    const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(3650 * 86_400);
+    const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
+
+    /// Validity of the certificates we issue, default applied.
+    pub fn validity(&self) -> Duration {
+        self.validity.map_or(Self::DEFAULT_VALIDITY, |d| d.get())
+    }
+
+    /// Validity of a CA we generate, default applied.
+    pub fn ca_validity(&self) -> Duration {
+        self.ca_validity.map_or(Self::DEFAULT_CA_VALIDITY, |d| d.get())
+    }
+
+    /// How long before expiry a certificate is re-issued, default applied.
+    pub fn renew_before(&self) -> Duration {
+        self.renew_before.map_or(Self::DEFAULT_RENEW_BEFORE, |d| d.get())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

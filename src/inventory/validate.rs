@@ -352,14 +352,8 @@ impl<'a> Validator<'a> {
             self.file("pki.ca.cert", &ca.cert, false);
             self.secret("pki.ca.key", &ca.key);
         }
-        let validity = pki
-            .validity
-            .map(|d| d.get())
-            .unwrap_or(crate::components::pki::DEFAULT_VALIDITY);
-        let renew = pki
-            .renew_before
-            .map(|d| d.get())
-            .unwrap_or(crate::components::pki::DEFAULT_RENEW_BEFORE);
+        let validity = pki.validity();
+        let renew = pki.renew_before();
         if renew >= validity {
             self.error(
                 if pki.renew_before.is_some() {

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{dag, Plan};
-use crate::engine::state::{State, StepStatus};
+use crate::state::{State, StepStatus};
+use crate::util::unix_now;
 
 /// Output keys that describe one run (what it wrote, counts) rather than
 /// the result: ignored when deciding whether a re-checked step changed.
@@ -324,19 +325,11 @@ fn removals(plan: &Plan, state: &State) -> Vec<Decision> {
 /// since the Unix epoch) even when nothing else changed.
 pub const REFRESH_AFTER: &str = "refreshAfter";
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::state::StepRecord;
     use crate::plan::Step;
+    use crate::state::StepRecord;
     use serde_json::json;
 
     fn done(step: &Step, revision: u64, needs_revisions: &[(&str, u64)]) -> StepRecord {

@@ -6,16 +6,14 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::util::hex;
+
 pub fn fingerprint(kind: &str, spec: &Value) -> String {
     let mut canonical = String::new();
     write_canonical(&Value::String(kind.to_string()), &mut canonical);
     canonical.push('\n');
     write_canonical(spec, &mut canonical);
     hex(&Sha256::digest(canonical.as_bytes()))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn write_canonical(value: &Value, out: &mut String) {

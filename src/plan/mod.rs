@@ -11,8 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::components;
-use crate::inventory::{Diagnostic, Loaded};
+use crate::inventory::Diagnostic;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Step {
@@ -117,11 +116,6 @@ impl std::fmt::Display for PlanError {
 }
 
 impl Plan {
-    pub fn build(loaded: &Loaded) -> Result<Plan, PlanError> {
-        let steps = components::plan_steps(loaded).map_err(PlanError::Invalid)?;
-        Plan::from_steps(steps)
-    }
-
     /// Order steps, rejecting duplicate ids, dangling needs and cycles.
     pub fn from_steps(steps: Vec<Step>) -> Result<Plan, PlanError> {
         let mut seen = BTreeSet::new();

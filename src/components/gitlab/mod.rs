@@ -25,7 +25,6 @@ mod tokens;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -41,8 +40,9 @@ use super::vault::{self as vault_component, VaultTarget};
 use crate::drivers::gitlab::{Auth, Gitlab, GitlabError};
 use crate::engine::{Intents, StepContext, StepError, StepHandler};
 use crate::inventory::SecretRef;
-use crate::plan::diff::{unix_now, REFRESH_AFTER};
-use crate::secret::{resolve, Secret};
+use crate::plan::diff::REFRESH_AFTER;
+use crate::secret::Secret;
+use crate::util::unix_now;
 
 pub const KIND: &str = "gitlab-configure";
 pub const STEP_ID: &str = "gitlab/configure";
@@ -197,7 +197,7 @@ fn client(ctx: &StepContext, spec: &GitlabSpec) -> Result<Gitlab, StepError> {
         ))?),
         _ => None,
     };
-    let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
+    let http = ctx.limits.http;
     Gitlab::new(&url, ca.as_deref(), http).map_err(StepError::new)
 }
 
@@ -240,7 +240,8 @@ pub async fn stored_credential(
 /// How to become an administrator when we hold no working token of our own.
 fn bootstrap(ctx: &StepContext, spec: &GitlabSpec) -> Result<Bootstrap, StepError> {
     if let Some(r) = &spec.token {
-        return resolve(r, &ctx.base_dir)
+        return r
+            .resolve(&ctx.base_dir)
             .map(Bootstrap::Token)
             .map_err(|e| StepError::new(format!("components.gitlab.external.token: {e}")));
     }

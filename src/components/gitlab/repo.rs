@@ -17,7 +17,7 @@ use crate::drivers::gitlab::{encode, Auth, Gitlab, GitlabError};
 use crate::engine::StepError;
 
 pub fn sha256_hex(text: &str) -> String {
-    crate::plan::fingerprint::hex(&Sha256::digest(text.as_bytes()))
+    crate::util::hex(&Sha256::digest(text.as_bytes()))
 }
 
 pub struct Synced {

@@ -36,15 +36,11 @@ impl StepHandler for KubeconfigHandler {
         write_private(&path, &Secret::new(text.clone()))
             .map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))?;
 
-        let http = ctx.timeouts.http.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
+        let http = ctx.limits.http;
         let api = KubeClient::from_kubeconfig_text(&text, None, http)
             .await
             .map_err(|e| StepError::new(format!("{}: {e}", path.display())))?;
-        let limit = ctx
-            .timeouts
-            .node_ready
-            .map(|d| d.get())
-            .unwrap_or(Duration::from_secs(600));
+        let limit = ctx.limits.node_ready;
         let start = Instant::now();
         loop {
             let missing = match api.list("v1", "Node", None).await {

@@ -18,8 +18,6 @@ use crate::components::hosts::HostConn;
 use crate::components::remote::{connect, run_checked, sh_quote, Remote};
 use crate::engine::{StepContext, StepError, StepHandler};
 
-const DEFAULT_NODE_READY: Duration = Duration::from_secs(600);
-
 pub struct NodeHandler;
 
 fn setting<T: serde::de::DeserializeOwned>(ctx: &StepContext, key: &str) -> Result<T, StepError> {
@@ -145,7 +143,7 @@ impl StepHandler for NodeHandler {
             .await?;
         }
         let ctl = connect(ctx, &control).await?;
-        let limit = ctx.timeouts.node_ready.map(|d| d.get()).unwrap_or(DEFAULT_NODE_READY);
+        let limit = ctx.limits.node_ready;
         wait_ready(ctx, &*ctl, &spec.node, &spec.version, limit).await?;
         if drained {
             run_checked(

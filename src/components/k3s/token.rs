@@ -23,7 +23,8 @@ impl StepHandler for TokenHandler {
             .map_err(|e| StepError::new(format!("token step is malformed: {e}")))?;
         let path = ctx.outputs_dir.join(token_file_name(&spec.cluster));
         let token = match &spec.source {
-            Some(r) => secret::resolve(r, &ctx.base_dir)
+            Some(r) => r
+                .resolve(&ctx.base_dir)
                 .map_err(|e| StepError::new(format!("join token of cluster `{}`: {e}", spec.cluster)))?,
             None => match std::fs::read_to_string(&path) {
                 Ok(existing) if !existing.trim().is_empty() => secret::Secret::new(existing.trim()),

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -276,9 +275,8 @@ fn prepare(ctx: &StepContext, spec: &ClusterSpec) -> Result<Playbook, StepError>
         ))
     };
     std::fs::create_dir_all(dir.join("group_vars/all")).map_err(err)?;
-    crate::engine::state::write_atomic(&dir.join("hosts.yaml"), inventory.as_bytes(), 0o600).map_err(err)?;
-    crate::engine::state::write_atomic(&dir.join("group_vars/all/nautes.yml"), group_vars.as_bytes(), 0o600)
-        .map_err(err)?;
+    crate::util::write_atomic(&dir.join("hosts.yaml"), inventory.as_bytes(), 0o600).map_err(err)?;
+    crate::util::write_atomic(&dir.join("group_vars/all/nautes.yml"), group_vars.as_bytes(), 0o600).map_err(err)?;
     let binary = ansible::locate().map_err(|e| StepError::new(e.to_string()))?;
     Ok(Playbook {
         binary,
@@ -286,11 +284,7 @@ fn prepare(ctx: &StepContext, spec: &ClusterSpec) -> Result<Playbook, StepError>
         inventory: dir.join("hosts.yaml"),
         extra_args: Vec::new(),
         env: BTreeMap::new(),
-        timeout: ctx
-            .timeouts
-            .ansible
-            .map(|d| d.get())
-            .unwrap_or(Duration::from_secs(3600)),
+        timeout: ctx.limits.ansible,
     })
 }
 

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::io_error;
-use crate::engine::state::write_atomic;
 use crate::engine::StepError;
+use crate::util::write_atomic;
 
 /// Every file under playbooks/ the runs need, by path relative to it.
 const PLAYBOOKS: &[(&str, &str)] = &[

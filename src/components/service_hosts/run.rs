@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
@@ -15,10 +14,10 @@ use super::playbooks::write_playbooks;
 use super::{io_error, render_inventory, ServiceHostSpec};
 use crate::components::remote;
 use crate::drivers::ansible::{self, Playbook};
-use crate::engine::state::write_atomic;
 use crate::engine::{StepContext, StepError};
 use crate::inventory::SudoMode;
 use crate::secret::{write_private, Secret};
+use crate::util::write_atomic;
 
 /// Removes the secrets file however the run ends.
 struct SecretsFile(PathBuf);
@@ -81,7 +80,8 @@ pub(super) async fn run_playbook(
                 spec.host.name
             ))
         })?;
-        let password = crate::secret::resolve(reference, &ctx.base_dir)
+        let password = reference
+            .resolve(&ctx.base_dir)
             .map_err(|e| StepError::new(format!("{}: sudo password: {e}", spec.host.name)))?;
         secrets.insert("ansible_become_password".into(), json!(password.expose()));
     }
@@ -109,11 +109,7 @@ pub(super) async fn run_playbook(
                 control_dir.display().to_string(),
             ),
         ]),
-        timeout: ctx
-            .timeouts
-            .ansible
-            .map(|d| d.get())
-            .unwrap_or(Duration::from_secs(3600)),
+        timeout: ctx.limits.ansible,
     };
     let playbook = spec.service.playbook();
     let changed = AtomicU64::new(0);
@@ -143,11 +139,7 @@ pub(super) fn run_vars(ctx: &StepContext, spec: &ServiceHostSpec, state: &str) -
     let mut vars = spec.vars.clone();
     vars.insert("state".into(), json!(state));
     vars.insert("keep_data".into(), json!(spec.keep_data_on_destroy));
-    let ready = ctx
-        .timeouts
-        .rollout
-        .map(|d| d.get())
-        .unwrap_or(Duration::from_secs(600));
+    let ready = ctx.limits.rollout;
     vars.insert("ready_timeout".into(), json!(ready.as_secs().max(10)));
     vars
 }

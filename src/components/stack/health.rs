@@ -19,8 +19,9 @@ use super::super::{gitlab, hosts, pki, vault};
 use super::{ingress_cluster, management_cluster, traefik_ports};
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::inventory::{ClusterType, Loaded};
-use crate::plan::diff::{unix_now, REFRESH_AFTER};
+use crate::plan::diff::REFRESH_AFTER;
 use crate::plan::Step;
+use crate::util::unix_now;
 
 pub const KIND: &str = "platform-health";
 pub const STEP_ID: &str = "health";

@@ -15,7 +15,7 @@ use super::super::kube_target::{self, KubeTarget};
 use super::super::vault::VaultTarget;
 use super::health::{http_client, Endpoint};
 use crate::engine::{StepContext, StepError, StepHandler};
-use crate::plan::fingerprint::hex;
+use crate::util::hex;
 
 pub const KIND: &str = "nautes-cluster";
 

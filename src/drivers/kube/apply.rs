@@ -48,6 +48,7 @@ use sha2::{Digest, Sha256};
 use super::objects::{contains, ObjectRef, Phase};
 use super::readiness::{evaluate, is_waited, Readiness};
 use super::{with_retries, KubeClient, KubeError, Served};
+use crate::util::hex;
 
 /// The field manager our applies are recorded under.
 pub const FIELD_MANAGER: &str = "nautes-install";
@@ -104,10 +105,6 @@ pub fn set_label_value(set: &str) -> String {
         "{}-{digest}",
         trimmed[..50].trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
     )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn selector(set: &str) -> String {

@@ -115,10 +115,7 @@ mod tests {
     fn hmac_sha1_known_answer() {
         // RFC 2202 test case 2.
         let mac = hmac_sha1(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            crate::plan::fingerprint::hex(&mac),
-            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
-        );
+        assert_eq!(crate::util::hex(&mac), "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl DigestCache {
         if let Some(sha) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok((sha.clone(), meta.len()));
         }
-        let sha = crate::artifacts::sha256_file(path)?;
+        let sha = crate::util::sha256_file(path)?;
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -807,7 +807,7 @@ impl SshHost {
 
     pub async fn upload_bytes(&self, content: &[u8], remote: &str, mode: u32) -> Result<u64, SshError> {
         use sha2::Digest;
-        let sha = crate::plan::fingerprint::hex(&sha2::Sha256::digest(content));
+        let sha = crate::util::hex(&sha2::Sha256::digest(content));
         self.place(remote, mode, &sha, content.len() as u64, Input::Bytes(content))
             .await
     }

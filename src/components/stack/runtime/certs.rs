@@ -9,7 +9,7 @@ use super::{ca_pem, pki_outputs, read, tls_secret};
 use crate::components::pki;
 use crate::engine::{StepContext, StepError};
 use crate::inventory::SecretRef;
-use crate::secret::{resolve, Secret};
+use crate::secret::Secret;
 
 pub const INGRESS_TLS_SECRET: &str = "nautes-ingress-tls";
 pub const CA_SECRET: &str = "nautes-ca";
@@ -32,7 +32,9 @@ pub(super) fn ingress_tls(ctx: &StepContext, namespace: &str) -> Result<Vec<Valu
 pub(super) fn ca_issuer(ctx: &StepContext, user_ca_key: Option<&SecretRef>) -> Result<Vec<Value>, StepError> {
     let ca = &pki_outputs(ctx)?["ca"];
     let key = match (user_ca_key, ca["key"].as_str()) {
-        (Some(r), _) => resolve(r, &ctx.base_dir).map_err(|e| StepError::new(format!("pki.ca.key: {e}")))?,
+        (Some(r), _) => r
+            .resolve(&ctx.base_dir)
+            .map_err(|e| StepError::new(format!("pki.ca.key: {e}")))?,
         (None, Some(path)) => Secret::new(read(path, "our CA key")?),
         (None, None) => return Err(StepError::new("the PKI step recorded no CA key")),
     };

@@ -3,13 +3,14 @@
 //! crash at any moment leaves either the old or the new file, never a torn one.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Mutex;
+
+use crate::util::write_atomic;
 
 /// Bumped when the file's meaning changes; older binaries refuse newer files.
 pub const STATE_VERSION: u32 = 1;
@@ -74,7 +75,7 @@ pub struct State {
     pub planned: Vec<String>,
     /// Creates in other systems, recorded before their request (see intents.rs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub intents: BTreeMap<String, super::intents::StepIntents>,
+    pub intents: BTreeMap<String, StepIntents>,
 }
 
 impl Default for State {
@@ -150,30 +151,6 @@ impl State {
             self.runs.drain(..extra);
         }
     }
-}
-
-/// Write `bytes` to `path` so that readers see the old or the new content,
-/// never a mix: temp file in the same directory, fsync, rename, fsync dir.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// The state shared by concurrently running steps. Writes are coalesced:
@@ -255,9 +232,35 @@ impl StateStore {
     }
 }
 
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+/// The write-ahead records of creates in systems that do not forget (see
+/// `engine::intents` for how steps use them).
+/// One create, from before its request until what it made is removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Intent {
+    /// Unique to this create; the object carries it, so it can be found
+    /// even when the answer naming it never arrived.
+    pub marker: String,
+    /// What the step needs to look for it later (non-secret: a user id,
+    /// the highest id that existed before, ...).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub about: Value,
+    /// What the create answered (an id), once it was heard; `None` while
+    /// the answer may be lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made: Option<Value>,
+    pub at: String,
 }
+
+impl Intent {
+    /// The id the create answered, if it was heard.
+    pub fn made_id(&self) -> Option<u64> {
+        self.made.as_ref().and_then(Value::as_u64)
+    }
+}
+
+/// Per step: what name -> the creates not yet undone.
+pub type StepIntents = BTreeMap<String, Vec<Intent>>;
 
 #[cfg(test)]
 mod tests {
