@@ -16,3 +16,4 @@ pub mod state;
 pub mod templates;
 pub mod util;
 pub mod versions;
+pub mod wait;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Lowest first. Modules in one layer may not use each other either.
 const LAYERS: &[&[&str]] = &[
-    &["util", "exit", "versions", "templates"],
+    &["util", "wait", "exit", "versions", "templates"],
     &["secret"],
     &["drivers", "pki", "artifacts"],
     &["inventory"],

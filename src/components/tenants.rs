@@ -6,7 +6,6 @@
 //! first), but never one that still runs workloads unless the tenant allows.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -22,6 +21,7 @@ use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{Diagnostic, Loaded, NamespaceNode};
 use crate::plan::Step;
 use crate::versions;
+use crate::wait::{Poll, Wait};
 
 pub const TENANT_KIND: &str = "tenant-namespaces";
 const HNC_API: &str = "hnc.x-k8s.io/v1alpha2";
@@ -300,32 +300,41 @@ async fn wait_namespaces(
         .await
         .map_err(|e| StepError::new(e.to_string()))?
         .ok_or_else(|| StepError::new("the cluster serves no Namespaces"))?;
-    let deadline = Instant::now() + rollout_timeout(ctx);
+    // One limit for all of them, as before.
+    let limit = rollout_timeout(ctx);
+    let deadline = std::time::Instant::now() + limit;
     for r in namespaces {
-        loop {
-            let live = client
-                .get(&served, r)
-                .await
-                .map_err(|e| StepError::new(e.to_string()))?;
-            // A terminating namespace is not there for new contents.
-            let there = live.is_some_and(|o| o.metadata.deletion_timestamp.is_none());
-            if there == present {
-                break;
-            }
-            if Instant::now() >= deadline {
-                let what = if present {
-                    "HNC has not created subnamespace"
-                } else {
-                    "namespace still exists"
+        let (what, hint) = if present {
+            (
+                format!("HNC to create subnamespace {}", r.name),
+                "is the HNC manager running?",
+            )
+        } else {
+            (
+                format!("namespace {} to be gone", r.name),
+                "finalizers or contents still being removed?",
+            )
+        };
+        let served = &served;
+        Wait::for_(what, limit)
+            .by(deadline)
+            .every(std::time::Duration::from_millis(200))
+            .hint(hint)
+            .until(move || async move {
+                let live = client.get(served, r).await.map_err(|e| StepError::new(e.to_string()))?;
+                // A terminating namespace is not there for new contents.
+                let seen = match &live {
+                    None => "absent",
+                    Some(o) if o.metadata.deletion_timestamp.is_some() => "terminating",
+                    Some(_) => "present",
                 };
-                return Err(StepError::new(format!(
-                    "{what} {} after {} (is the HNC manager running?)",
-                    r.name,
-                    humantime::format_duration(rollout_timeout(ctx))
-                )));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
+                Ok::<_, StepError>(if (seen == "present") == present {
+                    Poll::Done(())
+                } else {
+                    Poll::Pending(seen.to_string())
+                })
+            })
+            .await?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! virtual cluster use that kubeconfig.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
@@ -29,6 +29,7 @@ use crate::inventory::{Diagnostic, ExposeType, Loaded};
 use crate::plan::Step;
 use crate::secret::{write_private, Secret};
 use crate::versions;
+use crate::wait::{Poll, Wait};
 
 pub const KIND: &str = "vcluster";
 
@@ -272,58 +273,53 @@ async fn read_vcluster_kubeconfig(
         .await
         .map_err(|e| StepError::new(e.to_string()))?
         .ok_or_else(|| StepError::new("the host cluster serves no Secrets"))?;
-    let limit = super::manifests::rollout_timeout(ctx);
-    let deadline = Instant::now() + limit;
     ctx.progress(format!("waiting for {r}"));
-    loop {
-        if let Some(secret) = client
+    let secret = Wait::for_(
+        format!("vcluster {} to write {r}", spec.name),
+        super::manifests::rollout_timeout(ctx),
+    )
+    .every(Duration::from_millis(300))
+    .hint("is its pod running?")
+    .until(|| async {
+        let live = client
             .get(&served, &r)
             .await
-            .map_err(|e| StepError::new(e.to_string()))?
-        {
-            let data = serde_json::to_value(&secret).unwrap_or(Value::Null);
-            let encoded = data["data"]["config"]
-                .as_str()
-                .ok_or_else(|| StepError::new(format!("{r} has no `config` key")))?;
-            let bytes = STANDARD
-                .decode(encoded)
-                .map_err(|_| StepError::new(format!("{r}: `config` is not base64")))?;
-            return String::from_utf8(bytes).map_err(|_| StepError::new(format!("{r}: `config` is not text")));
-        }
-        if Instant::now() >= deadline {
-            return Err(StepError::new(format!(
-                "vcluster {} wrote no {r} within {}; is its pod running?",
-                spec.name,
-                humantime::format_duration(limit)
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+            .map_err(|e| StepError::new(e.to_string()))?;
+        Ok::<_, StepError>(match live {
+            Some(secret) => Poll::Done(secret),
+            None => Poll::Pending(format!("no {r} yet")),
+        })
+    })
+    .await?;
+    let data = serde_json::to_value(&secret).unwrap_or(Value::Null);
+    let encoded = data["data"]["config"]
+        .as_str()
+        .ok_or_else(|| StepError::new(format!("{r} has no `config` key")))?;
+    let bytes = STANDARD
+        .decode(encoded)
+        .map_err(|_| StepError::new(format!("{r}: `config` is not base64")))?;
+    String::from_utf8(bytes).map_err(|_| StepError::new(format!("{r}: `config` is not text")))
 }
 
 /// Retry until the virtual cluster's API answers through `text`.
 async fn wait_api(ctx: &StepContext, spec: &VclusterSpec, text: &str, endpoint: &str) -> Result<String, StepError> {
-    let limit = super::manifests::rollout_timeout(ctx);
-    let deadline = Instant::now() + limit;
     let http = ctx.limits.http;
     ctx.progress(format!("waiting for the API of vcluster {} at {endpoint}", spec.name));
-    loop {
-        let result = match crate::drivers::kube::KubeClient::from_kubeconfig_text(text, None, http).await {
+    Wait::for_(
+        format!("the API of vcluster {} at {endpoint} to answer", spec.name),
+        super::manifests::rollout_timeout(ctx),
+    )
+    .until(|| async {
+        let answer = match crate::drivers::kube::KubeClient::from_kubeconfig_text(text, None, http).await {
             Ok(c) => c.server_version().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        match result {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(StepError::new(format!(
-                    "the API of vcluster {} at {endpoint} did not answer within {}: {e}",
-                    spec.name,
-                    humantime::format_duration(limit)
-                )))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
+        Ok::<_, StepError>(match answer {
+            Ok(v) => Poll::Done(v),
+            Err(e) => Poll::Pending(e),
+        })
+    })
+    .await
 }
 
 pub struct VclusterHandler;

@@ -104,6 +104,12 @@ impl StepError {
     }
 }
 
+impl From<crate::wait::TimedOut> for StepError {
+    fn from(t: crate::wait::TimedOut) -> Self {
+        StepError::new(t.to_string())
+    }
+}
+
 impl From<anyhow::Error> for StepError {
     fn from(e: anyhow::Error) -> Self {
         StepError::new(format!("{e:#}"))

@@ -2,8 +2,6 @@
 //! reachable endpoint, write it 0600 to the outputs, and prove it works:
 //! every planned node must be Ready at its version through that endpoint.
 
-use std::time::{Duration, Instant};
-
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
@@ -13,6 +11,7 @@ use crate::components::remote::connect;
 use crate::drivers::kube::KubeClient;
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::secret::{write_private, Secret};
+use crate::wait::{Poll, Wait};
 
 pub struct KubeconfigHandler;
 
@@ -40,29 +39,27 @@ impl StepHandler for KubeconfigHandler {
         let api = KubeClient::from_kubeconfig_text(&text, None, http)
             .await
             .map_err(|e| StepError::new(format!("{}: {e}", path.display())))?;
-        let limit = ctx.limits.node_ready;
-        let start = Instant::now();
-        loop {
+        let (api, nodes) = (&api, &spec.nodes);
+        Wait::for_(
+            format!(
+                "every node of cluster {} to be Ready through {}",
+                spec.cluster, spec.endpoint
+            ),
+            ctx.limits.node_ready,
+        )
+        .until(move || async move {
             let missing = match api.list("v1", "Node", None).await {
-                Ok(Some(nodes)) => not_ready(&serde_json::to_value(nodes).unwrap_or_default(), &spec.nodes),
+                Ok(Some(live)) => not_ready(&serde_json::to_value(live).unwrap_or_default(), nodes),
                 Ok(None) => vec!["the API serves no Nodes".to_string()],
                 Err(e) => vec![e.to_string()],
             };
             if missing.is_empty() {
-                break;
-            }
-            if start.elapsed() >= limit {
-                return Err(StepError::new(format!(
-                    "cluster {} through {}: not every node is Ready after {}: {}",
-                    spec.cluster,
-                    spec.endpoint,
-                    humantime::format_duration(limit),
-                    missing.join("; ")
-                )));
+                return Ok::<_, StepError>(Poll::Done(()));
             }
             ctx.progress(format!("waiting for nodes: {}", missing.join("; ")));
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+            Ok(Poll::Pending(missing.join("; ")))
+        })
+        .await?;
         Ok(json!({ "kubeconfig": path, "endpoint": spec.endpoint, "nodes": spec.nodes.len() }))
     }
 

@@ -49,6 +49,7 @@ use super::objects::{contains, ObjectRef, Phase};
 use super::readiness::{evaluate, is_waited, Readiness};
 use super::{with_retries, KubeClient, KubeError, Served};
 use crate::util::hex;
+use crate::wait::{Poll, Wait};
 
 /// The field manager our applies are recorded under.
 pub const FIELD_MANAGER: &str = "nautes-install";
@@ -802,19 +803,22 @@ async fn delete_one(
         }
     }
     // Gone only when the API says so (namespaces and finalizers take time).
-    loop {
-        match client.get(&served, r).await {
-            Ok(None) => return Ok(()),
-            Ok(Some(_)) if Instant::now() >= deadline => {
-                return Err(format!(
-                    "{r} still exists {} after it was deleted (finalizers or contents still being removed?)",
-                    humantime::format_duration(timeout)
-                ))
+    let served = &served;
+    Wait::for_(format!("{r} to be gone after it was deleted"), timeout)
+        .by(deadline)
+        .every(Duration::from_millis(250))
+        .hint("finalizers or contents still being removed?")
+        .until(move || async move {
+            match client.get(served, r).await {
+                Ok(None) => Ok(Poll::Done(())),
+                Ok(Some(live)) => Ok(Poll::Pending(match live.metadata.finalizers {
+                    Some(f) if !f.is_empty() => format!("still there, finalizers {}", f.join(", ")),
+                    _ => "still there".to_string(),
+                })),
+                Err(e) => Err(format!("{r}: {e}")),
             }
-            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
-            Err(e) => return Err(format!("{r}: {e}")),
-        }
-    }
+        })
+        .await
 }
 
 /// Kinds every release puts in its namespace; enough to tell that another
