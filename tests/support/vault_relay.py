@@ -12,9 +12,19 @@ installer's output files exist).
 Control endpoints (not forwarded): GET /_relay/requests, POST /_relay/reset-log,
 GET /_relay/root-token.
 
+Crash injection, as the GitLab stand-in's: POST /_relay/hold {"method",
+"path": <regex matched against the whole path, without the query>} arms a
+hold on the next matching request. That request is forwarded and carried
+out by OpenBao as usual (and logged), then its answer is held back - the
+connection stays open with nothing sent - until POST /_relay/release, or
+until the client goes away (it was killed: the answer is dropped), or
+300 s. GET /_relay/held lists the requests held so far ({method, path,
+status, client_gone}); client_gone turns true once the relay saw the
+client's side close, so a test can wait for the kill to have landed.
+
 Run: vault_relay.py --upstream http://127.0.0.1:PORT --port-file F
 """
-import argparse, json, os, threading, time, urllib.error, urllib.request
+import argparse, json, os, re, select, socket, threading, time, urllib.error, urllib.request
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
 ap = argparse.ArgumentParser()
@@ -24,6 +34,9 @@ args = ap.parse_args()
 LOCK = threading.Lock()
 LOG = []
 ROOT = [""]
+HOLDS = []      # armed holds: {"method", "path" (compiled regex)}
+HELD = []       # requests whose answer was held back
+RELEASE = threading.Event()
 HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 
 
@@ -53,6 +66,19 @@ class Relay(BaseHTTPRequestHandler):
                     return self.reply(200, b"{}")
                 if path == "/_relay/root-token":
                     return self.reply(200, ROOT[0].encode())
+                if path == "/_relay/held":
+                    return self.reply(200, json.dumps(HELD).encode())
+                if path == "/_relay/hold" and self.command == "POST":
+                    try:
+                        body = json.loads(raw)
+                        HOLDS.append({"method": body["method"].upper(), "path": re.compile(body["path"])})
+                    except (ValueError, KeyError, TypeError, re.error) as e:
+                        return self.reply(400, ("bad hold: %r" % e).encode())
+                    RELEASE.clear()
+                    return self.reply(200, b"{}")
+                if path == "/_relay/release" and self.command == "POST":
+                    RELEASE.set()
+                    return self.reply(200, json.dumps({"held": len(HELD)}).encode())
             return self.reply(404, b"")
         received = time.time()
         req = urllib.request.Request(args.upstream + self.path, data=raw if raw else None, method=self.command)
@@ -73,12 +99,48 @@ class Relay(BaseHTTPRequestHandler):
                 pass
         with LOCK:
             LOG.append({"time": received, "method": self.command, "path": path, "status": code})
+            held = take_hold(self.command, path)
+            if held is not None:
+                entry = {"method": self.command, "path": path, "status": code, "client_gone": False}
+                HELD.append(entry)
+        if held is not None:
+            # Done by OpenBao, and nobody is told: wait for the test to let
+            # the answer go or for the client to die waiting.
+            if not self.wait_release_or_client_gone():
+                with LOCK:
+                    entry["client_gone"] = True
+                self.close_connection = True
+                return
         self.reply(code, body, [(k, v) for k, v in headers if k.lower() not in HOP])
+
+    def wait_release_or_client_gone(self):
+        """True once released; False when the client closed its side first (or after 300 s)."""
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if RELEASE.wait(0.05):
+                return True
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if readable:
+                try:
+                    if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        return False
+                except OSError:
+                    return False
+        return False
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = any
 
     def do_LIST(self):
         self.any()
+
+
+def take_hold(method, path):
+    """The armed hold this request matches, disarmed; None if none does."""
+    for h in HOLDS:
+        if h["method"] == method and h["path"].fullmatch(path):
+            HOLDS.remove(h)
+            return h
+    return None
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
