@@ -159,15 +159,26 @@ impl OpenBao {
     /// `path` is forwarded and carried out by OpenBao, then its answer is
     /// held back until `release` or until the client is gone.
     pub fn hold_next(&self, method: &str, path: &str) {
+        self.arm_hold(method, path, false);
+    }
+
+    /// Like `hold_next`, but the request itself is held before it reaches
+    /// OpenBao: forwarded on `release`, never if the client is gone first.
+    pub fn hold_next_request(&self, method: &str, path: &str) {
+        self.arm_hold(method, path, true);
+    }
+
+    fn arm_hold(&self, method: &str, path: &str, before: bool) {
         let (status, reply) = Call::new("POST", format!("{}/_relay/hold", self.url()))
             .header("Content-Type", "application/json")
-            .body(json!({"method": method, "path": path}).to_string())
+            .body(json!({"method": method, "path": path, "before": before}).to_string())
             .json();
         assert_eq!(status, 200, "arming the relay's hold failed: {reply}");
     }
 
-    /// The requests whose answer is (or was) held back: method, path,
-    /// status, and `client_gone` once the client closed its connection.
+    /// The requests held (answer or request): method, path, status (null
+    /// while not forwarded), `forwarded`, and `client_gone` once the client
+    /// closed its connection.
     pub fn held(&self) -> Vec<Value> {
         self.relay("GET", "held").as_array().cloned().unwrap_or_default()
     }
