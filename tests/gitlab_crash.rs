@@ -15,8 +15,6 @@ mod gitlab;
 mod port_file;
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 use std::time::Duration;
 
 use cli::{code, stderr, Scratch};
@@ -111,28 +109,10 @@ fn active_tokens<'a>(dump: &'a Value, base: &str, theirs: &Value) -> Vec<&'a Val
 /// Run `args` in its own process group; once the stand-in holds the answer
 /// to the armed request, SIGKILL the whole group.
 fn kill_at_held_answer(g: &GitlabStandin, s: &Scratch, args: &[&str]) {
-    let mut child = s
-        .command(args)
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while g.held().is_empty() {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            panic!("the run ended ({status}) without reaching the held request: {err}");
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "the held request never came");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // SAFETY: kill(2) on the process group of a child we spawned.
-    unsafe {
-        libc::kill(-(child.id() as i32), libc::SIGKILL);
-    }
-    let _ = child.wait();
+    let mut run = s.watch(args);
+    run.wait_until("the held request", Duration::from_secs(120), |_| !g.held().is_empty());
+    run.kill_group();
+    run.finish();
     g.release();
 }
 

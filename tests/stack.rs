@@ -363,59 +363,7 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
             .any(|r| r["method"] == "DELETE" && r["path"] == "/api/v1/clusters/host"),
         "the runtime cluster is unregistered"
     );
-    let vault = p.vault.dump();
-    assert!(
-        vault["auth"].get("kubernetes-acme/").is_none(),
-        "the tenant's auth mount is gone: {}",
-        vault["auth"]
-    );
-    let gitlab = p.gitlab.dump();
-    assert!(
-        gitlab["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|g| g["full_path"] != "acme"),
-        "the group we created is gone"
-    );
-    assert!(
-        gitlab["applications"].as_array().unwrap().is_empty(),
-        "Dex's OAuth application is gone"
-    );
-    let namespaces: Vec<String> = p.kube.get("/api/v1/namespaces")["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
-    for ns in [
-        "cert-manager",
-        "argocd",
-        "dex",
-        "traefik",
-        "tekton-pipelines",
-        "argo-rollouts",
-        "nautes",
-    ] {
-        if namespaces.contains(&ns.to_string()) {
-            let live = p.kube.get(&format!("/api/v1/namespaces/{ns}"));
-            let touched: Vec<Value> = p
-                .kube
-                .requests()
-                .into_iter()
-                .filter(|r| {
-                    r["path"]
-                        .as_str()
-                        .is_some_and(|x| x.contains(&format!("/namespaces/{ns}")))
-                })
-                .collect();
-            panic!(
-                "{ns} left behind: {live}\nrequests: {touched:?}\n{}\n{}",
-                stdout(&down),
-                stderr(&down)
-            );
-        }
-    }
+    p.assert_torn_down(&down);
 }
 
 #[test]

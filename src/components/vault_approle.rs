@@ -160,6 +160,29 @@ pub async fn secret_id(
     Ok(secret)
 }
 
+/// Teardown: destroy every secret id of `role` the records name — the one
+/// handed out and any whose answer a crash lost — and forget the records.
+/// A role that is gone took its secret ids with it. The user's secret ids
+/// on the role are never touched.
+pub async fn destroy_ours(intents: &Intents, vault: &Vault, token: &Secret, role: &str) -> Result<(), StepError> {
+    let records = intents.list(RECORD);
+    if records.is_empty() {
+        return Ok(());
+    }
+    let role_exists = vault
+        .read(role, token)
+        .await
+        .map_err(failed("reading the AppRole role"))?
+        .is_some();
+    if role_exists {
+        return tidy(intents, vault, token, role, None).await;
+    }
+    for record in records {
+        intents.forget(RECORD, &record.marker).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     //! Against the real OpenBao (`bao server -dev`), which must be there in
@@ -249,7 +272,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_secret_id_whose_answer_was_lost_is_destroyed_and_replaced_and_others_are_left() {
+    async fn a_secret_id_whose_answer_was_lost_is_destroyed_and_replaced_others_are_left_and_teardown_destroys_ours() {
         let Some(bao) = start_bao().await else { return };
         let vault = Vault::new(&bao.url, None, Duration::from_secs(5)).unwrap();
         let root = Secret::new("root");
@@ -330,5 +353,33 @@ mod tests {
         assert!(!accessors.contains(&mine));
         let state = std::fs::read_to_string(&path).unwrap();
         assert!(!state.contains(replaced.expose()), "a secret id reached the state file");
+
+        // Teardown after another lost answer: ours and the lost one are
+        // destroyed, theirs stays, no record is left.
+        let record = intents.begin(RECORD, json!({"role": ROLE})).await.unwrap();
+        let lost = vault
+            .write(
+                &format!("{ROLE}/secret-id"),
+                &root,
+                &json!({"metadata": json!({MARKER_KEY: record.marker}).to_string()}),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let lost_secret = Secret::new(lost["data"]["secret_id"].as_str().unwrap());
+        destroy_ours(&intents, &vault, &root, ROLE).await.unwrap();
+        assert_eq!(
+            vault.list(&format!("{ROLE}/secret-id"), &root).await.unwrap(),
+            vec![theirs_accessor.clone()]
+        );
+        assert!(!login_works(&vault, &role_id, &replaced).await);
+        assert!(!login_works(&vault, &role_id, &lost_secret).await);
+        assert!(intents.list(RECORD).is_empty());
+
+        // A role someone removed took its secret ids along: the records go.
+        intents.begin(RECORD, json!({"role": ROLE})).await.unwrap();
+        vault.delete(ROLE, &root).await.unwrap();
+        destroy_ours(&intents, &vault, &root, ROLE).await.unwrap();
+        assert!(intents.list(RECORD).is_empty());
     }
 }

@@ -162,3 +162,130 @@ pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std
     let _ = child.wait();
     None
 }
+
+/// A run of the binary in a process group of its own, with `--output json`,
+/// its events (JSON lines on stdout) and stderr collected as they come, so
+/// a test can pick the moment to kill it from what the run itself says.
+pub struct Watched {
+    child: Child,
+    events: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Scratch {
+    /// Start `args` (after the global `--output json`) as a watched run.
+    pub fn watch(&self, args: &[&str]) -> Watched {
+        use std::io::{BufRead, Read};
+        use std::os::unix::process::CommandExt;
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let mut child = self
+            .command(&all)
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nautes-install");
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let into = events.clone();
+        let on_stdout = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str(&line) {
+                    into.lock().unwrap().push(event);
+                }
+            }
+        });
+        let into = stderr.clone();
+        let on_stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::BufReader::new(err).read_to_string(&mut text);
+            into.lock().unwrap().push_str(&text);
+        });
+        Watched {
+            child,
+            events,
+            stderr,
+            readers: vec![on_stdout, on_stderr],
+        }
+    }
+}
+
+impl Watched {
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Whether the run has said step `id` started.
+    pub fn started(&self, id: &str) -> bool {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "step_started" && e["id"] == id)
+    }
+
+    /// The steps the run has said failed, with their errors.
+    pub fn failures(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "step_failed")
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e["id"].as_str().unwrap_or(""),
+                    e["error"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    /// Wait until `cond` holds; panics with what the run printed if it
+    /// ends first or `limit` passes.
+    pub fn wait_until(&mut self, what: &str, limit: Duration, mut cond: impl FnMut(&Watched) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let (events, err) = self.finish();
+                panic!("the run ended ({status}) before {what}:\n{err}\nevents: {events:?}");
+            }
+            if start.elapsed() > limit {
+                self.kill_group();
+                let (events, err) = self.finish();
+                panic!("timed out waiting for {what}:\n{err}\nevents: {events:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL the run's whole process group and reap it.
+    pub fn kill_group(&mut self) {
+        // SAFETY: kill(2) on the process group of a child we spawned.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Wait for the run to end (after a kill: at once); its events and stderr.
+    pub fn finish(&mut self) -> (Vec<serde_json::Value>, String) {
+        let _ = self.child.wait();
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        (self.events(), self.stderr.lock().unwrap().clone())
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill_group();
+        }
+    }
+}

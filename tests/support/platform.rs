@@ -15,6 +15,7 @@ use super::controlplane::ControlPlane;
 use super::gitlab::GitlabStandin;
 use super::standin_controllers::{hnc_manager, Api, Standin};
 use super::vault::OpenBao;
+use serde_json::{json, Value};
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 pub const BOOTSTRAP: &str = "glpat-stackBootstrap0001";
@@ -301,4 +302,321 @@ pub fn platform(fail_host: Option<&str>) -> Platform {
     // plane and stand-in controllers, on two cores in CI.
     p.s.write_inventory(&inventory(&p, "v1.8.0", "180s"));
     p
+}
+
+/// vault-proxy's AppRole role, as the installer configures it.
+pub const PROXY_ROLE: &str = "/v1/auth/approle/role/vault-proxy";
+
+/// A token's name without the marker we add (`nautes-install [3f9c…]`).
+fn base_name(name: &str) -> &str {
+    name.split(" [").next().unwrap_or(name)
+}
+
+fn names(list: &Value, key: &str) -> Vec<String> {
+    let mut out: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| match key {
+            "namespaced" => format!(
+                "{}/{}",
+                o["metadata"]["namespace"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            ),
+            _ => o["metadata"]["name"].as_str().unwrap_or("").to_string(),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+impl Platform {
+    /// Accessors of every live secret id of vault-proxy's role (as root).
+    pub fn proxy_secret_ids(&self) -> Vec<String> {
+        let (status, body) = self.vault.api("LIST", &format!("{PROXY_ROLE}/secret-id"), None);
+        if status == 404 {
+            return Vec::new();
+        }
+        assert_eq!(status, 200, "listing vault-proxy's secret ids: {body}");
+        let mut out: Vec<String> = body["data"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// What Vault knows of a secret id of vault-proxy's role, by accessor.
+    pub fn proxy_secret_id_info(&self, accessor: &str) -> Value {
+        let (status, body) = self.vault.api(
+            "POST",
+            &format!("{PROXY_ROLE}/secret-id-accessor/lookup"),
+            Some(&json!({ "secret_id_accessor": accessor })),
+        );
+        assert_eq!(status, 200, "looking up secret id {accessor}: {body}");
+        body["data"].clone()
+    }
+
+    /// The role id and secret id the installer gave vault-proxy (its Secret in the cluster).
+    pub fn proxy_credentials(&self) -> Option<(String, String)> {
+        let secret = self.kube.get("/api/v1/namespaces/nautes/secrets/vault-proxy-approle");
+        let field = |k: &str| {
+            use base64::Engine;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(secret["data"][k].as_str()?)
+                .ok()?;
+            String::from_utf8(raw).ok()
+        };
+        Some((field("role_id")?, field("secret_id")?))
+    }
+
+    /// Whether an AppRole login to vault-proxy's role with this secret id works.
+    pub fn approle_login(&self, role_id: &str, secret_id: &str) -> bool {
+        let (status, body) = self.vault.api(
+            "POST",
+            "/v1/auth/approle/login",
+            Some(&json!({"role_id": role_id, "secret_id": secret_id})),
+        );
+        status == 200 && body["auth"]["client_token"].is_string()
+    }
+
+    /// What an install left, in terms that do not depend on this platform's
+    /// ports or ids, so two installs can be compared: GitLab's groups,
+    /// projects (files, commits, deploy keys), applications, live tokens
+    /// and bots; Vault's engines, auth methods, policies, roles and
+    /// vault-proxy's live secret ids; the cluster's namespaces and
+    /// workloads; every step's status and the open records per step.
+    pub fn end_state(&self) -> Value {
+        let dump = self.gitlab.dump();
+        let mut groups: Vec<&str> = dump["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|g| g["full_path"].as_str())
+            .collect();
+        groups.sort();
+        let mut projects: Vec<Value> = dump["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let mut keys: Vec<&str> = p["deploy_keys"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|k| k["title"].as_str())
+                    .collect();
+                keys.sort();
+                let files: Vec<&String> = p["branches"]["main"]["files"]
+                    .as_object()
+                    .map(|f| f.keys().collect())
+                    .unwrap_or_default();
+                json!({"path": p["path_with_namespace"], "commits": p["commits"],
+                       "files": files, "deploy_keys": keys})
+            })
+            .collect();
+        projects.sort_by_key(|p| p["path"].to_string());
+        let mut applications: Vec<Value> = dump["applications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| json!({"name": a["name"], "redirect_uri": a["redirect_uri"], "scopes": a["scopes"]}))
+            .collect();
+        applications.sort_by_key(|a| a.to_string());
+        let mut tokens: Vec<Value> = dump["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["active"] == true)
+            .map(|t| {
+                json!({"name": base_name(t["name"].as_str().unwrap_or("")),
+                       "scopes": t["scopes"], "of_root": t["user_id"] == 1})
+            })
+            .collect();
+        tokens.sort_by_key(|t| t.to_string());
+        let bots = dump["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["bot"].is_object() && u["state"] == "active")
+            .count();
+
+        let vault = self.vault.dump();
+        let keys = |v: &Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+            k.sort();
+            k
+        };
+        let secret_ids = self.proxy_secret_ids().len();
+
+        let state = self.s.state();
+        let steps: serde_json::Map<String, Value> = state["steps"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(id, st)| (id.clone(), st["status"].clone()))
+            .collect();
+        let records: serde_json::Map<String, Value> = state["intents"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(step, per)| {
+                let per: serde_json::Map<String, Value> = per
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(what, list)| {
+                        let list = list.as_array().unwrap();
+                        let open = list.iter().filter(|i| i["made"].is_null()).count();
+                        (what.clone(), json!({"records": list.len(), "unanswered": open}))
+                    })
+                    .collect();
+                (step.clone(), Value::Object(per))
+            })
+            .collect();
+
+        json!({
+            "gitlab": {"groups": groups, "projects": projects, "applications": applications,
+                       "live_tokens": tokens, "active_bots": bots},
+            "vault": {"mounts": keys(&vault["mounts"]), "auth": keys(&vault["auth"]),
+                      "policies": keys(&vault["policies"]), "approle_roles": vault["approle_roles"],
+                      "proxy_secret_ids": secret_ids},
+            "live_credentials": tokens.len() + applications.len() + secret_ids,
+            "kube": {"namespaces": names(&self.kube.get("/api/v1/namespaces"), "cluster"),
+                     "deployments": names(&self.kube.get("/apis/apps/v1/deployments"), "namespaced"),
+                     "statefulsets": names(&self.kube.get("/apis/apps/v1/statefulsets"), "namespaced")},
+            "steps": steps,
+            "records": records,
+        })
+    }
+
+    /// Every credential the installer handed out is the live one of its
+    /// kind: GitLab's admin and base-operator tokens and Dex's application
+    /// secret as the installer keeps them (in Vault's `git` engine, where
+    /// Nautes reads them), vault-proxy's secret id in the cluster (it logs in).
+    pub fn assert_holds_live_credentials(&self) {
+        let dump = self.gitlab.dump();
+        let output = |name: &str| -> Value {
+            let (status, body) = self.vault.api("GET", &format!("/v1/git/data/gitlab/{name}"), None);
+            assert_eq!(status, 200, "the installer keeps no {name} in Vault");
+            body["data"]["data"].clone()
+        };
+        for (file, base) in [
+            ("admin-token", "nautes-install"),
+            ("base-operator-token", "nautes-base-operator"),
+        ] {
+            let held = output(file)["token"].clone();
+            let live: Vec<&Value> = dump["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["active"] == true && base_name(t["name"].as_str().unwrap_or("")) == base)
+                .collect();
+            assert_eq!(live.len(), 1, "one live {base} token: {live:?}");
+            assert!(live[0]["token"] == held, "the {base} token we hold is not the live one");
+        }
+        let apps: Vec<&Value> = dump["applications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["name"] == "nautes-dex")
+            .collect();
+        assert_eq!(apps.len(), 1, "one Dex application");
+        assert!(
+            output("dex-oauth-app")["clientSecret"] == apps[0]["secret"],
+            "Dex's secret we hold is not the application's"
+        );
+        let (role_id, secret_id) = self
+            .proxy_credentials()
+            .expect("vault-proxy's AppRole Secret is in the cluster");
+        assert!(
+            self.approle_login(&role_id, &secret_id),
+            "vault-proxy's secret id does not log in"
+        );
+    }
+
+    /// After a teardown: nothing we made is left — the tenant's auth mount
+    /// in Vault and vault-proxy's secret ids, GitLab's group, application
+    /// and our live tokens, the stack's namespaces — and no record is open.
+    /// `down` is the teardown's output, shown when something is left.
+    pub fn assert_torn_down(&self, down: &std::process::Output) {
+        let shown = format!("{}\n{}", super::cli::stdout(down), stderr(down));
+        let vault = self.vault.dump();
+        assert!(
+            vault["auth"].get("kubernetes-acme/").is_none(),
+            "the tenant's auth mount is left: {}\n{shown}",
+            vault["auth"]
+        );
+        let secret_ids = self.proxy_secret_ids();
+        let ours: Vec<&String> = secret_ids
+            .iter()
+            .filter(|a| !self.proxy_secret_id_info(a)["metadata"]["nautes_install_intent"].is_null())
+            .collect();
+        assert!(
+            ours.is_empty(),
+            "vault-proxy secret ids of ours left alive: {ours:?}\n{shown}"
+        );
+        let gitlab = self.gitlab.dump();
+        assert!(
+            gitlab["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|g| g["full_path"] != "acme"),
+            "the group we created is left\n{shown}"
+        );
+        assert!(
+            gitlab["applications"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["name"] != "nautes-dex"),
+            "Dex's OAuth application is left\n{shown}"
+        );
+        let live: Vec<&Value> = gitlab["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| {
+                t["active"] == true
+                    && t["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("nautes-install [") || n.starts_with("nautes-base-operator ["))
+            })
+            .collect();
+        assert!(live.is_empty(), "live tokens of ours after teardown: {live:?}\n{shown}");
+        let namespaces = names(&self.kube.get("/api/v1/namespaces"), "cluster");
+        for ns in [
+            "cert-manager",
+            "argocd",
+            "dex",
+            "traefik",
+            "tekton-pipelines",
+            "argo-rollouts",
+            "nautes",
+        ] {
+            if namespaces.iter().any(|n| n == ns) {
+                let live = self.kube.get(&format!("/api/v1/namespaces/{ns}"));
+                let touched: Vec<Value> = self
+                    .kube
+                    .requests()
+                    .into_iter()
+                    .filter(|r| {
+                        r["path"]
+                            .as_str()
+                            .is_some_and(|x| x.contains(&format!("/namespaces/{ns}")))
+                    })
+                    .collect();
+                panic!("{ns} left behind: {live}\nrequests: {touched:?}\n{shown}");
+            }
+        }
+        let state = self.s.state();
+        assert!(
+            state["intents"].as_object().is_none_or(|m| m.is_empty()),
+            "records left after teardown: {}",
+            state["intents"]
+        );
+    }
 }

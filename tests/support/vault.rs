@@ -154,6 +154,40 @@ impl OpenBao {
         self.relay("POST", "reset-log");
     }
 
+    /// Crash injection: the next `method` request whose path (without the
+    /// query, e.g. `/v1/auth/approle/role/x/secret-id`) matches the regex
+    /// `path` is forwarded and carried out by OpenBao, then its answer is
+    /// held back until `release` or until the client is gone.
+    pub fn hold_next(&self, method: &str, path: &str) {
+        self.arm_hold(method, path, false);
+    }
+
+    /// Like `hold_next`, but the request itself is held before it reaches
+    /// OpenBao: forwarded on `release`, never if the client is gone first.
+    pub fn hold_next_request(&self, method: &str, path: &str) {
+        self.arm_hold(method, path, true);
+    }
+
+    fn arm_hold(&self, method: &str, path: &str, before: bool) {
+        let (status, reply) = Call::new("POST", format!("{}/_relay/hold", self.url()))
+            .header("Content-Type", "application/json")
+            .body(json!({"method": method, "path": path, "before": before}).to_string())
+            .json();
+        assert_eq!(status, 200, "arming the relay's hold failed: {reply}");
+    }
+
+    /// The requests held (answer or request): method, path, status (null
+    /// while not forwarded), `forwarded`, and `client_gone` once the client
+    /// closed its connection.
+    pub fn held(&self) -> Vec<Value> {
+        self.relay("GET", "held").as_array().cloned().unwrap_or_default()
+    }
+
+    /// Let held answers go (to a client that is usually dead by then).
+    pub fn release(&self) {
+        self.relay("POST", "release");
+    }
+
     /// The root token the installer got from `sys/init` (empty before).
     pub fn root_token(&self) -> String {
         Call::new("GET", format!("{}/_relay/root-token", self.url()))

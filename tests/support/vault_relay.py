@@ -12,9 +12,23 @@ installer's output files exist).
 Control endpoints (not forwarded): GET /_relay/requests, POST /_relay/reset-log,
 GET /_relay/root-token.
 
+Crash injection, as the GitLab stand-in's: POST /_relay/hold {"method",
+"path": <regex matched against the whole path, without the query>} arms a
+hold on the next matching request. That request is forwarded and carried
+out by OpenBao as usual (and logged), then its answer is held back - the
+connection stays open with nothing sent - until POST /_relay/release, or
+until the client goes away (it was killed: the answer is dropped), or
+300 s. With "before": true the request itself is held instead, before it
+is forwarded: it reaches OpenBao only on release, and never if the client
+goes away first ("the request never got there"). GET /_relay/held lists
+the requests held so far ({method, path, status (null while not
+forwarded), forwarded, client_gone}); client_gone turns true once the
+relay saw the client's side close, so a test can wait for the kill to
+have landed.
+
 Run: vault_relay.py --upstream http://127.0.0.1:PORT --port-file F
 """
-import argparse, json, os, threading, time, urllib.error, urllib.request
+import argparse, json, os, re, select, socket, threading, time, urllib.error, urllib.request
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
 ap = argparse.ArgumentParser()
@@ -24,6 +38,9 @@ args = ap.parse_args()
 LOCK = threading.Lock()
 LOG = []
 ROOT = [""]
+HOLDS = []      # armed holds: {"method", "path" (compiled regex)}
+HELD = []       # requests whose answer was held back
+RELEASE = threading.Event()
 HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 
 
@@ -53,8 +70,33 @@ class Relay(BaseHTTPRequestHandler):
                     return self.reply(200, b"{}")
                 if path == "/_relay/root-token":
                     return self.reply(200, ROOT[0].encode())
+                if path == "/_relay/held":
+                    return self.reply(200, json.dumps(HELD).encode())
+                if path == "/_relay/hold" and self.command == "POST":
+                    try:
+                        body = json.loads(raw)
+                        HOLDS.append({"method": body["method"].upper(), "path": re.compile(body["path"]),
+                                      "before": bool(body.get("before", False))})
+                    except (ValueError, KeyError, TypeError, re.error) as e:
+                        return self.reply(400, ("bad hold: %r" % e).encode())
+                    RELEASE.clear()
+                    return self.reply(200, b"{}")
+                if path == "/_relay/release" and self.command == "POST":
+                    RELEASE.set()
+                    return self.reply(200, json.dumps({"held": len(HELD)}).encode())
             return self.reply(404, b"")
         received = time.time()
+        with LOCK:
+            early = take_hold(self.command, path, before=True)
+            if early is not None:
+                entry = {"method": self.command, "path": path, "status": None, "forwarded": False,
+                         "client_gone": False}
+                HELD.append(entry)
+        if early is not None and not self.wait_release_or_client_gone():
+            with LOCK:
+                entry["client_gone"] = True
+            self.close_connection = True
+            return
         req = urllib.request.Request(args.upstream + self.path, data=raw if raw else None, method=self.command)
         for k, v in self.headers.items():
             if k.lower() not in HOP:
@@ -73,7 +115,37 @@ class Relay(BaseHTTPRequestHandler):
                 pass
         with LOCK:
             LOG.append({"time": received, "method": self.command, "path": path, "status": code})
+            if early is not None:
+                entry.update(status=code, forwarded=True)
+            held = take_hold(self.command, path, before=False)
+            if held is not None:
+                entry = {"method": self.command, "path": path, "status": code, "forwarded": True,
+                         "client_gone": False}
+                HELD.append(entry)
+        if held is not None:
+            # Done by OpenBao, and nobody is told: wait for the test to let
+            # the answer go or for the client to die waiting.
+            if not self.wait_release_or_client_gone():
+                with LOCK:
+                    entry["client_gone"] = True
+                self.close_connection = True
+                return
         self.reply(code, body, [(k, v) for k, v in headers if k.lower() not in HOP])
+
+    def wait_release_or_client_gone(self):
+        """True once released; False when the client closed its side first (or after 300 s)."""
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if RELEASE.wait(0.05):
+                return True
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if readable:
+                try:
+                    if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        return False
+                except OSError:
+                    return False
+        return False
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = any
 
@@ -81,7 +153,27 @@ class Relay(BaseHTTPRequestHandler):
         self.any()
 
 
-server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+def take_hold(method, path, before):
+    """The armed hold (of the request if `before`, else of its answer) this
+    request matches, disarmed; None if none does."""
+    for h in HOLDS:
+        if h["before"] == before and h["method"] == method and h["path"].fullmatch(path):
+            HOLDS.remove(h)
+            return h
+    return None
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client killed mid-answer (crash tests) is expected: name the
+        # error only, no traceback, no request data (it may carry tokens).
+        import sys
+        sys.stderr.write("vault relay: connection error: %s\n" % sys.exc_info()[0].__name__)
+
+
+server = Server(("127.0.0.1", 0), Relay)
 with open(args.port_file + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
 os.rename(args.port_file + ".tmp", args.port_file)

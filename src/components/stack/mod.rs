@@ -175,7 +175,12 @@ impl StepHandler for StackHandler {
     }
 
     async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
-        destroy_spec(ctx, &parse(spec)?.apply, outputs).await
+        let spec = parse(spec)?;
+        destroy_spec(ctx, &spec.apply, outputs).await?;
+        match &spec.runtime {
+            Some(rt) => runtime::destroy(ctx, rt).await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -93,6 +93,20 @@ pub async fn objects(
     }
 }
 
+/// What a step's teardown undoes outside the cluster, after its objects
+/// are deleted: the credentials its run-time objects carried.
+pub async fn destroy(ctx: &StepContext, runtime: &Runtime) -> Result<(), StepError> {
+    match runtime {
+        Runtime::VaultProxy(spec) => vault_proxy::destroy(ctx, spec).await,
+        Runtime::IngressTls { .. }
+        | Runtime::CaIssuer { .. }
+        | Runtime::Dex(_)
+        | Runtime::Argocd(_)
+        | Runtime::Nautes(_)
+        | Runtime::Oauth2Proxy(_) => Ok(()),
+    }
+}
+
 fn tls_secret(name: &str, namespace: &str, cert: &str, key: &Secret) -> Value {
     json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
            "metadata": {"name": name, "namespace": namespace},

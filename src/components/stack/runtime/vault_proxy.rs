@@ -34,6 +34,14 @@ fn cert_pair(ctx: &StepContext, name: &str) -> Result<(String, Secret), StepErro
 /// cluster, else a new one. Secret ids of our role never expire (no
 /// `secret_id_ttl`), so asking Vault for one on every run would only pile
 /// them up.
+fn role() -> String {
+    format!(
+        "auth/{}/role/{}",
+        vault_component::APPROLE_MOUNT,
+        vault_component::PROXY_ROLE
+    )
+}
+
 async fn approle_secret_id(
     ctx: &StepContext,
     spec: &VaultProxySpec,
@@ -41,11 +49,7 @@ async fn approle_secret_id(
 ) -> Result<(String, Secret), StepError> {
     use crate::drivers::kube::ObjectRef;
     let (vault, token) = vault_component::connect(ctx, &spec.vault)?;
-    let role = format!(
-        "auth/{}/role/{}",
-        vault_component::APPROLE_MOUNT,
-        vault_component::PROXY_ROLE
-    );
+    let role = role();
     let role_id = vault
         .read(&format!("{role}/role-id"), &token)
         .await
@@ -85,6 +89,16 @@ async fn approle_secret_id(
     // Made with a write-ahead record, so one whose answer a crash lost is destroyed.
     let secret_id = crate::components::vault_approle::secret_id(&ctx.intents, &vault, &token, &role, in_use).await?;
     Ok((role_id, secret_id))
+}
+
+/// Teardown, once vault-proxy is gone from the cluster: the secret ids we
+/// made for it never expire, so each is destroyed rather than left alive.
+pub(super) async fn destroy(ctx: &StepContext, spec: &VaultProxySpec) -> Result<(), StepError> {
+    if ctx.intents.list(crate::components::vault_approle::RECORD).is_empty() {
+        return Ok(());
+    }
+    let (vault, token) = vault_component::connect(ctx, &spec.vault)?;
+    crate::components::vault_approle::destroy_ours(&ctx.intents, &vault, &token, &role()).await
 }
 
 pub(super) async fn vault_proxy(
