@@ -112,7 +112,8 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         needs.push(host_step.clone());
         needs.push(super::pki::STEP_ID.to_string());
     }
-    steps.push(Step::new(STEP_ID, KIND, format!("Vault at {}", target.url), json!(spec)).needs(needs));
+    let title = vault.vault_distribution().title();
+    steps.push(Step::new(STEP_ID, KIND, format!("{title} at {}", target.url), json!(spec)).needs(needs));
     Ok(())
 }
 
