@@ -15,6 +15,9 @@ pub const VCLUSTER_CHART_REPO: &str = "https://charts.loft.sh";
 
 /// Vault installed on its own host (placement `host`): the release zip.
 pub const VAULT: &str = "1.10.4";
+/// OpenBao, Vault's open-source fork with the same HTTP API, installed on
+/// its own host instead (`distribution: openbao`): the release tarball.
+pub const OPENBAO: &str = "2.7.2";
 /// GitLab CE installed on its own host (placement `host`): the Omnibus .deb.
 pub const GITLAB: &str = "15.10.8-ce.0";
 
@@ -64,14 +67,27 @@ const CERT_MANAGER_RELEASES: &[&str] = &[CERT_MANAGER, "v1.8.1", "v1.8.2"];
 const VCLUSTER_RELEASES: &[&str] = &[VCLUSTER, "0.10.2"];
 const GITLAB_RELEASES: &[&str] = &[GITLAB, "15.11.13-ce.0", "16.3.0-ce.0"];
 
+/// The Vault server releases (the default distribution).
+pub const VAULT_SERVER: Known = Known {
+    title: "Vault",
+    releases: &[VAULT],
+};
+
+/// The OpenBao server releases (`distribution: openbao`).
+pub const OPENBAO_SERVER: Known = Known {
+    title: "OpenBao",
+    releases: &[OPENBAO],
+};
+
 /// What `components.<key>.version` may name, by inventory key. Vault's is
-/// the server release installed on a host; in a cluster only its agent
-/// injector runs, whose chart is pinned.
+/// the server release installed on a host (Vault's own here; with
+/// `distribution: openbao` the inventory checks against `OPENBAO_SERVER`);
+/// in a cluster only its agent injector runs, whose chart is pinned.
 pub fn of_component(key: &str) -> Option<Known> {
     let (title, releases): (&str, &'static [&'static str]) = match key {
         "certManager" => ("cert-manager", CERT_MANAGER_RELEASES),
         "traefik" => ("the Traefik chart", &[TRAEFIK_CHART]),
-        "vault" => ("Vault", &[VAULT]),
+        "vault" => return Some(VAULT_SERVER),
         "gitlab" => ("GitLab CE", GITLAB_RELEASES),
         "dex" => ("Dex", &[DEX]),
         "argocd" => ("Argo CD", &[ARGOCD]),
@@ -110,6 +126,8 @@ mod tests {
             assert_eq!(of_component(key).unwrap().default_release(), default, "{key}");
         }
         assert_eq!(VCLUSTER_CHART.default_release(), VCLUSTER);
+        assert_eq!(OPENBAO_SERVER.default_release(), OPENBAO);
+        assert!(!OPENBAO_SERVER.has(VAULT) && !VAULT_SERVER.has(OPENBAO));
         assert!(of_component("certManager").unwrap().has("v1.8.1"));
         assert!(!of_component("certManager").unwrap().has("v1.9.0"));
         assert!(of_component("grafana").is_none());

@@ -5,12 +5,20 @@
 //! (tests/support/service_hosts_standin/): a `systemctl` that records its
 //! calls and runs units, the Vault binary inside the release zip, and a
 //! gitlab-ce .deb (built here with dpkg-deb, installed by the real dpkg into
-//! the host's private /var/lib/dpkg) holding a `gitlab-ctl`.
+//! the host's private /var/lib/dpkg) holding a `gitlab-ctl`. OpenBao
+//! (`distribution: openbao`) is the real thing: the `bao` binary CI installs,
+//! inside its release tarball, run by the same `systemctl` stand-in.
 
 #[path = "support/cli.rs"]
 mod cli;
 #[path = "support/hosts.rs"]
 mod hosts;
+#[path = "support/http.rs"]
+mod http;
+#[path = "support/port_file.rs"]
+mod port_file;
+#[path = "support/vault.rs"]
+mod vault;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -18,14 +26,18 @@ use std::process::Command;
 
 use cli::{code, stderr, stdout, Scratch};
 use hosts::TestHosts;
+use serde_json::json;
 
 const VAULT: &str = "1.10.4";
 const GITLAB: &str = "15.10.8-ce.0";
 const GITLAB_NEXT: &str = "16.3.0-ce.0";
+const OPENBAO: &str = "2.7.2";
 /// What the services write besides the harness's usual private directories.
 const SERVICE_DIRS: &[(&str, &str)] = &[
     ("/etc/vault.d", "etc-vault.d"),
     ("/opt/vault", "opt-vault"),
+    ("/etc/openbao", "etc-openbao"),
+    ("/opt/openbao", "opt-openbao"),
     ("/etc/gitlab", "etc-gitlab"),
     ("/opt/gitlab", "opt-gitlab"),
     ("/var/opt/gitlab", "var-opt-gitlab"),
@@ -114,6 +126,27 @@ fn make_bundle(s: &Scratch) {
             .arg(&root)
             .arg(dir.join(format!("gitlab-ce_{version}_amd64.deb"))));
     }
+    seal_bundle(s);
+}
+
+/// The air-gap bundle for OpenBao: the real `bao` at the root of the release
+/// tarball, owned by root and executable, as OpenBao's release packs it.
+fn make_openbao_bundle(s: &Scratch, bao: &Path) {
+    let dir = s.path().join("bundle/openbao").join(OPENBAO);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tarball = dir.join(format!("openbao_{OPENBAO}_linux_amd64.tar.gz"));
+    // Fast compression: the binary is ~180 MB and only the format matters here.
+    run(Command::new("tar")
+        .args(["--owner=0", "--group=0", "--mode=0755", "-I", "gzip -1", "-cf"])
+        .arg(&tarball)
+        .arg("-C")
+        .arg(bao.parent().unwrap())
+        .arg(bao.file_name().unwrap()));
+    seal_bundle(s);
+}
+
+fn seal_bundle(s: &Scratch) {
+    let bundle = s.path().join("bundle");
     let out = s
         .command(&["bundle", "seal", "--dir", bundle.to_str().unwrap()])
         .output()
@@ -158,12 +191,24 @@ impl Drop for Env {
     }
 }
 
+/// Vault and GitLab hosts with their stand-ins and bundle.
 fn env() -> Env {
-    let names = [
-        ("vault-1".to_string(), "vault-1".to_string()),
-        ("gitlab-1".to_string(), "gitlab-1".to_string()),
-    ];
-    let hosts = TestHosts::start_named_with_dirs(&names, SERVICE_DIRS);
+    let e = hosts_env(&["vault-1", "gitlab-1"], false);
+    make_bundle(&e.s);
+    e
+}
+
+/// Test hosts with the `systemctl` stand-in, and a scratch directory with a
+/// copy of the binary; the caller makes the bundle. `own_ports`: the test
+/// runs a real server listening on every address of the one network all
+/// test hosts share.
+fn hosts_env(names: &[&str], own_ports: bool) -> Env {
+    let names: Vec<(String, String)> = names.iter().map(|n| (n.to_string(), n.to_string())).collect();
+    let hosts = if own_ports {
+        TestHosts::start_named_with_dirs_owning_ports(&names, SERVICE_DIRS)
+    } else {
+        TestHosts::start_named_with_dirs(&names, SERVICE_DIRS)
+    };
     for i in 0..hosts.hosts.len() {
         let bin = hosts.host_path(i, "/usr/local/bin/systemctl");
         std::fs::copy(standin("systemctl"), &bin).unwrap();
@@ -178,7 +223,6 @@ fn env() -> Env {
     let bin = s.path().join("nautes-install");
     std::fs::copy(env!("CARGO_BIN_EXE_nautes-install"), &bin).unwrap();
     std::fs::write(s.path().join("known_hosts"), hosts.known_hosts()).unwrap();
-    make_bundle(&s);
     Env { hosts, s, bin }
 }
 
@@ -196,12 +240,23 @@ impl Env {
 
     /// `waive` replaces the harness's `waive: [systemd]` on every host.
     fn inventory(&self, waive: &str, vault: &str, gitlab: &str, extra_hosts: &str) {
+        self.write_inventory(
+            waive,
+            "10s",
+            &format!("  vault:\n    placement: host\n    host: vault-1\n{vault}  gitlab:\n    placement: host\n    host: gitlab-1\n{gitlab}"),
+            extra_hosts,
+        );
+    }
+
+    /// An air-gapped inventory of these hosts with `components`; `rollout`
+    /// bounds the wait until a service answers.
+    fn write_inventory(&self, waive: &str, rollout: &str, components: &str, extra_hosts: &str) {
         let hosts = self.hosts.inventory_hosts().replace(
             "    waive: [systemd]\n",
             &format!("    waive: [{waive}]\n{extra_hosts}"),
         );
         self.s.write_inventory(&format!(
-            "settings:\n  domain: nautes.test\n  timeouts:\n    rollout: 10s\nssh:\n  identityFile: {key}\n  knownHosts: known_hosts\nartifacts:\n  mode: airgap\n  bundle: bundle\n{hosts}components:\n  vault:\n    placement: host\n    host: vault-1\n{vault}  gitlab:\n    placement: host\n    host: gitlab-1\n{gitlab}",
+            "settings:\n  domain: nautes.test\n  timeouts:\n    rollout: {rollout}\nssh:\n  identityFile: {key}\n  knownHosts: known_hosts\nartifacts:\n  mode: airgap\n  bundle: bundle\n{hosts}components:\n{components}",
             key = self.hosts.client_key().display(),
         ));
     }
@@ -268,8 +323,27 @@ impl Env {
     }
 
     fn vault_log(&self) -> String {
-        std::fs::read_to_string(self.hosts.host_path(V, "/opt/nautes/standin/systemd/vault.service.log"))
-            .unwrap_or_default()
+        self.unit_log(V, "vault.service")
+    }
+
+    /// What a unit's process wrote (the `systemctl` stand-in keeps it).
+    fn unit_log(&self, i: usize, unit: &str) -> String {
+        std::fs::read_to_string(
+            self.hosts
+                .host_path(i, &format!("/opt/nautes/standin/systemd/{unit}.log")),
+        )
+        .unwrap_or_default()
+    }
+
+    /// The pid of a unit's process, as the `systemctl` stand-in recorded it.
+    fn unit_pid(&self, i: usize, unit: &str) -> String {
+        std::fs::read_to_string(
+            self.hosts
+                .host_path(i, &format!("/opt/nautes/standin/systemd/{unit}.pid")),
+        )
+        .unwrap_or_else(|e| panic!("{unit} has no pid: {e}"))
+        .trim()
+        .to_string()
     }
 
     fn outputs(&self, step: &str) -> serde_json::Value {
@@ -568,10 +642,7 @@ fn vault_and_gitlab_on_their_hosts_install_rerun_renew_upgrade_and_tear_down() {
         &format!("    version: {GITLAB_NEXT}\n{GITLAB_VALUES}"),
         "",
     );
-    let vault_pid = std::fs::read_to_string(e.hosts.host_path(V, "/opt/nautes/standin/systemd/vault.service.pid"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let vault_pid = e.unit_pid(V, "vault.service");
     assert!(alive(&vault_pid));
     let out = e
         .command(&["--yes", "destroy", "-i", "inventory.yaml"])
@@ -610,6 +681,166 @@ fn vault_and_gitlab_on_their_hosts_install_rerun_renew_upgrade_and_tear_down() {
     assert!(pw_file.exists(), "the kept data's root password is kept");
     assert_eq!(e.gitlab_ctl_calls()[5..], ["stop".to_string(), "uninstall".to_string()]);
     assert!(e.s.state()["steps"].as_object().unwrap().is_empty());
+}
+
+#[test]
+fn openbao_on_its_host_is_the_real_bao_initialised_and_unsealed_through_its_api() {
+    if !ready() || vault::skip_unless_available() {
+        return;
+    }
+    let bao = vault::bao_binary().unwrap();
+    // The real server listens on 0.0.0.0:8200 and :8201, in the one network
+    // every test host shares.
+    let e = hosts_env(&["vault-1"], true);
+    make_openbao_bundle(&e.s, &bao);
+    e.write_inventory(
+        "systemd",
+        "60s",
+        "  vault:\n    placement: host\n    host: vault-1\n    distribution: openbao\n",
+        "",
+    );
+    let steps = ["vault/host", "vault/configure"];
+    let install = e.apply_ok(&steps);
+
+    // OpenBao's binary, names and directories; nothing of Vault's.
+    assert_eq!(sha256(&e.hosts.host_path(V, "/usr/local/bin/bao")), sha256(&bao));
+    assert_eq!(e.mode(V, "/usr/local/bin/bao"), (0o755, 0));
+    assert!(!e.hosts.host_path(V, "/usr/local/bin/vault").exists());
+    assert!(!e.hosts.host_path(V, "/etc/vault.d/vault.hcl").exists());
+    let unit = e.file(V, "/etc/systemd/system/openbao.service");
+    for want in [
+        "Description=OpenBao - A tool for managing secrets",
+        "ConditionFileNotEmpty=/etc/openbao/openbao.hcl",
+        "User=openbao",
+        "Group=openbao",
+        "ExecStart=/usr/local/bin/bao server -config=/etc/openbao/openbao.hcl",
+    ] {
+        assert!(unit.contains(want), "the unit lacks {want}:\n{unit}");
+    }
+    let hcl = e.file(V, "/etc/openbao/openbao.hcl");
+    for want in [
+        "storage \"raft\" {\n  path    = \"/opt/openbao/data\"\n  node_id = \"vault-1\"\n}",
+        "tls_cert_file   = \"/etc/openbao/tls/openbao.crt\"",
+        "tls_key_file    = \"/etc/openbao/tls/openbao.key\"",
+    ] {
+        assert!(hcl.contains(want), "openbao.hcl lacks {want:?}:\n{hcl}");
+    }
+    // OpenBao 2 has no mlock: the field would be an unknown one to it.
+    assert!(!hcl.contains("disable_mlock"), "{hcl}");
+    let openbao_uid = uid_of("openbao");
+    assert_eq!(e.mode(V, "/etc/openbao/tls/openbao.key"), (0o600, openbao_uid));
+    assert_eq!(
+        actions(&e.systemctl_calls(V)),
+        ["daemon-reload", "start openbao.service", "enable openbao.service"]
+    );
+    // The unit runs the real bao, as openbao, on its raft storage.
+    let pid = e.unit_pid(V, "openbao.service");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().nth(1),
+        Some(openbao_uid.to_string().as_str()),
+        "{uid_line}"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        PathBuf::from("/usr/local/bin/bao")
+    );
+    let log = e.unit_log(V, "openbao.service");
+    assert!(log.contains("core: vault is unsealed"), "{log}");
+    assert!(!log.contains("unknown or unsupported field"), "{log}");
+
+    // The installer initialised and unsealed it through its API.
+    let configure = e.outputs("vault/configure");
+    assert_eq!(configure["initialisedNow"], true);
+    assert!(
+        configure["written"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("auth/approle/role/vault-proxy")),
+        "{configure}"
+    );
+    let url = e.outputs("vault/host")["url"].as_str().unwrap().to_string();
+    assert_eq!(url, format!("https://{}:8200", e.hosts.hosts[V].address));
+    let ca = std::fs::read_to_string(e.pki("ca.crt")).unwrap();
+    let (status, health) = http::Call::new("GET", format!("{url}/v1/sys/health"))
+        .trust(ca.clone())
+        .json();
+    assert_eq!(
+        (status, &health["initialized"], &health["sealed"]),
+        (200, &json!(true), &json!(false))
+    );
+    let secrets = e.s.workdir().join("outputs/vault");
+    let root = std::fs::read_to_string(secrets.join("root-token")).unwrap();
+    let (status, mounts) = http::Call::new("GET", format!("{url}/v1/sys/mounts"))
+        .header("X-Vault-Token", root.trim())
+        .trust(ca.clone())
+        .json();
+    assert_eq!(status, 200, "{mounts}");
+    for engine in ["pki", "git", "repo", "cluster", "tenant"] {
+        let m = &mounts["data"][format!("{engine}/")];
+        assert_eq!(
+            (&m["type"], &m["options"]["version"]),
+            (&json!("kv"), &json!("2")),
+            "{engine}: {m}"
+        );
+    }
+
+    // A re-run changes nothing: no task, no unit, no write to OpenBao.
+    let calls = e.systemctl_calls(V).len();
+    let rerun = e.apply_ok(&steps);
+    assert_eq!(e.outputs("vault/host")["changed"], 0);
+    assert!(
+        actions(&e.systemctl_calls(V)[calls..]).is_empty(),
+        "{:?}",
+        &e.systemctl_calls(V)[calls..]
+    );
+    let configure = e.outputs("vault/configure");
+    assert_eq!(configure["initialisedNow"], false);
+    assert_eq!(configure["written"], json!([]));
+    assert_eq!(e.unit_pid(V, "openbao.service"), pid, "not restarted");
+
+    // The root token and unseal keys are in their 0600 files only.
+    let mut keys = vec![root.trim().to_string()];
+    for i in 1..=5 {
+        keys.push(
+            std::fs::read_to_string(secrets.join(format!("unseal-key-{i}")))
+                .unwrap()
+                .trim()
+                .to_string(),
+        );
+    }
+    for entry in walk(&e.s.workdir()) {
+        if entry.starts_with(&secrets) {
+            assert_eq!(std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777, 0o600);
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()).into_owned();
+        for key in &keys {
+            assert!(!text.contains(key.as_str()), "{} holds a secret", entry.display());
+        }
+    }
+    for key in &keys {
+        assert!(!install.contains(key.as_str()) && !rerun.contains(key.as_str()));
+    }
+
+    // Teardown stops OpenBao and removes its unit, configuration, binary and data.
+    let out = e
+        .command(&["--yes", "destroy", "-i", "inventory.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for gone in [
+        "/etc/systemd/system/openbao.service",
+        "/etc/openbao/openbao.hcl",
+        "/etc/openbao/tls",
+        "/usr/local/bin/bao",
+        "/opt/openbao/data",
+        "/opt/nautes/openbao",
+    ] {
+        assert!(!e.exists_on_host(V, gone), "{gone} is still there");
+    }
+    assert!(!alive(&pid), "OpenBao was stopped");
 }
 
 /// A process that has not exited (zombies count as exited).

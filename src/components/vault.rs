@@ -112,7 +112,8 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         needs.push(host_step.clone());
         needs.push(super::pki::STEP_ID.to_string());
     }
-    steps.push(Step::new(STEP_ID, KIND, format!("Vault at {}", target.url), json!(spec)).needs(needs));
+    let title = vault.vault_distribution().title();
+    steps.push(Step::new(STEP_ID, KIND, format!("{title} at {}", target.url), json!(spec)).needs(needs));
     Ok(())
 }
 
@@ -285,8 +286,43 @@ async fn open_vault(ctx: &StepContext, spec: &VaultSpec, vault: &Vault) -> Resul
             )));
         }
     }
+    wait_for_active(ctx, vault).await?;
     let token = admin_token(ctx, spec.token.as_ref())?;
     Ok((token, initialised_now))
+}
+
+/// With integrated storage a server just initialised or unsealed serves
+/// nothing but status until raft has elected a leader ("local node not
+/// active but active cluster node not found", HTTP 500); on a loaded host
+/// that takes seconds. Wait for it, up to `timeouts.rollout`.
+async fn wait_for_active(ctx: &StepContext, vault: &Vault) -> Result<(), StepError> {
+    let limit = ctx
+        .timeouts
+        .rollout
+        .map(|d| d.get())
+        .unwrap_or(Duration::from_secs(600));
+    let start = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let last = match vault.leader().await {
+            Ok(l) if l.has_active() => return Ok(()),
+            Ok(_) => "no active node yet".to_string(),
+            Err(e) => e,
+        };
+        if start.elapsed() >= limit {
+            return Err(StepError::new(format!(
+                "Vault at {} is unsealed but has no active node after {}s ({last}); \
+                 check its log (with integrated storage a lone node elects itself)",
+                vault.url(),
+                limit.as_secs()
+            )));
+        }
+        if !said {
+            ctx.progress("waiting until Vault has an active node");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// The token to configure Vault with: the inventory's, or the root token

@@ -22,6 +22,25 @@ pub struct SealStatus {
     pub progress: u32,
 }
 
+/// `sys/leader`: whether this server (or, for a standby, the one it
+/// forwards to) is active, so requests that need the active node can be served.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Leader {
+    #[serde(default)]
+    pub ha_enabled: bool,
+    #[serde(default)]
+    pub is_self: bool,
+    #[serde(default)]
+    pub leader_address: String,
+}
+
+impl Leader {
+    /// Without HA there is no election; with it, some node must have won one.
+    pub fn has_active(&self) -> bool {
+        !self.ha_enabled || self.is_self || !self.leader_address.is_empty()
+    }
+}
+
 /// What `sys/init` returned; every value is secret.
 pub struct InitResult {
     /// As Vault returned them: hex, or PGP-encrypted when PGP keys were given.
@@ -132,6 +151,14 @@ impl Vault {
         serde_json::from_value(v).map_err(|e| format!("unexpected unseal answer: {e}"))
     }
 
+    pub async fn leader(&self) -> Result<Leader, String> {
+        let v = self
+            .call(Method::GET, "sys/leader", None, None)
+            .await?
+            .ok_or_else(|| format!("{}: no leader status", self.base))?;
+        serde_json::from_value(v).map_err(|e| format!("{}: unexpected leader status: {e}", self.base))
+    }
+
     pub async fn read(&self, path: &str, token: &Secret) -> Result<Option<Value>, String> {
         self.call(Method::GET, path, Some(token), None).await
     }
@@ -156,5 +183,27 @@ impl Vault {
             .iter()
             .filter_map(|k| k.as_str().map(str::to_string))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ha_server_is_usable_once_some_node_is_active() {
+        let leader = |v: Value| serde_json::from_value::<Leader>(v).unwrap().has_active();
+        // Unsealed, but no node has won raft's election yet; then this one did.
+        assert!(!leader(
+            json!({"ha_enabled": true, "is_self": false, "leader_address": ""})
+        ));
+        assert!(leader(
+            json!({"ha_enabled": true, "is_self": true, "leader_address": "https://10.0.0.5:8200"})
+        ));
+        // A standby forwards to the active node.
+        assert!(leader(
+            json!({"ha_enabled": true, "is_self": false, "leader_address": "https://10.0.0.6:8200"})
+        ));
+        assert!(leader(json!({"ha_enabled": false})));
     }
 }

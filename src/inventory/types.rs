@@ -490,6 +490,43 @@ pub enum Placement {
     External,
 }
 
+/// Which server `components.vault` installs or expects: HashiCorp Vault or
+/// OpenBao, its open-source fork with the same HTTP API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultDistribution {
+    /// HashiCorp Vault.
+    #[default]
+    Vault,
+    /// OpenBao.
+    Openbao,
+}
+
+impl VaultDistribution {
+    /// As people call it in messages.
+    pub fn title(self) -> &'static str {
+        match self {
+            VaultDistribution::Vault => "Vault",
+            VaultDistribution::Openbao => "OpenBao",
+        }
+    }
+
+    /// The server releases `components.vault.version` may name.
+    pub fn releases(self) -> crate::versions::Known {
+        match self {
+            VaultDistribution::Vault => crate::versions::VAULT_SERVER,
+            VaultDistribution::Openbao => crate::versions::OPENBAO_SERVER,
+        }
+    }
+}
+
+impl Component {
+    /// The Vault distribution this component names (meaningful for `vault` only).
+    pub fn vault_distribution(&self) -> VaultDistribution {
+        self.distribution.unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExternalService {
@@ -521,6 +558,9 @@ pub struct Component {
     /// Existing service (placement `external`).
     #[serde(default)]
     pub external: Option<ExternalService>,
+    /// Vault only: which server speaks its API (default `vault`).
+    #[serde(default)]
+    pub distribution: Option<VaultDistribution>,
     /// Overrides merged over the rendered values / configuration.
     #[serde(default)]
     pub values: serde_json::Map<String, serde_json::Value>,

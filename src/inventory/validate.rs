@@ -830,7 +830,9 @@ impl<'a> Validator<'a> {
     /// A component's release must be one this installer knows how to
     /// install (see `crate::versions`): an unknown one would otherwise pass
     /// here and fail at `apply`, looking for a file no bundle or mirror has.
-    fn known_release(&mut self, path: &str, version: &str, known: &versions::Known) {
+    /// `other`, when given, is what the version may have been meant for
+    /// (Vault's releases when the inventory chose OpenBao): the hint says so.
+    fn known_release(&mut self, path: &str, version: &str, known: &versions::Known, other: Option<&versions::Known>) {
         if known.has(version) {
             return;
         }
@@ -840,6 +842,13 @@ impl<'a> Validator<'a> {
             .map(|r| format!("`{r}`"))
             .collect::<Vec<_>>()
             .join(", ");
+        let mut hint = format!(
+            "known releases: {listed} (leave `version` out for the default, `{}`)",
+            known.default_release()
+        );
+        if let Some(other) = other.filter(|o| o.has(version)) {
+            hint.push_str(&format!("; `{version}` is a release of {}", other.title));
+        }
         self.error(
             path,
             format!(
@@ -847,10 +856,7 @@ impl<'a> Validator<'a> {
                 shorten(version),
                 known.title
             ),
-            format!(
-                "known releases: {listed} (leave `version` out for the default, `{}`)",
-                known.default_release()
-            ),
+            hint,
         );
     }
 
@@ -968,7 +974,7 @@ impl<'a> Validator<'a> {
                 self.dns_label(&push_key(&base, "namespace"), ns);
             }
             if let Some(v) = &vc.version {
-                self.known_release(&push_key(&base, "version"), v, &versions::VCLUSTER_CHART);
+                self.known_release(&push_key(&base, "version"), v, &versions::VCLUSTER_CHART, None);
             }
             let eb = push_key(&base, "expose");
             match vc.expose.expose_type {
@@ -1054,10 +1060,38 @@ impl<'a> Validator<'a> {
         let inv = self.inv();
         for (key, c) in inv.components.iter() {
             let base = push_key("components", key);
-            if let (Some(v), Some(known)) = (&c.version, versions::of_component(key)) {
-                self.known_release(&push_key(&base, "version"), v, &known);
+            let distribution = c.vault_distribution();
+            if c.distribution.is_some() && key != "vault" {
+                self.error(
+                    &push_key(&base, "distribution"),
+                    format!("`{key}` has no distribution to choose"),
+                    "remove it: only `components.vault` chooses between `vault` and `openbao`",
+                );
+            }
+            let (known, other) = if key == "vault" {
+                let other = match distribution {
+                    VaultDistribution::Vault => VaultDistribution::Openbao,
+                    VaultDistribution::Openbao => VaultDistribution::Vault,
+                };
+                (Some(distribution.releases()), Some(other.releases()))
+            } else {
+                (versions::of_component(key), None)
+            };
+            if let (Some(v), Some(known)) = (&c.version, known) {
+                self.known_release(&push_key(&base, "version"), v, &known, other.as_ref());
             }
             match c.placement {
+                Placement::Cluster if key == "vault" && distribution == VaultDistribution::Openbao => {
+                    // In a cluster no Vault server is installed at all: only
+                    // the agent injector from HashiCorp's chart, which has no
+                    // OpenBao in it. Choosing OpenBao there would change nothing.
+                    self.error(
+                        &push_key(&base, "distribution"),
+                        "OpenBao cannot be placed in a cluster",
+                        "in a cluster this installer runs no Vault server, only the agent injector of HashiCorp's chart; \
+                         install OpenBao on a host (`placement: host`) or configure yours (`placement: external`)",
+                    );
+                }
                 Placement::Cluster => {
                     if let Some(cluster) = &c.cluster {
                         self.target_ref(
@@ -1371,6 +1405,96 @@ mod tests {
                 "{key} has no releases in crate::versions"
             );
         }
+    }
+
+    const HEAD: &str = "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: t\nhosts:\n  - { name: vault-1, address: 10.0.0.5 }\n";
+
+    /// The diagnostics of an inventory with `vault` (one line of flow YAML)
+    /// under `components`: (path, message, hint, line).
+    fn vault_diagnostics(vault: &str) -> Vec<(String, String, String, usize)> {
+        let src = format!("{HEAD}components:\n  vault: {vault}\n");
+        let report = match crate::inventory::load_str(Path::new("inventory.yaml"), &src) {
+            Ok(loaded) => validate(&loaded),
+            Err(report) => report,
+        };
+        report
+            .diagnostics
+            .iter()
+            .map(|d| {
+                (
+                    d.path.clone(),
+                    d.message.clone(),
+                    d.hint.clone().unwrap_or_default(),
+                    d.span.map(|s| s.line).unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_vault_distribution_other_than_the_two_is_refused_where_it_is_written() {
+        let d = vault_diagnostics("{ placement: host, host: vault-1, distribution: hashicorp }");
+        assert_eq!(d.len(), 1, "{d:?}");
+        let (path, message, _, line) = &d[0];
+        assert_eq!(path, "components.vault.distribution");
+        assert!(
+            message.contains("`hashicorp`") && message.contains("`vault` or `openbao`"),
+            "{message}"
+        );
+        assert_eq!(*line, 8);
+        // Both are accepted, and Vault is what an inventory without the key gets.
+        for ok in ["distribution: vault", "distribution: openbao", "version: 1.10.4"] {
+            assert!(
+                vault_diagnostics(&format!("{{ placement: host, host: vault-1, {ok} }}")).is_empty(),
+                "{ok}"
+            );
+        }
+    }
+
+    #[test]
+    fn openbao_with_a_vault_release_is_refused_listing_openbao_releases() {
+        let d = vault_diagnostics("{ placement: host, host: vault-1, distribution: openbao, version: 1.10.4 }");
+        assert_eq!(d.len(), 1, "{d:?}");
+        let (path, message, hint, line) = &d[0];
+        assert_eq!(path, "components.vault.version");
+        assert_eq!(message, "`1.10.4` is not a release of OpenBao this installer knows");
+        assert_eq!(
+            hint,
+            "known releases: `2.7.2` (leave `version` out for the default, `2.7.2`); `1.10.4` is a release of Vault"
+        );
+        assert_eq!(*line, 8);
+        assert!(
+            vault_diagnostics("{ placement: host, host: vault-1, distribution: openbao, version: 2.7.2 }").is_empty()
+        );
+        // And the other way round.
+        let d = vault_diagnostics("{ placement: host, host: vault-1, version: 2.7.2 }");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].1, "`2.7.2` is not a release of Vault this installer knows");
+        assert!(
+            d[0].2.starts_with("known releases: `1.10.4` ") && d[0].2.ends_with("is a release of OpenBao"),
+            "{}",
+            d[0].2
+        );
+    }
+
+    #[test]
+    fn openbao_in_a_cluster_and_a_distribution_elsewhere_are_refused() {
+        let d = vault_diagnostics("{ distribution: openbao }");
+        let got: Vec<(&str, &str)> = d.iter().map(|d| (d.0.as_str(), d.1.as_str())).collect();
+        assert_eq!(
+            got,
+            [("components.vault.distribution", "OpenBao cannot be placed in a cluster")]
+        );
+        assert!(d[0].2.contains("`placement: host`"), "{}", d[0].2);
+        assert!(vault_diagnostics(
+            "{ distribution: openbao, placement: external, external: { url: https://bao.example.com:8200 } }"
+        )
+        .is_empty());
+
+        let src = format!("{HEAD}components:\n  gitlab: {{ placement: host, host: vault-1, distribution: openbao }}\n");
+        let report = validate(&crate::inventory::load_str(Path::new("inventory.yaml"), &src).unwrap());
+        let paths: Vec<&str> = report.diagnostics.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(paths, ["components.gitlab.distribution"]);
     }
 
     #[test]

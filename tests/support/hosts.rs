@@ -166,6 +166,12 @@ impl TestHosts {
         Self::start_full(names, false, extra)
     }
 
+    /// Both: extra private directories, for a test whose server occupies
+    /// ports every host sees (a real server listening on 0.0.0.0).
+    pub fn start_named_with_dirs_owning_ports(names: &[(String, String)], extra: &[(&str, &str)]) -> TestHosts {
+        Self::start_full(names, true, extra)
+    }
+
     fn start_with(names: &[(String, String)], own_ports: bool) -> TestHosts {
         Self::start_full(names, own_ports, &[])
     }

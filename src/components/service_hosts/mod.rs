@@ -1,8 +1,10 @@
 //! Vault and GitLab on hosts of their own (`placement: host`): our own
 //! Ansible playbooks (playbooks/, embedded in the binary) run with the real
-//! `ansible-playbook` against a one-host inventory. Vault gets the pinned
-//! release zip, a `vault` system user, integrated raft storage and a TLS
-//! listener with the certificate the `pki` step issued; GitLab gets the
+//! `ansible-playbook` against a one-host inventory. Vault (or OpenBao, its
+//! fork, with `distribution: openbao`: the same playbook with other names)
+//! gets the pinned release archive, a system user of its own, integrated
+//! raft storage and a TLS listener with the certificate the `pki` step
+//! issued; GitLab gets the
 //! pinned Omnibus .deb, a gitlab.rb with our certificate, a generated
 //! initial root password and the services Nautes does not use turned off.
 //! Each service is restarted (or reconfigured) only when what it reads
@@ -20,7 +22,7 @@
 //! - `plan`: the inventory's `placement: host` components into steps, and
 //!   their validation;
 //! - `packages`: the release each service is installed from (bundle path,
-//!   download URL, published sums);
+//!   download URL, published sums), and how Vault and OpenBao differ;
 //! - `playbooks`: the playbooks embedded in the binary and writing them out;
 //! - `inventory`: the one-host Ansible inventory;
 //! - `run`: one `ansible-playbook` run, with its extra-vars and secrets files;
@@ -45,9 +47,10 @@ use super::artifacts::files_from_outputs;
 use super::hosts::HostConn;
 use super::pki;
 use crate::engine::{Rendered, StepContext, StepError, StepHandler};
-use crate::inventory::{Component, Loaded};
+use crate::inventory::{Component, Loaded, VaultDistribution};
 
 pub use self::inventory::render_inventory;
+pub use self::packages::VaultServer;
 pub use self::plan::plan;
 
 pub const KIND: &str = "service-host";
@@ -70,9 +73,10 @@ impl Service {
         }
     }
 
-    fn title(self) -> &'static str {
+    /// As people call it (Vault's server by the distribution chosen).
+    fn title(self, distribution: VaultDistribution) -> &'static str {
         match self {
-            Service::Vault => "Vault",
+            Service::Vault => VaultServer::of(distribution).title,
             Service::Gitlab => "GitLab",
         }
     }
@@ -110,6 +114,9 @@ impl Service {
 #[serde(rename_all = "camelCase")]
 pub struct ServiceHostSpec {
     pub service: Service,
+    /// Vault's server, HashiCorp's or OpenBao (none for GitLab).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<VaultDistribution>,
     pub version: String,
     pub host: HostConn,
     /// The artifacts step that provides `package`.
@@ -125,6 +132,13 @@ pub struct ServiceHostSpec {
     /// Playbook variables that come from the inventory (no secrets, no
     /// paths of one run).
     pub vars: Map<String, Value>,
+}
+
+impl ServiceHostSpec {
+    /// What is installed, as people call it.
+    fn title(&self) -> &'static str {
+        self.service.title(self.distribution.unwrap_or_default())
+    }
 }
 
 /// An address as the host part of a URL (IPv6 in brackets).
@@ -169,7 +183,7 @@ impl StepHandler for ServiceHostHandler {
                 "{} is installed on host {prev}; the inventory now places it on {}. Moving it would not carry its data over: \
                  remove `components.{key}` and apply (that tears it down on {prev}; set `values.keepDataOnDestroy: true` to keep its data there), \
                  then place it on {}",
-                spec.service.title(),
+                spec.title(),
                 spec.host.name,
                 spec.host.name
             )));
@@ -208,7 +222,7 @@ impl StepHandler for ServiceHostHandler {
     async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
         let spec = parse(spec)?;
         let vars = run_vars(ctx, &spec, "absent");
-        ctx.progress(format!("removing {} from {}", spec.service.title(), spec.host.name));
+        ctx.progress(format!("removing {} from {}", spec.title(), spec.host.name));
         run_playbook(ctx, &spec, vars, Map::new()).await?;
         // With the data kept, the root password still opens it.
         if spec.service == Service::Gitlab && !spec.keep_data_on_destroy {

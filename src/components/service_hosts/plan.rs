@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{url_host, Service, ServiceHostSpec, KIND};
+use super::{url_host, Service, ServiceHostSpec, VaultServer, KIND};
 use crate::components::artifacts::files_step;
 use crate::components::hosts::{self, HostConn};
 use crate::components::{infrastructure, pki};
@@ -41,7 +41,8 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
 
 fn plan_one(loaded: &Loaded, service: Service, c: &Component, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
     let base = push_key("components", service.key());
-    let title = service.title();
+    let distribution = c.vault_distribution();
+    let title = service.title(distribution);
     let Some(host) = &c.host else {
         return Err(vec![Diagnostic::error(
             &base,
@@ -69,12 +70,12 @@ fn plan_one(loaded: &Loaded, service: Service, c: &Component, steps: &mut Vec<St
     let version = c
         .version
         .clone()
-        .unwrap_or_else(|| service.default_version().to_string());
-    let file = service.package(&version);
+        .unwrap_or_else(|| service.default_version(distribution).to_string());
+    let file = service.package(distribution, &version);
     let package = file.name.clone();
     let artifact = match files_step(
         loaded,
-        service.key(),
+        service.release_name(distribution),
         title,
         &version,
         vec![file],
@@ -95,7 +96,7 @@ fn plan_one(loaded: &Loaded, service: Service, c: &Component, steps: &mut Vec<St
     let mut vars = Map::new();
     vars.insert("waive".into(), json!(waive));
     let url = match service {
-        Service::Vault => vault_vars(&conn, &version, &mut vars),
+        Service::Vault => vault_vars(VaultServer::of(distribution), &conn, &version, &mut vars),
         Service::Gitlab => gitlab_vars(loaded, &base, c, &conn, &version, &mut vars, &mut problems),
     };
     if !problems.is_empty() {
@@ -103,6 +104,7 @@ fn plan_one(loaded: &Loaded, service: Service, c: &Component, steps: &mut Vec<St
     }
     let spec = ServiceHostSpec {
         service,
+        distribution: (service == Service::Vault).then_some(distribution),
         version: version.clone(),
         host: conn,
         artifacts: artifacts_id.clone(),
@@ -142,9 +144,10 @@ fn flag(loaded: &Loaded, base: &str, c: &Component, key: &str, problems: &mut Ve
     }
 }
 
-/// Vault's playbook variables; returns where clients reach it.
-fn vault_vars(conn: &HostConn, version: &str, vars: &mut Map<String, Value>) -> String {
+/// Vault's (or OpenBao's) playbook variables; returns where clients reach it.
+fn vault_vars(server: &VaultServer, conn: &HostConn, version: &str, vars: &mut Map<String, Value>) -> String {
     let url = format!("https://{}:8200", url_host(&conn.address));
+    vars.insert("vault_server".into(), server.vars());
     vars.insert("vault_version".into(), json!(version));
     vars.insert("vault_node_id".into(), json!(conn.name));
     vars.insert("vault_url".into(), json!(url));
@@ -221,6 +224,7 @@ mod tests {
 
     use super::*;
     use crate::components::service_hosts::{GITLAB_STEP_ID, VAULT_STEP_ID};
+    use crate::inventory::VaultDistribution;
 
     fn planned(body: &str) -> Result<Vec<Step>, Vec<Diagnostic>> {
         let src = format!("apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: t\n{body}");
@@ -250,6 +254,10 @@ mod tests {
         );
         let vault: ServiceHostSpec = serde_json::from_value(steps[1].spec.clone()).unwrap();
         assert_eq!(steps[1].needs, [pki::STEP_ID, "artifacts/vault/1.10.4"]);
+        assert_eq!(vault.distribution, Some(VaultDistribution::Vault));
+        assert_eq!(vault.vars["vault_server"]["binary"], "vault");
+        assert_eq!(vault.vars["vault_server"]["config_dir"], "/etc/vault.d");
+        assert_eq!(vault.vars["vault_server"]["mlock"], true);
         assert_eq!(vault.url, "https://10.0.0.5:8200");
         assert_eq!(vault.package, "vault_1.10.4_linux_amd64.zip");
         assert_eq!(vault.vars["vault_cluster_addr"], "https://10.1.0.5:8201");
@@ -271,7 +279,42 @@ mod tests {
         assert_eq!(gitlab.vars["gitlab_services"]["registry"], true);
         assert_eq!(gitlab.vars["gitlab_services"]["kas"], false);
         assert!(gitlab.keep_data_on_destroy);
+        assert_eq!(gitlab.distribution, None);
         assert_eq!(gitlab.package, "gitlab-ce_16.3.0-ce.0_amd64.deb");
+    }
+
+    #[test]
+    fn openbao_is_planned_from_its_own_release_with_its_own_names() {
+        let steps = planned(&format!(
+            "{HOSTS}components:\n  vault: {{ placement: host, host: vault-1, distribution: openbao }}\n"
+        ))
+        .unwrap();
+        let ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["artifacts/openbao/2.7.2", VAULT_STEP_ID]);
+        assert_eq!(steps[1].description, "OpenBao 2.7.2 on host vault-1");
+        let files = &steps[0].spec["files"][0];
+        let release = "https://github.com/openbao/openbao/releases/download/v2.7.2";
+        assert_eq!(files["url"], format!("{release}/openbao_2.7.2_linux_amd64.tar.gz"));
+        assert_eq!(files["sums_url"], format!("{release}/checksums.txt"));
+        assert_eq!(files["sums_name"], "openbao_2.7.2_linux_amd64.tar.gz");
+        assert_eq!(files["bundle_path"], "openbao/2.7.2/openbao_2.7.2_linux_amd64.tar.gz");
+        let spec: ServiceHostSpec = serde_json::from_value(steps[1].spec.clone()).unwrap();
+        assert_eq!(spec.distribution, Some(VaultDistribution::Openbao));
+        assert_eq!(spec.package, "openbao_2.7.2_linux_amd64.tar.gz");
+        // Same playbook and URL as Vault's; only the names on the host differ.
+        assert_eq!(spec.url, "https://10.0.0.5:8200");
+        let server = &spec.vars["vault_server"];
+        assert_eq!(server["mlock"], false);
+        for (key, want) in [
+            ("binary", "bao"),
+            ("name", "openbao"),
+            ("config_dir", "/etc/openbao"),
+            ("data_dir", "/opt/openbao/data"),
+            ("archive", "openbao.tar.gz"),
+            ("unpack_module", "tarfile"),
+        ] {
+            assert_eq!(server[key], want, "{key}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{json, Map, Value};
 
 use super::playbooks::write_playbooks;
-use super::{io_error, render_inventory, ServiceHostSpec};
+use super::{io_error, render_inventory, Service, ServiceHostSpec, VaultServer};
 use crate::components::remote;
 use crate::drivers::ansible::{self, Playbook};
 use crate::engine::{StepContext, StepError};
@@ -137,6 +137,11 @@ pub(super) async fn run_playbook(
 /// The playbook variables of one run: the spec's, and what the run is for.
 pub(super) fn run_vars(ctx: &StepContext, spec: &ServiceHostSpec, state: &str) -> Map<String, Value> {
     let mut vars = spec.vars.clone();
+    if spec.service == Service::Vault && !vars.contains_key("vault_server") {
+        // Recorded before the server's names were variables (a teardown
+        // from an older state): it installed Vault.
+        vars.insert("vault_server".into(), VaultServer::VAULT.vars());
+    }
     vars.insert("state".into(), json!(state));
     vars.insert("keep_data".into(), json!(spec.keep_data_on_destroy));
     let ready = ctx.limits.rollout;
