@@ -22,6 +22,7 @@ use crate::plan::diff::REFRESH_AFTER;
 use crate::plan::Step;
 use crate::secret::{write_private, Secret};
 use crate::util::unix_now;
+use crate::wait::{Poll, Wait};
 
 pub const KIND: &str = "vault-configure";
 pub const STEP_ID: &str = "vault/configure";
@@ -296,33 +297,26 @@ async fn open_vault(ctx: &StepContext, spec: &VaultSpec, vault: &Vault) -> Resul
 /// active but active cluster node not found", HTTP 500); on a loaded host
 /// that takes seconds. Wait for it, up to `timeouts.rollout`.
 async fn wait_for_active(ctx: &StepContext, vault: &Vault) -> Result<(), StepError> {
-    let limit = ctx
-        .timeouts
-        .rollout
-        .map(|d| d.get())
-        .unwrap_or(Duration::from_secs(600));
-    let start = std::time::Instant::now();
     let mut said = false;
-    loop {
-        let last = match vault.leader().await {
-            Ok(l) if l.has_active() => return Ok(()),
-            Ok(_) => "no active node yet".to_string(),
-            Err(e) => e,
-        };
-        if start.elapsed() >= limit {
-            return Err(StepError::new(format!(
-                "Vault at {} is unsealed but has no active node after {}s ({last}); \
-                 check its log (with integrated storage a lone node elects itself)",
-                vault.url(),
-                limit.as_secs()
-            )));
-        }
-        if !said {
+    Wait::for_(
+        format!("Vault at {} to have an active node", vault.url()),
+        ctx.limits.rollout,
+    )
+    .every(std::time::Duration::from_millis(250))
+    .hint("check its log (with integrated storage a lone node elects itself)")
+    .until(|| {
+        if !std::mem::replace(&mut said, true) {
             ctx.progress("waiting until Vault has an active node");
-            said = true;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        async {
+            Ok::<_, StepError>(match vault.leader().await {
+                Ok(l) if l.has_active() => Poll::Done(()),
+                Ok(_) => Poll::Pending("unsealed, no active node yet".to_string()),
+                Err(e) => Poll::Pending(e),
+            })
+        }
+    })
+    .await
 }
 
 /// The token to configure Vault with: the inventory's, or the root token
