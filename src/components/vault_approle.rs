@@ -271,6 +271,22 @@ mod tests {
             .is_ok_and(|v| v.is_some_and(|v| v["auth"]["client_token"].is_string()))
     }
 
+    /// What a run killed right after Vault answered leaves: the record, and
+    /// a secret id carrying its marker that nobody ever received.
+    async fn lose_an_answer(intents: &Intents, vault: &Vault, root: &Secret) -> Secret {
+        let record = intents.begin(RECORD, json!({"role": ROLE})).await.unwrap();
+        let lost = vault
+            .write(
+                &format!("{ROLE}/secret-id"),
+                root,
+                &json!({"metadata": json!({MARKER_KEY: record.marker}).to_string()}),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        Secret::new(lost["data"]["secret_id"].as_str().unwrap())
+    }
+
     #[tokio::test]
     async fn a_secret_id_whose_answer_was_lost_is_destroyed_and_replaced_others_are_left_and_teardown_destroys_ours() {
         let Some(bao) = start_bao().await else { return };
@@ -300,19 +316,8 @@ mod tests {
         let path = dir.path().join("state.json");
         let intents = Intents::new(StateStore::new(path.clone(), State::default()), "vault-proxy");
 
-        // What a run killed right after Vault answered leaves: the record,
-        // and a secret id carrying its marker that nobody ever received.
-        let record = intents.begin(RECORD, json!({"role": ROLE})).await.unwrap();
-        let lost = vault
-            .write(
-                &format!("{ROLE}/secret-id"),
-                &root,
-                &json!({"metadata": json!({MARKER_KEY: record.marker}).to_string()}),
-            )
-            .await
-            .unwrap()
-            .unwrap();
-        let lost_secret = Secret::new(lost["data"]["secret_id"].as_str().unwrap());
+        // What a run killed right after Vault answered leaves.
+        let lost_secret = lose_an_answer(&intents, &vault, &root).await;
         assert!(login_works(&vault, &role_id, &lost_secret).await);
 
         // The re-run: nothing in use, so a new one; the lost one is destroyed.
@@ -356,17 +361,7 @@ mod tests {
 
         // Teardown after another lost answer: ours and the lost one are
         // destroyed, theirs stays, no record is left.
-        let record = intents.begin(RECORD, json!({"role": ROLE})).await.unwrap();
-        let lost = vault
-            .write(
-                &format!("{ROLE}/secret-id"),
-                &root,
-                &json!({"metadata": json!({MARKER_KEY: record.marker}).to_string()}),
-            )
-            .await
-            .unwrap()
-            .unwrap();
-        let lost_secret = Secret::new(lost["data"]["secret_id"].as_str().unwrap());
+        let lost_secret = lose_an_answer(&intents, &vault, &root).await;
         destroy_ours(&intents, &vault, &root, ROLE).await.unwrap();
         assert_eq!(
             vault.list(&format!("{ROLE}/secret-id"), &root).await.unwrap(),
