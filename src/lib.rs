@@ -13,6 +13,7 @@ pub mod pki;
 pub mod plan;
 pub mod secret;
 pub mod state;
+pub mod steps;
 pub mod templates;
 pub mod util;
 pub mod versions;

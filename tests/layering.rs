@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     &["plan"],
     &["engine"],
+    &["steps"],
     &["components"],
     &["cli"],
     &["commands"],

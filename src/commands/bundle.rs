@@ -8,9 +8,9 @@ use crate::artifacts::{write_checksums, Bundle};
 use serde_json::json;
 
 use crate::cli::{BundleAction, GlobalArgs, Output};
-use crate::components::artifacts::{self, ArtifactsSpec};
 use crate::exit;
 use crate::inventory::ArtifactMode;
+use crate::steps::release_files::{self, ArtifactsSpec};
 
 pub fn bundle(g: &GlobalArgs, action: &BundleAction) -> u8 {
     match action {
@@ -123,7 +123,7 @@ fn fetch(g: &GlobalArgs, file: &Path, dir: &Path) -> u8 {
     // Into <bundle>/<component>/<version>/, where the bundle paths point.
     let download = |spec: &ArtifactsSpec| {
         let target = dir.join(&spec.component).join(&spec.version);
-        runtime.block_on(artifacts::download_into(
+        runtime.block_on(release_files::download_into(
             spec,
             &target,
             Duration::from_secs(600),
@@ -136,7 +136,7 @@ fn fetch(g: &GlobalArgs, file: &Path, dir: &Path) -> u8 {
             version: version.clone(),
             mode: ArtifactMode::Online,
             bundle: None,
-            files: artifacts::k3s_files(mirror.as_deref(), &version),
+            files: release_files::k3s_files(mirror.as_deref(), &version),
         };
         if let Err(e) = download(&spec) {
             eprintln!("error: {e}");
@@ -156,7 +156,7 @@ fn fetch(g: &GlobalArgs, file: &Path, dir: &Path) -> u8 {
             return exit::INVALID_INVENTORY;
         }
     };
-    for step in steps.iter().filter(|s| s.kind == artifacts::KIND) {
+    for step in steps.iter().filter(|s| s.kind == release_files::KIND) {
         let Ok(spec) = serde_json::from_value::<ArtifactsSpec>(step.spec.clone()) else {
             continue;
         };

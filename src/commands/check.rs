@@ -9,11 +9,11 @@ use serde_json::json;
 use super::apply::{absolute, ssh_pool};
 use super::load_and_plan;
 use crate::cli::{GlobalArgs, Output};
-use crate::components::hosts::HostConn;
 use crate::components::preflight::{self, PreflightSpec};
 use crate::engine::events::{OutputMode, Reporter};
 use crate::engine::{Services, StepContext};
 use crate::exit;
+use crate::steps::hosts::HostConn;
 
 pub fn check(g: &GlobalArgs, file: &Path) -> u8 {
     let (loaded, plan) = match load_and_plan(g, file) {

@@ -46,20 +46,22 @@ fn summary(state: &State, show_secrets: bool) -> Value {
             json!({"step": id, "namespaces": names})
         })
         .collect();
-    let pki = finished(state, crate::components::pki::KIND).next().map(|(_, o)| {
-        let certs: serde_json::Map<String, Value> = o["certs"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(name, c)| {
-                (
-                    name.clone(),
-                    json!({"cert": c["cert"], "key": c["key"], "notAfter": c["notAfter"]}),
-                )
-            })
-            .collect();
-        json!({"ca": o["ca"]["cert"], "certificates": certs})
-    });
+    let pki = finished(state, crate::components::certificates::KIND)
+        .next()
+        .map(|(_, o)| {
+            let certs: serde_json::Map<String, Value> = o["certs"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(name, c)| {
+                    (
+                        name.clone(),
+                        json!({"cert": c["cert"], "key": c["key"], "notAfter": c["notAfter"]}),
+                    )
+                })
+                .collect();
+            json!({"ca": o["ca"]["cert"], "certificates": certs})
+        });
     let vault = finished(state, crate::components::vault::KIND).next().map(|(_, o)| {
         let dir = std::path::PathBuf::from(o["secrets"].as_str().unwrap_or_default());
         let keys: Vec<Value> = (1..=10)

@@ -1,18 +1,16 @@
 //! One module per thing we install. Each turns its inventory section into
-//! steps (with explicit needs) and provides the handlers that run them.
+//! steps (with explicit needs) and provides the handlers that run them. The
+//! plumbing they share (reaching hosts and clusters, fetching release files,
+//! applying object sets, hooks) is in [`crate::steps`].
 
-pub mod artifacts;
+use crate::steps::{hooks, manifests, release_files};
+
+pub mod certificates;
 pub mod gitlab;
-pub mod hooks;
-pub mod hosts;
 pub mod infrastructure;
 pub mod k3s;
-pub mod kube_target;
 pub mod kubespray;
-pub mod manifests;
-pub mod pki;
 pub mod preflight;
-pub mod remote;
 pub mod service_hosts;
 pub mod stack;
 pub mod tenants;
@@ -37,7 +35,7 @@ pub fn plan_steps(loaded: &Loaded) -> Result<Vec<Step>, Vec<Diagnostic>> {
     let mut steps = Vec::new();
     let mut problems = Vec::new();
     infrastructure::plan(loaded, &mut steps);
-    pki::plan(loaded, &mut steps);
+    certificates::plan(loaded, &mut steps);
     if let Err(mut p) = k3s::plan(loaded, &mut steps) {
         problems.append(&mut p);
     }
@@ -104,7 +102,7 @@ fn defer_until_infrastructure(loaded: &Loaded, steps: &mut Vec<Step>) {
 pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.register(Arc::new(hooks::HookHandler));
-    r.register(Arc::new(artifacts::ArtifactsHandler));
+    r.register(Arc::new(release_files::ArtifactsHandler));
     r.register(Arc::new(k3s::TokenHandler));
     r.register(Arc::new(k3s::NodeHandler));
     r.register(Arc::new(k3s::KubeconfigHandler));
@@ -112,7 +110,7 @@ pub fn registry() -> Registry {
     r.register(Arc::new(infrastructure::TerraformHandler));
     r.register(Arc::new(kubespray::KubesprayHandler));
     r.register(Arc::new(manifests::ApplyHandler));
-    r.register(Arc::new(pki::PkiHandler));
+    r.register(Arc::new(certificates::PkiHandler));
     r.register(Arc::new(service_hosts::ServiceHostHandler));
     r.register(Arc::new(vault::VaultHandler));
     r.register(Arc::new(gitlab::GitlabHandler));
@@ -123,4 +121,45 @@ pub fn registry() -> Registry {
     r.register(Arc::new(tenants::TenantHandler));
     r.register(Arc::new(vcluster::VclusterHandler));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_download_mirror_covers_every_upstream_file_of_a_complete_install() {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/inventories/single-node-k3s.yaml"));
+        let mirror = "https://mirror.example/upstream";
+        let text = std::fs::read_to_string(path).unwrap().replace(
+            "\ncomponents:\n",
+            &format!("\nartifacts:\n  downloadMirror: {mirror}/\ncomponents:\n"),
+        );
+        let loaded = crate::inventory::load_str(path, &text).unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        let steps = super::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
+        let mut urls = Vec::new();
+        for step in steps.iter().filter(|s| s.kind == release_files::KIND) {
+            let spec: release_files::ArtifactsSpec = serde_json::from_value(step.spec.clone()).unwrap();
+            urls.extend(
+                spec.files
+                    .iter()
+                    .flat_map(|f| std::iter::once(f.url.clone()).chain(f.sums_url.clone())),
+            );
+        }
+        // Charts, manifests and packages from hosts other than GitHub are there too.
+        for upstream in [
+            "charts.loft.sh",
+            "traefik.github.io",
+            "storage.googleapis.com",
+            "releases.hashicorp.com",
+            "/k3s-io/k3s/",
+        ] {
+            assert!(
+                urls.iter().any(|u| u.contains(upstream)),
+                "{upstream} not planned: {urls:#?}"
+            );
+        }
+        let direct: Vec<&String> = urls.iter().filter(|u| !u.starts_with(&format!("{mirror}/"))).collect();
+        assert!(direct.is_empty(), "downloaded around the mirror: {direct:#?}");
+    }
 }

@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::hosts::{self, HostConn};
 use super::k3s::Role;
 use crate::inventory::Loaded;
 use crate::plan::Step;
+use crate::steps::hosts::{self, HostConn};
 
 pub const KIND: &str = "preflight";
 
@@ -516,7 +516,7 @@ pub struct PreflightHandler;
 /// Facts from each host (in parallel); unreachable hosts are listed, not fatal here.
 pub async fn gather(ctx: &crate::engine::StepContext, conns: &[HostConn]) -> (BTreeMap<String, Facts>, Vec<String>) {
     let mut tasks = tokio::task::JoinSet::new();
-    let connector = match super::remote::Connector::of(ctx) {
+    let connector = match crate::steps::remote::Connector::of(ctx) {
         Ok(c) => c,
         Err(e) => return (BTreeMap::new(), vec![e.message]),
     };
@@ -530,7 +530,7 @@ pub async fn gather(ctx: &crate::engine::StepContext, conns: &[HostConn]) -> (BT
             let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
             let remote = connector.connect(&conn).await.map_err(|e| e.message)?;
             let sent = now_millis();
-            let out = super::remote::run_checked(&*remote, FACTS_SCRIPT)
+            let out = crate::steps::remote::run_checked(&*remote, FACTS_SCRIPT)
                 .await
                 .map_err(|e| e.message)?;
             let received = now_millis();

@@ -11,15 +11,17 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::artifacts::{self, files_step, pinned_file};
-use super::kube_target::{client, target, KubeTarget};
-use super::manifests::{self, apply_objects, previous_objects, report_outputs, rollout_timeout, ApplySpec, Source};
 use crate::drivers::kube::apply::delete_objects;
 use crate::drivers::kube::{KubeClient, ObjectRef};
 use crate::engine::{Rendered, StepContext, StepError, StepHandler};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{Diagnostic, Loaded, NamespaceNode};
 use crate::plan::Step;
+use crate::steps::kube_target::{client, target, KubeTarget};
+use crate::steps::manifests::{
+    self, apply_objects, previous_objects, report_outputs, rollout_timeout, ApplySpec, Source,
+};
+use crate::steps::release_files::{self, files_step, pinned_file};
 use crate::versions;
 use crate::wait::{Poll, Wait};
 
@@ -51,7 +53,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     let version = hnc.and_then(|c| c.version.clone()).unwrap_or(versions::HNC.to_string());
     let release = format!(
         "{}/kubernetes-sigs/hierarchical-namespaces/releases/download/{version}/{HNC_MANIFEST}",
-        artifacts::GITHUB
+        release_files::GITHUB
     );
     let files = vec![pinned_file(
         HNC_MANIFEST,

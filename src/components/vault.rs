@@ -111,7 +111,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     let mut needs = Vec::new();
     if let Some(host_step) = &target.host_step {
         needs.push(host_step.clone());
-        needs.push(super::pki::STEP_ID.to_string());
+        needs.push(crate::components::certificates::STEP_ID.to_string());
     }
     let title = vault.vault_distribution().title();
     steps.push(Step::new(STEP_ID, KIND, format!("{title} at {}", target.url), json!(spec)).needs(needs));
@@ -144,7 +144,7 @@ pub fn target(loaded: &Loaded) -> Option<VaultTarget> {
             host_step: None,
         }),
         (Placement::Host, _, Some(host)) => {
-            let address = super::hosts::find(loaded, host)?.address.clone();
+            let address = crate::steps::hosts::find(loaded, host)?.address.clone();
             Some(VaultTarget {
                 url: format!("https://{address}:8200"),
                 token: None,
@@ -160,7 +160,7 @@ pub fn target(loaded: &Loaded) -> Option<VaultTarget> {
 fn target_ca(ctx: &StepContext, ca_file: Option<&Path>) -> Result<Option<Vec<u8>>, StepError> {
     let path = match ca_file {
         Some(p) => p.to_path_buf(),
-        None => match ctx.needs_outputs.get(super::pki::STEP_ID) {
+        None => match ctx.needs_outputs.get(crate::components::certificates::STEP_ID) {
             Some(pki) => PathBuf::from(pki["ca"]["cert"].as_str().unwrap_or_default()),
             None => return Ok(None),
         },

@@ -16,8 +16,6 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::kube_target::{self, KubeTarget};
-use super::manifests::{apply_objects, delete_recorded, previous_objects, report_outputs, rollout_timeout};
 use super::vault::{self as vault_component, VaultTarget, Writer};
 use crate::drivers::kube::objects::ObjectRef;
 use crate::drivers::kube::KubeClient;
@@ -25,6 +23,8 @@ use crate::engine::{StepContext, StepError, StepHandler};
 use crate::inventory::Loaded;
 use crate::plan::Step;
 use crate::secret::Secret;
+use crate::steps::kube_target::{self, KubeTarget};
+use crate::steps::manifests::{apply_objects, delete_recorded, previous_objects, report_outputs, rollout_timeout};
 
 pub const KIND: &str = "vault-kubernetes-auth";
 /// Namespace of the Nautes components in a tenant cluster.
@@ -81,7 +81,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) {
         let mut needs = target.needs();
         needs.push(vault_component::STEP_ID.to_string());
         if vault.host_step.is_some() {
-            needs.push(super::pki::STEP_ID.to_string());
+            needs.push(crate::components::certificates::STEP_ID.to_string());
         }
         steps.push(
             Step::new(

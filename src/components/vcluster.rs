@@ -16,18 +16,18 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::artifacts::{self, files_step, pinned_file};
-use super::k3s::kubeconfig::rewrite;
-use super::kube_target::{client, target, vcluster_step_id, KubeTarget};
-use super::manifests::{
-    self, apply_objects, delete_recorded, previous_objects, render_objects, report_outputs, Source,
-};
 use crate::drivers::kube::{KubeClient, ObjectRef};
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{Diagnostic, ExposeType, Loaded};
 use crate::plan::Step;
 use crate::secret::{write_private, Secret};
+use crate::steps::kube_target::{client, target, vcluster_step_id, KubeTarget};
+use crate::steps::kubeconfig::rewrite;
+use crate::steps::manifests::{
+    self, apply_objects, delete_recorded, previous_objects, render_objects, report_outputs, Source,
+};
+use crate::steps::release_files::{self, files_step, pinned_file};
 use crate::versions;
 use crate::wait::{Poll, Wait};
 
@@ -65,7 +65,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             format!("{}/charts/{chart}", versions::VCLUSTER_CHART_REPO),
             None,
         );
-        let files_id = artifacts::step_id("vcluster", &version);
+        let files_id = release_files::step_id("vcluster", &version);
         if planned_files.insert(files_id.clone()) {
             match files_step(
                 loaded,
@@ -276,7 +276,7 @@ async fn read_vcluster_kubeconfig(
     ctx.progress(format!("waiting for {r}"));
     let secret = Wait::for_(
         format!("vcluster {} to write {r}", spec.name),
-        super::manifests::rollout_timeout(ctx),
+        crate::steps::manifests::rollout_timeout(ctx),
     )
     .every(Duration::from_millis(300))
     .hint("is its pod running?")
@@ -307,7 +307,7 @@ async fn wait_api(ctx: &StepContext, spec: &VclusterSpec, text: &str, endpoint: 
     ctx.progress(format!("waiting for the API of vcluster {} at {endpoint}", spec.name));
     Wait::for_(
         format!("the API of vcluster {} at {endpoint} to answer", spec.name),
-        super::manifests::rollout_timeout(ctx),
+        crate::steps::manifests::rollout_timeout(ctx),
     )
     .until(|| async {
         let answer = match crate::drivers::kube::KubeClient::from_kubeconfig_text(text, None, http).await {

@@ -35,13 +35,13 @@ use self::oauth::OauthSpec;
 pub use self::plan::plan;
 use self::project::Created;
 use self::tokens::{Bootstrap, Lifetime};
-use super::hosts::HostConn;
 use super::vault::{self as vault_component, VaultTarget};
 use crate::drivers::gitlab::{Auth, Gitlab, GitlabError};
 use crate::engine::{Intents, StepContext, StepError, StepHandler};
 use crate::inventory::SecretRef;
 use crate::plan::diff::REFRESH_AFTER;
 use crate::secret::Secret;
+use crate::steps::hosts::HostConn;
 use crate::util::unix_now;
 
 pub const KIND: &str = "gitlab-configure";
@@ -190,7 +190,10 @@ fn client(ctx: &StepContext, spec: &GitlabSpec) -> Result<Gitlab, StepError> {
         .and_then(|o| o["url"].as_str())
         .unwrap_or(&spec.url)
         .to_string();
-    let ca = match (&spec.ca_file, ctx.needs_outputs.get(super::pki::STEP_ID)) {
+    let ca = match (
+        &spec.ca_file,
+        ctx.needs_outputs.get(crate::components::certificates::STEP_ID),
+    ) {
         (Some(p), _) => Some(read_pem(p)?),
         (None, Some(pki)) if spec.host.is_some() => Some(read_pem(std::path::Path::new(
             pki["ca"]["cert"].as_str().unwrap_or_default(),
@@ -303,10 +306,11 @@ impl StepHandler for GitlabHandler {
         .await?;
         let mut files = spec.repo_files.clone();
         for (path, from) in &spec.release_files {
-            let local =
-                super::artifacts::files_from_outputs(ctx.needs_outputs.get(&from.artifacts).unwrap_or(&Value::Null))?
-                    .remove(&from.file)
-                    .ok_or_else(|| StepError::new(format!("step {} provided no {}", from.artifacts, from.file)))?;
+            let local = crate::steps::release_files::files_from_outputs(
+                ctx.needs_outputs.get(&from.artifacts).unwrap_or(&Value::Null),
+            )?
+            .remove(&from.file)
+            .ok_or_else(|| StepError::new(format!("step {} provided no {}", from.artifacts, from.file)))?;
             let text = std::fs::read_to_string(&local.path)
                 .map_err(|e| StepError::new(format!("{}: {e}", local.path.display())))?;
             files.insert(path.clone(), text);

@@ -13,12 +13,12 @@ use serde_json::{json, Value};
 
 use super::credentials::{field, CredentialStore, Fields};
 use super::{Calls, Create};
-use crate::components::hosts::HostConn;
-use crate::components::remote::{connect, run_checked};
 use crate::drivers::gitlab::{Auth, Gitlab};
 use crate::drivers::ssh::sh_quote;
 use crate::engine::{Intent, Intents, StepContext, StepError};
 use crate::secret::Secret;
+use crate::steps::hosts::HostConn;
+use crate::steps::remote::{connect, run_checked};
 
 pub const OAUTH_APP: &str = "dex-oauth-app";
 /// The records of our creates of the application.

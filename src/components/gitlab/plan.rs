@@ -11,10 +11,11 @@ use serde_json::{json, Value};
 use super::oauth::OauthSpec;
 use super::{GitlabSpec, ReleaseFile, HOST_STEP_ID, KIND, STEP_ID};
 use crate::components::vault as vault_component;
-use crate::components::{artifacts, hosts, pki, stack};
+use crate::components::{certificates, stack};
 use crate::inventory::spans::push_key;
 use crate::inventory::{Diagnostic, Loaded, Placement};
 use crate::plan::Step;
+use crate::steps::{hosts, release_files};
 
 fn value_error(loaded: &Loaded, key: &str, message: String) -> Diagnostic {
     let path = push_key("components.gitlab.values", key);
@@ -194,13 +195,13 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             .clone()
             .unwrap_or_else(|| release.default_version.to_string());
         let file = release.file(&version);
-        let files = vec![artifacts::pinned_file(
+        let files = vec![release_files::pinned_file(
             &file,
             format!("{}/{version}/{file}", release.slug),
-            release.url(artifacts::GITHUB, &version),
+            release.url(release_files::GITHUB, &version),
             None,
         )];
-        let step = artifacts::files_step(
+        let step = release_files::files_step(
             loaded,
             release.slug,
             release.title,
@@ -248,12 +249,12 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     };
     if host.is_some() {
         needs.push(HOST_STEP_ID.to_string());
-        needs.push(pki::STEP_ID.to_string());
+        needs.push(certificates::STEP_ID.to_string());
     }
     if let Some(v) = &vault {
         needs.push(vault_component::STEP_ID.to_string());
         if v.host_step.is_some() {
-            needs.push(pki::STEP_ID.to_string());
+            needs.push(certificates::STEP_ID.to_string());
         }
     }
     steps.push(Step::new(STEP_ID, KIND, format!("GitLab at {url}"), json!(spec)).needs(needs));

@@ -5,12 +5,13 @@
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{kubeconfig, kubeconfig_file_name, KubeconfigSpec, KUBECONFIG_KIND};
-use crate::components::hosts::HostConn;
-use crate::components::remote::connect;
+use super::{kubeconfig_file_name, KubeconfigSpec, KUBECONFIG_KIND};
 use crate::drivers::kube::KubeClient;
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::secret::{write_private, Secret};
+use crate::steps::hosts::HostConn;
+use crate::steps::kubeconfig;
+use crate::steps::remote::connect;
 use crate::wait::{Poll, Wait};
 
 pub struct KubeconfigHandler;

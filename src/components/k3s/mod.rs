@@ -4,7 +4,6 @@
 //! (`after`), so a config change re-runs only the nodes it touches while an
 //! upgrade still rolls servers first, one by one, then agents.
 
-pub mod kubeconfig;
 mod kubeconfig_step;
 mod node;
 mod plan;

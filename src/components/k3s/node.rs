@@ -13,10 +13,10 @@ use super::{
     NodeSpec, Role, NODE_KIND, REMOTE_BINARY, REMOTE_CONFIG_FILE, REMOTE_IMAGES_DIR, REMOTE_INSTALL_SCRIPT,
     REMOTE_REGISTRIES_FILE, REMOTE_TOKEN_FILE,
 };
-use crate::components::artifacts::{files_from_outputs, K3S_BINARY, K3S_IMAGES, K3S_INSTALL};
-use crate::components::hosts::HostConn;
-use crate::components::remote::{connect, run_checked, sh_quote, Remote};
 use crate::engine::{StepContext, StepError, StepHandler};
+use crate::steps::hosts::HostConn;
+use crate::steps::release_files::{files_from_outputs, K3S_BINARY, K3S_IMAGES, K3S_INSTALL};
+use crate::steps::remote::{connect, run_checked, sh_quote, Remote};
 
 pub struct NodeHandler;
 

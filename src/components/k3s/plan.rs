@@ -4,10 +4,11 @@ use serde_json::json;
 
 use super::render::{self, NodeInput};
 use super::{KubeconfigSpec, NodeSpec, Role, TokenSpec, KUBECONFIG_KIND, NODE_KIND, TOKEN_KIND};
-use crate::components::{artifacts, hosts, infrastructure, preflight};
+use crate::components::{infrastructure, preflight};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{ClusterType, Diagnostic, Loaded};
 use crate::plan::Step;
+use crate::steps::{hosts, release_files};
 
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
     let mut problems = Vec::new();
@@ -24,7 +25,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             continue;
         };
 
-        let artifact = match artifacts::k3s_step(loaded, &k3s.version, &push_key(&base, "version")) {
+        let artifact = match release_files::k3s_step(loaded, &k3s.version, &push_key(&base, "version")) {
             Ok(a) => a,
             Err(d) => {
                 problems.push(d);

@@ -13,7 +13,6 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::hosts::{self, HostConn};
 use super::k3s::{KubeconfigSpec, Role, KUBECONFIG_KIND};
 use super::{infrastructure, preflight};
 use crate::drivers::ansible::{self, Playbook};
@@ -22,6 +21,7 @@ use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::validate::{DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR};
 use crate::inventory::{ArtifactMode, ClusterType, Diagnostic, Loaded};
 use crate::plan::Step;
+use crate::steps::hosts::{self, HostConn};
 
 pub const KIND: &str = "kubespray";
 const DEFAULT_KUBE_CONFIG_DIR: &str = "/etc/kubernetes";

@@ -5,8 +5,8 @@
 use serde_json::{json, Map};
 
 use super::url_host;
-use crate::components::hosts::HostConn;
-use crate::components::remote;
+use crate::steps::hosts::HostConn;
+use crate::steps::remote;
 
 /// The one-host Ansible inventory for `host`, verifying its key against
 /// `known_hosts` exactly as our own SSH connections do.

@@ -43,11 +43,11 @@ use serde_json::{json, Map, Value};
 
 use self::root_password::{root_password, root_password_file};
 use self::run::{run_playbook, run_vars};
-use super::artifacts::files_from_outputs;
-use super::hosts::HostConn;
-use super::pki;
+use crate::components::certificates;
 use crate::engine::{Rendered, StepContext, StepError, StepHandler};
 use crate::inventory::{Component, Loaded, VaultDistribution};
+use crate::steps::hosts::HostConn;
+use crate::steps::release_files::files_from_outputs;
 
 pub use self::inventory::render_inventory;
 pub use self::packages::VaultServer;
@@ -160,7 +160,7 @@ fn io_error(path: &Path, e: std::io::Error) -> StepError {
 /// A path recorded in the pki step's outputs.
 fn pki_path(ctx: &StepContext, pointer: &str, what: &str) -> Result<String, StepError> {
     ctx.needs_outputs
-        .get(pki::STEP_ID)
+        .get(certificates::STEP_ID)
         .and_then(|o| o.pointer(pointer))
         .and_then(Value::as_str)
         .map(str::to_string)

@@ -11,8 +11,8 @@
 use serde_json::{json, Value};
 
 use super::Service;
-use crate::components::artifacts::{pinned_file, FileSpec, GITHUB};
 use crate::inventory::VaultDistribution;
+use crate::steps::release_files::{pinned_file, FileSpec, GITHUB};
 use crate::versions;
 
 /// How a release archive is packed: what the host unpacks it with (Python's

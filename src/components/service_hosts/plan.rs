@@ -8,12 +8,12 @@
 use serde_json::{json, Map, Value};
 
 use super::{url_host, Service, ServiceHostSpec, VaultServer, KIND};
-use crate::components::artifacts::files_step;
-use crate::components::hosts::{self, HostConn};
-use crate::components::{infrastructure, pki};
+use crate::components::{certificates, infrastructure};
 use crate::inventory::spans::push_key;
 use crate::inventory::{Component, Diagnostic, Loaded, Placement};
 use crate::plan::Step;
+use crate::steps::hosts::{self, HostConn};
+use crate::steps::release_files::files_step;
 
 /// GitLab services Nautes does not need, off unless `values.<name>: true`.
 const GITLAB_OPTIONAL: [&str; 5] = ["registry", "pages", "kas", "mattermost", "monitoring"];
@@ -121,7 +121,7 @@ fn plan_one(loaded: &Loaded, service: Service, c: &Component, steps: &mut Vec<St
             format!("{title} {version} on host {host}"),
             json!(spec),
         )
-        .needs([pki::STEP_ID.to_string(), artifacts_id])
+        .needs([certificates::STEP_ID.to_string(), artifacts_id])
         .needs(infrastructure::provider_step(loaded, host)),
     );
     Ok(())
@@ -253,7 +253,7 @@ mod tests {
             ]
         );
         let vault: ServiceHostSpec = serde_json::from_value(steps[1].spec.clone()).unwrap();
-        assert_eq!(steps[1].needs, [pki::STEP_ID, "artifacts/vault/1.10.4"]);
+        assert_eq!(steps[1].needs, [certificates::STEP_ID, "artifacts/vault/1.10.4"]);
         assert_eq!(vault.distribution, Some(VaultDistribution::Vault));
         assert_eq!(vault.vars["vault_server"]["binary"], "vault");
         assert_eq!(vault.vars["vault_server"]["config_dir"], "/etc/vault.d");

@@ -12,11 +12,11 @@ use serde_json::{json, Map, Value};
 
 use super::playbooks::write_playbooks;
 use super::{io_error, render_inventory, Service, ServiceHostSpec, VaultServer};
-use crate::components::remote;
 use crate::drivers::ansible::{self, Playbook};
 use crate::engine::{StepContext, StepError};
 use crate::inventory::SudoMode;
 use crate::secret::{write_private, Secret};
+use crate::steps::remote;
 use crate::util::write_atomic;
 
 /// Removes the secrets file however the run ends.

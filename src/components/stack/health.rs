@@ -13,14 +13,15 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::super::kube_target::{self, client, KubeTarget};
-use super::super::manifests::rollout_timeout;
-use super::super::{gitlab, hosts, pki, vault};
 use super::{ingress_cluster, management_cluster, traefik_ports};
+use crate::components::{certificates as pki, gitlab, vault};
 use crate::engine::{StepContext, StepError, StepHandler};
 use crate::inventory::{ClusterType, Loaded};
 use crate::plan::diff::REFRESH_AFTER;
 use crate::plan::Step;
+use crate::steps::hosts;
+use crate::steps::kube_target::{self, client, KubeTarget};
+use crate::steps::manifests::rollout_timeout;
 use crate::util::unix_now;
 
 pub const KIND: &str = "platform-health";

@@ -35,10 +35,10 @@ use serde_json::{json, Value};
 
 pub use self::plan::{ingress_cluster, management_cluster, plan, traefik_ports};
 use self::runtime::Runtime;
-use super::kube_target::client;
-use super::manifests::{apply_spec, destroy_spec, render_objects, ApplySpec};
 use crate::drivers::kube::{KubeClient, ObjectRef};
 use crate::engine::{StepContext, StepError, StepHandler};
+use crate::steps::kube_target::client;
+use crate::steps::manifests::{apply_spec, destroy_spec, render_objects, ApplySpec};
 
 pub const KIND: &str = "stack-apply";
 
@@ -124,7 +124,7 @@ async fn objects(ctx: &StepContext, spec: &StackSpec, client: &KubeClient) -> Re
     for extra in runtime::objects(ctx, runtime, client).await? {
         let k = key(&extra);
         match objects.iter_mut().find(|o| k.is_some() && key(o) == k) {
-            Some(base) => super::manifests::merge_values(base, &extra),
+            Some(base) => crate::steps::manifests::merge_values(base, &extra),
             None => objects.push(extra),
         }
     }
@@ -187,7 +187,7 @@ impl StepHandler for StackHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::components::kube_target::KubeTarget;
+    use crate::steps::kube_target::KubeTarget;
 
     #[test]
     fn a_release_that_no_longer_renders_a_workload_its_readiness_rule_names_fails() {

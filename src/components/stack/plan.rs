@@ -11,12 +11,12 @@ use serde_json::{json, Value};
 use super::catalog::{self, Form, Release};
 use super::runtime::{self, Runtime};
 use super::{health, register, step_id, StackSpec, KIND};
-use crate::components::artifacts::{files_step, pinned_file, GITHUB};
-use crate::components::kube_target::{self, KubeTarget};
-use crate::components::manifests::{ApplySpec, Source};
-use crate::components::{gitlab, pki, vault, vault_kubernetes};
+use crate::components::{certificates, gitlab, vault, vault_kubernetes};
 use crate::inventory::{ClusterUsage, Component, Diagnostic, Loaded};
 use crate::plan::Step;
+use crate::steps::kube_target::{self, KubeTarget};
+use crate::steps::manifests::{ApplySpec, Source};
+use crate::steps::release_files::{files_step, pinned_file, GITHUB};
 use crate::versions;
 
 /// Kinds Tekton 0.37 ships that Kubernetes 1.25 removed.
@@ -250,7 +250,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             "service": {"type": "NodePort"},
             "ports": {"web": {"nodePort": web}, "websecure": {"nodePort": websecure}},
         });
-        crate::components::manifests::merge_values(&mut values, &Value::Object(values_of(loaded, "traefik")));
+        crate::steps::manifests::merge_values(&mut values, &Value::Object(values_of(loaded, "traefik")));
         // Our own keys, not the chart's.
         for key in ["webNodePort", "websecureNodePort", "ingressAddress"] {
             values.as_object_mut().map(|o| o.remove(key));
@@ -263,7 +263,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             Some(Runtime::IngressTls {
                 namespace: "traefik".into(),
             }),
-            vec![pki::STEP_ID.into()],
+            vec![certificates::STEP_ID.into()],
             "traefik",
             &[],
         ));
@@ -290,7 +290,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             stack_steps.extend(cm.clone());
             let user_ca_key = inv.pki.ca.as_ref().map(|c| c.key.clone());
             let mut needs: Vec<String> = cm.into_iter().collect();
-            needs.push(pki::STEP_ID.into());
+            needs.push(certificates::STEP_ID.into());
             stack_steps.extend(p.apply(
                 "ca-issuer",
                 &on("certManager"),
@@ -314,7 +314,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     vault: vault_target.clone(),
                     oauth2_proxy: component(loaded, "oauth2Proxy").is_some(),
                 })),
-                vec![gitlab::STEP_ID.into(), pki::STEP_ID.into()],
+                vec![gitlab::STEP_ID.into(), certificates::STEP_ID.into()],
                 "dex",
                 &[],
             ),
@@ -346,7 +346,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             }
             let target = c.cluster.clone().unwrap_or(cluster);
             let mut needs: Vec<String> = dex.iter().cloned().collect();
-            needs.push(pki::STEP_ID.into());
+            needs.push(certificates::STEP_ID.into());
             // Its Middleware is a Traefik kind.
             if component(loaded, "traefik").is_some() && ingress_cluster(loaded).as_ref() == Some(&target) {
                 needs.push(step_id("traefik", &target));
@@ -378,7 +378,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     ),
                     vault: v.clone(),
                 })),
-                vec![vault::STEP_ID.into(), pki::STEP_ID.into()],
+                vec![vault::STEP_ID.into(), certificates::STEP_ID.into()],
                 "nautes",
                 &[],
             ),
@@ -386,7 +386,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         };
         stack_steps.extend(proxy.clone());
         if component(loaded, "argocd").is_some() && gitlab_step {
-            let mut needs = vec![gitlab::STEP_ID.to_string(), pki::STEP_ID.to_string()];
+            let mut needs = vec![gitlab::STEP_ID.to_string(), certificates::STEP_ID.to_string()];
             needs.extend(dex.clone());
             let argocd = p.apply(
                 "argocd",
@@ -423,7 +423,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 );
                 stack_steps.extend(nautes.clone());
                 // Runtime clusters are registered with Nautes once it runs.
-                let pki_here = steps.iter().any(|s| s.id == pki::STEP_ID);
+                let pki_here = steps.iter().any(|s| s.id == certificates::STEP_ID);
                 let api = health::ingress_endpoint(
                     loaded,
                     pki_here,
@@ -452,7 +452,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     let mut needs: Vec<String> = nautes.iter().cloned().collect();
                     needs.push(gitlab::STEP_ID.into());
                     if pki_here {
-                        needs.push(pki::STEP_ID.into());
+                        needs.push(certificates::STEP_ID.into());
                     }
                     needs.extend(target.needs());
                     let id = register::step_id(&cluster);
@@ -543,7 +543,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::components::manifests::unknown_value_keys;
+    use crate::steps::manifests::unknown_value_keys;
 
     /// The stand-in chart (tests/charts) that mirrors each real chart we
     /// pin, and the keys upstream documents only as comments in its values.

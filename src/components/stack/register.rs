@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::super::gitlab::{self, credentials::field};
-use super::super::kube_target::{self, KubeTarget};
 use super::super::vault::VaultTarget;
 use super::health::{http_client, Endpoint};
 use crate::engine::{StepContext, StepError, StepHandler};
+use crate::steps::kube_target::{self, KubeTarget};
 use crate::util::hex;
 
 pub const KIND: &str = "nautes-cluster";

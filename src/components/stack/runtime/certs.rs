@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::{ca_pem, pki_outputs, read, tls_secret};
-use crate::components::pki;
+use crate::components::certificates;
 use crate::engine::{StepContext, StepError};
 use crate::inventory::SecretRef;
 use crate::secret::Secret;
@@ -16,7 +16,7 @@ pub const CA_SECRET: &str = "nautes-ca";
 pub const CLUSTER_ISSUER: &str = "nautes-ca";
 
 pub(super) fn ingress_tls(ctx: &StepContext, namespace: &str) -> Result<Vec<Value>, StepError> {
-    let cert = &pki_outputs(ctx)?["certs"][pki::INGRESS];
+    let cert = &pki_outputs(ctx)?["certs"][certificates::INGRESS];
     let pem = read(cert["cert"].as_str().unwrap_or_default(), "the ingress certificate")?;
     let key = Secret::new(read(cert["key"].as_str().unwrap_or_default(), "the ingress key")?);
     Ok(vec![

@@ -18,7 +18,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::components::{gitlab, pki};
+use crate::components::{certificates, gitlab};
 use crate::engine::{StepContext, StepError};
 use crate::inventory::SecretRef;
 use crate::secret::{random_token, write_private, Secret};
@@ -59,7 +59,7 @@ fn read(path: &str, what: &str) -> Result<String, StepError> {
 
 fn pki_outputs(ctx: &StepContext) -> Result<&Value, StepError> {
     ctx.needs_outputs
-        .get(pki::STEP_ID)
+        .get(certificates::STEP_ID)
         .ok_or_else(|| StepError::new("the PKI step has not run (internal error: missing need)"))
 }
 
@@ -144,7 +144,7 @@ mod tests {
     #[test]
     fn overlays_merge_maps_and_replace_the_rest() {
         let mut base = json!({"data": {"a": "1", "b": "2"}, "list": [1, 2], "keep": true});
-        crate::components::manifests::merge_values(&mut base, &json!({"data": {"b": "3", "c": "4"}, "list": [9]}));
+        crate::steps::manifests::merge_values(&mut base, &json!({"data": {"b": "3", "c": "4"}, "list": [9]}));
         assert_eq!(
             base,
             json!({"data": {"a": "1", "b": "3", "c": "4"}, "list": [9], "keep": true})

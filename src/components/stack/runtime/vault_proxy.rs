@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{b64, ca_pem, pki_outputs, read, tls_secret};
-use crate::components::pki;
+use crate::components::certificates;
 use crate::components::vault::{self as vault_component, VaultTarget};
 use crate::engine::{StepContext, StepError};
 use crate::secret::Secret;
@@ -108,8 +108,8 @@ pub(super) async fn vault_proxy(
 ) -> Result<Vec<Value>, StepError> {
     let ns = NAUTES_NAMESPACE;
     let (role_id, secret_id) = approle_secret_id(ctx, spec, client).await?;
-    let (server_cert, server_key) = cert_pair(ctx, pki::VAULT_PROXY_SERVER)?;
-    let (client_cert, client_key) = cert_pair(ctx, pki::VAULT_PROXY_CLIENT)?;
+    let (server_cert, server_key) = cert_pair(ctx, certificates::VAULT_PROXY_SERVER)?;
+    let (client_cert, client_key) = cert_pair(ctx, certificates::VAULT_PROXY_CLIENT)?;
     let ca = ca_pem(ctx)?;
     let labels = json!({"app.kubernetes.io/name": "vault-proxy"});
     let config = format!(

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::artifacts::files_from_outputs;
 use super::kube_target::{client, KubeTarget};
+use super::release_files::files_from_outputs;
 use crate::drivers::helm;
 use crate::drivers::kube::apply::{apply_set, delete_objects, ApplyOptions, ApplyReport};
 use crate::drivers::kube::objects::parse_documents;
