@@ -83,16 +83,18 @@ async fn failures_name_the_host_and_command_and_timeouts_fire() {
     }
     let mut hosts = hosts::TestHosts::start(2);
     let dir = tempfile::Builder::new().prefix("sd").tempdir_in("/tmp").unwrap();
-    let pool = pool(&hosts, dir.path(), Duration::from_secs(1));
+    // The command timeout must leave a loaded CI machine room for a `cat`
+    // over ssh (1 s did not, once) while staying well under the `sleep`.
+    let pool = pool(&hosts, dir.path(), Duration::from_secs(4));
     let a = pool.connect(&hosts.ssh_target(0)).await.unwrap();
     let err = a.read("/opt/nautes/missing").await.unwrap_err().to_string();
     assert!(
         err.contains("node-1") && err.contains("cat '/opt/nautes/missing'") && err.contains("exit status 1"),
         "{err}"
     );
-    match a.run("sleep 5").await {
+    match a.run("sleep 30").await {
         Err(SshError::Timeout { host, command, .. }) => {
-            assert_eq!((host.as_str(), command.as_str()), ("node-1", "sleep 5"))
+            assert_eq!((host.as_str(), command.as_str()), ("node-1", "sleep 30"))
         }
         other => panic!("expected a timeout, got {other:?}"),
     }

@@ -101,7 +101,7 @@ fn defer_until_infrastructure(loaded: &Loaded, steps: &mut Vec<Step>) {
 /// Handlers for every step kind this binary knows.
 pub fn registry() -> Registry {
     let mut r = Registry::default();
-    r.register(Arc::new(hooks::HookHandler));
+    r.add(hooks::HookHandler);
     r.register(Arc::new(release_files::ArtifactsHandler));
     r.register(Arc::new(k3s::TokenHandler));
     r.register(Arc::new(k3s::NodeHandler));

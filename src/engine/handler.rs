@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::events::{Event, Reporter};
 use super::limits::Limits;
+use crate::plan::StepSpec;
 
 /// What a step sees while it runs.
 pub struct StepContext {
@@ -43,6 +44,15 @@ impl StepContext {
             id: self.step_id.clone(),
             message: message.into(),
         });
+    }
+
+    /// The step's settings as `T` (absent ones take `T`'s defaults).
+    pub fn settings<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, StepError> {
+        if self.settings.is_null() {
+            return Ok(T::default());
+        }
+        serde_json::from_value(self.settings.clone())
+            .map_err(|e| StepError::new(format!("the settings of step {} are malformed: {e}", self.step_id)))
     }
 
     /// Tell the user something that outlives the progress line (a token
@@ -122,6 +132,63 @@ pub struct Rendered {
     pub contents: String,
 }
 
+/// What a component implements for one kind of step: it receives the
+/// spec it planned, already decoded ([`Registry::add`] does that once for
+/// every kind), so a malformed spec is one error message, not one per
+/// handler.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    type Spec: StepSpec;
+
+    /// Make the world match `spec`; must be safe to repeat. Returns outputs
+    /// (no secrets) that dependents can read.
+    async fn apply(&self, ctx: &StepContext, spec: &Self::Spec) -> Result<Value, StepError>;
+
+    /// Undo what `apply` did; must succeed when there is nothing left to undo.
+    async fn destroy(&self, ctx: &StepContext, spec: &Self::Spec, outputs: &Value) -> Result<(), StepError>;
+
+    /// Files this step would write or send, for review.
+    fn render(&self, _spec: &Self::Spec) -> Result<Vec<Rendered>, StepError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Decode a recorded spec as `S`. A spec that does not decode was written by
+/// another version of the installer or edited by hand.
+pub fn decode<S: StepSpec>(spec: &Value) -> Result<S, StepError> {
+    serde_json::from_value(spec.clone()).map_err(|e| {
+        StepError::new(format!(
+            "{} step is malformed (written by another version of nautes-install?): {e}",
+            S::KIND
+        ))
+    })
+}
+
+/// The engine's view of a [`Handler`]: specs as JSON, decoded on the way in.
+struct Typed<H>(H);
+
+#[async_trait]
+impl<H: Handler> StepHandler for Typed<H> {
+    fn kind(&self) -> &'static str {
+        H::Spec::KIND
+    }
+
+    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
+        self.0.apply(ctx, &decode(spec)?).await
+    }
+
+    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
+        self.0.destroy(ctx, &decode(spec)?, outputs).await
+    }
+
+    fn render(&self, spec: &Value) -> Result<Vec<Rendered>, StepError> {
+        self.0.render(&decode(spec)?)
+    }
+}
+
+/// The engine-facing contract, by kind and with JSON specs. Components
+/// implement [`Handler`] instead; this is for handlers that take any spec
+/// (tests' stand-ins).
 #[async_trait]
 pub trait StepHandler: Send + Sync {
     /// The `kind` of the steps this handler runs.
@@ -146,6 +213,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Register a typed handler for its spec's kind.
+    pub fn add<H: Handler>(&mut self, handler: H) {
+        self.register(Arc::new(Typed(handler)));
+    }
+
     pub fn register(&mut self, handler: Arc<dyn StepHandler>) {
         self.handlers.insert(handler.kind(), handler);
     }

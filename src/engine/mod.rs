@@ -9,6 +9,6 @@ pub mod limits;
 pub mod lock;
 
 pub use executor::{Engine, RunEnv, RunSummary};
-pub use handler::{Registry, Rendered, Services, StepContext, StepError, StepHandler};
+pub use handler::{decode, Handler, Registry, Rendered, Services, StepContext, StepError, StepHandler};
 pub use intents::{Intent, Intents};
 pub use limits::Limits;

@@ -13,6 +13,14 @@ use serde_json::Value;
 
 use crate::inventory::Diagnostic;
 
+/// The typed inputs of one kind of step: what a component plans and its
+/// handler receives back. The kind names it in the state and the plan, so
+/// the planner and the handler cannot disagree about which struct a step
+/// holds.
+pub trait StepSpec: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {
+    const KIND: &'static str;
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Step {
     pub id: String,
@@ -46,6 +54,12 @@ impl Step {
             settings: Value::Null,
             fingerprint,
         }
+    }
+
+    /// A step of `S`'s kind holding `spec`.
+    pub fn of<S: StepSpec>(id: impl Into<String>, description: impl Into<String>, spec: &S) -> Step {
+        let value = serde_json::to_value(spec).expect("a step spec serializes: its fields are plain data");
+        Step::new(id, S::KIND, description, value)
     }
 
     pub fn needs<I, S>(mut self, ids: I) -> Step

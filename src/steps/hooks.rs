@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tracing::Instrument;
 
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{Diagnostic, Loaded};
-use crate::plan::{pattern_matches, Step};
+use crate::plan::{pattern_matches, Step, StepSpec};
 
 pub const KIND: &str = "hook";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -22,7 +22,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 const STDERR_TAIL_LINES: usize = 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct HookSpec {
+pub struct HookSpec {
     name: String,
     run: String,
     destroy: Option<String>,
@@ -64,8 +64,9 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             .map(|d| d.get())
             .unwrap_or(DEFAULT_TIMEOUT);
         let id = step_id(&hook.name);
-        let mut step = Step::new(&id, KIND, format!("hook {}", hook.name), json!(spec))
-            .with_settings(json!({ "timeout_ms": timeout.as_millis() as u64 }));
+        let mut step = Step::of(&id, format!("hook {}", hook.name), &spec).with_settings(json!(HookSettings {
+            timeout_ms: Some(timeout.as_millis() as u64)
+        }));
         let all_ids: Vec<String> = steps
             .iter()
             .map(|s| s.id.clone())
@@ -136,38 +137,39 @@ fn no_match(loaded: &Loaded, path: &str, pattern: &str, ids: &[String]) -> Diagn
         .at(loaded.spans.value(path))
 }
 
+impl StepSpec for HookSpec {
+    const KIND: &'static str = KIND;
+}
+
+/// How long a hook may run: a setting, so changing it does not re-run the hook.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct HookSettings {
+    timeout_ms: Option<u64>,
+}
+
 pub struct HookHandler;
 
 #[async_trait]
-impl StepHandler for HookHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for HookHandler {
+    type Spec = HookSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec: HookSpec = parse(spec)?;
-        run_command(ctx, &spec, &spec.run, "apply").await?;
+    async fn apply(&self, ctx: &StepContext, spec: &HookSpec) -> Result<Value, StepError> {
+        run_command(ctx, spec, &spec.run, "apply").await?;
         Ok(json!({}))
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, _outputs: &Value) -> Result<(), StepError> {
-        let spec: HookSpec = parse(spec)?;
+    async fn destroy(&self, ctx: &StepContext, spec: &HookSpec, _outputs: &Value) -> Result<(), StepError> {
         match &spec.destroy {
-            Some(cmd) => run_command(ctx, &spec, cmd, "destroy").await,
+            Some(cmd) => run_command(ctx, spec, cmd, "destroy").await,
             None => Ok(()),
         }
     }
 }
 
-fn parse(spec: &Value) -> Result<HookSpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("hook step is malformed: {e}")))
-}
-
 async fn run_command(ctx: &StepContext, spec: &HookSpec, command: &str, phase: &str) -> Result<(), StepError> {
     let timeout = ctx
-        .settings
-        .get("timeout_ms")
-        .and_then(Value::as_u64)
+        .settings::<HookSettings>()?
+        .timeout_ms
         .map(Duration::from_millis)
         .unwrap_or(DEFAULT_TIMEOUT);
     let mut child = tokio::process::Command::new("sh")
