@@ -103,9 +103,9 @@ pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.add(hooks::HookHandler);
     r.register(Arc::new(release_files::ArtifactsHandler));
-    r.register(Arc::new(k3s::TokenHandler));
-    r.register(Arc::new(k3s::NodeHandler));
-    r.register(Arc::new(k3s::KubeconfigHandler));
+    r.add(k3s::TokenHandler);
+    r.add(k3s::NodeHandler);
+    r.add(k3s::KubeconfigHandler);
     r.register(Arc::new(preflight::PreflightHandler));
     r.register(Arc::new(infrastructure::TerraformHandler));
     r.register(Arc::new(kubespray::KubesprayHandler));

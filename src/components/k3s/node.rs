@@ -7,35 +7,46 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    NodeSpec, Role, NODE_KIND, REMOTE_BINARY, REMOTE_CONFIG_FILE, REMOTE_IMAGES_DIR, REMOTE_INSTALL_SCRIPT,
+    NodeSpec, Role, REMOTE_BINARY, REMOTE_CONFIG_FILE, REMOTE_IMAGES_DIR, REMOTE_INSTALL_SCRIPT,
     REMOTE_REGISTRIES_FILE, REMOTE_TOKEN_FILE,
 };
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::steps::hosts::HostConn;
 use crate::steps::release_files::{files_from_outputs, K3S_BINARY, K3S_IMAGES, K3S_INSTALL};
 use crate::steps::remote::{connect, run_checked, sh_quote, Remote};
 
 pub struct NodeHandler;
 
-fn setting<T: serde::de::DeserializeOwned>(ctx: &StepContext, key: &str) -> Result<T, StepError> {
-    serde_json::from_value(ctx.settings.get(key).cloned().unwrap_or(Value::Null))
-        .map_err(|e| StepError::new(format!("step settings lack `{key}`: {e}")))
+/// The hosts a node step talks to: the node itself, and the first server,
+/// whose kubectl reports on the cluster.
+#[derive(Default, Deserialize)]
+struct NodeSettings {
+    conn: Option<HostConn>,
+    control: Option<HostConn>,
+}
+
+impl NodeSettings {
+    /// (node, control) from the step's settings.
+    fn of(ctx: &StepContext) -> Result<(HostConn, HostConn), StepError> {
+        let s = ctx.settings::<NodeSettings>()?;
+        let lack = |key: &str| StepError::new(format!("step settings lack `{key}`"));
+        Ok((
+            s.conn.ok_or_else(|| lack("conn"))?,
+            s.control.ok_or_else(|| lack("control"))?,
+        ))
+    }
 }
 
 #[async_trait]
-impl StepHandler for NodeHandler {
-    fn kind(&self) -> &'static str {
-        NODE_KIND
-    }
+impl Handler for NodeHandler {
+    type Spec = NodeSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec: NodeSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| StepError::new(format!("K3s node step is malformed: {e}")))?;
-        let conn: HostConn = setting(ctx, "conn")?;
-        let control: HostConn = setting(ctx, "control")?;
+    async fn apply(&self, ctx: &StepContext, spec: &NodeSpec) -> Result<Value, StepError> {
+        let (conn, control) = NodeSettings::of(ctx)?;
         let files = files_from_outputs(ctx.needs_outputs.get(&spec.artifacts).unwrap_or(&Value::Null))?;
         let file = |name: &str| {
             files
@@ -155,11 +166,8 @@ impl StepHandler for NodeHandler {
         Ok(json!({ "node": spec.node, "version": spec.version, "restarted": started, "bytes_sent": sent }))
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, _outputs: &Value) -> Result<(), StepError> {
-        let spec: NodeSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| StepError::new(format!("K3s node step is malformed: {e}")))?;
-        let conn: HostConn = setting(ctx, "conn")?;
-        let control: HostConn = setting(ctx, "control")?;
+    async fn destroy(&self, ctx: &StepContext, spec: &NodeSpec, _outputs: &Value) -> Result<(), StepError> {
+        let (conn, control) = NodeSettings::of(ctx)?;
         if !ctx.full_teardown && control.name != conn.name {
             // Only this node leaves: move its workloads away and remove it from the cluster.
             let ctl = connect(ctx, &control).await?;
