@@ -4,7 +4,7 @@
 //! the node Ready at the planned version. Teardown drains and deletes the
 //! node when it alone is removed, then runs K3s's uninstall script.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -18,6 +18,7 @@ use crate::engine::{Handler, StepContext, StepError};
 use crate::steps::hosts::HostConn;
 use crate::steps::release_files::{files_from_outputs, K3S_BINARY, K3S_IMAGES, K3S_INSTALL};
 use crate::steps::remote::{connect, run_checked, sh_quote, Remote};
+use crate::wait::{Poll, Wait};
 
 pub struct NodeHandler;
 
@@ -201,48 +202,41 @@ async fn wait_ready(
     version: &str,
     limit: Duration,
 ) -> Result<(), StepError> {
-    let start = Instant::now();
-    let mut last: String;
-    loop {
-        let out = ctl
-            .run(&format!("{REMOTE_BINARY} kubectl get node {} -o json", sh_quote(node)))
-            .await?;
-        if out.status == 0 {
-            match serde_json::from_str::<Value>(&out.stdout) {
-                Ok(v) => {
-                    let ready = v["status"]["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|c| c["type"] == "Ready")
-                        .map(|c| {
-                            (
-                                c["status"].as_str().unwrap_or("").to_string(),
-                                c["message"].as_str().unwrap_or("").to_string(),
-                            )
-                        });
-                    let have = v["status"]["nodeInfo"]["kubeletVersion"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string();
-                    match ready {
-                        Some((s, _)) if s == "True" && have == version => return Ok(()),
-                        Some((s, m)) => last = format!("Ready={s} {m} kubeletVersion={have}"),
-                        None => last = format!("no Ready condition yet (kubeletVersion={have})"),
+    let command = format!("{REMOTE_BINARY} kubectl get node {} -o json", sh_quote(node));
+    let command = &command;
+    Wait::for_(format!("node {node} to be Ready at {version}"), limit)
+        .every(Duration::from_millis(500))
+        .hint("raise settings.timeouts.nodeReady if the host is slow")
+        .until(move || async move {
+            let out = ctl.run(command).await?;
+            let last = if out.status == 0 {
+                match serde_json::from_str::<Value>(&out.stdout) {
+                    Ok(v) => {
+                        let ready = v["status"]["conditions"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .find(|c| c["type"] == "Ready")
+                            .map(|c| {
+                                (
+                                    c["status"].as_str().unwrap_or("").to_string(),
+                                    c["message"].as_str().unwrap_or("").to_string(),
+                                )
+                            });
+                        let have = v["status"]["nodeInfo"]["kubeletVersion"].as_str().unwrap_or("");
+                        match ready {
+                            Some((s, _)) if s == "True" && have == version => return Ok(Poll::Done(())),
+                            Some((s, m)) => format!("Ready={s} {m} kubeletVersion={have}"),
+                            None => format!("no Ready condition yet (kubeletVersion={have})"),
+                        }
                     }
+                    Err(e) => format!("unreadable answer: {e}"),
                 }
-                Err(e) => last = format!("unreadable answer: {e}"),
-            }
-        } else {
-            last = out.stderr.trim().lines().last().unwrap_or("").to_string();
-        }
-        if start.elapsed() >= limit {
-            return Err(StepError::new(format!(
-                "node {node} was not Ready at {version} within {} (last seen: {last}); raise settings.timeouts.nodeReady if the host is slow",
-                humantime::format_duration(limit)
-            )));
-        }
-        ctx.progress(format!("waiting for {node}: {last}"));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+            } else {
+                out.stderr.trim().lines().last().unwrap_or("").to_string()
+            };
+            ctx.progress(format!("waiting for {node}: {last}"));
+            Ok::<_, StepError>(Poll::Pending(last))
+        })
+        .await
 }
