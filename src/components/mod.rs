@@ -115,9 +115,9 @@ pub fn registry() -> Registry {
     r.register(Arc::new(vault::VaultHandler));
     r.register(Arc::new(gitlab::GitlabHandler));
     r.register(Arc::new(vault_kubernetes::KubernetesAuthHandler));
-    r.register(Arc::new(stack::StackHandler));
-    r.register(Arc::new(stack::health::HealthHandler));
-    r.register(Arc::new(stack::register::RegisterHandler));
+    r.add(stack::StackHandler);
+    r.add(stack::health::HealthHandler);
+    r.add(stack::register::RegisterHandler);
     r.register(Arc::new(tenants::TenantHandler));
     r.register(Arc::new(vcluster::VclusterHandler));
     r

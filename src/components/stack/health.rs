@@ -15,10 +15,10 @@ use serde_json::{json, Value};
 
 use super::{ingress_cluster, management_cluster, traefik_ports};
 use crate::components::{certificates as pki, gitlab, vault};
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::inventory::{ClusterType, Loaded};
 use crate::plan::diff::REFRESH_AFTER;
-use crate::plan::Step;
+use crate::plan::{Step, StepSpec};
 use crate::steps::hosts;
 use crate::steps::kube_target::{self, client, KubeTarget};
 use crate::steps::manifests::rollout_timeout;
@@ -59,6 +59,10 @@ pub struct HealthSpec {
     pub management: Option<KubeTarget>,
     pub endpoints: Vec<Endpoint>,
     pub virtual_clusters: Vec<KubeTarget>,
+}
+
+impl StepSpec for HealthSpec {
+    const KIND: &'static str = KIND;
 }
 
 /// Where ingress traffic arrives: `components.traefik.values.ingressAddress`,
@@ -131,13 +135,15 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
     let mut endpoints = Vec::new();
     let mut needs: Vec<String> = stack_steps.to_vec();
     if let Some(step) = all.iter().find(|s| s.id == gitlab::STEP_ID) {
-        let external = step.spec["caFile"].as_str().map(PathBuf::from);
+        // Planned in this run by gitlab::plan, so it holds a GitlabSpec.
+        let gitlab: gitlab::GitlabSpec =
+            serde_json::from_value(step.spec.clone()).expect("the GitLab step planned in this run holds a GitlabSpec");
         endpoints.push(Endpoint {
             name: "GitLab".into(),
-            url: format!("{}/api/v4/version", step.spec["url"].as_str().unwrap_or_default()),
+            url: format!("{}/api/v4/version", gitlab.url),
             expect: Expect::Answers,
-            pki_ca: external.is_none() && step.spec["host"].is_object(),
-            ca_file: external,
+            pki_ca: gitlab.ca_file.is_none() && gitlab.host.is_some(),
+            ca_file: gitlab.ca_file,
             resolve: None,
         });
         needs.push(gitlab::STEP_ID.into());
@@ -197,11 +203,10 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
         endpoints,
         virtual_clusters,
     };
-    Step::new(
+    Step::of(
         STEP_ID,
-        KIND,
         "the platform answers: applications healthy, endpoints up",
-        json!(spec),
+        &spec,
     )
     .needs(needs)
 }
@@ -316,20 +321,13 @@ async fn unhealthy_applications(client: &crate::drivers::kube::KubeClient) -> Re
         .collect())
 }
 
-fn parse(spec: &Value) -> Result<HealthSpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("health step is malformed: {e}")))
-}
-
 pub struct HealthHandler;
 
 #[async_trait]
-impl StepHandler for HealthHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for HealthHandler {
+    type Spec = HealthSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &HealthSpec) -> Result<Value, StepError> {
         let limit = rollout_timeout(ctx);
         let started = Instant::now();
         let mut clients = Vec::new();
@@ -368,7 +366,7 @@ impl StepHandler for HealthHandler {
             ctx.progress(format!("waiting: {}", problems[0]));
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        let summary = summary(ctx, &spec);
+        let summary = summary(ctx, spec);
         let path = ctx.outputs_dir.join("summary.txt");
         std::fs::create_dir_all(&ctx.outputs_dir).map_err(|e| StepError::new(e.to_string()))?;
         std::fs::write(&path, &summary).map_err(|e| StepError::new(format!("{}: {e}", path.display())))?;
@@ -381,7 +379,7 @@ impl StepHandler for HealthHandler {
         }))
     }
 
-    async fn destroy(&self, _ctx: &StepContext, _spec: &Value, _outputs: &Value) -> Result<(), StepError> {
+    async fn destroy(&self, _ctx: &StepContext, _spec: &HealthSpec, _outputs: &Value) -> Result<(), StepError> {
         Ok(())
     }
 }
