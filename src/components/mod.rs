@@ -114,7 +114,7 @@ pub fn registry() -> Registry {
     r.register(Arc::new(service_hosts::ServiceHostHandler));
     r.register(Arc::new(vault::VaultHandler));
     r.register(Arc::new(gitlab::GitlabHandler));
-    r.register(Arc::new(vault_kubernetes::KubernetesAuthHandler));
+    r.add(vault_kubernetes::KubernetesAuthHandler);
     r.add(stack::StackHandler);
     r.add(stack::health::HealthHandler);
     r.add(stack::register::RegisterHandler);

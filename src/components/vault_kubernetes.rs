@@ -19,9 +19,9 @@ use serde_json::{json, Value};
 use super::vault::{self as vault_component, VaultTarget, Writer};
 use crate::drivers::kube::objects::ObjectRef;
 use crate::drivers::kube::KubeClient;
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::inventory::Loaded;
-use crate::plan::Step;
+use crate::plan::{Step, StepSpec};
 use crate::secret::Secret;
 use crate::steps::kube_target::{self, KubeTarget};
 use crate::steps::manifests::{apply_objects, delete_recorded, previous_objects, report_outputs, rollout_timeout};
@@ -63,6 +63,10 @@ pub struct KubernetesAuthSpec {
     pub token_ttl: u64,
 }
 
+impl StepSpec for KubernetesAuthSpec {
+    const KIND: &'static str = KIND;
+}
+
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) {
     let Some(vault) = vault_component::target(loaded) else {
         return;
@@ -84,11 +88,10 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) {
             needs.push(crate::components::certificates::STEP_ID.to_string());
         }
         steps.push(
-            Step::new(
+            Step::of(
                 step_id(&tenant.name),
-                KIND,
                 format!("Vault Kubernetes auth for tenant {} ({})", tenant.name, tenant.cluster),
-                json!(spec),
+                &spec,
             )
             .needs(needs),
         );
@@ -232,11 +235,6 @@ async fn configure_vault(
     Ok(reviewer_sha)
 }
 
-fn parse(spec: &Value) -> Result<KubernetesAuthSpec, StepError> {
-    serde_json::from_value(spec.clone())
-        .map_err(|e| StepError::new(format!("vault-kubernetes-auth step is malformed: {e}")))
-}
-
 fn set_name(spec: &KubernetesAuthSpec) -> String {
     format!("vault-auth-{}", spec.tenant)
 }
@@ -244,29 +242,26 @@ fn set_name(spec: &KubernetesAuthSpec) -> String {
 pub struct KubernetesAuthHandler;
 
 #[async_trait]
-impl StepHandler for KubernetesAuthHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for KubernetesAuthHandler {
+    type Spec = KubernetesAuthSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &KubernetesAuthSpec) -> Result<Value, StepError> {
         let client = kube_target::client(ctx, &spec.target).await?;
         let report = apply_objects(
             ctx,
             &client,
-            &set_name(&spec),
+            &set_name(spec),
             None,
             false,
             reviewer_objects(&spec.tenant),
             previous_objects(&ctx.previous_outputs),
         )
         .await?;
-        let (reviewer, ca, token_report) = reviewer_token(ctx, &client, &spec).await?;
+        let (reviewer, ca, token_report) = reviewer_token(ctx, &client, spec).await?;
         let (vault, token) = vault_component::connect(ctx, &spec.vault)?;
         let mut w = Writer::new(&vault, &token);
         let before = ctx.previous_outputs["reviewerSha256"].as_str();
-        let reviewer_sha = configure_vault(&mut w, &spec, &client.server, &ca, &reviewer, before).await?;
+        let reviewer_sha = configure_vault(&mut w, spec, &client.server, &ca, &reviewer, before).await?;
         if !w.writes.is_empty() {
             ctx.progress(format!("Vault auth {}: {} changes", spec.mount, w.writes.len()));
         }
@@ -279,8 +274,7 @@ impl StepHandler for KubernetesAuthHandler {
         Ok(out)
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
-        let spec = parse(spec)?;
+    async fn destroy(&self, ctx: &StepContext, spec: &KubernetesAuthSpec, outputs: &Value) -> Result<(), StepError> {
         let (vault, token) = vault_component::connect(ctx, &spec.vault)?;
         vault
             .delete(&format!("sys/auth/{}", spec.mount), &token)
@@ -288,8 +282,8 @@ impl StepHandler for KubernetesAuthHandler {
             .map_err(StepError::new)?;
         let removed = async {
             let client = kube_target::client(ctx, &spec.target).await?;
-            delete_recorded(ctx, &client, &format!("{}-token", set_name(&spec)), &outputs["token"]).await?;
-            delete_recorded(ctx, &client, &set_name(&spec), outputs).await
+            delete_recorded(ctx, &client, &format!("{}-token", set_name(spec)), &outputs["token"]).await?;
+            delete_recorded(ctx, &client, &set_name(spec), outputs).await
         };
         match removed.await {
             // On a full teardown the cluster may already be gone with everything in it.
