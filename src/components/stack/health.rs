@@ -23,6 +23,7 @@ use crate::steps::hosts;
 use crate::steps::kube_target::{self, client, KubeTarget};
 use crate::steps::manifests::rollout_timeout;
 use crate::util::unix_now;
+use crate::wait::{Poll, Wait};
 
 pub const KIND: &str = "platform-health";
 pub const STEP_ID: &str = "health";
@@ -338,9 +339,17 @@ impl Handler for HealthHandler {
             Some(t) => Some(client(ctx, t).await?),
             None => None,
         };
-        loop {
+        let (clients, management) = (&clients, &management);
+        // The limit counts from before the clients were made, as it always has.
+        Wait::for_(
+            "the platform to be healthy (endpoints, virtual clusters, Argo CD Applications)",
+            limit,
+        )
+        .by(started + limit)
+        .every(Duration::from_secs(2))
+        .until(move || async move {
             let mut problems = Vec::new();
-            for (e, c) in spec.endpoints.iter().zip(&clients) {
+            for (e, c) in spec.endpoints.iter().zip(clients) {
                 if let Err(why) = probe(c, e).await {
                     problems.push(format!("{} ({}): {why}", e.name, e.url));
                 }
@@ -351,21 +360,20 @@ impl Handler for HealthHandler {
                     problems.push(format!("virtual cluster {}: {e}", t.cluster()));
                 }
             }
-            if let Some(m) = &management {
+            if let Some(m) = management {
                 problems.extend(unhealthy_applications(m).await?);
             }
             if problems.is_empty() {
-                break;
-            }
-            if started.elapsed() > limit {
-                return Err(StepError::new(format!(
-                    "the platform is not healthy after {limit:?}:\n  {}",
-                    problems.join("\n  ")
-                )));
+                return Ok(Poll::Done(()));
             }
             ctx.progress(format!("waiting: {}", problems[0]));
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+            let count = match problems.len() {
+                1 => "1 problem".to_string(),
+                n => format!("{n} problems"),
+            };
+            Ok::<_, StepError>(Poll::Pending(format!("{count}:\n  {}", problems.join("\n  "))))
+        })
+        .await?;
         let summary = summary(ctx, spec);
         let path = ctx.outputs_dir.join("summary.txt");
         std::fs::create_dir_all(&ctx.outputs_dir).map_err(|e| StepError::new(e.to_string()))?;
