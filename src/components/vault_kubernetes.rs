@@ -9,7 +9,7 @@
 //! The reviewer token is write-only in Vault, so we remember the sha256 of
 //! the one we wrote and write again only when the token changes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -25,6 +25,7 @@ use crate::plan::{Step, StepSpec};
 use crate::secret::Secret;
 use crate::steps::kube_target::{self, KubeTarget};
 use crate::steps::manifests::{apply_objects, delete_recorded, previous_objects, report_outputs, rollout_timeout};
+use crate::wait::{Poll, Wait};
 
 pub const KIND: &str = "vault-kubernetes-auth";
 /// Namespace of the Nautes components in a tenant cluster.
@@ -136,8 +137,6 @@ async fn reviewer_token(
         .await
         .map_err(|e| StepError::new(e.to_string()))?
         .ok_or_else(|| StepError::new(format!("{} does not serve Secrets", client.server)))?;
-    let limit = rollout_timeout(ctx);
-    let started = Instant::now();
     let decode = |data: &Value, key: &str| -> Option<String> {
         let b = base64::engine::general_purpose::STANDARD
             .decode(data[key].as_str()?)
@@ -145,35 +144,50 @@ async fn reviewer_token(
         String::from_utf8(b).ok().filter(|s| !s.is_empty())
     };
     let token_set = format!("{}-token", set_name(spec));
-    let mut report = Value::Null;
-    loop {
+    // What the last apply of the token Secret recorded (Null if none yet).
+    let report = std::sync::Mutex::new(Value::Null);
+    let (served, secret_ref, token_set, report, decode) = (&served, &secret_ref, &token_set, &report, &decode);
+    let (token, ca) = Wait::for_(
+        format!(
+            "the token of {REVIEWER_NAMESPACE}/{REVIEWER_SECRET} on {}",
+            client.server
+        ),
+        rollout_timeout(ctx),
+    )
+    .every(Duration::from_millis(200))
+    .hint("the cluster's token controller fills it in; check kube-controller-manager")
+    .until(move || async move {
         let live = client
-            .get(&served, &secret_ref)
+            .get(served, secret_ref)
             .await
             .map_err(|e| StepError::new(e.to_string()))?;
-        match live {
+        let seen = match live {
             Some(obj) => {
                 let data = obj.data.get("data").cloned().unwrap_or_default();
-                if let (Some(token), Some(ca)) = (decode(&data, "token"), decode(&data, "ca.crt")) {
-                    if report.is_null() {
-                        // Already there: still record it as ours (a no-op apply).
-                        report = apply_token_secret(ctx, client, &token_set).await?;
-                    }
-                    return Ok((Secret::new(token), ca, report));
+                match (decode(&data, "token"), decode(&data, "ca.crt")) {
+                    (Some(token), Some(ca)) => return Ok(Poll::Done((token, ca))),
+                    (token, _) => format!(
+                        "{REVIEWER_NAMESPACE}/{REVIEWER_SECRET} has no {} yet",
+                        if token.is_none() { "token" } else { "ca.crt" }
+                    ),
                 }
             }
             // Missing, or deleted by the token controller: (re)create it.
-            None => report = apply_token_secret(ctx, client, &token_set).await?,
-        }
-        if started.elapsed() > limit {
-            return Err(StepError::new(format!(
-                "timed out after {limit:?} waiting for the token of {REVIEWER_NAMESPACE}/{REVIEWER_SECRET} on {} \
-                 (hint: the cluster's token controller fills it in; check kube-controller-manager)",
-                client.server
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+            None => {
+                let applied = apply_token_secret(ctx, client, token_set).await?;
+                *report.lock().unwrap_or_else(|p| p.into_inner()) = applied;
+                format!("no {REVIEWER_NAMESPACE}/{REVIEWER_SECRET}; created it")
+            }
+        };
+        Ok::<_, StepError>(Poll::Pending(seen))
+    })
+    .await?;
+    let mut report = std::mem::take(&mut *report.lock().unwrap_or_else(|p| p.into_inner()));
+    if report.is_null() {
+        // Already there: still record it as ours (a no-op apply).
+        report = apply_token_secret(ctx, client, token_set).await?;
     }
+    Ok((Secret::new(token), ca, report))
 }
 
 async fn apply_token_secret(ctx: &StepContext, client: &KubeClient, set: &str) -> Result<Value, StepError> {
