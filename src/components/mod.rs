@@ -103,9 +103,9 @@ pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.add(hooks::HookHandler);
     r.register(Arc::new(release_files::ArtifactsHandler));
-    r.register(Arc::new(k3s::TokenHandler));
-    r.register(Arc::new(k3s::NodeHandler));
-    r.register(Arc::new(k3s::KubeconfigHandler));
+    r.add(k3s::TokenHandler);
+    r.add(k3s::NodeHandler);
+    r.add(k3s::KubeconfigHandler);
     r.register(Arc::new(preflight::PreflightHandler));
     r.register(Arc::new(infrastructure::TerraformHandler));
     r.register(Arc::new(kubespray::KubesprayHandler));
@@ -114,10 +114,10 @@ pub fn registry() -> Registry {
     r.register(Arc::new(service_hosts::ServiceHostHandler));
     r.register(Arc::new(vault::VaultHandler));
     r.register(Arc::new(gitlab::GitlabHandler));
-    r.register(Arc::new(vault_kubernetes::KubernetesAuthHandler));
-    r.register(Arc::new(stack::StackHandler));
-    r.register(Arc::new(stack::health::HealthHandler));
-    r.register(Arc::new(stack::register::RegisterHandler));
+    r.add(vault_kubernetes::KubernetesAuthHandler);
+    r.add(stack::StackHandler);
+    r.add(stack::health::HealthHandler);
+    r.add(stack::register::RegisterHandler);
     r.register(Arc::new(tenants::TenantHandler));
     r.register(Arc::new(vcluster::VclusterHandler));
     r

@@ -9,7 +9,7 @@
 //! The reviewer token is write-only in Vault, so we remember the sha256 of
 //! the one we wrote and write again only when the token changes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -19,12 +19,13 @@ use serde_json::{json, Value};
 use super::vault::{self as vault_component, VaultTarget, Writer};
 use crate::drivers::kube::objects::ObjectRef;
 use crate::drivers::kube::KubeClient;
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::inventory::Loaded;
-use crate::plan::Step;
+use crate::plan::{Step, StepSpec};
 use crate::secret::Secret;
 use crate::steps::kube_target::{self, KubeTarget};
 use crate::steps::manifests::{apply_objects, delete_recorded, previous_objects, report_outputs, rollout_timeout};
+use crate::wait::{Poll, Wait};
 
 pub const KIND: &str = "vault-kubernetes-auth";
 /// Namespace of the Nautes components in a tenant cluster.
@@ -63,6 +64,10 @@ pub struct KubernetesAuthSpec {
     pub token_ttl: u64,
 }
 
+impl StepSpec for KubernetesAuthSpec {
+    const KIND: &'static str = KIND;
+}
+
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) {
     let Some(vault) = vault_component::target(loaded) else {
         return;
@@ -84,11 +89,10 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) {
             needs.push(crate::components::certificates::STEP_ID.to_string());
         }
         steps.push(
-            Step::new(
+            Step::of(
                 step_id(&tenant.name),
-                KIND,
                 format!("Vault Kubernetes auth for tenant {} ({})", tenant.name, tenant.cluster),
-                json!(spec),
+                &spec,
             )
             .needs(needs),
         );
@@ -133,8 +137,6 @@ async fn reviewer_token(
         .await
         .map_err(|e| StepError::new(e.to_string()))?
         .ok_or_else(|| StepError::new(format!("{} does not serve Secrets", client.server)))?;
-    let limit = rollout_timeout(ctx);
-    let started = Instant::now();
     let decode = |data: &Value, key: &str| -> Option<String> {
         let b = base64::engine::general_purpose::STANDARD
             .decode(data[key].as_str()?)
@@ -142,35 +144,50 @@ async fn reviewer_token(
         String::from_utf8(b).ok().filter(|s| !s.is_empty())
     };
     let token_set = format!("{}-token", set_name(spec));
-    let mut report = Value::Null;
-    loop {
+    // What the last apply of the token Secret recorded (Null if none yet).
+    let report = std::sync::Mutex::new(Value::Null);
+    let (served, secret_ref, token_set, report, decode) = (&served, &secret_ref, &token_set, &report, &decode);
+    let (token, ca) = Wait::for_(
+        format!(
+            "the token of {REVIEWER_NAMESPACE}/{REVIEWER_SECRET} on {}",
+            client.server
+        ),
+        rollout_timeout(ctx),
+    )
+    .every(Duration::from_millis(200))
+    .hint("the cluster's token controller fills it in; check kube-controller-manager")
+    .until(move || async move {
         let live = client
-            .get(&served, &secret_ref)
+            .get(served, secret_ref)
             .await
             .map_err(|e| StepError::new(e.to_string()))?;
-        match live {
+        let seen = match live {
             Some(obj) => {
                 let data = obj.data.get("data").cloned().unwrap_or_default();
-                if let (Some(token), Some(ca)) = (decode(&data, "token"), decode(&data, "ca.crt")) {
-                    if report.is_null() {
-                        // Already there: still record it as ours (a no-op apply).
-                        report = apply_token_secret(ctx, client, &token_set).await?;
-                    }
-                    return Ok((Secret::new(token), ca, report));
+                match (decode(&data, "token"), decode(&data, "ca.crt")) {
+                    (Some(token), Some(ca)) => return Ok(Poll::Done((token, ca))),
+                    (token, _) => format!(
+                        "{REVIEWER_NAMESPACE}/{REVIEWER_SECRET} has no {} yet",
+                        if token.is_none() { "token" } else { "ca.crt" }
+                    ),
                 }
             }
             // Missing, or deleted by the token controller: (re)create it.
-            None => report = apply_token_secret(ctx, client, &token_set).await?,
-        }
-        if started.elapsed() > limit {
-            return Err(StepError::new(format!(
-                "timed out after {limit:?} waiting for the token of {REVIEWER_NAMESPACE}/{REVIEWER_SECRET} on {} \
-                 (hint: the cluster's token controller fills it in; check kube-controller-manager)",
-                client.server
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+            None => {
+                let applied = apply_token_secret(ctx, client, token_set).await?;
+                *report.lock().unwrap_or_else(|p| p.into_inner()) = applied;
+                format!("no {REVIEWER_NAMESPACE}/{REVIEWER_SECRET}; created it")
+            }
+        };
+        Ok::<_, StepError>(Poll::Pending(seen))
+    })
+    .await?;
+    let mut report = std::mem::take(&mut *report.lock().unwrap_or_else(|p| p.into_inner()));
+    if report.is_null() {
+        // Already there: still record it as ours (a no-op apply).
+        report = apply_token_secret(ctx, client, token_set).await?;
     }
+    Ok((Secret::new(token), ca, report))
 }
 
 async fn apply_token_secret(ctx: &StepContext, client: &KubeClient, set: &str) -> Result<Value, StepError> {
@@ -232,11 +249,6 @@ async fn configure_vault(
     Ok(reviewer_sha)
 }
 
-fn parse(spec: &Value) -> Result<KubernetesAuthSpec, StepError> {
-    serde_json::from_value(spec.clone())
-        .map_err(|e| StepError::new(format!("vault-kubernetes-auth step is malformed: {e}")))
-}
-
 fn set_name(spec: &KubernetesAuthSpec) -> String {
     format!("vault-auth-{}", spec.tenant)
 }
@@ -244,29 +256,26 @@ fn set_name(spec: &KubernetesAuthSpec) -> String {
 pub struct KubernetesAuthHandler;
 
 #[async_trait]
-impl StepHandler for KubernetesAuthHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for KubernetesAuthHandler {
+    type Spec = KubernetesAuthSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &KubernetesAuthSpec) -> Result<Value, StepError> {
         let client = kube_target::client(ctx, &spec.target).await?;
         let report = apply_objects(
             ctx,
             &client,
-            &set_name(&spec),
+            &set_name(spec),
             None,
             false,
             reviewer_objects(&spec.tenant),
             previous_objects(&ctx.previous_outputs),
         )
         .await?;
-        let (reviewer, ca, token_report) = reviewer_token(ctx, &client, &spec).await?;
+        let (reviewer, ca, token_report) = reviewer_token(ctx, &client, spec).await?;
         let (vault, token) = vault_component::connect(ctx, &spec.vault)?;
         let mut w = Writer::new(&vault, &token);
         let before = ctx.previous_outputs["reviewerSha256"].as_str();
-        let reviewer_sha = configure_vault(&mut w, &spec, &client.server, &ca, &reviewer, before).await?;
+        let reviewer_sha = configure_vault(&mut w, spec, &client.server, &ca, &reviewer, before).await?;
         if !w.writes.is_empty() {
             ctx.progress(format!("Vault auth {}: {} changes", spec.mount, w.writes.len()));
         }
@@ -279,8 +288,7 @@ impl StepHandler for KubernetesAuthHandler {
         Ok(out)
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
-        let spec = parse(spec)?;
+    async fn destroy(&self, ctx: &StepContext, spec: &KubernetesAuthSpec, outputs: &Value) -> Result<(), StepError> {
         let (vault, token) = vault_component::connect(ctx, &spec.vault)?;
         vault
             .delete(&format!("sys/auth/{}", spec.mount), &token)
@@ -288,8 +296,8 @@ impl StepHandler for KubernetesAuthHandler {
             .map_err(StepError::new)?;
         let removed = async {
             let client = kube_target::client(ctx, &spec.target).await?;
-            delete_recorded(ctx, &client, &format!("{}-token", set_name(&spec)), &outputs["token"]).await?;
-            delete_recorded(ctx, &client, &set_name(&spec), outputs).await
+            delete_recorded(ctx, &client, &format!("{}-token", set_name(spec)), &outputs["token"]).await?;
+            delete_recorded(ctx, &client, &set_name(spec), outputs).await
         };
         match removed.await {
             // On a full teardown the cluster may already be gone with everything in it.

@@ -3,30 +3,36 @@
 //! every planned node must be Ready at its version through that endpoint.
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{kubeconfig_file_name, KubeconfigSpec, KUBECONFIG_KIND};
+use super::{kubeconfig_file_name, KubeconfigSpec};
 use crate::drivers::kube::KubeClient;
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::secret::{write_private, Secret};
 use crate::steps::hosts::HostConn;
 use crate::steps::kubeconfig;
 use crate::steps::remote::connect;
 use crate::wait::{Poll, Wait};
 
+/// Where to fetch the admin kubeconfig from: the first server (K3s) or
+/// control-plane node (Kubespray).
+#[derive(Default, Deserialize)]
+struct KubeconfigSettings {
+    conn: Option<HostConn>,
+}
+
 pub struct KubeconfigHandler;
 
 #[async_trait]
-impl StepHandler for KubeconfigHandler {
-    fn kind(&self) -> &'static str {
-        KUBECONFIG_KIND
-    }
+impl Handler for KubeconfigHandler {
+    type Spec = KubeconfigSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec: KubeconfigSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| StepError::new(format!("kubeconfig step is malformed: {e}")))?;
-        let conn: HostConn = serde_json::from_value(ctx.settings["conn"].clone())
-            .map_err(|e| StepError::new(format!("kubeconfig step lacks its host: {e}")))?;
+    async fn apply(&self, ctx: &StepContext, spec: &KubeconfigSpec) -> Result<Value, StepError> {
+        let conn = ctx
+            .settings::<KubeconfigSettings>()?
+            .conn
+            .ok_or_else(|| StepError::new("kubeconfig step lacks its host: its settings have no `conn`"))?;
         let server = connect(ctx, &conn).await?;
         let raw = server.read(&spec.remote_path).await?;
         let text = kubeconfig::rewrite(&String::from_utf8_lossy(&raw), &spec.cluster, &spec.endpoint)
@@ -64,9 +70,7 @@ impl StepHandler for KubeconfigHandler {
         Ok(json!({ "kubeconfig": path, "endpoint": spec.endpoint, "nodes": spec.nodes.len() }))
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, _outputs: &Value) -> Result<(), StepError> {
-        let spec: KubeconfigSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| StepError::new(format!("kubeconfig step is malformed: {e}")))?;
+    async fn destroy(&self, ctx: &StepContext, spec: &KubeconfigSpec, _outputs: &Value) -> Result<(), StepError> {
         match std::fs::remove_file(ctx.outputs_dir.join(kubeconfig_file_name(&spec.cluster))) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(StepError::new(format!("cannot remove the kubeconfig: {e}")))

@@ -17,6 +17,8 @@ pub use token::TokenHandler;
 
 use serde::{Deserialize, Serialize};
 
+use crate::plan::StepSpec;
+
 pub const NODE_KIND: &str = "k3s-node";
 pub const TOKEN_KIND: &str = "k3s-token";
 pub const KUBECONFIG_KIND: &str = "k3s-kubeconfig";
@@ -76,11 +78,19 @@ pub struct NodeSpec {
     pub drain_on_upgrade: bool,
 }
 
+impl StepSpec for NodeSpec {
+    const KIND: &'static str = NODE_KIND;
+}
+
 /// The join token's source; the value itself is never in a spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenSpec {
     pub cluster: String,
     pub source: Option<crate::inventory::SecretRef>,
+}
+
+impl StepSpec for TokenSpec {
+    const KIND: &'static str = TOKEN_KIND;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,4 +102,8 @@ pub struct KubeconfigSpec {
     pub nodes: Vec<(String, String)>,
     /// Where the admin kubeconfig is on the first server.
     pub remote_path: String,
+}
+
+impl StepSpec for KubeconfigSpec {
+    const KIND: &'static str = KUBECONFIG_KIND;
 }

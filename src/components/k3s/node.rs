@@ -4,38 +4,50 @@
 //! the node Ready at the planned version. Teardown drains and deletes the
 //! node when it alone is removed, then runs K3s's uninstall script.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    NodeSpec, Role, NODE_KIND, REMOTE_BINARY, REMOTE_CONFIG_FILE, REMOTE_IMAGES_DIR, REMOTE_INSTALL_SCRIPT,
+    NodeSpec, Role, REMOTE_BINARY, REMOTE_CONFIG_FILE, REMOTE_IMAGES_DIR, REMOTE_INSTALL_SCRIPT,
     REMOTE_REGISTRIES_FILE, REMOTE_TOKEN_FILE,
 };
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::steps::hosts::HostConn;
 use crate::steps::release_files::{files_from_outputs, K3S_BINARY, K3S_IMAGES, K3S_INSTALL};
 use crate::steps::remote::{connect, run_checked, sh_quote, Remote};
+use crate::wait::{Poll, Wait};
 
 pub struct NodeHandler;
 
-fn setting<T: serde::de::DeserializeOwned>(ctx: &StepContext, key: &str) -> Result<T, StepError> {
-    serde_json::from_value(ctx.settings.get(key).cloned().unwrap_or(Value::Null))
-        .map_err(|e| StepError::new(format!("step settings lack `{key}`: {e}")))
+/// The hosts a node step talks to: the node itself, and the first server,
+/// whose kubectl reports on the cluster.
+#[derive(Default, Deserialize)]
+struct NodeSettings {
+    conn: Option<HostConn>,
+    control: Option<HostConn>,
+}
+
+impl NodeSettings {
+    /// (node, control) from the step's settings.
+    fn of(ctx: &StepContext) -> Result<(HostConn, HostConn), StepError> {
+        let s = ctx.settings::<NodeSettings>()?;
+        let lack = |key: &str| StepError::new(format!("step settings lack `{key}`"));
+        Ok((
+            s.conn.ok_or_else(|| lack("conn"))?,
+            s.control.ok_or_else(|| lack("control"))?,
+        ))
+    }
 }
 
 #[async_trait]
-impl StepHandler for NodeHandler {
-    fn kind(&self) -> &'static str {
-        NODE_KIND
-    }
+impl Handler for NodeHandler {
+    type Spec = NodeSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec: NodeSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| StepError::new(format!("K3s node step is malformed: {e}")))?;
-        let conn: HostConn = setting(ctx, "conn")?;
-        let control: HostConn = setting(ctx, "control")?;
+    async fn apply(&self, ctx: &StepContext, spec: &NodeSpec) -> Result<Value, StepError> {
+        let (conn, control) = NodeSettings::of(ctx)?;
         let files = files_from_outputs(ctx.needs_outputs.get(&spec.artifacts).unwrap_or(&Value::Null))?;
         let file = |name: &str| {
             files
@@ -155,11 +167,8 @@ impl StepHandler for NodeHandler {
         Ok(json!({ "node": spec.node, "version": spec.version, "restarted": started, "bytes_sent": sent }))
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, _outputs: &Value) -> Result<(), StepError> {
-        let spec: NodeSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| StepError::new(format!("K3s node step is malformed: {e}")))?;
-        let conn: HostConn = setting(ctx, "conn")?;
-        let control: HostConn = setting(ctx, "control")?;
+    async fn destroy(&self, ctx: &StepContext, spec: &NodeSpec, _outputs: &Value) -> Result<(), StepError> {
+        let (conn, control) = NodeSettings::of(ctx)?;
         if !ctx.full_teardown && control.name != conn.name {
             // Only this node leaves: move its workloads away and remove it from the cluster.
             let ctl = connect(ctx, &control).await?;
@@ -193,48 +202,41 @@ async fn wait_ready(
     version: &str,
     limit: Duration,
 ) -> Result<(), StepError> {
-    let start = Instant::now();
-    let mut last: String;
-    loop {
-        let out = ctl
-            .run(&format!("{REMOTE_BINARY} kubectl get node {} -o json", sh_quote(node)))
-            .await?;
-        if out.status == 0 {
-            match serde_json::from_str::<Value>(&out.stdout) {
-                Ok(v) => {
-                    let ready = v["status"]["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|c| c["type"] == "Ready")
-                        .map(|c| {
-                            (
-                                c["status"].as_str().unwrap_or("").to_string(),
-                                c["message"].as_str().unwrap_or("").to_string(),
-                            )
-                        });
-                    let have = v["status"]["nodeInfo"]["kubeletVersion"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string();
-                    match ready {
-                        Some((s, _)) if s == "True" && have == version => return Ok(()),
-                        Some((s, m)) => last = format!("Ready={s} {m} kubeletVersion={have}"),
-                        None => last = format!("no Ready condition yet (kubeletVersion={have})"),
+    let command = format!("{REMOTE_BINARY} kubectl get node {} -o json", sh_quote(node));
+    let command = &command;
+    Wait::for_(format!("node {node} to be Ready at {version}"), limit)
+        .every(Duration::from_millis(500))
+        .hint("raise settings.timeouts.nodeReady if the host is slow")
+        .until(move || async move {
+            let out = ctl.run(command).await?;
+            let last = if out.status == 0 {
+                match serde_json::from_str::<Value>(&out.stdout) {
+                    Ok(v) => {
+                        let ready = v["status"]["conditions"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .find(|c| c["type"] == "Ready")
+                            .map(|c| {
+                                (
+                                    c["status"].as_str().unwrap_or("").to_string(),
+                                    c["message"].as_str().unwrap_or("").to_string(),
+                                )
+                            });
+                        let have = v["status"]["nodeInfo"]["kubeletVersion"].as_str().unwrap_or("");
+                        match ready {
+                            Some((s, _)) if s == "True" && have == version => return Ok(Poll::Done(())),
+                            Some((s, m)) => format!("Ready={s} {m} kubeletVersion={have}"),
+                            None => format!("no Ready condition yet (kubeletVersion={have})"),
+                        }
                     }
+                    Err(e) => format!("unreadable answer: {e}"),
                 }
-                Err(e) => last = format!("unreadable answer: {e}"),
-            }
-        } else {
-            last = out.stderr.trim().lines().last().unwrap_or("").to_string();
-        }
-        if start.elapsed() >= limit {
-            return Err(StepError::new(format!(
-                "node {node} was not Ready at {version} within {} (last seen: {last}); raise settings.timeouts.nodeReady if the host is slow",
-                humantime::format_duration(limit)
-            )));
-        }
-        ctx.progress(format!("waiting for {node}: {last}"));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+            } else {
+                out.stderr.trim().lines().last().unwrap_or("").to_string()
+            };
+            ctx.progress(format!("waiting for {node}: {last}"));
+            Ok::<_, StepError>(Poll::Pending(last))
+        })
+        .await
 }

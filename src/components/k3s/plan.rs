@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::render::{self, NodeInput};
-use super::{KubeconfigSpec, NodeSpec, Role, TokenSpec, KUBECONFIG_KIND, NODE_KIND, TOKEN_KIND};
+use super::{KubeconfigSpec, NodeSpec, Role, TokenSpec};
 use crate::components::{infrastructure, preflight};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{ClusterType, Diagnostic, Loaded};
@@ -44,14 +44,13 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         }
 
         let token_id = format!("k3s/{c}/token");
-        steps.push(Step::new(
+        steps.push(Step::of(
             &token_id,
-            TOKEN_KIND,
             format!("join token of cluster {c}"),
-            json!(TokenSpec {
+            &TokenSpec {
                 cluster: c.clone(),
-                source: k3s.token.clone()
-            }),
+                source: k3s.token.clone(),
+            },
         ));
 
         let members: Vec<(&String, Role)> = k3s
@@ -119,20 +118,15 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 drain_on_upgrade: k3s.drain_on_upgrade,
             };
             let id = format!("k3s/{c}/{}/{host}", role.as_str());
-            let mut step = Step::new(
-                &id,
-                NODE_KIND,
-                format!("K3s {} {host} ({})", role.as_str(), k3s.version),
-                json!(spec),
-            )
-            .needs([artifact_id.clone(), token_id.clone(), preflight_id.clone()])
-            .needs(infrastructure::provider_step(loaded, host))
-            .with_settings(json!({
-                "conn": conn,
-                "control": first_conn,
-                "kubeconfig": format!("{c}/kubeconfig"),
-                "token": super::token_file_name(c),
-            }));
+            let mut step = Step::of(&id, format!("K3s {} {host} ({})", role.as_str(), k3s.version), &spec)
+                .needs([artifact_id.clone(), token_id.clone(), preflight_id.clone()])
+                .needs(infrastructure::provider_step(loaded, host))
+                .with_settings(json!({
+                    "conn": conn,
+                    "control": first_conn,
+                    "kubeconfig": format!("{c}/kubeconfig"),
+                    "token": super::token_file_name(c),
+                }));
             // Joiners wait for the cluster to exist; rolling order otherwise.
             if let Some(prev) = &previous {
                 step = step.after([prev.clone()]);
@@ -149,11 +143,10 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         };
         let kubeconfig_id = format!("k3s/{c}/kubeconfig");
         steps.push(
-            Step::new(
+            Step::of(
                 &kubeconfig_id,
-                KUBECONFIG_KIND,
                 format!("kubeconfig of cluster {c}"),
-                json!(KubeconfigSpec {
+                &KubeconfigSpec {
                     cluster: c.clone(),
                     endpoint,
                     nodes: members
@@ -161,7 +154,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                         .map(|(h, _)| (h.to_string(), k3s.version.clone()))
                         .collect(),
                     remote_path: super::REMOTE_KUBECONFIG.to_string(),
-                }),
+                },
             )
             .needs([format!("k3s/{c}/server/{first}")])
             .after(node_ids.clone())

@@ -6,21 +6,17 @@
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{token_file_name, TokenSpec, TOKEN_KIND};
-use crate::engine::{StepContext, StepError, StepHandler};
+use super::{token_file_name, TokenSpec};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::secret;
 
 pub struct TokenHandler;
 
 #[async_trait]
-impl StepHandler for TokenHandler {
-    fn kind(&self) -> &'static str {
-        TOKEN_KIND
-    }
+impl Handler for TokenHandler {
+    type Spec = TokenSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec: TokenSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| StepError::new(format!("token step is malformed: {e}")))?;
+    async fn apply(&self, ctx: &StepContext, spec: &TokenSpec) -> Result<Value, StepError> {
         let path = ctx.outputs_dir.join(token_file_name(&spec.cluster));
         let token = match &spec.source {
             Some(r) => r
@@ -38,9 +34,7 @@ impl StepHandler for TokenHandler {
         Ok(json!({ "token_file": path }))
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, _outputs: &Value) -> Result<(), StepError> {
-        let spec: TokenSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| StepError::new(format!("token step is malformed: {e}")))?;
+    async fn destroy(&self, ctx: &StepContext, spec: &TokenSpec, _outputs: &Value) -> Result<(), StepError> {
         match std::fs::remove_file(ctx.outputs_dir.join(token_file_name(&spec.cluster))) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(StepError::new(format!("cannot remove the join token: {e}")))

@@ -15,14 +15,15 @@ use serde_json::{json, Value};
 
 use super::{ingress_cluster, management_cluster, traefik_ports};
 use crate::components::{certificates as pki, gitlab, vault};
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::inventory::{ClusterType, Loaded};
 use crate::plan::diff::REFRESH_AFTER;
-use crate::plan::Step;
+use crate::plan::{Step, StepSpec};
 use crate::steps::hosts;
 use crate::steps::kube_target::{self, client, KubeTarget};
 use crate::steps::manifests::rollout_timeout;
 use crate::util::unix_now;
+use crate::wait::{Poll, Wait};
 
 pub const KIND: &str = "platform-health";
 pub const STEP_ID: &str = "health";
@@ -59,6 +60,10 @@ pub struct HealthSpec {
     pub management: Option<KubeTarget>,
     pub endpoints: Vec<Endpoint>,
     pub virtual_clusters: Vec<KubeTarget>,
+}
+
+impl StepSpec for HealthSpec {
+    const KIND: &'static str = KIND;
 }
 
 /// Where ingress traffic arrives: `components.traefik.values.ingressAddress`,
@@ -131,13 +136,15 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
     let mut endpoints = Vec::new();
     let mut needs: Vec<String> = stack_steps.to_vec();
     if let Some(step) = all.iter().find(|s| s.id == gitlab::STEP_ID) {
-        let external = step.spec["caFile"].as_str().map(PathBuf::from);
+        // Planned in this run by gitlab::plan, so it holds a GitlabSpec.
+        let gitlab: gitlab::GitlabSpec =
+            serde_json::from_value(step.spec.clone()).expect("the GitLab step planned in this run holds a GitlabSpec");
         endpoints.push(Endpoint {
             name: "GitLab".into(),
-            url: format!("{}/api/v4/version", step.spec["url"].as_str().unwrap_or_default()),
+            url: format!("{}/api/v4/version", gitlab.url),
             expect: Expect::Answers,
-            pki_ca: external.is_none() && step.spec["host"].is_object(),
-            ca_file: external,
+            pki_ca: gitlab.ca_file.is_none() && gitlab.host.is_some(),
+            ca_file: gitlab.ca_file,
             resolve: None,
         });
         needs.push(gitlab::STEP_ID.into());
@@ -197,11 +204,10 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
         endpoints,
         virtual_clusters,
     };
-    Step::new(
+    Step::of(
         STEP_ID,
-        KIND,
         "the platform answers: applications healthy, endpoints up",
-        json!(spec),
+        &spec,
     )
     .needs(needs)
 }
@@ -316,20 +322,13 @@ async fn unhealthy_applications(client: &crate::drivers::kube::KubeClient) -> Re
         .collect())
 }
 
-fn parse(spec: &Value) -> Result<HealthSpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("health step is malformed: {e}")))
-}
-
 pub struct HealthHandler;
 
 #[async_trait]
-impl StepHandler for HealthHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for HealthHandler {
+    type Spec = HealthSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &HealthSpec) -> Result<Value, StepError> {
         let limit = rollout_timeout(ctx);
         let started = Instant::now();
         let mut clients = Vec::new();
@@ -340,9 +339,17 @@ impl StepHandler for HealthHandler {
             Some(t) => Some(client(ctx, t).await?),
             None => None,
         };
-        loop {
+        let (clients, management) = (&clients, &management);
+        // The limit counts from before the clients were made, as it always has.
+        Wait::for_(
+            "the platform to be healthy (endpoints, virtual clusters, Argo CD Applications)",
+            limit,
+        )
+        .by(started + limit)
+        .every(Duration::from_secs(2))
+        .until(move || async move {
             let mut problems = Vec::new();
-            for (e, c) in spec.endpoints.iter().zip(&clients) {
+            for (e, c) in spec.endpoints.iter().zip(clients) {
                 if let Err(why) = probe(c, e).await {
                     problems.push(format!("{} ({}): {why}", e.name, e.url));
                 }
@@ -353,22 +360,21 @@ impl StepHandler for HealthHandler {
                     problems.push(format!("virtual cluster {}: {e}", t.cluster()));
                 }
             }
-            if let Some(m) = &management {
+            if let Some(m) = management {
                 problems.extend(unhealthy_applications(m).await?);
             }
             if problems.is_empty() {
-                break;
-            }
-            if started.elapsed() > limit {
-                return Err(StepError::new(format!(
-                    "the platform is not healthy after {limit:?}:\n  {}",
-                    problems.join("\n  ")
-                )));
+                return Ok(Poll::Done(()));
             }
             ctx.progress(format!("waiting: {}", problems[0]));
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-        let summary = summary(ctx, &spec);
+            let count = match problems.len() {
+                1 => "1 problem".to_string(),
+                n => format!("{n} problems"),
+            };
+            Ok::<_, StepError>(Poll::Pending(format!("{count}:\n  {}", problems.join("\n  "))))
+        })
+        .await?;
+        let summary = summary(ctx, spec);
         let path = ctx.outputs_dir.join("summary.txt");
         std::fs::create_dir_all(&ctx.outputs_dir).map_err(|e| StepError::new(e.to_string()))?;
         std::fs::write(&path, &summary).map_err(|e| StepError::new(format!("{}: {e}", path.display())))?;
@@ -381,7 +387,7 @@ impl StepHandler for HealthHandler {
         }))
     }
 
-    async fn destroy(&self, _ctx: &StepContext, _spec: &Value, _outputs: &Value) -> Result<(), StepError> {
+    async fn destroy(&self, _ctx: &StepContext, _spec: &HealthSpec, _outputs: &Value) -> Result<(), StepError> {
         Ok(())
     }
 }

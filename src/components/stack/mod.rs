@@ -36,7 +36,8 @@ use serde_json::{json, Value};
 pub use self::plan::{ingress_cluster, management_cluster, plan, traefik_ports};
 use self::runtime::Runtime;
 use crate::drivers::kube::{KubeClient, ObjectRef};
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
+use crate::plan::StepSpec;
 use crate::steps::kube_target::client;
 use crate::steps::manifests::{apply_spec, destroy_spec, render_objects, ApplySpec};
 
@@ -64,12 +65,12 @@ pub struct StackSpec {
     pub namespace_owner: Option<String>,
 }
 
-pub fn step_id(component: &str, cluster: &str) -> String {
-    format!("stack/{component}/{cluster}")
+impl StepSpec for StackSpec {
+    const KIND: &'static str = KIND;
 }
 
-fn parse(spec: &Value) -> Result<StackSpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("stack step is malformed: {e}")))
+pub fn step_id(component: &str, cluster: &str) -> String {
+    format!("stack/{component}/{cluster}")
 }
 
 /// The upstream objects with our run-time objects merged over those of the
@@ -161,21 +162,17 @@ fn check_readiness_rule(spec: &StackSpec, objects: &[Value]) -> Result<(), StepE
 pub struct StackHandler;
 
 #[async_trait]
-impl StepHandler for StackHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for StackHandler {
+    type Spec = StackSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &StackSpec) -> Result<Value, StepError> {
         let client = client(ctx, &spec.apply.target).await?;
-        let objects = objects(ctx, &spec, &client).await?;
-        check_readiness_rule(&spec, &objects)?;
+        let objects = objects(ctx, spec, &client).await?;
+        check_readiness_rule(spec, &objects)?;
         apply_spec(ctx, &client, &spec.apply, objects).await
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
-        let spec = parse(spec)?;
+    async fn destroy(&self, ctx: &StepContext, spec: &StackSpec, outputs: &Value) -> Result<(), StepError> {
         destroy_spec(ctx, &spec.apply, outputs).await?;
         match &spec.runtime {
             Some(rt) => runtime::destroy(ctx, rt).await,

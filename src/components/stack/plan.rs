@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::catalog::{self, Form, Release};
 use super::runtime::{self, Runtime};
-use super::{health, register, step_id, StackSpec, KIND};
+use super::{health, register, step_id, StackSpec};
 use crate::components::{certificates, gitlab, vault, vault_kubernetes};
 use crate::inventory::{ClusterUsage, Component, Diagnostic, Loaded};
 use crate::plan::Step;
@@ -185,7 +185,7 @@ impl Planner<'_> {
         };
         needs.extend(spec.apply.needs());
         self.steps
-            .push(Step::new(&id, KIND, format!("{description} on {cluster}"), json!(spec)).needs(needs));
+            .push(Step::of(&id, format!("{description} on {cluster}"), &spec).needs(needs));
         Some(id)
     }
 }
@@ -456,15 +456,8 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     }
                     needs.extend(target.needs());
                     let id = register::step_id(&cluster);
-                    p.steps.push(
-                        Step::new(
-                            &id,
-                            register::KIND,
-                            format!("register {cluster} with Nautes"),
-                            json!(spec),
-                        )
-                        .needs(needs),
-                    );
+                    p.steps
+                        .push(Step::of(&id, format!("register {cluster} with Nautes"), &spec).needs(needs));
                     stack_steps.push(id);
                 }
             }
@@ -568,7 +561,7 @@ mod tests {
         let loaded = crate::inventory::load_str(&path, &text).unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
         let steps = crate::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
         let mut checked = Vec::new();
-        for step in steps.iter().filter(|s| s.kind == KIND) {
+        for step in steps.iter().filter(|s| s.kind == super::super::KIND) {
             let spec: StackSpec = serde_json::from_value(step.spec.clone()).unwrap();
             for source in &spec.apply.sources {
                 let Source::Chart { file, values, .. } = source else {

@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 use super::super::gitlab::{self, credentials::field};
 use super::super::vault::VaultTarget;
 use super::health::{http_client, Endpoint};
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
+use crate::plan::StepSpec;
 use crate::steps::kube_target::{self, KubeTarget};
 use crate::util::hex;
 
@@ -36,8 +37,8 @@ pub struct RegisterSpec {
     pub vault: Option<VaultTarget>,
 }
 
-fn parse(spec: &Value) -> Result<RegisterSpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("nautes-cluster step is malformed: {e}")))
+impl StepSpec for RegisterSpec {
+    const KIND: &'static str = KIND;
 }
 
 fn cluster_url(spec: &RegisterSpec) -> String {
@@ -60,13 +61,10 @@ fn failed(what: &str, url: &str, e: impl std::fmt::Display) -> StepError {
 pub struct RegisterHandler;
 
 #[async_trait]
-impl StepHandler for RegisterHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for RegisterHandler {
+    type Spec = RegisterSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &RegisterSpec) -> Result<Value, StepError> {
         let kube = kube_target::client(ctx, &spec.target).await?;
         let mut body = json!({
             "api_server": kube.server,
@@ -89,8 +87,8 @@ impl StepHandler for RegisterHandler {
         };
         let kubeconfig_sha = kubeconfig.as_deref().map(|k| hex(&Sha256::digest(k.as_bytes())));
         let http = http_client(ctx, &spec.api).await?;
-        let url = cluster_url(&spec);
-        let token = admin_token(ctx, &spec).await?;
+        let url = cluster_url(spec);
+        let token = admin_token(ctx, spec).await?;
         let live = http
             .get(&url)
             .bearer_auth(token.expose())
@@ -144,12 +142,11 @@ impl StepHandler for RegisterHandler {
         }))
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, _outputs: &Value) -> Result<(), StepError> {
-        let spec = parse(spec)?;
-        let url = cluster_url(&spec);
+    async fn destroy(&self, ctx: &StepContext, spec: &RegisterSpec, _outputs: &Value) -> Result<(), StepError> {
+        let url = cluster_url(spec);
         let result = async {
             let http = http_client(ctx, &spec.api).await?;
-            let token = admin_token(ctx, &spec).await?;
+            let token = admin_token(ctx, spec).await?;
             let resp = http
                 .delete(&url)
                 .bearer_auth(token.expose())
