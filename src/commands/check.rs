@@ -13,7 +13,6 @@ use crate::components::preflight::{self, PreflightSpec};
 use crate::engine::events::{OutputMode, Reporter};
 use crate::engine::{Services, StepContext};
 use crate::exit;
-use crate::steps::hosts::HostConn;
 
 pub fn check(g: &GlobalArgs, file: &Path) -> u8 {
     let (loaded, plan) = match load_and_plan(g, file) {
@@ -52,9 +51,9 @@ pub fn check(g: &GlobalArgs, file: &Path) -> u8 {
     let mut failed = false;
     let mut report = serde_json::Map::new();
     for step in plan.steps.iter().filter(|s| s.kind == preflight::KIND) {
-        let (Ok(spec), Ok(conns)) = (
-            serde_json::from_value::<PreflightSpec>(step.spec.clone()),
-            serde_json::from_value::<Vec<HostConn>>(step.settings["conns"].clone()),
+        let (Ok(spec), Ok(preflight::PreflightSettings { conns: Some(conns) })) = (
+            crate::engine::decode::<PreflightSpec>(&step.spec),
+            serde_json::from_value::<preflight::PreflightSettings>(step.settings.clone()),
         ) else {
             eprintln!("internal error: malformed preflight step {}", step.id);
             return exit::STEP_FAILED;

@@ -14,11 +14,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::inventory::{Loaded, Placement, SecretRef};
 use crate::pki::{Ca, Issued, LeafRequest, Usage};
 use crate::plan::diff::REFRESH_AFTER;
-use crate::plan::Step;
+use crate::plan::{Step, StepSpec};
 use crate::secret::write_private;
 use crate::util::sha256_file;
 use crate::util::unix_now;
@@ -47,6 +47,10 @@ pub struct PkiSpec {
     pub ca_validity_secs: u64,
     pub renew_before_secs: u64,
     pub certs: BTreeMap<String, LeafRequest>,
+}
+
+impl StepSpec for PkiSpec {
+    const KIND: &'static str = KIND;
 }
 
 /// The server certificate of a component placed on one of our hosts.
@@ -142,12 +146,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) {
         certs,
     };
     let what = spec.certs.keys().cloned().collect::<Vec<_>>().join(", ");
-    steps.push(Step::new(
-        STEP_ID,
-        KIND,
-        format!("CA and certificates ({what})"),
-        json!(spec),
-    ));
+    steps.push(Step::of(STEP_ID, format!("CA and certificates ({what})"), &spec));
 }
 
 /// One certificate on disk, as recorded in the step's outputs.
@@ -247,20 +246,13 @@ fn ca_for_run(
     Ok((ca, recorded, true))
 }
 
-fn parse(spec: &Value) -> Result<PkiSpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("pki step is malformed: {e}")))
-}
-
 pub struct PkiHandler;
 
 #[async_trait]
-impl StepHandler for PkiHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for PkiHandler {
+    type Spec = PkiSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &PkiSpec) -> Result<Value, StepError> {
         let dir = ctx.outputs_dir.join("pki");
         {
             use std::os::unix::fs::DirBuilderExt;
@@ -271,7 +263,7 @@ impl StepHandler for PkiHandler {
                 .map_err(|e| io_error(&dir, e))?;
         }
         let prev: PkiOutputs = serde_json::from_value(ctx.previous_outputs.clone()).unwrap_or_default();
-        let (ca, ca_record, ca_changed) = ca_for_run(ctx, &spec, &dir, &prev.ca)?;
+        let (ca, ca_record, ca_changed) = ca_for_run(ctx, spec, &dir, &prev.ca)?;
         let renew = spec.renew_before_secs;
         let mut certs = BTreeMap::new();
         let mut issued_now = Vec::new();
@@ -311,7 +303,7 @@ impl StepHandler for PkiHandler {
         Ok(out)
     }
 
-    async fn destroy(&self, _ctx: &StepContext, _spec: &Value, outputs: &Value) -> Result<(), StepError> {
+    async fn destroy(&self, _ctx: &StepContext, _spec: &PkiSpec, outputs: &Value) -> Result<(), StepError> {
         let recorded: PkiOutputs = serde_json::from_value(outputs.clone()).unwrap_or_default();
         for r in recorded.certs.values().chain(recorded.ca.iter()) {
             remove_files(r)?;
@@ -328,4 +320,22 @@ fn remove_files(r: &Recorded) -> Result<(), StepError> {
         }
     }
     Ok(())
+}
+
+/// The platform's CA and the certificates it issues.
+pub struct Certificates;
+
+impl super::Component for Certificates {
+    fn plan(
+        &self,
+        loaded: &crate::inventory::Loaded,
+        steps: &mut Vec<crate::plan::Step>,
+    ) -> Result<(), Vec<crate::inventory::Diagnostic>> {
+        plan(loaded, steps);
+        Ok(())
+    }
+
+    fn handlers(&self, registry: &mut crate::engine::Registry) {
+        registry.add(PkiHandler);
+    }
 }

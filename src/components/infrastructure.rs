@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::drivers::terraform::{self, PlanSummary, Terraform};
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::inventory::{Host, Loaded, SecretRef};
-use crate::plan::Step;
+use crate::plan::{Step, StepSpec};
 use crate::state::State;
 use crate::util::hex;
 
@@ -34,6 +34,10 @@ pub struct ModuleSpec {
     pub provides: Vec<String>,
     pub binary: Option<String>,
     pub cli_config: Option<PathBuf>,
+}
+
+impl StepSpec for ModuleSpec {
+    const KIND: &'static str = KIND;
 }
 
 pub fn step_id(module: &str) -> String {
@@ -68,13 +72,8 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) {
                 .map(|c| std::path::absolute(loaded.resolve(c)).unwrap_or_else(|_| loaded.resolve(c))),
         };
         steps.push(
-            Step::new(
-                step_id(&m.name),
-                KIND,
-                format!("Terraform module {}", m.name),
-                json!(spec),
-            )
-            .with_settings(json!({ "source": source })),
+            Step::of(step_id(&m.name), format!("Terraform module {}", m.name), &spec)
+                .with_settings(json!(TerraformSettings { source: Some(source) })),
         );
     }
 }
@@ -148,15 +147,24 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()
 
 pub struct TerraformHandler;
 
-fn parse(spec: &Value) -> Result<ModuleSpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("terraform step is malformed: {e}")))
+/// Where the module's files are: a setting, since moving the inventory's
+/// directory is not a change to the module (its digest is in the spec).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TerraformSettings {
+    source: Option<PathBuf>,
+}
+
+impl TerraformSettings {
+    fn source(self) -> Result<PathBuf, StepError> {
+        self.source
+            .ok_or_else(|| StepError::new("terraform step lacks its source (settings.source)"))
+    }
 }
 
 /// The module's working directory, refreshed from its source, with the
 /// variables written (secrets resolved here and only here, file 0600).
 fn prepare(ctx: &StepContext, spec: &ModuleSpec) -> Result<Terraform, StepError> {
-    let source: PathBuf = serde_json::from_value(ctx.settings["source"].clone())
-        .map_err(|e| StepError::new(format!("terraform step lacks its source: {e}")))?;
+    let source = ctx.settings::<TerraformSettings>()?.source()?;
     let timeout = ctx.limits.terraform;
     prepare_in(&ctx.workdir, &ctx.base_dir, &source, spec, timeout)
 }
@@ -207,9 +215,10 @@ pub fn prepare_in(
 /// What Terraform would do for this module now (init + plan, nothing applied):
 /// what `nautes-install plan` shows beside the step.
 pub async fn preview(workdir: &Path, base_dir: &Path, step: &Step) -> Result<PlanSummary, StepError> {
-    let spec = parse(&step.spec)?;
-    let source: PathBuf = serde_json::from_value(step.settings["source"].clone())
-        .map_err(|e| StepError::new(format!("terraform step lacks its source: {e}")))?;
+    let spec: ModuleSpec = crate::engine::decode(&step.spec)?;
+    let settings: TerraformSettings = serde_json::from_value(step.settings.clone())
+        .map_err(|e| StepError::new(format!("the settings of step {} are malformed: {e}", step.id)))?;
+    let source = settings.source()?;
     let tf = prepare_in(workdir, base_dir, &source, &spec, Duration::from_secs(1800))?;
     let quiet = |_: &str| {};
     let fail = |e: terraform::TerraformError| StepError::new(format!("module {}: {e}", spec.name));
@@ -255,15 +264,12 @@ async fn plan_and_apply(
 }
 
 #[async_trait]
-impl StepHandler for TerraformHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for TerraformHandler {
+    type Spec = ModuleSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
-        let tf = prepare(ctx, &spec)?;
-        let summary = plan_and_apply(ctx, &spec, &tf, false).await?;
+    async fn apply(&self, ctx: &StepContext, spec: &ModuleSpec) -> Result<Value, StepError> {
+        let tf = prepare(ctx, spec)?;
+        let summary = plan_and_apply(ctx, spec, &tf, false).await?;
         let outputs = tf
             .outputs()
             .await
@@ -287,16 +293,14 @@ impl StepHandler for TerraformHandler {
         Ok(json!({ "hosts": hosts, "plan": summary }))
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, _outputs: &Value) -> Result<(), StepError> {
-        let spec = parse(spec)?;
-        let tf = prepare(ctx, &spec)?;
-        plan_and_apply(ctx, &spec, &tf, true).await?;
+    async fn destroy(&self, ctx: &StepContext, spec: &ModuleSpec, _outputs: &Value) -> Result<(), StepError> {
+        let tf = prepare(ctx, spec)?;
+        plan_and_apply(ctx, spec, &tf, true).await?;
         Ok(())
     }
 
     /// The variables file, with secret variables shown as where they come from.
-    fn render(&self, spec: &Value) -> Result<Vec<crate::engine::Rendered>, StepError> {
-        let spec = parse(spec)?;
+    fn render(&self, spec: &ModuleSpec) -> Result<Vec<crate::engine::Rendered>, StepError> {
         let mut vars = spec.variables.clone();
         for (name, r) in &spec.secret_variables {
             let from = match (&r.env, &r.file) {
@@ -341,6 +345,24 @@ pub fn parse_hosts_output(outputs: &BTreeMap<String, Value>) -> Result<Vec<Terra
         .enumerate()
         .map(|(i, v)| serde_json::from_value(v.clone()).map_err(|e| format!("nautes_hosts[{i}]: {e}")))
         .collect()
+}
+
+/// Hosts made by Terraform modules.
+pub struct Infrastructure;
+
+impl super::Component for Infrastructure {
+    fn plan(
+        &self,
+        loaded: &crate::inventory::Loaded,
+        steps: &mut Vec<crate::plan::Step>,
+    ) -> Result<(), Vec<crate::inventory::Diagnostic>> {
+        plan(loaded, steps);
+        Ok(())
+    }
+
+    fn handlers(&self, registry: &mut crate::engine::Registry) {
+        registry.add(TerraformHandler);
+    }
 }
 
 #[cfg(test)]

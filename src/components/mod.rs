@@ -19,8 +19,6 @@ pub mod vault_approle;
 pub mod vault_kubernetes;
 pub mod vcluster;
 
-use std::sync::Arc;
-
 use crate::engine::Registry;
 use crate::inventory::{Diagnostic, Loaded};
 use crate::plan::{Plan, PlanError, Step};
@@ -30,40 +28,74 @@ pub fn plan(loaded: &Loaded) -> Result<Plan, PlanError> {
     Plan::from_steps(plan_steps(loaded).map_err(PlanError::Invalid)?)
 }
 
+/// One installable thing: how it turns the inventory into steps and the
+/// handlers that run them. The planner and the registry both walk
+/// [`COMPONENTS`], so a component is added in one place.
+pub trait Component: Sync {
+    /// Add this component's steps. The steps of the components listed
+    /// before it are already in `steps` (its needs may name them).
+    /// Components whose steps others plan for them (preflight, release
+    /// files, object sets) plan nothing themselves.
+    fn plan(&self, _loaded: &Loaded, _steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
+        Ok(())
+    }
+
+    /// Register a handler for every kind of step this component runs.
+    fn handlers(&self, registry: &mut Registry);
+}
+
+/// Every component, in planning order.
+pub const COMPONENTS: &[&dyn Component] = &[
+    &SharedSteps,
+    &preflight::Preflight,
+    &infrastructure::Infrastructure,
+    &certificates::Certificates,
+    &k3s::K3s,
+    &kubespray::Kubespray,
+    &vcluster::Vclusters,
+    &tenants::Tenants,
+    &service_hosts::ServiceHosts,
+    &vault::VaultConfiguration,
+    &vault_kubernetes::VaultKubernetes,
+    &gitlab::GitlabConfiguration,
+    &stack::Stack,
+    // Hooks attach to the other steps, so they are planned last.
+    &Hooks,
+];
+
+/// Release files and object sets: steps every component may plan.
+struct SharedSteps;
+
+impl Component for SharedSteps {
+    fn handlers(&self, registry: &mut Registry) {
+        registry.add(release_files::ArtifactsHandler);
+        registry.add(manifests::ApplyHandler);
+    }
+}
+
+/// The user's hooks, before or after any other step.
+struct Hooks;
+
+impl Component for Hooks {
+    fn plan(&self, loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
+        hooks::plan(loaded, steps)
+    }
+
+    fn handlers(&self, registry: &mut Registry) {
+        registry.add(hooks::HookHandler);
+    }
+}
+
 /// Every step the inventory asks for, unordered; the plan orders them.
+/// Every component plans even when one before it failed, so one run
+/// reports all the problems.
 pub fn plan_steps(loaded: &Loaded) -> Result<Vec<Step>, Vec<Diagnostic>> {
     let mut steps = Vec::new();
     let mut problems = Vec::new();
-    infrastructure::plan(loaded, &mut steps);
-    certificates::plan(loaded, &mut steps);
-    if let Err(mut p) = k3s::plan(loaded, &mut steps) {
-        problems.append(&mut p);
-    }
-    if let Err(mut p) = kubespray::plan(loaded, &mut steps) {
-        problems.append(&mut p);
-    }
-    if let Err(mut p) = vcluster::plan(loaded, &mut steps) {
-        problems.append(&mut p);
-    }
-    if let Err(mut p) = tenants::plan(loaded, &mut steps) {
-        problems.append(&mut p);
-    }
-    if let Err(mut p) = service_hosts::plan(loaded, &mut steps) {
-        problems.append(&mut p);
-    }
-    if let Err(mut p) = vault::plan(loaded, &mut steps) {
-        problems.append(&mut p);
-    }
-    vault_kubernetes::plan(loaded, &mut steps);
-    if let Err(mut p) = gitlab::plan(loaded, &mut steps) {
-        problems.append(&mut p);
-    }
-    if let Err(mut p) = stack::plan(loaded, &mut steps) {
-        problems.append(&mut p);
-    }
-    // Hooks attach to the other steps, so they are planned last.
-    if let Err(mut p) = hooks::plan(loaded, &mut steps) {
-        problems.append(&mut p);
+    for component in COMPONENTS {
+        if let Err(mut p) = component.plan(loaded, &mut steps) {
+            problems.append(&mut p);
+        }
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -100,27 +132,11 @@ fn defer_until_infrastructure(loaded: &Loaded, steps: &mut Vec<Step>) {
 
 /// Handlers for every step kind this binary knows.
 pub fn registry() -> Registry {
-    let mut r = Registry::default();
-    r.add(hooks::HookHandler);
-    r.register(Arc::new(release_files::ArtifactsHandler));
-    r.add(k3s::TokenHandler);
-    r.add(k3s::NodeHandler);
-    r.add(k3s::KubeconfigHandler);
-    r.register(Arc::new(preflight::PreflightHandler));
-    r.register(Arc::new(infrastructure::TerraformHandler));
-    r.register(Arc::new(kubespray::KubesprayHandler));
-    r.register(Arc::new(manifests::ApplyHandler));
-    r.register(Arc::new(certificates::PkiHandler));
-    r.register(Arc::new(service_hosts::ServiceHostHandler));
-    r.register(Arc::new(vault::VaultHandler));
-    r.register(Arc::new(gitlab::GitlabHandler));
-    r.add(vault_kubernetes::KubernetesAuthHandler);
-    r.add(stack::StackHandler);
-    r.add(stack::health::HealthHandler);
-    r.add(stack::register::RegisterHandler);
-    r.register(Arc::new(tenants::TenantHandler));
-    r.register(Arc::new(vcluster::VclusterHandler));
-    r
+    let mut registry = Registry::default();
+    for component in COMPONENTS {
+        component.handlers(&mut registry);
+    }
+    registry
 }
 
 #[cfg(test)]

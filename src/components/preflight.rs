@@ -124,9 +124,9 @@ pub fn plan_cluster(loaded: &Loaded, cluster: &str, members: &[(&String, Role)],
         .iter()
         .filter_map(|(h, _)| super::infrastructure::provider_step(loaded, h));
     steps.push(
-        Step::new(&id, KIND, format!("preflight checks of cluster {cluster}"), json!(spec))
+        Step::of(&id, format!("preflight checks of cluster {cluster}"), &spec)
             .needs(creators)
-            .with_settings(json!({ "conns": conns })),
+            .with_settings(json!(PreflightSettings { conns: Some(conns) })),
     );
     id
 }
@@ -319,6 +319,15 @@ pub fn table(findings: &[Finding]) -> String {
         s.push_str(&format!("{:hw$}  {:8}  {:7}  {}\n", f.host, f.rule, result, f.message));
     }
     s
+}
+
+/// Host checks; each cluster's component plans its own (see [`plan_cluster`]).
+pub struct Preflight;
+
+impl super::Component for Preflight {
+    fn handlers(&self, registry: &mut crate::engine::Registry) {
+        registry.add(PreflightHandler);
+    }
 }
 
 #[cfg(test)]
@@ -555,24 +564,33 @@ pub async fn gather(ctx: &crate::engine::StepContext, conns: &[HostConn]) -> (BT
     (facts, errors)
 }
 
+/// How to reach the cluster's hosts: a setting, since a changed address or
+/// key is not a reason to re-check.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PreflightSettings {
+    pub conns: Option<Vec<HostConn>>,
+}
+
+impl crate::plan::StepSpec for PreflightSpec {
+    const KIND: &'static str = KIND;
+}
+
 #[async_trait::async_trait]
-impl crate::engine::StepHandler for PreflightHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl crate::engine::Handler for PreflightHandler {
+    type Spec = PreflightSpec;
 
     async fn apply(
         &self,
         ctx: &crate::engine::StepContext,
-        spec: &serde_json::Value,
+        spec: &PreflightSpec,
     ) -> Result<serde_json::Value, crate::engine::StepError> {
         use crate::engine::StepError;
-        let spec: PreflightSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| StepError::new(format!("preflight step is malformed: {e}")))?;
-        let conns: Vec<HostConn> = serde_json::from_value(ctx.settings["conns"].clone())
-            .map_err(|e| StepError::new(format!("preflight step lacks its hosts: {e}")))?;
+        let conns = ctx
+            .settings::<PreflightSettings>()?
+            .conns
+            .ok_or_else(|| StepError::new("preflight step lacks its hosts (settings.conns)"))?;
         let (facts, unreachable) = gather(ctx, &conns).await;
-        let findings = evaluate(&spec, &facts);
+        let findings = evaluate(spec, &facts);
         let report = table(&findings);
         tracing::info!(cluster = %spec.cluster, "preflight:\n{report}");
         let failed: Vec<&Finding> = findings.iter().filter(|f| !f.ok && !f.waived).collect();
@@ -595,7 +613,7 @@ impl crate::engine::StepHandler for PreflightHandler {
     async fn destroy(
         &self,
         _ctx: &crate::engine::StepContext,
-        _spec: &serde_json::Value,
+        _spec: &PreflightSpec,
         _outputs: &serde_json::Value,
     ) -> Result<(), crate::engine::StepError> {
         Ok(())

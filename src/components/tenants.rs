@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 
 use crate::drivers::kube::apply::delete_objects;
 use crate::drivers::kube::{KubeClient, ObjectRef};
-use crate::engine::{Rendered, StepContext, StepError, StepHandler};
+use crate::engine::{Handler, Rendered, StepContext, StepError};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{Diagnostic, Loaded, NamespaceNode};
-use crate::plan::Step;
+use crate::plan::{Step, StepSpec};
 use crate::steps::kube_target::{client, target, KubeTarget};
 use crate::steps::manifests::{
     self, apply_objects, previous_objects, report_outputs, rollout_timeout, ApplySpec, Source,
@@ -160,6 +160,10 @@ pub struct TenantSpec {
     pub tenant: String,
     pub tree: Vec<TreeNode>,
     pub allow_delete_with_workloads: bool,
+}
+
+impl StepSpec for TenantSpec {
+    const KIND: &'static str = TENANT_KIND;
 }
 
 fn namespace_object(node: &TreeNode) -> Value {
@@ -345,20 +349,13 @@ fn previous_tree(outputs: &Value) -> Vec<TreeNode> {
     serde_json::from_value(outputs.get("tree").cloned().unwrap_or(Value::Null)).unwrap_or_default()
 }
 
-fn parse(spec: &Value) -> Result<TenantSpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("tenant step is malformed: {e}")))
-}
-
 pub struct TenantHandler;
 
 #[async_trait]
-impl StepHandler for TenantHandler {
-    fn kind(&self) -> &'static str {
-        TENANT_KIND
-    }
+impl Handler for TenantHandler {
+    type Spec = TenantSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &TenantSpec) -> Result<Value, StepError> {
         let client = client(ctx, &spec.target).await?;
         let before = previous_tree(&ctx.previous_outputs);
         let now: BTreeMap<&str, &TreeNode> = spec.tree.iter().map(|n| (n.name.as_str(), n)).collect();
@@ -381,7 +378,7 @@ impl StepHandler for TenantHandler {
             .filter(|n| !now.contains_key(n.name.as_str()))
             .cloned()
             .collect();
-        remove_nodes(ctx, &client, &spec, &removed).await?;
+        remove_nodes(ctx, &client, spec, &removed).await?;
 
         let tree_set = structure_set(&spec.tenant);
         let report = apply_objects(
@@ -416,16 +413,14 @@ impl StepHandler for TenantHandler {
         Ok(out)
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
-        let spec = parse(spec)?;
+    async fn destroy(&self, ctx: &StepContext, spec: &TenantSpec, outputs: &Value) -> Result<(), StepError> {
         let client = client(ctx, &spec.target).await?;
-        remove_nodes(ctx, &client, &spec, &previous_tree(outputs)).await
+        remove_nodes(ctx, &client, spec, &previous_tree(outputs)).await
     }
 
     /// The tree's objects as applied: namespaces and anchors, then the
     /// subnamespaces' labels and annotations.
-    fn render(&self, spec: &Value) -> Result<Vec<Rendered>, StepError> {
-        let spec = parse(spec)?;
+    fn render(&self, spec: &TenantSpec) -> Result<Vec<Rendered>, StepError> {
         let children = spec.tree.iter().filter(|n| n.parent.is_some());
         let objects: Vec<Value> = structure(&spec.tree)
             .into_iter()
@@ -435,6 +430,23 @@ impl StepHandler for TenantHandler {
             path: format!("manifests/tenant-{}.yaml", spec.tenant),
             contents: manifests::yaml_stream(&objects)?,
         }])
+    }
+}
+
+/// Tenants' namespace trees (and HNC, which holds them).
+pub struct Tenants;
+
+impl super::Component for Tenants {
+    fn plan(
+        &self,
+        loaded: &crate::inventory::Loaded,
+        steps: &mut Vec<crate::plan::Step>,
+    ) -> Result<(), Vec<crate::inventory::Diagnostic>> {
+        plan(loaded, steps)
+    }
+
+    fn handlers(&self, registry: &mut crate::engine::Registry) {
+        registry.add(TenantHandler);
     }
 }
 

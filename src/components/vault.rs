@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::drivers::vault::Vault;
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::inventory::spans::push_key;
 use crate::inventory::{Diagnostic, Loaded, Placement, SecretRef};
 use crate::plan::diff::REFRESH_AFTER;
-use crate::plan::Step;
+use crate::plan::{Step, StepSpec};
 use crate::secret::{write_private, Secret};
 use crate::util::unix_now;
 use crate::wait::{Poll, Wait};
@@ -45,6 +45,10 @@ pub struct VaultSpec {
     pub pgp_keys: Vec<String>,
     /// Policy name -> HCL.
     pub policies: BTreeMap<String, String>,
+}
+
+impl StepSpec for VaultSpec {
+    const KIND: &'static str = KIND;
 }
 
 fn number(
@@ -114,7 +118,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         needs.push(crate::components::certificates::STEP_ID.to_string());
     }
     let title = vault.vault_distribution().title();
-    steps.push(Step::new(STEP_ID, KIND, format!("{title} at {}", target.url), json!(spec)).needs(needs));
+    steps.push(Step::of(STEP_ID, format!("{title} at {}", target.url), &spec).needs(needs));
     Ok(())
 }
 
@@ -381,26 +385,19 @@ async fn configure(w: &mut Writer<'_>, spec: &VaultSpec) -> Result<(), StepError
     w.ensure_fields(&role_path, wanted).await
 }
 
-fn parse(spec: &Value) -> Result<VaultSpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("vault step is malformed: {e}")))
-}
-
 pub struct VaultHandler;
 
 #[async_trait]
-impl StepHandler for VaultHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for VaultHandler {
+    type Spec = VaultSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &VaultSpec) -> Result<Value, StepError> {
         let ca = target_ca(ctx, spec.ca_file.as_deref())?;
         let http = ctx.limits.http;
         let vault = Vault::new(&spec.url, ca.as_deref(), http).map_err(StepError::new)?;
-        let (token, initialised_now) = open_vault(ctx, &spec, &vault).await?;
+        let (token, initialised_now) = open_vault(ctx, spec, &vault).await?;
         let mut writer = Writer::new(&vault, &token);
-        configure(&mut writer, &spec).await?;
+        configure(&mut writer, spec).await?;
         if !writer.writes.is_empty() {
             ctx.progress(format!("Vault: {} changes", writer.writes.len()));
         }
@@ -415,9 +412,26 @@ impl StepHandler for VaultHandler {
         }))
     }
 
-    async fn destroy(&self, _ctx: &StepContext, _spec: &Value, _outputs: &Value) -> Result<(), StepError> {
+    async fn destroy(&self, _ctx: &StepContext, _spec: &VaultSpec, _outputs: &Value) -> Result<(), StepError> {
         // An existing Vault is the user's: its engines and data are left, and
         // so are the unseal keys and root token, without which it cannot be opened.
         Ok(())
+    }
+}
+
+/// Vault's configuration: mounts, policies, AppRoles.
+pub struct VaultConfiguration;
+
+impl super::Component for VaultConfiguration {
+    fn plan(
+        &self,
+        loaded: &crate::inventory::Loaded,
+        steps: &mut Vec<crate::plan::Step>,
+    ) -> Result<(), Vec<crate::inventory::Diagnostic>> {
+        plan(loaded, steps)
+    }
+
+    fn handlers(&self, registry: &mut crate::engine::Registry) {
+        registry.add(VaultHandler);
     }
 }

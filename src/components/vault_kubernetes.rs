@@ -310,6 +310,24 @@ impl Handler for KubernetesAuthHandler {
     }
 }
 
+/// Vault's Kubernetes auth, one mount per tenant cluster.
+pub struct VaultKubernetes;
+
+impl super::Component for VaultKubernetes {
+    fn plan(
+        &self,
+        loaded: &crate::inventory::Loaded,
+        steps: &mut Vec<crate::plan::Step>,
+    ) -> Result<(), Vec<crate::inventory::Diagnostic>> {
+        plan(loaded, steps);
+        Ok(())
+    }
+
+    fn handlers(&self, registry: &mut crate::engine::Registry) {
+        registry.add(KubernetesAuthHandler);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::drivers::kube::{KubeClient, ObjectRef};
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{Diagnostic, ExposeType, Loaded};
-use crate::plan::Step;
+use crate::plan::{Step, StepSpec};
 use crate::secret::{write_private, Secret};
 use crate::steps::kube_target::{client, target, vcluster_step_id, KubeTarget};
 use crate::steps::kubeconfig::rewrite;
@@ -46,6 +46,10 @@ pub struct VclusterSpec {
     pub node_port: Option<u16>,
     pub expose_host: Option<String>,
     pub values: serde_json::Map<String, Value>,
+}
+
+impl StepSpec for VclusterSpec {
+    const KIND: &'static str = KIND;
 }
 
 pub fn kubeconfig_file_name(name: &str) -> String {
@@ -100,11 +104,10 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         let mut needs = spec.host.needs();
         needs.push(files_id);
         steps.push(
-            Step::new(
+            Step::of(
                 vcluster_step_id(&vc.name),
-                KIND,
                 format!("vcluster {} {version} on {}", vc.name, vc.host_cluster),
-                json!(spec),
+                &spec,
             )
             .needs(needs),
         );
@@ -166,10 +169,6 @@ fn endpoint(spec: &VclusterSpec, host_server: &str, node_port: u16) -> Result<(S
             Ok((format!("https://{shown}:{node_port}"), host))
         }
     }
-}
-
-fn parse(spec: &Value) -> Result<VclusterSpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("vcluster step is malformed: {e}")))
 }
 
 /// The chart's values: ours from the template, the inventory's merged over them.
@@ -325,18 +324,15 @@ async fn wait_api(ctx: &StepContext, spec: &VclusterSpec, text: &str, endpoint: 
 pub struct VclusterHandler;
 
 #[async_trait]
-impl StepHandler for VclusterHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for VclusterHandler {
+    type Spec = VclusterSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &VclusterSpec) -> Result<Value, StepError> {
         let client = client(ctx, &spec.host).await?;
         // The address is known before the chart is rendered, so the certificate can name it.
         let planned_port = spec.node_port.unwrap_or(0);
-        let (planned_endpoint, endpoint_host) = endpoint(&spec, &client.server, planned_port)?;
-        let values = chart_values(&spec, &planned_endpoint, &endpoint_host)?;
+        let (planned_endpoint, endpoint_host) = endpoint(spec, &client.server, planned_port)?;
+        let values = chart_values(spec, &planned_endpoint, &endpoint_host)?;
 
         let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}})];
         let mut rendered = render_objects(
@@ -350,7 +346,7 @@ impl StepHandler for VclusterHandler {
             }],
         )
         .await?;
-        set_node_port(&mut rendered, &spec)?;
+        set_node_port(&mut rendered, spec)?;
         objects.extend(rendered);
         let set = vcluster_step_id(&spec.name);
         let report = apply_objects(
@@ -364,9 +360,9 @@ impl StepHandler for VclusterHandler {
         )
         .await?;
 
-        let port = service_node_port(&client, &spec).await?;
-        let (endpoint, _) = endpoint(&spec, &client.server, port)?;
-        let original = read_vcluster_kubeconfig(ctx, &client, &spec).await?;
+        let port = service_node_port(&client, spec).await?;
+        let (endpoint, _) = endpoint(spec, &client.server, port)?;
+        let original = read_vcluster_kubeconfig(ctx, &client, spec).await?;
         // Keep the scheme vcluster serves; only the address changes.
         let scheme_endpoint = match served_scheme(&original) {
             Some(scheme) if scheme != "https" => endpoint.replacen("https", &scheme, 1),
@@ -381,7 +377,7 @@ impl StepHandler for VclusterHandler {
         }
         write_private(&path, &Secret::new(text.clone()))
             .map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))?;
-        let version = wait_api(ctx, &spec, &text, &scheme_endpoint).await?;
+        let version = wait_api(ctx, spec, &text, &scheme_endpoint).await?;
         let mut out = report_outputs(&report);
         out["kubeconfig"] = json!(path);
         out["endpoint"] = json!(scheme_endpoint);
@@ -389,8 +385,7 @@ impl StepHandler for VclusterHandler {
         Ok(out)
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
-        let spec = parse(spec)?;
+    async fn destroy(&self, ctx: &StepContext, spec: &VclusterSpec, outputs: &Value) -> Result<(), StepError> {
         match client(ctx, &spec.host).await {
             Ok(client) => delete_recorded(ctx, &client, &vcluster_step_id(&spec.name), outputs).await?,
             Err(e) if ctx.full_teardown => tracing::warn!("vcluster {}: {e}; nothing left to delete", spec.name),
@@ -402,6 +397,23 @@ impl StepHandler for VclusterHandler {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StepError::new(format!("cannot remove {}: {e}", path.display()))),
         }
+    }
+}
+
+/// Tenants' virtual clusters.
+pub struct Vclusters;
+
+impl super::Component for Vclusters {
+    fn plan(
+        &self,
+        loaded: &crate::inventory::Loaded,
+        steps: &mut Vec<crate::plan::Step>,
+    ) -> Result<(), Vec<crate::inventory::Diagnostic>> {
+        plan(loaded, steps)
+    }
+
+    fn handlers(&self, registry: &mut crate::engine::Registry) {
+        registry.add(VclusterHandler);
     }
 }
 

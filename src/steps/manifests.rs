@@ -16,7 +16,7 @@ use crate::drivers::helm;
 use crate::drivers::kube::apply::{apply_set, delete_objects, ApplyOptions, ApplyReport};
 use crate::drivers::kube::objects::parse_documents;
 use crate::drivers::kube::{KubeClient, ObjectRef};
-use crate::engine::{Rendered, StepContext, StepError, StepHandler};
+use crate::engine::{Handler, Rendered, StepContext, StepError};
 
 pub const KIND: &str = "kube-apply";
 
@@ -48,6 +48,10 @@ pub struct ApplySpec {
     #[serde(default)]
     pub force_conflicts: bool,
     pub sources: Vec<Source>,
+}
+
+impl crate::plan::StepSpec for ApplySpec {
+    const KIND: &'static str = KIND;
 }
 
 impl ApplySpec {
@@ -238,31 +242,23 @@ pub fn yaml_stream<'a>(objects: impl IntoIterator<Item = &'a Value>) -> Result<S
     Ok(text)
 }
 
-fn parse(spec: &Value) -> Result<ApplySpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("kube-apply step is malformed: {e}")))
-}
-
 pub struct ApplyHandler;
 
 #[async_trait]
-impl StepHandler for ApplyHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for ApplyHandler {
+    type Spec = ApplySpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &ApplySpec) -> Result<Value, StepError> {
         let objects = render_objects(ctx, &spec.sources).await?;
         let client = client(ctx, &spec.target).await?;
-        apply_spec(ctx, &client, &spec, objects).await
+        apply_spec(ctx, &client, spec, objects).await
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
-        destroy_spec(ctx, &parse(spec)?, outputs).await
+    async fn destroy(&self, ctx: &StepContext, spec: &ApplySpec, outputs: &Value) -> Result<(), StepError> {
+        destroy_spec(ctx, spec, outputs).await
     }
 
-    fn render(&self, spec: &Value) -> Result<Vec<Rendered>, StepError> {
-        let spec = parse(spec)?;
+    fn render(&self, spec: &ApplySpec) -> Result<Vec<Rendered>, StepError> {
         let mut out = Vec::new();
         for (i, source) in spec.sources.iter().enumerate() {
             if let Source::Objects { objects } = source {

@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::artifacts::Bundle;
-use crate::engine::{StepContext, StepError, StepHandler};
+use crate::engine::{Handler, StepContext, StepError};
 use crate::inventory::{ArtifactMode, Diagnostic, Loaded};
-use crate::plan::Step;
+use crate::plan::{Step, StepSpec};
 use crate::util::hex;
 use crate::util::sha256_file;
 
@@ -47,6 +47,10 @@ pub struct ArtifactsSpec {
     pub mode: ArtifactMode,
     pub bundle: Option<PathBuf>,
     pub files: Vec<FileSpec>,
+}
+
+impl StepSpec for ArtifactsSpec {
+    const KIND: &'static str = KIND;
 }
 
 /// A verified local file, as the step outputs it.
@@ -139,11 +143,10 @@ pub fn files_step(
         bundle: if a.mode == ArtifactMode::Airgap { bundle } else { None },
         files,
     };
-    Ok(Step::new(
+    Ok(Step::of(
         step_id(component, version),
-        KIND,
         format!("{title} {version} files"),
-        json!(spec),
+        &spec,
     ))
 }
 
@@ -236,23 +239,19 @@ pub fn files_from_outputs(outputs: &Value) -> Result<BTreeMap<String, LocalFile>
 pub struct ArtifactsHandler;
 
 #[async_trait]
-impl StepHandler for ArtifactsHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for ArtifactsHandler {
+    type Spec = ArtifactsSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec: ArtifactsSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| StepError::new(format!("artifacts step is malformed: {e}")))?;
+    async fn apply(&self, ctx: &StepContext, spec: &ArtifactsSpec) -> Result<Value, StepError> {
         let files = match (&spec.mode, &spec.bundle) {
-            (ArtifactMode::Airgap, Some(root)) => from_bundle(root, &spec).await?,
+            (ArtifactMode::Airgap, Some(root)) => from_bundle(root, spec).await?,
             (ArtifactMode::Airgap, None) => return Err(StepError::new("air-gap mode without a bundle")),
-            (ArtifactMode::Online, _) => download(ctx, &spec).await?,
+            (ArtifactMode::Online, _) => download(ctx, spec).await?,
         };
         Ok(json!({ "files": files }))
     }
 
-    async fn destroy(&self, _ctx: &StepContext, _spec: &Value, _outputs: &Value) -> Result<(), StepError> {
+    async fn destroy(&self, _ctx: &StepContext, _spec: &ArtifactsSpec, _outputs: &Value) -> Result<(), StepError> {
         // Cached downloads are kept: they are the user's, and re-fetching is costly.
         Ok(())
     }

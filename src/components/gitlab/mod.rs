@@ -37,7 +37,7 @@ use self::project::Created;
 use self::tokens::{Bootstrap, Lifetime};
 use super::vault::{self as vault_component, VaultTarget};
 use crate::drivers::gitlab::{Auth, Gitlab, GitlabError};
-use crate::engine::{Intents, StepContext, StepError, StepHandler};
+use crate::engine::{Handler, Intents, StepContext, StepError};
 use crate::inventory::SecretRef;
 use crate::plan::diff::REFRESH_AFTER;
 use crate::secret::Secret;
@@ -78,6 +78,10 @@ pub struct GitlabSpec {
     /// release Argo CD delivers): repo path -> where the file comes from.
     #[serde(default)]
     pub release_files: BTreeMap<String, ReleaseFile>,
+}
+
+impl crate::plan::StepSpec for GitlabSpec {
+    const KIND: &'static str = KIND;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,10 +176,6 @@ struct Recorded {
     oauth_app_id: Option<u64>,
     #[serde(default)]
     repo_files: BTreeMap<String, String>,
-}
-
-fn parse(spec: &Value) -> Result<GitlabSpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("gitlab step is malformed: {e}")))
 }
 
 fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, StepError> {
@@ -274,20 +274,17 @@ fn lifetime(spec: &GitlabSpec) -> Lifetime {
 pub struct GitlabHandler;
 
 #[async_trait]
-impl StepHandler for GitlabHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for GitlabHandler {
+    type Spec = GitlabSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &GitlabSpec) -> Result<Value, StepError> {
         let before: Recorded = serde_json::from_value(ctx.previous_outputs.clone()).unwrap_or_default();
-        let gl = client(ctx, &spec)?;
-        let store = store(ctx, &spec)?;
+        let gl = client(ctx, spec)?;
+        let store = store(ctx, spec)?;
         let mut calls = Calls::default();
         let intents = &ctx.intents;
-        let admin = tokens::admin_token(&gl, &mut calls, &store, intents, lifetime(&spec), || {
-            bootstrap(ctx, &spec)
+        let admin = tokens::admin_token(&gl, &mut calls, &store, intents, lifetime(spec), || {
+            bootstrap(ctx, spec)
         })
         .await?;
         let auth = Auth::Token(&admin.token);
@@ -341,7 +338,7 @@ impl StepHandler for GitlabHandler {
             intents,
             auth,
             project.record.id,
-            lifetime(&spec),
+            lifetime(spec),
         )
         .await?;
         for note in &calls.notes {
@@ -387,9 +384,8 @@ impl StepHandler for GitlabHandler {
         Ok(out)
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
-        let spec = parse(spec)?;
-        let store = store(ctx, &spec)?;
+    async fn destroy(&self, ctx: &StepContext, spec: &GitlabSpec, outputs: &Value) -> Result<(), StepError> {
+        let store = store(ctx, spec)?;
         let intents = &ctx.intents;
         let names = [
             oauth::OAUTH_APP,
@@ -410,10 +406,10 @@ impl StepHandler for GitlabHandler {
         // when it is already gone, so a teardown killed half-way is simply
         // run again.
         let recorded: Recorded = serde_json::from_value(outputs.clone()).unwrap_or_default();
-        let gl = client(ctx, &spec)?;
+        let gl = client(ctx, spec)?;
         let mut calls = Calls::default();
-        let admin = tokens::admin_token(&gl, &mut calls, &store, intents, lifetime(&spec), || {
-            bootstrap(ctx, &spec)
+        let admin = tokens::admin_token(&gl, &mut calls, &store, intents, lifetime(spec), || {
+            bootstrap(ctx, spec)
         })
         .await?;
         let auth = Auth::Token(&admin.token);
@@ -496,5 +492,22 @@ impl StepHandler for GitlabHandler {
             store.remove(name).await?;
         }
         intents.forget_all().await
+    }
+}
+
+/// GitLab's configuration: tokens, groups, OAuth applications.
+pub struct GitlabConfiguration;
+
+impl super::Component for GitlabConfiguration {
+    fn plan(
+        &self,
+        loaded: &crate::inventory::Loaded,
+        steps: &mut Vec<crate::plan::Step>,
+    ) -> Result<(), Vec<crate::inventory::Diagnostic>> {
+        plan(loaded, steps)
+    }
+
+    fn handlers(&self, registry: &mut crate::engine::Registry) {
+        registry.add(GitlabHandler);
     }
 }

@@ -107,3 +107,23 @@ pub struct KubeconfigSpec {
 impl StepSpec for KubeconfigSpec {
     const KIND: &'static str = KUBECONFIG_KIND;
 }
+
+/// K3s host clusters. The kubeconfig handler also serves Kubespray's
+/// kubeconfig steps (one kind for both: fetch admin.conf, rewrite, check).
+pub struct K3s;
+
+impl super::Component for K3s {
+    fn plan(
+        &self,
+        loaded: &crate::inventory::Loaded,
+        steps: &mut Vec<crate::plan::Step>,
+    ) -> Result<(), Vec<crate::inventory::Diagnostic>> {
+        plan(loaded, steps)
+    }
+
+    fn handlers(&self, registry: &mut crate::engine::Registry) {
+        registry.add(TokenHandler);
+        registry.add(NodeHandler);
+        registry.add(KubeconfigHandler);
+    }
+}

@@ -13,14 +13,14 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::k3s::{KubeconfigSpec, Role, KUBECONFIG_KIND};
+use super::k3s::{KubeconfigSpec, Role};
 use super::{infrastructure, preflight};
 use crate::drivers::ansible::{self, Playbook};
-use crate::engine::{Rendered, StepContext, StepError, StepHandler};
+use crate::engine::{Handler, Rendered, StepContext, StepError};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::validate::{DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR};
 use crate::inventory::{ArtifactMode, ClusterType, Diagnostic, Loaded};
-use crate::plan::Step;
+use crate::plan::{Step, StepSpec};
 use crate::steps::hosts::{self, HostConn};
 
 pub const KIND: &str = "kubespray";
@@ -41,6 +41,10 @@ pub struct ClusterSpec {
     pub api_host: Option<String>,
     pub mirrors: BTreeMap<String, Vec<String>>,
     pub extra_vars: serde_json::Map<String, Value>,
+}
+
+impl StepSpec for ClusterSpec {
+    const KIND: &'static str = KIND;
 }
 
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
@@ -154,15 +158,14 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         };
         let cluster_id = format!("kubespray/{c}/cluster");
         steps.push(
-            Step::new(
+            Step::of(
                 &cluster_id,
-                KIND,
                 format!("Kubespray {} cluster {c} (Kubernetes {kube_version})", k.version),
-                json!(spec),
+                &spec,
             )
             .needs([preflight_id])
             .needs(creators)
-            .with_settings(json!({ "path": path })),
+            .with_settings(json!(KubespraySettings { path: Some(path) })),
         );
         let config_dir = k
             .extra_vars
@@ -175,16 +178,15 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             None => format!("https://{}:6443", first.address),
         };
         steps.push(
-            Step::new(
+            Step::of(
                 format!("kubespray/{c}/kubeconfig"),
-                KUBECONFIG_KIND,
                 format!("kubeconfig of cluster {c}"),
-                json!(KubeconfigSpec {
+                &KubeconfigSpec {
                     cluster: c.clone(),
                     endpoint,
                     nodes: nodes.iter().map(|n| (n.clone(), kube_version.clone())).collect(),
                     remote_path: format!("{config_dir}/admin.conf"),
-                }),
+                },
             )
             .needs([cluster_id])
             .with_settings(json!({ "conn": first })),
@@ -253,14 +255,19 @@ pub fn render_inventory(spec: &ClusterSpec, known_hosts: &str) -> Result<(String
 
 pub struct KubesprayHandler;
 
-fn parse(spec: &Value) -> Result<ClusterSpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("kubespray step is malformed: {e}")))
+/// Where Kubespray's checkout is: a setting, so moving it does not re-run
+/// the playbook (its version is in the spec).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct KubespraySettings {
+    path: Option<PathBuf>,
 }
 
 /// Write the inventory for `spec` into the cluster's directory; returns the playbook runner.
 fn prepare(ctx: &StepContext, spec: &ClusterSpec) -> Result<Playbook, StepError> {
-    let path: PathBuf = serde_json::from_value(ctx.settings["path"].clone())
-        .map_err(|e| StepError::new(format!("kubespray step lacks its path: {e}")))?;
+    let path = ctx
+        .settings::<KubespraySettings>()?
+        .path
+        .ok_or_else(|| StepError::new("kubespray step lacks its path (settings.path)"))?;
     let known_hosts = ctx
         .services
         .get::<crate::drivers::ssh::SshPool>()
@@ -319,13 +326,10 @@ fn clone_playbook(pb: &Playbook) -> Playbook {
 }
 
 #[async_trait]
-impl StepHandler for KubesprayHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for KubesprayHandler {
+    type Spec = ClusterSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &ClusterSpec) -> Result<Value, StepError> {
         let prev_version = ctx.previous_outputs["kube_version"].as_str().map(str::to_string);
         let prev_nodes: Vec<String> = serde_json::from_value(ctx.previous_outputs["nodes"].clone()).unwrap_or_default();
         let prev_hosts: Vec<HostConn> =
@@ -360,7 +364,7 @@ impl StepHandler for KubesprayHandler {
                 ran.push(format!("remove-node.yml ({r})"));
             }
         }
-        let pb = prepare(ctx, &spec)?;
+        let pb = prepare(ctx, spec)?;
         let (playbook, args): (&str, Vec<String>) = match prev_version {
             None => ("cluster.yml", vec![]),
             Some(v) if v != spec.kube_version => ("upgrade-cluster.yml", vec![]),
@@ -383,16 +387,14 @@ impl StepHandler for KubesprayHandler {
         )
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, _outputs: &Value) -> Result<(), StepError> {
-        let spec = parse(spec)?;
-        let pb = prepare(ctx, &spec)?;
+    async fn destroy(&self, ctx: &StepContext, spec: &ClusterSpec, _outputs: &Value) -> Result<(), StepError> {
+        let pb = prepare(ctx, spec)?;
         run(ctx, &pb, "reset.yml", &["-e".into(), "reset_confirmation=yes".into()]).await?;
         Ok(())
     }
 
-    fn render(&self, spec: &Value) -> Result<Vec<Rendered>, StepError> {
-        let spec = parse(spec)?;
-        let (inventory, group_vars) = render_inventory(&spec, "<workdir>/known_hosts").map_err(StepError::new)?;
+    fn render(&self, spec: &ClusterSpec) -> Result<Vec<Rendered>, StepError> {
+        let (inventory, group_vars) = render_inventory(spec, "<workdir>/known_hosts").map_err(StepError::new)?;
         Ok(vec![
             Rendered {
                 path: format!("kubespray/{}/hosts.yaml", spec.cluster),
@@ -403,5 +405,22 @@ impl StepHandler for KubesprayHandler {
                 contents: group_vars,
             },
         ])
+    }
+}
+
+/// Clusters made by Kubespray.
+pub struct Kubespray;
+
+impl super::Component for Kubespray {
+    fn plan(
+        &self,
+        loaded: &crate::inventory::Loaded,
+        steps: &mut Vec<crate::plan::Step>,
+    ) -> Result<(), Vec<crate::inventory::Diagnostic>> {
+        plan(loaded, steps)
+    }
+
+    fn handlers(&self, registry: &mut crate::engine::Registry) {
+        registry.add(KubesprayHandler);
     }
 }

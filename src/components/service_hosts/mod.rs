@@ -44,7 +44,7 @@ use serde_json::{json, Map, Value};
 use self::root_password::{root_password, root_password_file};
 use self::run::{run_playbook, run_vars};
 use crate::components::certificates;
-use crate::engine::{Rendered, StepContext, StepError, StepHandler};
+use crate::engine::{Handler, Rendered, StepContext, StepError};
 use crate::inventory::{Component, Loaded, VaultDistribution};
 use crate::steps::hosts::HostConn;
 use crate::steps::release_files::files_from_outputs;
@@ -134,6 +134,10 @@ pub struct ServiceHostSpec {
     pub vars: Map<String, Value>,
 }
 
+impl crate::plan::StepSpec for ServiceHostSpec {
+    const KIND: &'static str = KIND;
+}
+
 impl ServiceHostSpec {
     /// What is installed, as people call it.
     fn title(&self) -> &'static str {
@@ -147,10 +151,6 @@ fn url_host(address: &str) -> String {
         Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
         _ => address.to_string(),
     }
-}
-
-fn parse(spec: &Value) -> Result<ServiceHostSpec, StepError> {
-    serde_json::from_value(spec.clone()).map_err(|e| StepError::new(format!("service-host step is malformed: {e}")))
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> StepError {
@@ -170,13 +170,10 @@ fn pki_path(ctx: &StepContext, pointer: &str, what: &str) -> Result<String, Step
 pub struct ServiceHostHandler;
 
 #[async_trait]
-impl StepHandler for ServiceHostHandler {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl Handler for ServiceHostHandler {
+    type Spec = ServiceHostSpec;
 
-    async fn apply(&self, ctx: &StepContext, spec: &Value) -> Result<Value, StepError> {
-        let spec = parse(spec)?;
+    async fn apply(&self, ctx: &StepContext, spec: &ServiceHostSpec) -> Result<Value, StepError> {
         let key = spec.service.key();
         if let Some(prev) = ctx.previous_outputs["host"].as_str().filter(|h| *h != spec.host.name) {
             return Err(StepError::new(format!(
@@ -200,7 +197,7 @@ impl StepHandler for ServiceHostHandler {
         let package = files
             .get(&spec.package)
             .ok_or_else(|| StepError::new(format!("step {} provided no `{}`", spec.artifacts, spec.package)))?;
-        let mut vars = run_vars(ctx, &spec, "present");
+        let mut vars = run_vars(ctx, spec, "present");
         vars.insert(format!("{key}_package"), json!(package.path));
         vars.insert(format!("{key}_tls_cert"), json!(cert));
         vars.insert(format!("{key}_tls_key"), json!(key_file));
@@ -214,16 +211,15 @@ impl StepHandler for ServiceHostHandler {
             outputs["rootPasswordFile"] = json!(path);
         }
         ctx.progress(format!("running {} on {}", spec.service.playbook(), spec.host.name));
-        let changed = run_playbook(ctx, &spec, vars, secrets).await?;
+        let changed = run_playbook(ctx, spec, vars, secrets).await?;
         outputs["changed"] = json!(changed);
         Ok(outputs)
     }
 
-    async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError> {
-        let spec = parse(spec)?;
-        let vars = run_vars(ctx, &spec, "absent");
+    async fn destroy(&self, ctx: &StepContext, spec: &ServiceHostSpec, outputs: &Value) -> Result<(), StepError> {
+        let vars = run_vars(ctx, spec, "absent");
         ctx.progress(format!("removing {} from {}", spec.title(), spec.host.name));
-        run_playbook(ctx, &spec, vars, Map::new()).await?;
+        run_playbook(ctx, spec, vars, Map::new()).await?;
         // With the data kept, the root password still opens it.
         if spec.service == Service::Gitlab && !spec.keep_data_on_destroy {
             let path = outputs["rootPasswordFile"]
@@ -240,8 +236,7 @@ impl StepHandler for ServiceHostHandler {
         Ok(())
     }
 
-    fn render(&self, spec: &Value) -> Result<Vec<Rendered>, StepError> {
-        let spec = parse(spec)?;
+    fn render(&self, spec: &ServiceHostSpec) -> Result<Vec<Rendered>, StepError> {
         let dir = format!("service-hosts/{}", spec.service.key());
         let inventory = render_inventory(&spec.host, "<workdir>/known_hosts").map_err(StepError::new)?;
         let vars = serde_json::to_string_pretty(&spec.vars).map_err(|e| StepError::new(e.to_string()))?;
@@ -255,5 +250,22 @@ impl StepHandler for ServiceHostHandler {
                 contents: vars,
             },
         ])
+    }
+}
+
+/// GitLab and Vault on hosts of their own.
+pub struct ServiceHosts;
+
+impl super::Component for ServiceHosts {
+    fn plan(
+        &self,
+        loaded: &crate::inventory::Loaded,
+        steps: &mut Vec<crate::plan::Step>,
+    ) -> Result<(), Vec<crate::inventory::Diagnostic>> {
+        plan(loaded, steps)
+    }
+
+    fn handlers(&self, registry: &mut crate::engine::Registry) {
+        registry.add(ServiceHostHandler);
     }
 }

@@ -181,6 +181,27 @@ impl Handler for StackHandler {
     }
 }
 
+/// The platform's Kubernetes stack: Traefik, cert-manager, Dex, Argo CD,
+/// Nautes and the runtime releases, their cluster registrations and the
+/// final health check.
+pub struct Stack;
+
+impl super::Component for Stack {
+    fn plan(
+        &self,
+        loaded: &crate::inventory::Loaded,
+        steps: &mut Vec<crate::plan::Step>,
+    ) -> Result<(), Vec<crate::inventory::Diagnostic>> {
+        plan(loaded, steps)
+    }
+
+    fn handlers(&self, registry: &mut crate::engine::Registry) {
+        registry.add(StackHandler);
+        registry.add(health::HealthHandler);
+        registry.add(register::RegisterHandler);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
