@@ -6,6 +6,7 @@
 use crate::steps::{hooks, manifests, release_files};
 
 pub mod certificates;
+pub mod endpoints;
 pub mod gitlab;
 pub mod infrastructure;
 pub mod k3s;

@@ -8,6 +8,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{url_host, Service, ServiceHostSpec, VaultServer, KIND};
+use crate::components::endpoints;
 use crate::components::{certificates, infrastructure};
 use crate::inventory::spans::push_key;
 use crate::inventory::{Component, Diagnostic, Loaded, Placement};
@@ -173,7 +174,7 @@ fn gitlab_vars(
     // Without a domain, the address: a host name would need DNS the
     // inventory does not promise (both are in the certificate).
     let external = match &loaded.inventory.settings.domain {
-        Some(d) => format!("gitlab.{d}"),
+        Some(d) => endpoints::GITLAB.host(d),
         None => url_host(&conn.address),
     };
     let url = format!("https://{external}");

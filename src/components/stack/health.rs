@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{ingress_cluster, management_cluster, traefik_ports};
+use crate::components::endpoints;
 use crate::components::{certificates as pki, gitlab, vault};
 use crate::engine::{Handler, StepContext, StepError};
 use crate::inventory::{ClusterType, Loaded};
@@ -122,7 +123,7 @@ pub fn nautes_api_host(loaded: &Loaded) -> String {
         .as_ref()
         .and_then(|n| n.values.get("apiHost"))
         .and_then(Value::as_str)
-        .unwrap_or("api")
+        .unwrap_or(endpoints::NAUTES_API.label())
         .to_string()
 }
 
@@ -138,7 +139,7 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
     if let Some(step) = all.iter().find(|s| s.id == gitlab::STEP_ID) {
         // Planned in this run by gitlab::plan, so it holds a GitlabSpec.
         let gitlab: gitlab::GitlabSpec =
-            serde_json::from_value(step.spec.clone()).expect("the GitLab step planned in this run holds a GitlabSpec");
+            crate::engine::decode(&step.spec).expect("the GitLab step planned in this run holds a GitlabSpec");
         endpoints.push(Endpoint {
             name: "GitLab".into(),
             url: format!("{}/api/v4/version", gitlab.url),
@@ -162,19 +163,24 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
     }
     let has = |slug: &str| stack_steps.iter().any(|s| s.starts_with(&format!("stack/{slug}/")));
     if has("dex") {
-        let issuer = format!("https://dex.{domain}");
+        let issuer = endpoints::dex_issuer(&domain);
         endpoints.push(ingress(
             "Dex",
-            "dex",
+            endpoints::DEX.label(),
             "/.well-known/openid-configuration",
             Expect::Issuer(issuer),
         ));
     }
     if has("argocd") {
-        endpoints.push(ingress("Argo CD", "argocd", "/healthz", Expect::Ok));
+        endpoints.push(ingress("Argo CD", endpoints::ARGOCD.label(), "/healthz", Expect::Ok));
     }
     if has("oauth2-proxy") {
-        endpoints.push(ingress("oauth2-proxy", "auth", "/ping", Expect::Ok));
+        endpoints.push(ingress(
+            "oauth2-proxy",
+            endpoints::OAUTH2_PROXY.label(),
+            "/ping",
+            Expect::Ok,
+        ));
     }
     if has("nautes") {
         let host = nautes_api_host(loaded);

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::dex::{argocd_client_secret, ARGOCD_CLIENT};
 use super::{b64, ca_pem, gitlab_outputs, ingress};
+use crate::components::endpoints;
 use crate::components::gitlab::{self, credentials::field};
 use crate::components::vault::VaultTarget;
 use crate::engine::{StepContext, StepError};
@@ -51,7 +52,8 @@ pub(super) async fn argocd(ctx: &StepContext, spec: &ArgocdSpec) -> Result<Vec<V
     let reader = gitlab::stored_credential(ctx, spec.vault.as_ref(), gitlab::BASE_OPERATOR_TOKEN).await?;
     let token = field(&reader, gitlab::BASE_OPERATOR_TOKEN, "token")?;
     let oidc = format!(
-        "name: GitLab\nissuer: https://dex.{domain}\nclientID: {ARGOCD_CLIENT}\nclientSecret: $oidc.dex.clientSecret\nrequestedScopes: [openid, profile, email, groups]\nrootCA: |\n{}",
+        "name: GitLab\nissuer: {}\nclientID: {ARGOCD_CLIENT}\nclientSecret: $oidc.dex.clientSecret\nrequestedScopes: [openid, profile, email, groups]\nrootCA: |\n{}",
+        endpoints::dex_issuer(domain),
         ca.lines().map(|l| format!("  {l}\n")).collect::<String>()
     );
     let mut tls_certs = BTreeMap::new();
@@ -61,7 +63,7 @@ pub(super) async fn argocd(ctx: &StepContext, spec: &ArgocdSpec) -> Result<Vec<V
     Ok(vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-cm", "namespace": ns},
-               "data": {"url": format!("https://argocd.{domain}"), "oidc.config": oidc, "admin.enabled": "false"}}),
+               "data": {"url": endpoints::ARGOCD.url(domain), "oidc.config": oidc, "admin.enabled": "false"}}),
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "argocd-secret", "namespace": ns},
                "data": {"oidc.dex.clientSecret": b64(argocd_client_secret(ctx)?.expose())}}),
         // TLS ends at Traefik, which has our certificate.
@@ -73,7 +75,13 @@ pub(super) async fn argocd(ctx: &StepContext, spec: &ArgocdSpec) -> Result<Vec<V
                    "labels": {"argocd.argoproj.io/secret-type": "repository"}},
                "data": {"type": b64("git"), "url": b64(&repo), "username": b64("nautes-base-operator"),
                         "password": b64(token.expose())}}),
-        ingress("argocd-server", ns, &format!("argocd.{domain}"), "argocd-server", 80),
+        ingress(
+            "argocd-server",
+            ns,
+            &endpoints::ARGOCD.host(domain),
+            "argocd-server",
+            80,
+        ),
     ])
 }
 

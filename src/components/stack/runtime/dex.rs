@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::oauth2_proxy::{OAUTH2_PROXY_CLIENT, OAUTH2_PROXY_SECRET};
 use super::{b64, ca_pem, gitlab_outputs, ingress, kept_secret};
+use crate::components::endpoints;
 use crate::components::gitlab::{self, credentials::field};
 use crate::components::vault::VaultTarget;
 use crate::engine::{StepContext, StepError};
@@ -36,12 +37,12 @@ fn static_clients(ctx: &StepContext, spec: &DexSpec) -> Result<Value, StepError>
     let domain = &spec.domain;
     let mut clients = vec![
         json!({"id": ARGOCD_CLIENT, "name": "Argo CD", "secret": argocd_client_secret(ctx)?.expose(),
-        "redirectURIs": [format!("https://argocd.{domain}/auth/callback")]}),
+        "redirectURIs": [format!("{}/auth/callback", endpoints::ARGOCD.url(domain))]}),
     ];
     if spec.oauth2_proxy {
         clients.push(json!({"id": OAUTH2_PROXY_CLIENT, "name": "oauth2-proxy",
             "secret": kept_secret(ctx, OAUTH2_PROXY_SECRET)?.expose(),
-            "redirectURIs": [format!("https://auth.{domain}/oauth2/callback")]}));
+            "redirectURIs": [format!("{}/oauth2/callback", endpoints::OAUTH2_PROXY.url(domain))]}));
     }
     Ok(Value::Array(clients))
 }
@@ -53,13 +54,13 @@ pub(super) async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>,
     let client_secret = field(&app, gitlab::OAUTH_APP, "clientSecret")?;
     let domain = &spec.domain;
     let config = json!({
-        "issuer": format!("https://dex.{domain}"),
+        "issuer": endpoints::dex_issuer(domain),
         "storage": {"type": "kubernetes", "config": {"inCluster": true}},
         "web": {"http": "0.0.0.0:5556"},
         "oauth2": {"skipApprovalScreen": true},
         "connectors": [{"type": "gitlab", "id": "gitlab", "name": "GitLab", "config": {
             "baseURL": gitlab_url, "clientID": client_id.expose(), "clientSecret": client_secret.expose(),
-            "redirectURI": format!("https://dex.{domain}/callback")}}],
+            "redirectURI": format!("{}/callback", endpoints::dex_issuer(domain))}}],
         "staticClients": static_clients(ctx, spec)?,
     });
     let config_yaml = Secret::new(serde_yaml::to_string(&config).map_err(|e| StepError::new(e.to_string()))?);
@@ -93,6 +94,6 @@ pub(super) async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>,
                                    {"name": "ca", "configMap": {"name": "nautes-ca"}}]}}}}),
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dex", "namespace": ns},
                "spec": {"selector": labels, "ports": [{"name": "http", "port": 5556, "targetPort": 5556}]}}),
-        ingress("dex", ns, &format!("dex.{domain}"), "dex", 5556),
+        ingress("dex", ns, &endpoints::DEX.host(domain), "dex", 5556),
     ])
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{b64, ca_pem, ingress, kept_secret};
+use crate::components::endpoints;
 use crate::engine::{StepContext, StepError};
 
 pub(super) const OAUTH2_PROXY_CLIENT: &str = "oauth2-proxy";
@@ -39,7 +40,7 @@ pub(super) fn oauth2_proxy(ctx: &StepContext, spec: &Oauth2ProxySpec) -> Result<
                    "metadata": {"labels": labels},
                    "spec": {"containers": [{
                        "name": "oauth2-proxy", "image": format!("quay.io/oauth2-proxy/oauth2-proxy:{}", spec.version),
-                       "args": ["--provider=oidc", format!("--oidc-issuer-url=https://dex.{domain}"),
+                       "args": ["--provider=oidc", format!("--oidc-issuer-url={}", endpoints::dex_issuer(domain)),
                                 format!("--client-id={OAUTH2_PROXY_CLIENT}"), "--email-domain=*",
                                 "--upstream=static://202", "--http-address=0.0.0.0:4180", "--reverse-proxy=true",
                                 format!("--cookie-domain=.{domain}"), format!("--whitelist-domain=.{domain}"),
@@ -52,7 +53,13 @@ pub(super) fn oauth2_proxy(ctx: &StepContext, spec: &Oauth2ProxySpec) -> Result<
                        "volumes": [{"name": "ca", "configMap": {"name": "nautes-ca"}}]}}}}),
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "oauth2-proxy", "namespace": ns},
                "spec": {"selector": labels, "ports": [{"name": "http", "port": 4180, "targetPort": 4180}]}}),
-        ingress("oauth2-proxy", ns, &format!("auth.{domain}"), "oauth2-proxy", 4180),
+        ingress(
+            "oauth2-proxy",
+            ns,
+            &endpoints::OAUTH2_PROXY.host(domain),
+            "oauth2-proxy",
+            4180,
+        ),
         // What a route adds to require a sign-in (Traefik's forwardAuth).
         json!({"apiVersion": "traefik.containo.us/v1alpha1", "kind": "Middleware",
                "metadata": {"name": OAUTH2_PROXY_MIDDLEWARE, "namespace": ns},
