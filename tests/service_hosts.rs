@@ -9,6 +9,8 @@
 //! (`distribution: openbao`) is the real thing: the `bao` binary CI installs,
 //! inside its release tarball, run by the same `systemctl` stand-in.
 
+#[path = "support/ca.rs"]
+mod ca;
 #[path = "support/cli.rs"]
 mod cli;
 #[path = "support/hosts.rs"]
@@ -547,25 +549,8 @@ fn vault_and_gitlab_on_their_hosts_install_rerun_renew_upgrade_and_tear_down() {
     // The readiness waits trust our CA only: services whose certificates
     // another CA signed do not pass.
     let ours = std::fs::read(e.pki("ca.crt")).unwrap();
-    let other = e.s.path().join("other");
-    run(Command::new("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Someone Else",
-        "-keyout",
-        other.with_extension("key").to_str().unwrap(),
-        "-out",
-        other.with_extension("crt").to_str().unwrap(),
-    ]));
-    std::fs::copy(other.with_extension("crt"), e.pki("ca.crt")).unwrap();
+    let (_, other_ca) = ca::make_ca(e.s.path(), "other", "Someone Else", 2);
+    std::fs::copy(other_ca, e.pki("ca.crt")).unwrap();
     let out = e.apply(&both);
     std::fs::write(e.pki("ca.crt"), &ours).unwrap();
     assert_eq!(code(&out), 1, "{}", stderr(&out));

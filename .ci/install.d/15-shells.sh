@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# zsh and fish, to run the completion scripts we generate (tests/cli.rs).
+# zsh and fish, to run the completion scripts we generate (tests/fast/commands.rs).
 set -euo pipefail
 if command -v zsh >/dev/null 2>&1 && command -v fish >/dev/null 2>&1; then exit 0; fi
 apt-get update -qq

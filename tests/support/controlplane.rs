@@ -14,6 +14,10 @@
 //! `get`), `controllers` runs the controllers, kwok and the stand-ins.
 #![allow(dead_code)]
 
+/// Shared with the platform support, which always comes with a control plane.
+#[path = "ca.rs"]
+pub mod ca;
+
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -91,67 +95,17 @@ fn run(cmd: &mut Command) {
 /// A CA and a serving certificate for 127.0.0.1 signed by it, with openssl.
 fn make_pki(dir: &Path) {
     let d = dir.to_str().unwrap();
-    run(Command::new("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test cluster CA",
-        "-keyout",
-        &format!("{d}/ca.key"),
-        "-out",
-        &format!("{d}/ca.crt"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]));
-    std::fs::write(
-        dir.join("serving.cnf"),
-        "[ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n\
+    ca::make_ca(dir, "ca", "test cluster CA", 2);
+    ca::make_leaf(
+        dir,
+        "serving",
+        "kube-apiserver",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n\
          basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
          extendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(Command::new("openssl").args([
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=kube-apiserver",
-        "-keyout",
-        &format!("{d}/serving.key"),
-        "-out",
-        &format!("{d}/serving.csr"),
-    ]));
-    run(Command::new("openssl").args([
-        "x509",
-        "-req",
-        "-in",
-        &format!("{d}/serving.csr"),
-        "-CA",
-        &format!("{d}/ca.crt"),
-        "-CAkey",
-        &format!("{d}/ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &format!("{d}/serving.cnf"),
-        "-extensions",
-        "ext",
-        "-out",
-        &format!("{d}/serving.crt"),
-    ]));
+        "ca",
+        2,
+    );
     // The service-account signing key: the token controller and TokenRequest
     // sign with it, TokenReview verifies with its public half.
     run(Command::new("openssl").args(["genrsa", "-out", &format!("{d}/sa.key"), "2048"]));

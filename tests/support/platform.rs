@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use super::cli::{code, stderr, Scratch};
-use super::controlplane::ControlPlane;
+use super::controlplane::{ca, ControlPlane};
 use super::gitlab::GitlabStandin;
 use super::standin_controllers::{hnc_manager, Api, Standin};
 use super::vault::OpenBao;
@@ -39,27 +39,7 @@ fn private(path: &Path, text: &str) {
 /// certificate the ingress stand-in serves for *.nautes.test.
 pub fn make_ca(dir: &Path) {
     let d = dir.to_str().unwrap();
-    run(Command::new("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=stack test CA",
-        "-keyout",
-        &format!("{d}/ca.key"),
-        "-out",
-        &format!("{d}/ca.crt"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]));
+    ca::make_ca(dir, "ca", "stack test CA", 30);
     run(Command::new("openssl").args([
         "pkcs8",
         "-topk8",
@@ -70,42 +50,14 @@ pub fn make_ca(dir: &Path) {
         &format!("{d}/ca.pk8"),
     ]));
     std::fs::set_permissions(dir.join("ca.pk8"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    run(Command::new("openssl").args([
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=*.nautes.test",
-        "-keyout",
-        &format!("{d}/ingress.key"),
-        "-out",
-        &format!("{d}/ingress.csr"),
-    ]));
-    std::fs::write(
-        dir.join("ingress.ext"),
+    ca::make_leaf(
+        dir,
+        "ingress",
+        "*.nautes.test",
         "subjectAltName=DNS:*.nautes.test,DNS:nautes.test\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(Command::new("openssl").args([
-        "x509",
-        "-req",
-        "-in",
-        &format!("{d}/ingress.csr"),
-        "-CA",
-        &format!("{d}/ca.crt"),
-        "-CAkey",
-        &format!("{d}/ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        &format!("{d}/ingress.ext"),
-        "-out",
-        &format!("{d}/ingress.crt"),
-    ]));
+        "ca",
+        30,
+    );
 }
 
 fn helm_package(chart: &str, version: &str, into: &Path, home: &Path) {

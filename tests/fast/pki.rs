@@ -3,8 +3,7 @@
 //! and usages; re-issue only on change or near expiry; a user's own CA; the
 //! CA key private and never printed or recorded.
 
-#[path = "support/cli.rs"]
-mod cli;
+use crate::{ca, cli};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -166,24 +165,7 @@ fn a_certificate_near_expiry_is_planned_and_issued_again_alone() {
 #[test]
 fn a_users_ca_signs_and_its_key_is_not_copied() {
     let s = Scratch::new();
-    let (ok, msg) = openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=Corp Root",
-        "-keyout",
-        s.path().join("corp.key").to_str().unwrap(),
-        "-out",
-        s.path().join("corp.crt").to_str().unwrap(),
-    ]);
-    assert!(ok, "{msg}");
+    ca::make_ca(s.path(), "corp", "Corp Root", 30);
     std::fs::set_permissions(s.path().join("corp.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     // First with a CA of our own, then switched to the user's.
     s.write_inventory(&inventory("nautes.example.com", ""));

@@ -2,8 +2,7 @@
 //! shells, JSON output from every command, help that says things once,
 //! plurals, and "did you mean" for step ids.
 
-#[path = "support/cli.rs"]
-mod cli;
+use crate::cli;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,8 +2,7 @@
 //! parallelism, failure isolation, resume after SIGKILL, lock contention,
 //! destroy order, and a state file that is never left torn.
 
-#[path = "support/cli.rs"]
-mod cli;
+use crate::cli;
 
 use std::time::Duration;
 

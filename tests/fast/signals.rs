@@ -3,8 +3,7 @@
 //! banner. Bounds are generous (the measured figures are far below); they
 //! exist to catch waits that multiply or never end.
 
-#[path = "support/cli.rs"]
-mod cli;
+use crate::cli;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

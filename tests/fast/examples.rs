@@ -6,8 +6,7 @@
 //! steps its scenario is about. A new example is picked up by itself; a
 //! missing scenario fails.
 
-#[path = "support/cli.rs"]
-mod cli;
+use crate::cli;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,8 +2,7 @@
 //! with file:line:col, field path and hint (golden output), exit code 3.
 //! Set NAUTES_BLESS=1 to rewrite the golden files after an intended change.
 
-#[path = "support/cli.rs"]
-mod cli;
+use crate::cli;
 
 use std::path::Path;
 use std::process::Command;

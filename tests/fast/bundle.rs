@@ -1,8 +1,7 @@
 //! Air-gap bundles: fetched from a (loopback) release mirror and checked
 //! against the published sums, sealed, verified, and refused when corrupt.
 
-#[path = "support/cli.rs"]
-mod cli;
+use crate::cli;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
