@@ -645,6 +645,34 @@ impl Components {
             ])
             .filter_map(|(key, c)| c.as_ref().map(|c| (key, c)))
     }
+
+    /// What each component needs enabled beside it, by inventory key. The
+    /// one table of these rules: validation reports a missing one, and the
+    /// stack's planner orders each component's step after those it needs.
+    pub const NEEDS: &'static [(&'static str, &'static [&'static str])] = &[
+        // Dex signs users in through GitLab.
+        ("dex", &["gitlab"]),
+        // Argo CD's sign-in is Dex's.
+        ("argocd", &["dex"]),
+        // oauth2-proxy signs users in through Dex.
+        ("oauth2Proxy", &["dex"]),
+        // Nautes' operators keep secrets in Vault, read GitLab and deploy with Argo CD.
+        ("nautes", &["vault", "gitlab", "argocd"]),
+    ];
+
+    /// The components `key` needs (see [`Components::NEEDS`]).
+    pub fn needs_of(key: &str) -> &'static [&'static str] {
+        Self::NEEDS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, needs)| *needs)
+            .unwrap_or(&[])
+    }
+
+    /// Whether `key` is configured and not disabled.
+    pub fn enabled(&self, key: &str) -> bool {
+        self.iter().any(|(k, c)| k == key && c.enabled)
+    }
 }
 
 /// The certificates we issue (ingress wildcard, GitLab and Vault hosts,

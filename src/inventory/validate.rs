@@ -1161,37 +1161,18 @@ impl<'a> Validator<'a> {
 
     fn component_dependencies(&mut self) {
         let c = &self.inv().components;
-        let on = |x: &Option<Component>| x.as_ref().is_some_and(|c| c.enabled);
-        // (component, enabled, [(needed component, enabled)])
-        type Needs<'a> = (&'a str, bool, &'a [(&'a str, bool)]);
-        let needs: [Needs; 3] = [
-            ("dex", on(&c.dex), &[("gitlab", on(&c.gitlab))]),
-            ("argocd", on(&c.argocd), &[("dex", on(&c.dex))]),
-            (
-                "nautes",
-                on(&c.nautes),
-                &[
-                    ("vault", on(&c.vault)),
-                    ("gitlab", on(&c.gitlab)),
-                    ("argocd", on(&c.argocd)),
-                ],
-            ),
-        ];
-        for (name, enabled, deps) in needs {
-            if !enabled {
-                continue;
+        let mut missing = Vec::new();
+        for (name, deps) in Components::NEEDS {
+            if c.enabled(name) {
+                missing.extend(deps.iter().filter(|dep| !c.enabled(dep)).map(|dep| (*name, *dep)));
             }
-            for (dep, dep_on) in deps {
-                if !dep_on {
-                    self.error(
-                        &push_key("components", name),
-                        format!("`{name}` needs `{dep}`, which is not enabled"),
-                        format!(
-                            "enable `components.{dep}` (or point it at an existing one with `placement: external`)"
-                        ),
-                    );
-                }
-            }
+        }
+        for (name, dep) in missing {
+            self.error(
+                &push_key("components", name),
+                format!("`{name}` needs `{dep}`, which is not enabled"),
+                format!("enable `components.{dep}` (or point it at an existing one with `placement: external`)"),
+            );
         }
     }
 
@@ -1429,6 +1410,45 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_component_without_what_it_needs_is_refused_naming_both() {
+        let diagnostics = |components: &str| -> Vec<(String, String)> {
+            let src = format!("{HEAD}components:\n{components}");
+            let loaded =
+                crate::inventory::load_str(Path::new("inventory.yaml"), &src).unwrap_or_else(|r| panic!("{r:?}"));
+            validate(&loaded)
+                .diagnostics
+                .into_iter()
+                .filter(|d| d.message.contains("which is not enabled"))
+                .map(|d| (d.path, d.message))
+                .collect()
+        };
+        assert_eq!(
+            diagnostics("  oauth2Proxy: {}\n"),
+            [(
+                "components.oauth2Proxy".to_string(),
+                "`oauth2Proxy` needs `dex`, which is not enabled".to_string()
+            )]
+        );
+        // Disabled counts as absent; every rule of the table is checked.
+        let d = diagnostics("  dex: {}\n  gitlab: { enabled: false }\n  nautes: {}\n");
+        let paths: Vec<&str> = d.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "components.dex",
+                "components.nautes",
+                "components.nautes",
+                "components.nautes"
+            ],
+            "{d:?}"
+        );
+        assert!(diagnostics(
+            "  dex: {}\n  gitlab: { placement: external, external: { url: https://gitlab.example.com } }\n"
+        )
+        .is_empty());
     }
 
     #[test]

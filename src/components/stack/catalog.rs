@@ -3,7 +3,44 @@
 //! published. In air-gap mode the same file is read from
 //! `<bundle>/<slug>/<version>/<file>`.
 
+use crate::inventory::ClusterUsage;
 use crate::versions;
+
+/// Where a runtime release goes: every cluster (physical or virtual) whose
+/// usage is one of `usage`, when the inventory configures
+/// `components.<enabled_by>`.
+#[derive(Debug, Clone, Copy)]
+pub struct OnRuntimeClusters {
+    pub usage: &'static [ClusterUsage],
+    pub enabled_by: &'static str,
+    /// Kinds the release ships that current Kubernetes no longer serves:
+    /// skipped instead of failing the apply.
+    pub removed_kinds: &'static [(&'static str, &'static str)],
+}
+
+const DEPLOYMENT: &[ClusterUsage] = &[ClusterUsage::Deployment];
+const PIPELINE: &[ClusterUsage] = &[ClusterUsage::Pipeline];
+const DEPLOYMENT_AND_PIPELINE: &[ClusterUsage] = &[ClusterUsage::Deployment, ClusterUsage::Pipeline];
+
+/// Kinds Tekton 0.37 ships that Kubernetes 1.25 removed.
+const TEKTON_REMOVED_KINDS: &[(&str, &str)] = &[
+    ("policy/v1beta1", "PodSecurityPolicy"),
+    ("autoscaling/v2beta1", "HorizontalPodAutoscaler"),
+];
+
+/// Every release, in the order the planner visits them.
+pub const RELEASES: [&Release; 10] = [
+    &CERT_MANAGER,
+    &TRAEFIK,
+    &ARGOCD,
+    &ARGO_ROLLOUTS,
+    &ARGO_EVENTS,
+    &TEKTON,
+    &TEKTON_DASHBOARD,
+    &EXTERNAL_SECRETS,
+    &VAULT_INJECTOR,
+    &NAUTES,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {
@@ -35,6 +72,13 @@ pub struct Release {
     /// unnoticed; the engine waits for them with every other workload.
     pub ready: &'static [(&'static str, &'static str)],
     pub form: Form,
+    /// Installed on runtime clusters by usage (the management cluster's
+    /// components are placed by the planner, which configures them).
+    pub on_runtime: Option<OnRuntimeClusters>,
+    /// Installed on every cluster the release with this slug goes to, right
+    /// after it, and enabled with it (a part with its own file, e.g. the
+    /// Tekton Dashboard with Tekton).
+    pub companion_of: Option<&'static str>,
     /// File name for a version (e.g. `traefik-10.24.0.tgz`).
     file: fn(&str) -> String,
     /// Download URL for a version; `{github}` is the GitHub base (or mirror).
@@ -66,6 +110,8 @@ pub const CERT_MANAGER: Release = Release {
         ("Deployment", "cert-manager-webhook"),
     ],
     form: Form::Manifest,
+    on_runtime: None,
+    companion_of: None,
     file: |_| "cert-manager.yaml".into(),
     url: |gh, v| format!("{gh}/cert-manager/cert-manager/releases/download/{v}/cert-manager.yaml"),
 };
@@ -81,6 +127,8 @@ pub const TRAEFIK: Release = Release {
     // traefik entry point. It needs none of its CRDs' objects to be ready.
     ready: &[("Deployment", "traefik")],
     form: Form::Chart { release: "traefik" },
+    on_runtime: None,
+    companion_of: None,
     file: |v| format!("traefik-{v}.tgz"),
     url: |_, v| format!("https://traefik.github.io/charts/traefik/traefik-{v}.tgz"),
 };
@@ -105,6 +153,12 @@ pub const ARGOCD: Release = Release {
         ("StatefulSet", "argocd-application-controller"),
     ],
     form: Form::Manifest,
+    on_runtime: Some(OnRuntimeClusters {
+        usage: DEPLOYMENT,
+        enabled_by: "argocd",
+        removed_kinds: &[],
+    }),
+    companion_of: None,
     file: |_| "install.yaml".into(),
     url: |gh, v| format!("{gh}/argoproj/argo-cd/releases/download/{v}/install.yaml"),
 };
@@ -119,6 +173,12 @@ pub const ARGO_ROLLOUTS: Release = Release {
     // One controller; it serves no admission webhook.
     ready: &[("Deployment", "argo-rollouts")],
     form: Form::Manifest,
+    on_runtime: Some(OnRuntimeClusters {
+        usage: DEPLOYMENT,
+        enabled_by: "argoRollouts",
+        removed_kinds: &[],
+    }),
+    companion_of: None,
     file: |_| "install.yaml".into(),
     url: |gh, v| format!("{gh}/argoproj/argo-rollouts/releases/download/{v}/install.yaml"),
 };
@@ -134,6 +194,12 @@ pub const ARGO_EVENTS: Release = Release {
     // validating webhook is a separate, optional install we do not apply.
     ready: &[("Deployment", "controller-manager")],
     form: Form::Manifest,
+    on_runtime: Some(OnRuntimeClusters {
+        usage: PIPELINE,
+        enabled_by: "argoEvents",
+        removed_kinds: &[],
+    }),
+    companion_of: None,
     file: |_| "install.yaml".into(),
     url: |gh, v| format!("{gh}/argoproj/argo-events/releases/download/{v}/install.yaml"),
 };
@@ -152,6 +218,12 @@ pub const TEKTON: Release = Release {
         ("Deployment", "tekton-pipelines-webhook"),
     ],
     form: Form::Manifest,
+    on_runtime: Some(OnRuntimeClusters {
+        usage: PIPELINE,
+        enabled_by: "tekton",
+        removed_kinds: TEKTON_REMOVED_KINDS,
+    }),
+    companion_of: None,
     file: |_| "release.yaml".into(),
     url: |_, v| format!("https://storage.googleapis.com/tekton-releases/pipeline/previous/{v}/release.yaml"),
 };
@@ -167,6 +239,8 @@ pub const TEKTON_DASHBOARD: Release = Release {
     // Its one Deployment, in Tekton's namespace.
     ready: &[("Deployment", "tekton-dashboard")],
     form: Form::Manifest,
+    on_runtime: None,
+    companion_of: Some("tekton"),
     file: |_| "tekton-dashboard-release.yaml".into(),
     url: |_, v| {
         format!("https://storage.googleapis.com/tekton-releases/dashboard/previous/{v}/tekton-dashboard-release.yaml")
@@ -192,6 +266,12 @@ pub const EXTERNAL_SECRETS: Release = Release {
     form: Form::Chart {
         release: "external-secrets",
     },
+    on_runtime: Some(OnRuntimeClusters {
+        usage: DEPLOYMENT_AND_PIPELINE,
+        enabled_by: "externalSecrets",
+        removed_kinds: &[],
+    }),
+    companion_of: None,
     file: |v| format!("external-secrets-{v}.tgz"),
     url: |gh, v| {
         format!("{gh}/external-secrets/external-secrets/releases/download/helm-chart-{v}/external-secrets-{v}.tgz")
@@ -211,6 +291,12 @@ pub const VAULT_INJECTOR: Release = Release {
     // (vault-agent-injector-cfg) exists for it to patch.
     ready: &[("Deployment", "vault-agent-injector")],
     form: Form::Chart { release: "vault" },
+    on_runtime: Some(OnRuntimeClusters {
+        usage: DEPLOYMENT_AND_PIPELINE,
+        enabled_by: "vault",
+        removed_kinds: &[],
+    }),
+    companion_of: None,
     file: |v| format!("vault-{v}.tgz"),
     url: |_, v| format!("https://helm.releases.hashicorp.com/vault-{v}.tgz"),
 };
@@ -228,6 +314,8 @@ pub const NAUTES: Release = Release {
     // Synced and Healthy, which the health step waits for.
     ready: &[],
     form: Form::Manifest,
+    on_runtime: None,
+    companion_of: None,
     file: |_| "nautes.yaml".into(),
     url: |gh, v| format!("{gh}/nautes-labs/nautes/releases/download/{v}/nautes.yaml"),
 };

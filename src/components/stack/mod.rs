@@ -28,6 +28,7 @@ pub mod health;
 mod plan;
 pub mod register;
 pub mod runtime;
+pub mod sign_in;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

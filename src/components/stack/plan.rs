@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::catalog::{self, Form, Release};
 use super::runtime::{self, Runtime};
+use super::sign_in;
 use super::{health, register, step_id, StackSpec};
 use crate::components::{certificates, gitlab, vault, vault_kubernetes};
 use crate::inventory::{ClusterUsage, Component, Diagnostic, Loaded};
@@ -18,12 +19,6 @@ use crate::steps::kube_target::{self, KubeTarget};
 use crate::steps::manifests::{ApplySpec, Source};
 use crate::steps::release_files::{files_step, pinned_file, GITHUB};
 use crate::versions;
-
-/// Kinds Tekton 0.37 ships that Kubernetes 1.25 removed.
-const TEKTON_REMOVED_KINDS: [(&str, &str); 2] = [
-    ("policy/v1beta1", "PodSecurityPolicy"),
-    ("autoscaling/v2beta1", "HorizontalPodAutoscaler"),
-];
 
 /// The management cluster: `components.nautes.cluster`, else the first
 /// virtual, then physical, cluster whose usage includes `host`.
@@ -219,6 +214,19 @@ fn traefik_value_problems(loaded: &Loaded) -> Vec<Diagnostic> {
             }
         }
     }
+    let (web, websecure) = traefik_ports(loaded);
+    if problems.is_empty() && web == websecure {
+        let path = if values.contains_key("websecureNodePort") {
+            "components.traefik.values.websecureNodePort"
+        } else {
+            "components.traefik.values.webNodePort"
+        };
+        problems.push(
+            Diagnostic::error(path, format!("web and websecure would both be NodePort {web}"))
+                .with_hint("give `webNodePort` and `websecureNodePort` different ports (defaults 30080 and 30443)")
+                .at(loaded.spans.value(path)),
+        );
+    }
     if let Some(v) = values.get("ingressAddress").filter(|v| !v.is_string()) {
         let path = "components.traefik.values.ingressAddress";
         problems.push(
@@ -312,38 +320,18 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     domain: domain.clone(),
                     version: c.version.clone().unwrap_or(versions::DEX.into()),
                     vault: vault_target.clone(),
-                    oauth2_proxy: component(loaded, "oauth2Proxy").is_some(),
+                    clients: sign_in::enabled(&inv.components),
                 })),
                 vec![gitlab::STEP_ID.into(), certificates::STEP_ID.into()],
                 "dex",
                 &[],
             ),
-            // A GitLab that is configured but failed to plan has its own error.
-            (Some(_), false) if component(loaded, "gitlab").is_none() => {
-                p.problems.push(
-                    Diagnostic::error(
-                        "components.dex",
-                        "Dex signs users in through GitLab, which this inventory does not configure",
-                    )
-                    .with_hint("add `components.gitlab` (placement `host` or `external`)")
-                    .at(loaded.spans.value("components.dex")),
-                );
-                None
-            }
+            // Without GitLab, validation has said so (`Components::NEEDS`);
+            // a GitLab that failed to plan has its own error.
             _ => None,
         };
         stack_steps.extend(dex.clone());
         if let (Some(c), Some(cluster)) = (component(loaded, "oauth2Proxy"), ingress_cluster(loaded)) {
-            if dex.is_none() {
-                p.problems.push(
-                    Diagnostic::error(
-                        "components.oauth2Proxy",
-                        "oauth2-proxy signs users in through Dex, which is not installed",
-                    )
-                    .with_hint("add `components.dex` (and GitLab, which Dex signs in with)")
-                    .at(loaded.spans.value("components.oauth2Proxy")),
-                );
-            }
             let target = c.cluster.clone().unwrap_or(cluster);
             let mut needs: Vec<String> = dex.iter().cloned().collect();
             needs.push(certificates::STEP_ID.into());
@@ -464,59 +452,52 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         }
     }
 
-    let deploy = [ClusterUsage::Deployment];
-    let pipeline = [ClusterUsage::Pipeline];
-    let both = [ClusterUsage::Deployment, ClusterUsage::Pipeline];
-    let runtime: [(&Release, &str, &[ClusterUsage]); 6] = [
-        (&catalog::ARGOCD, "argocd", &deploy),
-        (&catalog::ARGO_ROLLOUTS, "argoRollouts", &deploy),
-        (&catalog::ARGO_EVENTS, "argoEvents", &pipeline),
-        (&catalog::TEKTON, "tekton", &pipeline),
-        (&catalog::EXTERNAL_SECRETS, "externalSecrets", &both),
-        (&catalog::VAULT_INJECTOR, "vault", &both),
-    ];
+    // Runtime releases, as the catalog places them; each companion right
+    // after the release it goes with, on the same cluster.
     let mgmt = management_cluster(loaded);
-    for (release, key, usage) in runtime {
-        if component(loaded, key).is_none() {
+    for release in catalog::RELEASES {
+        let Some(on) = release.on_runtime else {
+            continue;
+        };
+        if component(loaded, on.enabled_by).is_none() {
             continue;
         }
-        for cluster in runtime_clusters(loaded, usage) {
-            if Some(&cluster) == mgmt.as_ref() && key == "argocd" {
+        for cluster in runtime_clusters(loaded, on.usage) {
+            if Some(&cluster) == mgmt.as_ref() && release.slug == catalog::ARGOCD.slug {
                 continue; // the management cluster's Argo CD is configured above
             }
-            let (values, needs, version_key) = match key {
-                "vault" => (
+            let (values, needs) = if release.slug == catalog::VAULT_INJECTOR.slug {
+                (
                     json!({"server": {"enabled": false}, "injector": {"enabled": true,
                            "externalVaultAddr": vault_target.as_ref().map(|v| v.url.clone())}}),
                     vault_target.iter().map(|_| vault::STEP_ID.to_string()).collect(),
-                    "vaultInjector",
-                ),
-                _ => (Value::Object(values_of(loaded, key)), Vec::new(), key),
+                )
+            } else {
+                (Value::Object(values_of(loaded, on.enabled_by)), Vec::new())
             };
             stack_steps.extend(p.apply(
                 release.slug,
                 &cluster,
-                Some((release, version_key)),
+                Some((release, release.key)),
                 values,
                 None,
                 needs,
                 release.namespace,
-                if key == "tekton" {
-                    &TEKTON_REMOVED_KINDS[..]
-                } else {
-                    &[]
-                },
+                on.removed_kinds,
             ));
-            if key == "tekton" {
+            for companion in catalog::RELEASES
+                .iter()
+                .filter(|c| c.companion_of == Some(release.slug))
+            {
                 stack_steps.extend(p.apply(
-                    "tekton-dashboard",
+                    companion.slug,
                     &cluster,
-                    Some((&catalog::TEKTON_DASHBOARD, "tektonDashboard")),
+                    Some((companion, companion.key)),
                     Value::Null,
                     None,
-                    // Tekton's step comes from the catalog: the namespace is its.
+                    // Its namespace's owner comes from the catalog (`namespace_of`).
                     Vec::new(),
-                    catalog::TEKTON_DASHBOARD.namespace,
+                    companion.namespace,
                     &[],
                 ));
             }
@@ -550,6 +531,23 @@ mod tests {
         .into_iter()
         .find(|(prefix, _)| chart_file.starts_with(prefix))
         .map(|(_, s)| s)
+    }
+
+    #[test]
+    fn traefik_web_and_websecure_on_one_node_port_is_an_inventory_error() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories/single-node-k3s.yaml");
+        let mut inv: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        inv["components"]["traefik"]["values"]["websecureNodePort"] = 30080.into();
+        let loaded = crate::inventory::load_str(&path, &serde_yaml::to_string(&inv).unwrap())
+            .unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        let problems = crate::components::plan_steps(&loaded).expect_err("one port twice");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "components.traefik.values.websecureNodePort");
+        assert!(
+            problems[0].message.contains("NodePort 30080"),
+            "{}",
+            problems[0].message
+        );
     }
 
     #[test]

@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::dex::{argocd_client_secret, ARGOCD_CLIENT};
+use super::dex::client_secret;
 use super::{b64, ca_pem, gitlab_outputs, ingress};
 use crate::components::endpoints;
 use crate::components::gitlab::{self, credentials::field};
+use crate::components::stack::sign_in;
 use crate::components::vault::VaultTarget;
 use crate::engine::{StepContext, StepError};
 
@@ -52,8 +53,9 @@ pub(super) async fn argocd(ctx: &StepContext, spec: &ArgocdSpec) -> Result<Vec<V
     let reader = gitlab::stored_credential(ctx, spec.vault.as_ref(), gitlab::BASE_OPERATOR_TOKEN).await?;
     let token = field(&reader, gitlab::BASE_OPERATOR_TOKEN, "token")?;
     let oidc = format!(
-        "name: GitLab\nissuer: {}\nclientID: {ARGOCD_CLIENT}\nclientSecret: $oidc.dex.clientSecret\nrequestedScopes: [openid, profile, email, groups]\nrootCA: |\n{}",
+        "name: GitLab\nissuer: {}\nclientID: {}\nclientSecret: $oidc.dex.clientSecret\nrequestedScopes: [openid, profile, email, groups]\nrootCA: |\n{}",
         endpoints::dex_issuer(domain),
+        sign_in::ARGOCD.id,
         ca.lines().map(|l| format!("  {l}\n")).collect::<String>()
     );
     let mut tls_certs = BTreeMap::new();
@@ -65,7 +67,7 @@ pub(super) async fn argocd(ctx: &StepContext, spec: &ArgocdSpec) -> Result<Vec<V
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-cm", "namespace": ns},
                "data": {"url": endpoints::ARGOCD.url(domain), "oidc.config": oidc, "admin.enabled": "false"}}),
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "argocd-secret", "namespace": ns},
-               "data": {"oidc.dex.clientSecret": b64(argocd_client_secret(ctx)?.expose())}}),
+               "data": {"oidc.dex.clientSecret": b64(client_secret(ctx, &sign_in::ARGOCD)?.expose())}}),
         // TLS ends at Traefik, which has our certificate.
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-cmd-params-cm", "namespace": ns},
                "data": {"server.insecure": "true"}}),

@@ -1,20 +1,19 @@
 //! Dex, the sign-in every other component trusts: Kubernetes (CRD) storage,
 //! the GitLab connector with the OAuth application the GitLab step made, and
-//! its static clients — Argo CD, and oauth2-proxy when it is installed. The
-//! client secret Argo CD shares with Dex is made here, once, and kept 0600.
+//! its static clients — those of [`sign_in`](crate::components::stack::sign_in)
+//! whose components are installed. Each client secret is made once by
+//! whichever of Dex and its component runs first, and kept 0600.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::oauth2_proxy::{OAUTH2_PROXY_CLIENT, OAUTH2_PROXY_SECRET};
 use super::{b64, ca_pem, gitlab_outputs, ingress, kept_secret};
 use crate::components::endpoints;
 use crate::components::gitlab::{self, credentials::field};
+use crate::components::stack::sign_in;
 use crate::components::vault::VaultTarget;
 use crate::engine::{StepContext, StepError};
 use crate::secret::Secret;
-
-pub(super) const ARGOCD_CLIENT: &str = "argocd";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -22,27 +21,28 @@ pub struct DexSpec {
     pub domain: String,
     pub version: String,
     pub vault: Option<VaultTarget>,
-    /// oauth2-proxy is installed and signs in through Dex.
+    /// The ids of the clients Dex knows (see `sign_in`), derived when
+    /// planning from the components the inventory installs.
     #[serde(default)]
-    pub oauth2_proxy: bool,
+    pub clients: Vec<String>,
 }
 
-/// The secret Argo CD and Dex share for Argo CD's login: made once, kept 0600.
-pub(super) fn argocd_client_secret(ctx: &StepContext) -> Result<Secret, StepError> {
-    kept_secret(ctx, "argocd/dex-client-secret")
+/// The secret a component and Dex share for the component's login: made
+/// once, kept 0600.
+pub(super) fn client_secret(ctx: &StepContext, client: &sign_in::OidcClient) -> Result<Secret, StepError> {
+    kept_secret(ctx, client.secret_file)
 }
 
-/// Dex's clients: Argo CD, and oauth2-proxy when it is installed.
+/// Dex's static clients, as planned.
 fn static_clients(ctx: &StepContext, spec: &DexSpec) -> Result<Value, StepError> {
-    let domain = &spec.domain;
-    let mut clients = vec![
-        json!({"id": ARGOCD_CLIENT, "name": "Argo CD", "secret": argocd_client_secret(ctx)?.expose(),
-        "redirectURIs": [format!("{}/auth/callback", endpoints::ARGOCD.url(domain))]}),
-    ];
-    if spec.oauth2_proxy {
-        clients.push(json!({"id": OAUTH2_PROXY_CLIENT, "name": "oauth2-proxy",
-            "secret": kept_secret(ctx, OAUTH2_PROXY_SECRET)?.expose(),
-            "redirectURIs": [format!("{}/oauth2/callback", endpoints::OAUTH2_PROXY.url(domain))]}));
+    let mut clients = Vec::new();
+    for id in &spec.clients {
+        let client = sign_in::by_id(id)
+            .ok_or_else(|| StepError::new(format!("Dex has no client `{id}` in this version of nautes-install")))?;
+        clients.push(
+            json!({"id": client.id, "name": client.name, "secret": client_secret(ctx, client)?.expose(),
+            "redirectURIs": [client.redirect_uri(&spec.domain)]}),
+        );
     }
     Ok(Value::Array(clients))
 }

@@ -5,12 +5,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::dex::client_secret;
 use super::{b64, ca_pem, ingress, kept_secret};
 use crate::components::endpoints;
+use crate::components::stack::sign_in;
 use crate::engine::{StepContext, StepError};
 
-pub(super) const OAUTH2_PROXY_CLIENT: &str = "oauth2-proxy";
-pub(super) const OAUTH2_PROXY_SECRET: &str = "oauth2-proxy/dex-client-secret";
 /// The Traefik middleware an IngressRoute names to require a sign-in.
 pub const OAUTH2_PROXY_MIDDLEWARE: &str = "oauth2-proxy";
 
@@ -27,7 +27,7 @@ pub(super) fn oauth2_proxy(ctx: &StepContext, spec: &Oauth2ProxySpec) -> Result<
     let cookie = kept_secret(ctx, "oauth2-proxy/cookie-secret")?;
     // oauth2-proxy wants a 16, 24 or 32 byte cookie secret: the first 32 hex characters.
     let cookie: String = cookie.expose().chars().take(32).collect();
-    let client_secret = kept_secret(ctx, OAUTH2_PROXY_SECRET)?;
+    let client_secret = client_secret(ctx, &sign_in::OAUTH2_PROXY)?;
     let labels = json!({"app.kubernetes.io/name": "oauth2-proxy"});
     Ok(vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
@@ -41,7 +41,7 @@ pub(super) fn oauth2_proxy(ctx: &StepContext, spec: &Oauth2ProxySpec) -> Result<
                    "spec": {"containers": [{
                        "name": "oauth2-proxy", "image": format!("quay.io/oauth2-proxy/oauth2-proxy:{}", spec.version),
                        "args": ["--provider=oidc", format!("--oidc-issuer-url={}", endpoints::dex_issuer(domain)),
-                                format!("--client-id={OAUTH2_PROXY_CLIENT}"), "--email-domain=*",
+                                format!("--client-id={}", sign_in::OAUTH2_PROXY.id), "--email-domain=*",
                                 "--upstream=static://202", "--http-address=0.0.0.0:4180", "--reverse-proxy=true",
                                 format!("--cookie-domain=.{domain}"), format!("--whitelist-domain=.{domain}"),
                                 "--provider-ca-file=/etc/nautes-ca/ca.crt", "--set-xauthrequest=true"],
