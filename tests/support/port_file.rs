@@ -39,6 +39,11 @@ pub fn free_node_port() -> u16 {
             .unwrap_or(7);
     for i in 0..2000u64 {
         let port = 30000 + ((seed.wrapping_mul(2654435761).wrapping_add(i * 7919)) % 2767) as u16;
+        // Traefik's default web NodePort: a stand-in for websecure there
+        // would make the installer ask for one port twice (CI hit it once).
+        if port == 30080 {
+            continue;
+        }
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
