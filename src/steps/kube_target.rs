@@ -42,8 +42,20 @@ impl KubeTarget {
     }
 }
 
+// The ids of the steps that make a cluster's kubeconfig, one function per
+// kind: the planners of K3s, Kubespray and vcluster name their steps with
+// these, and every target below points at the same names.
+
 pub fn vcluster_step_id(name: &str) -> String {
     format!("vcluster/{name}")
+}
+
+pub fn k3s_kubeconfig_step_id(cluster: &str) -> String {
+    format!("k3s/{cluster}/kubeconfig")
+}
+
+pub fn kubespray_kubeconfig_step_id(cluster: &str) -> String {
+    format!("kubespray/{cluster}/kubeconfig")
 }
 
 /// The target for the cluster or virtual cluster named `name` (validation
@@ -58,11 +70,11 @@ pub fn target(loaded: &Loaded, name: &str) -> Option<KubeTarget> {
                 context: e.context.clone(),
             },
             (ClusterType::Kubespray, _) => KubeTarget::Step {
-                step: format!("kubespray/{name}/kubeconfig"),
+                step: kubespray_kubeconfig_step_id(name),
                 cluster: name.to_string(),
             },
             _ => KubeTarget::Step {
-                step: format!("k3s/{name}/kubeconfig"),
+                step: k3s_kubeconfig_step_id(name),
                 cluster: name.to_string(),
             },
         });

@@ -8,6 +8,7 @@ use crate::components::{infrastructure, preflight};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{ClusterType, Diagnostic, Loaded};
 use crate::plan::Step;
+use crate::steps::kube_target::k3s_kubeconfig_step_id;
 use crate::steps::{hosts, release_files};
 
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
@@ -43,7 +44,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             steps.push(artifact);
         }
 
-        let token_id = format!("k3s/{c}/token");
+        let token_id = token_step_id(c);
         steps.push(Step::of(
             &token_id,
             format!("join token of cluster {c}"),
@@ -117,7 +118,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 registries: registries.clone(),
                 drain_on_upgrade: k3s.drain_on_upgrade,
             };
-            let id = format!("k3s/{c}/{}/{host}", role.as_str());
+            let id = node_step_id(c, *role, host);
             let mut step = Step::of(&id, format!("K3s {} {host} ({})", role.as_str(), k3s.version), &spec)
                 .needs([artifact_id.clone(), token_id.clone(), preflight_id.clone()])
                 .needs(infrastructure::provider_step(loaded, host))
@@ -141,7 +142,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             Some(ep) => format!("https://{ep}:6443"),
             None => format!("https://{}:6443", first_conn.address),
         };
-        let kubeconfig_id = format!("k3s/{c}/kubeconfig");
+        let kubeconfig_id = k3s_kubeconfig_step_id(c);
         steps.push(
             Step::of(
                 &kubeconfig_id,
@@ -156,7 +157,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     remote_path: super::REMOTE_KUBECONFIG.to_string(),
                 },
             )
-            .needs([format!("k3s/{c}/server/{first}")])
+            .needs([node_step_id(c, Role::Server, first)])
             .after(node_ids.clone())
             .with_settings(json!({ "conn": first_conn })),
         );
@@ -178,6 +179,16 @@ fn endpoint_host(ep: &str) -> String {
         }
         _ => host_port.to_string(),
     }
+}
+
+/// The step of a cluster's join token.
+pub fn token_step_id(cluster: &str) -> String {
+    format!("k3s/{cluster}/token")
+}
+
+/// The step of one node: `k3s/<cluster>/<server|agent>/<host>`.
+pub fn node_step_id(cluster: &str, role: Role, host: &str) -> String {
+    format!("k3s/{cluster}/{}/{host}", role.as_str())
 }
 
 #[cfg(test)]

@@ -179,7 +179,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         };
         steps.push(
             Step::of(
-                format!("kubespray/{c}/kubeconfig"),
+                crate::steps::kube_target::kubespray_kubeconfig_step_id(c),
                 format!("kubeconfig of cluster {c}"),
                 &KubeconfigSpec {
                     cluster: c.clone(),
