@@ -12,6 +12,8 @@ mod cli;
 mod gitlab;
 #[path = "support/hosts.rs"]
 mod hosts;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/port_file.rs"]
 mod port_file;
 

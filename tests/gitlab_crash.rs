@@ -11,6 +11,8 @@
 mod cli;
 #[path = "support/gitlab.rs"]
 mod gitlab;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/port_file.rs"]
 mod port_file;
 

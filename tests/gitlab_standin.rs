@@ -4,6 +4,8 @@
 
 #[path = "support/gitlab.rs"]
 mod gitlab;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/port_file.rs"]
 mod port_file;
 
@@ -801,16 +803,11 @@ fn a_held_request_is_carried_out_and_answered_only_on_release() {
     let url = format!("{}/api/v4/groups", gl.url());
     // The client, in a thread of its own: it waits while the answer is held.
     let client = std::thread::spawn(move || {
-        std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import sys, urllib.request; r = urllib.request.Request(sys.argv[1], data=b'{\"name\": \"held\", \"path\": \"held\"}', \
-                 headers={'PRIVATE-TOKEN': sys.argv[2], 'Content-Type': 'application/json'}); print(urllib.request.urlopen(r).status)",
-                &url,
-                ADMIN,
-            ])
-            .output()
-            .unwrap()
+        http::Call::new("POST", url)
+            .header("PRIVATE-TOKEN", ADMIN)
+            .header("Content-Type", "application/json")
+            .body(r#"{"name": "held", "path": "held"}"#)
+            .send()
     });
     let start = std::time::Instant::now();
     while gl.held().is_empty() {
@@ -837,6 +834,6 @@ fn a_held_request_is_carried_out_and_answered_only_on_release() {
     );
     assert_eq!(status, 201);
     gl.release();
-    let out = client.join().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "201");
+    let (status, _) = client.join().unwrap().expect("the held request is answered on release");
+    assert_eq!(status, 201);
 }

@@ -3,6 +3,7 @@
 //! talk to servers from Rust rather than through `python3 -c`.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub struct Call<'a> {
@@ -42,6 +43,12 @@ impl<'a> Call<'a> {
 
     /// (status, body text), or why no answer came.
     pub fn send(self) -> Result<(u16, String), String> {
+        self.exchange().map(|(code, _, body)| (code, body))
+    }
+
+    /// (status, headers with lower-case names, body text), or why no
+    /// answer came. Redirects are followed, as a browser or urllib would.
+    pub fn exchange(self) -> Result<(u16, BTreeMap<String, String>, String), String> {
         std::thread::scope(|s| {
             s.spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -66,7 +73,17 @@ impl<'a> Call<'a> {
                     }
                     let resp = req.send().await.map_err(|e| format!("{e:?}"))?;
                     let code = resp.status().as_u16();
-                    Ok((code, resp.text().await.map_err(|e| e.to_string())?))
+                    let headers = resp
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect();
+                    Ok((code, headers, resp.text().await.map_err(|e| e.to_string())?))
                 })
             })
             .join()
