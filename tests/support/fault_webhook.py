@@ -9,8 +9,8 @@ broken, so a test sees real server errors from the real apiserver.
 
 Run: fault_webhook.py --cert C --key K --port-file F --kind ConfigMap --name a --count 2
 """
-import argparse, json, ssl, threading
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+import argparse, json, threading
+from standin_http import QuietHandler, QuietServer, publish_port, server_tls
 
 ap = argparse.ArgumentParser()
 for flag in ("--cert", "--key", "--port-file", "--kind", "--name"):
@@ -23,12 +23,9 @@ PROBE = "fault-webhook-probe"
 failing = set()
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
+class Handler(QuietHandler):
     def do_POST(self):
-        review = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        review = json.loads(self.read_body() or b"{}")
         req = review.get("request", {})
         name = req.get("name") or req.get("object", {}).get("metadata", {}).get("name")
         hit = req.get("kind", {}).get("kind") == args.kind and name == args.name
@@ -42,24 +39,14 @@ class Handler(BaseHTTPRequestHandler):
             # The probe the test sends to see that the apiserver calls us.
             fail = name == PROBE or uid in failing
         if fail:
-            self.send_response(500)
-            self.end_headers()
-            return
+            return self.reply(500)
         body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                            "response": {"uid": req.get("uid", ""), "allowed": True}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(200, body, {"Content-Type": "application/json"})
 
 
-server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(args.cert, args.key)
-server.socket = ctx.wrap_socket(server.socket, server_side=True)
-with open(args.port_file + ".tmp", "w") as f:
-    f.write(str(server.server_address[1]))
-import os
-os.rename(args.port_file + ".tmp", args.port_file)
+server = QuietServer(("127.0.0.1", 0), Handler)
+server.label = "fault webhook"
+server.socket = server_tls(args.cert, args.key).wrap_socket(server.socket, server_side=True)
+publish_port(server, args.port_file)
 server.serve_forever()

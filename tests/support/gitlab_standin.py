@@ -189,9 +189,9 @@ application secrets) are never written to stdout or stderr.
 Run: gitlab_standin.py --port-file F [--port P] [--root-password PW]
      [--admin-token T]   (port 0: any free port)
 """
-import argparse, base64, binascii, copy, difflib, hashlib, json, math, os, re, secrets, threading, time
+import argparse, base64, binascii, copy, difflib, hashlib, json, math, re, secrets, threading, time
 from datetime import date, datetime, timedelta, timezone
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+from standin_http import QuietHandler, QuietServer, publish_port
 from urllib.parse import urlparse, parse_qsl, unquote, urlencode, quote
 
 VERSION = "15.10.0"
@@ -1659,24 +1659,8 @@ def runner(body):
 
 # ---------------------------------------------------------------- HTTP
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):  # nothing on stderr: a request line may carry ?private_token=
     protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass       # nothing on stderr: a request line may carry ?private_token=
-
-    def read_body(self):
-        if (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                chunk = self.rfile.read(size + 2)[:size]
-                if size == 0:
-                    break
-                chunks.append(chunk)
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
 
     def serve(self, method):
         url = urlparse(self.path)
@@ -1745,13 +1729,6 @@ class Handler(BaseHTTPRequestHandler):
         self.serve("PATCH")
 
 
-class Server(ThreadingHTTPServer):
-    def handle_error(self, request, client_address):
-        # socketserver would print a traceback; name the error only (no request data, so no secrets).
-        import sys
-        sys.stderr.write("gitlab stand-in: connection error: %s\n" % sys.exc_info()[0].__name__)
-
-
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--port-file", required=True)
@@ -1759,10 +1736,9 @@ if __name__ == "__main__":
     p.add_argument("--root-password", default="standin-root-password")
     p.add_argument("--admin-token", default=None)
     ARGS = p.parse_args()
-    server = Server(("127.0.0.1", ARGS.port), Handler)
+    server = QuietServer(("127.0.0.1", ARGS.port), Handler)
+    server.label = "gitlab stand-in"
     BASE_URL = "http://127.0.0.1:%d" % server.server_address[1]
     reset_store()
-    with open(ARGS.port_file + ".tmp", "w") as f:
-        f.write(str(server.server_address[1]))
-    os.replace(ARGS.port_file + ".tmp", ARGS.port_file)
+    publish_port(server, ARGS.port_file)
     server.serve_forever()

@@ -42,8 +42,8 @@ Run: ingress_standin.py --cert PEM --key PEM --port-file F [--bind 127.0.0.1]
      [--port P] [--log FILE] [--fail-host NAME]... [--issuer URL]
      (port 0: any free port; the chosen one is written to F)
 """
-import argparse, json, os, ssl, threading, time
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+import argparse, json, ssl, threading, time
+from standin_http import QuietHandler, QuietServer, publish_port, server_tls
 from urllib.parse import urlsplit
 
 ARGS = None
@@ -120,21 +120,12 @@ def cluster_problem(body):
     return None
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):  # stderr stays quiet; the --log file is the record
     server_version = "ingress-standin"
     sys_version = ""
 
-    def log_message(self, *a):  # keep stderr quiet; the --log file is the record
-        pass
-
     def answer(self, host, path, status, body, ctype):
-        data = body if isinstance(body, bytes) else body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        self.reply(status, body if isinstance(body, bytes) else body.encode(), {"Content-Type": ctype})
         log({"method": self.command, "host": host, "path": path, "status": status})
 
     def route(self):
@@ -195,8 +186,8 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = route
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
+class Server(QuietServer):
+    label = "ingress stand-in"
 
     def finish_request(self, request, client_address):
         # The TLS handshake runs here, in the request's thread, so one slow
@@ -225,16 +216,11 @@ def main():
     p.add_argument("--issuer", help="issuer Dex reports (default: https://<Host without port>)")
     ARGS = p.parse_args()
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(ARGS.cert, ARGS.key)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx = server_tls(ARGS.cert, ARGS.key, minimum=ssl.TLSVersion.TLSv1_2, alpn=["http/1.1"])
 
     srv = Server((ARGS.bind, ARGS.port), Handler)
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
-    with open(ARGS.port_file + ".tmp", "w") as f:
-        f.write(str(srv.server_address[1]))
-    os.replace(ARGS.port_file + ".tmp", ARGS.port_file)
+    publish_port(srv, ARGS.port_file)
     srv.serve_forever()
 
 

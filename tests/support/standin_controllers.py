@@ -46,7 +46,7 @@ controller would, only under the real controller's preconditions:
 Run: standin_controllers.py --api URL --token T --ca-file F --dir D --controllers webhooks,cert-manager,argocd,webhook-gated
 """
 import argparse, base64, hashlib, json, os, ssl, subprocess, threading, time, urllib.error, urllib.request
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+from standin_http import QuietHandler, QuietServer, server_tls
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--api", required=True)
@@ -134,12 +134,9 @@ def serving_cert(ns, name):
     return base + ".crt", base + ".key"
 
 
-class Webhook(BaseHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
+class Webhook(QuietHandler):
     def do_POST(self):
-        review = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        review = json.loads(self.read_body() or b"{}")
         if review.get("kind") == "ConversionReview":
             req = review.get("request") or {}
             converted = [dict(o, apiVersion=req.get("desiredAPIVersion")) for o in req.get("objects") or []]
@@ -149,12 +146,7 @@ class Webhook(BaseHTTPRequestHandler):
         else:
             out = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                    "response": {"uid": (review.get("request") or {}).get("uid", ""), "allowed": True}}
-        body = json.dumps(out).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(200, json.dumps(out).encode(), {"Content-Type": "application/json"})
 
 
 SERVING = {}  # (ns, name, ip, port) -> server
@@ -163,10 +155,9 @@ SERVING = {}  # (ns, name, ip, port) -> server
 def serve(key):
     ns, name, ip, port = key
     crt, keyfile = serving_cert(ns, name)
-    server = ThreadingHTTPServer((ip, port), Webhook)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(crt, keyfile)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    server = QuietServer((ip, port), Webhook)
+    server.label = "webhook stand-in %s/%s" % (ns, name)
+    server.socket = server_tls(crt, keyfile).wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     SERVING[key] = server
 

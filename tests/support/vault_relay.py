@@ -29,7 +29,7 @@ have landed.
 Run: vault_relay.py --upstream http://127.0.0.1:PORT --port-file F
 """
 import argparse, json, os, re, select, socket, threading, time, urllib.error, urllib.request
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+from standin_http import QuietHandler, QuietServer, publish_port
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--upstream", required=True)
@@ -44,19 +44,8 @@ RELEASE = threading.Event()
 HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 
 
-class Relay(BaseHTTPRequestHandler):
+class Relay(QuietHandler):
     protocol_version = "HTTP/1.1"
-
-    def log_message(self, *a):
-        pass
-
-    def reply(self, code, body, headers=()):
-        self.send_response(code)
-        for k, v in headers:
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def any(self):
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
@@ -163,18 +152,7 @@ def take_hold(method, path, before):
     return None
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        # A client killed mid-answer (crash tests) is expected: name the
-        # error only, no traceback, no request data (it may carry tokens).
-        import sys
-        sys.stderr.write("vault relay: connection error: %s\n" % sys.exc_info()[0].__name__)
-
-
-server = Server(("127.0.0.1", 0), Relay)
-with open(args.port_file + ".tmp", "w") as f:
-    f.write(str(server.server_address[1]))
-os.rename(args.port_file + ".tmp", args.port_file)
+server = QuietServer(("127.0.0.1", 0), Relay)
+server.label = "vault relay"
+publish_port(server, args.port_file)
 server.serve_forever()
