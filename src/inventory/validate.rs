@@ -946,6 +946,21 @@ impl<'a> Validator<'a> {
         let mut node_ports: HashMap<(&str, u16), String> = HashMap::new();
         // Traefik's NodePorts (chart defaults unless set) are taken on its cluster first.
         if let Some(t) = inv.components.traefik.as_ref().filter(|t| t.enabled) {
+            let port_of = |key: &str, default: u64| t.values.get(key).map_or(Some(default), |v| v.as_u64());
+            if let (Some(web), Some(websecure)) = (port_of("webNodePort", 30080), port_of("websecureNodePort", 30443)) {
+                if web == websecure {
+                    let key = if t.values.contains_key("websecureNodePort") {
+                        "websecureNodePort"
+                    } else {
+                        "webNodePort"
+                    };
+                    self.error(
+                        &push_key("components.traefik.values", key),
+                        format!("Traefik's web and websecure entry points would both be NodePort {web}"),
+                        "give `webNodePort` and `websecureNodePort` different ports (defaults 30080 and 30443)",
+                    );
+                }
+            }
             let cluster = t.cluster.as_deref().or(match inv.clusters.as_slice() {
                 [only] => Some(only.name.as_str()),
                 _ => None,
@@ -1410,6 +1425,25 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn traefiks_two_entry_points_on_one_node_port_are_refused() {
+        let src = format!("{HEAD}components:\n  traefik:\n    values: {{ websecureNodePort: 30080 }}\n");
+        let loaded = crate::inventory::load_str(Path::new("inventory.yaml"), &src).unwrap_or_else(|r| panic!("{r:?}"));
+        let d = validate(&loaded).diagnostics;
+        let ours: Vec<_> = d
+            .iter()
+            .filter(|d| d.message.contains("both be NodePort 30080"))
+            .collect();
+        assert_eq!(ours.len(), 1, "{d:?}");
+        assert_eq!(ours[0].path, "components.traefik.values.websecureNodePort");
+        let src = format!("{HEAD}components:\n  traefik:\n    values: {{ websecureNodePort: 30081 }}\n");
+        let loaded = crate::inventory::load_str(Path::new("inventory.yaml"), &src).unwrap();
+        assert!(!validate(&loaded)
+            .diagnostics
+            .iter()
+            .any(|d| d.message.contains("both be NodePort")));
     }
 
     #[test]

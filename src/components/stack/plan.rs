@@ -214,19 +214,6 @@ fn traefik_value_problems(loaded: &Loaded) -> Vec<Diagnostic> {
             }
         }
     }
-    let (web, websecure) = traefik_ports(loaded);
-    if problems.is_empty() && web == websecure {
-        let path = if values.contains_key("websecureNodePort") {
-            "components.traefik.values.websecureNodePort"
-        } else {
-            "components.traefik.values.webNodePort"
-        };
-        problems.push(
-            Diagnostic::error(path, format!("web and websecure would both be NodePort {web}"))
-                .with_hint("give `webNodePort` and `websecureNodePort` different ports (defaults 30080 and 30443)")
-                .at(loaded.spans.value(path)),
-        );
-    }
     if let Some(v) = values.get("ingressAddress").filter(|v| !v.is_string()) {
         let path = "components.traefik.values.ingressAddress";
         problems.push(
@@ -531,23 +518,6 @@ mod tests {
         .into_iter()
         .find(|(prefix, _)| chart_file.starts_with(prefix))
         .map(|(_, s)| s)
-    }
-
-    #[test]
-    fn traefik_web_and_websecure_on_one_node_port_is_an_inventory_error() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories/single-node-k3s.yaml");
-        let mut inv: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        inv["components"]["traefik"]["values"]["websecureNodePort"] = 30080.into();
-        let loaded = crate::inventory::load_str(&path, &serde_yaml::to_string(&inv).unwrap())
-            .unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
-        let problems = crate::components::plan_steps(&loaded).expect_err("one port twice");
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].path, "components.traefik.values.websecureNodePort");
-        assert!(
-            problems[0].message.contains("NodePort 30080"),
-            "{}",
-            problems[0].message
-        );
     }
 
     #[test]
