@@ -200,6 +200,21 @@ impl StateStore {
         Ok(result)
     }
 
+    /// Change the state in memory only: the change becomes durable with the
+    /// next `update` or `flush`, so it can share that write (group commit).
+    pub fn stage<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut guard = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let r = f(&mut guard.0);
+        guard.1 += 1;
+        r
+    }
+
+    /// Make every change so far durable (nothing is written if none is pending).
+    pub async fn flush(&self) -> Result<(), StateError> {
+        let version = self.inner.state.lock().unwrap_or_else(|p| p.into_inner()).1;
+        self.flush_to(version).await
+    }
+
     async fn flush_to(&self, version: u64) -> Result<(), StateError> {
         let mut written = self.inner.written.lock().await;
         if *written >= version {

@@ -2,8 +2,13 @@
 //! what it waits on has succeeded. A failure stops its dependents but lets
 //! running siblings finish; a stop request lets running steps finish and
 //! starts nothing new; an abort drops them (their children are killed).
-//! Every transition is in the state file before the step's work begins or
-//! right after it ends, which is what makes a re-run resume correctly.
+//! What makes a re-run resume correctly is when transitions are durable: a
+//! step's `running` (or `destroying`) record is in the state file before its
+//! work begins, and a step's end is in it before anything that waits on it
+//! begins. The end is staged in memory and written by the next write, which
+//! is usually the `running` of the step that waited on it, so a chain costs
+//! one state write per step, not two; when a finished step starts nothing,
+//! the scheduler writes it at once on its own (`flushes`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -240,9 +245,13 @@ impl Engine {
         let mut task_ids: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut stop = self.stop.clone();
         let mut state_error: Option<StateError> = None;
+        // Writes of staged step ends that no starting step carried.
+        let mut flushes: JoinSet<Result<(), StateError>> = JoinSet::new();
+        let mut end_staged = false;
 
         loop {
             let stopping = *stop.borrow() >= STOP_SCHEDULING || state_error.is_some();
+            let mut spawned = false;
             if !stopping {
                 for id in &order {
                     if running.len() >= self.concurrency.max(1) {
@@ -257,8 +266,16 @@ impl Engine {
                     let id2 = id.clone();
                     let handle = running.spawn(async move { (id2, fut.await) });
                     task_ids.insert(handle.id(), id.clone());
+                    spawned = true;
                 }
             }
+            // A started step writes the staged ends with its own record
+            // before its work; with none started they are written now.
+            if end_staged && !spawned {
+                let store = engine.store.clone();
+                flushes.spawn(async move { store.flush().await });
+            }
+            end_staged = false;
             if running.is_empty() {
                 break;
             }
@@ -282,6 +299,7 @@ impl Engine {
                     waiting.remove(&id);
                     match result {
                         JobResult::Ok | JobResult::Unchanged => {
+                            end_staged = true;
                             match (&result, action) {
                                 (JobResult::Unchanged, _) => summary.unchanged += 1,
                                 (_, Action::Apply) => summary.applied += 1,
@@ -323,6 +341,14 @@ impl Engine {
                     }
                 }
             }
+        }
+        while let Some(flushed) = flushes.join_next().await {
+            if let Ok(Err(e)) = flushed {
+                state_error.get_or_insert(e);
+            }
+        }
+        if let Err(e) = engine.store.flush().await {
+            state_error.get_or_insert(e);
         }
         if *stop.borrow() >= STOP_SCHEDULING {
             summary.interrupted = true;
@@ -478,37 +504,34 @@ impl EngineRef {
         let elapsed_ms = begun.elapsed().as_millis() as u64;
         match result {
             Ok(outputs) => {
-                let saved = self
-                    .store
-                    .update(|st| {
-                        // A re-check that finds the same result keeps its
-                        // revision, so what needs it has nothing to redo.
-                        let same = !matches!(mode, RunMode::Always)
-                            && st
-                                .steps
-                                .get(&step.id)
-                                .is_some_and(|r| lasting(&r.outputs) == lasting(&outputs));
-                        let revision = match st.steps.get(&step.id) {
-                            Some(r) if same => r.revision,
-                            _ => st.next_revision(),
-                        };
-                        let seen: BTreeMap<String, u64> = step
-                            .needs
-                            .iter()
-                            .filter_map(|n| st.steps.get(n).map(|r| (n.clone(), r.revision)))
-                            .collect();
-                        if let Some(rec) = st.steps.get_mut(&step.id) {
-                            rec.status = StepStatus::Done;
-                            rec.revision = revision;
-                            rec.needs_revisions = seen;
-                            rec.outputs = outputs;
-                            rec.finished_at = Some(now_rfc3339());
-                        }
-                    })
-                    .await;
-                if let Err(e) = saved {
-                    return JobResult::StateFailed(e);
-                }
+                // Staged, not written: the write that starts a dependent (or
+                // the scheduler's follow-up flush) makes it durable with
+                // that step's own `running`, one write where there were two.
+                self.store.stage(|st| {
+                    // A re-check that finds the same result keeps its
+                    // revision, so what needs it has nothing to redo.
+                    let same = !matches!(mode, RunMode::Always)
+                        && st
+                            .steps
+                            .get(&step.id)
+                            .is_some_and(|r| lasting(&r.outputs) == lasting(&outputs));
+                    let revision = match st.steps.get(&step.id) {
+                        Some(r) if same => r.revision,
+                        _ => st.next_revision(),
+                    };
+                    let seen: BTreeMap<String, u64> = step
+                        .needs
+                        .iter()
+                        .filter_map(|n| st.steps.get(n).map(|r| (n.clone(), r.revision)))
+                        .collect();
+                    if let Some(rec) = st.steps.get_mut(&step.id) {
+                        rec.status = StepStatus::Done;
+                        rec.revision = revision;
+                        rec.needs_revisions = seen;
+                        rec.outputs = outputs;
+                        rec.finished_at = Some(now_rfc3339());
+                    }
+                });
                 self.reporter.emit(Event::StepFinished {
                     id: step.id.clone(),
                     action: Action::Apply,
@@ -560,9 +583,8 @@ impl EngineRef {
         let elapsed_ms = begun.elapsed().as_millis() as u64;
         match result {
             Ok(()) => {
-                if let Err(e) = self.store.update(|st| st.steps.remove(&id)).await {
-                    return JobResult::StateFailed(e);
-                }
+                // Staged like an apply's `done` (see `apply_one`).
+                self.store.stage(|st| st.steps.remove(&id));
                 self.reporter.emit(Event::StepFinished {
                     id,
                     action: Action::Destroy,

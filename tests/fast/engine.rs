@@ -562,3 +562,38 @@ fn each_steps_log_lines_sit_in_its_own_span_only() {
     }
     assert_eq!(seen, 36, "{text}");
 }
+
+#[test]
+fn a_steps_end_is_in_the_state_file_before_its_dependent_begins_and_while_others_still_run() {
+    let s = Scratch::new();
+    let state = s.workdir().join("state.json");
+    s.write_inventory(&format!(
+        "hooks:\n{}{}{}",
+        logging_hook("a", &[]),
+        // What `b` finds on disk when its own work begins.
+        hook("b", &format!("cp '{}' seen_by_b.json", state.display()), &["a"], None),
+        // Runs beside the others until the test lets it go, so `a` and `b`
+        // end while a step is still running and nothing else starts.
+        hook(
+            "long",
+            "i=0; while [ ! -e go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
+            &[],
+            None
+        ),
+    ));
+    let mut child = s.spawn("apply", &["--concurrency", "2"]);
+    wait_for(
+        "b's end in the state file while `long` runs",
+        Duration::from_secs(20),
+        || state.exists() && s.step_status("hook/b").as_deref() == Some("done"),
+    );
+    assert_eq!(s.step_status("hook/long").as_deref(), Some("running"));
+    std::fs::write(s.path().join("go"), "").unwrap();
+    assert!(child.wait().unwrap().success());
+    let seen: serde_json::Value = serde_json::from_str(&s.read("seen_by_b.json")).unwrap();
+    assert_eq!(
+        seen["steps"]["hook/a"]["status"], "done",
+        "b began before a's end was written"
+    );
+    assert_eq!(seen["steps"]["hook/b"]["status"], "running");
+}
