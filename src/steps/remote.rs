@@ -218,3 +218,47 @@ impl Remote for SshRemote {
         self.0.prefetch(paths).await.map_err(|e| StepError::new(e.to_string()))
     }
 }
+
+/// How Ansible reaches hosts in this run: the known_hosts file our own
+/// connections verified, and a directory for Ansible's SSH masters.
+pub struct AnsibleSsh {
+    pub known_hosts: String,
+    /// Private to this run, beside our own masters (a short path: sockets
+    /// have a length limit). In Ansible's shared default (`~/.ansible/cp`)
+    /// a master left by an earlier run lives on for a minute after it, and
+    /// a new host with the same address would be reached through it: the
+    /// commands would run on the old machine.
+    pub control_dir: std::path::PathBuf,
+}
+
+impl AnsibleSsh {
+    pub fn of(ctx: &crate::engine::StepContext) -> Result<AnsibleSsh, StepError> {
+        let pool = ctx.services.get::<crate::drivers::ssh::SshPool>();
+        let known_hosts = pool
+            .as_ref()
+            .map(|p| p.options().known_hosts.display().to_string())
+            .unwrap_or_else(|| ctx.workdir.join("known_hosts").display().to_string());
+        let control_dir = pool
+            .as_ref()
+            .map(|p| p.options().control_dir.join("ansible"))
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("nautes-ansible-{}", std::process::id())));
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&control_dir)
+            .map_err(|e| StepError::new(format!("cannot create {}: {e}", control_dir.display())))?;
+        Ok(AnsibleSsh {
+            known_hosts,
+            control_dir,
+        })
+    }
+
+    /// The environment that points Ansible at [`AnsibleSsh::control_dir`].
+    pub fn env(&self) -> (String, String) {
+        (
+            "ANSIBLE_SSH_CONTROL_PATH_DIR".to_string(),
+            self.control_dir.display().to_string(),
+        )
+    }
+}

@@ -268,12 +268,8 @@ fn prepare(ctx: &StepContext, spec: &ClusterSpec) -> Result<Playbook, StepError>
         .settings::<KubespraySettings>()?
         .path
         .ok_or_else(|| StepError::new("kubespray step lacks its path (settings.path)"))?;
-    let known_hosts = ctx
-        .services
-        .get::<crate::drivers::ssh::SshPool>()
-        .map(|p| p.options().known_hosts.display().to_string())
-        .unwrap_or_else(|| ctx.workdir.join("known_hosts").display().to_string());
-    let (inventory, group_vars) = render_inventory(spec, &known_hosts).map_err(StepError::new)?;
+    let ssh = crate::steps::remote::AnsibleSsh::of(ctx)?;
+    let (inventory, group_vars) = render_inventory(spec, &ssh.known_hosts).map_err(StepError::new)?;
     let dir = ctx.workdir.join("kubespray").join(&spec.cluster);
     let err = |e: std::io::Error| {
         StepError::new(format!(
@@ -290,7 +286,7 @@ fn prepare(ctx: &StepContext, spec: &ClusterSpec) -> Result<Playbook, StepError>
         dir: path,
         inventory: dir.join("hosts.yaml"),
         extra_args: Vec::new(),
-        env: BTreeMap::new(),
+        env: BTreeMap::from([ssh.env()]),
         timeout: ctx.limits.ansible,
     })
 }

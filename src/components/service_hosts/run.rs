@@ -44,29 +44,10 @@ pub(super) async fn run_playbook(
     let playbooks = write_playbooks(&ctx.workdir)?;
     let dir = ctx.workdir.join("service-hosts").join(spec.service.key());
     std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-    let pool = ctx.services.get::<crate::drivers::ssh::SshPool>();
-    let known_hosts = pool
-        .as_ref()
-        .map(|p| p.options().known_hosts.display().to_string())
-        .unwrap_or_else(|| ctx.workdir.join("known_hosts").display().to_string());
-    // Ansible's SSH masters live for this run only, beside ours (a short
-    // path: sockets have a length limit). In a shared directory a master
-    // left from an earlier run would be reused for a new host that has
-    // the same address.
-    let control_dir = pool
-        .as_ref()
-        .map(|p| p.options().control_dir.join("ansible"))
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("nautes-ansible-{}", std::process::id())));
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&control_dir)
-            .map_err(|e| io_error(&control_dir, e))?;
-    }
+    let ssh = remote::AnsibleSsh::of(ctx)?;
+    let known_hosts = &ssh.known_hosts;
     let inventory = dir.join("inventory.yml");
-    let text = render_inventory(&spec.host, &known_hosts).map_err(StepError::new)?;
+    let text = render_inventory(&spec.host, known_hosts).map_err(StepError::new)?;
     write_atomic(&inventory, text.as_bytes(), 0o600).map_err(|e| io_error(&inventory, e))?;
     let vars_file = dir.join("vars.json");
     let text = serde_json::to_vec_pretty(&vars).map_err(|e| StepError::new(e.to_string()))?;
@@ -104,10 +85,7 @@ pub(super) async fn run_playbook(
         env: BTreeMap::from([
             ("ANSIBLE_HOST_KEY_CHECKING".to_string(), "True".to_string()),
             ("ANSIBLE_PIPELINING".to_string(), "True".to_string()),
-            (
-                "ANSIBLE_SSH_CONTROL_PATH_DIR".to_string(),
-                control_dir.display().to_string(),
-            ),
+            ssh.env(),
         ]),
         timeout: ctx.limits.ansible,
     };
