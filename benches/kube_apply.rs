@@ -8,12 +8,9 @@
 //! the custom resources can be applied), and with `kubectl wait` for every
 //! Deployment after them. A re-apply by the engine must write nothing. Run: `cargo bench --bench kube_apply` (1 000 objects).
 
-#[path = "../tests/support/controlplane.rs"]
-mod controlplane;
-#[path = "../tests/support/http.rs"]
-mod http;
-#[path = "../tests/support/port_file.rs"]
-mod port_file;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::controlplane;
 
 use std::time::{Duration, Instant};
 

@@ -6,22 +6,9 @@
 //! Run (with Helm and OpenSSL on PATH, as `.ci/run` installs them):
 //! `cargo bench --bench platform_rerun`.
 
-#[path = "../tests/support/cli.rs"]
-mod cli;
-#[path = "../tests/support/controlplane.rs"]
-mod controlplane;
-#[path = "../tests/support/gitlab.rs"]
-mod gitlab;
-#[path = "../tests/support/http.rs"]
-mod http;
-#[path = "../tests/support/platform.rs"]
-mod platform;
-#[path = "../tests/support/port_file.rs"]
-mod port_file;
-#[path = "../tests/support/standin_controllers.rs"]
-mod standin_controllers;
-#[path = "../tests/support/vault.rs"]
-mod vault;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::{cli, controlplane, platform, vault};
 
 use std::time::Instant;
 

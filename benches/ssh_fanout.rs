@@ -8,8 +8,9 @@
 //! `cargo bench --bench ssh_fanout` runs 10 and 30 hosts with a 200 MB file
 //! (set NAUTES_BENCH_MB to change it); `cargo test` runs a 2-host smoke.
 
-#[path = "../tests/support/hosts.rs"]
-mod hosts;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::hosts;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Air-gap bundles: fetched from a (loopback) release mirror and checked
 //! against the published sums, sealed, verified, and refused when corrupt.
 
-use crate::cli;
+use crate::support::cli;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

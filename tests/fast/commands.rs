@@ -2,7 +2,7 @@
 //! shells, JSON output from every command, help that says things once,
 //! plurals, and "did you mean" for step ids.
 
-use crate::cli;
+use crate::support::cli;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! parallelism, failure isolation, resume after SIGKILL, lock contention,
 //! destroy order, and a state file that is never left torn.
 
-use crate::cli;
+use crate::support::cli;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! steps its scenario is about. A new example is picked up by itself; a
 //! missing scenario fails.
 
-use crate::cli;
+use crate::support::cli;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

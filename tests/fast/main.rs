@@ -4,12 +4,10 @@
 //! the layering rule. One binary, so its tests share one build and run in
 //! parallel with each other: `cargo test --lib --test fast` runs in well
 //! under two minutes after a build. The end-to-end tier is the other
-//! binaries in `tests/`; `cargo test --all-targets` runs both.
+//! binary, `tests/e2e`; `cargo test --all-targets` runs both.
 
-#[path = "../support/ca.rs"]
-mod ca;
-#[path = "../support/cli.rs"]
-mod cli;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod bundle;
 mod commands;

@@ -3,7 +3,7 @@
 //! and usages; re-issue only on change or near expiry; a user's own CA; the
 //! CA key private and never printed or recorded.
 
-use crate::{ca, cli};
+use crate::support::{ca, cli};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! banner. Bounds are generous (the measured figures are far below); they
 //! exist to catch waits that multiply or never end.
 
-use crate::cli;
+use crate::support::cli;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! with file:line:col, field path and hint (golden output), exit code 3.
 //! Set NAUTES_BLESS=1 to rewrite the golden files after an intended change.
 
-use crate::cli;
+use crate::support::cli;
 
 use std::path::Path;
 use std::process::Command;

@@ -15,8 +15,7 @@
 #![allow(dead_code)]
 
 /// Shared with the platform support, which always comes with a control plane.
-#[path = "ca.rs"]
-pub mod ca;
+use super::ca;
 
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
@@ -26,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::port_file::free_port;
+use super::port_file::free_port;
 
 const TOOLS: [&str; 6] = [
     "etcd",
@@ -441,7 +440,7 @@ impl ControlPlane {
         content_type: &str,
         body: Option<String>,
     ) -> Result<(u16, String), String> {
-        let mut call = crate::http::Call::new(method, format!("{}{path}", self.url()))
+        let mut call = super::http::Call::new(method, format!("{}{path}", self.url()))
             .header("Authorization", format!("Bearer {token}"))
             .trust(self.ca_pem());
         if let Some(b) = body {
@@ -617,7 +616,7 @@ impl ControlPlane {
             .spawn()
             .expect("python3");
         self.children.push(("fault-webhook".into(), child));
-        let port = crate::port_file::wait_for_port(&port_file, "fault webhook");
+        let port = super::port_file::wait_for_port(&port_file, "fault webhook");
         use base64::Engine;
         let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem());
         self.apply_as_test(&json!({

@@ -50,7 +50,7 @@ impl GitlabStandin {
             .stdin(Stdio::null())
             .spawn()
             .expect("start the GitLab stand-in (python3)");
-        let port = crate::port_file::wait_for_port(&port_file, "GitLab stand-in");
+        let port = super::port_file::wait_for_port(&port_file, "GitLab stand-in");
         GitlabStandin {
             child,
             port,

@@ -3,15 +3,16 @@
 //! and HNC), a real OpenBao, the GitLab API stand-in, an HTTPS ingress
 //! stand-in, a CA made with openssl and an air-gap bundle of stand-in
 //! upstream releases, plus the inventory that installs everything on them.
-//! Used by tests/stack.rs and benches/platform_rerun.rs.
+//! Used by tests/e2e/stack.rs and benches/platform_rerun.rs.
 #![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use super::ca;
 use super::cli::{code, stderr, Scratch};
-use super::controlplane::{ca, ControlPlane};
+use super::controlplane::ControlPlane;
 use super::gitlab::GitlabStandin;
 use super::standin_controllers::{hnc_manager, Api, Standin};
 use super::vault::OpenBao;
@@ -155,14 +156,14 @@ fn start_ingress(s: &Scratch, fail_host: Option<&str>) -> Ingress {
         .arg(&port_file)
         // It stands for Traefik's websecure NodePort.
         .arg("--port")
-        .arg(crate::port_file::free_node_port().to_string())
+        .arg(super::port_file::free_node_port().to_string())
         .arg("--log")
         .arg(dir.path().join("log"));
     if let Some(h) = fail_host {
         cmd.args(["--fail-host", h]);
     }
     let child = cmd.stdin(Stdio::null()).spawn().expect("python3");
-    let port = crate::port_file::wait_for_port(&port_file, "ingress stand-in");
+    let port = super::port_file::wait_for_port(&port_file, "ingress stand-in");
     Ingress { child, port, _dir: dir }
 }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::http::Call;
+use super::http::Call;
 
 /// How a stand-in reaches the API server.
 #[derive(Clone)]
@@ -37,7 +37,7 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn of(cp: &crate::controlplane::ControlPlane) -> Api {
+    pub fn of(cp: &super::controlplane::ControlPlane) -> Api {
         Api {
             url: cp.url(),
             token: cp.controllers_token(),

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::http::Call;
-use crate::port_file::free_port;
+use super::http::Call;
+use super::port_file::free_port;
 
 pub struct OpenBao {
     bao: Option<Child>,
@@ -70,7 +70,7 @@ impl OpenBao {
             .stdin(Stdio::null())
             .spawn()
             .expect("start the OpenBao relay (python3)");
-        let port = crate::port_file::wait_for_port(&port_file, "OpenBao relay");
+        let port = super::port_file::wait_for_port(&port_file, "OpenBao relay");
         let mut bao = OpenBao {
             bao: None,
             relay,

@@ -6,16 +6,7 @@
 //! a stand-in controller) and a tenant tree created, changed, guarded and
 //! removed.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/controlplane.rs"]
-mod controlplane;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/port_file.rs"]
-mod port_file;
-#[path = "support/standin_controllers.rs"]
-mod standin_controllers;
+use crate::support::{cli, controlplane, port_file, standin_controllers};
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

@@ -3,12 +3,7 @@
 //! audit log), pruning, conflicts with another real field manager, retries
 //! and teardown order. The order checks read the audit log, not our log text.
 
-#[path = "support/controlplane.rs"]
-mod controlplane;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/port_file.rs"]
-mod port_file;
+use crate::support::controlplane;
 
 use std::time::Duration;
 

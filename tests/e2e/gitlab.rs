@@ -6,16 +6,7 @@
 //! (clear error, step not done), a repository file a user edited (kept), and
 //! teardown removing only what we created.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/gitlab.rs"]
-mod gitlab;
-#[path = "support/hosts.rs"]
-mod hosts;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/port_file.rs"]
-mod port_file;
+use crate::support::{cli, gitlab, hosts};
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -1,16 +1,7 @@
 //! Terraform through the real binary with the real `terraform` (1.0.3) and
 //! null provider from an offline filesystem mirror (`.ci/run` installs both).
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/controlplane.rs"]
-mod controlplane;
-#[path = "support/hosts.rs"]
-mod hosts;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/port_file.rs"]
-mod port_file;
+use crate::support::{cli, controlplane, hosts};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -265,7 +256,7 @@ fn hybrid_terraform_hosts_and_bare_metal_form_one_k3s_cluster() {
     }
     let s = Scratch::new();
     std::fs::write(s.path().join("known_hosts"), hosts.known_hosts()).unwrap();
-    // The K3s bundle, built as tests/k3s.rs does.
+    // The K3s bundle, built as tests/e2e/k3s.rs does.
     let bundle = s.path().join("bundle");
     let d = bundle.join("k3s/v1.27.4+k3s1");
     std::fs::create_dir_all(&d).unwrap();

@@ -2,8 +2,7 @@
 //! sees, uploads that skip identical content, errors that name host and
 //! command, and timeouts.
 
-#[path = "support/hosts.rs"]
-mod hosts;
+use crate::support::hosts;
 
 use std::sync::Arc;
 use std::time::Duration;

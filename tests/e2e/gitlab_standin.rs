@@ -2,12 +2,7 @@
 //! if it starts accepting what a real server refuses, or answers in another
 //! shape.
 
-#[path = "support/gitlab.rs"]
-mod gitlab;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/port_file.rs"]
-mod port_file;
+use crate::support::{gitlab, http};
 
 use base64::Engine as _;
 use gitlab::GitlabStandin;

@@ -5,14 +5,7 @@
 //! calls and nothing else, a policy edited by someone restored alone, and no
 //! key or token in anything we print or record.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/port_file.rs"]
-mod port_file;
-#[path = "support/vault.rs"]
-mod vault;
+use crate::support::{cli, vault};
 
 use std::os::unix::fs::PermissionsExt;
 

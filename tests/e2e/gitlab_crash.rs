@@ -7,14 +7,7 @@
 //! and a teardown that removes everything we made. A kill during teardown
 //! is covered too.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/gitlab.rs"]
-mod gitlab;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/port_file.rs"]
-mod port_file;
+use crate::support::{cli, gitlab};
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

@@ -21,22 +21,7 @@
 //! takes seconds on raft storage): its answer (unseal keys, root token)
 //! cannot be asked for again, by anyone (see the README).
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/controlplane.rs"]
-mod controlplane;
-#[path = "support/gitlab.rs"]
-mod gitlab;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/platform.rs"]
-mod platform;
-#[path = "support/port_file.rs"]
-mod port_file;
-#[path = "support/standin_controllers.rs"]
-mod standin_controllers;
-#[path = "support/vault.rs"]
-mod vault;
+use crate::support::{cli, controlplane, platform, vault};
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -1,16 +1,7 @@
 //! Kubespray clusters with the real `ansible-playbook` against real sshd
 //! test hosts, driving a stand-in Kubespray tree (tests/kubespray_standin).
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/controlplane.rs"]
-mod controlplane;
-#[path = "support/hosts.rs"]
-mod hosts;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/port_file.rs"]
-mod port_file;
+use crate::support::{cli, controlplane, hosts};
 
 use std::path::Path;
 

@@ -2,16 +2,7 @@
 //! (own filesystems and hostnames), an air-gap bundle whose `k3s` and install
 //! script are stand-ins, and a real control plane the nodes register in.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/controlplane.rs"]
-mod controlplane;
-#[path = "support/hosts.rs"]
-mod hosts;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/port_file.rs"]
-mod port_file;
+use crate::support::{cli, controlplane, hosts};
 
 use std::path::Path;
 use std::time::{Duration, Instant};

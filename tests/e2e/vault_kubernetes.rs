@@ -6,16 +6,7 @@
 //! system:auth-delegator binding), and gets exactly the policies the
 //! installer meant; other accounts' tokens are refused.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/controlplane.rs"]
-mod controlplane;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/port_file.rs"]
-mod port_file;
-#[path = "support/vault.rs"]
-mod vault;
+use crate::support::{cli, controlplane, http, vault};
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -9,18 +9,7 @@
 //! (`distribution: openbao`) is the real thing: the `bao` binary CI installs,
 //! inside its release tarball, run by the same `systemctl` stand-in.
 
-#[path = "support/ca.rs"]
-mod ca;
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/hosts.rs"]
-mod hosts;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/port_file.rs"]
-mod port_file;
-#[path = "support/vault.rs"]
-mod vault;
+use crate::support::{ca, cli, hosts, http, vault};
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -8,22 +8,7 @@
 //! re-applies just that component and its dependents; an endpoint that
 //! never answers fails the health step naming it; destroy leaves nothing.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/controlplane.rs"]
-mod controlplane;
-#[path = "support/gitlab.rs"]
-mod gitlab;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/platform.rs"]
-mod platform;
-#[path = "support/port_file.rs"]
-mod port_file;
-#[path = "support/standin_controllers.rs"]
-mod standin_controllers;
-#[path = "support/vault.rs"]
-mod vault;
+use crate::support::{cli, controlplane, platform, vault};
 
 use std::path::Path;
 
