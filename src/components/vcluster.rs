@@ -172,18 +172,97 @@ fn endpoint(spec: &VclusterSpec, host_server: &str, node_port: u16) -> Result<(S
 }
 
 /// The chart's values: ours from the template, the inventory's merged over them.
-fn chart_values(spec: &VclusterSpec, endpoint: &str, endpoint_host: &str) -> Result<Value, StepError> {
+fn chart_values(
+    spec: &VclusterSpec,
+    endpoint: &str,
+    endpoint_host: &str,
+    service_cidr: &str,
+) -> Result<Value, StepError> {
     let context = json!({
         "service_type": if spec.expose_type == ExposeType::NodePort { "NodePort" } else { "ClusterIP" },
         "endpoint_host": endpoint_host,
         "endpoint": endpoint,
         "ingress_host": if spec.expose_type == ExposeType::Ingress { spec.expose_host.clone() } else { None },
+        "service_cidr": service_cidr,
     });
     let rendered = crate::templates::render("vcluster/values.yaml", &context).map_err(StepError::new)?;
     let mut values: Value =
         serde_yaml::from_str(&rendered).map_err(|e| StepError::new(format!("vcluster values: {e}")))?;
     manifests::merge_values(&mut values, &Value::Object(spec.values.clone()));
     Ok(values)
+}
+
+/// The host's Service range, which the virtual cluster's K3s must be
+/// started with. Chart 0.10.1 otherwise takes it from ConfigMap
+/// `vc-cidr-<name>`, which only the vcluster CLI writes: installed with
+/// `helm template`, the pod would wait for it forever. The inventory's
+/// `values.serviceCIDR` wins; a range found once is kept in the step's
+/// outputs, so a re-run asks the API nothing.
+async fn service_cidr(ctx: &StepContext, client: &KubeClient, spec: &VclusterSpec) -> Result<String, StepError> {
+    if let Some(given) = spec.values.get("serviceCIDR").and_then(Value::as_str) {
+        return Ok(given.to_string());
+    }
+    if let Some(known) = ctx.previous_outputs["serviceCidr"].as_str() {
+        return Ok(known.to_string());
+    }
+    crate::drivers::kube::service_range::service_cidr(client)
+        .await
+        .map_err(|e| {
+            StepError::new(format!(
+                "vcluster {}: cannot find out the Service range of host cluster {}: {e} \
+                 (hint: set the virtual cluster's `values.serviceCIDR` to the host's --service-cluster-ip-range)",
+                spec.name,
+                spec.host.cluster()
+            ))
+        })
+}
+
+/// With `storage.persistence` (the chart's default) the StatefulSet claims
+/// a volume of the class `storage.className`, or of the host's default
+/// class when none is named. Without that class the claim stays Pending and
+/// the virtual cluster never starts (a Kubespray cluster has no default
+/// class unless a provisioner was enabled), so say so before applying.
+async fn check_storage(client: &KubeClient, spec: &VclusterSpec, values: &Value) -> Result<(), StepError> {
+    if values["storage"]["persistence"] == json!(false) {
+        return Ok(());
+    }
+    let classes = client
+        .list("storage.k8s.io/v1", "StorageClass", None)
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?
+        .unwrap_or_default();
+    let names: Vec<String> = classes.iter().filter_map(|c| c.metadata.name.clone()).collect();
+    let is_default = |c: &kube::api::DynamicObject| {
+        c.metadata.annotations.as_ref().is_some_and(|a| {
+            [
+                "storageclass.kubernetes.io/is-default-class",
+                "storageclass.beta.kubernetes.io/is-default-class",
+            ]
+            .iter()
+            .any(|k| a.get(*k).is_some_and(|v| v == "true"))
+        })
+    };
+    let at = format!("vcluster {} on host cluster {}", spec.name, spec.host.cluster());
+    let available = if names.is_empty() {
+        "it has none".to_string()
+    } else {
+        format!("it has: {}", names.join(", "))
+    };
+    match values["storage"]["className"].as_str().filter(|c| !c.is_empty()) {
+        Some(class) if names.iter().any(|n| n == class) => Ok(()),
+        Some(class) => Err(StepError::new(format!(
+            "{at}: `values.storage.className` is {class}, but the host has no such StorageClass \
+             ({available}) (hint: name one of the host's StorageClasses)"
+        ))),
+        None if classes.iter().any(is_default) => Ok(()),
+        None => Err(StepError::new(format!(
+            "{at}: the chart claims a {} volume of the host's default StorageClass, but no StorageClass \
+             is marked default ({available}), so the claim would stay Pending and the vcluster never start \
+             (hint: set the virtual cluster's `values.storage.className` to one of the host's classes, mark one \
+             default, or set `values.storage.persistence: false`: its data then lives and dies with its pod)",
+            values["storage"]["size"].as_str().unwrap_or("5Gi")
+        ))),
+    }
 }
 
 /// Put the inventory's node port on the API Service the chart renders.
@@ -332,7 +411,9 @@ impl Handler for VclusterHandler {
         // The address is known before the chart is rendered, so the certificate can name it.
         let planned_port = spec.node_port.unwrap_or(0);
         let (planned_endpoint, endpoint_host) = endpoint(spec, &client.server, planned_port)?;
-        let values = chart_values(spec, &planned_endpoint, &endpoint_host)?;
+        let service_cidr = service_cidr(ctx, &client, spec).await?;
+        let values = chart_values(spec, &planned_endpoint, &endpoint_host, &service_cidr)?;
+        check_storage(&client, spec, &values).await?;
 
         let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}})];
         let mut rendered = render_objects(
@@ -382,6 +463,7 @@ impl Handler for VclusterHandler {
         out["kubeconfig"] = json!(path);
         out["endpoint"] = json!(scheme_endpoint);
         out["serverVersion"] = json!(version);
+        out["serviceCidr"] = json!(service_cidr);
         Ok(out)
     }
 
@@ -469,6 +551,10 @@ mod tests {
         assert!(err.to_string().contains("renders no Service t1"), "{err}");
     }
 
+    /// Keys chart 0.10.1's templates read that its values.yaml does not
+    /// declare (`storage.className` is only a comment there).
+    const UNDECLARED_CHART_KEYS: &[&str] = &["serviceCIDR", "storage.className"];
+
     #[test]
     fn the_values_we_pass_are_keys_of_the_chart() {
         let text = std::fs::read_to_string(concat!(
@@ -481,8 +567,8 @@ mod tests {
         ingress.expose_type = ExposeType::Ingress;
         ingress.expose_host = Some("vc.example.com".into());
         for spec in [spec(Some(30443)), ingress] {
-            let values = chart_values(&spec, "https://192.0.2.1:30443", "192.0.2.1").unwrap();
-            let unknown = manifests::unknown_value_keys(&values, &defaults, &[]);
+            let values = chart_values(&spec, "https://192.0.2.1:30443", "192.0.2.1", "10.43.0.0/16").unwrap();
+            let unknown = manifests::unknown_value_keys(&values, &defaults, UNDECLARED_CHART_KEYS);
             assert!(unknown.is_empty(), "{:?}: {unknown:?} in {values}", spec.expose_type);
         }
     }

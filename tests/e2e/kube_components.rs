@@ -14,7 +14,7 @@ use std::process::Command;
 use cli::{code, stderr, Scratch};
 use controlplane::ControlPlane;
 use serde_json::json;
-use standin_controllers::{hnc_manager, vcluster_syncer, Api};
+use standin_controllers::{hnc_manager, local_path_provisioner, vcluster_syncer, Api};
 
 /// A free loopback port in the NodePort range, for the vcluster's API.
 /// The air-gap bundle: the HNC manifest and the packaged vcluster chart.
@@ -80,7 +80,13 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
     let virt = ControlPlane::start_at(port);
     // What vcluster writes into its secret: its own endpoint, which we must rewrite.
     let inner = virt.kubeconfig().replace(&virt.url(), "https://localhost:8443");
-    let _syncer = vcluster_syncer(Api::of(&host), "vcluster-tenant1", "tenant1", inner);
+    let _syncer = vcluster_syncer(
+        Api::of(&host),
+        "vcluster-tenant1",
+        "tenant1",
+        inner,
+        host.service_cidr.clone(),
+    );
     let _hnc = hnc_manager(Api::of(&virt));
     let s = Scratch::new();
     let host_kubeconfig = s.path().join("host.kubeconfig");
@@ -89,12 +95,52 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
     make_bundle(&s);
     s.write_inventory(&inventory(port, TREE, false));
 
+    // The chart claims a volume of the host's default StorageClass; this
+    // host has none yet (as a Kubespray cluster without a provisioner):
+    // refused before anything is applied, instead of a Pending claim.
+    let out = apply(&s);
+    assert_eq!(code(&out), 1, "no default StorageClass: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("vcluster tenant1 on host cluster host")
+            && err.contains("no StorageClass is marked default (it has none)")
+            && err.contains("values.storage.persistence: false"),
+        "{err}"
+    );
+    assert_eq!(host.get("/api/v1/namespaces/vcluster-tenant1")["code"], 404);
+
+    // What K3s ships: local-path, the default class, with its provisioner.
+    let _provisioner = local_path_provisioner(Api::of(&host));
+    let (c, body) = host.request(
+        "POST",
+        "/apis/storage.k8s.io/v1/storageclasses",
+        "application/json",
+        &json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+                "provisioner": "rancher.io/local-path", "volumeBindingMode": "WaitForFirstConsumer",
+                "reclaimPolicy": "Delete"}),
+    );
+    assert_eq!(c, 201, "{body}");
     let out = apply(&s);
     assert_eq!(code(&out), 0, "first apply: {}", stderr(&out));
 
     // The chart went through the real helm with our values.
     let sts = host.get("/apis/apps/v1/namespaces/vcluster-tenant1/statefulsets/tenant1");
-    let args = sts["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    let container = |sts: &serde_json::Value, name: &str| {
+        sts["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no container {name} in {sts}"))
+    };
+    // k3s starts with the host's Service range, found out from the API
+    // (the chart would wait for a ConfigMap only the vcluster CLI writes).
+    let k3s = container(&sts, "vcluster")["args"].to_string();
+    assert!(k3s.contains(&format!("--service-cidr={}", host.service_cidr)), "{k3s}");
+    assert_eq!(
+        host.get("/api/v1/namespaces/vcluster-tenant1/persistentvolumeclaims/data-tenant1-0")["status"]["phase"],
+        "Bound"
+    );
+    let args = container(&sts, "syncer")["args"].to_string();
     assert!(args.contains("--tls-san=127.0.0.1"), "{args}");
     assert!(
         args.contains(&format!("--out-kube-config-server=https://127.0.0.1:{port}")),
@@ -170,10 +216,7 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
     let out = apply(&s);
     assert_eq!(code(&out), 0, "upgrade: {}", stderr(&out));
     let sts = host.get("/apis/apps/v1/namespaces/vcluster-tenant1/statefulsets/tenant1");
-    assert_eq!(
-        sts["spec"]["template"]["spec"]["containers"][0]["image"],
-        "loftsh/vcluster:0.10.2"
-    );
+    assert_eq!(container(&sts, "syncer")["image"], "loftsh/vcluster:0.10.2");
     let mut host_writes: Vec<String> = host
         .writes()
         .iter()

@@ -74,6 +74,8 @@ pub fn skip_unless_available() -> bool {
 pub struct ControlPlane {
     dir: tempfile::TempDir,
     pub port: u16,
+    /// The Service range the apiserver was started with.
+    pub service_cidr: String,
     pub token: String,
     test_token: String,
     controllers_token: String,
@@ -162,6 +164,10 @@ impl ControlPlane {
 
         let mut cp = ControlPlane {
             port: 0,
+            // On loopback: the webhook stand-in (standin_controllers.py)
+            // serves a webhook Service on its ClusterIP, where the apiserver
+            // calls it. A random /16 per control plane keeps parallel tests apart.
+            service_cidr: format!("127.{}.0.0/16", 100 + rand_u64() % 100),
             token,
             test_token,
             controllers_token: controllers_token.clone(),
@@ -219,11 +225,8 @@ impl ControlPlane {
                 &cp.path("sa.pub"),
                 "--service-account-signing-key-file",
                 &cp.path("sa.key"),
-                // On loopback: the webhook stand-in (standin_controllers.py)
-                // serves a webhook Service on its ClusterIP, where the apiserver
-                // calls it. A random /16 per control plane keeps parallel tests apart.
                 "--service-cluster-ip-range",
-                &format!("127.{}.0.0/16", 100 + rand_u64() % 100),
+                &cp.service_cidr.clone(),
                 "--authorization-mode",
                 "Node,RBAC",
                 "--audit-log-path",
@@ -316,6 +319,31 @@ impl ControlPlane {
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
         self.children.push((name.to_string(), child));
+    }
+
+    /// Which of the control plane's processes still run, and the tail of
+    /// the log of any that stopped and of the apiserver: for the message of
+    /// a test that could not reach the API (a CI run once lost the
+    /// apiserver right after it was ready, with nothing to show why).
+    pub fn report(&self) -> String {
+        let mut out = format!("control plane at {}:\n", self.url());
+        for (name, child) in &self.children {
+            let alive = std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+                .map(|stat| {
+                    let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+                    !matches!(state, Some(Some('Z' | 'X')))
+                })
+                .unwrap_or(false);
+            out.push_str(&format!(
+                "  {name} (pid {}): {}\n",
+                child.id(),
+                if alive { "running" } else { "EXITED" }
+            ));
+            if !alive || name == "kube-apiserver" {
+                out.push_str(&format!("  --- {name}.log (tail) ---\n{}\n", self.log_tail(name)));
+            }
+        }
+        out
     }
 
     /// The tail of one component's log, for a failure message.

@@ -102,17 +102,54 @@ fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-/// vcluster's syncer writing `vc-<name>` once its StatefulSet is ready.
-pub fn vcluster_syncer(host: Api, namespace: &str, name: &str, kubeconfig: String) -> Standin {
+/// The `--service-cidr` the k3s container of a vcluster StatefulSet starts
+/// with: the literal, or `$(SERVICE_CIDR)` resolved from the ConfigMap its
+/// env names (as the kubelet would; a missing ConfigMap keeps the container
+/// from starting: `None`).
+fn vcluster_service_cidr(host: &Api, namespace: &str, sts: &Value) -> Option<String> {
+    let containers = sts["spec"]["template"]["spec"]["containers"].as_array()?;
+    let k3s = containers.iter().find(|c| c["name"] == "vcluster")?;
+    let command = k3s["args"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let flag = command
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("--service-cidr="))?;
+    if flag != "$(SERVICE_CIDR)" {
+        return Some(flag.to_string());
+    }
+    let from =
+        k3s["env"].as_array()?.iter().find(|e| e["name"] == "SERVICE_CIDR")?["valueFrom"]["configMapKeyRef"].clone();
+    let cm = host.get(&format!(
+        "/api/v1/namespaces/{namespace}/configmaps/{}",
+        from["name"].as_str()?
+    ))?;
+    cm["data"][from["key"].as_str()?].as_str().map(str::to_string)
+}
+
+/// vcluster's syncer writing `vc-<name>` once its StatefulSet is ready and
+/// its k3s could start with the host's Service range (`service_cidr`):
+/// upstream's k3s container needs `--service-cidr`, from the chart's
+/// `serviceCIDR` or from ConfigMap `vc-cidr-<name>`, which only the vcluster
+/// CLI writes; with another range the Services it syncs cannot keep their
+/// addresses. Either way no API, so no secret.
+pub fn vcluster_syncer(host: Api, namespace: &str, name: &str, kubeconfig: String, service_cidr: String) -> Standin {
     let sts_path = format!("/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}");
     let secrets = format!("/api/v1/namespaces/{namespace}/secrets");
     let secret_name = format!("vc-{name}");
+    let namespace = namespace.to_string();
     Standin::spawn(move || {
         let Some(sts) = host.get(&sts_path) else { return };
         let want = sts["spec"]["replicas"].as_i64().unwrap_or(1).max(1);
         if sts["metadata"]["deletionTimestamp"].is_string()
             || sts["status"]["readyReplicas"].as_i64().unwrap_or(0) < want
         {
+            return;
+        }
+        if vcluster_service_cidr(&host, &namespace, &sts).as_deref() != Some(service_cidr.as_str()) {
             return;
         }
         if host.get(&format!("{secrets}/{secret_name}")).is_some() {
@@ -129,6 +166,66 @@ pub fn vcluster_syncer(host: Api, namespace: &str, name: &str, kubeconfig: Strin
                          "client-certificate": placeholder, "client-key": placeholder}
             })),
         );
+    })
+}
+
+/// K3s's local-path provisioner: for each claim of its StorageClass
+/// (`local-path`, WaitForFirstConsumer) that the scheduler has given a node
+/// (`volume.kubernetes.io/selected-node`), a hostPath volume on that node
+/// bound to the claim by claimRef (the real controller-manager then binds
+/// them); a released volume is deleted, as its reclaim policy says. It acts
+/// only while the StorageClass exists, as the real one serves only that.
+pub fn local_path_provisioner(api: Api) -> Standin {
+    Standin::spawn(move || {
+        if api.get("/apis/storage.k8s.io/v1/storageclasses/local-path").is_none() {
+            return;
+        }
+        let Some(claims) = api.get("/api/v1/persistentvolumeclaims") else {
+            return;
+        };
+        for pvc in claims["items"].as_array().into_iter().flatten() {
+            let meta = &pvc["metadata"];
+            let node = meta["annotations"]["volume.kubernetes.io/selected-node"].as_str();
+            let class = pvc["spec"]["storageClassName"].as_str();
+            let (Some(node), Some("local-path"), "Pending") =
+                (node, class, pvc["status"]["phase"].as_str().unwrap_or(""))
+            else {
+                continue;
+            };
+            let uid = meta["uid"].as_str().unwrap_or_default();
+            let pv_name = format!("pvc-{uid}");
+            if api.get(&format!("/api/v1/persistentvolumes/{pv_name}")).is_some() {
+                continue;
+            }
+            api.call(
+                "POST",
+                "/api/v1/persistentvolumes",
+                Some(&json!({
+                    "apiVersion": "v1", "kind": "PersistentVolume",
+                    "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": "rancher.io/local-path"}},
+                    "spec": {
+                        "capacity": {"storage": pvc["spec"]["resources"]["requests"]["storage"]},
+                        "accessModes": pvc["spec"]["accessModes"],
+                        "persistentVolumeReclaimPolicy": "Delete",
+                        "storageClassName": "local-path",
+                        "hostPath": {"path": format!("/var/lib/rancher/k3s/storage/{pv_name}"), "type": "DirectoryOrCreate"},
+                        "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                     "namespace": meta["namespace"], "name": meta["name"], "uid": uid},
+                        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}
+                    }
+                })),
+            );
+        }
+        let Some(volumes) = api.get("/api/v1/persistentvolumes") else {
+            return;
+        };
+        for pv in volumes["items"].as_array().into_iter().flatten() {
+            if pv["status"]["phase"] == "Released" && pv["spec"]["storageClassName"] == "local-path" {
+                let name = pv["metadata"]["name"].as_str().unwrap_or_default();
+                api.call("DELETE", &format!("/api/v1/persistentvolumes/{name}"), None);
+            }
+        }
     })
 }
 

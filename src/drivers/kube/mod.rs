@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod objects;
 pub mod readiness;
+pub mod service_range;
 
 use std::collections::HashMap;
 use std::path::Path;
