@@ -172,7 +172,15 @@ impl Drop for Env {
                     }
                 }
             }
+            // A pid file can outlive its process, and its number may since
+            // belong to another test's process (this binary runs the
+            // control-plane tests beside it): only a process inside a test
+            // host (its own mount namespace, not ours) is one of ours.
+            let ours = std::fs::read_link("/proc/self/ns/mnt").ok();
             for pid in pids {
+                if std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == ours {
+                    continue;
+                }
                 // SAFETY: plain kill(2) of a stand-in this test started.
                 unsafe {
                     libc::kill(pid, libc::SIGKILL);

@@ -105,7 +105,14 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
     }
     let p = platform(None);
     let first = apply(&p.s);
-    assert_eq!(code(&first), 0, "{}\n{}", stdout(&first), stderr(&first));
+    assert_eq!(
+        code(&first),
+        0,
+        "{}\n{}\n{}",
+        stdout(&first),
+        stderr(&first),
+        p.kube.report()
+    );
     assert_eq!(p.s.step_status("health").as_deref(), Some("done"));
     let summary = std::fs::read_to_string(p.s.workdir().join("outputs/summary.txt")).unwrap();
     assert!(summary.contains(&format!("https://dex.{DOMAIN}")), "{summary}");
@@ -361,7 +368,7 @@ fn an_endpoint_that_never_answers_fails_the_health_step_naming_it() {
     // first with the platform's generous limit, then let only the health
     // step meet the short one.
     let installed = p.s.run("apply", &["--yes", "--only", "stack/nautes/host"]);
-    assert_eq!(code(&installed), 0, "{}", stderr(&installed));
+    assert_eq!(code(&installed), 0, "{}\n{}", stderr(&installed), p.kube.report());
     p.s.write_inventory(&inventory(&p, "v1.8.0", "4s"));
     let out = apply(&p.s);
     assert_ne!(code(&out), 0);
@@ -379,7 +386,7 @@ fn an_application_that_never_becomes_healthy_fails_the_health_step_with_its_stat
     }
     let p = platform(None);
     let installed = apply(&p.s);
-    assert_eq!(code(&installed), 0, "{}", stderr(&installed));
+    assert_eq!(code(&installed), 0, "{}\n{}", stderr(&installed), p.kube.report());
     // `outputs` lists the endpoints the health step checked, and where credentials are.
     let shown = p.s.command(&["outputs"]).output().unwrap();
     let text = stdout(&shown);
