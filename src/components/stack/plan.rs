@@ -520,34 +520,126 @@ mod tests {
         .map(|(_, s)| s)
     }
 
-    #[test]
-    fn every_chart_value_we_pass_is_a_key_of_the_charts_values() {
+    /// The values each chart source is planned with (step, chart file,
+    /// values), from an inventory with every chart and users' own values
+    /// for Traefik (ours are taken out).
+    fn chart_values_we_pass() -> Vec<(String, String, Value)> {
         let root = env!("CARGO_MANIFEST_DIR");
         let path = std::path::Path::new(root).join("inventories/single-node-k3s.yaml");
-        // Users' own values for Traefik go through too; ours are taken out.
         let text = std::fs::read_to_string(&path).unwrap();
         let loaded = crate::inventory::load_str(&path, &text).unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
         let steps = crate::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
-        let mut checked = Vec::new();
+        let mut out = Vec::new();
         for step in steps.iter().filter(|s| s.kind == super::super::KIND) {
             let spec: StackSpec = serde_json::from_value(step.spec.clone()).unwrap();
-            for source in &spec.apply.sources {
-                let Source::Chart { file, values, .. } = source else {
-                    continue;
-                };
-                let (dir, documented) = standin(file).unwrap_or_else(|| panic!("no stand-in chart mirrors {file}"));
-                let text = std::fs::read_to_string(format!("{root}/tests/charts/{dir}/values.yaml")).unwrap();
-                let defaults: Value = serde_yaml::from_str(&text).unwrap();
-                let unknown = unknown_value_keys(values, &defaults, documented);
-                assert!(unknown.is_empty(), "{}: {file} has no values {unknown:?}", step.id);
-                checked.push(dir);
+            for source in spec.apply.sources {
+                if let Source::Chart { file, values, .. } = source {
+                    out.push((step.id.clone(), file, values));
+                }
             }
+        }
+        out
+    }
+
+    #[test]
+    fn every_chart_value_we_pass_is_a_key_of_the_charts_values() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let mut checked = Vec::new();
+        for (step, file, values) in chart_values_we_pass() {
+            let (dir, documented) = standin(&file).unwrap_or_else(|| panic!("no stand-in chart mirrors {file}"));
+            let text = std::fs::read_to_string(format!("{root}/tests/charts/{dir}/values.yaml")).unwrap();
+            let defaults: Value = serde_yaml::from_str(&text).unwrap();
+            let unknown = unknown_value_keys(&values, &defaults, documented);
+            assert!(unknown.is_empty(), "{step}: {file} has no values {unknown:?}");
+            checked.push(dir);
         }
         checked.sort();
         checked.dedup();
         assert_eq!(
             checked,
             ["external-secrets-standin", "traefik-standin", "vault-standin"]
+        );
+    }
+
+    /// Every key path of `values` (maps only; not below lists or scalars),
+    /// as tests/fixtures/chart-keys/derive.py lists a chart's.
+    fn key_paths(values: &Value) -> Vec<String> {
+        fn walk(v: &Value, prefix: &str, out: &mut Vec<String>) {
+            for (k, child) in v.as_object().into_iter().flatten() {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                walk(child, &path, out);
+                out.push(path);
+            }
+        }
+        let mut out = Vec::new();
+        walk(values, "", &mut out);
+        out.sort();
+        out
+    }
+
+    /// The real chart's key paths (from its values.yaml at the release tag,
+    /// see tests/fixtures/chart-keys), each with whether its default is an
+    /// empty, free-form map. Named after the chart file, so a new version
+    /// needs its own list.
+    fn real_chart_keys(chart_file: &str) -> std::collections::BTreeMap<String, bool> {
+        let stem = chart_file.strip_suffix(".tgz").unwrap_or(chart_file);
+        let path = format!("{}/tests/fixtures/chart-keys/{stem}.txt", env!("CARGO_MANIFEST_DIR"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}; derive it with derive.py there"));
+        text.lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| match l.strip_suffix(" {}") {
+                Some(p) => (p.to_string(), true),
+                None => (l.to_string(), false),
+            })
+            .collect()
+    }
+
+    /// The key paths of `values` the real chart lacks: neither listed nor
+    /// below one of its free-form maps (nor among `documented`).
+    fn not_in_real_chart(
+        values: &Value,
+        keys: &std::collections::BTreeMap<String, bool>,
+        documented: &[&str],
+    ) -> Vec<String> {
+        let free_form_above = |path: &str| {
+            path.match_indices('.')
+                .any(|(i, _)| keys.get(&path[..i]).copied().unwrap_or(false))
+        };
+        key_paths(values)
+            .into_iter()
+            .filter(|p| !keys.contains_key(p) && !documented.contains(&p.as_str()) && !free_form_above(p))
+            .collect()
+    }
+
+    /// Helm ignores a value the chart does not read, and a stand-in chart
+    /// that reads a key upstream lacks (say `service.nodePort`) would let
+    /// such a value pass the test above while the real chart ignores it:
+    /// both are checked against the real chart's keys.
+    #[test]
+    fn chart_values_we_pass_and_the_standins_keys_are_the_real_charts() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let mut checked = Vec::new();
+        for (step, file, values) in chart_values_we_pass() {
+            let (dir, documented) = standin(&file).unwrap_or_else(|| panic!("no stand-in chart mirrors {file}"));
+            let keys = real_chart_keys(&file);
+            let unknown = not_in_real_chart(&values, &keys, documented);
+            assert!(unknown.is_empty(), "{step}: the real {file} has no values {unknown:?}");
+            let text = std::fs::read_to_string(format!("{root}/tests/charts/{dir}/values.yaml")).unwrap();
+            let standin_values: Value = serde_yaml::from_str(&text).unwrap();
+            let grown = not_in_real_chart(&standin_values, &keys, &[]);
+            assert!(grown.is_empty(), "{dir} has values the real {file} lacks: {grown:?}");
+            checked.push(file);
+        }
+        checked.sort();
+        checked.dedup();
+        assert_eq!(
+            checked,
+            ["external-secrets-0.5.7.tgz", "traefik-10.24.0.tgz", "vault-0.22.0.tgz"]
         );
     }
 }
