@@ -167,15 +167,15 @@ impl Planner<'_> {
                 namespace: Some(namespace.into()),
                 force_conflicts: force,
                 sources,
+                ready: release
+                    .map(|(r, _)| r.ready.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect())
+                    .unwrap_or_default(),
             },
             runtime,
             optional_kinds: optional_kinds
                 .iter()
                 .map(|(a, k)| (a.to_string(), k.to_string()))
                 .collect(),
-            ready: release
-                .map(|(r, _)| r.ready.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect())
-                .unwrap_or_default(),
             namespace_owner,
         };
         needs.extend(spec.apply.needs());
