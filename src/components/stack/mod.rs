@@ -70,6 +70,29 @@ pub fn step_id(component: &str, cluster: &str) -> String {
     format!("stack/{component}/{cluster}")
 }
 
+/// The set's namespace among the release's objects: left out when another
+/// set owns it, added when the release expects it to exist already. What
+/// was left out, as a notice.
+fn own_namespace(spec: &StackSpec, objects: &mut Vec<Value>) -> Option<String> {
+    if let (Some(ns), Some(owner)) = (&spec.apply.namespace, &spec.namespace_owner) {
+        // One owning set per object: the owner's step ran before this one.
+        let before = objects.len();
+        objects.retain(|o| !(o["kind"] == "Namespace" && o["metadata"]["name"] == ns.as_str()));
+        if objects.len() < before {
+            return Some(format!("left out Namespace {ns}: it belongs to {owner}"));
+        }
+    } else if let (Some(ns), false) = (&spec.apply.namespace, spec.apply.sources.is_empty()) {
+        // Some releases (Argo Events) expect their namespace to exist already.
+        let has = objects
+            .iter()
+            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == ns.as_str());
+        if !has {
+            objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        }
+    }
+    None
+}
+
 /// The upstream objects with our run-time objects merged over those of the
 /// same name and the rest added.
 async fn objects(ctx: &StepContext, spec: &StackSpec, client: &KubeClient) -> Result<Vec<Value>, StepError> {
@@ -91,21 +114,8 @@ async fn objects(ctx: &StepContext, spec: &StackSpec, client: &KubeClient) -> Re
             }
         }
     }
-    if let (Some(ns), Some(owner)) = (&spec.apply.namespace, &spec.namespace_owner) {
-        // One owning set per object: the owner's step ran before this one.
-        let before = objects.len();
-        objects.retain(|o| !(o["kind"] == "Namespace" && o["metadata"]["name"] == ns.as_str()));
-        if objects.len() < before {
-            ctx.notice(format!("left out Namespace {ns}: it belongs to {owner}"));
-        }
-    } else if let (Some(ns), false) = (&spec.apply.namespace, spec.apply.sources.is_empty()) {
-        // Some releases (Argo Events) expect their namespace to exist already.
-        let has = objects
-            .iter()
-            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == ns.as_str());
-        if !has {
-            objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
-        }
+    if let Some(notice) = own_namespace(spec, &mut objects) {
+        ctx.notice(notice);
     }
     let Some(runtime) = &spec.runtime else {
         return Ok(objects);

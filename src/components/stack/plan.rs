@@ -642,4 +642,152 @@ mod tests {
             ["external-secrets-0.5.7.tgz", "traefik-10.24.0.tgz", "vault-0.22.0.tgz"]
         );
     }
+
+    /// The Helm to render the stand-in charts with: NAUTES_HELM, CI's, or
+    /// PATH's.
+    fn helm_binary() -> Option<std::path::PathBuf> {
+        let candidates = [
+            std::env::var_os("NAUTES_HELM").map(std::path::PathBuf::from),
+            Some("/opt/nautes-ci/bin/helm".into()),
+        ];
+        candidates.into_iter().flatten().find(|p| p.exists()).or_else(|| {
+            std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join("helm"))
+                    .find(|p| p.exists())
+            })
+        })
+    }
+
+    /// A stack step as it would apply from the stand-in releases.
+    struct Rendered {
+        step: String,
+        release: &'static Release,
+        spec: StackSpec,
+        objects: Vec<Value>,
+    }
+
+    /// What each release step of the inventory applies from the stand-in
+    /// releases (tests/fixtures/stack, tests/charts/*-standin rendered by
+    /// `helm template` with the planned values), through the step's own
+    /// namespace handling; run-time objects, built against a cluster, are
+    /// left out. None without Helm.
+    fn rendered_standin_releases() -> Option<Vec<Rendered>> {
+        let helm = helm_binary().or_else(|| {
+            eprintln!("skipped: no Helm to render the stand-in charts (set NAUTES_HELM or put `helm` on PATH)");
+            None
+        })?;
+        let root = env!("CARGO_MANIFEST_DIR");
+        let path = std::path::Path::new(root).join("inventories/single-node-k3s.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let loaded = crate::inventory::load_str(&path, &text).unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        let steps = crate::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
+        let home = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut out = Vec::new();
+        for step in steps.iter().filter(|s| s.kind == super::super::KIND) {
+            let spec: StackSpec = serde_json::from_value(step.spec.clone()).unwrap();
+            let [_, slug, _cluster] = step.id.splitn(3, '/').collect::<Vec<_>>()[..] else {
+                panic!("step {} is not stack/<release>/<cluster>", step.id);
+            };
+            let Some(release) = catalog::RELEASES.into_iter().find(|r| r.slug == slug) else {
+                assert!(spec.apply.sources.is_empty(), "{}: sources of no release", step.id);
+                continue; // ours only (Dex, the CA issuer, ...): built when it runs
+            };
+            if spec.apply.sources.is_empty() {
+                continue; // Nautes: committed for Argo CD to deliver, not applied
+            }
+            let mut objects = Vec::new();
+            for source in &spec.apply.sources {
+                let (name, text) = match source {
+                    Source::Manifest { file, .. } => {
+                        let name = format!("{root}/tests/fixtures/stack/{slug}/{}/{file}", release.default_version);
+                        let text = std::fs::read_to_string(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
+                        (name, text)
+                    }
+                    Source::Chart {
+                        file,
+                        release: r,
+                        namespace,
+                        values,
+                        ..
+                    } => {
+                        let (dir, _) = standin(file).unwrap();
+                        let chart = std::path::PathBuf::from(format!("{root}/tests/charts/{dir}"));
+                        let text = rt
+                            .block_on(crate::drivers::helm::template(&crate::drivers::helm::Template {
+                                binary: helm.clone(),
+                                release: r,
+                                chart: &chart,
+                                namespace,
+                                values_yaml: serde_yaml::to_string(values).unwrap(),
+                                home: home.path(),
+                                timeout: std::time::Duration::from_secs(60),
+                            }))
+                            .unwrap();
+                        (file.clone(), text)
+                    }
+                    Source::Objects { .. } => panic!("{}: a release with objects of ours", step.id),
+                };
+                objects.extend(crate::drivers::kube::objects::parse_documents(&text, &name).unwrap());
+            }
+            super::super::own_namespace(&spec, &mut objects);
+            out.push(Rendered {
+                step: step.id.clone(),
+                release,
+                spec,
+                objects,
+            });
+        }
+        Some(out)
+    }
+
+    /// A release is ready when every workload it runs has rolled out, so
+    /// each readiness rule in the catalog names all of the Deployments and
+    /// StatefulSets its release runs in its own namespace (the stand-ins
+    /// have the real releases' names): one dropped from the list would let
+    /// the stack go on without it.
+    #[test]
+    fn each_releases_readiness_rule_names_every_workload_it_runs_in_its_namespace() {
+        let Some(rendered) = rendered_standin_releases() else {
+            return;
+        };
+        let mut checked = BTreeSet::new();
+        for r in &rendered {
+            let ns = r.release.namespace;
+            let mut runs: Vec<(String, String)> = r
+                .objects
+                .iter()
+                .filter(|o| o["kind"] == "Deployment" || o["kind"] == "StatefulSet")
+                .filter(|o| o["metadata"]["namespace"].as_str().unwrap_or(ns) == ns)
+                .map(|o| {
+                    (
+                        o["kind"].as_str().unwrap().to_string(),
+                        o["metadata"]["name"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            runs.sort();
+            let mut ready = r.spec.apply.ready.clone();
+            ready.sort();
+            assert!(!ready.is_empty(), "{}: no readiness rule", r.step);
+            assert_eq!(
+                ready, runs,
+                "{}: the readiness rule (left) and what the release runs in {ns}",
+                r.step
+            );
+            crate::steps::manifests::check_readiness_rule(&r.spec.apply, &r.objects).unwrap();
+            checked.insert(r.release.slug);
+        }
+        // Nautes is Argo CD's to deliver (its rule is the Application's health).
+        let all: BTreeSet<&str> = catalog::RELEASES
+            .iter()
+            .map(|r| r.slug)
+            .filter(|s| *s != catalog::NAUTES.slug)
+            .collect();
+        assert_eq!(checked, all);
+    }
 }
