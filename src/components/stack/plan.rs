@@ -662,6 +662,7 @@ mod tests {
     /// A stack step as it would apply from the stand-in releases.
     struct Rendered {
         step: String,
+        cluster: String,
         release: &'static Release,
         spec: StackSpec,
         objects: Vec<Value>,
@@ -690,7 +691,7 @@ mod tests {
         let mut out = Vec::new();
         for step in steps.iter().filter(|s| s.kind == super::super::KIND) {
             let spec: StackSpec = serde_json::from_value(step.spec.clone()).unwrap();
-            let [_, slug, _cluster] = step.id.splitn(3, '/').collect::<Vec<_>>()[..] else {
+            let [_, slug, cluster] = step.id.splitn(3, '/').collect::<Vec<_>>()[..] else {
                 panic!("step {} is not stack/<release>/<cluster>", step.id);
             };
             let Some(release) = catalog::RELEASES.into_iter().find(|r| r.slug == slug) else {
@@ -737,6 +738,7 @@ mod tests {
             super::super::own_namespace(&spec, &mut objects);
             out.push(Rendered {
                 step: step.id.clone(),
+                cluster: cluster.to_string(),
                 release,
                 spec,
                 objects,
@@ -789,5 +791,57 @@ mod tests {
             .filter(|s| *s != catalog::NAUTES.slug)
             .collect();
         assert_eq!(checked, all);
+    }
+
+    /// Kinds the stand-in releases render without a namespace that are
+    /// cluster-scoped; any other such object lives in the set's namespace.
+    const CLUSTER_SCOPED: &[&str] = &[
+        "Namespace",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+        "PodSecurityPolicy",
+    ];
+
+    /// Each object has one owning set: two sets applying the same object
+    /// would prune or fight over each other's (as the Tekton namespace,
+    /// once claimed by Tekton and its dashboard, did).
+    #[test]
+    fn no_object_belongs_to_two_release_sets_on_a_cluster() {
+        let Some(rendered) = rendered_standin_releases() else {
+            return;
+        };
+        let mut owner: std::collections::BTreeMap<(String, String, String, Option<String>, String), String> =
+            Default::default();
+        let mut clashes = Vec::new();
+        for r in &rendered {
+            for o in &r.objects {
+                let kind = o["kind"].as_str().unwrap().to_string();
+                let group = o["apiVersion"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit_once('/')
+                    .map(|(g, _)| g)
+                    .unwrap_or("")
+                    .to_string();
+                let namespace = o["metadata"]["namespace"].as_str().map(str::to_string).or_else(|| {
+                    (!CLUSTER_SCOPED.contains(&kind.as_str())).then(|| r.spec.apply.namespace.clone().unwrap())
+                });
+                let name = o["metadata"]["name"].as_str().unwrap().to_string();
+                let key = (r.cluster.clone(), group, kind, namespace, name);
+                if let Some(first) = owner.insert(key.clone(), r.step.clone()) {
+                    if first != r.step {
+                        clashes.push(format!("{key:?} in {first} and {}", r.step));
+                    }
+                }
+            }
+        }
+        assert!(clashes.is_empty(), "objects of two sets: {clashes:#?}");
+        // Both Tekton sets are there, on one cluster, to clash if they could.
+        assert!(rendered
+            .iter()
+            .any(|r| r.release.slug == catalog::TEKTON_DASHBOARD.slug));
     }
 }
