@@ -29,6 +29,13 @@ pub const TENANT_KIND: &str = "tenant-namespaces";
 const HNC_API: &str = "hnc.x-k8s.io/v1alpha2";
 const HNC_MANIFEST: &str = "default.yaml";
 
+/// HNC's readiness rule. Its default.yaml is the `default-cc` kustomize
+/// variant (namePrefix `hnc-`, namespace `hnc-system`) with one workload,
+/// the manager: it reconciles the trees and, with its internal cert
+/// controller, serves the webhooks that admit SubnamespaceAnchors, so the
+/// tenant trees can be created only once it has rolled out.
+pub const HNC_READY: &[(&str, &str)] = &[("Deployment", "hnc-controller-manager")];
+
 pub fn hnc_step_id(cluster: &str) -> String {
     format!("hnc/{cluster}")
 }
@@ -77,6 +84,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 artifacts: files_id.clone(),
                 file: HNC_MANIFEST.into(),
             }],
+            ready: HNC_READY.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect(),
         };
         let needs = spec.needs();
         steps.push(
@@ -477,5 +485,56 @@ mod tests {
             ]
         );
         assert_eq!(tree[2].depth, 2);
+    }
+
+    #[test]
+    fn hnc_steps_check_that_the_release_renders_the_manager_its_readiness_rule_names() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let path = std::path::Path::new(root).join("inventories/single-node-k3s.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let loaded = crate::inventory::load_str(&path, &text).unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        let mut steps = Vec::new();
+        plan(&loaded, &mut steps).unwrap();
+        let hnc: Vec<ApplySpec> = steps
+            .iter()
+            .filter(|s| s.id.starts_with("hnc/") && s.kind == manifests::KIND)
+            .map(|s| serde_json::from_value(s.spec.clone()).unwrap())
+            .collect();
+        assert!(!hnc.is_empty(), "the inventory has a tenant tree, so HNC");
+        // The stand-in has the real default.yaml's names and namespaces.
+        let manifest = format!("{root}/tests/fixtures/kube/hnc-default.yaml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let objects = crate::drivers::kube::objects::parse_documents(&text, &manifest).unwrap();
+        for spec in &hnc {
+            assert_eq!(
+                spec.ready,
+                [("Deployment".to_string(), "hnc-controller-manager".to_string())]
+            );
+            manifests::check_readiness_rule(spec, &objects).unwrap();
+            // A release that renamed the manager, or moved it, fails loudly.
+            let renamed: Vec<Value> = objects
+                .iter()
+                .cloned()
+                .map(|mut o| {
+                    if o["kind"] == "Deployment" {
+                        o["metadata"]["name"] = json!("controller-manager");
+                    }
+                    o
+                })
+                .collect();
+            let err = manifests::check_readiness_rule(spec, &renamed).unwrap_err().to_string();
+            assert!(err.contains("renders no Deployment hnc-controller-manager"), "{err}");
+            let moved: Vec<Value> = objects
+                .iter()
+                .cloned()
+                .map(|mut o| {
+                    if o["kind"] == "Deployment" {
+                        o["metadata"]["namespace"] = json!("hnc");
+                    }
+                    o
+                })
+                .collect();
+            manifests::check_readiness_rule(spec, &moved).unwrap_err();
+        }
     }
 }

@@ -48,6 +48,12 @@ pub struct ApplySpec {
     #[serde(default)]
     pub force_conflicts: bool,
     pub sources: Vec<Source>,
+    /// The release's readiness rule, written where the release is declared
+    /// (the stack catalog, HNC's plan): workloads (kind, name in
+    /// `namespace`) whose rollout means it is ready; each must be among the
+    /// rendered objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ready: Vec<(String, String)>,
 }
 
 impl crate::plan::StepSpec for ApplySpec {
@@ -117,6 +123,33 @@ pub async fn render_objects(ctx: &StepContext, sources: &[Source]) -> Result<Vec
         }
     }
     Ok(out)
+}
+
+/// The workloads the release's readiness rule names must be in what it
+/// renders: a release that renamed one would otherwise be taken as ready
+/// without the thing that makes it so.
+pub fn check_readiness_rule(spec: &ApplySpec, objects: &[Value]) -> Result<(), StepError> {
+    let namespace = spec.namespace.as_deref();
+    let missing: Vec<String> = spec
+        .ready
+        .iter()
+        .filter(|(kind, name)| {
+            !objects.iter().any(|o| {
+                o["kind"] == kind.as_str()
+                    && o["metadata"]["name"] == name.as_str()
+                    && o["metadata"]["namespace"].as_str().or(namespace) == namespace
+            })
+        })
+        .map(|(kind, name)| format!("{kind} {name}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(StepError::new(format!(
+        "{} renders no {}, which its readiness rule waits for; the rule where the release is declared needs updating for this version",
+        spec.set,
+        missing.join(", ")
+    )))
 }
 
 /// Objects the set held after its last apply, from the step's previous outputs.
@@ -250,6 +283,7 @@ impl Handler for ApplyHandler {
 
     async fn apply(&self, ctx: &StepContext, spec: &ApplySpec) -> Result<Value, StepError> {
         let objects = render_objects(ctx, &spec.sources).await?;
+        check_readiness_rule(spec, &objects)?;
         let client = client(ctx, &spec.target).await?;
         apply_spec(ctx, &client, spec, objects).await
     }

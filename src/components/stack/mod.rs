@@ -40,7 +40,7 @@ use crate::drivers::kube::{KubeClient, ObjectRef};
 use crate::engine::{Handler, StepContext, StepError};
 use crate::plan::StepSpec;
 use crate::steps::kube_target::client;
-use crate::steps::manifests::{apply_spec, destroy_spec, render_objects, ApplySpec};
+use crate::steps::manifests::{apply_spec, check_readiness_rule, destroy_spec, render_objects, ApplySpec};
 
 pub const KIND: &str = "stack-apply";
 
@@ -56,10 +56,6 @@ pub struct StackSpec {
     /// v2beta1 HorizontalPodAutoscaler, both gone from Kubernetes 1.25).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub optional_kinds: Vec<(String, String)>,
-    /// Workloads (kind, name) the release's readiness rule waits for (see
-    /// the catalog): each must be among the objects.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ready: Vec<(String, String)>,
     /// The step whose set owns the namespace this one lives in; unset when
     /// the namespace is this set's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +68,29 @@ impl StepSpec for StackSpec {
 
 pub fn step_id(component: &str, cluster: &str) -> String {
     format!("stack/{component}/{cluster}")
+}
+
+/// The set's namespace among the release's objects: left out when another
+/// set owns it, added when the release expects it to exist already. What
+/// was left out, as a notice.
+fn own_namespace(spec: &StackSpec, objects: &mut Vec<Value>) -> Option<String> {
+    if let (Some(ns), Some(owner)) = (&spec.apply.namespace, &spec.namespace_owner) {
+        // One owning set per object: the owner's step ran before this one.
+        let before = objects.len();
+        objects.retain(|o| !(o["kind"] == "Namespace" && o["metadata"]["name"] == ns.as_str()));
+        if objects.len() < before {
+            return Some(format!("left out Namespace {ns}: it belongs to {owner}"));
+        }
+    } else if let (Some(ns), false) = (&spec.apply.namespace, spec.apply.sources.is_empty()) {
+        // Some releases (Argo Events) expect their namespace to exist already.
+        let has = objects
+            .iter()
+            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == ns.as_str());
+        if !has {
+            objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        }
+    }
+    None
 }
 
 /// The upstream objects with our run-time objects merged over those of the
@@ -95,21 +114,8 @@ async fn objects(ctx: &StepContext, spec: &StackSpec, client: &KubeClient) -> Re
             }
         }
     }
-    if let (Some(ns), Some(owner)) = (&spec.apply.namespace, &spec.namespace_owner) {
-        // One owning set per object: the owner's step ran before this one.
-        let before = objects.len();
-        objects.retain(|o| !(o["kind"] == "Namespace" && o["metadata"]["name"] == ns.as_str()));
-        if objects.len() < before {
-            ctx.notice(format!("left out Namespace {ns}: it belongs to {owner}"));
-        }
-    } else if let (Some(ns), false) = (&spec.apply.namespace, spec.apply.sources.is_empty()) {
-        // Some releases (Argo Events) expect their namespace to exist already.
-        let has = objects
-            .iter()
-            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == ns.as_str());
-        if !has {
-            objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
-        }
+    if let Some(notice) = own_namespace(spec, &mut objects) {
+        ctx.notice(notice);
     }
     let Some(runtime) = &spec.runtime else {
         return Ok(objects);
@@ -133,33 +139,6 @@ async fn objects(ctx: &StepContext, spec: &StackSpec, client: &KubeClient) -> Re
     Ok(objects)
 }
 
-/// The workloads the release's readiness rule names must be in what it
-/// renders: a release that renamed one would otherwise be taken as ready
-/// without the thing that makes it so.
-fn check_readiness_rule(spec: &StackSpec, objects: &[Value]) -> Result<(), StepError> {
-    let namespace = spec.apply.namespace.as_deref();
-    let missing: Vec<String> = spec
-        .ready
-        .iter()
-        .filter(|(kind, name)| {
-            !objects.iter().any(|o| {
-                o["kind"] == kind.as_str()
-                    && o["metadata"]["name"] == name.as_str()
-                    && o["metadata"]["namespace"].as_str().or(namespace) == namespace
-            })
-        })
-        .map(|(kind, name)| format!("{kind} {name}"))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(StepError::new(format!(
-        "{} renders no {}, which its readiness rule waits for; the release's rule in the catalog needs updating for this version",
-        spec.apply.set,
-        missing.join(", ")
-    )))
-}
-
 pub struct StackHandler;
 
 #[async_trait]
@@ -169,7 +148,7 @@ impl Handler for StackHandler {
     async fn apply(&self, ctx: &StepContext, spec: &StackSpec) -> Result<Value, StepError> {
         let client = client(ctx, &spec.apply.target).await?;
         let objects = objects(ctx, spec, &client).await?;
-        check_readiness_rule(spec, &objects)?;
+        check_readiness_rule(&spec.apply, &objects)?;
         apply_spec(ctx, &client, &spec.apply, objects).await
     }
 
@@ -220,14 +199,14 @@ mod tests {
                 namespace: Some("vault".into()),
                 force_conflicts: false,
                 sources: Vec::new(),
+                ready: catalog::VAULT_INJECTOR
+                    .ready
+                    .iter()
+                    .map(|(k, n)| (k.to_string(), n.to_string()))
+                    .collect(),
             },
             runtime: None,
             optional_kinds: Vec::new(),
-            ready: catalog::VAULT_INJECTOR
-                .ready
-                .iter()
-                .map(|(k, n)| (k.to_string(), n.to_string()))
-                .collect(),
             namespace_owner: None,
         };
         let deployment = |name: &str, ns: Option<&str>| {
@@ -237,13 +216,13 @@ mod tests {
             }
             d
         };
-        check_readiness_rule(&spec, &[deployment("vault-agent-injector", None)]).unwrap();
-        check_readiness_rule(&spec, &[deployment("vault-agent-injector", Some("vault"))]).unwrap();
+        check_readiness_rule(&spec.apply, &[deployment("vault-agent-injector", None)]).unwrap();
+        check_readiness_rule(&spec.apply, &[deployment("vault-agent-injector", Some("vault"))]).unwrap();
         for wrong in [
             deployment("vault-injector", Some("vault")),
             deployment("vault-agent-injector", Some("other")),
         ] {
-            let err = check_readiness_rule(&spec, &[wrong]).unwrap_err().to_string();
+            let err = check_readiness_rule(&spec.apply, &[wrong]).unwrap_err().to_string();
             assert!(err.contains("renders no Deployment vault-agent-injector"), "{err}");
         }
     }

@@ -167,15 +167,15 @@ impl Planner<'_> {
                 namespace: Some(namespace.into()),
                 force_conflicts: force,
                 sources,
+                ready: release
+                    .map(|(r, _)| r.ready.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect())
+                    .unwrap_or_default(),
             },
             runtime,
             optional_kinds: optional_kinds
                 .iter()
                 .map(|(a, k)| (a.to_string(), k.to_string()))
                 .collect(),
-            ready: release
-                .map(|(r, _)| r.ready.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect())
-                .unwrap_or_default(),
             namespace_owner,
         };
         needs.extend(spec.apply.needs());
@@ -520,28 +520,38 @@ mod tests {
         .map(|(_, s)| s)
     }
 
-    #[test]
-    fn every_chart_value_we_pass_is_a_key_of_the_charts_values() {
+    /// The values each chart source is planned with (step, chart file,
+    /// values), from an inventory with every chart and users' own values
+    /// for Traefik (ours are taken out).
+    fn chart_values_we_pass() -> Vec<(String, String, Value)> {
         let root = env!("CARGO_MANIFEST_DIR");
         let path = std::path::Path::new(root).join("inventories/single-node-k3s.yaml");
-        // Users' own values for Traefik go through too; ours are taken out.
         let text = std::fs::read_to_string(&path).unwrap();
         let loaded = crate::inventory::load_str(&path, &text).unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
         let steps = crate::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
-        let mut checked = Vec::new();
+        let mut out = Vec::new();
         for step in steps.iter().filter(|s| s.kind == super::super::KIND) {
             let spec: StackSpec = serde_json::from_value(step.spec.clone()).unwrap();
-            for source in &spec.apply.sources {
-                let Source::Chart { file, values, .. } = source else {
-                    continue;
-                };
-                let (dir, documented) = standin(file).unwrap_or_else(|| panic!("no stand-in chart mirrors {file}"));
-                let text = std::fs::read_to_string(format!("{root}/tests/charts/{dir}/values.yaml")).unwrap();
-                let defaults: Value = serde_yaml::from_str(&text).unwrap();
-                let unknown = unknown_value_keys(values, &defaults, documented);
-                assert!(unknown.is_empty(), "{}: {file} has no values {unknown:?}", step.id);
-                checked.push(dir);
+            for source in spec.apply.sources {
+                if let Source::Chart { file, values, .. } = source {
+                    out.push((step.id.clone(), file, values));
+                }
             }
+        }
+        out
+    }
+
+    #[test]
+    fn every_chart_value_we_pass_is_a_key_of_the_charts_values() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let mut checked = Vec::new();
+        for (step, file, values) in chart_values_we_pass() {
+            let (dir, documented) = standin(&file).unwrap_or_else(|| panic!("no stand-in chart mirrors {file}"));
+            let text = std::fs::read_to_string(format!("{root}/tests/charts/{dir}/values.yaml")).unwrap();
+            let defaults: Value = serde_yaml::from_str(&text).unwrap();
+            let unknown = unknown_value_keys(&values, &defaults, documented);
+            assert!(unknown.is_empty(), "{step}: {file} has no values {unknown:?}");
+            checked.push(dir);
         }
         checked.sort();
         checked.dedup();
@@ -549,5 +559,289 @@ mod tests {
             checked,
             ["external-secrets-standin", "traefik-standin", "vault-standin"]
         );
+    }
+
+    /// Every key path of `values` (maps only; not below lists or scalars),
+    /// as tests/fixtures/chart-keys/derive.py lists a chart's.
+    fn key_paths(values: &Value) -> Vec<String> {
+        fn walk(v: &Value, prefix: &str, out: &mut Vec<String>) {
+            for (k, child) in v.as_object().into_iter().flatten() {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                walk(child, &path, out);
+                out.push(path);
+            }
+        }
+        let mut out = Vec::new();
+        walk(values, "", &mut out);
+        out.sort();
+        out
+    }
+
+    /// The real chart's key paths (from its values.yaml at the release tag,
+    /// see tests/fixtures/chart-keys), each with whether its default is an
+    /// empty, free-form map. Named after the chart file, so a new version
+    /// needs its own list.
+    fn real_chart_keys(chart_file: &str) -> std::collections::BTreeMap<String, bool> {
+        let stem = chart_file.strip_suffix(".tgz").unwrap_or(chart_file);
+        let path = format!("{}/tests/fixtures/chart-keys/{stem}.txt", env!("CARGO_MANIFEST_DIR"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}; derive it with derive.py there"));
+        text.lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| match l.strip_suffix(" {}") {
+                Some(p) => (p.to_string(), true),
+                None => (l.to_string(), false),
+            })
+            .collect()
+    }
+
+    /// The key paths of `values` the real chart lacks: neither listed nor
+    /// below one of its free-form maps (nor among `documented`).
+    fn not_in_real_chart(
+        values: &Value,
+        keys: &std::collections::BTreeMap<String, bool>,
+        documented: &[&str],
+    ) -> Vec<String> {
+        let free_form_above = |path: &str| {
+            path.match_indices('.')
+                .any(|(i, _)| keys.get(&path[..i]).copied().unwrap_or(false))
+        };
+        key_paths(values)
+            .into_iter()
+            .filter(|p| !keys.contains_key(p) && !documented.contains(&p.as_str()) && !free_form_above(p))
+            .collect()
+    }
+
+    /// Helm ignores a value the chart does not read, and a stand-in chart
+    /// that reads a key upstream lacks (say `service.nodePort`) would let
+    /// such a value pass the test above while the real chart ignores it:
+    /// both are checked against the real chart's keys.
+    #[test]
+    fn chart_values_we_pass_and_the_standins_keys_are_the_real_charts() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let mut checked = Vec::new();
+        for (step, file, values) in chart_values_we_pass() {
+            let (dir, documented) = standin(&file).unwrap_or_else(|| panic!("no stand-in chart mirrors {file}"));
+            let keys = real_chart_keys(&file);
+            let unknown = not_in_real_chart(&values, &keys, documented);
+            assert!(unknown.is_empty(), "{step}: the real {file} has no values {unknown:?}");
+            let text = std::fs::read_to_string(format!("{root}/tests/charts/{dir}/values.yaml")).unwrap();
+            let standin_values: Value = serde_yaml::from_str(&text).unwrap();
+            let grown = not_in_real_chart(&standin_values, &keys, &[]);
+            assert!(grown.is_empty(), "{dir} has values the real {file} lacks: {grown:?}");
+            checked.push(file);
+        }
+        checked.sort();
+        checked.dedup();
+        assert_eq!(
+            checked,
+            ["external-secrets-0.5.7.tgz", "traefik-10.24.0.tgz", "vault-0.22.0.tgz"]
+        );
+    }
+
+    /// The Helm to render the stand-in charts with: NAUTES_HELM, CI's, or
+    /// PATH's.
+    fn helm_binary() -> Option<std::path::PathBuf> {
+        let candidates = [
+            std::env::var_os("NAUTES_HELM").map(std::path::PathBuf::from),
+            Some("/opt/nautes-ci/bin/helm".into()),
+        ];
+        candidates.into_iter().flatten().find(|p| p.exists()).or_else(|| {
+            std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join("helm"))
+                    .find(|p| p.exists())
+            })
+        })
+    }
+
+    /// A stack step as it would apply from the stand-in releases.
+    struct Rendered {
+        step: String,
+        cluster: String,
+        release: &'static Release,
+        spec: StackSpec,
+        objects: Vec<Value>,
+    }
+
+    /// What each release step of the inventory applies from the stand-in
+    /// releases (tests/fixtures/stack, tests/charts/*-standin rendered by
+    /// `helm template` with the planned values), through the step's own
+    /// namespace handling; run-time objects, built against a cluster, are
+    /// left out. None without Helm.
+    fn rendered_standin_releases() -> Option<Vec<Rendered>> {
+        let helm = helm_binary().or_else(|| {
+            eprintln!("skipped: no Helm to render the stand-in charts (set NAUTES_HELM or put `helm` on PATH)");
+            None
+        })?;
+        let root = env!("CARGO_MANIFEST_DIR");
+        let path = std::path::Path::new(root).join("inventories/single-node-k3s.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let loaded = crate::inventory::load_str(&path, &text).unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        let steps = crate::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
+        let home = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut out = Vec::new();
+        for step in steps.iter().filter(|s| s.kind == super::super::KIND) {
+            let spec: StackSpec = serde_json::from_value(step.spec.clone()).unwrap();
+            let [_, slug, cluster] = step.id.splitn(3, '/').collect::<Vec<_>>()[..] else {
+                panic!("step {} is not stack/<release>/<cluster>", step.id);
+            };
+            let Some(release) = catalog::RELEASES.into_iter().find(|r| r.slug == slug) else {
+                assert!(spec.apply.sources.is_empty(), "{}: sources of no release", step.id);
+                continue; // ours only (Dex, the CA issuer, ...): built when it runs
+            };
+            if spec.apply.sources.is_empty() {
+                continue; // Nautes: committed for Argo CD to deliver, not applied
+            }
+            let mut objects = Vec::new();
+            for source in &spec.apply.sources {
+                let (name, text) = match source {
+                    Source::Manifest { file, .. } => {
+                        let name = format!("{root}/tests/fixtures/stack/{slug}/{}/{file}", release.default_version);
+                        let text = std::fs::read_to_string(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
+                        (name, text)
+                    }
+                    Source::Chart {
+                        file,
+                        release: r,
+                        namespace,
+                        values,
+                        ..
+                    } => {
+                        let (dir, _) = standin(file).unwrap();
+                        let chart = std::path::PathBuf::from(format!("{root}/tests/charts/{dir}"));
+                        let text = rt
+                            .block_on(crate::drivers::helm::template(&crate::drivers::helm::Template {
+                                binary: helm.clone(),
+                                release: r,
+                                chart: &chart,
+                                namespace,
+                                values_yaml: serde_yaml::to_string(values).unwrap(),
+                                home: home.path(),
+                                timeout: std::time::Duration::from_secs(60),
+                            }))
+                            .unwrap();
+                        (file.clone(), text)
+                    }
+                    Source::Objects { .. } => panic!("{}: a release with objects of ours", step.id),
+                };
+                objects.extend(crate::drivers::kube::objects::parse_documents(&text, &name).unwrap());
+            }
+            super::super::own_namespace(&spec, &mut objects);
+            out.push(Rendered {
+                step: step.id.clone(),
+                cluster: cluster.to_string(),
+                release,
+                spec,
+                objects,
+            });
+        }
+        Some(out)
+    }
+
+    /// A release is ready when every workload it runs has rolled out, so
+    /// each readiness rule in the catalog names all of the Deployments and
+    /// StatefulSets its release runs in its own namespace (the stand-ins
+    /// have the real releases' names): one dropped from the list would let
+    /// the stack go on without it.
+    #[test]
+    fn each_releases_readiness_rule_names_every_workload_it_runs_in_its_namespace() {
+        let Some(rendered) = rendered_standin_releases() else {
+            return;
+        };
+        let mut checked = BTreeSet::new();
+        for r in &rendered {
+            let ns = r.release.namespace;
+            let mut runs: Vec<(String, String)> = r
+                .objects
+                .iter()
+                .filter(|o| o["kind"] == "Deployment" || o["kind"] == "StatefulSet")
+                .filter(|o| o["metadata"]["namespace"].as_str().unwrap_or(ns) == ns)
+                .map(|o| {
+                    (
+                        o["kind"].as_str().unwrap().to_string(),
+                        o["metadata"]["name"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            runs.sort();
+            let mut ready = r.spec.apply.ready.clone();
+            ready.sort();
+            assert!(!ready.is_empty(), "{}: no readiness rule", r.step);
+            assert_eq!(
+                ready, runs,
+                "{}: the readiness rule (left) and what the release runs in {ns}",
+                r.step
+            );
+            crate::steps::manifests::check_readiness_rule(&r.spec.apply, &r.objects).unwrap();
+            checked.insert(r.release.slug);
+        }
+        // Nautes is Argo CD's to deliver (its rule is the Application's health).
+        let all: BTreeSet<&str> = catalog::RELEASES
+            .iter()
+            .map(|r| r.slug)
+            .filter(|s| *s != catalog::NAUTES.slug)
+            .collect();
+        assert_eq!(checked, all);
+    }
+
+    /// Kinds the stand-in releases render without a namespace that are
+    /// cluster-scoped; any other such object lives in the set's namespace.
+    const CLUSTER_SCOPED: &[&str] = &[
+        "Namespace",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+        "PodSecurityPolicy",
+    ];
+
+    /// Each object has one owning set: two sets applying the same object
+    /// would prune or fight over each other's (as the Tekton namespace,
+    /// once claimed by Tekton and its dashboard, did).
+    #[test]
+    fn no_object_belongs_to_two_release_sets_on_a_cluster() {
+        let Some(rendered) = rendered_standin_releases() else {
+            return;
+        };
+        let mut owner: std::collections::BTreeMap<(String, String, String, Option<String>, String), String> =
+            Default::default();
+        let mut clashes = Vec::new();
+        for r in &rendered {
+            for o in &r.objects {
+                let kind = o["kind"].as_str().unwrap().to_string();
+                let group = o["apiVersion"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit_once('/')
+                    .map(|(g, _)| g)
+                    .unwrap_or("")
+                    .to_string();
+                let namespace = o["metadata"]["namespace"].as_str().map(str::to_string).or_else(|| {
+                    (!CLUSTER_SCOPED.contains(&kind.as_str())).then(|| r.spec.apply.namespace.clone().unwrap())
+                });
+                let name = o["metadata"]["name"].as_str().unwrap().to_string();
+                let key = (r.cluster.clone(), group, kind, namespace, name);
+                if let Some(first) = owner.insert(key.clone(), r.step.clone()) {
+                    if first != r.step {
+                        clashes.push(format!("{key:?} in {first} and {}", r.step));
+                    }
+                }
+            }
+        }
+        assert!(clashes.is_empty(), "objects of two sets: {clashes:#?}");
+        // Both Tekton sets are there, on one cluster, to clash if they could.
+        assert!(rendered
+            .iter()
+            .any(|r| r.release.slug == catalog::TEKTON_DASHBOARD.slug));
     }
 }
