@@ -115,8 +115,34 @@ pub fn make_bundle(s: &Scratch) {
         &home,
     );
     helm_package("vault-standin", "0.22.0", &b.join("vault-injector/0.22.0"), &home);
+    overlay_real_releases(&b);
     let sealed = s.command(&["bundle", "seal", "--dir", "bundle"]).output().unwrap();
     assert_eq!(code(&sealed), 0, "{}", stderr(&sealed));
+}
+
+/// The opt-in run against real upstream releases: `NAUTES_E2E_RELEASES`
+/// names a directory laid out like the bundle (`<slug>/<version>/<file>`,
+/// e.g. Argo CD's own `argocd/v2.4.0/install.yaml`, a chart packaged from
+/// upstream's sources as `traefik/10.24.0/traefik-10.24.0.tgz`); each file
+/// there replaces the stand-in at the same path. Release files cannot be
+/// committed here, so whoever has them runs the same scenarios on them.
+fn overlay_real_releases(bundle: &Path) {
+    let Some(dir) = std::env::var_os("NAUTES_E2E_RELEASES") else {
+        return;
+    };
+    fn walk(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("NAUTES_E2E_RELEASES {}: {e}", from.display())) {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                walk(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+    walk(Path::new(&dir), bundle);
 }
 
 pub struct Ingress {

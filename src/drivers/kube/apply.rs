@@ -45,7 +45,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, WatchEvent, WatchP
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::objects::{contains, ObjectRef, Phase};
+use super::objects::{first_difference, ObjectRef, Phase};
 use super::readiness::{evaluate, is_waited, Readiness};
 use super::{with_retries, KubeClient, KubeError, Served};
 use crate::util::hex;
@@ -480,9 +480,9 @@ impl Run<'_, '_> {
         let results: Vec<Result<(Prepared, Served, bool, Value), String>> = stream::iter(resolved)
             .map(|(p, served)| async move {
                 if let Some(current) = live.get(&p.r) {
-                    if contains(current, &p.manifest) {
-                        let current = current.clone();
-                        return Ok((p, served, false, current));
+                    match first_difference(current, &p.manifest) {
+                        None => return Ok((p, served, false, current.clone())),
+                        Some(field) => tracing::debug!("{}: {field} differs from the live object", p.r),
                     }
                 }
                 let written = server_side_apply(client, &served, &p, force).await?;

@@ -142,25 +142,57 @@ fn is_builtin_group(group: &str) -> bool {
 }
 
 /// True when `live` already holds every field `desired` sets, with the same
-/// value. Lists must have the same length and match element by element
+/// value: [`first_difference`] finds none.
+pub fn contains(live: &Value, desired: &Value) -> bool {
+    first_difference(live, desired).is_none()
+}
+
+/// The path of the first field `desired` sets that `live` does not hold
+/// with the same value (`spec.template.spec.containers[0].image`), or
+/// `None`. Lists must have the same length and match element by element
 /// (the server adds defaults inside elements, never new elements); fields
 /// only on the live side (defaults, status, metadata the server keeps) are
-/// ignored. A field the live object lacks counts as held when the manifest
+/// ignored. A null asks for nothing: controller-gen writes
+/// `creationTimestamp: null` into every CRD it generates, and Helm charts
+/// leave keys empty (`annotations:`), yet the server keeps its own value
+/// or none. A field the live object lacks counts as held when the manifest
 /// gives it its zero value (`false`, `0`, `""`, `[]`, `{}`): Kubernetes' types
 /// leave such values out of what they return (`omitempty`), so a real
 /// apiserver never shows e.g. a CRD's `preserveUnknownFields: false` back.
-/// Used to skip writes that would change nothing.
-pub fn contains(live: &Value, desired: &Value) -> bool {
+/// Used to skip writes that would change nothing, and to say why one is sent.
+pub fn first_difference(live: &Value, desired: &Value) -> Option<String> {
     match (live, desired) {
-        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| match l.get(k) {
-            Some(lv) => contains(lv, dv),
-            None => is_omitted_when_empty(dv),
+        (_, Value::Null) => None,
+        (Value::Object(l), Value::Object(d)) => d.iter().find_map(|(k, dv)| {
+            let below = match l.get(k) {
+                Some(lv) => first_difference(lv, dv),
+                None if is_omitted_when_empty(dv) => None,
+                None => Some(String::new()),
+            };
+            below.map(|rest| join_path(k, &rest))
         }),
-        (Value::Array(l), Value::Array(d)) => l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv)),
+        (Value::Array(l), Value::Array(d)) if l.len() == d.len() => l
+            .iter()
+            .zip(d)
+            .enumerate()
+            .find_map(|(i, (lv, dv))| first_difference(lv, dv).map(|rest| format!("[{i}]{}", dotted(&rest)))),
         // The server stores numbers it may print differently (1 vs 1.0).
-        (Value::Number(l), Value::Number(d)) => l.as_f64() == d.as_f64(),
-        (l, d) => l == d,
+        (Value::Number(l), Value::Number(d)) if l.as_f64() == d.as_f64() => None,
+        (l, d) if l == d => None,
+        _ => Some(String::new()),
     }
+}
+
+fn dotted(rest: &str) -> String {
+    if rest.is_empty() || rest.starts_with('[') {
+        rest.to_string()
+    } else {
+        format!(".{rest}")
+    }
+}
+
+fn join_path(key: &str, rest: &str) -> String {
+    format!("{key}{}", dotted(rest))
 }
 
 /// A value an `omitempty` field is never returned with.
@@ -179,6 +211,26 @@ fn is_omitted_when_empty(v: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_first_difference_is_named_by_its_path_and_nulls_ask_for_nothing() {
+        let live = json!({"metadata": {"name": "x", "creationTimestamp": "2026-12-05T00:00:00Z"},
+                          "spec": {"containers": [{"name": "a", "image": "one"}], "replicas": 1}});
+        // controller-gen's `creationTimestamp: null` and a chart's empty `annotations:`.
+        let same = json!({"metadata": {"name": "x", "creationTimestamp": null, "annotations": null},
+                          "spec": {"containers": [{"name": "a"}], "replicas": 1.0}});
+        assert_eq!(first_difference(&live, &same), None);
+        assert!(contains(&live, &same));
+        let changed = json!({"spec": {"containers": [{"name": "a", "image": "two"}]}});
+        assert_eq!(
+            first_difference(&live, &changed).as_deref(),
+            Some("spec.containers[0].image")
+        );
+        let added = json!({"metadata": {"labels": {"a": "b"}}});
+        assert_eq!(first_difference(&live, &added).as_deref(), Some("metadata.labels"));
+        let longer = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
+        assert_eq!(first_difference(&live, &longer).as_deref(), Some("spec.containers"));
+    }
 
     #[test]
     fn parses_streams_skipping_empty_documents_and_flattening_lists() {
