@@ -48,6 +48,7 @@ fn make_bundle(s: &Scratch) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    crate::support::platform::overlay_real_releases(&bundle);
     let sealed = s.command(&["bundle", "seal", "--dir", "bundle"]).output().unwrap();
     assert_eq!(code(&sealed), 0, "{}", stderr(&sealed));
 }
@@ -77,7 +78,7 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
     }
     let host = ControlPlane::start();
     let port = port_file::free_node_port();
-    let virt = ControlPlane::start_at(port);
+    let mut virt = ControlPlane::start_at(port);
     // What vcluster writes into its secret: its own endpoint, which we must rewrite.
     let inner = virt.kubeconfig().replace(&virt.url(), "https://localhost:8443");
     let _syncer = vcluster_syncer(
@@ -88,6 +89,9 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
         host.service_cidr.clone(),
     );
     let _hnc = hnc_manager(Api::of(&virt));
+    // HNC's own webhooks (the real release has them; failurePolicy Fail)
+    // answer once its manager's Service has a ready pod, as on a real cluster.
+    virt.start_standin_controllers("webhooks");
     let s = Scratch::new();
     let host_kubeconfig = s.path().join("host.kubeconfig");
     std::fs::write(&host_kubeconfig, host.kubeconfig()).unwrap();

@@ -126,7 +126,7 @@ pub fn make_bundle(s: &Scratch) {
 /// upstream's sources as `traefik/10.24.0/traefik-10.24.0.tgz`); each file
 /// there replaces the stand-in at the same path. Release files cannot be
 /// committed here, so whoever has them runs the same scenarios on them.
-fn overlay_real_releases(bundle: &Path) {
+pub fn overlay_real_releases(bundle: &Path) {
     let Some(dir) = std::env::var_os("NAUTES_E2E_RELEASES") else {
         return;
     };
