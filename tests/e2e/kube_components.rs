@@ -228,14 +228,32 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
         .collect();
     // Applied concurrently: the audit log has them in the order they finished.
     host_writes.sort();
-    // The chart's version is in the Service's `chart` label and the image.
+    // The chart's version is in the `chart` label of every object but the
+    // CoreDNS ConfigMap (and in the syncer's image): exactly those changed.
+    let ns = "/api/v1/namespaces/vcluster-tenant1";
+    let rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/vcluster-tenant1";
+    let mut relabelled = Vec::new();
+    for list in [
+        format!("{ns}/configmaps"),
+        format!("{ns}/serviceaccounts"),
+        format!("{ns}/services"),
+        "/apis/apps/v1/namespaces/vcluster-tenant1/statefulsets".to_string(),
+        format!("{rbac}/roles"),
+        format!("{rbac}/rolebindings"),
+    ] {
+        for o in host.get(&list)["items"].as_array().unwrap() {
+            if o["metadata"]["labels"]["chart"] == "vcluster-0.10.2" {
+                relabelled.push(format!("{list}/{}", o["metadata"]["name"].as_str().unwrap()));
+            }
+        }
+    }
+    relabelled.sort();
+    assert!(relabelled.len() >= 2, "{relabelled:?}");
+    assert_eq!(host_writes, relabelled, "only the changed objects");
     assert_eq!(
-        host_writes,
-        [
-            "/api/v1/namespaces/vcluster-tenant1/services/tenant1",
-            "/apis/apps/v1/namespaces/vcluster-tenant1/statefulsets/tenant1"
-        ],
-        "only the changed objects"
+        host.get(&format!("{ns}/configmaps/tenant1-coredns"))["metadata"]["name"],
+        "tenant1-coredns",
+        "an object the upgrade does not change is there, and was not written"
     );
     assert_eq!(
         host.get("/api/v1/namespaces/vcluster-tenant1/services/tenant1")["spec"]["ports"][0]["nodePort"],
