@@ -364,10 +364,24 @@ fn an_endpoint_that_never_answers_fails_the_health_step_naming_it() {
         return;
     }
     let p = platform(Some(&format!("argocd.{DOMAIN}")));
-    // Real controllers take their time to roll the stack out: install it
-    // first with the platform's generous limit, then let only the health
-    // step meet the short one.
-    let installed = p.s.run("apply", &["--yes", "--only", "stack/nautes/host"]);
+    // Real controllers take their time to roll the stack out (and a real
+    // release's large CRDs seconds to be Established): install every step
+    // but the health check first with the platform's generous limit, then
+    // let only the health step meet the short one.
+    let planned =
+        p.s.command(&["--output", "json", "plan", "-i", "inventory.yaml"])
+            .output()
+            .unwrap();
+    let planned: Value = serde_json::from_slice(&planned.stdout).expect("plan --output json");
+    let mut args = vec!["--yes".to_string()];
+    for step in planned["decisions"].as_array().unwrap() {
+        let id = step["id"].as_str().unwrap();
+        if id != "health" {
+            args.extend(["--only".to_string(), id.to_string()]);
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let installed = p.s.run("apply", &args);
     assert_eq!(code(&installed), 0, "{}\n{}", stderr(&installed), p.kube.report());
     p.s.write_inventory(&inventory(&p, "v1.8.0", "4s"));
     let out = apply(&p.s);
