@@ -435,6 +435,11 @@ fn unpack(archive_path: &Path, staging: &Path, passphrase: &Secret) -> Result<Un
         std::fs::File::open(archive_path).map_err(|e| vec![format!("cannot open {}: {e}", archive_path.display())])?;
     let raw = staging.join("raw");
     let (manifest, _) = archive::read_archive(std::io::BufReader::new(f), &raw)?;
+    if manifest.member(STATE_MEMBER).is_none() {
+        return Err(vec![format!(
+            "the archive holds no {STATE_MEMBER}: not one `backup` wrote"
+        )]);
+    }
     let keys = manifest.kdf.derive(passphrase).map_err(|e| vec![e])?;
     if !manifest.authentic(&keys) {
         return Err(vec![

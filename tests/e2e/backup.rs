@@ -256,8 +256,15 @@ fn a_damaged_or_wrongly_keyed_archive_changes_nothing_and_a_good_one_restores_in
     assert!(stderr(&unforced).contains("--force"), "{}", stderr(&unforced));
 
     // In place, on the same OpenBao: the secret is back, still unsealed.
-    let ok = restore(&s, &archive, &["--passphrase-env", "BACKUP_PASSPHRASE", "--force"]);
+    let ok = restore(
+        &s,
+        &archive,
+        &["--passphrase-env", "BACKUP_PASSPHRASE", "--force", "--output", "json"],
+    );
     assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    let event: serde_json::Value = serde_json::from_str(stdout(&ok).trim()).expect("one JSON line");
+    assert_eq!(event["event"], "restore_done", "{event}");
+    assert!(event["restored"].to_string().contains("OpenBao"), "{event}");
     assert_eq!(secret_value(&v, &root).as_deref(), Some(value.as_str()));
     assert_eq!(v.api_as("", "GET", "/v1/sys/seal-status", None).1["sealed"], false);
 }
