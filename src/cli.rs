@@ -111,6 +111,19 @@ pub struct InventoryArg {
     pub inventory: PathBuf,
 }
 
+/// Where the passphrase of a backup archive comes from: like the
+/// inventory's secrets, never on the command line itself.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct PassphraseArg {
+    /// Environment variable holding the archive's passphrase.
+    #[arg(long, value_name = "NAME")]
+    pub passphrase_env: Option<String>,
+    /// File holding the archive's passphrase (readable by its owner only).
+    #[arg(long, value_name = "PATH")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print a commented starter inventory.
@@ -161,6 +174,32 @@ pub enum Command {
     Bundle {
         #[command(subcommand)]
         action: BundleAction,
+    },
+    /// Write one archive of the state, the outputs, the inventory and (for a
+    /// Vault/OpenBao this installer initialised) a raft snapshot; secrets in
+    /// it are encrypted with the passphrase.
+    Backup {
+        #[command(flatten)]
+        inventory: InventoryArg,
+        /// The archive to write (default: nautes-backup-<UTC time>.tar.gz here).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+    },
+    /// Check a backup archive whole, then restore the state, the outputs
+    /// and OpenBao's data from it; run `apply` afterwards to converge.
+    Restore {
+        /// The archive `backup` wrote.
+        #[arg(long, value_name = "ARCHIVE")]
+        from: PathBuf,
+        #[command(flatten)]
+        inventory: InventoryArg,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+        /// Replace a workdir state that already records steps.
+        #[arg(long)]
+        force: bool,
     },
     /// Print the JSON Schema of the inventory.
     Schema,

@@ -15,5 +15,8 @@ pub const LOCKED: u8 = 4;
 pub const PLAN_FAILED: u8 = 5;
 /// The state file cannot be read or written.
 pub const STATE_ERROR: u8 = 6;
+/// A backup archive is missing, unreadable, damaged or altered, or the
+/// passphrase is not the one it was made with; nothing was restored.
+pub const ARCHIVE: u8 = 7;
 /// Stopped by Ctrl-C / SIGTERM before finishing.
 pub const INTERRUPTED: u8 = 130;

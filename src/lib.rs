@@ -1,6 +1,7 @@
 //! nautes-install: reads one inventory, plans a DAG of steps, and runs them
 //! resumably against hosts, Terraform, Ansible and Kubernetes.
 
+pub mod archive;
 pub mod artifacts;
 pub mod cli;
 pub mod commands;

@@ -205,10 +205,7 @@ impl Session {
             }
         };
         let inv = &loaded.inventory;
-        let outputs_dir = match &inv.outputs.dir {
-            Some(d) => loaded.resolve(d),
-            None => g.workdir.join("outputs"),
-        };
+        let outputs_dir = super::outputs_dir(g, loaded);
         if let Err(e) = create_private_dir(&outputs_dir) {
             eprintln!("error: cannot create outputs directory {}: {e}", outputs_dir.display());
             return Err(exit::STATE_ERROR);
@@ -403,7 +400,7 @@ pub(crate) fn ssh_pool(g: &GlobalArgs, loaded: &Loaded) -> SshPool {
     })
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());

@@ -2,6 +2,7 @@
 //! problems are printed here, at the edge, never deeper down.
 
 mod apply;
+mod backup;
 mod bundle;
 mod check;
 mod inspect;
@@ -46,6 +47,17 @@ pub fn run(cli: Cli) -> u8 {
         Command::Destroy(i) => apply::destroy(g, &i.inventory),
         Command::Check(i) => check::check(g, &i.inventory),
         Command::Bundle { action } => bundle::bundle(g, action),
+        Command::Backup {
+            inventory,
+            out,
+            passphrase,
+        } => backup::backup(g, &inventory.inventory, out.as_deref(), passphrase),
+        Command::Restore {
+            from,
+            inventory,
+            passphrase,
+            force,
+        } => backup::restore(g, from, &inventory.inventory, passphrase, *force),
     }
 }
 
@@ -138,6 +150,15 @@ pub(crate) fn unknown_steps(unknown: &[String], plan: &Plan) -> String {
 
 pub(crate) fn state_path(workdir: &Path) -> PathBuf {
     workdir.join("state.json")
+}
+
+/// Where steps write kubeconfigs, keys and credentials: the inventory's
+/// `outputs.dir`, else `<workdir>/outputs`.
+pub(crate) fn outputs_dir(g: &GlobalArgs, loaded: &Loaded) -> PathBuf {
+    match &loaded.inventory.outputs.dir {
+        Some(d) => loaded.resolve(d),
+        None => g.workdir.join("outputs"),
+    }
 }
 
 /// Ask a person to confirm, or require --yes when nobody can answer.

@@ -171,6 +171,53 @@ impl Vault {
         self.call(Method::DELETE, path, Some(token), None).await.map(|_| ())
     }
 
+    /// Stream a raft snapshot (`sys/storage/raft/snapshot`, which needs a
+    /// root or `sudo` token) into `out` as it arrives, never whole in
+    /// memory; the service keeps running. Returns the bytes written.
+    pub async fn snapshot(&self, token: &Secret, out: &mut impl std::io::Write) -> Result<u64, String> {
+        let url = format!("{}/v1/sys/storage/raft/snapshot", self.base);
+        let mut resp = self
+            .client
+            .get(&url)
+            .header("X-Vault-Token", token.expose())
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(http_error("GET", &url, resp).await);
+        }
+        let mut n = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+            out.write_all(&chunk)
+                .map_err(|e| format!("GET {url}: writing the snapshot: {e}"))?;
+            n += chunk.len() as u64;
+        }
+        Ok(n)
+    }
+
+    /// Replace all of Vault's data with a raft snapshot read from `file`
+    /// (`snapshot-force`: also one taken from another cluster, after which
+    /// Vault seals itself and opens only with that cluster's keys).
+    pub async fn restore_snapshot(&self, token: &Secret, file: tokio::fs::File) -> Result<(), String> {
+        let url = format!("{}/v1/sys/storage/raft/snapshot-force", self.base);
+        // A length, not chunked encoding: proxies in front of Vault may not take chunks.
+        let len = file.metadata().await.map_err(|e| format!("POST {url}: {e}"))?.len();
+        let resp = self
+            .client
+            .post(&url)
+            .header("X-Vault-Token", token.expose())
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::from(file))
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(http_error("POST", &url, resp).await)
+        }
+    }
+
     /// The keys under `path` (Vault's LIST); empty when there are none,
     /// which Vault answers with 404.
     pub async fn list(&self, path: &str, token: &Secret) -> Result<Vec<String>, String> {
@@ -184,6 +231,18 @@ impl Vault {
             .filter_map(|k| k.as_str().map(str::to_string))
             .collect())
     }
+}
+
+/// An error answer, with Vault's own messages.
+async fn http_error(method: &str, url: &str, resp: reqwest::Response) -> String {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let errors = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["errors"].as_array().cloned())
+        .map(|e| e.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; "))
+        .unwrap_or_default();
+    format!("{method} {url}: HTTP {status}: {errors}")
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod backup;
 mod gitlab;
 mod gitlab_crash;
 mod gitlab_standin;

@@ -12,9 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use cli::{code, stderr, stdout, Scratch};
 use vault::OpenBao;
 
-fn inventory(url: &str) -> String {
-    format!("components:\n  vault:\n    placement: external\n    external:\n      url: {url}\n    values:\n      keyShares: 5\n      keyThreshold: 3\n")
-}
+use vault::installer_inventory as inventory;
 
 fn apply(s: &Scratch) -> std::process::Output {
     s.run("apply", &["--yes"])

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["util", "wait", "exit", "versions", "templates"],
     &["secret"],
-    &["drivers", "pki", "artifacts"],
+    &["drivers", "pki", "artifacts", "archive"],
     &["inventory"],
     &["state"],
     &["plan"],

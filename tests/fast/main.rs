@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod backup;
 mod bundle;
 mod commands;
 mod engine;

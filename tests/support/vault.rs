@@ -45,6 +45,12 @@ pub fn skip_unless_available() -> bool {
     true
 }
 
+/// An inventory body (after the header) whose Vault is `url`, brought by
+/// the user and initialised by the installer with 5 shares, threshold 3.
+pub fn installer_inventory(url: &str) -> String {
+    format!("components:\n  vault:\n    placement: external\n    external:\n      url: {url}\n    values:\n      keyShares: 5\n      keyThreshold: 3\n")
+}
+
 impl OpenBao {
     pub fn start() -> OpenBao {
         let dir = tempfile::tempdir().unwrap();
@@ -112,14 +118,38 @@ impl OpenBao {
         }
     }
 
-    /// Stop the process and start it again on the same data: it comes back sealed.
-    pub fn restart(&mut self) {
+    fn stop(&mut self) {
         if let Some(mut c) = self.bao.take() {
             // SAFETY: plain signal to our own child.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
         }
+    }
+
+    /// Stop the process and start it again on the same data: it comes back sealed.
+    pub fn restart(&mut self) {
+        self.stop();
         self.start_server();
+    }
+
+    /// Lose everything: stop, delete the raft storage, start on an empty
+    /// one. OpenBao comes back uninitialised, as on a new machine.
+    pub fn wipe(&mut self) {
+        self.stop();
+        let raft = self.dir.path().join("raft");
+        std::fs::remove_dir_all(&raft).unwrap();
+        std::fs::create_dir(&raft).unwrap();
+        self.start_server();
+    }
+
+    /// A request to OpenBao itself (not through the relay) with `token`.
+    pub fn api_as(&self, token: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut call =
+            Call::new(method, format!("http://127.0.0.1:{}{path}", self.bao_port)).header("X-Vault-Token", token);
+        if let Some(b) = body {
+            call = call.header("Content-Type", "application/json").body(b.to_string());
+        }
+        call.json()
     }
 
     pub fn url(&self) -> String {

@@ -1,0 +1,734 @@
+//! `backup` and `restore`: one archive (see [`crate::archive`]) with the
+//! state, the outputs, the inventory and, for a Vault/OpenBao this
+//! installer initialised, a raft snapshot taken through its API while it
+//! runs. Restore checks the whole archive before it touches anything,
+//! puts OpenBao's data back first (the step most likely to fail, and one
+//! that needs only the staged copy of the credentials), then the files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::apply::create_private_dir;
+use super::{load_and_plan, outputs_dir, state_path};
+use crate::archive::{self, Encrypting, Hashing, Kdf, Keys, Manifest, Member};
+use crate::cli::{GlobalArgs, Output, PassphraseArg};
+use crate::components::vault::{self as vault_component, VaultSpec, VaultTarget};
+use crate::drivers::vault::Vault;
+use crate::engine::lock::{LockError, RunLock};
+use crate::exit;
+use crate::inventory::{Loaded, SecretRef};
+use crate::plan::Plan;
+use crate::secret::Secret;
+use crate::state::State;
+
+const STATE_MEMBER: &str = "state.json";
+const OUTPUTS_PREFIX: &str = "outputs/";
+const INVENTORY_PREFIX: &str = "inventory/";
+const SNAPSHOT_MEMBER: &str = "openbao/raft.snap";
+
+/// A directory removed when dropped, whatever happened.
+struct Staging(PathBuf);
+
+impl Staging {
+    fn new(path: PathBuf) -> std::io::Result<Staging> {
+        let _ = std::fs::remove_dir_all(&path);
+        create_private_dir(&path)?;
+        Ok(Staging(path))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn say(g: &GlobalArgs, line: impl AsRef<str>) {
+    if g.output == Output::Text && !g.quiet {
+        eprintln!("{}", line.as_ref());
+    }
+}
+
+fn fail(code: u8, message: impl AsRef<str>, hint: Option<&str>) -> u8 {
+    eprintln!("error: {}", message.as_ref());
+    if let Some(h) = hint {
+        eprintln!("hint: {h}");
+    }
+    code
+}
+
+/// The passphrase, from its reference. A file must be its owner's alone,
+/// as the inventory's secret files must.
+fn passphrase(p: &PassphraseArg) -> Result<Secret, u8> {
+    if let Some(file) = &p.passphrase_file {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(file) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                return Err(fail(
+                    exit::USAGE,
+                    format!("the passphrase file {} can be read by others", file.display()),
+                    Some(&format!("chmod 600 {}", file.display())),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(fail(
+                    exit::USAGE,
+                    format!("cannot read the passphrase file {}: {e}", file.display()),
+                    None,
+                ))
+            }
+        }
+    }
+    let reference = SecretRef {
+        env: p.passphrase_env.clone(),
+        file: p.passphrase_file.clone(),
+    };
+    match reference.resolve(Path::new(".")) {
+        Ok(s) if s.expose().is_empty() => Err(fail(exit::USAGE, "the passphrase is empty", None)),
+        Ok(s) => Ok(s),
+        Err(e) => Err(fail(
+            exit::USAGE,
+            format!("no passphrase: {e}"),
+            Some("pass --passphrase-env NAME or --passphrase-file PATH"),
+        )),
+    }
+}
+
+fn lock(g: &GlobalArgs, command: &str) -> Result<RunLock, u8> {
+    if let Err(e) = create_private_dir(&g.workdir) {
+        return Err(fail(
+            exit::STATE_ERROR,
+            format!("cannot create workdir {}: {e}", g.workdir.display()),
+            None,
+        ));
+    }
+    match RunLock::acquire(&g.workdir, command) {
+        Ok(l) => Ok(l),
+        Err(LockError::Held { holder, .. }) => Err(fail(
+            exit::LOCKED,
+            format!("another nautes-install is running in this workdir: {holder}"),
+            Some("wait for it to finish: a backup or restore needs the state at rest"),
+        )),
+        Err(e) => Err(fail(exit::STATE_ERROR, e.to_string(), None)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(exit::STEP_FAILED, format!("cannot start the async runtime: {e}"), None))
+}
+
+/// The Vault this inventory configures, with its `vault/configure` spec.
+fn vault_of(loaded: &Loaded, plan: &Plan) -> Option<(VaultTarget, VaultSpec)> {
+    let target = vault_component::target(loaded)?;
+    let step = plan.steps.iter().find(|s| s.id == vault_component::STEP_ID)?;
+    let spec = serde_json::from_value(step.spec.clone()).ok()?;
+    Some((target, spec))
+}
+
+/// The CA to trust for Vault: the inventory's file, or (for a Vault on a
+/// host of ours) the CA our PKI step recorded. `relocate` maps a path
+/// under the outputs to where it is readable now.
+fn vault_ca(
+    target: &VaultTarget,
+    state: &State,
+    relocate: impl Fn(&Path) -> PathBuf,
+) -> Result<Option<Vec<u8>>, String> {
+    let path = match (&target.ca_file, &target.host_step) {
+        (Some(p), _) => p.clone(),
+        (None, Some(_)) => match state
+            .steps
+            .get(crate::components::certificates::STEP_ID)
+            .and_then(|r| r.outputs["ca"]["cert"].as_str())
+        {
+            Some(p) => relocate(Path::new(p)),
+            None => return Err("no CA recorded for Vault (the state has no finished `pki` step)".into()),
+        },
+        (None, None) => return Ok(None),
+    };
+    std::fs::read(&path)
+        .map(Some)
+        .map_err(|e| format!("cannot read the CA for Vault, {}: {e}", path.display()))
+}
+
+fn client(target: &VaultTarget, ca: Option<&[u8]>, loaded: &Loaded) -> Result<Vault, String> {
+    // A snapshot can be large: the whole-download limit, not one API call's.
+    let limits = super::limits(&loaded.inventory.settings.timeouts);
+    Vault::new(&target.url, ca, limits.download.max(limits.http))
+}
+
+/// Unseal keys (in share order) and root token kept under `dir` by the run
+/// that initialised Vault; `None` when there is no root token there.
+fn credentials(dir: &Path) -> Option<(Vec<Secret>, Secret)> {
+    let read = |p: PathBuf| std::fs::read_to_string(p).ok().map(|t| Secret::new(t.trim()));
+    let root = read(dir.join("root-token"))?;
+    let keys = (1..)
+        .map(|i| read(dir.join(format!("unseal-key-{i}"))))
+        .take_while(Option::is_some)
+        .flatten()
+        .collect();
+    Some((keys, root))
+}
+
+/// Files under `dir`, as paths relative to it, sorted. Symlinks are left
+/// out: outputs are files we wrote.
+fn files_under(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir.join(rel))?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let t = e.file_type()?;
+        let r = rel.join(e.file_name());
+        if t.is_dir() {
+            files_under(dir, &r, out)?;
+        } else if t.is_file() {
+            out.push(r);
+        }
+    }
+    Ok(())
+}
+
+/// Stages members for the archive: each stored (encrypted or not) into a
+/// file while hashing, so the manifest can lead the archive.
+struct Packer<'a> {
+    dir: PathBuf,
+    keys: &'a Keys,
+    members: Vec<Member>,
+    staged: BTreeMap<String, PathBuf>,
+}
+
+impl Packer<'_> {
+    fn target(&mut self, path: &str) -> std::io::Result<PathBuf> {
+        let file = self.dir.join(format!("{}", self.staged.len()));
+        self.staged.insert(path.to_string(), file.clone());
+        Ok(file)
+    }
+
+    /// Stage a member whose content `fill` writes.
+    fn add(
+        &mut self,
+        path: &str,
+        encrypted: bool,
+        mode: u32,
+        fill: impl FnOnce(&mut dyn std::io::Write) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let file = self.target(path).map_err(|e| e.to_string())?;
+        let out = archive::private_file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let mut hashing = Hashing::new(std::io::BufWriter::new(out));
+        if encrypted {
+            let mut enc = Encrypting::new(&mut hashing, self.keys, path).map_err(|e| e.to_string())?;
+            fill(&mut enc)?;
+            enc.finish().map_err(|e| format!("{path}: {e}"))?;
+        } else {
+            fill(&mut hashing)?;
+        }
+        let (mut w, seen) = hashing.finish();
+        std::io::Write::flush(&mut w).map_err(|e| format!("{}: {e}", file.display()))?;
+        self.members.push(Member {
+            path: path.to_string(),
+            size: seen.size,
+            sha256: seen.sha256,
+            encrypted,
+            mode,
+        });
+        Ok(())
+    }
+
+    /// Stage a file; encrypted when only its owner may read it.
+    fn add_file(&mut self, path: &str, source: &Path, always_encrypt: bool) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(source)
+            .map_err(|e| format!("{}: {e}", source.display()))?
+            .permissions()
+            .mode()
+            & 0o777;
+        let private = always_encrypt || mode & 0o077 == 0;
+        self.add(path, private, mode, |w| {
+            let mut f = std::fs::File::open(source).map_err(|e| format!("{}: {e}", source.display()))?;
+            std::io::copy(&mut f, w)
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", source.display()))
+        })
+    }
+}
+
+pub fn backup(g: &GlobalArgs, file: &Path, out: Option<&Path>, pass: &PassphraseArg) -> u8 {
+    let started = std::time::Instant::now();
+    let passphrase = match passphrase(pass) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let (loaded, plan) = match load_and_plan(g, file) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let state_file = state_path(&g.workdir);
+    if !state_file.is_file() {
+        return fail(
+            exit::STATE_ERROR,
+            format!("nothing to back up: no state in {}", g.workdir.display()),
+            Some("run backup where `apply` ran, or pass its --workdir"),
+        );
+    }
+    let _lock = match lock(g, "backup") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let state = match State::load(&state_file) {
+        Ok(s) => s,
+        Err(e) => return fail(exit::STATE_ERROR, e.to_string(), None),
+    };
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| {
+        let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .chars()
+            .filter(|c| *c != ':' && *c != '-')
+            .collect();
+        PathBuf::from(format!("nautes-backup-{stamp}.tar.gz"))
+    });
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staging = match Staging::new(parent.join(format!(".nautes-backup-staging-{}", std::process::id()))) {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(
+                exit::STEP_FAILED,
+                format!("cannot write next to {}: {e}", out.display()),
+                None,
+            )
+        }
+    };
+    let kdf = match Kdf::fresh() {
+        Ok(k) => k,
+        Err(e) => return fail(exit::STEP_FAILED, format!("no randomness: {e}"), None),
+    };
+    let keys = match kdf.derive(&passphrase) {
+        Ok(k) => k,
+        Err(e) => return fail(exit::STEP_FAILED, e, None),
+    };
+    let mut packer = Packer {
+        dir: staging.0.clone(),
+        keys: &keys,
+        members: Vec::new(),
+        staged: BTreeMap::new(),
+    };
+    match pack(g, &loaded, &plan, &state, &state_file, &mut packer) {
+        Ok(()) => {}
+        Err(e) => return fail(exit::STEP_FAILED, e, None),
+    }
+    let mut manifest = Manifest {
+        format: archive::FORMAT,
+        created: crate::util::now_rfc3339(),
+        installer_version: env!("CARGO_PKG_VERSION").to_string(),
+        kdf,
+        members: packer.members,
+        mac: String::new(),
+    };
+    manifest.sign(&keys);
+    let staged = packer.staged;
+    if let Err(e) = crate::util::write_atomic_with(&out, 0o600, |w| archive::write_archive(w, &manifest, &staged)) {
+        return fail(exit::STEP_FAILED, format!("cannot write {}: {e}", out.display()), None);
+    }
+    let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    let encrypted = manifest.members.iter().filter(|m| m.encrypted).count();
+    let snapshot = manifest.member(SNAPSHOT_MEMBER).map(|m| m.size);
+    match g.output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "event": "backup_done",
+                "archive": out,
+                "bytes": bytes,
+                "members": manifest.members.iter().map(|m| json!({"path": m.path, "size": m.size, "encrypted": m.encrypted})).collect::<Vec<Value>>(),
+                "vaultSnapshot": snapshot.is_some(),
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+        ),
+        Output::Text => {
+            if !g.quiet {
+                println!(
+                    "Backup written to {} ({bytes} bytes, 0600): {} members, {encrypted} of them encrypted{}.",
+                    out.display(),
+                    manifest.members.len(),
+                    match snapshot {
+                        Some(n) => format!(", OpenBao raft snapshot included ({n} bytes stored)"),
+                        None => String::new(),
+                    }
+                );
+                println!("Keep the passphrase apart from the archive: without it the secrets in it cannot be read.");
+            }
+        }
+    }
+    exit::OK
+}
+
+fn pack(
+    g: &GlobalArgs,
+    loaded: &Loaded,
+    plan: &Plan,
+    state: &State,
+    state_file: &Path,
+    packer: &mut Packer,
+) -> Result<(), String> {
+    // The state names every object we made in GitLab and Vault: encrypted,
+    // though it holds no secret values itself.
+    packer.add_file(STATE_MEMBER, state_file, true)?;
+    let outputs = outputs_dir(g, loaded);
+    let mut files = Vec::new();
+    if outputs.is_dir() {
+        files_under(&outputs, Path::new(""), &mut files).map_err(|e| format!("{}: {e}", outputs.display()))?;
+    }
+    for rel in &files {
+        let name = format!("{OUTPUTS_PREFIX}{}", rel.display());
+        packer.add_file(&name, &outputs.join(rel), false)?;
+    }
+    say(g, format!("state and {} files from {}", files.len(), outputs.display()));
+    if loaded.file != Path::new("<stdin>") {
+        let name = loaded
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "inventory.yaml".into());
+        packer.add_file(&format!("{INVENTORY_PREFIX}{name}"), &loaded.file, false)?;
+    }
+    let Some((target, _)) = vault_of(loaded, plan) else {
+        return Ok(());
+    };
+    let Some((_, root)) = credentials(&outputs.join("vault")) else {
+        say(
+            g,
+            format!(
+                "Vault at {} was not initialised by this installer (no root token in the outputs): its data is not in the backup",
+                target.url
+            ),
+        );
+        return Ok(());
+    };
+    let ca = vault_ca(&target, state, Path::to_path_buf)?;
+    let vault = client(&target, ca.as_deref(), loaded)?;
+    say(g, format!("taking a raft snapshot of {}", target.url));
+    let rt = runtime().map_err(|_| "cannot start the async runtime".to_string())?;
+    packer
+        .add(SNAPSHOT_MEMBER, true, 0o600, |w| {
+            let mut w = w;
+            rt.block_on(vault.snapshot(&root, &mut w)).map(|_| ())
+        })
+        .map_err(|e| format!("{e}\nhint: the snapshot needs Vault unsealed and raft storage; `apply` unseals it"))
+}
+
+/// The outcome of reading and decrypting an archive into a staging dir.
+struct Unpacked {
+    manifest: Manifest,
+    /// Member path -> its plain content on disk.
+    files: BTreeMap<String, PathBuf>,
+}
+
+fn unpack(archive_path: &Path, staging: &Path, passphrase: &Secret) -> Result<Unpacked, Vec<String>> {
+    let f =
+        std::fs::File::open(archive_path).map_err(|e| vec![format!("cannot open {}: {e}", archive_path.display())])?;
+    let raw = staging.join("raw");
+    let (manifest, _) = archive::read_archive(std::io::BufReader::new(f), &raw)?;
+    if manifest.member(STATE_MEMBER).is_none() {
+        return Err(vec![format!(
+            "the archive holds no {STATE_MEMBER}: not one `backup` wrote"
+        )]);
+    }
+    let keys = manifest.kdf.derive(passphrase).map_err(|e| vec![e])?;
+    if !manifest.authentic(&keys) {
+        return Err(vec![
+            "the passphrase is not the one this archive was made with (or its manifest was altered)".into(),
+        ]);
+    }
+    let plain = staging.join("plain");
+    let mut files = BTreeMap::new();
+    for m in &manifest.members {
+        let stored = raw.join(&m.path);
+        if !m.encrypted {
+            files.insert(m.path.clone(), stored);
+            continue;
+        }
+        let target = plain.join(&m.path);
+        if let Some(p) = target.parent() {
+            std::fs::create_dir_all(p).map_err(|e| vec![format!("{}: {e}", p.display())])?;
+        }
+        let input = std::fs::File::open(&stored).map_err(|e| vec![format!("{}: {e}", stored.display())])?;
+        let out = archive::private_file(&target).map_err(|e| vec![format!("{}: {e}", target.display())])?;
+        let mut out = std::io::BufWriter::new(out);
+        archive::decrypt(&keys, &m.path, std::io::BufReader::new(input), m.size, &mut out).map_err(|e| vec![e])?;
+        std::io::Write::flush(&mut out).map_err(|e| vec![format!("{}: {e}", target.display())])?;
+        files.insert(m.path.clone(), target);
+    }
+    Ok(Unpacked { manifest, files })
+}
+
+pub fn restore(g: &GlobalArgs, archive_path: &Path, file: &Path, pass: &PassphraseArg, force: bool) -> u8 {
+    let started = std::time::Instant::now();
+    let passphrase = match passphrase(pass) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let Err(e) = std::fs::File::open(archive_path) {
+        return fail(
+            exit::ARCHIVE,
+            format!("cannot open the archive {}: {e}", archive_path.display()),
+            Some("pass the file `nautes-install backup` wrote with --from"),
+        );
+    }
+    let _lock = match lock(g, "restore") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let state_file = state_path(&g.workdir);
+    match State::load(&state_file) {
+        Ok(s) if !s.steps.is_empty() && !force => {
+            return fail(
+                exit::USAGE,
+                format!(
+                    "{} already records {} steps; restoring would replace it",
+                    state_file.display(),
+                    s.steps.len()
+                ),
+                Some("pass --force to replace it, or restore into another --workdir"),
+            )
+        }
+        Ok(_) => {}
+        Err(e) if force => say(g, format!("replacing an unreadable state ({e})")),
+        Err(e) => {
+            return fail(
+                exit::STATE_ERROR,
+                e.to_string(),
+                Some("pass --force to replace it with the archived one"),
+            )
+        }
+    }
+    let staging = match Staging::new(g.workdir.join(format!(".restore-{}", std::process::id()))) {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(
+                exit::STATE_ERROR,
+                format!("cannot stage in {}: {e}", g.workdir.display()),
+                None,
+            )
+        }
+    };
+    say(g, format!("checking {}", archive_path.display()));
+    let unpacked = match unpack(archive_path, &staging.0, &passphrase) {
+        Ok(u) => u,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            eprintln!("nothing was restored");
+            return exit::ARCHIVE;
+        }
+    };
+    // With no inventory where -i points, the archived one is put there.
+    let mut restored: Vec<String> = Vec::new();
+    if !file.exists() && file != Path::new("-") {
+        if let Some((path, staged)) = unpacked.files.iter().find(|(p, _)| p.starts_with(INVENTORY_PREFIX)) {
+            let mode = unpacked.manifest.member(path).map(|m| m.mode).unwrap_or(0o600);
+            if let Err(e) = copy_atomic(staged, file, mode) {
+                return fail(exit::STEP_FAILED, format!("cannot write {}: {e}", file.display()), None);
+            }
+            restored.push(format!("the inventory, to {}", file.display()));
+        }
+    }
+    let (loaded, plan) = match load_and_plan(g, file) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let outputs = outputs_dir(g, &loaded);
+    if unpacked.files.contains_key(SNAPSHOT_MEMBER) {
+        match restore_vault(g, &loaded, &plan, &unpacked, &outputs) {
+            Ok(url) => restored.push(format!("OpenBao's data at {url} (unsealed)")),
+            Err(e) => {
+                return fail(
+                    exit::STEP_FAILED,
+                    format!("restoring OpenBao: {e}"),
+                    Some("nothing on this machine was changed yet; fix that and run restore again"),
+                )
+            }
+        }
+    }
+    let mut outputs_restored = 0;
+    for m in &unpacked.manifest.members {
+        let staged = &unpacked.files[&m.path];
+        let dest = if m.path == STATE_MEMBER {
+            state_file.clone()
+        } else if let Some(rel) = m.path.strip_prefix(OUTPUTS_PREFIX) {
+            outputs_restored += 1;
+            outputs.join(rel)
+        } else {
+            continue;
+        };
+        if let Err(e) = copy_atomic(staged, &dest, m.mode) {
+            return fail(exit::STEP_FAILED, format!("cannot write {}: {e}", dest.display()), None);
+        }
+    }
+    restored.push(format!("the state, to {}", state_file.display()));
+    restored.push(format!("{outputs_restored} files of outputs, to {}", outputs.display()));
+    let next = format!("nautes-install apply -i {}", file.display());
+    match g.output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "event": "restore_done",
+                "archive": archive_path,
+                "created": unpacked.manifest.created,
+                "restored": restored,
+                "next": next,
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+        ),
+        Output::Text => {
+            if !g.quiet {
+                println!(
+                    "Restored from {} (made {}):",
+                    archive_path.display(),
+                    unpacked.manifest.created
+                );
+                for r in &restored {
+                    println!("  {r}");
+                }
+                println!("Next: run `{next}` to converge everything else on the restored state.");
+            }
+        }
+    }
+    exit::OK
+}
+
+/// Copy a staged file into place atomically with `mode`, creating its
+/// directory private if missing.
+fn copy_atomic(from: &Path, to: &Path, mode: u32) -> std::io::Result<()> {
+    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir)?;
+    }
+    crate::util::write_atomic_with(to, mode, |w| {
+        let mut f = std::fs::File::open(from)?;
+        std::io::copy(&mut f, w).map(|_| ())
+    })?;
+    // The umask may have narrowed the mode at create; set it as archived.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))
+}
+
+/// Put OpenBao's raft snapshot back. An uninitialised OpenBao (new or
+/// wiped storage) is first initialised with throw-away keys, only so the
+/// snapshot can be sent: it then seals itself, and opens with the archived
+/// keys. One that is initialised must know the archived root token, so a
+/// Vault with other data is never overwritten by mistake.
+fn restore_vault(g: &GlobalArgs, loaded: &Loaded, plan: &Plan, u: &Unpacked, outputs: &Path) -> Result<String, String> {
+    let (target, spec) =
+        vault_of(loaded, plan).ok_or("the archive holds an OpenBao snapshot but the inventory configures no Vault")?;
+    // Credentials and CA come from the archive; nothing local is read.
+    let relocate = |p: &Path| -> PathBuf {
+        let absolute = std::path::absolute(outputs).unwrap_or_else(|_| outputs.to_path_buf());
+        match p.strip_prefix(outputs).or_else(|_| p.strip_prefix(&absolute)) {
+            Ok(rel) => u
+                .files
+                .get(&format!("{OUTPUTS_PREFIX}{}", rel.display()))
+                .cloned()
+                .unwrap_or_else(|| p.to_path_buf()),
+            Err(_) => p.to_path_buf(),
+        }
+    };
+    let archived_state = State::load(&u.files[STATE_MEMBER]).map_err(|e| e.to_string())?;
+    let ca = vault_ca(&target, &archived_state, relocate)?;
+    let member = |name: &str| u.files.get(&format!("{OUTPUTS_PREFIX}vault/{name}")).cloned();
+    let read = |name: &str| {
+        member(name)
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| Secret::new(t.trim()))
+    };
+    let root = read("root-token").ok_or("the archive has no Vault root token (outputs/vault/root-token)")?;
+    let keys: Vec<Secret> = (1..)
+        .map(|i| read(&format!("unseal-key-{i}")))
+        .take_while(Option::is_some)
+        .flatten()
+        .collect();
+    let vault = client(&target, ca.as_deref(), loaded)?;
+    let wait = super::limits(&loaded.inventory.settings.timeouts).rollout;
+    let rt = runtime().map_err(|_| "cannot start the async runtime".to_string())?;
+    rt.block_on(async {
+        let status = vault.seal_status().await?;
+        let (token, from_scratch) = if !status.initialized {
+            say(g, format!("{} is not initialised: initialising it with throw-away keys to restore into", target.url));
+            let shares = (keys.len() as u32).max(spec.key_shares).max(2);
+            let threshold = spec.key_threshold.clamp(1, shares);
+            let init = vault.init(shares, threshold, &[]).await?;
+            unseal(&vault, &init.keys, "the throw-away keys").await?;
+            wait_active(&vault, wait).await?;
+            (init.root_token, true)
+        } else {
+            if status.sealed {
+                unseal(&vault, &keys, "the archived unseal keys").await.map_err(|e| {
+                    format!("{e}: it is not the OpenBao this archive was made from; wipe its storage (it then starts uninitialised) and run restore again")
+                })?;
+                wait_active(&vault, wait).await?;
+            }
+            if vault.read("auth/token/lookup-self", &root).await.is_err() {
+                return Err(format!(
+                    "{} does not know the archived root token: it holds other data, which a restore would replace; \
+                     wipe its storage (it then starts uninitialised) and run restore again",
+                    target.url
+                ));
+            }
+            (root.clone(), false)
+        };
+        let snapshot = &u.files[SNAPSHOT_MEMBER];
+        let file = tokio::fs::File::open(snapshot).await.map_err(|e| format!("{}: {e}", snapshot.display()))?;
+        say(g, format!("sending the raft snapshot to {}", target.url));
+        vault.restore_snapshot(&token, file).await?;
+        if from_scratch {
+            // The snapshot brings the archived keyring: OpenBao seals itself
+            // moments later and opens only with the archived keys.
+            let deadline = tokio::time::Instant::now() + wait;
+            while !vault.seal_status().await.map(|s| s.sealed).unwrap_or(false) {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(format!("{} did not seal after the restore within {wait:?}", target.url));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if vault.seal_status().await?.sealed {
+            say(g, "unsealing with the archived keys");
+            unseal(&vault, &keys, "the archived unseal keys").await?;
+        }
+        wait_active(&vault, wait).await?;
+        vault
+            .read("auth/token/lookup-self", &root)
+            .await
+            .map_err(|e| format!("the archived root token does not work after the restore: {e}"))?;
+        Ok(target.url.clone())
+    })
+}
+
+async fn unseal(vault: &Vault, keys: &[Secret], which: &str) -> Result<(), String> {
+    for key in keys {
+        if !vault.unseal(key).await?.sealed {
+            return Ok(());
+        }
+    }
+    Err(format!("{} stays sealed with {which} ({})", vault.url(), keys.len()))
+}
+
+/// After an unseal, raft must elect a leader before anything but status is served.
+async fn wait_active(vault: &Vault, limit: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match vault.leader().await {
+            Ok(l) if l.has_active() => return Ok(()),
+            _ if tokio::time::Instant::now() > deadline => {
+                return Err(format!("{} has no active node after {limit:?}", vault.url()))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
