@@ -145,10 +145,13 @@ impl Handler for NodeHandler {
         let started = changed || installed.is_empty();
         if started {
             ctx.progress(format!("installing K3s {} on {}", spec.role.as_str(), spec.node));
+            // K3s's script restarts the service only when the binary, the
+            // unit or its env file changed: a new config.yaml, token or
+            // registries.yaml alone would be written and never take effect.
             run_checked(
                 &*node,
                 &format!(
-                    "INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_EXEC={} sh {REMOTE_INSTALL_SCRIPT}",
+                    "INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_FORCE_RESTART=true INSTALL_K3S_EXEC={} sh {REMOTE_INSTALL_SCRIPT}",
                     spec.role.as_str()
                 ),
             )

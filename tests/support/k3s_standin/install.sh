@@ -4,7 +4,8 @@
 # (INSTALL_K3S_SKIP_DOWNLOAD=true with /usr/local/bin/k3s already in place),
 # INSTALL_K3S_EXEC choosing server or agent, a systemd unit + env file, the
 # uninstall script, kubectl symlink, and "starting" the service (the
-# stand-in k3s registers its node and exits; there is no systemd here).
+# stand-in k3s registers its node and exits; there is no systemd here) only
+# when the binary, unit or env file changed or INSTALL_K3S_FORCE_RESTART=true.
 set -e
 fatal() { echo "[ERROR] $*" >&2; exit 1; }
 
@@ -22,6 +23,12 @@ case "$cmd" in
 esac
 
 mkdir -p /etc/systemd/system /var/lib/rancher/k3s
+# As the real script decides whether to (re)start the service: by the hashes
+# of the binary, the unit and its env file only. A changed config.yaml,
+# token or registries.yaml alone restarts nothing unless
+# INSTALL_K3S_FORCE_RESTART=true.
+installed_hashes() { sha256sum /usr/local/bin/k3s /etc/systemd/system/$unit.service /etc/systemd/system/$unit.service.env 2>&1 || true; }
+pre_install=$(installed_hashes)
 cat > /etc/systemd/system/$unit.service <<UNIT
 [Unit]
 Description=Lightweight Kubernetes
@@ -46,4 +53,8 @@ ln -sf k3s /usr/local/bin/kubectl
 
 echo "$(date +%s%N) $cmd ${INSTALL_K3S_EXEC}" >> /var/lib/rancher/k3s/standin-installs.log
 [ "$INSTALL_K3S_SKIP_START" = "true" ] && exit 0
+if [ "$pre_install" = "$(installed_hashes)" ] && [ "$INSTALL_K3S_FORCE_RESTART" != true ]; then
+  echo "[INFO]  No change detected so skipping service start"
+  exit 0
+fi
 exec /usr/local/bin/k3s $INSTALL_K3S_EXEC
