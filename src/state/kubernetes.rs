@@ -169,7 +169,7 @@ impl KubeBackend {
             data: Some(BTreeMap::from([(KEY.to_string(), ByteString(bytes.to_vec()))])),
             ..Default::default()
         };
-        let pp = PostParams::default();
+        let pp = post_params();
         match with_retries(|| self.secrets.create(&pp, &secret)).await {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some(409) => {
@@ -288,7 +288,7 @@ impl StateBackend for KubeBackend {
             ann.insert(ANN_CHUNKS.into(), chunks.len().to_string());
             ann.insert(ANN_SHA.into(), sha.clone());
             head.data = Some(BTreeMap::from([(KEY.to_string(), ByteString(chunks[0].to_vec()))]));
-            let pp = PostParams::default();
+            let pp = post_params();
             // Not retried blindly: a replace that reached the server but lost
             // its answer comes back as a conflict, handled below.
             let result = match &*seen {
@@ -363,14 +363,26 @@ fn annotation_u64(ann: &BTreeMap<String, String>, key: &str) -> u64 {
     ann.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// Who last changed an object, from its managed fields: `manager (operation at time)`.
+/// Our writes' field manager, so a conflict can name the other writer.
+const MANAGER: &str = "nautes-install";
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Who last changed an object, from its managed fields: `manager (operation
+/// at time)`. Times have one-second steps, so in a tie the other writer is
+/// the one meant.
 fn last_writer(secret: &Secret) -> String {
     secret
         .metadata
         .managed_fields
         .iter()
         .flatten()
-        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
+        .max_by_key(|m| (m.time.as_ref().map(|t| t.0), m.manager.as_deref() != Some(MANAGER)))
         .map(|m| {
             format!(
                 "`{}` ({} at {})",
@@ -500,7 +512,7 @@ impl LeaseLock {
                 ),
                 ..Default::default()
             };
-            let pp = PostParams::default();
+            let pp = post_params();
             let result = match current.lease {
                 Some(mut lease) => {
                     lease.spec = Some(spec);
@@ -571,7 +583,7 @@ async fn clear(leases: &Api<Lease>, name: &str, identity: &str) -> Result<bool, 
         spec.renew_time = None;
         spec.acquire_time = None;
         match leases
-            .replace(name, &PostParams::default(), &lease)
+            .replace(name, &post_params(), &lease)
             .await
             .map_err(KubeError::from)
         {
@@ -603,7 +615,7 @@ async fn renew(leases: Api<Lease>, name: String, identity: String, duration: Dur
             return;
         }
         spec.renew_time = Some(MicroTime(Utc::now()));
-        if let Err(e) = leases.replace(&name, &PostParams::default(), &lease).await {
+        if let Err(e) = leases.replace(&name, &post_params(), &lease).await {
             tracing::warn!("lease renewal failed (tried again in {every:?}): {e}");
         }
     }
