@@ -104,6 +104,12 @@ pub enum BundleAction {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    Local,
+    Kubernetes,
+}
+
 #[derive(Debug, Args)]
 pub struct InventoryArg {
     /// The inventory file (`-` reads it from stdin).
@@ -200,6 +206,24 @@ pub enum Command {
         /// Replace a workdir state that already records steps.
         #[arg(long)]
         force: bool,
+    },
+    /// Remove a state lock left by a run that is gone (ID: the holder the refusal named).
+    ForceUnlock {
+        /// The lock holder as shown, e.g. `alice@build-1 pid 4242`.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// The inventory naming the state backend (default: the one this workdir last used).
+        #[arg(short, long = "inventory", value_name = "FILE")]
+        inventory: Option<PathBuf>,
+    },
+    /// Move the state to another backend (both locked while it moves); the inventory's
+    /// `state` section names the kubernetes one.
+    MigrateState {
+        #[command(flatten)]
+        inventory: InventoryArg,
+        /// Where the state goes.
+        #[arg(long, value_enum)]
+        to: BackendChoice,
     },
     /// Print the JSON Schema of the inventory.
     Schema,

@@ -6,20 +6,20 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::backend::{self, Held};
 use super::inspect::destroy_order;
-use super::{confirm, load_and_plan, logging, state_path};
+use super::{confirm, load_and_plan, logging};
 use crate::cli::{GlobalArgs, Output};
 use crate::components;
 use crate::components::infrastructure;
 use crate::drivers::ssh::{HostKeyPolicy, SshOptions, SshPool};
 use crate::engine::events::{Event, OutputMode, Reporter, Skipped};
 use crate::engine::executor::ABORT;
-use crate::engine::lock::{LockError, RunLock};
 use crate::engine::{Engine, RunEnv, RunSummary, Services};
 use crate::exit;
 use crate::inventory::Loaded;
 use crate::plan::diff::{self, Decision, Diff, Reason, Selection};
-use crate::state::{RunRecord, State, StateStore};
+use crate::state::{RunRecord, StateStore};
 use crate::util::now_rfc3339;
 
 const DEFAULT_CONCURRENCY: usize = 8;
@@ -147,7 +147,8 @@ pub fn destroy(g: &GlobalArgs, file: &Path) -> u8 {
 
 /// A locked workdir with state, log and reporter, ready to run an engine.
 struct Session {
-    _lock: RunLock,
+    runtime: tokio::runtime::Runtime,
+    lock: Held,
     store: StateStore,
     reporter: Arc<Reporter>,
     run_id: String,
@@ -161,21 +162,43 @@ impl Session {
             eprintln!("error: cannot create workdir {}: {e}", g.workdir.display());
             return Err(exit::STATE_ERROR);
         }
-        let lock = match RunLock::acquire(&g.workdir, command) {
-            Ok(l) => l,
-            Err(LockError::Held { holder, path }) => {
-                eprintln!("error: another nautes-install is running in this workdir: {holder}");
-                eprintln!(
-                    "hint: wait for it to finish, or stop it; the lock ({}) is released when that process exits",
-                    path.display()
-                );
-                return Err(exit::LOCKED);
-            }
+        // The runtime comes first: a kubernetes backend's lock is renewed
+        // by a task on it for as long as the run lives.
+        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(r) => r,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: cannot start the async runtime: {e}");
                 return Err(exit::STATE_ERROR);
             }
         };
+        let place = backend::from_inventory(g, loaded);
+        let (lock, state_backend) = runtime.block_on(backend::lock_and_open(g, &place, command))?;
+        backend::remember(g, &place);
+        match Self::prepare(g, loaded, command, &runtime, &lock, state_backend) {
+            Ok(p) => Ok(Session {
+                runtime,
+                lock,
+                store: p.store,
+                reporter: p.reporter,
+                run_id: p.run_id,
+                env: p.env,
+                concurrency: p.concurrency,
+            }),
+            Err(code) => {
+                runtime.block_on(lock.release());
+                Err(code)
+            }
+        }
+    }
+
+    fn prepare(
+        g: &GlobalArgs,
+        loaded: &Loaded,
+        command: &str,
+        runtime: &tokio::runtime::Runtime,
+        lock: &Held,
+        state_backend: Arc<dyn crate::state::StateBackend>,
+    ) -> Result<Prepared, u8> {
         let run_id = logging::run_id();
         let log = logging::init(&g.workdir, &run_id, g.verbose);
         let reporter = Arc::new(Reporter::new(
@@ -186,10 +209,14 @@ impl Session {
             },
             g.quiet,
         ));
-        if let Some(stale) = &lock.stale {
+        if let Some(stale) = lock.stale() {
             reporter.emit(Event::Notice {
                 message: format!(
-                    "a previous run ({stale}) ended without releasing the workdir; resuming from its state"
+                    "a previous run ({stale}) ended without releasing the {}; resuming from its state",
+                    match lock {
+                        Held::File(_) => "workdir",
+                        Held::Lease(_) => "state lock (its Lease expired)",
+                    }
                 ),
             });
         }
@@ -197,13 +224,25 @@ impl Session {
             Ok(path) => tracing::info!(run = %run_id, log = %path.display(), "{command} started"),
             Err(e) => eprintln!("warning: no run log ({e})"),
         }
-        let state = match State::load(&state_path(&g.workdir)) {
+        let state = match runtime.block_on(state_backend.load()) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");
                 return Err(exit::STATE_ERROR);
             }
         };
+        // A shared backend that is still empty while this workdir holds a
+        // state: starting afresh would forget everything that file records.
+        let local_file = super::state_path(&g.workdir);
+        if matches!(lock, Held::Lease(_)) && state.steps.is_empty() && local_file.exists() {
+            eprintln!(
+                "error: {} is empty but this workdir has a state file ({})",
+                state_backend.describe(),
+                local_file.display()
+            );
+            eprintln!("hint: move it there first: `nautes-install migrate-state --to kubernetes -i INVENTORY`");
+            return Err(exit::STATE_ERROR);
+        }
         let inv = &loaded.inventory;
         let outputs_dir = super::outputs_dir(g, loaded);
         if let Err(e) = create_private_dir(&outputs_dir) {
@@ -225,9 +264,8 @@ impl Session {
             .or(inv.settings.concurrency)
             .unwrap_or(DEFAULT_CONCURRENCY)
             .max(1);
-        Ok(Session {
-            _lock: lock,
-            store: StateStore::new(state_path(&g.workdir), state),
+        Ok(Prepared {
+            store: StateStore::with_backend(state_backend, state),
             reporter,
             run_id,
             env,
@@ -240,45 +278,46 @@ impl Session {
         F: FnOnce(Engine) -> Fut,
         Fut: std::future::Future<Output = Result<RunSummary, crate::engine::executor::EngineError>>,
     {
-        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: cannot start the async runtime: {e}");
-                return exit::STEP_FAILED;
-            }
-        };
+        let Session {
+            runtime,
+            lock,
+            store,
+            reporter,
+            run_id,
+            env,
+            concurrency,
+        } = self;
         let text_output = g.output == Output::Text && !g.quiet;
-        runtime.block_on(async move {
+        let code = runtime.block_on(async move {
             let (stop_tx, stop_rx) = watch::channel(0u8);
-            let reporter = self.reporter.clone();
             tokio::spawn(watch_signals(stop_tx, reporter.clone()));
             let run_record = RunRecord {
-                id: self.run_id.clone(),
+                id: run_id.clone(),
                 command: command.to_string(),
                 started_at: now_rfc3339(),
                 finished_at: None,
                 result: None,
             };
-            if let Err(e) = self.store.update(|st| st.push_run(run_record)).await {
+            if let Err(e) = store.update(|st| st.push_run(run_record)).await {
                 eprintln!("error: {e}");
                 return exit::STATE_ERROR;
             }
             reporter.emit(Event::RunStarted {
-                run_id: self.run_id.clone(),
+                run_id: run_id.clone(),
                 command: command.to_string(),
                 total,
                 to_run,
             });
             let engine = Engine {
                 registry: components::registry(),
-                store: self.store.clone(),
+                store: store.clone(),
                 reporter: reporter.clone(),
-                concurrency: self.concurrency,
+                concurrency,
                 stop: stop_rx,
-                env: self.env.clone(),
+                env: env.clone(),
             };
             let outcome = body(engine).await;
-            if let Some(pool) = self.env.services.get::<SshPool>() {
+            if let Some(pool) = env.services.get::<SshPool>() {
                 pool.close_all().await;
                 let _ = std::fs::remove_dir_all(&pool.options().control_dir);
             }
@@ -288,9 +327,8 @@ impl Session {
                 Ok(s) => (exit::STEP_FAILED, format!("{} failed", s.failed.len())),
                 Err(e) => (exit::STATE_ERROR, e.to_string()),
             };
-            let run_id = self.run_id.clone();
-            let _ = self
-                .store
+            let run_id = run_id.clone();
+            let _ = store
                 .update(|st| {
                     if let Some(r) = st.runs.iter_mut().rev().find(|r| r.id == run_id) {
                         r.finished_at = Some(now_rfc3339());
@@ -332,8 +370,20 @@ impl Session {
                 Err(e) => eprintln!("error: {e}"),
             }
             code
-        })
+        });
+        // Cleared at once so the next run need not wait for it to expire.
+        runtime.block_on(lock.release());
+        code
     }
+}
+
+/// What a session needs besides its runtime and lock.
+struct Prepared {
+    store: StateStore,
+    reporter: Arc<Reporter>,
+    run_id: String,
+    env: RunEnv,
+    concurrency: usize,
 }
 
 /// Ctrl-C (or SIGTERM) stops the run now: running steps are cancelled

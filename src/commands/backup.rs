@@ -267,21 +267,38 @@ pub fn backup(g: &GlobalArgs, file: &Path, out: Option<&Path>, pass: &Passphrase
         Ok(x) => x,
         Err(code) => return code,
     };
-    let state_file = state_path(&g.workdir);
-    if !state_file.is_file() {
-        return fail(
-            exit::STATE_ERROR,
-            format!("nothing to back up: no state in {}", g.workdir.display()),
-            Some("run backup where `apply` ran, or pass its --workdir"),
-        );
-    }
-    let _lock = match lock(g, "backup") {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let state = match State::load(&state_file) {
-        Ok(s) => s,
-        Err(e) => return fail(exit::STATE_ERROR, e.to_string(), None),
+    let (_lock, state) = match super::backend::from_inventory(g, &loaded) {
+        // A shared state is read as one committed generation (its head
+        // Secret names every chunk), so a run writing meanwhile cannot tear
+        // it; the Lease is left to the runs that change things.
+        kube @ super::backend::Where::Kube(_) => match super::backend::load_blocking(&kube) {
+            Ok(s) if !s.steps.is_empty() => (None, s),
+            Ok(_) => {
+                return fail(
+                    exit::STATE_ERROR,
+                    "nothing to back up: the shared state records no steps".to_string(),
+                    Some("run backup for an inventory that `apply` installed"),
+                )
+            }
+            Err(code) => return code,
+        },
+        super::backend::Where::Local(state_file) => {
+            if !state_file.is_file() {
+                return fail(
+                    exit::STATE_ERROR,
+                    format!("nothing to back up: no state in {}", g.workdir.display()),
+                    Some("run backup where `apply` ran, or pass its --workdir"),
+                );
+            }
+            let lock = match lock(g, "backup") {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            match State::load(&state_file) {
+                Ok(s) => (Some(lock), s),
+                Err(e) => return fail(exit::STATE_ERROR, e.to_string(), None),
+            }
+        }
     };
     let out = out.map(Path::to_path_buf).unwrap_or_else(|| {
         let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
@@ -318,6 +335,21 @@ pub fn backup(g: &GlobalArgs, file: &Path, out: Option<&Path>, pass: &Passphrase
         keys: &keys,
         members: Vec::new(),
         staged: BTreeMap::new(),
+    };
+    // The state as the backend holds it: the local file byte for byte, a
+    // shared one as the generation just read.
+    let state_file = match super::backend::from_inventory(g, &loaded) {
+        super::backend::Where::Local(path) => path,
+        super::backend::Where::Kube(_) => {
+            let path = staging.0.join("shared-state.json");
+            let written = serde_json::to_vec_pretty(&state)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| crate::util::write_atomic(&path, &bytes, 0o600).map_err(|e| e.to_string()));
+            if let Err(e) = written {
+                return fail(exit::STATE_ERROR, format!("cannot stage the shared state: {e}"), None);
+            }
+            path
+        }
     };
     match pack(g, &loaded, &plan, &state, &state_file, &mut packer) {
         Ok(()) => {}

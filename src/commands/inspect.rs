@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{load_and_plan, state_path};
+use super::{backend, load_and_plan};
 use crate::cli::{GlobalArgs, Output};
 use crate::exit;
 use crate::plan::dag;
@@ -29,12 +29,9 @@ pub fn validate(g: &GlobalArgs, file: &Path) -> u8 {
     exit::OK
 }
 
-pub(super) fn load_state(workdir: &Path) -> Result<State, u8> {
-    State::load(&state_path(workdir)).map_err(|e| {
-        eprintln!("error: {e}");
-        eprintln!("hint: the state file records what was installed: repair or restore it; deleting it makes nautes-install forget what it created");
-        exit::STATE_ERROR
-    })
+/// The state where the workdir's last run kept it (see `backend::recorded`).
+pub(super) fn load_state(g: &GlobalArgs) -> Result<State, u8> {
+    backend::load_blocking(&backend::recorded(g))
 }
 
 pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
@@ -42,7 +39,7 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let state = match load_state(&g.workdir) {
+    let state = match backend::load_blocking(&backend::from_inventory(g, &loaded)) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -193,7 +190,7 @@ pub(crate) fn destroy_order(state: &State) -> Vec<String> {
 }
 
 pub fn status(g: &GlobalArgs) -> u8 {
-    let state = match load_state(&g.workdir) {
+    let state = match load_state(g) {
         Ok(s) => s,
         Err(code) => return code,
     };

@@ -2,6 +2,7 @@
 //! problems are printed here, at the edge, never deeper down.
 
 mod apply;
+mod backend;
 mod backup;
 mod bundle;
 mod check;
@@ -9,6 +10,7 @@ mod inspect;
 mod logging;
 mod outputs;
 mod render;
+mod state_cmds;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -58,6 +60,8 @@ pub fn run(cli: Cli) -> u8 {
             passphrase,
             force,
         } => backup::restore(g, from, &inventory.inventory, passphrase, *force),
+        Command::ForceUnlock { id, inventory } => state_cmds::force_unlock(g, id, inventory.as_deref()),
+        Command::MigrateState { inventory, to } => state_cmds::migrate_state(g, &inventory.inventory, *to),
     }
 }
 
@@ -95,7 +99,14 @@ pub(crate) fn load_and_plan(g: &GlobalArgs, file: &Path) -> Result<(Loaded, Plan
     }
     // Hosts Terraform already made are part of the inventory from here on.
     // (An unreadable state is reported by the commands that need it.)
-    if let Ok(state) = crate::state::State::load(&state_path(&g.workdir)) {
+    let place = backend::from_inventory(g, &loaded);
+    let state = match &place {
+        backend::Where::Local(path) => crate::state::State::load(path).ok(),
+        // Only Terraform's hosts are read from it: skip the round trip when there are none.
+        backend::Where::Kube(_) if loaded.inventory.infrastructure.modules.is_empty() => None,
+        backend::Where::Kube(_) => backend::load_blocking(&place).ok(),
+    };
+    if let Some(state) = state {
         crate::components::infrastructure::merge_hosts(&mut loaded, &state);
     }
     match crate::components::plan(&loaded) {

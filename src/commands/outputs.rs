@@ -183,7 +183,7 @@ fn print_text(s: &Value) {
 }
 
 pub fn outputs(g: &GlobalArgs, show_secrets: bool) -> u8 {
-    let state = match load_state(&g.workdir) {
+    let state = match load_state(g) {
         Ok(s) => s,
         Err(code) => return code,
     };

@@ -50,6 +50,10 @@ pub struct Inventory {
     pub pki: Pki,
     #[serde(default)]
     pub outputs: Outputs,
+    /// Where the state and the run lock live: this machine's workdir
+    /// (default) or a Kubernetes cluster a team shares.
+    #[serde(default)]
+    pub state: StateBackendSettings,
     /// User commands run before/after chosen steps.
     #[serde(default)]
     pub hooks: Vec<Hook>,
@@ -731,6 +735,44 @@ pub struct Outputs {
     /// `<workdir>/outputs`; a relative path is relative to the inventory file).
     #[serde(default)]
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum StateBackendKind {
+    /// `<workdir>/state.json` and an OS file lock (one machine).
+    #[default]
+    Local,
+    /// Secrets and a Lease in a namespace of a cluster (shared by a team).
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StateBackendSettings {
+    #[serde(default)]
+    pub backend: StateBackendKind,
+    /// Required with `backend: kubernetes`.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesStateBackend>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesStateBackend {
+    /// A cluster that already exists (not one this inventory installs).
+    pub kubeconfig: PathBuf,
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Namespace holding the state Secrets and the lock Lease (must exist).
+    pub namespace: String,
+    /// Name of the state Secret and the Lease (default
+    /// `nautes-install-<metadata.name>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// How long the lock outlives a run that stopped renewing it (default 30s).
+    #[serde(default)]
+    pub lease_duration: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

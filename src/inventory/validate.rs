@@ -30,6 +30,7 @@ pub fn validate(loaded: &Loaded) -> Report {
     v.tenants();
     v.components();
     v.pki();
+    v.state_backend();
     v.hooks();
     v.report.sort();
     v.report
@@ -172,6 +173,93 @@ impl<'a> Validator<'a> {
                 );
             }
         }
+    }
+
+    // ---- state backend ----------------------------------------------------
+
+    fn state_backend(&mut self) {
+        let st = &self.inv().state;
+        let Some(k) = &st.kubernetes else {
+            if st.backend == StateBackendKind::Kubernetes {
+                self.error(
+                    "state.backend",
+                    "`backend: kubernetes` needs a `kubernetes` section",
+                    "add `kubernetes: { kubeconfig: PATH, namespace: NAME }` under `state`",
+                );
+            }
+            return;
+        };
+        if st.backend != StateBackendKind::Kubernetes {
+            self.warning(
+                "state.kubernetes",
+                "`state.kubernetes` is ignored: the backend is `local`",
+                "set `state.backend: kubernetes` to keep the state in the cluster",
+            );
+        }
+        self.file("state.kubernetes.kubeconfig", &k.kubeconfig, true);
+        if let Some(installed) = self.installed_cluster_of(&k.kubeconfig) {
+            self.error(
+                "state.kubernetes.kubeconfig",
+                format!(
+                    "the state would live in `{installed}`, a cluster this inventory installs: its kubeconfig is one of the installer's outputs"
+                ),
+                "keep the state in a cluster that exists before the install and outlives a teardown",
+            );
+        }
+        self.dns_label("state.kubernetes.namespace", &k.namespace);
+        if let Some(name) = &k.name {
+            // Chunk Secrets add `-<generation>-<n>` to the name.
+            if let Err(why) = check_dns_label(name) {
+                self.error(
+                    "state.kubernetes.name",
+                    format!("`{name}` is not a valid name: {why}"),
+                    "use lower-case letters, digits and '-' (DNS-1123 label)",
+                );
+            } else if name.len() > 40 {
+                self.error(
+                    "state.kubernetes.name",
+                    format!("`{name}` is longer than 40 characters"),
+                    "the state's extra Secrets add a suffix to it; pick a shorter name",
+                );
+            }
+        }
+        if let Some(d) = k.lease_duration {
+            let secs = d.get().as_secs();
+            if !(2..=3600).contains(&secs) {
+                self.error(
+                    "state.kubernetes.leaseDuration",
+                    format!("a lease of {d} is out of range"),
+                    "write between `2s` and `1h` (default `30s`); it is renewed every third of it",
+                );
+            }
+        }
+    }
+
+    /// The cluster (or vcluster) this inventory installs whose kubeconfig
+    /// `file` is: in the outputs directory the inventory names, or at
+    /// `outputs/<name>/...` for one of its clusters (the default outputs
+    /// directory is `<workdir>/outputs`, and the workdir is not known here).
+    fn installed_cluster_of(&self, file: &Path) -> Option<String> {
+        let inv = self.inv();
+        let resolved = normalize(&std::path::absolute(self.loaded.resolve(file)).ok()?);
+        let installed: Vec<&str> = inv
+            .clusters
+            .iter()
+            .filter(|c| c.external.is_none())
+            .map(|c| c.name.as_str())
+            .chain(inv.virtual_clusters.iter().map(|v| v.name.as_str()))
+            .collect();
+        if let Some(dir) = &inv.outputs.dir {
+            let dir = normalize(&std::path::absolute(self.loaded.resolve(dir)).ok()?);
+            if let Ok(rest) = resolved.strip_prefix(&dir) {
+                let first = rest.components().next()?.as_os_str().to_string_lossy().into_owned();
+                return Some(first);
+            }
+        }
+        let parent = resolved.parent()?;
+        let name = parent.file_name()?.to_string_lossy().into_owned();
+        let in_outputs = parent.parent()?.file_name().is_some_and(|d| d == "outputs");
+        (in_outputs && installed.contains(&name.as_str())).then_some(name)
     }
 
     // ---- names ------------------------------------------------------------
@@ -1219,6 +1307,22 @@ pub const PREFLIGHT_RULES: &[&str] = &[
 pub const DEFAULT_POD_CIDR: &str = "10.42.0.0/16";
 pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
 
+/// `a/./b/../c` -> `a/c`, without touching the file system (the file may
+/// not exist yet: it is an output).
+fn normalize(path: &Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 pub fn check_dns_label(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("it is empty");
@@ -1483,6 +1587,51 @@ mod tests {
             "  dex: {}\n  gitlab: { placement: external, external: { url: https://gitlab.example.com } }\n"
         )
         .is_empty());
+    }
+
+    #[test]
+    fn a_kubernetes_state_backend_is_checked_and_may_not_live_in_an_installed_cluster() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["shared.kubeconfig", "out/main/kubeconfig"] {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "x").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let diagnostics = |state: &str| -> Vec<(String, String, usize)> {
+            let src = format!("{HEAD}outputs: {{ dir: ./out }}\nstate:\n{state}");
+            let loaded = crate::inventory::load_str(&dir.path().join("inventory.yaml"), &src)
+                .unwrap_or_else(|r| panic!("{r:?}"));
+            validate(&loaded)
+                .diagnostics
+                .into_iter()
+                .map(|d| (d.path, d.message, d.span.map(|s| s.line).unwrap_or(0)))
+                .collect()
+        };
+        let ok = "  backend: kubernetes\n  kubernetes: { kubeconfig: shared.kubeconfig, namespace: ops, leaseDuration: 5s }\n";
+        assert_eq!(diagnostics(ok), []);
+        let own = diagnostics(
+            "  backend: kubernetes\n  kubernetes: { kubeconfig: ./out/./main/kubeconfig, namespace: ops }\n",
+        );
+        assert_eq!(own.len(), 1, "{own:?}");
+        assert_eq!(own[0].0, "state.kubernetes.kubeconfig");
+        assert!(
+            own[0].1.contains("`main`, a cluster this inventory installs"),
+            "{own:?}"
+        );
+        assert_eq!(own[0].2, 10, "points at the line of the kubeconfig");
+        let missing = diagnostics("  backend: kubernetes\n");
+        assert_eq!(missing[0].0, "state.backend", "{missing:?}");
+        let bad = diagnostics(
+            "  backend: kubernetes\n  kubernetes: { kubeconfig: shared.kubeconfig, namespace: Ops_1, leaseDuration: 1s }\n",
+        );
+        let paths: Vec<&str> = bad.iter().map(|d| d.0.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["state.kubernetes.namespace", "state.kubernetes.leaseDuration"],
+            "{bad:?}"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod platform_crash;
 mod service_hosts;
 mod ssh_driver;
 mod stack;
+mod state_backend;
 mod terraform;
 mod vault;
 mod vault_kubernetes;

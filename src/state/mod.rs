@@ -1,6 +1,10 @@
 //! What has been done: per step, its status, fingerprint, inputs and
 //! outputs. Kept as versioned JSON in the workdir, replaced atomically so a
 //! crash at any moment leaves either the old or the new file, never a torn one.
+//! Where it is kept is a [`StateBackend`]: the workdir's file (local, the
+//! default) or Secrets in a cluster a team shares ([`kubernetes`]).
+
+pub mod kubernetes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -101,6 +105,81 @@ pub enum StateError {
     TooNew { path: PathBuf, found: u32 },
     #[error("cannot write state file {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    /// A backend other than a file: `place` says which cluster and object.
+    #[error("state in {place}: {message}")]
+    Remote { place: String, message: String },
+}
+
+/// Where the state is kept. `write` gets the whole state as JSON and returns
+/// once it is durable; the store calls it one write at a time.
+#[async_trait::async_trait]
+pub trait StateBackend: Send + Sync {
+    /// Where the state lives, for messages (`state file /x/state.json`).
+    fn describe(&self) -> String;
+    /// The stored state, or an empty one if none was ever written.
+    async fn load(&self) -> Result<State, StateError>;
+    async fn write(&self, bytes: Vec<u8>) -> Result<(), StateError>;
+    /// The file holding the state, for a backend that is one.
+    fn local_path(&self) -> Option<&Path> {
+        None
+    }
+}
+
+/// `<workdir>/state.json`, replaced atomically (temp file, fsync, rename).
+pub struct LocalBackend {
+    pub path: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl StateBackend for LocalBackend {
+    fn describe(&self) -> String {
+        format!("state file {}", self.path.display())
+    }
+
+    fn local_path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
+    async fn load(&self) -> Result<State, StateError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || State::load(&path))
+            .await
+            .map_err(|join| StateError::Read {
+                path: self.path.clone(),
+                source: std::io::Error::other(join.to_string()),
+            })?
+    }
+
+    async fn write(&self, bytes: Vec<u8>) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let res = tokio::task::spawn_blocking(move || write_atomic(&path, &bytes, 0o600)).await;
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(StateError::Write {
+                path: self.path.clone(),
+                source,
+            }),
+            Err(join) => Err(StateError::Write {
+                path: self.path.clone(),
+                source: std::io::Error::other(join.to_string()),
+            }),
+        }
+    }
+}
+
+impl State {
+    /// Parse a stored state (file or Secret), refusing newer versions;
+    /// `place` names where it came from.
+    pub fn parse(bytes: &[u8], place: &str) -> Result<State, String> {
+        let probe: Value = serde_json::from_slice(bytes).map_err(|e| format!("{place} is not valid: {e}"))?;
+        let found = probe.get("version").and_then(Value::as_u64).unwrap_or(0) as u32;
+        if found > STATE_VERSION {
+            return Err(format!(
+                "{place} was written by a newer nautes-install (state version {found}, this one reads {STATE_VERSION})"
+            ));
+        }
+        serde_json::from_value(probe).map_err(|e| format!("{place} is not valid: {e}"))
+    }
 }
 
 impl StepRecord {
@@ -162,24 +241,34 @@ pub struct StateStore {
 }
 
 struct StoreInner {
-    path: PathBuf,
+    backend: Arc<dyn StateBackend>,
     state: std::sync::Mutex<(State, u64)>,
     written: Mutex<u64>,
 }
 
 impl StateStore {
+    /// A store writing the local file at `path`.
     pub fn new(path: PathBuf, state: State) -> StateStore {
+        StateStore::with_backend(Arc::new(LocalBackend { path }), state)
+    }
+
+    pub fn with_backend(backend: Arc<dyn StateBackend>, state: State) -> StateStore {
         StateStore {
             inner: Arc::new(StoreInner {
-                path,
+                backend,
                 state: std::sync::Mutex::new((state, 0)),
                 written: Mutex::new(0),
             }),
         }
     }
 
+    pub fn describe(&self) -> String {
+        self.inner.backend.describe()
+    }
+
+    /// The state file (empty for a backend that is not a file).
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        self.inner.backend.local_path().unwrap_or(Path::new(""))
     }
 
     /// Read the state.
@@ -222,28 +311,15 @@ impl StateStore {
         }
         let (bytes, snapshot_version) = {
             let guard = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-            let bytes = serde_json::to_vec_pretty(&guard.0).map_err(|e| StateError::Corrupt {
-                path: self.inner.path.clone(),
-                message: e.to_string(),
+            let bytes = serde_json::to_vec_pretty(&guard.0).map_err(|e| StateError::Remote {
+                place: self.inner.backend.describe(),
+                message: format!("cannot be serialized: {e}"),
             })?;
             (bytes, guard.1)
         };
-        let path = self.inner.path.clone();
-        let res = tokio::task::spawn_blocking(move || write_atomic(&path, &bytes, 0o600)).await;
-        match res {
-            Ok(Ok(())) => {
-                *written = snapshot_version;
-                Ok(())
-            }
-            Ok(Err(source)) => Err(StateError::Write {
-                path: self.inner.path.clone(),
-                source,
-            }),
-            Err(join) => Err(StateError::Write {
-                path: self.inner.path.clone(),
-                source: std::io::Error::other(join.to_string()),
-            }),
-        }
+        self.inner.backend.write(bytes).await?;
+        *written = snapshot_version;
+        Ok(())
     }
 }
 
