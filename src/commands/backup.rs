@@ -276,7 +276,7 @@ pub fn backup(g: &GlobalArgs, file: &Path, out: Option<&Path>, pass: &Passphrase
             Ok(_) => {
                 return fail(
                     exit::STATE_ERROR,
-                    "nothing to back up: the shared state records no steps".to_string(),
+                    "nothing to back up: the shared state records no steps",
                     Some("run backup for an inventory that `apply` installed"),
                 )
             }
