@@ -226,6 +226,29 @@ async fn check_storage(client: &KubeClient, spec: &VclusterSpec, values: &Value)
     if values["storage"]["persistence"] == json!(false) {
         return Ok(());
     }
+    // Once the StatefulSet has made its claim, the class it was made with
+    // is what counts: a default class changed or removed later must not
+    // stop a re-run of a virtual cluster that runs.
+    let claim = ObjectRef {
+        api_version: "v1".into(),
+        kind: "PersistentVolumeClaim".into(),
+        namespace: Some(spec.namespace.clone()),
+        name: format!("data-{}-0", spec.name),
+    };
+    if let Some(served) = client
+        .served("v1", "PersistentVolumeClaim")
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?
+    {
+        if client
+            .get(&served, &claim)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?
+            .is_some()
+        {
+            return Ok(());
+        }
+    }
     let classes = client
         .list("storage.k8s.io/v1", "StorageClass", None)
         .await

@@ -207,6 +207,16 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
     assert!(host.writes().is_empty(), "host writes: {:#?}", host.writes());
     assert!(virt.writes().is_empty(), "vcluster writes: {:#?}", virt.writes());
 
+    // The claim is made: a default StorageClass removed since does not
+    // stop the upgrade below (the check is for a claim yet to be made).
+    let (c, body) = host.request(
+        "DELETE",
+        "/apis/storage.k8s.io/v1/storageclasses/local-path",
+        "application/json",
+        &json!({}),
+    );
+    assert_eq!(c, 200, "{body}");
+
     // Upgrade: a new chart version re-applies the vcluster's changed objects only.
     s.write_inventory(&versioned_inventory("0.10.2", port, TREE, false));
     let plan = s.command(&["plan", "-i", "inventory.yaml"]).output().unwrap();
