@@ -176,6 +176,10 @@ pub enum Command {
     },
     /// Gather facts and run the preflight checks on the inventory's hosts; changes nothing.
     Check(InventoryArg),
+    /// Read the live clusters and Vault and show, per step, what differs
+    /// from what `apply` would make; changes nothing. Exit code 0: nothing
+    /// differs, 2: something does, 1: the live systems could not be read.
+    Drift(InventoryArg),
     /// Build, seal or verify an air-gap bundle directory.
     Bundle {
         #[command(subcommand)]

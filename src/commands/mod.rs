@@ -6,6 +6,7 @@ mod backend;
 mod backup;
 mod bundle;
 mod check;
+mod drift;
 mod inspect;
 mod logging;
 mod outputs;
@@ -48,6 +49,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Apply { inventory, only, from } => apply::apply(g, &inventory.inventory, only, from.as_deref()),
         Command::Destroy(i) => apply::destroy(g, &i.inventory),
         Command::Check(i) => check::check(g, &i.inventory),
+        Command::Drift(i) => drift::drift(g, &i.inventory),
         Command::Bundle { action } => bundle::bundle(g, action),
         Command::Backup {
             inventory,

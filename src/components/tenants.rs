@@ -13,13 +13,13 @@ use serde_json::{json, Value};
 
 use crate::drivers::kube::apply::delete_objects;
 use crate::drivers::kube::{KubeClient, ObjectRef};
-use crate::engine::{Handler, Rendered, StepContext, StepError};
+use crate::engine::{Difference, Handler, Rendered, StepContext, StepError};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{Diagnostic, Loaded, NamespaceNode};
 use crate::plan::{Step, StepSpec};
 use crate::steps::kube_target::{client, target, KubeTarget};
 use crate::steps::manifests::{
-    self, apply_objects, previous_objects, report_outputs, rollout_timeout, ApplySpec, Source,
+    self, apply_objects, drift_objects, previous_objects, report_outputs, rollout_timeout, ApplySpec, Source,
 };
 use crate::steps::release_files::{self, files_step, pinned_file};
 use crate::versions;
@@ -424,6 +424,26 @@ impl Handler for TenantHandler {
     async fn destroy(&self, ctx: &StepContext, spec: &TenantSpec, outputs: &Value) -> Result<(), StepError> {
         let client = client(ctx, &spec.target).await?;
         remove_nodes(ctx, &client, spec, &previous_tree(outputs)).await
+    }
+
+    /// The two sets apply writes: the tree (namespaces and anchors), then
+    /// the subnamespaces' labels and annotations.
+    async fn drift(&self, ctx: &StepContext, spec: &TenantSpec) -> Result<Option<Vec<Difference>>, StepError> {
+        let client = client(ctx, &spec.target).await?;
+        let previous = previous_objects(&ctx.previous_outputs);
+        let mut out = drift_objects(
+            &client,
+            &structure_set(&spec.tenant),
+            None,
+            structure(&spec.tree),
+            &previous,
+        )
+        .await?;
+        let children = spec.tree.iter().filter(|n| n.parent.is_some());
+        let meta_objects: Vec<Value> = children.map(namespace_object).collect();
+        let previous = previous_objects(&ctx.previous_outputs["subnamespaces"]);
+        out.extend(drift_objects(&client, &metadata_set(&spec.tenant), None, meta_objects, &previous).await?);
+        Ok(Some(out))
     }
 
     /// The tree's objects as applied: namespaces and anchors, then the

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::drivers::vault::Vault;
-use crate::engine::{Handler, StepContext, StepError};
+use crate::engine::{Difference, Handler, StepContext, StepError};
 use crate::inventory::spans::push_key;
 use crate::inventory::{Diagnostic, Loaded, Placement, SecretRef};
 use crate::plan::diff::REFRESH_AFTER;
@@ -231,12 +231,7 @@ impl<'a> Writer<'a> {
     /// that value (Vault returns roles with defaults we do not set).
     pub async fn ensure_fields(&mut self, path: &str, wanted: Value) -> Result<(), StepError> {
         let live = self.read(path).await?.unwrap_or_default();
-        let same = wanted
-            .as_object()
-            .into_iter()
-            .flatten()
-            .all(|(k, v)| &live["data"][k] == v);
-        if !same {
+        if differing_field(&live["data"], &wanted).is_some() {
             self.write(path, wanted).await?;
         }
         Ok(())
@@ -344,17 +339,46 @@ pub fn admin_token(ctx: &StepContext, token: Option<&SecretRef>) -> Result<Secre
     }
 }
 
-/// The engines, auth method, policies and role, each written only if it differs.
-async fn configure(w: &mut Writer<'_>, spec: &VaultSpec) -> Result<(), StepError> {
+/// One write `configure` would make: what it is, how it differs, and the write.
+#[derive(Debug)]
+struct Change {
+    what: String,
+    change: crate::engine::Change,
+    /// The field that differs, for a changed item.
+    field: Option<String>,
+    path: String,
+    body: Value,
+}
+
+/// The first field of `wanted` whose live value differs (Vault returns
+/// items with defaults we do not set, so only our fields count).
+fn differing_field(live: &Value, wanted: &Value) -> Option<String> {
+    wanted
+        .as_object()
+        .into_iter()
+        .flatten()
+        .find(|(k, v)| &live[k.as_str()] != *v)
+        .map(|(k, _)| k.clone())
+}
+
+/// What differs between Vault and what this install configures: the KV
+/// engines, the AppRole auth method, the policies and vault-proxy's role,
+/// each read once. A mount of the wrong type is an error (it is someone
+/// else's; we do not replace it).
+async fn changes(w: &Writer<'_>, spec: &VaultSpec) -> Result<Vec<Change>, StepError> {
+    use crate::engine::Change::{Changed, Missing};
+    let mut out = Vec::new();
     let mounts = w.read("sys/mounts").await?.unwrap_or_default();
     for engine in KV_ENGINES {
         let live = &mounts["data"][format!("{engine}/")];
         if live.is_null() {
-            w.write(
-                &format!("sys/mounts/{engine}"),
-                json!({"type": "kv", "options": {"version": "2"}}),
-            )
-            .await?;
+            out.push(Change {
+                what: format!("Vault secrets engine {engine}/"),
+                change: Missing,
+                field: None,
+                path: format!("sys/mounts/{engine}"),
+                body: json!({"type": "kv", "options": {"version": "2"}}),
+            });
         } else if live["type"] != "kv" || live["options"]["version"] != "2" {
             return Err(StepError::new(format!(
                 "Vault path {engine}/ is already a {} engine (options {}), not KV v2; Nautes needs it as KV v2",
@@ -364,9 +388,15 @@ async fn configure(w: &mut Writer<'_>, spec: &VaultSpec) -> Result<(), StepError
     }
     let auths = w.read("sys/auth").await?.unwrap_or_default();
     let live = &auths["data"][format!("{APPROLE_MOUNT}/")];
+    let approle_mounted = !live.is_null();
     if live.is_null() {
-        w.write(&format!("sys/auth/{APPROLE_MOUNT}"), json!({"type": "approle"}))
-            .await?;
+        out.push(Change {
+            what: format!("Vault auth method {APPROLE_MOUNT}/"),
+            change: Missing,
+            field: None,
+            path: format!("sys/auth/{APPROLE_MOUNT}"),
+            body: json!({"type": "approle"}),
+        });
     } else if live["type"] != "approle" {
         return Err(StepError::new(format!(
             "Vault auth path {APPROLE_MOUNT}/ is already used by a {} method",
@@ -376,13 +406,48 @@ async fn configure(w: &mut Writer<'_>, spec: &VaultSpec) -> Result<(), StepError
     for (name, hcl) in &spec.policies {
         let path = format!("sys/policies/acl/{name}");
         let live = w.read(&path).await?;
-        if live.as_ref().and_then(|v| v["data"]["policy"].as_str()) != Some(hcl.as_str()) {
-            w.write(&path, json!({ "policy": hcl })).await?;
-        }
+        let change = match live.as_ref().and_then(|v| v["data"]["policy"].as_str()) {
+            Some(text) if text == hcl.as_str() => continue,
+            Some(_) => (Changed, Some("policy".to_string())),
+            None => (Missing, None),
+        };
+        out.push(Change {
+            what: format!("Vault policy {name}"),
+            change: change.0,
+            field: change.1,
+            path,
+            body: json!({ "policy": hcl }),
+        });
     }
     let role_path = format!("auth/{APPROLE_MOUNT}/role/{PROXY_ROLE}");
     let wanted = json!({"token_policies": [PROXY_ROLE], "token_ttl": 3600, "token_max_ttl": 14400});
-    w.ensure_fields(&role_path, wanted).await
+    // Without the auth method there is no role to read yet.
+    let live = match approle_mounted {
+        true => w.read(&role_path).await?,
+        false => None,
+    };
+    let change = match &live {
+        None => Some((Missing, None)),
+        Some(live) => differing_field(&live["data"], &wanted).map(|f| (Changed, Some(f))),
+    };
+    if let Some((change, field)) = change {
+        out.push(Change {
+            what: format!("Vault AppRole role {PROXY_ROLE}"),
+            change,
+            field,
+            path: role_path,
+            body: wanted,
+        });
+    }
+    Ok(out)
+}
+
+/// The engines, auth method, policies and role, each written only if it differs.
+async fn configure(w: &mut Writer<'_>, spec: &VaultSpec) -> Result<(), StepError> {
+    for c in changes(w, spec).await? {
+        w.write(&c.path, c.body).await?;
+    }
+    Ok(())
 }
 
 pub struct VaultHandler;
@@ -410,6 +475,39 @@ impl Handler for VaultHandler {
             // Checked again on every run: a restarted Vault is sealed without any inventory change.
             REFRESH_AFTER: unix_now(),
         }))
+    }
+
+    /// Read-only: a sealed Vault is reported, not unsealed.
+    async fn drift(&self, ctx: &StepContext, spec: &VaultSpec) -> Result<Option<Vec<Difference>>, StepError> {
+        let ca = target_ca(ctx, spec.ca_file.as_deref())?;
+        let vault = Vault::new(&spec.url, ca.as_deref(), ctx.limits.http).map_err(StepError::new)?;
+        let status = vault.seal_status().await.map_err(StepError::new)?;
+        if !status.initialized || status.sealed {
+            return Ok(Some(vec![Difference {
+                object: format!("Vault at {}", spec.url),
+                change: crate::engine::Change::Changed,
+                field: Some(
+                    if status.initialized {
+                        "sealed"
+                    } else {
+                        "not initialised"
+                    }
+                    .to_string(),
+                ),
+            }]));
+        }
+        let token = admin_token(ctx, spec.token.as_ref())?;
+        let found = changes(&Writer::new(&vault, &token), spec).await?;
+        Ok(Some(
+            found
+                .into_iter()
+                .map(|c| Difference {
+                    object: c.what,
+                    change: c.change,
+                    field: c.field,
+                })
+                .collect(),
+        ))
     }
 
     async fn destroy(&self, _ctx: &StepContext, _spec: &VaultSpec, _outputs: &Value) -> Result<(), StepError> {

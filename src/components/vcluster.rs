@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::drivers::kube::{KubeClient, ObjectRef};
-use crate::engine::{Handler, StepContext, StepError};
+use crate::engine::{Difference, Handler, StepContext, StepError};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{Diagnostic, ExposeType, Loaded};
 use crate::plan::{Step, StepSpec};
@@ -25,7 +25,7 @@ use crate::secret::{write_private, Secret};
 use crate::steps::kube_target::{client, target, vcluster_step_id, KubeTarget};
 use crate::steps::kubeconfig::rewrite;
 use crate::steps::manifests::{
-    self, apply_objects, delete_recorded, previous_objects, render_objects, report_outputs, Source,
+    self, apply_objects, delete_recorded, drift_objects, previous_objects, render_objects, report_outputs, Source,
 };
 use crate::steps::release_files::{self, files_step, pinned_file};
 use crate::versions;
@@ -423,6 +423,35 @@ async fn wait_api(ctx: &StepContext, spec: &VclusterSpec, text: &str, endpoint: 
     .await
 }
 
+/// The set as apply sends it: its namespace and the chart rendered for
+/// this host; and the chart's values.
+async fn objects(
+    ctx: &StepContext,
+    client: &KubeClient,
+    spec: &VclusterSpec,
+    service_cidr: &str,
+) -> Result<(Vec<Value>, Value), StepError> {
+    // The address is known before the chart is rendered, so the certificate can name it.
+    let planned_port = spec.node_port.unwrap_or(0);
+    let (planned_endpoint, endpoint_host) = endpoint(spec, &client.server, planned_port)?;
+    let values = chart_values(spec, &planned_endpoint, &endpoint_host, service_cidr)?;
+    let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}})];
+    let mut rendered = render_objects(
+        ctx,
+        &[Source::Chart {
+            artifacts: spec.artifacts.clone(),
+            file: spec.chart.clone(),
+            release: spec.name.clone(),
+            namespace: spec.namespace.clone(),
+            values: values.clone(),
+        }],
+    )
+    .await?;
+    set_node_port(&mut rendered, spec)?;
+    objects.extend(rendered);
+    Ok((objects, values))
+}
+
 pub struct VclusterHandler;
 
 #[async_trait]
@@ -431,27 +460,9 @@ impl Handler for VclusterHandler {
 
     async fn apply(&self, ctx: &StepContext, spec: &VclusterSpec) -> Result<Value, StepError> {
         let client = client(ctx, &spec.host).await?;
-        // The address is known before the chart is rendered, so the certificate can name it.
-        let planned_port = spec.node_port.unwrap_or(0);
-        let (planned_endpoint, endpoint_host) = endpoint(spec, &client.server, planned_port)?;
         let service_cidr = service_cidr(ctx, &client, spec).await?;
-        let values = chart_values(spec, &planned_endpoint, &endpoint_host, &service_cidr)?;
+        let (objects, values) = objects(ctx, &client, spec, &service_cidr).await?;
         check_storage(&client, spec, &values).await?;
-
-        let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}})];
-        let mut rendered = render_objects(
-            ctx,
-            &[Source::Chart {
-                artifacts: spec.artifacts.clone(),
-                file: spec.chart.clone(),
-                release: spec.name.clone(),
-                namespace: spec.namespace.clone(),
-                values,
-            }],
-        )
-        .await?;
-        set_node_port(&mut rendered, spec)?;
-        objects.extend(rendered);
         let set = vcluster_step_id(&spec.name);
         let report = apply_objects(
             ctx,
@@ -488,6 +499,19 @@ impl Handler for VclusterHandler {
         out["serverVersion"] = json!(version);
         out["serviceCidr"] = json!(service_cidr);
         Ok(out)
+    }
+
+    /// The set on the host cluster; what runs inside the virtual cluster
+    /// is the vcluster's own.
+    async fn drift(&self, ctx: &StepContext, spec: &VclusterSpec) -> Result<Option<Vec<Difference>>, StepError> {
+        let client = client(ctx, &spec.host).await?;
+        let service_cidr = service_cidr(ctx, &client, spec).await?;
+        let (objects, _) = objects(ctx, &client, spec, &service_cidr).await?;
+        let previous = previous_objects(&ctx.previous_outputs);
+        let set = vcluster_step_id(&spec.name);
+        Ok(Some(
+            drift_objects(&client, &set, Some(&spec.namespace), objects, &previous).await?,
+        ))
     }
 
     async fn destroy(&self, ctx: &StepContext, spec: &VclusterSpec, outputs: &Value) -> Result<(), StepError> {

@@ -387,8 +387,8 @@ impl Engine {
 
 /// The parts of the engine a running step needs, shareable across tasks.
 pub struct EngineRef {
-    registry: Registry,
-    store: StateStore,
+    pub(super) registry: Registry,
+    pub(super) store: StateStore,
     reporter: Arc<Reporter>,
     env: RunEnv,
 }
@@ -405,7 +405,7 @@ impl From<&Engine> for EngineRef {
 }
 
 impl EngineRef {
-    fn context(&self, id: &str, needs: &[String], settings: Value) -> StepContext {
+    pub(super) fn context(&self, id: &str, needs: &[String], settings: Value) -> StepContext {
         let needs_outputs = self.store.read(|st| {
             needs
                 .iter()

@@ -132,6 +132,40 @@ pub struct Rendered {
     pub contents: String,
 }
 
+/// One way the live world differs from what a step's `apply` would make
+/// of it (`drift`). Names things, never holds a secret value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Difference {
+    /// What differs, as the user knows it: `Deployment argocd/argocd-server`,
+    /// `Vault policy nautes-admin`.
+    pub object: String,
+    pub change: Change,
+    /// Where in a changed object: the first field that differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Change {
+    /// Apply would create it.
+    Missing,
+    /// Apply would write it back.
+    Changed,
+    /// Apply would remove it: ours, but no longer rendered.
+    Extra,
+}
+
+impl Change {
+    pub fn label(self) -> &'static str {
+        match self {
+            Change::Missing => "missing",
+            Change::Changed => "changed",
+            Change::Extra => "not rendered any more",
+        }
+    }
+}
+
 /// What a component implements for one kind of step: it receives the
 /// spec it planned, already decoded ([`Registry::add`] does that once for
 /// every kind), so a malformed spec is one error message, not one per
@@ -146,6 +180,13 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Undo what `apply` did; must succeed when there is nothing left to undo.
     async fn destroy(&self, ctx: &StepContext, spec: &Self::Spec, outputs: &Value) -> Result<(), StepError>;
+
+    /// What differs between the live systems and what `apply` would make
+    /// of `spec`, read without changing anything anywhere. `None`: this kind
+    /// of step cannot tell (the default).
+    async fn drift(&self, _ctx: &StepContext, _spec: &Self::Spec) -> Result<Option<Vec<Difference>>, StepError> {
+        Ok(None)
+    }
 
     /// Files this step would write or send, for review.
     fn render(&self, _spec: &Self::Spec) -> Result<Vec<Rendered>, StepError> {
@@ -181,6 +222,10 @@ impl<H: Handler> StepHandler for Typed<H> {
         self.0.destroy(ctx, &decode(spec)?, outputs).await
     }
 
+    async fn drift(&self, ctx: &StepContext, spec: &Value) -> Result<Option<Vec<Difference>>, StepError> {
+        self.0.drift(ctx, &decode(spec)?).await
+    }
+
     fn render(&self, spec: &Value) -> Result<Vec<Rendered>, StepError> {
         self.0.render(&decode(spec)?)
     }
@@ -200,6 +245,11 @@ pub trait StepHandler: Send + Sync {
 
     /// Undo what `apply` did; must succeed when there is nothing left to undo.
     async fn destroy(&self, ctx: &StepContext, spec: &Value, outputs: &Value) -> Result<(), StepError>;
+
+    /// What differs from what `apply` would make; `None`: cannot tell.
+    async fn drift(&self, _ctx: &StepContext, _spec: &Value) -> Result<Option<Vec<Difference>>, StepError> {
+        Ok(None)
+    }
 
     /// Files this step would write or send, for review.
     fn render(&self, _spec: &Value) -> Result<Vec<Rendered>, StepError> {

@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 use super::kube_target::{client, KubeTarget};
 use super::release_files::files_from_outputs;
 use crate::drivers::helm;
-use crate::drivers::kube::apply::{apply_set, delete_objects, ApplyOptions, ApplyReport};
+use crate::drivers::kube::apply::{apply_set, delete_objects, diff_set, ApplyOptions, ApplyReport};
 use crate::drivers::kube::objects::parse_documents;
 use crate::drivers::kube::{KubeClient, ObjectRef};
-use crate::engine::{Handler, Rendered, StepContext, StepError};
+use crate::engine::{Change, Difference, Handler, Rendered, StepContext, StepError};
 
 pub const KIND: &str = "kube-apply";
 
@@ -195,6 +195,45 @@ pub async fn apply_objects(
     Ok(report)
 }
 
+/// What differs between the live set and `objects` as [`apply_objects`]
+/// would apply them (`previous`: what the set held after its last apply).
+pub async fn drift_objects(
+    client: &KubeClient,
+    set: &str,
+    namespace: Option<&str>,
+    objects: Vec<Value>,
+    previous: &[ObjectRef],
+) -> Result<Vec<Difference>, StepError> {
+    let drift = diff_set(client, objects, set, namespace, previous)
+        .await
+        .map_err(|e| StepError::new(format!("{set} on {}: {e}", client.server)))?;
+    let of = |r: &ObjectRef, change, field| Difference {
+        object: r.to_string(),
+        change,
+        field,
+    };
+    let mut out: Vec<Difference> = drift.missing.iter().map(|r| of(r, Change::Missing, None)).collect();
+    out.extend(
+        drift
+            .changed
+            .iter()
+            .map(|(r, field)| of(r, Change::Changed, Some(field.clone()))),
+    );
+    out.extend(drift.extra.iter().map(|r| of(r, Change::Extra, None)));
+    Ok(out)
+}
+
+/// [`drift_objects`] for the set `spec` describes.
+pub async fn drift_spec(
+    ctx: &StepContext,
+    client: &KubeClient,
+    spec: &ApplySpec,
+    objects: Vec<Value>,
+) -> Result<Vec<Difference>, StepError> {
+    let previous = previous_objects(&ctx.previous_outputs);
+    drift_objects(client, &spec.set, spec.namespace.as_deref(), objects, &previous).await
+}
+
 pub fn report_outputs(report: &ApplyReport) -> Value {
     json!({
         "objects": report.objects,
@@ -290,6 +329,12 @@ impl Handler for ApplyHandler {
 
     async fn destroy(&self, ctx: &StepContext, spec: &ApplySpec, outputs: &Value) -> Result<(), StepError> {
         destroy_spec(ctx, spec, outputs).await
+    }
+
+    async fn drift(&self, ctx: &StepContext, spec: &ApplySpec) -> Result<Option<Vec<Difference>>, StepError> {
+        let objects = render_objects(ctx, &spec.sources).await?;
+        let client = client(ctx, &spec.target).await?;
+        Ok(Some(drift_spec(ctx, &client, spec, objects).await?))
     }
 
     fn render(&self, spec: &ApplySpec) -> Result<Vec<Rendered>, StepError> {

@@ -11,6 +11,7 @@
 mod support;
 
 mod backup;
+mod drift;
 mod gitlab;
 mod gitlab_crash;
 mod gitlab_standin;

@@ -37,10 +37,10 @@ use serde_json::{json, Value};
 pub use self::plan::{ingress_cluster, management_cluster, plan, traefik_ports};
 use self::runtime::Runtime;
 use crate::drivers::kube::{KubeClient, ObjectRef};
-use crate::engine::{Handler, StepContext, StepError};
+use crate::engine::{Difference, Handler, StepContext, StepError};
 use crate::plan::StepSpec;
 use crate::steps::kube_target::client;
-use crate::steps::manifests::{apply_spec, check_readiness_rule, destroy_spec, render_objects, ApplySpec};
+use crate::steps::manifests::{apply_spec, check_readiness_rule, destroy_spec, drift_spec, render_objects, ApplySpec};
 
 pub const KIND: &str = "stack-apply";
 
@@ -150,6 +150,17 @@ impl Handler for StackHandler {
         let objects = objects(ctx, spec, &client).await?;
         check_readiness_rule(&spec.apply, &objects)?;
         apply_spec(ctx, &client, &spec.apply, objects).await
+    }
+
+    /// vault-proxy's objects hold an AppRole secret id that rendering them
+    /// may have to mint (a write to Vault), so that set is not checked.
+    async fn drift(&self, ctx: &StepContext, spec: &StackSpec) -> Result<Option<Vec<Difference>>, StepError> {
+        if matches!(spec.runtime, Some(Runtime::VaultProxy(_))) {
+            return Ok(None);
+        }
+        let client = client(ctx, &spec.apply.target).await?;
+        let objects = objects(ctx, spec, &client).await?;
+        Ok(Some(drift_spec(ctx, &client, &spec.apply, objects).await?))
     }
 
     async fn destroy(&self, ctx: &StepContext, spec: &StackSpec, outputs: &Value) -> Result<(), StepError> {

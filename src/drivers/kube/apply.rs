@@ -422,7 +422,7 @@ async fn resolve(
 ) -> (Vec<(Prepared, Served)>, Unserved) {
     let mut resolved = Vec::new();
     let mut unserved = Unserved::default();
-    for mut p in prepared {
+    for p in prepared {
         let served = match served_or_explain(client, &p.r).await {
             Ok(served) => served,
             Err(_) if later(&p.r) => {
@@ -434,20 +434,110 @@ async fn resolve(
                 continue;
             }
         };
-        if !served.namespaced {
-            p.r.namespace = None;
-            if let Some(meta) = p.manifest["metadata"].as_object_mut() {
-                meta.remove("namespace");
-            }
-        } else if p.r.namespace.is_none() {
-            unserved
-                .problems
-                .push(format!("{}: namespaced kind but no namespace given", p.r));
-            continue;
+        match settle(p, served) {
+            Ok(x) => resolved.push(x),
+            Err(e) => unserved.problems.push(e),
         }
-        resolved.push((p, served));
     }
     (resolved, unserved)
+}
+
+/// The object's namespace as its kind has it: dropped for cluster-scoped
+/// kinds, required for namespaced ones.
+fn settle(mut p: Prepared, served: Served) -> Result<(Prepared, Served), String> {
+    if !served.namespaced {
+        p.r.namespace = None;
+        if let Some(meta) = p.manifest["metadata"].as_object_mut() {
+            meta.remove("namespace");
+        }
+    } else if p.r.namespace.is_none() {
+        return Err(format!("{}: namespaced kind but no namespace given", p.r));
+    }
+    Ok((p, served))
+}
+
+/// How a live object stands against its prepared manifest: what decides
+/// whether apply writes it, and what drift reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Comparison {
+    Missing,
+    /// The path of the first field the live object does not hold.
+    Differs(String),
+    Holds,
+}
+
+fn compare(live: Option<&Value>, p: &Prepared) -> Comparison {
+    match live {
+        None => Comparison::Missing,
+        Some(current) => match first_difference(current, &p.manifest) {
+            Some(field) => Comparison::Differs(field),
+            None => Comparison::Holds,
+        },
+    }
+}
+
+/// What differs between a set's live objects and what [`apply_set`] would
+/// make of `objects`, read with the same LISTs (one per kind, by the set's
+/// label) and the same comparison; nothing is written.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SetDrift {
+    /// Rendered objects the cluster does not have (their kind may not be served).
+    pub missing: Vec<ObjectRef>,
+    /// Objects whose live form lacks a field of the manifest, with its path.
+    pub changed: Vec<(ObjectRef, String)>,
+    /// Objects of the set the manifests no longer render: apply would prune them.
+    pub extra: Vec<ObjectRef>,
+}
+
+impl SetDrift {
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.changed.is_empty() && self.extra.is_empty()
+    }
+}
+
+/// Compare `objects`, prepared as [`apply_set`] prepares them, with the live
+/// set; `previous` is what the set held after its last apply, so kinds it
+/// no longer renders are still looked at for leftovers.
+pub async fn diff_set(
+    client: &KubeClient,
+    objects: Vec<Value>,
+    set: &str,
+    default_namespace: Option<&str>,
+    previous: &[ObjectRef],
+) -> Result<SetDrift, String> {
+    let mut drift = SetDrift::default();
+    let mut resolved = Vec::new();
+    let mut seen = BTreeSet::new();
+    for manifest in objects {
+        let p = prepare(manifest, set, default_namespace)?;
+        if !seen.insert(p.r.clone()) {
+            return Err(format!("{} is rendered twice in set {set}", p.r));
+        }
+        match client.served(&p.r.api_version, &p.r.kind).await {
+            Ok(Some(served)) => resolved.push(settle(p, served)?),
+            // Its definition is missing too (and reported as such, if it is ours).
+            Ok(None) => drift.missing.push(p.r),
+            Err(e) => return Err(format!("{}: discovery failed: {e}", p.r)),
+        }
+    }
+    let mut kinds: Vec<Served> = resolved.iter().map(|(_, s)| s.clone()).collect();
+    let current: BTreeSet<ObjectRef> = resolved.iter().map(|(p, _)| p.r.clone()).collect();
+    for r in previous {
+        if let Ok(Some(s)) = client.served(&r.api_version, &r.kind).await {
+            kinds.push(s);
+        }
+    }
+    let mut listing = Listing::default();
+    listing.include(client, kinds.iter(), set).await?;
+    for (p, _) in &resolved {
+        match compare(listing.live.get(&p.r), p) {
+            Comparison::Missing => drift.missing.push(p.r.clone()),
+            Comparison::Differs(field) => drift.changed.push((p.r.clone(), field)),
+            Comparison::Holds => {}
+        }
+    }
+    drift.extra = listing.live.keys().filter(|r| !current.contains(r)).cloned().collect();
+    Ok(drift)
 }
 
 /// One apply of a set: what it has sent so far and what it has waited for.
@@ -479,11 +569,13 @@ impl Run<'_, '_> {
         let force = opts.force_conflicts;
         let results: Vec<Result<(Prepared, Served, bool, Value), String>> = stream::iter(resolved)
             .map(|(p, served)| async move {
-                if let Some(current) = live.get(&p.r) {
-                    match first_difference(current, &p.manifest) {
-                        None => return Ok((p, served, false, current.clone())),
-                        Some(field) => tracing::debug!("{}: {field} differs from the live object", p.r),
+                match compare(live.get(&p.r), &p) {
+                    Comparison::Holds => {
+                        let current = live.get(&p.r).cloned().unwrap_or(Value::Null);
+                        return Ok((p, served, false, current));
                     }
+                    Comparison::Differs(field) => tracing::debug!("{}: {field} differs from the live object", p.r),
+                    Comparison::Missing => {}
                 }
                 let written = server_side_apply(client, &served, &p, force).await?;
                 Ok((p, served, true, written))

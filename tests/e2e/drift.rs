@@ -1,0 +1,220 @@
+//! `drift` on the whole platform (real API server, real OpenBao): after an
+//! install it finds nothing and writes nothing; after a Deployment is
+//! changed by another field manager (the real kubectl), an object of a set
+//! deleted and a policy the installer wrote edited in OpenBao, it lists
+//! exactly those three (the changed field by its path), still writing
+//! nothing; `apply` puts them back and `drift` finds nothing again. Prints
+//! (does not assert) what drift costs at the API server.
+
+use std::collections::BTreeMap;
+
+use crate::support::{cli, controlplane, platform, vault};
+
+use cli::{code, stderr, stdout};
+use platform::{inventory, platform, Platform};
+use serde_json::{json, Value};
+
+const CHANGED: &str = "Deployment argocd/argocd-server";
+const CHANGED_FIELD: &str = "spec.template.spec.containers[0].image";
+const DELETED: &str = "Service argo-rollouts/argo-rollouts-metrics";
+const POLICY: &str = "argo-operator";
+
+/// `drift --output json`: exit code and the document.
+fn drift(p: &Platform) -> (i32, Value) {
+    let out = p.s.run("drift", &["--output", "json"]);
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
+        panic!(
+            "drift printed no JSON document ({e}): {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        )
+    });
+    (code(&out), doc)
+}
+
+/// Every difference as "step: change object [field]".
+fn differences(doc: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for step in doc["steps"].as_array().unwrap() {
+        match step["result"].as_str().unwrap() {
+            "checked" => {
+                for d in step["differences"].as_array().unwrap() {
+                    let field = d["field"].as_str().map(|f| format!(" {f}")).unwrap_or_default();
+                    out.push(format!(
+                        "{}: {} {}{field}",
+                        step["id"].as_str().unwrap(),
+                        d["change"].as_str().unwrap(),
+                        d["object"].as_str().unwrap()
+                    ));
+                }
+            }
+            "notChecked" => {}
+            other => out.push(format!("{}: {other} {step}", step["id"].as_str().unwrap())),
+        }
+    }
+    out
+}
+
+fn differing_steps(doc: &Value) -> Vec<&str> {
+    doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["differences"].as_array().is_some_and(|d| !d.is_empty()))
+        .map(|s| s["id"].as_str().unwrap())
+        .collect()
+}
+
+/// Requests per resource (the path without object names), for the figures.
+fn per_kind(requests: &[Value]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in requests {
+        let path = r["path"].as_str().unwrap_or("");
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // /api/v1/<plural>, /apis/<group>/<version>/<plural>, and the same under namespaces/<ns>/.
+        let base = if parts.first() == Some(&"api") { 2 } else { 3 };
+        let rest = &parts[base.min(parts.len())..];
+        let kind = match rest {
+            ["namespaces", _, plural, ..] => format!("{} {plural} (namespaced)", parts[..base].join("/")),
+            [plural, ..] => format!("{} {plural}", parts[..base].join("/")),
+            [] => format!("{} (discovery)", parts[..base.min(parts.len())].join("/")),
+        };
+        *out.entry(format!("{} {kind}", r["verb"].as_str().unwrap_or("")))
+            .or_insert(0) += 1;
+    }
+    out
+}
+
+fn no_writes(p: &Platform, when: &str) {
+    let kube: Vec<Value> = p.kube.writes();
+    assert!(kube.is_empty(), "drift wrote to the API server {when}: {kube:?}");
+    let bao = p.vault.writes();
+    assert!(bao.is_empty(), "drift wrote to OpenBao {when}: {bao:?}");
+}
+
+#[test]
+fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
+    if controlplane::skip_unless_available() || vault::skip_unless_available() {
+        return;
+    }
+    let p = platform(None);
+    let installed = p.s.run("apply", &["--yes"]);
+    assert_eq!(code(&installed), 0, "{}\n{}", stdout(&installed), stderr(&installed));
+
+    let state = std::fs::read(p.s.workdir().join("state.json")).unwrap();
+    p.kube.reset_log();
+    p.vault.reset_log();
+    let started = std::time::Instant::now();
+    let (status, doc) = drift(&p);
+    let wall = started.elapsed();
+    let requests = p.kube.requests();
+    assert_eq!(differences(&doc), Vec::<String>::new(), "{doc:#}");
+    assert_eq!(status, 0, "{doc:#}");
+    assert_eq!(doc["differs"], json!(false));
+    no_writes(&p, "after a clean install");
+    eprintln!(
+        "drift of the installed platform: {:.2} s wall, {} API requests ({} to OpenBao):",
+        wall.as_secs_f64(),
+        requests.len(),
+        p.vault.requests().len()
+    );
+    for (kind, n) in per_kind(&requests) {
+        eprintln!("  {n:>4}  {kind}");
+    }
+    let checked: Vec<&str> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["result"] == "checked")
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    eprintln!("steps checked: {checked:?}");
+    for step in [
+        "stack/argocd/host",
+        "stack/argo-rollouts/host",
+        "vault/configure",
+        "hnc/host",
+        "tenant/acme/namespaces",
+    ] {
+        assert!(checked.contains(&step), "{step} was not checked: {checked:?}");
+    }
+
+    // By hand: another field manager changes an image, a Service of a set
+    // goes, a policy the installer wrote is edited.
+    let set_image = p.kube.kubectl(
+        &[
+            "-n",
+            "argocd",
+            "set",
+            "image",
+            "deployment/argocd-server",
+            "argocd-server=example.com/argocd:edited",
+        ],
+        None,
+    );
+    assert!(
+        set_image.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set_image.stderr)
+    );
+    let delete = p.kube.kubectl(
+        &["-n", "argo-rollouts", "delete", "service", "argo-rollouts-metrics"],
+        None,
+    );
+    assert!(delete.status.success(), "{}", String::from_utf8_lossy(&delete.stderr));
+    let (code_put, body) = p.vault.api(
+        "PUT",
+        &format!("/v1/sys/policies/acl/{POLICY}"),
+        Some(&json!({"policy": "path \"secret/*\" { capabilities = [\"read\"] }"})),
+    );
+    assert!(code_put < 300, "editing the policy: {body}");
+
+    p.kube.reset_log();
+    p.vault.reset_log();
+    let (status, doc) = drift(&p);
+    let mut found = differences(&doc);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            format!("stack/argo-rollouts/host: missing {DELETED}"),
+            format!("stack/argocd/host: changed {CHANGED} {CHANGED_FIELD}"),
+            format!("vault/configure: changed Vault policy {POLICY} policy"),
+        ],
+        "{doc:#}"
+    );
+    assert_eq!(status, 2, "{doc:#}");
+    no_writes(&p, "after the edits");
+    let text = p.s.run("drift", &[]);
+    assert_eq!(code(&text), 2, "{}", stderr(&text));
+    assert!(
+        stdout(&text).contains(&format!("changed   {CHANGED} (at {CHANGED_FIELD})")),
+        "{}",
+        stdout(&text)
+    );
+    assert!(
+        stderr(&text)
+            .contains("apply -i inventory.yaml --only vault/configure stack/argocd/host stack/argo-rollouts/host"),
+        "{}",
+        stderr(&text)
+    );
+    assert_eq!(
+        std::fs::read(p.s.workdir().join("state.json")).unwrap(),
+        state,
+        "drift changed the state file"
+    );
+
+    // kubectl now owns the image: apply takes it back only when told to.
+    p.s.write_inventory(
+        &inventory(&p, "v1.8.0", "180s").replace("  argocd: {}\n", "  argocd:\n    forceConflicts: true\n"),
+    );
+    // apply trusts the state for steps whose inputs did not change: the
+    // steps drift named are the ones to run.
+    let mut only = vec!["--yes", "--only"];
+    only.extend(differing_steps(&doc));
+    let again = p.s.run("apply", &only);
+    assert_eq!(code(&again), 0, "{}\n{}", stdout(&again), stderr(&again));
+    let (status, doc) = drift(&p);
+    assert_eq!(differences(&doc), Vec::<String>::new(), "{doc:#}");
+    assert_eq!(status, 0, "{doc:#}");
+}
