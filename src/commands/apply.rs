@@ -24,6 +24,75 @@ use crate::util::now_rfc3339;
 
 const DEFAULT_CONCURRENCY: usize = 8;
 
+/// With `settings.backupBeforeUpgrade`, a backup of everything the run is
+/// about to change, taken under this run's lock before any step starts:
+/// when a step that was done will run again because its inputs or what it
+/// needs changed, or a removed step will be torn down. A first install has
+/// nothing to lose and takes none. `Some(exit code)` stops the run.
+fn backup_before_upgrade(
+    g: &GlobalArgs,
+    loaded: &Loaded,
+    plan: &crate::plan::Plan,
+    state: &crate::state::State,
+    d: &Diff,
+) -> Option<u8> {
+    let settings = loaded.inventory.settings.backup_before_upgrade.as_ref()?;
+    let done_before = |id: &str| {
+        state
+            .steps
+            .get(id)
+            .is_some_and(|r| r.status == crate::state::StepStatus::Done)
+    };
+    let changes: Vec<&str> = d
+        .decisions
+        .iter()
+        .filter(|x| {
+            matches!(
+                x.reason,
+                Reason::InputsChanged { .. } | Reason::DependencyChanged { .. }
+            )
+        })
+        .filter(|x| done_before(&x.id))
+        .map(|x| x.id.as_str())
+        .chain(d.removals.iter().map(|x| x.id.as_str()))
+        .collect();
+    if changes.is_empty() {
+        return None;
+    }
+    let passphrase = match settings.passphrase.resolve(&loaded.base_dir) {
+        Ok(p) if !p.expose().is_empty() => p,
+        Ok(_) => {
+            eprintln!("error: settings.backupBeforeUpgrade.passphrase is empty");
+            return Some(exit::USAGE);
+        }
+        Err(e) => {
+            eprintln!("error: settings.backupBeforeUpgrade.passphrase: {e}");
+            eprintln!("hint: the backup before this upgrade needs its passphrase; nothing was changed");
+            return Some(exit::USAGE);
+        }
+    };
+    let stamp: String = now_rfc3339().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let out = g.workdir.join("backups").join(format!("before-apply-{stamp}.tar.gz"));
+    if let Err(e) = create_private_dir(&g.workdir.join("backups")) {
+        eprintln!("error: cannot create {}: {e}", g.workdir.join("backups").display());
+        return Some(exit::STATE_ERROR);
+    }
+    if g.output == Output::Text && !g.quiet {
+        println!(
+            "Backing up before changing what is installed ({}{}):",
+            changes.iter().take(5).copied().collect::<Vec<_>>().join(", "),
+            if changes.len() > 5 { ", …" } else { "" }
+        );
+    }
+    match super::backup::write_backup(g, loaded, plan, state, &passphrase, &out, std::time::Instant::now()) {
+        exit::OK => None,
+        code => {
+            eprintln!("hint: the backup before this upgrade failed, so nothing was changed; fix it, or remove settings.backupBeforeUpgrade");
+            Some(code)
+        }
+    }
+}
+
 pub fn apply(g: &GlobalArgs, file: &Path, only: &[String], from: Option<&str>) -> u8 {
     let (loaded, plan) = match load_and_plan(g, file) {
         Ok(x) => x,
@@ -57,6 +126,9 @@ pub fn apply(g: &GlobalArgs, file: &Path, only: &[String], from: Option<&str>) -
         ) {
             return code;
         }
+    }
+    if let Some(code) = backup_before_upgrade(g, &loaded, &plan, &state, &d) {
+        return code;
     }
     let total = plan.steps.len();
     let to_run = d.to_run().len() + d.removals.len();

@@ -308,6 +308,21 @@ pub fn backup(g: &GlobalArgs, file: &Path, out: Option<&Path>, pass: &Passphrase
             .collect();
         PathBuf::from(format!("nautes-backup-{stamp}.tar.gz"))
     });
+    write_backup(g, &loaded, &plan, &state, &passphrase, &out, started)
+}
+
+/// Write the archive of `state` (read under the caller's lock) and of the
+/// rest `pack` gathers to `out`, and report it. `backup` calls it, and
+/// `apply` before an upgrade when `settings.backupBeforeUpgrade` asks.
+pub(super) fn write_backup(
+    g: &GlobalArgs,
+    loaded: &Loaded,
+    plan: &Plan,
+    state: &State,
+    passphrase: &Secret,
+    out: &Path,
+    started: std::time::Instant,
+) -> u8 {
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -326,7 +341,7 @@ pub fn backup(g: &GlobalArgs, file: &Path, out: Option<&Path>, pass: &Passphrase
         Ok(k) => k,
         Err(e) => return fail(exit::STEP_FAILED, format!("no randomness: {e}"), None),
     };
-    let keys = match kdf.derive(&passphrase) {
+    let keys = match kdf.derive(passphrase) {
         Ok(k) => k,
         Err(e) => return fail(exit::STEP_FAILED, e, None),
     };
@@ -338,11 +353,11 @@ pub fn backup(g: &GlobalArgs, file: &Path, out: Option<&Path>, pass: &Passphrase
     };
     // The state as the backend holds it: the local file byte for byte, a
     // shared one as the generation just read.
-    let state_file = match super::backend::from_inventory(g, &loaded) {
+    let state_file = match super::backend::from_inventory(g, loaded) {
         super::backend::Where::Local(path) => path,
         super::backend::Where::Kube(_) => {
             let path = staging.0.join("shared-state.json");
-            let written = serde_json::to_vec_pretty(&state)
+            let written = serde_json::to_vec_pretty(state)
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| crate::util::write_atomic(&path, &bytes, 0o600).map_err(|e| e.to_string()));
             if let Err(e) = written {
@@ -351,7 +366,7 @@ pub fn backup(g: &GlobalArgs, file: &Path, out: Option<&Path>, pass: &Passphrase
             path
         }
     };
-    match pack(g, &loaded, &plan, &state, &state_file, &mut packer) {
+    match pack(g, loaded, plan, state, &state_file, &mut packer) {
         Ok(()) => {}
         Err(e) => return fail(exit::STEP_FAILED, e, None),
     }
@@ -365,10 +380,10 @@ pub fn backup(g: &GlobalArgs, file: &Path, out: Option<&Path>, pass: &Passphrase
     };
     manifest.sign(&keys);
     let staged = packer.staged;
-    if let Err(e) = crate::util::write_atomic_with(&out, 0o600, |w| archive::write_archive(w, &manifest, &staged)) {
+    if let Err(e) = crate::util::write_atomic_with(out, 0o600, |w| archive::write_archive(w, &manifest, &staged)) {
         return fail(exit::STEP_FAILED, format!("cannot write {}: {e}", out.display()), None);
     }
-    let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     let encrypted = manifest.members.iter().filter(|m| m.encrypted).count();
     let snapshot = manifest.member(SNAPSHOT_MEMBER).map(|m| m.size);
     match g.output {

@@ -79,6 +79,20 @@ pub struct Settings {
     pub concurrency: Option<usize>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Before an `apply` that changes or removes anything already installed
+    /// (an upgrade, a config change, a teardown of removed parts), write a
+    /// backup archive to `<workdir>/backups/`, as `nautes-install backup`
+    /// would, encrypted with this passphrase.
+    #[serde(default)]
+    pub backup_before_upgrade: Option<BackupBeforeUpgrade>,
+}
+
+/// `settings.backupBeforeUpgrade`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupBeforeUpgrade {
+    /// The archive's passphrase, as a secret reference.
+    pub passphrase: SecretRef,
 }
 
 /// Every wait the installer makes has a limit, and every limit is here.

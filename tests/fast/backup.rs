@@ -96,3 +96,78 @@ fn a_backup_without_state_says_there_is_nothing_to_back_up() {
     assert!(stderr(&out).contains("nothing to back up"), "{}", stderr(&out));
     assert!(!s.path().join("b.tar.gz").exists());
 }
+
+/// An inventory whose one hook appends `word` to `log`, backing up before
+/// any upgrade with the passphrase in NAUTES_TEST_BACKUP_PASSPHRASE.
+fn upgradable(log: &std::path::Path, word: &str) -> String {
+    format!(
+        "settings:\n  backupBeforeUpgrade:\n    passphrase: {{ env: NAUTES_TEST_BACKUP_PASSPHRASE }}\nhooks:\n{}",
+        cli::hook("note", &format!("echo {word} >> {}", log.display()), &[], None)
+    )
+}
+
+fn backups(s: &Scratch) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(s.workdir().join("backups"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+#[test]
+fn an_apply_that_changes_what_is_installed_backs_it_up_first_and_a_first_install_does_not() {
+    const PASS: &str = "NAUTES_TEST_BACKUP_PASSPHRASE";
+    let s = Scratch::new();
+    let log = s.path().join("log");
+    s.write_inventory(&upgradable(&log, "one"));
+    let out = s
+        .command(&["apply", "--yes", "-i", "inventory.yaml"])
+        .env(PASS, "pass one")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(backups(&s).is_empty(), "a first install has nothing to back up");
+
+    // The hook changes: its step was done and will run again.
+    s.write_inventory(&upgradable(&log, "two"));
+    let out = s
+        .command(&["apply", "--yes", "-i", "inventory.yaml"])
+        .env_remove(PASS)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "no passphrase, no upgrade: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("backupBeforeUpgrade.passphrase"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\n", "nothing ran");
+
+    let out = s
+        .command(&["apply", "--yes", "-i", "inventory.yaml"])
+        .env(PASS, "pass one")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\n");
+    let archives = backups(&s);
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    assert_eq!(
+        std::fs::metadata(&archives[0]).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // It holds the state from before the upgrade: restored elsewhere, the
+    // hook is recorded with its old command.
+    let elsewhere = Scratch::new();
+    elsewhere.write_inventory(&upgradable(&log, "two"));
+    let out = elsewhere
+        .command(&["restore", "-i", "inventory.yaml", "--passphrase-env", PASS, "--from"])
+        .arg(&archives[0])
+        .env(PASS, "pass one")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let state = std::fs::read_to_string(elsewhere.workdir().join("state.json")).unwrap();
+    assert!(state.contains("echo one") && !state.contains("echo two"), "{state}");
+}
