@@ -71,12 +71,12 @@ fn backup_before_upgrade(
             return Some(exit::USAGE);
         }
     };
-    let stamp: String = now_rfc3339().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    let out = g.workdir.join("backups").join(format!("before-apply-{stamp}.tar.gz"));
-    if let Err(e) = create_private_dir(&g.workdir.join("backups")) {
-        eprintln!("error: cannot create {}: {e}", g.workdir.join("backups").display());
+    let dir = g.workdir.join("backups");
+    if let Err(e) = create_private_dir(&dir) {
+        eprintln!("error: cannot create {}: {e}", dir.display());
         return Some(exit::STATE_ERROR);
     }
+    let out = dir.join(super::backup::archive_name("before-apply"));
     if g.output == Output::Text && !g.quiet {
         println!(
             "Backing up before changing what is installed ({}{}):",

@@ -300,15 +300,21 @@ pub fn backup(g: &GlobalArgs, file: &Path, out: Option<&Path>, pass: &Passphrase
             }
         }
     };
-    let out = out.map(Path::to_path_buf).unwrap_or_else(|| {
-        let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-            .to_string()
-            .chars()
-            .filter(|c| *c != ':' && *c != '-')
-            .collect();
-        PathBuf::from(format!("nautes-backup-{stamp}.tar.gz"))
-    });
+    let out = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(archive_name("nautes-backup")));
     write_backup(g, &loaded, &plan, &state, &passphrase, &out, started)
+}
+
+/// `<prefix>-<UTC time>.tar.gz`, the time without separators so the name
+/// sorts and needs no quoting (`nautes-backup-20261205T071200Z.tar.gz`).
+pub(super) fn archive_name(prefix: &str) -> String {
+    let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .chars()
+        .filter(|c| *c != ':' && *c != '-')
+        .collect();
+    format!("{prefix}-{stamp}.tar.gz")
 }
 
 /// Write the archive of `state` (read under the caller's lock) and of the
