@@ -18,8 +18,9 @@ use super::{with_retries, KubeClient, KubeError, ObjectRef};
 /// outside every private range), asked for only in a dry run.
 const PROBE_ADDRESS: &str = "4.4.4.4";
 
-/// What the API server says after the range when it refuses an address
-/// (kube-apiserver's ipallocator, 1.2 through 1.33).
+/// What the API server says before the range when it refuses an address
+/// (kube-apiserver's single-range ipallocator; the real 1.30 apiserver of
+/// the tests answers this way).
 const RANGE_PREFIX: &str = "The range of valid IPs is ";
 
 /// The Service range(s), comma-separated for a dual-stack cluster.
