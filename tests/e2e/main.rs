@@ -10,6 +10,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod argocd_rbac;
 mod backup;
 mod drift;
 mod gitlab;

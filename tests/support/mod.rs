@@ -5,6 +5,7 @@
 //! all of it.
 
 pub mod ca;
+pub mod casbin;
 pub mod cli;
 pub mod controlplane;
 pub mod gitlab;

@@ -16,12 +16,99 @@ use crate::components::gitlab::{self, credentials::field};
 use crate::components::stack::sign_in;
 use crate::components::vault::VaultTarget;
 use crate::engine::{StepContext, StepError};
+use crate::inventory::{Tenant, TenantRole};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ArgocdSpec {
     pub domain: String,
     pub vault: Option<VaultTarget>,
+    /// `policy.csv` of `argocd-rbac-cm`, rendered from the tenants' groups
+    /// when planning ([`policy_csv`]).
+    #[serde(default)]
+    pub policy_csv: String,
+}
+
+/// What each tenant role may do in Argo CD, on the applications of the
+/// tenant's project (the AppProject named after the tenant; objects
+/// `<tenant>/<application>`):
+///
+/// * viewer: see the applications, their logs and the project;
+/// * developer: also sync them and run their resource actions (restart…);
+/// * admin: also create, update, delete and override (sync local
+///   manifests) them, and exec into their pods.
+///
+/// Nothing outside the tenant's project (clusters, repositories,
+/// certificates, other projects, the project's own settings) is granted.
+pub fn role_permissions(role: TenantRole) -> &'static [(&'static str, &'static str)] {
+    const VIEWER: &[(&str, &str)] = &[("applications", "get"), ("logs", "get"), ("projects", "get")];
+    const DEVELOPER: &[(&str, &str)] = &[
+        ("applications", "get"),
+        ("applications", "sync"),
+        ("applications", "action/*"),
+        ("logs", "get"),
+        ("projects", "get"),
+    ];
+    const ADMIN: &[(&str, &str)] = &[
+        ("applications", "get"),
+        ("applications", "create"),
+        ("applications", "update"),
+        ("applications", "delete"),
+        ("applications", "sync"),
+        ("applications", "override"),
+        ("applications", "action/*"),
+        ("logs", "get"),
+        ("exec", "create"),
+        ("projects", "get"),
+    ];
+    match role {
+        TenantRole::Viewer => VIEWER,
+        TenantRole::Developer => DEVELOPER,
+        TenantRole::Admin => ADMIN,
+    }
+}
+
+/// Argo CD's role for a tenant role.
+pub fn argocd_role(tenant: &str, role: TenantRole) -> String {
+    format!("role:{tenant}-{}", role.as_str())
+}
+
+/// A CSV field as Argo CD reads policy lines (Go's encoding/csv): quoted
+/// when it holds a comma or a quote, or has surrounding spaces.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"']) || s.trim() != s {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Argo CD's `policy.csv` for the tenants: every tenant gets its three
+/// roles ([`role_permissions`]) on its project, and each of its groups (as
+/// Dex's `groups` claim names it) the role it is given. Removing a group
+/// removes exactly its `g` line.
+pub fn policy_csv(tenants: &[Tenant]) -> String {
+    let mut out =
+        String::from("# Rendered by nautes-install from the tenants and their groups; edits are overwritten.\n");
+    for tenant in tenants {
+        let t = &tenant.name;
+        out.push_str(&format!("\n# tenant {t}\n"));
+        for role in TenantRole::ALL {
+            let subject = argocd_role(t, role);
+            for (resource, action) in role_permissions(role) {
+                let object = if *resource == "projects" {
+                    t.clone()
+                } else {
+                    format!("{t}/*")
+                };
+                out.push_str(&format!("p, {subject}, {resource}, {action}, {object}, allow\n"));
+            }
+        }
+        for g in &tenant.groups {
+            out.push_str(&format!("g, {}, {}\n", csv_field(&g.name), argocd_role(t, g.role)));
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +156,11 @@ pub(super) async fn argocd(ctx: &StepContext, spec: &ArgocdSpec) -> Result<Vec<V
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "argocd-secret", "namespace": ns},
                "data": {"oidc.dex.clientSecret": b64(client_secret(ctx, &sign_in::ARGOCD)?.expose())}}),
         // TLS ends at Traefik, which has our certificate.
+        // Tenants' groups get their roles; anyone else nothing (no default
+        // role: `role:readonly` would show every tenant's applications to
+        // everyone signed in). Groups come from Dex's `groups` claim.
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-rbac-cm", "namespace": ns},
+               "data": {"policy.csv": spec.policy_csv, "policy.default": "", "scopes": "[groups]"}}),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-cmd-params-cm", "namespace": ns},
                "data": {"server.insecure": "true"}}),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-tls-certs-cm", "namespace": ns},
@@ -107,4 +199,40 @@ pub(super) fn nautes(ctx: &StepContext, spec: &NautesSpec) -> Result<Vec<Value>,
                         "destination": {"server": "https://kubernetes.default.svc", "namespace": "nautes"},
                         "syncPolicy": {"automated": {"prune": true, "selfHeal": true}, "syncOptions": ["CreateNamespace=true"]}}}),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(name: &str, groups: &[(&str, TenantRole)]) -> Tenant {
+        serde_json::from_value(json!({
+            "name": name, "cluster": "host",
+            "groups": groups.iter().map(|(g, r)| json!({"name": g, "role": r.as_str()})).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    /// The exact file for two tenants: any change to what a role grants, to
+    /// how groups are bound or to the format shows here first; what it means
+    /// to Argo CD is checked by the real casbin in tests/e2e/argocd_rbac.rs.
+    #[test]
+    fn policy_csv_for_two_tenants_is_exactly_the_reviewed_file() {
+        let tenants = [
+            tenant(
+                "acme",
+                &[
+                    ("acme/dev", TenantRole::Developer),
+                    ("acme/ops", TenantRole::Admin),
+                    ("acme/qa", TenantRole::Viewer),
+                ],
+            ),
+            tenant(
+                "other",
+                &[("other/dev", TenantRole::Developer), ("a,\"b\"", TenantRole::Viewer)],
+            ),
+        ];
+        let expected = include_str!("../../../../tests/fixtures/argocd/policy.csv");
+        assert_eq!(policy_csv(&tenants), expected);
+    }
 }

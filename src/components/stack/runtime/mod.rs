@@ -23,7 +23,9 @@ use crate::engine::{StepContext, StepError};
 use crate::inventory::SecretRef;
 use crate::secret::{random_token, write_private, Secret};
 
-pub use self::argocd::{ArgocdSpec, NautesSpec};
+pub use self::argocd::{
+    argocd_role, policy_csv as argocd_policy_csv, role_permissions as argocd_role_permissions, ArgocdSpec, NautesSpec,
+};
 pub use self::certs::{CA_SECRET, CLUSTER_ISSUER, INGRESS_TLS_SECRET};
 pub use self::dex::DexSpec;
 pub use self::oauth2_proxy::{Oauth2ProxySpec, OAUTH2_PROXY_MIDDLEWARE};
@@ -114,7 +116,7 @@ fn tls_secret(name: &str, namespace: &str, cert: &str, key: &Secret) -> Value {
 }
 
 /// A random secret made on first use and kept 0600 under the outputs.
-fn kept_secret(ctx: &StepContext, name: &str) -> Result<Secret, StepError> {
+pub(crate) fn kept_secret(ctx: &StepContext, name: &str) -> Result<Secret, StepError> {
     let path = ctx.outputs_dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(s) => Ok(Secret::new(s.trim())),
