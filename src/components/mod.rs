@@ -18,6 +18,7 @@ pub mod tenants;
 pub mod vault;
 pub mod vault_approle;
 pub mod vault_kubernetes;
+pub mod vault_oidc;
 pub mod vcluster;
 
 use crate::engine::Registry;
@@ -60,6 +61,8 @@ pub const COMPONENTS: &[&dyn Component] = &[
     &vault_kubernetes::VaultKubernetes,
     &gitlab::GitlabConfiguration,
     &stack::Stack,
+    // Needs Dex's step, which the stack plans.
+    &vault_oidc::VaultOidc,
     // Hooks attach to the other steps, so they are planned last.
     &Hooks,
 ];

@@ -227,6 +227,13 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
+    /// Delete `path` (nothing there is fine), counted as a write.
+    pub async fn delete(&mut self, path: &str) -> Result<(), StepError> {
+        self.vault.delete(path, self.token).await.map_err(StepError::new)?;
+        self.writes.push(format!("DELETE {path}"));
+        Ok(())
+    }
+
     /// Write `wanted` at `path` unless every one of its fields already has
     /// that value (Vault returns roles with defaults we do not set).
     pub async fn ensure_fields(&mut self, path: &str, wanted: Value) -> Result<(), StepError> {

@@ -12,7 +12,7 @@ use super::catalog::{self, Form, Release};
 use super::runtime::{self, Runtime};
 use super::sign_in;
 use super::{health, register, step_id, StackSpec};
-use crate::components::{certificates, gitlab, vault, vault_kubernetes};
+use crate::components::{certificates, gitlab, vault, vault_kubernetes, vault_oidc};
 use crate::inventory::{ClusterUsage, Component, Diagnostic, Loaded};
 use crate::plan::Step;
 use crate::steps::kube_target::{self, KubeTarget};
@@ -307,7 +307,10 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     domain: domain.clone(),
                     version: c.version.clone().unwrap_or(versions::DEX.into()),
                     vault: vault_target.clone(),
-                    clients: sign_in::enabled(&inv.components),
+                    clients: sign_in::enabled(&inv.components)
+                        .into_iter()
+                        .chain(vault_oidc::wanted(loaded).then(|| vault_oidc::CLIENT_ID.to_string()))
+                        .collect(),
                 })),
                 vec![gitlab::STEP_ID.into(), certificates::STEP_ID.into()],
                 "dex",
