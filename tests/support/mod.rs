@@ -7,6 +7,7 @@
 pub mod ca;
 pub mod cli;
 pub mod controlplane;
+pub mod dex;
 pub mod gitlab;
 pub mod hosts;
 pub mod http;
