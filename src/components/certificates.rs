@@ -149,6 +149,18 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) {
     steps.push(Step::of(STEP_ID, format!("CA and certificates ({what})"), &spec));
 }
 
+/// Our CA's PEM, for a step that needs this step: read from where this
+/// step's outputs say it is.
+pub fn ca_pem_of(ctx: &crate::engine::StepContext) -> Result<String, crate::engine::StepError> {
+    let path = ctx
+        .needs_outputs
+        .get(STEP_ID)
+        .and_then(|o| o["ca"]["cert"].as_str())
+        .ok_or_else(|| crate::engine::StepError::new("the PKI step has not run (internal error: missing need)"))?;
+    std::fs::read_to_string(path)
+        .map_err(|e| crate::engine::StepError::new(format!("cannot read our CA certificate at {path}: {e}")))
+}
+
 /// One certificate on disk, as recorded in the step's outputs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -37,6 +37,12 @@ pub fn dex_issuer(domain: &str) -> String {
     DEX.url(domain)
 }
 
+/// Where GitLab sends Dex the authorization code: the OAuth application's
+/// redirect URI and the GitLab connector's, which must be the same.
+pub fn dex_callback(domain: &str) -> String {
+    format!("{}/callback", dex_issuer(domain))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod gitlab;
 pub mod infrastructure;
 pub mod k3s;
+pub mod kube_oidc;
 pub mod kubespray;
 pub mod preflight;
 pub mod service_hosts;

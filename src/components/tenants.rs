@@ -4,6 +4,17 @@
 //! through a SubnamespaceAnchor in its parent, so HNC propagates policy down
 //! the tree. Removing a namespace from the inventory removes it (deepest
 //! first), but never one that still runs workloads unless the tenant allows.
+//!
+//! A tenant's groups (as Dex's `groups` claim names them) get a RoleBinding
+//! in each root of its tree, which HNC propagates to every subnamespace, to
+//! one of Kubernetes' built-in aggregated ClusterRoles: `admin` → `admin`
+//! (everything in the namespace, Roles and RoleBindings included: an admin
+//! may grant access to others), `developer` → `edit` (workloads and their
+//! Secrets, but no Roles or RoleBindings: no grants), `viewer` → `view`
+//! (reads, Secrets excepted). The built-in roles follow what each release
+//! adds (and what CRDs aggregate into them), which roles of our own would
+//! not. The bindings are a set of their own, so a removed group loses
+//! exactly its binding (pruned) and a re-run writes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,7 +26,7 @@ use crate::drivers::kube::apply::delete_objects;
 use crate::drivers::kube::{KubeClient, ObjectRef};
 use crate::engine::{Difference, Handler, Rendered, StepContext, StepError};
 use crate::inventory::spans::{push_index, push_key};
-use crate::inventory::{Diagnostic, Loaded, NamespaceNode};
+use crate::inventory::{Diagnostic, Loaded, NamespaceNode, TenantGroup, TenantRole};
 use crate::plan::{Step, StepSpec};
 use crate::steps::kube_target::{client, target, KubeTarget};
 use crate::steps::manifests::{
@@ -112,6 +123,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             tenant: t.name.clone(),
             tree: flatten(&t.namespaces),
             allow_delete_with_workloads: t.allow_delete_with_workloads,
+            groups: t.groups.clone(),
         };
         let mut needs = spec.target.needs();
         needs.push(hnc_step_id(&t.cluster));
@@ -168,6 +180,8 @@ pub struct TenantSpec {
     pub tenant: String,
     pub tree: Vec<TreeNode>,
     pub allow_delete_with_workloads: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<TenantGroup>,
 }
 
 impl StepSpec for TenantSpec {
@@ -212,6 +226,43 @@ fn structure(tree: &[TreeNode]) -> Vec<Value> {
             }),
         })
         .collect()
+}
+
+/// The built-in ClusterRole a tenant role is bound to (see the module's comment).
+pub fn cluster_role(role: TenantRole) -> &'static str {
+    match role {
+        TenantRole::Admin => "admin",
+        TenantRole::Developer => "edit",
+        TenantRole::Viewer => "view",
+    }
+}
+
+/// The RoleBinding of one group: named by role and group (a GitLab path's
+/// `/` as `:`, which no path holds), since a binding's roleRef cannot
+/// change — a new role is a new binding and the old one is pruned.
+fn binding_name(group: &TenantGroup) -> String {
+    format!("nautes:{}:{}", group.role.as_str(), group.name.replace('/', ":"))
+}
+
+/// Each group's RoleBinding in each root of the tree.
+fn access(spec: &TenantSpec) -> Vec<Value> {
+    let mut out = Vec::new();
+    for root in spec.tree.iter().filter(|n| n.parent.is_none()) {
+        for g in &spec.groups {
+            out.push(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": binding_name(g), "namespace": root.name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role(g.role)},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": g.name}],
+            }));
+        }
+    }
+    out
+}
+
+fn access_set(tenant: &str) -> String {
+    format!("tenant/{tenant}/access")
 }
 
 fn structure_set(tenant: &str) -> String {
@@ -417,7 +468,18 @@ impl Handler for TenantHandler {
         let mut out = report_outputs(&report);
         out["tree"] = json!(spec.tree);
         out["subnamespaces"] = report_outputs(&meta);
-        out["written"] = json!(report.written + meta.written);
+        let granted = apply_objects(
+            ctx,
+            &client,
+            &access_set(&spec.tenant),
+            None,
+            false,
+            access(spec),
+            previous_objects(&ctx.previous_outputs["access"]),
+        )
+        .await?;
+        out["access"] = report_outputs(&granted);
+        out["written"] = json!(report.written + meta.written + granted.written);
         Ok(out)
     }
 
@@ -443,6 +505,8 @@ impl Handler for TenantHandler {
         let meta_objects: Vec<Value> = children.map(namespace_object).collect();
         let previous = previous_objects(&ctx.previous_outputs["subnamespaces"]);
         out.extend(drift_objects(&client, &metadata_set(&spec.tenant), None, meta_objects, &previous).await?);
+        let previous = previous_objects(&ctx.previous_outputs["access"]);
+        out.extend(drift_objects(&client, &access_set(&spec.tenant), None, access(spec), &previous).await?);
         Ok(Some(out))
     }
 
@@ -453,6 +517,7 @@ impl Handler for TenantHandler {
         let objects: Vec<Value> = structure(&spec.tree)
             .into_iter()
             .chain(children.map(namespace_object))
+            .chain(access(spec))
             .collect();
         Ok(vec![Rendered {
             path: format!("manifests/tenant-{}.yaml", spec.tenant),

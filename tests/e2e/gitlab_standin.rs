@@ -2,6 +2,8 @@
 //! if it starts accepting what a real server refuses, or answers in another
 //! shape.
 
+use std::collections::BTreeMap;
+
 use crate::support::{gitlab, http};
 
 use base64::Engine as _;
@@ -831,4 +833,182 @@ fn a_held_request_is_carried_out_and_answered_only_on_release() {
     gl.release();
     let (status, _) = client.join().unwrap().expect("the held request is answered on release");
     assert_eq!(status, 201);
+}
+
+/// A browser step against the stand-in: no redirect followed.
+fn browse(
+    gl: &GitlabStandin,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+) -> (u16, BTreeMap<String, String>, String) {
+    let mut call = http::Call::new(method, format!("{}{path}", gl.url())).no_redirects();
+    if let Some(c) = cookie {
+        call = call.header("Cookie", c);
+    }
+    if let Some(f) = form {
+        call = call.header("Content-Type", "application/x-www-form-urlencoded").body(f);
+    }
+    call.exchange().unwrap()
+}
+
+fn query_of(location: &str) -> BTreeMap<String, String> {
+    let url = reqwest::Url::parse(location).unwrap();
+    url.query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// The authorization-code flow Dex's GitLab connector drives: a signed-in
+/// session is needed, the application must know the client and redirect
+/// URI and have the scopes, the user authorizes once, a code is single-use
+/// and bound to its client and redirect URI, the client secret is checked,
+/// and userinfo needs `openid` and reports the user's membership groups.
+#[test]
+fn oauth_authorization_code_flow_refuses_what_gitlab_refuses() {
+    let gl = standin();
+    let (_, _, app) = gl.call(
+        "POST",
+        "/api/v4/applications",
+        Some(ADMIN),
+        Some(
+            &json!({"name": "dex", "redirect_uri": "https://dex.example.com/callback",
+                     "scopes": "openid profile email read_user", "confidential": true}),
+        ),
+    );
+    let (id, secret) = (app["application_id"].as_str().unwrap(), app["secret"].as_str().unwrap());
+    let (status, reply) = gl.control(
+        "POST",
+        "/_standin/add-user",
+        &json!({"username": "alice", "password": "pw-alice", "groups": ["acme", "other/dev"]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    // A subgroup of one of hers, made by someone else.
+    gl.control(
+        "POST",
+        "/_standin/add-user",
+        &json!({"username": "x", "password": "p", "groups": ["acme/web"]}),
+    );
+
+    // Sign-in: a wrong password gets no session.
+    let (status, headers, _) = browse(
+        &gl,
+        "POST",
+        "/users/sign_in",
+        None,
+        Some("user%5Blogin%5D=alice&user%5Bpassword%5D=wrong"),
+    );
+    assert_eq!(status, 302);
+    assert!(!headers.contains_key("set-cookie"));
+    assert!(headers["location"].ends_with("/users/sign_in"));
+    let (status, headers, _) = browse(
+        &gl,
+        "POST",
+        "/users/sign_in",
+        None,
+        Some("user%5Blogin%5D=alice&user%5Bpassword%5D=pw-alice"),
+    );
+    assert_eq!(status, 302);
+    let cookie = headers["set-cookie"].split(';').next().unwrap().to_string();
+    assert!(cookie.starts_with("_gitlab_session="));
+
+    let authorize = |client: &str, redirect: &str, scope: &str| {
+        format!(
+            "/oauth/authorize?client_id={client}&redirect_uri={}&response_type=code&scope={}&state=st8",
+            redirect.replace(':', "%3A").replace('/', "%2F"),
+            scope.replace(' ', "+")
+        )
+    };
+    let good = authorize(id, "https://dex.example.com/callback", "read_user openid");
+    // No session: to the sign-in page.
+    let (status, headers, _) = browse(&gl, "GET", &good, None, None);
+    assert_eq!((status, headers["location"].ends_with("/users/sign_in")), (302, true));
+    // Unknown client, a redirect URI the application lacks: error pages, never redirected to.
+    assert_eq!(
+        browse(
+            &gl,
+            "GET",
+            &authorize("nope", "https://dex.example.com/callback", "openid"),
+            Some(&cookie),
+            None
+        )
+        .0,
+        401
+    );
+    let (status, headers, _) = browse(
+        &gl,
+        "GET",
+        &authorize(id, "https://evil.example.com/callback", "openid"),
+        Some(&cookie),
+        None,
+    );
+    assert_eq!(status, 400);
+    assert!(!headers.contains_key("location"));
+    // A scope the application lacks: back to the client with the error.
+    let (status, headers, _) = browse(
+        &gl,
+        "GET",
+        &authorize(id, "https://dex.example.com/callback", "api"),
+        Some(&cookie),
+        None,
+    );
+    assert_eq!(status, 302);
+    let q = query_of(&headers["location"]);
+    assert_eq!((q["error"].as_str(), q["state"].as_str()), ("invalid_scope", "st8"));
+    // First time: the authorization page; its form posts the request back.
+    let (status, _, page) = browse(&gl, "GET", &good, Some(&cookie), None);
+    assert_eq!(status, 200);
+    assert!(page.contains("Authorize dex"), "{page}");
+    let form = good.split_once('?').unwrap().1;
+    let (status, headers, _) = browse(&gl, "POST", "/oauth/authorize", Some(&cookie), Some(form));
+    assert_eq!(status, 302);
+    assert!(headers["location"].starts_with("https://dex.example.com/callback?"));
+    let code = query_of(&headers["location"])["code"].clone();
+    // Authorized once: the next request is redirected straight away.
+    let (status, headers, _) = browse(&gl, "GET", &good, Some(&cookie), None);
+    assert_eq!(status, 302);
+    let code2 = query_of(&headers["location"])["code"].clone();
+
+    let exchange = |code: &str, client_secret: &str, redirect: &str| {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{client_secret}"));
+        let form = format!(
+            "grant_type=authorization_code&code={code}&redirect_uri={}",
+            redirect.replace(':', "%3A").replace('/', "%2F")
+        );
+        let auth = format!("Basic {basic}");
+        let (status, _, body) = gl.request(
+            "POST",
+            "/oauth/token",
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            Some(&form),
+        );
+        (status, body)
+    };
+    let (status, body) = exchange(&code, "wrong-secret", "https://dex.example.com/callback");
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
+    let (status, body) = exchange(&code2, secret, "https://dex.example.com/other");
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    let (status, body) = exchange(&code, secret, "https://dex.example.com/callback");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], json!("read_user openid"));
+    let access = body["access_token"].as_str().unwrap().to_string();
+    // Single use.
+    let (status, body) = exchange(&code, secret, "https://dex.example.com/callback");
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+
+    let (status, _, user) = gl.call_bearer("GET", "/api/v4/user", &access, None);
+    assert_eq!((status, user["username"].as_str()), (200, Some("alice")));
+    let (status, _, info) = gl.call_bearer("GET", "/oauth/userinfo", &access, None);
+    assert_eq!(status, 200);
+    assert_eq!(info["groups"], json!(["acme", "acme/web", "other/dev"]));
+    assert_eq!(info["nickname"], json!("alice"));
+    // Without `openid`, no userinfo (a root token from the password grant has `api` only).
+    let (status, _, body) = gl.call_bearer("GET", "/oauth/userinfo", &gl.root_oauth_token(), None);
+    assert_eq!((status, body["error"].as_str()), (403, Some("insufficient_scope")));
+    let (status, _, _) = gl.call_bearer("GET", "/oauth/userinfo", "not-a-token", None);
+    assert_eq!(status, 401);
 }

@@ -22,6 +22,7 @@ mod kube_components;
 mod kubespray;
 mod platform_crash;
 mod service_hosts;
+mod sign_in;
 mod ssh_driver;
 mod stack;
 mod state_backend;

@@ -71,6 +71,16 @@ pub fn skip_unless_available() -> bool {
     }
 }
 
+/// What a test adds to the apiserver: flags as `name=value` (K3s's
+/// `kube-apiserver-arg` form), and a private /etc/hosts with files
+/// bind-mounted (file or directory, path it appears at) for it alone.
+#[derive(Default)]
+pub struct ApiserverExtras {
+    pub args: Vec<String>,
+    pub hosts: Option<PathBuf>,
+    pub binds: Vec<(PathBuf, PathBuf)>,
+}
+
 pub struct ControlPlane {
     dir: tempfile::TempDir,
     pub port: u16,
@@ -133,15 +143,21 @@ impl ControlPlane {
 
     /// A control plane with these fake nodes (none: nodes come from the test).
     pub fn start_with_nodes(nodes: &[&str]) -> ControlPlane {
-        Self::start_full(nodes, None)
+        Self::start_full(nodes, None, &ApiserverExtras::default())
     }
 
     /// One fake node, the apiserver on this port (where a NodePort would be).
     pub fn start_at(port: u16) -> ControlPlane {
-        Self::start_full(&["kwok-node-0"], Some(port))
+        Self::start_full(&["kwok-node-0"], Some(port), &ApiserverExtras::default())
     }
 
-    fn start_full(nodes: &[&str], port: Option<u16>) -> ControlPlane {
+    /// One fake node, the apiserver with `extras` (e.g. the OIDC flags the
+    /// installer renders, and a private /etc/hosts naming Dex).
+    pub fn start_with_apiserver(extras: &ApiserverExtras) -> ControlPlane {
+        Self::start_full(&["kwok-node-0"], None, extras)
+    }
+
+    fn start_full(nodes: &[&str], port: Option<u16>, extras: &ApiserverExtras) -> ControlPlane {
         if let Some(why) = unavailable() {
             panic!("{why}");
         }
@@ -200,8 +216,15 @@ impl ControlPlane {
         );
         cp.port = port.unwrap_or_else(free_port);
         let port = cp.port.to_string();
-        cp.spawn(
+        let extra_args: Vec<String> = extras.args.iter().map(|a| format!("--{a}")).collect();
+        let mut apiserver = match &extras.hosts {
+            Some(hosts) => super::dex::private_hosts(&tool("kube-apiserver").unwrap(), hosts, &extras.binds),
+            None => Command::new(tool("kube-apiserver").unwrap()),
+        };
+        apiserver.args(&extra_args);
+        cp.spawn_command(
             "kube-apiserver",
+            apiserver,
             &[
                 "--etcd-servers",
                 &format!("http://127.0.0.1:{etcd_port}"),
@@ -310,8 +333,12 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self, name: &str, args: &[&str]) {
+        self.spawn_command(name, Command::new(tool(name).unwrap()), args)
+    }
+
+    fn spawn_command(&mut self, name: &str, mut cmd: Command, args: &[&str]) {
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
-        let child = Command::new(tool(name).unwrap())
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -181,7 +181,38 @@ message shapes (checked against GitLab's lib/api sources of that era):
   "done, answer not received". GET /_standin/held lists the requests held
   so far ({method, path, status}).
 
-Not modelled: sudo/impersonation, users other than root and bots, group
+* sign-in and OAuth authorization codes, as Dex's gitlab connector (v2.32)
+  uses them: GET /users/sign_in (an HTML form); POST /users/sign_in
+  (form `user[login]` = username or email, `user[password]`) -> 302 to `/`
+  with a `_gitlab_session` cookie, or, on a wrong login, 302 back to
+  /users/sign_in without one (Devise's failure redirect). GET
+  /oauth/authorize (client_id, redirect_uri, response_type, scope, state)
+  without a signed-in session -> 302 to /users/sign_in; an unknown
+  client_id -> 401 error page (Doorkeeper's invalid_client), a redirect_uri
+  the application does not list -> 400 error page (never redirected to);
+  response_type other than `code` or a scope the application lacks -> 302
+  to the redirect_uri with error=unsupported_response_type / invalid_scope
+  and the state; else, for an application this user has not authorized
+  for these scopes yet, 200 with the "Authorize <app>" page whose form
+  POSTs the same fields to /oauth/authorize, and once authorized (or for
+  that POST) 302 to redirect_uri?code=...&state=... (codes: single use,
+  600 s, bound to client and redirect_uri). POST /oauth/token
+  grant_type=authorization_code with client_id/client_secret (HTTP Basic,
+  as golang.org/x/oauth2 tries first, or form fields), code and
+  redirect_uri: a wrong or missing client secret 401 invalid_client; an
+  unknown, used, expired code, another client's or another redirect_uri
+  400 invalid_grant; else the access token for the grant's scopes.
+  GET /oauth/userinfo (Bearer token with scope `openid`, else 401/403
+  insufficient_scope) -> {sub, sub_legacy, name, nickname,
+  preferred_username, email, email_verified, website, profile, picture,
+  groups}: `groups` are the full paths of the user's groups and their
+  descendants (GitLab's membership groups). Users other than root come
+  from POST /_standin/add-user {username, name?, email?, password,
+  groups: [full paths]} (groups made as needed; an existing user's groups
+  and password replaced) -> {id}. Not modelled: CSRF authenticity tokens,
+  remember-me, 2FA, PKCE, consent revocation;
+
+Not modelled: sudo/impersonation, group
 and project members APIs, merge requests, protected-branch APIs, webhooks,
 keyset pagination, rate limits, HTML pages. Secrets (tokens, passwords,
 application secrets) are never written to stdout or stderr.
@@ -281,7 +312,8 @@ def new_id(kind):
 def reset_store():
     S.clear()
     S.update({"offset_days": 0, "next": {}, "users": {}, "namespaces": {}, "tokens": {}, "oauth": {},
-              "refresh": {}, "projects": {}, "deploy_keys": {}, "apps": {}})
+              "refresh": {}, "projects": {}, "deploy_keys": {}, "apps": {}, "sessions": {}, "consents": {},
+              "codes": {}, "members": {}})
     root = add_user("root", "Administrator", "admin@example.com", admin=True, password=ARGS.root_password)
     if ARGS.admin_token:
         tid = new_id("token")
@@ -656,6 +688,8 @@ def oauth_token(ctx):
     grant = as_str(params, "grant_type")
     if not grant:
         raise Reply(400, {"error": "invalid_request", "error_description": "Missing required parameter: grant_type."})
+    if grant == "authorization_code":
+        return code_grant(ctx)
     scope = as_str(params, "scope") or "api"
     if any(s not in APP_SCOPES for s in scope.split()):
         raise Reply(400, {"error": "invalid_scope",
@@ -682,6 +716,179 @@ def oauth_token(ctx):
     S["refresh"][refresh] = access
     return 200, {"access_token": access, "token_type": "Bearer", "expires_in": OAUTH_TTL,
                  "refresh_token": refresh, "scope": scope, "created_at": created}
+
+
+# ---------------------------------------------------------------- sign-in and authorization codes
+
+SESSION_COOKIE = "_gitlab_session"
+CODE_TTL = 600
+INVALID_CLIENT = ("Client authentication failed due to unknown client, no client authentication included, or "
+                  "unsupported authentication method.")
+
+
+def html(status, title, body, headers=None):
+    page = "<!DOCTYPE html><html><head><title>%s</title></head><body>%s</body></html>" % (title, body)
+    raise Reply(status, RawBody(page.encode(), "text/html; charset=utf-8"), headers)
+
+
+def esc(text):
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+def session_user(ctx):
+    for part in (ctx["headers"].get("Cookie") or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == SESSION_COOKIE and value in S["sessions"]:
+            user = S["users"].get(S["sessions"][value])
+            if user is not None and user["state"] == "active":
+                return user
+    return None
+
+
+def sign_in_page(ctx):
+    html(200, "Sign in · GitLab", '<form method="post" action="/users/sign_in">'
+         '<input name="user[login]"><input type="password" name="user[password]">'
+         '<button type="submit">Sign in</button></form>')
+
+
+def sign_in(ctx):
+    params = ctx["params"]
+    login, password = as_str(params, "user[login]"), as_str(params, "user[password]")
+    user = next((u for u in S["users"].values() if login and (u["username"] == login or u["email"] == login)),
+                None)
+    if user is None or user["password"] is None or user["password"] != password or user["state"] != "active":
+        raise Reply(302, None, {"Location": BASE_URL + "/users/sign_in"})
+    sid = secrets.token_hex(16)
+    S["sessions"][sid] = user["id"]
+    raise Reply(302, None, {"Location": BASE_URL + "/",
+                            "Set-Cookie": "%s=%s; path=/; HttpOnly; SameSite=Lax" % (SESSION_COOKIE, sid)})
+
+
+def authorization_request(ctx):
+    """The application and the checked request fields, or an error reply as GitLab gives it."""
+    params = ctx["params"]
+    client_id, redirect_uri = as_str(params, "client_id"), as_str(params, "redirect_uri")
+    app = next((a for a in S["apps"].values() if a["uid"] == client_id), None)
+    if app is None:
+        html(401, "An error has occurred", "<p>Client authentication failed due to unknown client.</p>")
+    if not redirect_uri or redirect_uri not in app["redirect_uri"].split():
+        html(400, "An error has occurred", "<p>The redirect uri included is not valid.</p>")
+    state = as_str(params, "state")
+
+    def back(**query):
+        if state:
+            query["state"] = state
+        sep = "&" if "?" in redirect_uri else "?"
+        raise Reply(302, None, {"Location": redirect_uri + sep + urlencode(query)})
+
+    if as_str(params, "response_type") != "code":
+        back(error="unsupported_response_type",
+             error_description="The authorization server does not support this response type.")
+    scopes = (as_str(params, "scope") or app["scopes"]).split()
+    if not scopes or any(s not in app["scopes"].split() for s in scopes):
+        back(error="invalid_scope", error_description="The requested scope is invalid, unknown, or malformed.")
+    return app, redirect_uri, scopes, back
+
+
+def authorize(ctx):
+    user = session_user(ctx)
+    if user is None:
+        raise Reply(302, None, {"Location": BASE_URL + "/users/sign_in"})
+    app, redirect_uri, scopes, back = authorization_request(ctx)
+    granted = S["consents"].get((user["id"], app["id"]), set())
+    if ctx["method"] == "GET" and not set(scopes) <= granted:
+        p = ctx["params"]
+        fields = "".join('<input type="hidden" name="%s" value="%s">' % (k, esc(as_str(p, k) or ""))
+                         for k in ("client_id", "redirect_uri", "state", "response_type", "scope"))
+        html(200, "Authorize %s" % esc(app["name"]),
+             '<h1>Authorize %s to use your account?</h1><form method="post" action="/oauth/authorize">%s'
+             '<button type="submit">Authorize</button></form>' % (esc(app["name"]), fields))
+    S["consents"][(user["id"], app["id"])] = granted | set(scopes)
+    code = secrets.token_hex(32)
+    S["codes"][code] = {"app_id": app["id"], "user_id": user["id"], "redirect_uri": redirect_uri,
+                        "scopes": scopes, "expires": now() + CODE_TTL}
+    back(code=code)
+
+
+def code_grant(ctx):
+    params = ctx["params"]
+    client_id, client_secret = as_str(params, "client_id"), as_str(params, "client_secret")
+    auth = ctx["headers"].get("Authorization") or ""
+    if auth[:6].lower() == "basic ":
+        try:
+            client_id, _, client_secret = base64.b64decode(auth[6:].strip()).decode().partition(":")
+            client_id, client_secret = unquote(client_id.replace("+", " ")), unquote(client_secret.replace("+", " "))
+        except (binascii.Error, UnicodeDecodeError):
+            client_id = client_secret = None
+    app = next((a for a in S["apps"].values() if a["uid"] == client_id), None)
+    if app is None or (app["confidential"] and not secrets.compare_digest(app["secret"], client_secret or "")):
+        raise Reply(401, {"error": "invalid_client", "error_description": INVALID_CLIENT},
+                    {"WWW-Authenticate": 'Bearer realm="Doorkeeper", error="invalid_client", '
+                                         'error_description="%s"' % INVALID_CLIENT})
+    grant = S["codes"].pop(as_str(params, "code") or "", None)
+    if (grant is None or grant["app_id"] != app["id"] or now() >= grant["expires"]
+            or grant["redirect_uri"] != as_str(params, "redirect_uri")):
+        raise Reply(400, {"error": "invalid_grant", "error_description": INVALID_GRANT})
+    access, refresh = secrets.token_hex(32), secrets.token_hex(32)
+    created = int(now())
+    S["oauth"][access] = {"user_id": grant["user_id"], "scopes": grant["scopes"], "created_at": created,
+                          "expires_in": OAUTH_TTL, "revoked": False, "refresh_token": refresh,
+                          "app_id": app["id"]}
+    S["refresh"][refresh] = access
+    return 200, {"access_token": access, "token_type": "Bearer", "expires_in": OAUTH_TTL,
+                 "refresh_token": refresh, "scope": " ".join(grant["scopes"]), "created_at": created}
+
+
+def membership_groups(user):
+    """Full paths of the user's groups and of every group below one (GitLab's membership groups)."""
+    direct = S["members"].get(user["id"], [])
+    paths = {full_path(n) for n in S["namespaces"].values() if n["kind"] == "group"}
+    return sorted(p for p in paths if any(p == d or p.startswith(d + "/") for d in direct))
+
+
+def userinfo(ctx):
+    raw = token_of(ctx)
+    o = S["oauth"].get(raw or "")
+    if o is None or o["revoked"] or now() >= o["created_at"] + o["expires_in"]:
+        invalid_token("The access token is invalid")
+    if "openid" not in o["scopes"]:
+        raise Reply(403, {"error": "insufficient_scope", "error_description": INSUFFICIENT, "scope": "openid"},
+                    {"WWW-Authenticate": 'Bearer realm="Doorkeeper", error="insufficient_scope", '
+                                         'error_description="%s", scope="openid"' % INSUFFICIENT})
+    user = S["users"][o["user_id"]]
+    return 200, {"sub": str(user["id"]), "sub_legacy": hashlib.sha256(str(user["id"]).encode()).hexdigest(),
+                 "name": user["name"], "nickname": user["username"], "preferred_username": user["username"],
+                 "email": user["email"], "email_verified": True, "website": "",
+                 "profile": "%s/%s" % (BASE_URL, user["username"]),
+                 "picture": "%s/uploads/-/system/user/avatar/%d/avatar.png" % (BASE_URL, user["id"]),
+                 "groups": membership_groups(user)}
+
+
+def ensure_group(path):
+    parent = None
+    for i, part in enumerate(path.split("/")):
+        here = "/".join(path.split("/")[:i + 1])
+        ns = next((n for n in S["namespaces"].values() if n["kind"] == "group" and full_path(n) == here), None)
+        if ns is None:
+            nid = new_id("namespace")
+            ns = {"id": nid, "name": part, "path": part, "kind": "group", "parent_id": parent,
+                  "visibility": "private", "owner_id": None, "created_at": iso(now()), "description": ""}
+            S["namespaces"][nid] = ns
+        parent = ns["id"]
+
+
+def add_test_user(body):
+    username = body["username"]
+    user = next((u for u in S["users"].values() if u["username"] == username), None)
+    if user is None:
+        user = add_user(username, body.get("name", username), body.get("email", "%s@example.com" % username),
+                        password=body["password"])
+    user["password"] = body["password"]
+    for g in body.get("groups", []):
+        ensure_group(g)
+    S["members"][user["id"]] = list(body.get("groups", []))
+    return 200, {"id": user["id"]}
 
 
 # ---------------------------------------------------------------- users and tokens
@@ -1183,8 +1390,8 @@ def get_raw_file(ctx):
 
 
 class RawBody:
-    def __init__(self, data):
-        self.data = data
+    def __init__(self, data, ctype="text/plain; charset=utf-8"):
+        self.data, self.ctype = data, ctype
 
 
 def tree_entries(c, base, recursive):
@@ -1441,6 +1648,9 @@ SEG = r"([^/]+)"
 P = r"/api/v4/projects/(?P<id>[^/]+)"
 ROUTES = [(re.compile(pattern), methods) for pattern, methods in [
     (r"/oauth/token", {"POST": oauth_token}),
+    (r"/oauth/authorize", {"GET": authorize, "POST": authorize}),
+    (r"/oauth/userinfo", {"GET": userinfo, "POST": userinfo}),
+    (r"/users/sign_in", {"GET": sign_in_page, "POST": sign_in}),
     (r"/-/readiness", {"GET": lambda ctx: (200, {"status": "ok", "master_check": [{"status": "ok"}]})}),
     (r"/-/health", {"GET": lambda ctx: (200, RawBody(b"GitLab OK"))}),
     (r"/api/v4/version", {"GET": get_version}),
@@ -1562,7 +1772,7 @@ def control(method, path, raw):
     posts = {"/_standin/reset-log": reset_log, "/_standin/reject-push": reject_push,
              "/_standin/edit-application": edit_application, "/_standin/set-token-expiry": set_token_expiry,
              "/_standin/shift-days": shift_days, "/_standin/runner": runner, "/_standin/hold": hold,
-             "/_standin/release": release}
+             "/_standin/release": release, "/_standin/add-user": add_test_user}
     if method == "GET" and path in gets:
         return 200, copy.deepcopy(gets[path]())
     if method == "POST" and path in posts:
@@ -1685,7 +1895,7 @@ class Handler(QuietHandler):  # nothing on stderr: a request line may carry ?pri
             if body is None:
                 data = None
             elif isinstance(body, RawBody):
-                data, headers = body.data, dict(headers, **{"Content-Type": "text/plain; charset=utf-8"})
+                data, headers = body.data, dict(headers, **{"Content-Type": body.ctype})
             else:
                 data = json.dumps(body).encode()
         if held:

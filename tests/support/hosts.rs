@@ -110,7 +110,7 @@ fn alive(pid: i32) -> bool {
 
 /// Lease a free 127.0.0.X: a directory per address, with the owner's pid
 /// inside; a lease whose owner died is taken over.
-fn lease_address() -> (String, PathBuf) {
+pub fn lease_address() -> (String, PathBuf) {
     std::fs::create_dir_all(LEASES).expect("lease dir");
     for x in 2..=254u32 {
         let dir = Path::new(LEASES).join(x.to_string());

@@ -13,6 +13,8 @@ pub struct Call<'a> {
     pub body: Option<String>,
     /// A PEM CA to trust besides nothing else (https only).
     pub ca_pem: Option<String>,
+    /// Follow redirects (the default), or answer with the redirect itself.
+    pub follow_redirects: bool,
 }
 
 impl<'a> Call<'a> {
@@ -23,6 +25,7 @@ impl<'a> Call<'a> {
             headers: Vec::new(),
             body: None,
             ca_pem: None,
+            follow_redirects: true,
         }
     }
 
@@ -33,6 +36,13 @@ impl<'a> Call<'a> {
 
     pub fn body(mut self, body: impl Into<String>) -> Self {
         self.body = Some(body.into());
+        self
+    }
+
+    /// Answer with a redirect instead of following it (a browser step a
+    /// test makes itself).
+    pub fn no_redirects(mut self) -> Self {
+        self.follow_redirects = false;
         self
     }
 
@@ -57,6 +67,9 @@ impl<'a> Call<'a> {
                     .unwrap();
                 rt.block_on(async move {
                     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
+                    if !self.follow_redirects {
+                        builder = builder.redirect(reqwest::redirect::Policy::none());
+                    }
                     if let Some(ca) = &self.ca_pem {
                         builder = builder.add_root_certificate(
                             reqwest::Certificate::from_pem(ca.as_bytes()).map_err(|e| e.to_string())?,

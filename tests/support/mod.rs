@@ -8,6 +8,7 @@ pub mod ca;
 pub mod casbin;
 pub mod cli;
 pub mod controlplane;
+pub mod dex;
 pub mod gitlab;
 pub mod hosts;
 pub mod http;

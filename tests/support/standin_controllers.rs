@@ -14,8 +14,12 @@
 //!   Available, a SubnamespaceAnchor C in namespace P makes namespace C
 //!   (annotation hnc.x-k8s.io/subnamespace-of: P, tree depth labels) and
 //!   gets status.status Ok, or Conflict when C exists and is not P's
-//!   subnamespace; an anchor that goes takes its subnamespace with it. Not
-//!   modelled: HNC's webhooks, propagation of objects, HierarchyConfiguration.
+//!   subnamespace; an anchor that goes takes its subnamespace with it.
+//!   RoleBindings propagate down the tree as HNC always propagates them: a
+//!   copy in each subnamespace (label hnc.x-k8s.io/inherited-from: the
+//!   namespace of the source), replaced when the source changes, deleted
+//!   when it goes. Not modelled: HNC's webhooks, propagation of other kinds
+//!   (Roles included), HierarchyConfiguration.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -316,6 +320,72 @@ pub fn hnc_manager(api: Api) -> Standin {
                 }
             }
         }
+        // RoleBindings down the tree, a level per pass (copies propagate on).
+        for (parent, child) in &now {
+            propagate_role_bindings(&api, parent, child);
+        }
         known = now;
     })
+}
+
+const INHERITED_FROM: &str = "hnc.x-k8s.io/inherited-from";
+
+/// HNC's propagation of RoleBindings from `parent` into its subnamespace `child`.
+fn propagate_role_bindings(api: &Api, parent: &str, child: &str) {
+    let Some(ns) = api.get(&format!("/api/v1/namespaces/{child}")) else {
+        return;
+    };
+    if subnamespace_of(&ns).as_deref() != Some(parent) || ns["metadata"]["deletionTimestamp"].is_string() {
+        return;
+    }
+    let list = |ns: &str| -> Option<Vec<Value>> {
+        api.get(&format!(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"
+        ))
+        .map(|l| l["items"].as_array().cloned().unwrap_or_default())
+    };
+    let (Some(sources), Some(present)) = (list(parent), list(child)) else {
+        return;
+    };
+    let path = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{child}/rolebindings");
+    let mut wanted = BTreeSet::new();
+    for rb in &sources {
+        let name = rb["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let origin = rb["metadata"]["labels"][INHERITED_FROM]
+            .as_str()
+            .unwrap_or(parent)
+            .to_string();
+        wanted.insert(name.clone());
+        // HNC's copy keeps the source's labels and annotations but its own (hnc.x-k8s.io).
+        let keep = |m: &Value| -> serde_json::Map<String, Value> {
+            m.as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, _)| !k.split('/').next().unwrap_or("").ends_with("hnc.x-k8s.io"))
+                .collect()
+        };
+        let mut labels = keep(&rb["metadata"]["labels"]);
+        labels.insert(INHERITED_FROM.into(), origin.into());
+        let copy = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                          "metadata": {"name": name, "namespace": child, "labels": labels,
+                                       "annotations": keep(&rb["metadata"]["annotations"])},
+                          "roleRef": rb["roleRef"], "subjects": rb["subjects"]});
+        match present.iter().find(|p| p["metadata"]["name"] == name.as_str()) {
+            Some(p) if p["roleRef"] == copy["roleRef"] && p["subjects"] == copy["subjects"] => {}
+            Some(_) => {
+                api.call("DELETE", &format!("{path}/{name}"), None);
+                api.call("POST", &path, Some(&copy));
+            }
+            None => {
+                api.call("POST", &path, Some(&copy));
+            }
+        }
+    }
+    for p in &present {
+        let name = p["metadata"]["name"].as_str().unwrap_or("");
+        if p["metadata"]["labels"][INHERITED_FROM].is_string() && !wanted.contains(name) {
+            api.call("DELETE", &format!("{path}/{name}"), None);
+        }
+    }
 }

@@ -205,7 +205,7 @@ fn client(ctx: &StepContext, spec: &GitlabSpec) -> Result<Gitlab, StepError> {
 }
 
 pub use self::credentials::Fields;
-pub use self::oauth::OAUTH_APP;
+pub use self::oauth::{DEX_APP_SCOPES, OAUTH_APP};
 pub use self::tokens::{ADMIN_TOKEN, BASE_OPERATOR_TOKEN};
 
 fn store(ctx: &StepContext, spec: &GitlabSpec) -> Result<CredentialStore, StepError> {

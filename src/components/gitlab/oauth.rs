@@ -21,6 +21,10 @@ use crate::steps::hosts::HostConn;
 use crate::steps::remote::{connect, run_checked};
 
 pub const OAUTH_APP: &str = "dex-oauth-app";
+/// The scopes of Dex's application: Dex's GitLab connector asks for
+/// `read_user` and, for the groups claim, `openid` (GitLab refuses an
+/// authorization request for scopes its application lacks).
+pub const DEX_APP_SCOPES: &str = "openid profile email read_user read_api";
 /// The records of our creates of the application.
 const OAUTH_RECORD: &str = "oauth-app";
 /// Where the update script goes on a GitLab host.

@@ -160,7 +160,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         .unwrap_or_else(|| "nautes-dex".into());
     let redirect = collect(&mut problems, string_value(loaded, values, "oauthRedirectUri"))
         .flatten()
-        .or_else(|| domain.as_ref().map(|d| format!("https://dex.{d}/callback")));
+        .or_else(|| domain.as_deref().map(crate::components::endpoints::dex_callback));
     if renew >= validity {
         problems.push(value_error(
             loaded,
@@ -240,7 +240,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         oauth: OauthSpec {
             name: app_name,
             redirect_uri: redirect,
-            scopes: "openid profile email read_user read_api".into(),
+            scopes: super::oauth::DEX_APP_SCOPES.into(),
             recreate_on_drift: recreate,
         },
         repo_files,

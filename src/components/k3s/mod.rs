@@ -40,6 +40,8 @@ pub const REMOTE_BINARY: &str = "/usr/local/bin/k3s";
 pub const REMOTE_INSTALL_SCRIPT: &str = "/opt/nautes/k3s/install.sh";
 pub const REMOTE_IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
 pub const REMOTE_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
+/// Our CA on a server, for the apiserver to check Dex's TLS (`oidc-ca-file`).
+pub const REMOTE_OIDC_CA_FILE: &str = "/etc/rancher/k3s/nautes-ca.crt";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,6 +78,10 @@ pub struct NodeSpec {
     pub config: String,
     pub registries: Option<String>,
     pub drain_on_upgrade: bool,
+    /// Where our CA goes on a server whose apiserver signs users in through
+    /// Dex (the PKI step's CA, read when the step runs); None elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_ca_file: Option<String>,
 }
 
 impl StepSpec for NodeSpec {

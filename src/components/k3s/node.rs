@@ -96,6 +96,9 @@ impl Handler for NodeHandler {
         if spec.registries.is_some() {
             ahead.push(REMOTE_REGISTRIES_FILE);
         }
+        if let Some(ca) = &spec.oidc_ca_file {
+            ahead.push(ca);
+        }
         node.prefetch(&ahead).await?;
         let mut sent = 0u64;
         let mut changed = false;
@@ -121,6 +124,12 @@ impl Handler for NodeHandler {
             (spec.config.as_bytes(), REMOTE_CONFIG_FILE),
         ] {
             let s = node.upload_bytes(content, remote, 0o600).await?;
+            sent += s.bytes;
+            changed |= s.changed();
+        }
+        if let Some(remote) = &spec.oidc_ca_file {
+            let ca = crate::components::certificates::ca_pem_of(ctx)?;
+            let s = node.upload_bytes(ca.as_bytes(), remote, 0o644).await?;
             sent += s.bytes;
             changed |= s.changed();
         }

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::render::{self, NodeInput};
 use super::{KubeconfigSpec, NodeSpec, Role, TokenSpec};
-use crate::components::{infrastructure, preflight};
+use crate::components::{certificates, infrastructure, kube_oidc, preflight};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::{ClusterType, Diagnostic, Loaded};
 use crate::plan::Step;
@@ -70,6 +70,8 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 None
             }
         };
+        // Servers sign users in through Dex when it is installed.
+        let oidc = kube_oidc::for_inventory(&loaded.inventory, super::REMOTE_OIDC_CA_FILE);
         let mut previous: Option<String> = None;
         let mut node_ids = Vec::new();
         for (host, role) in &members {
@@ -98,6 +100,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 init,
                 labels,
                 extra_sans,
+                oidc: oidc.as_ref().filter(|_| *role == Role::Server),
             };
             let config = match render::config(&input) {
                 Ok(c) => c,
@@ -117,11 +120,13 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 config,
                 registries: registries.clone(),
                 drain_on_upgrade: k3s.drain_on_upgrade,
+                oidc_ca_file: input.oidc.map(|o| o.ca_file.clone()),
             };
             let id = node_step_id(c, *role, host);
             let mut step = Step::of(&id, format!("K3s {} {host} ({})", role.as_str(), k3s.version), &spec)
                 .needs([artifact_id.clone(), token_id.clone(), preflight_id.clone()])
                 .needs(infrastructure::provider_step(loaded, host))
+                .needs(spec.oidc_ca_file.as_ref().map(|_| certificates::STEP_ID.to_string()))
                 .with_settings(json!({
                     "conn": conn,
                     "control": first_conn,

@@ -22,6 +22,7 @@ struct ConfigContext<'a> {
     flannel_backend: Option<&'a str>,
     disable: &'a [String],
     labels: Vec<String>,
+    kube_apiserver_args: Vec<String>,
 }
 
 pub struct NodeInput<'a> {
@@ -35,6 +36,8 @@ pub struct NodeInput<'a> {
     pub init: bool,
     pub labels: Vec<String>,
     pub extra_sans: Vec<String>,
+    /// A server's apiserver signs users in through Dex.
+    pub oidc: Option<&'a crate::components::kube_oidc::ApiserverOidc>,
 }
 
 pub fn config(input: &NodeInput) -> Result<String, String> {
@@ -61,6 +64,7 @@ pub fn config(input: &NodeInput) -> Result<String, String> {
         flannel_backend: input.k3s.flannel_backend.as_deref(),
         disable: &input.k3s.disable,
         labels: input.labels.clone(),
+        kube_apiserver_args: input.oidc.map(|o| o.apiserver_args()).unwrap_or_default(),
     };
     crate::templates::render("k3s/config.yaml", &ctx)
 }

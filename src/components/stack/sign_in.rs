@@ -51,14 +51,39 @@ pub const OAUTH2_PROXY: OidcClient = OidcClient {
 
 pub const CLIENTS: [&OidcClient; 2] = [&ARGOCD, &OAUTH2_PROXY];
 
+/// A public client of Dex: a login run on the user's own machine, which can
+/// keep no secret and receives the code on a loopback redirect
+/// (`http://localhost:<port>`, which Dex accepts from public clients).
+#[derive(Debug)]
+pub struct PublicClient {
+    pub id: &'static str,
+    pub name: &'static str,
+}
+
+/// `kubectl oidc-login`, signing in to every cluster's API: the clusters'
+/// apiservers take this id as `--oidc-client-id`, the audience of the
+/// id_tokens they accept. There whenever Dex is.
+pub const KUBERNETES: PublicClient = PublicClient {
+    id: "kubernetes",
+    name: "Kubernetes",
+};
+
+pub const PUBLIC_CLIENTS: [&PublicClient; 1] = [&KUBERNETES];
+
 /// The ids of the clients whose components the inventory enables, in
-/// [`CLIENTS`] order: what Dex is configured with.
+/// [`CLIENTS`] order, then the public clients: what Dex is configured with.
 pub fn enabled(components: &Components) -> Vec<String> {
     CLIENTS
         .iter()
         .filter(|c| components.enabled(c.component))
         .map(|c| c.id.to_string())
+        .chain(PUBLIC_CLIENTS.iter().map(|c| c.id.to_string()))
         .collect()
+}
+
+/// The public client with `id`, if there is one.
+pub fn public_by_id(id: &str) -> Option<&'static PublicClient> {
+    PUBLIC_CLIENTS.iter().copied().find(|c| c.id == id)
 }
 
 /// The client with `id`, if there is one.
@@ -72,10 +97,14 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_each_names_a_component_the_inventory_knows() {
-        let mut ids: Vec<&str> = CLIENTS.iter().map(|c| c.id).collect();
+        let mut ids: Vec<&str> = CLIENTS
+            .iter()
+            .map(|c| c.id)
+            .chain(PUBLIC_CLIENTS.iter().map(|c| c.id))
+            .collect();
         ids.sort();
         ids.dedup();
-        assert_eq!(ids.len(), CLIENTS.len());
+        assert_eq!(ids.len(), CLIENTS.len() + PUBLIC_CLIENTS.len());
         for c in CLIENTS {
             assert!(Components::KEYS.contains(&c.component), "{}", c.component);
         }

@@ -108,9 +108,16 @@ pub fn set_label_value(set: &str) -> String {
     )
 }
 
+/// The label HNC marks its propagated copies with (the namespace of the
+/// source). A copy keeps the source's other labels (HNC 1.0's `canonical`),
+/// ours included, but it is HNC's: listed as the set's, a RoleBinding in a
+/// tenant root would be pruned from every subnamespace on every run and put
+/// back by HNC.
+const HNC_INHERITED_FROM: &str = "hnc.x-k8s.io/inherited-from";
+
 fn selector(set: &str) -> String {
     format!(
-        "{MANAGED_BY_LABEL}={FIELD_MANAGER},{SET_LABEL}={}",
+        "{MANAGED_BY_LABEL}={FIELD_MANAGER},{SET_LABEL}={},!{HNC_INHERITED_FROM}",
         set_label_value(set)
     )
 }

@@ -33,18 +33,69 @@ pub(super) fn client_secret(ctx: &StepContext, client: &sign_in::OidcClient) -> 
     kept_secret(ctx, client.secret_file)
 }
 
-/// Dex's static clients, as planned.
-fn static_clients(ctx: &StepContext, spec: &DexSpec) -> Result<Value, StepError> {
+/// Dex's static clients, as planned, each with its secret (none for a
+/// public client).
+fn static_clients(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<StaticClient>, StepError> {
     let mut clients = Vec::new();
     for id in &spec.clients {
+        if let Some(public) = sign_in::public_by_id(id) {
+            clients.push(StaticClient::Public(public));
+            continue;
+        }
         let client = sign_in::by_id(id)
             .ok_or_else(|| StepError::new(format!("Dex has no client `{id}` in this version of nautes-install")))?;
-        clients.push(
-            json!({"id": client.id, "name": client.name, "secret": client_secret(ctx, client)?.expose(),
-            "redirectURIs": [client.redirect_uri(&spec.domain)]}),
-        );
+        clients.push(StaticClient::Confidential(client, client_secret(ctx, client)?));
     }
-    Ok(Value::Array(clients))
+    Ok(clients)
+}
+
+/// One of Dex's static clients as its config names it.
+pub enum StaticClient {
+    /// A component's web login: its secret and callback.
+    Confidential(&'static sign_in::OidcClient, Secret),
+    /// A command-line login on the user's machine (no secret; Dex accepts
+    /// any `http://localhost:<port>` redirect and the out-of-band one).
+    Public(&'static sign_in::PublicClient),
+}
+
+/// What Dex's config is made of, all of it known before it is rendered.
+pub struct DexConfig<'a> {
+    pub domain: &'a str,
+    /// GitLab's URL and the OAuth application the GitLab step made for Dex.
+    pub gitlab_url: &'a str,
+    pub gitlab_client_id: &'a Secret,
+    pub gitlab_client_secret: &'a Secret,
+    pub clients: &'a [StaticClient],
+}
+
+/// Dex's `config.yaml`, as a value: the issuer, Kubernetes (CRD) storage
+/// in the cluster it runs in, plain HTTP behind the ingress, the GitLab
+/// connector, and the static clients. A pure function, so the tests start
+/// the real Dex on exactly this config (changing only what a process on a
+/// test machine must: storage, listener, token lifetimes).
+pub fn render_config(c: &DexConfig) -> Value {
+    let issuer = endpoints::dex_issuer(c.domain);
+    let clients: Vec<Value> = c
+        .clients
+        .iter()
+        .map(|client| match client {
+            StaticClient::Confidential(client, secret) => json!({
+                "id": client.id, "name": client.name, "secret": secret.expose(),
+                "redirectURIs": [client.redirect_uri(c.domain)]}),
+            StaticClient::Public(client) => json!({"id": client.id, "name": client.name, "public": true}),
+        })
+        .collect();
+    json!({
+        "issuer": issuer,
+        "storage": {"type": "kubernetes", "config": {"inCluster": true}},
+        "web": {"http": "0.0.0.0:5556"},
+        "oauth2": {"skipApprovalScreen": true},
+        "connectors": [{"type": "gitlab", "id": "gitlab", "name": "GitLab", "config": {
+            "baseURL": c.gitlab_url, "clientID": c.gitlab_client_id.expose(),
+            "clientSecret": c.gitlab_client_secret.expose(),
+            "redirectURI": endpoints::dex_callback(c.domain)}}],
+        "staticClients": clients,
+    })
 }
 
 pub(super) async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>, StepError> {
@@ -53,15 +104,13 @@ pub(super) async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>,
     let client_id = field(&app, gitlab::OAUTH_APP, "clientId")?;
     let client_secret = field(&app, gitlab::OAUTH_APP, "clientSecret")?;
     let domain = &spec.domain;
-    let config = json!({
-        "issuer": endpoints::dex_issuer(domain),
-        "storage": {"type": "kubernetes", "config": {"inCluster": true}},
-        "web": {"http": "0.0.0.0:5556"},
-        "oauth2": {"skipApprovalScreen": true},
-        "connectors": [{"type": "gitlab", "id": "gitlab", "name": "GitLab", "config": {
-            "baseURL": gitlab_url, "clientID": client_id.expose(), "clientSecret": client_secret.expose(),
-            "redirectURI": format!("{}/callback", endpoints::dex_issuer(domain))}}],
-        "staticClients": static_clients(ctx, spec)?,
+    let clients = static_clients(ctx, spec)?;
+    let config = render_config(&DexConfig {
+        domain,
+        gitlab_url: &gitlab_url,
+        gitlab_client_id: client_id,
+        gitlab_client_secret: client_secret,
+        clients: &clients,
     });
     let config_yaml = Secret::new(serde_yaml::to_string(&config).map_err(|e| StepError::new(e.to_string()))?);
     let ns = "dex";
