@@ -24,7 +24,8 @@
 //! tenant role its rights on the tenant's own paths, `tenant/<tenant>/…` of
 //! the `tenant` KV v2 engine.
 //!
-//! Everything is read first and written only where it differs. Roles and
+//! Everything is read first and written only where it differs, on every
+//! run (a role or policy someone changed is put back). Roles and
 //! policies this step made and no longer wants are deleted (a removed group
 //! loses exactly its role; a removed tenant its policies); others' are
 //! never touched. Dex's client secret is write-only in Vault, so the sha256
@@ -42,8 +43,10 @@ use super::vault::{self as vault_component, VaultTarget, Writer};
 use crate::drivers::vault::Vault;
 use crate::engine::{Handler, StepContext, StepError};
 use crate::inventory::{Diagnostic, Loaded, TenantRole};
+use crate::plan::diff::REFRESH_AFTER;
 use crate::plan::{Step, StepSpec};
 use crate::secret::Secret;
+use crate::util::unix_now;
 use crate::wait::{Poll, Wait};
 
 pub const KIND: &str = "vault-oidc";
@@ -425,6 +428,9 @@ impl Handler for VaultOidcHandler {
             "policies": spec.policies.keys().collect::<Vec<_>>(),
             "clientSecretSha256": sha,
             "vaultWritten": w.writes,
+            // Re-checked on every run, as Vault's own configuration is: a
+            // role or policy someone changed is put back.
+            REFRESH_AFTER: unix_now(),
         }))
     }
 

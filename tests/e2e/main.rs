@@ -29,3 +29,4 @@ mod state_backend;
 mod terraform;
 mod vault;
 mod vault_kubernetes;
+mod vault_oidc;

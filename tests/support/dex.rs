@@ -37,6 +37,7 @@ use nautes_install::components::endpoints;
 use nautes_install::components::gitlab::DEX_APP_SCOPES;
 use nautes_install::components::stack::runtime::{render_dex_config, DexConfig, DexStaticClient};
 use nautes_install::components::stack::sign_in;
+use nautes_install::components::vault_oidc;
 use nautes_install::secret::Secret;
 use serde_json::{json, Value};
 
@@ -80,6 +81,9 @@ pub struct DexOptions {
     /// A CA (key, certificate) to sign Dex's serving certificate with; a
     /// new one if None.
     pub ca: Option<(PathBuf, PathBuf)>,
+    /// Vault's address, for Vault's client (`vault` in `clients`): its UI
+    /// callback is under it.
+    pub vault_url: Option<String>,
 }
 
 impl DexOptions {
@@ -94,6 +98,7 @@ impl DexOptions {
             id_token_expiry: None,
             kubeconfig: None,
             ca: None,
+            vault_url: None,
         }
     }
 }
@@ -174,6 +179,14 @@ impl Dex {
         for id in &opts.clients {
             if let Some(public) = sign_in::public_by_id(id) {
                 clients.push(DexStaticClient::Public(public));
+            } else if id == vault_oidc::CLIENT_ID {
+                let secret = random_hex();
+                secrets.insert(id.clone(), secret.clone());
+                let url = opts.vault_url.as_deref().expect("Vault's client needs vault_url");
+                clients.push(DexStaticClient::Vault {
+                    secret: Secret::new(secret),
+                    redirect_uris: vault_oidc::redirect_uris(url),
+                });
             } else {
                 let client = sign_in::by_id(id).unwrap_or_else(|| panic!("no Dex client `{id}`"));
                 let secret = random_hex();
@@ -415,24 +428,11 @@ impl Dex {
 
     /// The whole login, its answers kept for tests that check them.
     pub fn login(&self, client: &str, user: &str, groups: &[&str]) -> Login {
-        let password = self.gitlab_user(user, groups);
-        // 1. The user signs in to GitLab (its sign-in form; the session cookie).
-        let (status, headers, _) = self
-            .send(Req::form(
-                "POST",
-                &format!("{}/users/sign_in", self.gitlab_url),
-                &[("user[login]", user), ("user[password]", &password)],
-            ))
-            .unwrap();
-        let cookie = headers
-            .get("set-cookie")
-            .and_then(|c| c.split(';').next())
-            .map(str::to_string)
-            .unwrap_or_else(|| panic!("GitLab's sign-in set no session (status {status})"));
-
         // 2. The client sends the browser to Dex's authorization endpoint.
         let redirect_uri = match sign_in::by_id(client) {
             Some(c) => c.redirect_uri(&self.domain),
+            // `vault login -method=oidc`'s listener.
+            None if client == vault_oidc::CLIENT_ID => vault_oidc::CLI_REDIRECT_URI.to_string(),
             // What `kubectl oidc-login` listens on by default.
             None => "http://localhost:8000".to_string(),
         };
@@ -448,8 +448,40 @@ impl Dex {
                 ("state", &state),
             ])
         );
+        let back = self.authorize(&auth, &redirect_uri, user, groups);
+        let get = |k: &str| back.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(
+            get("state").as_deref(),
+            Some(state.as_str()),
+            "Dex returned another state"
+        );
+        let code = get("code").unwrap_or_else(|| panic!("no code for the client (error {:?})", get("error")));
+        self.exchange(client, &redirect_uri, &code)
+    }
+
+    /// The browser's part of a login: `user` (made a GitLab user in
+    /// exactly `groups`) signs in to GitLab, follows `auth` (Dex's
+    /// authorization URL, as a client made it) through GitLab's
+    /// authorization and Dex's callback until Dex sends it to
+    /// `redirect_uri`; the query Dex sends there (code and state).
+    pub fn authorize(&self, auth: &str, redirect_uri: &str, user: &str, groups: &[&str]) -> Vec<(String, String)> {
+        let password = self.gitlab_user(user, groups);
+        // 1. The user signs in to GitLab (its sign-in form; the session cookie).
+        let (status, headers, _) = self
+            .send(Req::form(
+                "POST",
+                &format!("{}/users/sign_in", self.gitlab_url),
+                &[("user[login]", user), ("user[password]", &password)],
+            ))
+            .unwrap();
+        let cookie = headers
+            .get("set-cookie")
+            .and_then(|c| c.split(';').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("GitLab's sign-in set no session (status {status})"));
+
         // Dex (one connector) on to /auth/gitlab, and from there to GitLab.
-        let mut url = auth;
+        let mut url = auth.to_string();
         let mut hops = 0;
         while !url.starts_with(&self.gitlab_url) {
             let (status, headers, body) = self.send(self.get(&url)).unwrap();
@@ -482,7 +514,7 @@ impl Dex {
         //    its groups), then its approval, to the client's redirect URI.
         let mut url = callback;
         let mut hops = 0;
-        while !url.starts_with(&redirect_uri) {
+        while !url.starts_with(redirect_uri) {
             let (status, headers, body) = self.send(self.get(&url)).unwrap();
             assert!(
                 (300..400).contains(&status),
@@ -494,22 +526,18 @@ impl Dex {
             hops += 1;
             assert!(hops < 5, "Dex never sent the browser back to the client");
         }
-        let back = form_decode(url.split_once('?').map(|(_, q)| q).unwrap_or(""));
-        let get = |k: &str| back.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        assert_eq!(
-            get("state").as_deref(),
-            Some(state.as_str()),
-            "Dex returned another state"
-        );
-        let code = get("code").unwrap_or_else(|| panic!("no code for the client (error {:?})", get("error")));
-        // 5. The client exchanges the code at Dex's token endpoint.
+        form_decode(url.split_once('?').map(|(_, q)| q).unwrap_or(""))
+    }
+
+    /// 5. The client exchanges the code at Dex's token endpoint.
+    fn exchange(&self, client: &str, redirect_uri: &str, code: &str) -> Login {
         let mut token = Req::form(
             "POST",
             &format!("{}/token", self.issuer()),
             &[
                 ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", &redirect_uri),
+                ("code", code),
+                ("redirect_uri", redirect_uri),
                 ("client_id", client),
             ],
         );

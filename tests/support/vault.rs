@@ -22,6 +22,9 @@ pub struct OpenBao {
     /// OpenBao's own listener.
     pub bao_port: u16,
     dir: tempfile::TempDir,
+    /// The /etc/hosts OpenBao sees (in a mount namespace of its own), when
+    /// it must find a name the machine does not know (Dex's issuer).
+    hosts: Option<PathBuf>,
 }
 
 pub fn bao_binary() -> Option<PathBuf> {
@@ -53,6 +56,15 @@ pub fn installer_inventory(url: &str) -> String {
 
 impl OpenBao {
     pub fn start() -> OpenBao {
+        Self::start_seeing(None)
+    }
+
+    /// OpenBao whose /etc/hosts is `hosts` (see `dex::private_hosts`).
+    pub fn start_with_hosts(hosts: &std::path::Path) -> OpenBao {
+        Self::start_seeing(Some(hosts.to_path_buf()))
+    }
+
+    fn start_seeing(hosts: Option<PathBuf>) -> OpenBao {
         let dir = tempfile::tempdir().unwrap();
         let bao_port = free_port();
         let cluster_port = free_port();
@@ -83,6 +95,7 @@ impl OpenBao {
             port,
             bao_port,
             dir,
+            hosts,
         };
         bao.start_server();
         bao
@@ -94,7 +107,12 @@ impl OpenBao {
             .append(true)
             .open(self.dir.path().join("bao.log"))
             .unwrap();
-        let child = Command::new(bao_binary().expect("bao"))
+        let bin = bao_binary().expect("bao");
+        let mut cmd = match &self.hosts {
+            Some(hosts) => super::dex::private_hosts(&bin, hosts, &[]),
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .args(["server", "-config"])
             .arg(self.dir.path().join("config.hcl"))
             .stdin(Stdio::null())

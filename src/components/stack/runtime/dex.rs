@@ -12,6 +12,7 @@ use crate::components::endpoints;
 use crate::components::gitlab::{self, credentials::field};
 use crate::components::stack::sign_in;
 use crate::components::vault::VaultTarget;
+use crate::components::vault_oidc;
 use crate::engine::{StepContext, StepError};
 use crate::secret::Secret;
 
@@ -42,6 +43,17 @@ fn static_clients(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<StaticClient>
             clients.push(StaticClient::Public(public));
             continue;
         }
+        if id == vault_oidc::CLIENT_ID {
+            let vault = spec
+                .vault
+                .as_ref()
+                .ok_or_else(|| StepError::new("Dex has a client for Vault but no Vault to send users back to"))?;
+            clients.push(StaticClient::Vault {
+                secret: kept_secret(ctx, vault_oidc::CLIENT_SECRET_FILE)?,
+                redirect_uris: vault_oidc::redirect_uris(&vault.url),
+            });
+            continue;
+        }
         let client = sign_in::by_id(id)
             .ok_or_else(|| StepError::new(format!("Dex has no client `{id}` in this version of nautes-install")))?;
         clients.push(StaticClient::Confidential(client, client_secret(ctx, client)?));
@@ -56,6 +68,10 @@ pub enum StaticClient {
     /// A command-line login on the user's machine (no secret; Dex accepts
     /// any `http://localhost:<port>` redirect and the out-of-band one).
     Public(&'static sign_in::PublicClient),
+    /// Vault's sign-in (see `vault_oidc`): confidential, sending users back
+    /// to Vault's own address (its UI) or to `vault login`'s listener, not
+    /// to a name under the domain.
+    Vault { secret: Secret, redirect_uris: Vec<String> },
 }
 
 /// What Dex's config is made of, all of it known before it is rendered.
@@ -83,6 +99,9 @@ pub fn render_config(c: &DexConfig) -> Value {
                 "id": client.id, "name": client.name, "secret": secret.expose(),
                 "redirectURIs": [client.redirect_uri(c.domain)]}),
             StaticClient::Public(client) => json!({"id": client.id, "name": client.name, "public": true}),
+            StaticClient::Vault { secret, redirect_uris } => json!({
+                "id": vault_oidc::CLIENT_ID, "name": "Vault", "secret": secret.expose(),
+                "redirectURIs": redirect_uris}),
         })
         .collect();
     json!({
