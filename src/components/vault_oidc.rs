@@ -474,6 +474,72 @@ impl super::Component for VaultOidc {
 mod tests {
     use super::*;
 
+    fn loaded(tenants: &str) -> Loaded {
+        let text = format!(
+            "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: t\n\
+             settings:\n  domain: example.com\n\
+             clusters:\n  - name: host\n    type: external\n    external:\n      kubeconfig: host.kubeconfig\n    usage: [host]\n\
+             tenants:\n{tenants}\
+             components:\n  vault:\n    placement: external\n    external:\n      url: https://vault.example.com:8200\n\
+             \x20 gitlab:\n    placement: external\n    external:\n      url: https://gitlab.example.com\n      token: {{ file: t }}\n    values:\n      group: acme\n\
+             \x20 dex: {{}}\n"
+        );
+        crate::inventory::load_str(std::path::Path::new("inventory.yaml"), &text).unwrap_or_else(|r| panic!("{r:?}"))
+    }
+
+    const TENANTS: &str = "  - name: acme\n    cluster: host\n    groups:\n      - {name: acme/dev, role: developer}\n      - {name: shared, role: viewer}\n\
+                           \x20 - name: other\n    cluster: host\n    groups:\n      - {name: shared, role: admin}\n";
+
+    #[test]
+    fn a_group_is_one_role_with_the_policies_of_every_tenant_listing_it() {
+        let (roles, policies) = roles_and_policies(&loaded(TENANTS)).unwrap();
+        assert_eq!(roles["acme.dev"].policies, ["tenant-acme-developer"]);
+        assert_eq!(roles["shared"].policies, ["tenant-acme-viewer", "tenant-other-admin"]);
+        assert_eq!(roles.len(), 2);
+        assert_eq!(policies.len(), 6, "three roles for each tenant with groups");
+    }
+
+    #[test]
+    fn groups_that_would_share_a_role_name_or_cannot_name_one_are_errors_at_their_position() {
+        let tenants = "  - name: acme\n    cluster: host\n    groups:\n      - {name: acme/dev, role: developer}\n      - {name: acme.dev, role: viewer}\n      - {name: 'a b', role: viewer}\n";
+        let problems = roles_and_policies(&loaded(tenants)).unwrap_err();
+        let text: Vec<String> = problems.iter().map(|d| format!("{} {}", d.path, d.message)).collect();
+        assert_eq!(problems.len(), 2, "{text:?}");
+        assert!(
+            text[0].starts_with("tenants[0].groups[1].name groups `acme/dev` and `acme.dev`"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].starts_with("tenants[0].groups[2].name group `a b` cannot name a Vault role"),
+            "{text:?}"
+        );
+        assert!(problems.iter().all(|d| d.span.is_some()), "each at its line and column");
+    }
+
+    #[test]
+    fn dex_gets_vaults_client_and_the_step_waits_for_dex_only_when_tenants_have_groups() {
+        let plan = |tenants: &str| crate::components::plan_steps(&loaded(tenants)).unwrap();
+        let dex_clients = |steps: &[Step]| {
+            steps.iter().find(|s| s.id == "stack/dex/host").unwrap().spec["runtime"]["clients"].clone()
+        };
+        let steps = plan(TENANTS);
+        assert!(dex_clients(&steps).as_array().unwrap().contains(&json!(CLIENT_ID)));
+        let step = steps.iter().find(|s| s.id == STEP_ID).expect("vault/oidc planned");
+        for need in ["vault/configure", "stack/dex/host"] {
+            assert!(step.needs.iter().any(|n| n == need), "{:?}", step.needs);
+        }
+        assert_eq!(
+            step.spec["redirectUris"],
+            json!([
+                "https://vault.example.com:8200/ui/vault/auth/oidc/oidc/callback",
+                CLI_REDIRECT_URI
+            ])
+        );
+        let steps = plan("  - name: acme\n    cluster: host\n");
+        assert!(!steps.iter().any(|s| s.id == STEP_ID));
+        assert!(!dex_clients(&steps).as_array().unwrap().contains(&json!(CLIENT_ID)));
+    }
+
     #[test]
     fn group_paths_name_vault_roles_and_other_names_do_not() {
         assert_eq!(role_name("acme/dev").as_deref(), Some("acme.dev"));
