@@ -89,7 +89,10 @@ fn summary(state: &State, show_secrets: bool) -> Value {
         })
         .collect();
     let virtual_clusters: Vec<Value> = finished(state, crate::components::vcluster::KIND)
-        .map(|(id, o)| json!({"step": id, "endpoint": o["endpoint"], "kubeconfig": o["kubeconfig"]}))
+        .map(|(id, o)| {
+            json!({"step": id, "endpoint": o["endpoint"], "kubeconfig": o["kubeconfig"],
+                   "userKubeconfig": user_kubeconfig(state, id, o)})
+        })
         .collect();
     let tenants: Vec<Value> = finished(state, crate::components::tenants::TENANT_KIND)
         .map(|(id, o)| {
