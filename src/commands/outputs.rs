@@ -32,13 +32,67 @@ fn secret_file(path: &std::path::Path, show: bool) -> Value {
     }
 }
 
+/// Beside a cluster's admin kubeconfig, `oidc.kubeconfig`: the same API
+/// with the credential of `kubectl oidc-login` (signing in through Dex),
+/// for the cluster's users. Written when the cluster's apiserver trusts Dex
+/// (its step's `oidc`); the path, or why it could not be written.
+fn user_kubeconfig(state: &State, step: &str, outputs: &Value) -> Value {
+    use crate::components::kube_oidc;
+    let Some(oidc) = state
+        .steps
+        .get(step)
+        .and_then(|r| serde_json::from_value::<kube_oidc::ApiserverOidc>(r.spec["oidc"].clone()).ok())
+    else {
+        return Value::Null;
+    };
+    let write = || -> Result<std::path::PathBuf, String> {
+        let admin_path = std::path::PathBuf::from(outputs["kubeconfig"].as_str().ok_or("no admin kubeconfig")?);
+        let admin: Value = serde_yaml::from_str(
+            &std::fs::read_to_string(&admin_path).map_err(|e| format!("{}: {e}", admin_path.display()))?,
+        )
+        .map_err(|e| format!("{}: {e}", admin_path.display()))?;
+        let cluster = &admin["clusters"][0]["cluster"];
+        let ca = finished(state, crate::components::certificates::KIND)
+            .next()
+            .and_then(|(_, o)| o["ca"]["cert"].as_str().map(str::to_string))
+            .ok_or("no CA recorded")?;
+        let ca = std::fs::read_to_string(&ca).map_err(|e| format!("{ca}: {e}"))?;
+        use base64::Engine;
+        let login = kube_oidc::LoginSettings {
+            issuer_url: oidc.issuer_url.clone(),
+            client_id: oidc.client_id.clone(),
+            ca_b64: base64::engine::general_purpose::STANDARD.encode(ca),
+        };
+        let name = step.split('/').nth(1).unwrap_or(step);
+        let text = kube_oidc::user_kubeconfig(
+            name,
+            cluster["server"].as_str().unwrap_or_default(),
+            cluster["certificate-authority-data"].as_str().unwrap_or_default(),
+            &login,
+        );
+        let path = admin_path.with_file_name("oidc.kubeconfig");
+        crate::util::write_atomic(&path, text.as_bytes(), 0o600).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    };
+    match write() {
+        Ok(p) => json!(p),
+        Err(e) => json!(format!("<cannot write: {e}>")),
+    }
+}
+
 /// Everything worth knowing, as one JSON document.
 fn summary(state: &State, show_secrets: bool) -> Value {
     let clusters: Vec<Value> = finished(state, crate::components::k3s::KUBECONFIG_KIND)
-        .map(|(id, o)| json!({"step": id, "endpoint": o["endpoint"], "kubeconfig": o["kubeconfig"]}))
+        .map(|(id, o)| {
+            json!({"step": id, "endpoint": o["endpoint"], "kubeconfig": o["kubeconfig"],
+                   "userKubeconfig": user_kubeconfig(state, id, o)})
+        })
         .collect();
     let virtual_clusters: Vec<Value> = finished(state, crate::components::vcluster::KIND)
-        .map(|(id, o)| json!({"step": id, "endpoint": o["endpoint"], "kubeconfig": o["kubeconfig"]}))
+        .map(|(id, o)| {
+            json!({"step": id, "endpoint": o["endpoint"], "kubeconfig": o["kubeconfig"],
+                   "userKubeconfig": user_kubeconfig(state, id, o)})
+        })
         .collect();
     let tenants: Vec<Value> = finished(state, crate::components::tenants::TENANT_KIND)
         .map(|(id, o)| {
@@ -139,6 +193,9 @@ fn print_text(s: &Value) {
             println!("{title}: {}", text(&c["step"]));
             println!("  endpoint:   {}", text(&c["endpoint"]));
             println!("  kubeconfig: {}", text(&c["kubeconfig"]));
+            if !c["userKubeconfig"].is_null() {
+                println!("  users (kubectl oidc-login): {}", text(&c["userKubeconfig"]));
+            }
         }
     }
     for t in list(&s["tenants"]) {

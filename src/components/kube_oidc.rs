@@ -23,7 +23,7 @@ pub const USERNAME_CLAIM: &str = "email";
 pub const GROUPS_CLAIM: &str = "groups";
 
 /// The apiserver's OIDC settings for one cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiserverOidc {
     pub issuer_url: String,

@@ -46,7 +46,17 @@ pub struct VclusterSpec {
     pub node_port: Option<u16>,
     pub expose_host: Option<String>,
     pub values: serde_json::Map<String, Value>,
+    /// The virtual cluster's apiserver signs users in through Dex: K3s's
+    /// `--kube-apiserver-arg` flags through the chart's `vcluster.extraArgs`,
+    /// our CA from a ConfigMap mounted at `ca_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<super::kube_oidc::ApiserverOidc>,
 }
+
+/// Where the virtual cluster's K3s reads our CA (a ConfigMap's volume).
+pub const OIDC_CA_DIR: &str = "/etc/nautes";
+const OIDC_CA_CONFIGMAP: &str = "nautes-ca";
+const OIDC_CA_KEY: &str = "nautes-ca.crt";
 
 impl StepSpec for VclusterSpec {
     const KIND: &'static str = KIND;
@@ -59,6 +69,7 @@ pub fn kubeconfig_file_name(name: &str) -> String {
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
     let mut problems = Vec::new();
     let mut planned_files = std::collections::BTreeSet::new();
+    let oidc = super::kube_oidc::for_inventory(&loaded.inventory, &format!("{OIDC_CA_DIR}/{OIDC_CA_KEY}"));
     for (i, vc) in loaded.inventory.virtual_clusters.iter().enumerate() {
         let base = push_index("virtualClusters", i);
         let version = vc.version.clone().unwrap_or(versions::VCLUSTER.to_string());
@@ -100,9 +111,13 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             node_port: vc.expose.node_port,
             expose_host: vc.expose.host.clone(),
             values: vc.values.clone(),
+            oidc: oidc.clone(),
         };
         let mut needs = spec.host.needs();
         needs.push(files_id);
+        if spec.oidc.is_some() {
+            needs.push(super::certificates::STEP_ID.to_string());
+        }
         steps.push(
             Step::of(
                 vcluster_step_id(&vc.name),
@@ -184,6 +199,10 @@ fn chart_values(
         "endpoint": endpoint,
         "ingress_host": if spec.expose_type == ExposeType::Ingress { spec.expose_host.clone() } else { None },
         "service_cidr": service_cidr,
+        "oidc_args": spec.oidc.as_ref().map(|o| o.apiserver_args()).unwrap_or_default()
+            .iter().map(|a| format!("--kube-apiserver-arg={a}")).collect::<Vec<_>>(),
+        "oidc_ca_dir": OIDC_CA_DIR,
+        "oidc_ca_configmap": OIDC_CA_CONFIGMAP,
     });
     let rendered = crate::templates::render("vcluster/values.yaml", &context).map_err(StepError::new)?;
     let mut values: Value =
@@ -436,6 +455,11 @@ async fn objects(
     let (planned_endpoint, endpoint_host) = endpoint(spec, &client.server, planned_port)?;
     let values = chart_values(spec, &planned_endpoint, &endpoint_host, service_cidr)?;
     let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}})];
+    if spec.oidc.is_some() {
+        objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": OIDC_CA_CONFIGMAP, "namespace": spec.namespace},
+                            "data": {OIDC_CA_KEY: super::certificates::ca_pem_of(ctx)?}}));
+    }
     let mut rendered = render_objects(
         ctx,
         &[Source::Chart {
@@ -572,6 +596,7 @@ mod tests {
             node_port,
             expose_host: None,
             values: Default::default(),
+            oidc: None,
         }
     }
 
@@ -613,7 +638,34 @@ mod tests {
         let mut ingress = spec(None);
         ingress.expose_type = ExposeType::Ingress;
         ingress.expose_host = Some("vc.example.com".into());
-        for spec in [spec(Some(30443)), ingress] {
+        let mut oidc = spec(Some(30443));
+        oidc.oidc = Some(crate::components::kube_oidc::ApiserverOidc {
+            issuer_url: "https://dex.example.com".into(),
+            client_id: "kubernetes".into(),
+            ca_file: "/etc/nautes/nautes-ca.crt".into(),
+        });
+        let values = chart_values(&oidc, "https://192.0.2.1:30443", "192.0.2.1", "10.43.0.0/16").unwrap();
+        assert_eq!(
+            values["vcluster"]["extraArgs"],
+            json!([
+                "--kube-apiserver-arg=oidc-issuer-url=https://dex.example.com",
+                "--kube-apiserver-arg=oidc-client-id=kubernetes",
+                "--kube-apiserver-arg=oidc-username-claim=email",
+                "--kube-apiserver-arg=oidc-groups-claim=groups",
+                "--kube-apiserver-arg=oidc-ca-file=/etc/nautes/nautes-ca.crt"
+            ])
+        );
+        // The chart's own data mount stays (the list replaces the default), ours beside it.
+        assert_eq!(
+            values["vcluster"]["volumeMounts"],
+            json!([{"mountPath": "/data", "name": "data"},
+                   {"mountPath": "/etc/nautes", "name": "nautes-ca", "readOnly": true}])
+        );
+        assert_eq!(
+            values["volumes"],
+            json!([{"name": "nautes-ca", "configMap": {"name": "nautes-ca"}}])
+        );
+        for spec in [spec(Some(30443)), ingress, oidc] {
             let values = chart_values(&spec, "https://192.0.2.1:30443", "192.0.2.1", "10.43.0.0/16").unwrap();
             let unknown = manifests::unknown_value_keys(&values, &defaults, UNDECLARED_CHART_KEYS);
             assert!(unknown.is_empty(), "{:?}: {unknown:?} in {values}", spec.expose_type);

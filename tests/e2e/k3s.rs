@@ -595,3 +595,88 @@ fn a_sudo_password_goes_to_sudo_only_and_never_to_output_or_logs() {
         );
     }
 }
+
+/// With Dex installed, each server's apiserver signs users in through it:
+/// the kube-apiserver-arg OIDC flags in its config and our CA (the PKI
+/// step's) where `oidc-ca-file` names it, which the stand-in checks as the
+/// apiserver would; agents get neither. `outputs` then writes the users'
+/// kubeconfig beside the admin's, with `kubectl oidc-login` as its credential.
+#[test]
+fn servers_trust_dex_with_our_ca_and_outputs_writes_the_users_kubeconfig() {
+    let Some(e) = env(&nodes(2)) else { return };
+    std::fs::write(e.s.path().join("gitlab-token"), "glpat-unused-unused-01").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(e.s.path().join("gitlab-token"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cluster = e.cluster("main", V1, &["node-1"], &["node-2"]) + "    usage: [host]\n";
+    e.s.write_inventory(&format!(
+        "settings:\n  domain: sso.test\n  timeouts:\n    nodeReady: 30s\nssh:\n  identityFile: {}\n  knownHosts: known_hosts\nartifacts:\n  mode: airgap\n  bundle: bundle\n{}clusters:\n{cluster}\
+         components:\n  gitlab:\n    placement: external\n    external:\n      url: http://127.0.0.1:9\n      token: {{ file: gitlab-token }}\n    values:\n      group: acme\n  dex: {{}}\n",
+        e.hosts.client_key().display(),
+        e.hosts.inventory_hosts(),
+    ));
+    let out = e.apply(&["--only", "k3s/main/kubeconfig", "k3s/main/agent/node-2"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let config = e.host_file(0, "/etc/rancher/k3s/config.yaml");
+    let expected =
+        "kube-apiserver-arg:\n  - \"oidc-issuer-url=https://dex.sso.test\"\n  - \"oidc-client-id=kubernetes\"\n  \
+                    - \"oidc-username-claim=email\"\n  - \"oidc-groups-claim=groups\"\n  \
+                    - \"oidc-ca-file=/etc/rancher/k3s/nautes-ca.crt\"\n";
+    assert!(config.contains(expected), "{config}");
+    let ca_path = e.s.state()["steps"]["pki"]["outputs"]["ca"]["cert"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ca = std::fs::read_to_string(&ca_path).unwrap();
+    assert!(ca.contains("BEGIN CERTIFICATE"));
+    assert_eq!(e.host_file(0, "/etc/rancher/k3s/nautes-ca.crt"), ca);
+    // An agent runs no apiserver.
+    assert!(!e.host_file(1, "/etc/rancher/k3s/config.yaml").contains("oidc"));
+    assert!(!e.hosts.host_path(1, "/etc/rancher/k3s/nautes-ca.crt").exists());
+
+    // Forced again, the server's step sends nothing and restarts nothing: the CA is there already.
+    let out = e.apply(&["--only", "k3s/main/server/node-1"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let outputs = e.outputs("k3s/main/server/node-1");
+    assert_eq!(
+        (&outputs["bytes_sent"], &outputs["restarted"]),
+        (&serde_json::json!(0), &serde_json::json!(false))
+    );
+
+    let out = e.s.command(&["--output", "json", "outputs"]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = e.s.workdir().join("outputs/main/oidc.kubeconfig");
+    assert_eq!(shown["clusters"][0]["userKubeconfig"], serde_json::json!(path));
+    // The real kubectl reads it as a kubeconfig.
+    let view = std::process::Command::new(controlplane::tool("kubectl").unwrap())
+        .args(["config", "view", "--raw", "-o", "json", "--kubeconfig"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(view.status.success(), "{}", String::from_utf8_lossy(&view.stderr));
+    let user: serde_json::Value = serde_json::from_slice(&view.stdout).unwrap();
+    let admin: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(e.s.workdir().join("outputs/main/kubeconfig")).unwrap()).unwrap();
+    assert_eq!(
+        user["clusters"][0]["cluster"]["server"].as_str(),
+        admin["clusters"][0]["cluster"]["server"].as_str()
+    );
+    let exec = &user["users"][0]["user"]["exec"];
+    assert_eq!(exec["command"], "kubectl");
+    use base64::Engine;
+    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(&ca);
+    assert_eq!(
+        exec["args"],
+        serde_json::json!([
+            "oidc-login",
+            "get-token",
+            "--oidc-issuer-url=https://dex.sso.test",
+            "--oidc-client-id=kubernetes",
+            "--oidc-extra-scope=email",
+            "--oidc-extra-scope=groups",
+            format!("--certificate-authority-data={ca_b64}")
+        ])
+    );
+    assert!(user["users"][0]["user"]["token"].is_null(), "no credential of its own");
+}

@@ -108,6 +108,10 @@ pub struct KubeconfigSpec {
     pub nodes: Vec<(String, String)>,
     /// Where the admin kubeconfig is on the first server.
     pub remote_path: String,
+    /// How users sign in to this cluster's API through Dex, if they do:
+    /// `outputs` writes them a kubeconfig for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<crate::components::kube_oidc::ApiserverOidc>,
 }
 
 impl StepSpec for KubeconfigSpec {

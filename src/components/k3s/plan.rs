@@ -160,6 +160,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                         .map(|(h, _)| (h.to_string(), k3s.version.clone()))
                         .collect(),
                     remote_path: super::REMOTE_KUBECONFIG.to_string(),
+                    oidc: oidc.clone(),
                 },
             )
             .needs([node_step_id(c, Role::Server, first)])

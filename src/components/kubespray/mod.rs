@@ -25,6 +25,9 @@ use crate::steps::hosts::{self, HostConn};
 
 pub const KIND: &str = "kubespray";
 const DEFAULT_KUBE_CONFIG_DIR: &str = "/etc/kubernetes";
+/// Our CA on the control-plane hosts (`kube_oidc_ca_file`): in Kubespray's
+/// `kube_cert_dir`, which kubeadm mounts into the apiserver's pod.
+pub const OIDC_CA_FILE: &str = "/etc/kubernetes/ssl/nautes-ca.crt";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClusterSpec {
@@ -41,6 +44,10 @@ pub struct ClusterSpec {
     pub api_host: Option<String>,
     pub mirrors: BTreeMap<String, Vec<String>>,
     pub extra_vars: serde_json::Map<String, Value>,
+    /// The apiserver signs users in through Dex (`kube_oidc_*`), our CA
+    /// laid down on the control plane first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<super::kube_oidc::ApiserverOidc>,
 }
 
 impl StepSpec for ClusterSpec {
@@ -49,6 +56,7 @@ impl StepSpec for ClusterSpec {
 
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
     let mut problems = Vec::new();
+    let oidc = super::kube_oidc::for_inventory(&loaded.inventory, OIDC_CA_FILE);
     for (ci, cluster) in loaded.inventory.clusters.iter().enumerate() {
         let (ClusterType::Kubespray, Some(k)) = (cluster.cluster_type, &cluster.kubespray) else {
             continue;
@@ -155,6 +163,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             api_host,
             mirrors: loaded.inventory.artifacts.mirrors.clone(),
             extra_vars: k.extra_vars.clone(),
+            oidc: oidc.clone(),
         };
         let cluster_id = format!("kubespray/{c}/cluster");
         steps.push(
@@ -165,6 +174,10 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             )
             .needs([preflight_id])
             .needs(creators)
+            .needs(
+                oidc.as_ref()
+                    .map(|_| crate::components::certificates::STEP_ID.to_string()),
+            )
             .with_settings(json!(KubespraySettings { path: Some(path) })),
         );
         let config_dir = k
@@ -186,6 +199,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                     endpoint,
                     nodes: nodes.iter().map(|n| (n.clone(), kube_version.clone())).collect(),
                     remote_path: format!("{config_dir}/admin.conf"),
+                    oidc: oidc.clone(),
                 },
             )
             .needs([cluster_id])
@@ -242,12 +256,18 @@ pub fn render_inventory(spec: &ClusterSpec, known_hosts: &str) -> Result<(String
         .iter()
         .map(|(r, e)| json!({"registry": r, "endpoints": e}))
         .collect();
+    // The apiserver's sign-in through Dex (before the user's extra
+    // variables, which may override any of it).
+    let oidc = match &spec.oidc {
+        Some(o) => serde_yaml::to_string(&o.kubespray_vars()).map_err(|e| e.to_string())?,
+        None => String::new(),
+    };
     let group_vars = crate::templates::render(
         "kubespray/group_vars.yml",
         &json!({
             "cluster": spec.cluster, "kube_version": spec.kube_version, "network_plugin": spec.network_plugin,
             "pod_cidr": spec.pod_cidr, "service_cidr": spec.service_cidr, "api_host": spec.api_host,
-            "mirrors": mirrors, "extra_vars": extra,
+            "mirrors": mirrors, "extra_vars": extra, "oidc": oidc,
         }),
     )?;
     Ok((inventory, group_vars))
@@ -358,6 +378,22 @@ impl Handler for KubesprayHandler {
                 )
                 .await?;
                 ran.push(format!("remove-node.yml ({r})"));
+            }
+        }
+        if let Some(oidc) = &spec.oidc {
+            let ca = super::certificates::ca_pem_of(ctx)?;
+            for h in spec.hosts.iter().filter(|h| spec.control_plane.contains(&h.name)) {
+                let node = crate::steps::remote::connect(ctx, h).await?;
+                let dir = std::path::Path::new(&oidc.ca_file)
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "/".into());
+                crate::steps::remote::run_checked(
+                    &*node,
+                    &format!("mkdir -p {}", crate::steps::remote::sh_quote(&dir)),
+                )
+                .await?;
+                node.upload_bytes(ca.as_bytes(), &oidc.ca_file, 0o644).await?;
             }
         }
         let pb = prepare(ctx, spec)?;
