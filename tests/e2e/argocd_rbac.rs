@@ -45,10 +45,13 @@ fn rendered(acme_groups: &str) -> (String, String) {
         &std::fs::read_to_string(s.path().join("rendered/steps/stack__argocd__host.json")).unwrap(),
     )
     .unwrap();
-    let policy = spec["runtime"]["policyCsv"]
+    let rbac = &spec["runtime"]["rbac"];
+    assert_eq!(rbac["scopes"], "[groups]", "Argo CD must read Dex's groups claim");
+    let policy = rbac["policy.csv"]
         .as_str()
         .expect("the Argo CD step plans a policy.csv");
-    (policy.to_string(), String::new())
+    let default_role = rbac["policy.default"].as_str().expect("and a policy.default");
+    (policy.to_string(), default_role.to_string())
 }
 
 fn ask<'a>(sub: &'a str, groups: &'a [&'a str], res: &'a str, act: &'a str, obj: &'a str) -> Ask<'a> {

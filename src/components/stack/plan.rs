@@ -374,7 +374,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 Some(Runtime::Argocd(runtime::ArgocdSpec {
                     domain: domain.clone(),
                     vault: vault_target.clone(),
-                    policy_csv: runtime::argocd_policy_csv(&inv.tenants),
+                    rbac: runtime::argocd_rbac_config(&inv.tenants),
                 })),
                 needs,
                 "argocd",

@@ -23,10 +23,22 @@ use crate::inventory::{Tenant, TenantRole};
 pub struct ArgocdSpec {
     pub domain: String,
     pub vault: Option<VaultTarget>,
-    /// `policy.csv` of `argocd-rbac-cm`, rendered from the tenants' groups
-    /// when planning ([`policy_csv`]).
+    /// The data of `argocd-rbac-cm`, rendered from the tenants' groups when
+    /// planning ([`rbac_config`]).
     #[serde(default)]
-    pub policy_csv: String,
+    pub rbac: BTreeMap<String, String>,
+}
+
+/// `argocd-rbac-cm`'s data: the tenants' [`policy_csv`]; no default role
+/// (`role:readonly` would show every tenant's applications to everyone
+/// signed in), so a user in no tenant group may nothing; groups from Dex's
+/// `groups` claim.
+pub fn rbac_config(tenants: &[Tenant]) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("policy.csv".to_string(), policy_csv(tenants)),
+        ("policy.default".to_string(), String::new()),
+        ("scopes".to_string(), "[groups]".to_string()),
+    ])
 }
 
 /// What each tenant role may do in Argo CD, on the applications of the
@@ -156,11 +168,8 @@ pub(super) async fn argocd(ctx: &StepContext, spec: &ArgocdSpec) -> Result<Vec<V
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "argocd-secret", "namespace": ns},
                "data": {"oidc.dex.clientSecret": b64(client_secret(ctx, &sign_in::ARGOCD)?.expose())}}),
         // TLS ends at Traefik, which has our certificate.
-        // Tenants' groups get their roles; anyone else nothing (no default
-        // role: `role:readonly` would show every tenant's applications to
-        // everyone signed in). Groups come from Dex's `groups` claim.
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-rbac-cm", "namespace": ns},
-               "data": {"policy.csv": spec.policy_csv, "policy.default": "", "scopes": "[groups]"}}),
+               "data": spec.rbac}),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-cmd-params-cm", "namespace": ns},
                "data": {"server.insecure": "true"}}),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-tls-certs-cm", "namespace": ns},

@@ -23,9 +23,7 @@ use crate::engine::{StepContext, StepError};
 use crate::inventory::SecretRef;
 use crate::secret::{random_token, write_private, Secret};
 
-pub use self::argocd::{
-    argocd_role, policy_csv as argocd_policy_csv, role_permissions as argocd_role_permissions, ArgocdSpec, NautesSpec,
-};
+pub use self::argocd::{rbac_config as argocd_rbac_config, ArgocdSpec, NautesSpec};
 pub use self::certs::{CA_SECRET, CLUSTER_ISSUER, INGRESS_TLS_SECRET};
 pub use self::dex::{render_config as render_dex_config, DexConfig, DexSpec, StaticClient as DexStaticClient};
 pub use self::oauth2_proxy::{Oauth2ProxySpec, OAUTH2_PROXY_MIDDLEWARE};
