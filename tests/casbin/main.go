@@ -5,6 +5,9 @@
 //
 // Usage: casbin-check -policy FILE [-default ROLE]
 //
+// Argo CD's built-in roles (role:readonly, role:admin) are loaded first, as
+// Argo CD does.
+//
 // Each line on stdin is one question, as JSON:
 //
 //	{"sub": "alice", "groups": ["acme-dev"], "res": "applications", "act": "sync", "obj": "acme/app"}
@@ -73,6 +76,50 @@ func argoGlob(args ...interface{}) (interface{}, error) {
 	text, ok1 := args[0].(string)
 	pattern, ok2 := args[1].(string)
 	return ok1 && ok2 && globMatch(text, pattern), nil
+}
+
+// builtinPolicy restates the roles Argo CD 2.4 always loads before the
+// user's policy.csv (its built-in policy): role:readonly may get every kind
+// of object, role:admin may also change them, and the local `admin` account
+// is role:admin. A policy.default of role:readonly therefore opens every
+// tenant's applications to anyone signed in.
+func builtinPolicy() [][]string {
+	var lines [][]string
+	object := func(resource string) string {
+		if resource == "applications" || resource == "logs" || resource == "exec" {
+			return "*/*"
+		}
+		return "*"
+	}
+	for _, res := range []string{"applications", "certificates", "clusters", "repositories", "projects", "accounts", "gpgkeys", "logs"} {
+		lines = append(lines, []string{"p", "role:readonly", res, "get", object(res), "allow"})
+	}
+	admin := map[string][]string{
+		"applications": {"create", "update", "delete", "sync", "override", "action/*"},
+		"certificates": {"create", "update", "delete"},
+		"clusters":     {"create", "update", "delete"},
+		"repositories": {"create", "update", "delete"},
+		"projects":     {"create", "update", "delete"},
+		"accounts":     {"update"},
+		"gpgkeys":      {"create", "delete"},
+		"exec":         {"create"},
+	}
+	for _, res := range []string{"applications", "certificates", "clusters", "repositories", "projects", "accounts", "gpgkeys", "exec"} {
+		for _, act := range admin[res] {
+			lines = append(lines, []string{"p", "role:admin", res, act, object(res), "allow"})
+		}
+	}
+	return append(lines, []string{"g", "role:admin", "role:readonly"}, []string{"g", "admin", "role:admin"})
+}
+
+func addLine(e *casbin.Enforcer, fields []string) error {
+	var err error
+	if fields[0] == "p" {
+		_, err = e.AddPolicy(toAny(fields[1:])...)
+	} else {
+		_, err = e.AddGroupingPolicy(toAny(fields[1:])...)
+	}
+	return err
 }
 
 // loadPolicy reads a policy.csv as Argo CD 2.4 does: one CSV record per
@@ -189,6 +236,11 @@ func run() error {
 		return err
 	}
 	e.AddFunction("argoGlob", argoGlob)
+	for _, line := range builtinPolicy() {
+		if err := addLine(e, line); err != nil {
+			return fmt.Errorf("the built-in policy: %v", err)
+		}
+	}
 	if err := loadPolicy(e, string(text)); err != nil {
 		return fmt.Errorf("%s: %v", *policyFile, err)
 	}

@@ -181,6 +181,25 @@ fn removing_a_group_removes_exactly_its_binding() {
     assert_eq!(casbin::answers(&after, &default_role, &q), [false, true]);
 }
 
+/// Why `policy.default` stays empty: with Argo CD's built-in
+/// `role:readonly` as the default, which the checker loads as Argo CD does,
+/// anyone signed in would see every tenant's applications.
+#[test]
+fn a_readonly_default_would_show_every_tenant_to_everyone() {
+    if casbin::skip_unless_available() {
+        return;
+    }
+    let (policy, default_role) = rendered(ACME);
+    assert_eq!(default_role, "");
+    let q = [
+        ask("nick", &[], "applications", "get", "other/app"),
+        ask("alice", &["acme/dev"], "applications", "get", "other/app"),
+        ask("nick", &[], "applications", "sync", "other/app"),
+    ];
+    assert_eq!(casbin::answers(&policy, "role:readonly", &q), [true, true, false]);
+    assert_eq!(casbin::answers(&policy, &default_role, &q), [false, false, false]);
+}
+
 /// The checker is strict where Argo CD is: a policy line Argo CD would
 /// misread is refused, so a malformed rendering cannot pass as "no access".
 #[test]
