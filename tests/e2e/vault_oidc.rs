@@ -43,11 +43,13 @@ fn private(path: &std::path::Path, text: &str) {
 }
 
 /// `apply --only vault/oidc`: the step and whatever it needs not yet done.
-fn apply(s: &Scratch, extra: &[&str]) {
+/// What it printed.
+fn apply(s: &Scratch, extra: &[&str]) -> String {
     let mut args = vec!["apply", "--yes", "-i", "inventory.yaml", "--only", "vault/oidc"];
     args.extend_from_slice(extra);
     let out = s.command(&args).output().unwrap();
     assert_eq!(code(&out), 0, "apply: {}", stderr(&out));
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out))
 }
 
 /// A JWT login: status and answer.
@@ -126,7 +128,7 @@ fn dex_tokens_log_in_to_vault_with_exactly_their_groups_policies() {
     private(&secret_file, &dex.client_secret("vault").unwrap());
 
     s.write_inventory(&inventory(&bao.url(), &gitlab.url(), ACME, OTHER));
-    apply(&s, &[]);
+    let mut printed = apply(&s, &[]);
 
     // The roles, as configured: a developer of acme gets exactly acme's
     // developer policy, through the token Dex issued to Vault's client.
@@ -255,7 +257,7 @@ fn dex_tokens_log_in_to_vault_with_exactly_their_groups_policies() {
     // A re-run re-checks the step (as Vault's own configuration): it reads
     // everything and writes nothing.
     bao.reset_log();
-    apply(&s, &[]);
+    printed.push_str(&apply(&s, &[]));
     let w: Vec<String> = writes(&bao);
     assert!(w.is_empty(), "OpenBao writes on a re-run: {w:?}");
     assert!(
@@ -311,6 +313,7 @@ fn dex_tokens_log_in_to_vault_with_exactly_their_groups_policies() {
 
     // Dex's client secret appears in nothing the installer printed or recorded.
     let secret = dex.client_secret("vault").unwrap();
+    assert!(!printed.contains(&secret), "Dex's client secret printed");
     for f in walk(&s.workdir()) {
         if f.ends_with("outputs/vault/dex-client-secret") {
             continue;
@@ -318,6 +321,30 @@ fn dex_tokens_log_in_to_vault_with_exactly_their_groups_policies() {
         let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
         assert!(!text.contains(&secret), "Dex's client secret in {}", f.display());
     }
+
+    // A teardown takes the mounts it enabled and its policies with it.
+    teardown_leaves_nothing(&s, &bao);
+}
+
+/// What a teardown leaves of the sign-in in OpenBao.
+fn teardown_leaves_nothing(s: &Scratch, bao: &OpenBao) {
+    let out = s
+        .command(&["destroy", "--yes", "-i", "inventory.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "destroy: {}", stderr(&out));
+    let (_, auths) = bao.api("GET", "/v1/sys/auth", None);
+    for mount in ["oidc/", "jwt/"] {
+        assert!(auths["data"][mount].is_null(), "{mount} left: {auths}");
+    }
+    let (_, list) = bao.api("LIST", "/v1/sys/policies/acl", None);
+    let left: Vec<&Value> = list["data"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k.as_str().unwrap().starts_with("tenant-"))
+        .collect();
+    assert!(left.is_empty(), "policies left: {left:?}");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
