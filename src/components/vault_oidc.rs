@@ -283,12 +283,42 @@ fn role_body(spec: &VaultOidcSpec, mount: &str, role: &GroupRole) -> Value {
     body
 }
 
-/// The auth mount at `path` of `kind`: enabled if missing (true), an error
-/// if something else is there.
-async fn ensure_mount(w: &mut Writer<'_>, auths: &Value, path: &str, kind: &str) -> Result<bool, StepError> {
+/// The write-ahead record of enabling the mount at `path`.
+fn mount_intent(path: &str) -> String {
+    format!("mount {path}")
+}
+
+/// Whether the live mount (from `sys/auth`) carries the marker of one of
+/// our records: made by this step even if the run that made it died
+/// before recording it.
+fn marked_ours(ctx: &StepContext, path: &str, live: &Value) -> bool {
+    let description = live["description"].as_str().unwrap_or_default();
+    ctx.intents
+        .list(&mount_intent(path))
+        .iter()
+        .any(|i| description.contains(&format!("[{}]", i.marker)))
+}
+
+/// The auth mount at `path` of `kind`: enabled if missing, with the marker
+/// of a record made first (true: ours), an error if something else is there.
+async fn ensure_mount(
+    ctx: &StepContext,
+    w: &mut Writer<'_>,
+    auths: &Value,
+    path: &str,
+    kind: &str,
+) -> Result<bool, StepError> {
     let live = &auths["data"][format!("{path}/")];
     if live.is_null() {
-        w.write(&format!("sys/auth/{path}"), json!({"type": kind})).await?;
+        let what = mount_intent(path);
+        let intent = ctx.intents.begin(&what, json!({"path": path})).await?;
+        let description = format!("Sign-in through Dex, made by nautes-install [{}]", intent.marker);
+        w.write(
+            &format!("sys/auth/{path}"),
+            json!({"type": kind, "description": description}),
+        )
+        .await?;
+        ctx.intents.settle(&what, &intent.marker, json!({"path": path})).await?;
         return Ok(true);
     }
     if live["type"] != kind {
@@ -297,7 +327,7 @@ async fn ensure_mount(w: &mut Writer<'_>, auths: &Value, path: &str, kind: &str)
             live["type"]
         )));
     }
-    Ok(false)
+    Ok(marked_ours(ctx, path, live))
 }
 
 /// Write a mount's config, waiting while Vault cannot yet read Dex's
@@ -320,6 +350,29 @@ async fn write_config(
             }
         })
         .await
+}
+
+/// A mount this step did not enable that already signs users in against
+/// another issuer (or keys of its own) is someone else's sign-in: it is not
+/// taken over.
+fn refuse_foreign(path: &str, live: &Value, issuer: &str) -> Result<(), StepError> {
+    if live["oidc_discovery_url"] == json!(issuer) {
+        return Ok(());
+    }
+    let text = |k: &str| live[k].as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    let against = text("oidc_discovery_url").or_else(|| text("jwks_url")).or_else(|| {
+        live["jwt_validation_pubkeys"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .map(|_| "public keys of its own".to_string())
+    });
+    match against {
+        Some(against) => Err(StepError::new(format!(
+            "Vault auth path {path}/ already signs users in against {against}, and nautes-install did not set it up: \
+             it does not take over another sign-in (disable that mount, or enable it at another path)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The strings of a recorded list.
@@ -363,7 +416,7 @@ impl Handler for VaultOidcHandler {
         let auths = w.read("sys/auth").await?.unwrap_or_default();
         let mut enabled = recorded(previous, "mountsEnabled");
         for (path, kind) in mounts() {
-            if ensure_mount(&mut w, &auths, path, kind).await? {
+            if ensure_mount(ctx, &mut w, &auths, path, kind).await? {
                 enabled.insert(path.to_string());
             }
         }
@@ -371,6 +424,9 @@ impl Handler for VaultOidcHandler {
             let config_path = format!("auth/{path}/config");
             let live = w.read(&config_path).await?.unwrap_or_default();
             let live = &live["data"];
+            if !enabled.contains(path) {
+                refuse_foreign(path, live, &spec.issuer)?;
+            }
             let mut wanted = json!({
                 "oidc_discovery_url": spec.issuer,
                 "oidc_discovery_ca_pem": ca,
@@ -434,12 +490,19 @@ impl Handler for VaultOidcHandler {
         }))
     }
 
-    /// Our roles and policies go; so do the mounts this step enabled (with
-    /// anything else on them), not ones it found.
+    /// Our roles and policies go; so do the mounts this step enabled (by
+    /// its outputs or their marker; with anything else on them), not ones
+    /// it found.
     async fn destroy(&self, ctx: &StepContext, spec: &VaultOidcSpec, outputs: &Value) -> Result<(), StepError> {
         let (vault, token) = vault_component::connect(ctx, &spec.vault)?;
         let mut w = Writer::new(&vault, &token);
-        let enabled = recorded(outputs, "mountsEnabled");
+        let auths = w.read("sys/auth").await?.unwrap_or_default();
+        let mut enabled = recorded(outputs, "mountsEnabled");
+        for (path, _) in mounts() {
+            if marked_ours(ctx, path, &auths["data"][format!("{path}/")]) {
+                enabled.insert(path.to_string());
+            }
+        }
         for name in recorded(outputs, "roles") {
             for (mount, _) in mounts() {
                 if !enabled.contains(mount) {
@@ -453,7 +516,7 @@ impl Handler for VaultOidcHandler {
         for name in recorded(outputs, "policies") {
             w.delete(&format!("sys/policies/acl/{name}")).await?;
         }
-        Ok(())
+        ctx.intents.forget_all().await
     }
 }
 

@@ -128,6 +128,44 @@ fn dex_tokens_log_in_to_vault_with_exactly_their_groups_policies() {
     private(&secret_file, &dex.client_secret("vault").unwrap());
 
     s.write_inventory(&inventory(&bao.url(), &gitlab.url(), ACME, OTHER));
+    // Someone's own jwt/ sign-in (with keys of its own) is not taken over.
+    // (OpenBao is initialised by the installer: its configuration first.)
+    let out = s
+        .command(&["apply", "--yes", "-i", "inventory.yaml", "--only", "vault/configure"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (status, body) = bao.api("POST", "/v1/sys/auth/jwt", Some(&json!({"type": "jwt"})));
+    assert!(status < 300, "{body}");
+    let key = std::process::Command::new("openssl")
+        .args(["x509", "-pubkey", "-noout", "-in"])
+        .arg(s.path().join("ca.crt"))
+        .output()
+        .unwrap();
+    let (status, body) = bao.api(
+        "POST",
+        "/v1/auth/jwt/config",
+        Some(&json!({"jwt_validation_pubkeys": [String::from_utf8_lossy(&key.stdout)]})),
+    );
+    assert!(status < 300, "{body}");
+    let out = s
+        .command(&["apply", "--yes", "-i", "inventory.yaml", "--only", "vault/oidc"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Vault auth path jwt/ already signs users in against public keys of its own"),
+        "{}",
+        stderr(&out)
+    );
+    let (_, config) = bao.api("GET", "/v1/auth/jwt/config", None);
+    assert!(
+        config["data"]["oidc_discovery_url"].as_str().unwrap_or("").is_empty(),
+        "{config}"
+    );
+    // Once it is gone, the step makes its own.
+    let (status, _) = bao.api("DELETE", "/v1/sys/auth/jwt", None);
+    assert!(status < 300);
     let mut printed = apply(&s, &[]);
 
     // The roles, as configured: a developer of acme gets exactly acme's
