@@ -251,7 +251,15 @@ impl Dex {
                     json!(self.issuer()),
                     "Dex's discovery names another issuer"
                 );
-                return;
+                // Ready to sign once its first key is stored (with kubernetes
+                // storage, once the CRDs it made at start are served).
+                let keys = format!("{}/keys", self.issuer());
+                if let Ok((200, _, body)) = self.send(self.get(&keys)) {
+                    let jwks: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    if jwks["keys"].as_array().is_some_and(|k| !k.is_empty()) {
+                        return;
+                    }
+                }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("dex exited ({status}) while starting:\n{}", self.log_tail());
