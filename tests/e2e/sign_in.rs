@@ -181,16 +181,31 @@ fn a_tenant_group_signs_in_through_dex_and_gets_exactly_its_role() {
     }
     let s = Scratch::new();
     let gitlab = GitlabStandin::start_with("unused", BOOTSTRAP);
+    // The files the inventory names (the kubeconfig's content comes later).
+    private(&s.path().join("host.kubeconfig"), "");
+    private(&s.path().join("gitlab-token"), BOOTSTRAP);
+    make_bundle(&s);
+    s.write_inventory(&inventory(&gitlab.url(), ACME_GROUPS));
+    // The installer's GitLab step makes Dex's OAuth application; Dex uses it.
+    let out = s
+        .command(&["apply", "--yes", "-i", "inventory.yaml", "--only", "gitlab/configure"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "gitlab: {}", stderr(&out));
+    let app: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.workdir().join("outputs/gitlab/dex-oauth-app.json")).unwrap())
+            .unwrap();
     let mut opts = DexOptions::new(DOMAIN);
+    opts.gitlab_app = Some((
+        app["clientId"].as_str().unwrap().into(),
+        app["clientSecret"].as_str().unwrap().into(),
+    ));
     // Long enough for the checks below; one token is kept until it lapses.
     opts.id_token_expiry = Some("60s".into());
     let dex = Dex::start_with(&gitlab, opts);
     // Another issuer: a Dex of its own for another domain, keys and all.
     let stranger = Dex::start(&gitlab, "elsewhere.test");
 
-    // The files the inventory names (the kubeconfig's content comes later).
-    private(&s.path().join("host.kubeconfig"), "");
-    private(&s.path().join("gitlab-token"), BOOTSTRAP);
     let args = k3s_apiserver_args(s.path(), &inventory(&gitlab.url(), ACME_GROUPS));
     let ca_at = args
         .iter()
@@ -215,7 +230,6 @@ fn a_tenant_group_signs_in_through_dex_and_gets_exactly_its_role() {
 
     // The installer makes the tenants' trees and access.
     private(&s.path().join("host.kubeconfig"), &kube.kubeconfig());
-    make_bundle(&s);
     let apply = |s: &Scratch| {
         s.command(&[
             "apply",
@@ -229,7 +243,6 @@ fn a_tenant_group_signs_in_through_dex_and_gets_exactly_its_role() {
         .output()
         .unwrap()
     };
-    s.write_inventory(&inventory(&gitlab.url(), ACME_GROUPS));
     let out = apply(&s);
     assert_eq!(code(&out), 0, "apply: {}", stderr(&out));
     let binding = "/apis/rbac.authorization.k8s.io/v1/namespaces/acme/rolebindings/nautes:developer:acme-dev";

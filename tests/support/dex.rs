@@ -80,6 +80,10 @@ pub struct DexOptions {
     /// A CA (key, certificate) to sign Dex's serving certificate with; a
     /// new one if None.
     pub ca: Option<(PathBuf, PathBuf)>,
+    /// Dex's OAuth application in GitLab as the installer's GitLab step
+    /// made it (client id, secret); if None, one is made here with the
+    /// step's redirect URI and scopes.
+    pub gitlab_app: Option<(String, String)>,
 }
 
 impl DexOptions {
@@ -94,6 +98,7 @@ impl DexOptions {
             id_token_expiry: None,
             kubeconfig: None,
             ca: None,
+            gitlab_app: None,
         }
     }
 }
@@ -153,21 +158,29 @@ impl Dex {
             2,
         );
 
-        // Dex's application in GitLab, as the GitLab step makes it (name
-        // aside): the connector's redirect URI, Dex's scopes, confidential.
-        let admin = gitlab.root_oauth_token();
-        let (status, _, app) = gitlab.call_bearer(
-            "POST",
-            "/api/v4/applications",
-            &admin,
-            Some(
-                &json!({"name": "nautes-dex", "redirect_uri": endpoints::dex_callback(&opts.domain),
-                         "scopes": DEX_APP_SCOPES, "confidential": true}),
-            ),
-        );
-        assert_eq!(status, 201, "creating Dex's GitLab application: {}", app["message"]);
-        let app_id = Secret::new(app["application_id"].as_str().unwrap());
-        let app_secret = Secret::new(app["secret"].as_str().unwrap());
+        // Dex's application in GitLab: the one the installer made, or one
+        // made as the GitLab step makes it (name aside): the connector's
+        // redirect URI, Dex's scopes, confidential.
+        let (app_id, app_secret) = match &opts.gitlab_app {
+            Some((id, secret)) => (Secret::new(id.as_str()), Secret::new(secret.as_str())),
+            None => {
+                let admin = gitlab.root_oauth_token();
+                let (status, _, app) = gitlab.call_bearer(
+                    "POST",
+                    "/api/v4/applications",
+                    &admin,
+                    Some(
+                        &json!({"name": "nautes-dex", "redirect_uri": endpoints::dex_callback(&opts.domain),
+                                 "scopes": DEX_APP_SCOPES, "confidential": true}),
+                    ),
+                );
+                assert_eq!(status, 201, "creating Dex's GitLab application: {}", app["message"]);
+                (
+                    Secret::new(app["application_id"].as_str().unwrap()),
+                    Secret::new(app["secret"].as_str().unwrap()),
+                )
+            }
+        };
 
         let mut secrets = BTreeMap::new();
         let mut clients = Vec::new();
