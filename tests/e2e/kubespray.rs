@@ -167,3 +167,71 @@ fn a_failing_task_is_reported_with_its_host_and_task() {
     );
     assert_eq!(e.s.step_status("kubespray/ks/cluster").as_deref(), Some("failed"));
 }
+
+/// With Dex installed, Kubespray gets the apiserver's OIDC settings as its
+/// `kube_oidc_*` variables and our CA is in `kube_cert_dir` on the control
+/// plane before the playbook runs (the stand-in refuses a missing one, as
+/// the apiserver would); `outputs` writes the users' kubeconfig.
+#[test]
+fn the_control_plane_trusts_dex_through_kube_oidc_variables_and_our_ca() {
+    if !ansible_ready() {
+        return;
+    }
+    let e = env(2);
+    e.inventory(
+        "v1.27.7",
+        &["node-2"],
+        "        kube_cert_dir: /opt/nautes/kubernetes/ssl\n",
+    );
+    let token = e.s.path().join("gitlab-token");
+    std::fs::write(&token, "glpat-unused-unused-01").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = std::fs::read_to_string(e.s.inventory()).unwrap().replace("settings:\n", "settings:\n  domain: sso.test\n")
+        + "    usage: [host]\ncomponents:\n  gitlab:\n    placement: external\n    external:\n      url: http://127.0.0.1:9\n      \
+           token: { file: gitlab-token }\n    values:\n      group: acme\n  dex: {}\n";
+    std::fs::write(e.s.inventory(), text).unwrap();
+    let out =
+        e.s.command(&[
+            "--yes",
+            "apply",
+            "-i",
+            "inventory.yaml",
+            "--only",
+            "kubespray/ks/kubeconfig",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let vars: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(e.s.workdir().join("kubespray/ks/group_vars/all/nautes.yml")).unwrap(),
+    )
+    .unwrap();
+    let var = |k: &str| vars[k].clone();
+    assert_eq!(var("kube_oidc_auth"), serde_yaml::Value::Bool(true));
+    assert_eq!(var("kube_oidc_url").as_str(), Some("https://dex.sso.test"));
+    assert_eq!(var("kube_oidc_client_id").as_str(), Some("kubernetes"));
+    assert_eq!(var("kube_oidc_username_claim").as_str(), Some("email"));
+    assert_eq!(var("kube_oidc_groups_claim").as_str(), Some("groups"));
+    assert_eq!(
+        var("kube_oidc_ca_file").as_str(),
+        Some("/opt/nautes/kubernetes/ssl/nautes-ca.crt")
+    );
+    let ca_path = e.s.state()["steps"]["pki"]["outputs"]["ca"]["cert"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ca = std::fs::read_to_string(ca_path).unwrap();
+    let on = |i: usize| std::fs::read_to_string(e.hosts.host_path(i, "/opt/nautes/kubernetes/ssl/nautes-ca.crt"));
+    assert_eq!(on(0).unwrap(), ca, "on the control plane");
+    assert!(on(1).is_err(), "a worker runs no apiserver");
+
+    let out = e.s.command(&["--output", "json", "outputs"]).output().unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = e.s.workdir().join("outputs/ks/oidc.kubeconfig");
+    assert_eq!(shown["clusters"][0]["userKubeconfig"], serde_json::json!(path));
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("--oidc-issuer-url=https://dex.sso.test"));
+}

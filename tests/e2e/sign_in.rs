@@ -181,16 +181,31 @@ fn a_tenant_group_signs_in_through_dex_and_gets_exactly_its_role() {
     }
     let s = Scratch::new();
     let gitlab = GitlabStandin::start_with("unused", BOOTSTRAP);
+    // The files the inventory names (the kubeconfig's content comes later).
+    private(&s.path().join("host.kubeconfig"), "");
+    private(&s.path().join("gitlab-token"), BOOTSTRAP);
+    make_bundle(&s);
+    s.write_inventory(&inventory(&gitlab.url(), ACME_GROUPS));
+    // The installer's GitLab step makes Dex's OAuth application; Dex uses it.
+    let out = s
+        .command(&["apply", "--yes", "-i", "inventory.yaml", "--only", "gitlab/configure"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "gitlab: {}", stderr(&out));
+    let app: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.workdir().join("outputs/gitlab/dex-oauth-app.json")).unwrap())
+            .unwrap();
     let mut opts = DexOptions::new(DOMAIN);
+    opts.gitlab_app = Some((
+        app["clientId"].as_str().unwrap().into(),
+        app["clientSecret"].as_str().unwrap().into(),
+    ));
     // Long enough for the checks below; one token is kept until it lapses.
     opts.id_token_expiry = Some("60s".into());
     let dex = Dex::start_with(&gitlab, opts);
     // Another issuer: a Dex of its own for another domain, keys and all.
     let stranger = Dex::start(&gitlab, "elsewhere.test");
 
-    // The files the inventory names (the kubeconfig's content comes later).
-    private(&s.path().join("host.kubeconfig"), "");
-    private(&s.path().join("gitlab-token"), BOOTSTRAP);
     let args = k3s_apiserver_args(s.path(), &inventory(&gitlab.url(), ACME_GROUPS));
     let ca_at = args
         .iter()
@@ -215,7 +230,6 @@ fn a_tenant_group_signs_in_through_dex_and_gets_exactly_its_role() {
 
     // The installer makes the tenants' trees and access.
     private(&s.path().join("host.kubeconfig"), &kube.kubeconfig());
-    make_bundle(&s);
     let apply = |s: &Scratch| {
         s.command(&[
             "apply",
@@ -229,7 +243,6 @@ fn a_tenant_group_signs_in_through_dex_and_gets_exactly_its_role() {
         .output()
         .unwrap()
     };
-    s.write_inventory(&inventory(&gitlab.url(), ACME_GROUPS));
     let out = apply(&s);
     assert_eq!(code(&out), 0, "apply: {}", stderr(&out));
     let binding = "/apis/rbac.authorization.k8s.io/v1/namespaces/acme/rolebindings/nautes:developer:acme-dev";
@@ -419,4 +432,59 @@ fn make_bundle(s: &Scratch) {
     crate::support::platform::overlay_real_releases(&s.path().join("bundle"));
     let sealed = s.command(&["bundle", "seal", "--dir", "bundle"]).output().unwrap();
     assert_eq!(code(&sealed), 0, "{}", stderr(&sealed));
+}
+
+/// Dex keeps its state in the cluster, as the installer runs it: its
+/// kubernetes storage acting as the `dex` ServiceAccount with exactly the
+/// ClusterRole the Dex step binds (here through a kubeconfig holding that
+/// account's token instead of `inCluster`); it creates its CRDs and stores
+/// its signing keys there, and a login works.
+#[test]
+fn dex_keeps_its_state_in_the_cluster_as_the_service_account_the_installer_binds() {
+    if controlplane::skip_unless_available() || dex::skip_unless_available() {
+        return;
+    }
+    use nautes_install::components::stack::runtime::{dex_identity_objects, DEX_NAMESPACE};
+    let kube = ControlPlane::start();
+    for object in dex_identity_objects() {
+        kube.apply_as_test(&object);
+    }
+    let (status, body) = kube.request(
+        "POST",
+        &format!("/api/v1/namespaces/{DEX_NAMESPACE}/serviceaccounts/dex/token"),
+        "application/json",
+        &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}),
+    );
+    assert_eq!(status, 201, "TokenRequest: {body}");
+    let token = body["status"]["token"].as_str().unwrap();
+    let s = Scratch::new();
+    let kubeconfig = s.path().join("dex.kubeconfig");
+    private(
+        &kubeconfig,
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
+             users:\n- name: dex\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: dex\n    \
+             namespace: {DEX_NAMESPACE}\ncurrent-context: c\n",
+            kube.url(),
+            kube.ca_b64()
+        ),
+    );
+    let gitlab = GitlabStandin::start();
+    let mut opts = DexOptions::new("kube.test");
+    opts.kubeconfig = Some(kubeconfig);
+    let dex = Dex::start_with(&gitlab, opts);
+    let login = dex.login("kubernetes", "alice", &["acme-dev"]);
+    assert_eq!(login.claims["groups"], json!(["acme-dev"]));
+    let keys = kube.get(&format!(
+        "/apis/dex.coreos.com/v1/namespaces/{DEX_NAMESPACE}/signingkeies"
+    ));
+    assert_eq!(keys["items"].as_array().map(Vec::len), Some(1), "{}", dex.log_tail());
+    let crds = kube.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions");
+    let dex_crds = crds["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["spec"]["group"] == "dex.coreos.com")
+        .count();
+    assert!(dex_crds >= 8, "Dex made its CRDs: {dex_crds}");
 }

@@ -84,6 +84,10 @@ pub struct DexOptions {
     /// Vault's address, for Vault's client (`vault` in `clients`): its UI
     /// callback is under it.
     pub vault_url: Option<String>,
+    /// Dex's OAuth application in GitLab as the installer's GitLab step
+    /// made it (client id, secret); if None, one is made here with the
+    /// step's redirect URI and scopes.
+    pub gitlab_app: Option<(String, String)>,
 }
 
 impl DexOptions {
@@ -99,6 +103,7 @@ impl DexOptions {
             kubeconfig: None,
             ca: None,
             vault_url: None,
+            gitlab_app: None,
         }
     }
 }
@@ -158,21 +163,29 @@ impl Dex {
             2,
         );
 
-        // Dex's application in GitLab, as the GitLab step makes it (name
-        // aside): the connector's redirect URI, Dex's scopes, confidential.
-        let admin = gitlab.root_oauth_token();
-        let (status, _, app) = gitlab.call_bearer(
-            "POST",
-            "/api/v4/applications",
-            &admin,
-            Some(
-                &json!({"name": "nautes-dex", "redirect_uri": endpoints::dex_callback(&opts.domain),
-                         "scopes": DEX_APP_SCOPES, "confidential": true}),
-            ),
-        );
-        assert_eq!(status, 201, "creating Dex's GitLab application: {}", app["message"]);
-        let app_id = Secret::new(app["application_id"].as_str().unwrap());
-        let app_secret = Secret::new(app["secret"].as_str().unwrap());
+        // Dex's application in GitLab: the one the installer made, or one
+        // made as the GitLab step makes it (name aside): the connector's
+        // redirect URI, Dex's scopes, confidential.
+        let (app_id, app_secret) = match &opts.gitlab_app {
+            Some((id, secret)) => (Secret::new(id.as_str()), Secret::new(secret.as_str())),
+            None => {
+                let admin = gitlab.root_oauth_token();
+                let (status, _, app) = gitlab.call_bearer(
+                    "POST",
+                    "/api/v4/applications",
+                    &admin,
+                    Some(
+                        &json!({"name": "nautes-dex", "redirect_uri": endpoints::dex_callback(&opts.domain),
+                                 "scopes": DEX_APP_SCOPES, "confidential": true}),
+                    ),
+                );
+                assert_eq!(status, 201, "creating Dex's GitLab application: {}", app["message"]);
+                (
+                    Secret::new(app["application_id"].as_str().unwrap()),
+                    Secret::new(app["secret"].as_str().unwrap()),
+                )
+            }
+        };
 
         let mut secrets = BTreeMap::new();
         let mut clients = Vec::new();
@@ -264,7 +277,15 @@ impl Dex {
                     json!(self.issuer()),
                     "Dex's discovery names another issuer"
                 );
-                return;
+                // Ready to sign once its first key is stored (with kubernetes
+                // storage, once the CRDs it made at start are served).
+                let keys = format!("{}/keys", self.issuer());
+                if let Ok((200, _, body)) = self.send(self.get(&keys)) {
+                    let jwks: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    if jwks["keys"].as_array().is_some_and(|k| !k.is_empty()) {
+                        return;
+                    }
+                }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("dex exited ({status}) while starting:\n{}", self.log_tail());

@@ -25,9 +25,10 @@ use crate::steps::hosts::{self, HostConn};
 
 pub const KIND: &str = "kubespray";
 const DEFAULT_KUBE_CONFIG_DIR: &str = "/etc/kubernetes";
-/// Our CA on the control-plane hosts (`kube_oidc_ca_file`): in Kubespray's
-/// `kube_cert_dir`, which kubeadm mounts into the apiserver's pod.
-pub const OIDC_CA_FILE: &str = "/etc/kubernetes/ssl/nautes-ca.crt";
+/// Kubespray's `kube_cert_dir` unless `extraVars` sets it: kubeadm mounts
+/// it into the apiserver's pod, so our CA (`kube_oidc_ca_file`) goes there.
+const DEFAULT_KUBE_CERT_DIR: &str = "/etc/kubernetes/ssl";
+pub const OIDC_CA_NAME: &str = "nautes-ca.crt";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClusterSpec {
@@ -56,7 +57,6 @@ impl StepSpec for ClusterSpec {
 
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
     let mut problems = Vec::new();
-    let oidc = super::kube_oidc::for_inventory(&loaded.inventory, OIDC_CA_FILE);
     for (ci, cluster) in loaded.inventory.clusters.iter().enumerate() {
         let (ClusterType::Kubespray, Some(k)) = (cluster.cluster_type, &cluster.kubespray) else {
             continue;
@@ -137,6 +137,12 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 .unwrap_or(e)
                 .to_string()
         });
+        let cert_dir = k
+            .extra_vars
+            .get("kube_cert_dir")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_KUBE_CERT_DIR);
+        let oidc = super::kube_oidc::for_inventory(&loaded.inventory, &format!("{cert_dir}/{OIDC_CA_NAME}"));
         let spec = ClusterSpec {
             cluster: c.clone(),
             version: k.version.clone(),

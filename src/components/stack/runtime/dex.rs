@@ -117,6 +117,26 @@ pub fn render_config(c: &DexConfig) -> Value {
     })
 }
 
+/// The namespace Dex runs in.
+pub const NAMESPACE: &str = "dex";
+
+/// Dex's namespace and its identity in the cluster: the ServiceAccount
+/// `dex` and what its kubernetes storage needs — its own resources
+/// (`dex.coreos.com`) and creating their CRDs at its first start.
+pub fn identity_objects() -> Vec<Value> {
+    let ns = NAMESPACE;
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "dex", "namespace": ns}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "dex"},
+               "rules": [{"apiGroups": ["dex.coreos.com"], "resources": ["*"], "verbs": ["*"]},
+                         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["create"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "dex"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "dex"},
+               "subjects": [{"kind": "ServiceAccount", "name": "dex", "namespace": ns}]}),
+    ]
+}
+
 pub(super) async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>, StepError> {
     let gitlab_url = gitlab_outputs(ctx)?["url"].as_str().unwrap_or_default().to_string();
     let app = gitlab::stored_credential(ctx, spec.vault.as_ref(), gitlab::OAUTH_APP).await?;
@@ -132,17 +152,10 @@ pub(super) async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>,
         clients: &clients,
     });
     let config_yaml = Secret::new(serde_yaml::to_string(&config).map_err(|e| StepError::new(e.to_string()))?);
-    let ns = "dex";
+    let ns = NAMESPACE;
     let labels = json!({"app.kubernetes.io/name": "dex"});
-    Ok(vec![
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "dex", "namespace": ns}}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "dex"},
-               "rules": [{"apiGroups": ["dex.coreos.com"], "resources": ["*"], "verbs": ["*"]},
-                         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["create"]}]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "dex"},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "dex"},
-               "subjects": [{"kind": "ServiceAccount", "name": "dex", "namespace": ns}]}),
+    let mut objects = identity_objects();
+    objects.extend([
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "dex-config", "namespace": ns},
                "data": {"config.yaml": b64(config_yaml.expose())}}),
         // Dex reaches GitLab over TLS signed by our CA: Go reads every file in /etc/ssl/certs.
@@ -163,5 +176,6 @@ pub(super) async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>,
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dex", "namespace": ns},
                "spec": {"selector": labels, "ports": [{"name": "http", "port": 5556, "targetPort": 5556}]}}),
         ingress("dex", ns, &endpoints::DEX.host(domain), "dex", 5556),
-    ])
+    ]);
+    Ok(objects)
 }

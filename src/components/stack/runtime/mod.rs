@@ -25,7 +25,10 @@ use crate::secret::{random_token, write_private, Secret};
 
 pub use self::argocd::{rbac_config as argocd_rbac_config, ArgocdSpec, NautesSpec};
 pub use self::certs::{CA_SECRET, CLUSTER_ISSUER, INGRESS_TLS_SECRET};
-pub use self::dex::{render_config as render_dex_config, DexConfig, DexSpec, StaticClient as DexStaticClient};
+pub use self::dex::{
+    identity_objects as dex_identity_objects, render_config as render_dex_config, DexConfig, DexSpec,
+    StaticClient as DexStaticClient, NAMESPACE as DEX_NAMESPACE,
+};
 pub use self::oauth2_proxy::{Oauth2ProxySpec, OAUTH2_PROXY_MIDDLEWARE};
 pub use self::vault_proxy::VaultProxySpec;
 
