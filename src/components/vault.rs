@@ -359,7 +359,7 @@ struct Change {
 
 /// The first field of `wanted` whose live value differs (Vault returns
 /// items with defaults we do not set, so only our fields count).
-fn differing_field(live: &Value, wanted: &Value) -> Option<String> {
+pub fn differing_field(live: &Value, wanted: &Value) -> Option<String> {
     wanted
         .as_object()
         .into_iter()

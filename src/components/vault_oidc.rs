@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 
 use super::vault::{self as vault_component, VaultTarget, Writer};
 use crate::drivers::vault::Vault;
-use crate::engine::{Handler, StepContext, StepError};
+use crate::engine::{Difference, Handler, StepContext, StepError};
 use crate::inventory::{Diagnostic, Loaded, TenantRole};
 use crate::plan::diff::REFRESH_AFTER;
 use crate::plan::{Step, StepSpec};
@@ -299,6 +299,29 @@ fn marked_ours(ctx: &StepContext, path: &str, live: &Value) -> bool {
         .any(|i| description.contains(&format!("[{}]", i.marker)))
 }
 
+/// A mount's config as Vault should hold it, without the client secret
+/// (which Vault never shows).
+fn config_body(spec: &VaultOidcSpec, path: &str, ca: &str) -> Value {
+    let mut body = json!({
+        "oidc_discovery_url": spec.issuer,
+        "oidc_discovery_ca_pem": ca,
+        "bound_issuer": spec.issuer,
+    });
+    if path == OIDC_MOUNT {
+        body["oidc_client_id"] = json!(spec.client_id);
+    }
+    body
+}
+
+/// The first field of a mount's config that differs from `wanted` (the
+/// CA compared without surrounding whitespace).
+fn config_differs(live: &Value, wanted: &Value, ca: &str) -> Option<String> {
+    let ca_same = live["oidc_discovery_ca_pem"].as_str().map(str::trim) == Some(ca.trim());
+    let mut rest = wanted.clone();
+    rest.as_object_mut().map(|o| o.remove("oidc_discovery_ca_pem"));
+    vault_component::differing_field(live, &rest).or_else(|| (!ca_same).then(|| "oidc_discovery_ca_pem".to_string()))
+}
+
 /// The auth mount at `path` of `kind`: enabled if missing, with the marker
 /// of a record made first (true: ours), an error if something else is there.
 async fn ensure_mount(
@@ -427,19 +450,10 @@ impl Handler for VaultOidcHandler {
             if !enabled.contains(path) {
                 refuse_foreign(path, live, &spec.issuer)?;
             }
-            let mut wanted = json!({
-                "oidc_discovery_url": spec.issuer,
-                "oidc_discovery_ca_pem": ca,
-                "bound_issuer": spec.issuer,
-            });
-            let mut same = live["oidc_discovery_url"] == wanted["oidc_discovery_url"]
-                && live["bound_issuer"] == wanted["bound_issuer"]
-                && live["oidc_discovery_ca_pem"].as_str().map(str::trim) == Some(ca.trim());
+            let mut wanted = config_body(spec, path, &ca);
+            let same = config_differs(live, &wanted, &ca).is_none()
+                && (path != OIDC_MOUNT || previous["clientSecretSha256"].as_str() == Some(sha.as_str()));
             if path == OIDC_MOUNT {
-                same = same
-                    && live["oidc_client_id"] == json!(spec.client_id)
-                    && previous["clientSecretSha256"].as_str() == Some(sha.as_str());
-                wanted["oidc_client_id"] = json!(spec.client_id);
                 wanted["oidc_client_secret"] = json!(secret.expose());
             }
             if !same {
@@ -488,6 +502,76 @@ impl Handler for VaultOidcHandler {
             // role or policy someone changed is put back.
             REFRESH_AFTER: unix_now(),
         }))
+    }
+
+    /// What differs from what `apply` would make, read only: the mounts,
+    /// their config (not the client secret, which Vault never shows), the
+    /// policies and roles, and roles and policies of ours no longer wanted.
+    async fn drift(&self, ctx: &StepContext, spec: &VaultOidcSpec) -> Result<Option<Vec<Difference>>, StepError> {
+        use crate::engine::Change::{Changed, Extra, Missing};
+        let ca = ca_pem(ctx)?;
+        let (vault, token) = vault_component::connect(ctx, &spec.vault)?;
+        let w = Writer::new(&vault, &token);
+        let mut out = Vec::new();
+        let mut differ = |object: String, change, field: Option<String>| out.push(Difference { object, change, field });
+        let auths = w.read("sys/auth").await?.unwrap_or_default();
+        let mut mounted = Vec::new();
+        for (path, kind) in mounts() {
+            let live = &auths["data"][format!("{path}/")];
+            if live.is_null() {
+                differ(format!("Vault auth method {path}/"), Missing, None);
+            } else if live["type"] != kind {
+                differ(format!("Vault auth method {path}/"), Changed, Some("type".into()));
+            } else {
+                mounted.push(path);
+            }
+        }
+        for path in &mounted {
+            let live = w.read(&format!("auth/{path}/config")).await?.unwrap_or_default();
+            if let Some(field) = config_differs(&live["data"], &config_body(spec, path, &ca), &ca) {
+                differ(format!("Vault auth config {path}/"), Changed, Some(field));
+            }
+        }
+        for (name, hcl) in &spec.policies {
+            match w.read(&format!("sys/policies/acl/{name}")).await? {
+                None => differ(format!("Vault policy {name}"), Missing, None),
+                Some(v) if v["data"]["policy"].as_str() != Some(hcl.as_str()) => {
+                    differ(format!("Vault policy {name}"), Changed, Some("policy".into()))
+                }
+                Some(_) => {}
+            }
+        }
+        for (name, role) in &spec.roles {
+            for path in &mounted {
+                let object = format!("Vault role {path}/{name}");
+                match w.read(&format!("auth/{path}/role/{name}")).await? {
+                    None => differ(object, Missing, None),
+                    Some(live) => {
+                        if let Some(field) =
+                            vault_component::differing_field(&live["data"], &role_body(spec, path, role))
+                        {
+                            differ(object, Changed, Some(field));
+                        }
+                    }
+                }
+            }
+        }
+        for name in recorded(&ctx.previous_outputs, "roles") {
+            if spec.roles.contains_key(&name) {
+                continue;
+            }
+            for path in &mounted {
+                if w.read(&format!("auth/{path}/role/{name}")).await?.is_some() {
+                    differ(format!("Vault role {path}/{name}"), Extra, None);
+                }
+            }
+        }
+        for name in recorded(&ctx.previous_outputs, "policies") {
+            if !spec.policies.contains_key(&name) && w.read(&format!("sys/policies/acl/{name}")).await?.is_some() {
+                differ(format!("Vault policy {name}"), Extra, None);
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Our roles and policies go; so do the mounts this step enabled (by

@@ -71,6 +71,32 @@ fn policies(login: &Value) -> Vec<String> {
     p
 }
 
+/// What `drift` finds for vault/oidc, as "change object [field]".
+fn drift_of_step(s: &Scratch) -> Vec<String> {
+    let out = s.run("drift", &["--output", "json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("drift: {e}: {}", stderr(&out)));
+    let step = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["id"] == "vault/oidc")
+        .unwrap_or_else(|| panic!("no vault/oidc in {doc}"));
+    assert_eq!(step["result"], "checked", "{step}");
+    step["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let field = d["field"].as_str().map(|f| format!(" {f}")).unwrap_or_default();
+            format!(
+                "{} {}{field}",
+                d["change"].as_str().unwrap(),
+                d["object"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 /// OpenBao refused a login (400 with its reason; no token), for `why`.
 fn refused(status: u16, body: &Value, what: &str, why: &str) {
     assert_eq!(status, 400, "{what}: {body}");
@@ -312,9 +338,14 @@ fn dex_tokens_log_in_to_vault_with_exactly_their_groups_policies() {
         ),
     );
     assert!(status < 300, "{body}");
+    // `drift` names it (and writes nothing); then a re-run puts it back, alone.
+    bao.reset_log();
+    assert_eq!(drift_of_step(&s), ["changed Vault role jwt/acme.dev token_policies"]);
+    assert!(writes(&bao).is_empty(), "drift wrote to OpenBao");
     bao.reset_log();
     apply(&s, &[]);
     assert_eq!(writes(&bao), ["POST /v1/auth/jwt/role/acme.dev"]);
+    assert!(drift_of_step(&s).is_empty());
     let (_, login) = jwt_login(&bao, "acme.dev", &alice);
     assert_eq!(policies(&login), ["default", "tenant-acme-developer"]);
 
