@@ -153,6 +153,21 @@ fn schema_is_json_schema_of_the_inventory() {
 }
 
 #[test]
+fn the_schema_lists_the_catalogs_components_and_no_other() {
+    let s = Scratch::new();
+    let out = s.command(&["schema"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The components are the catalog's keys, each described, and no other.
+    let components = &v["$defs"]["Components"];
+    assert_eq!(components["additionalProperties"], false, "{components}");
+    for key in ["certManager", "traefik", "dex", "argocd", "tekton", "nautes"] {
+        let c = &components["properties"][key];
+        assert!(c["description"].as_str().is_some_and(|d| !d.is_empty()), "{key}: {c}");
+        assert_eq!(c["anyOf"][0]["$ref"], "#/$defs/Component", "{key}: {c}");
+    }
+}
+
+#[test]
 fn what_apply_would_fail_on_is_reported_beside_shape_errors() {
     check_golden("first_contact");
 }
