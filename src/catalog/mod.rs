@@ -80,7 +80,8 @@ pub struct Component {
     pub versions: Known,
     /// Components that must be enabled beside it (by key). The one table of
     /// these rules: validation reports a missing one, and the stack's
-    /// planner orders this component's steps after theirs.
+    /// planner orders this component's management-side step after theirs
+    /// (GitLab's and Vault's configure steps, or their stack steps).
     pub needs: &'static [&'static str],
     /// Whether `placement: host` may install it on a host of its own.
     pub on_host: bool,

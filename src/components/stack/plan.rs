@@ -297,7 +297,9 @@ impl Planner<'_> {
             },
             (Values::Planned, s) if s == catalog::TRAEFIK_RELEASE.slug => traefik(self),
             (Values::Planned, s) if s == catalog::VAULT_INJECTOR.slug => vault_injector(self),
-            (Values::Planned, s) => unreachable!("no planner function for the values of {s} (see PLANNED_VALUES)"),
+            (Values::Planned, s) => {
+                unreachable!("no planner function for the values of {s} (the planner's tests list them)")
+            }
         }
     }
 
@@ -323,10 +325,6 @@ struct Ours {
     runtime: Option<Runtime>,
     needs: Vec<String>,
 }
-
-/// The releases whose values the planner computes (`Values::Planned`).
-#[cfg(test)]
-const PLANNED_VALUES: [&str; 2] = [catalog::TRAEFIK_RELEASE.slug, catalog::VAULT_INJECTOR.slug];
 
 /// Traefik: its NodePorts from our own keys among its values, our ingress
 /// certificate as its default (so the PKI's step first).
@@ -675,6 +673,9 @@ fn register_runtime_clusters(p: &mut Planner, nautes: &str) {
 mod tests {
     use super::*;
     use crate::steps::manifests::unknown_value_keys;
+
+    /// The releases whose values `Planner::ours` computes (`Values::Planned`).
+    const PLANNED_VALUES: [&str; 2] = [catalog::TRAEFIK_RELEASE.slug, catalog::VAULT_INJECTOR.slug];
 
     /// A release whose entry says the planner computes its values has a
     /// planner function (`Planner::ours` would stop otherwise), and only those.
