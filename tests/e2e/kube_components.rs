@@ -347,3 +347,158 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
         .expect("hnc deleted");
     assert!(anchor < hnc, "{deletes:#?}");
 }
+
+/// A tenant on a virtual cluster signs in to it through Dex: the vcluster
+/// step passes the OIDC flags through the chart to the virtual cluster's
+/// K3s and mounts our CA (here Dex's CA, given as the inventory's CA) from
+/// a ConfigMap; the virtual cluster's API (a real apiserver started with
+/// those flags) accepts the tenant developer's id_token, and the tenant's
+/// RoleBinding made inside the virtual cluster grants exactly its role.
+#[test]
+fn a_tenant_group_signs_in_to_its_virtual_cluster_through_dex() {
+    use crate::support::controlplane::ApiserverExtras;
+    use crate::support::dex::{self, Dex};
+    use crate::support::gitlab::GitlabStandin;
+    if controlplane::skip_unless_available() || dex::skip_unless_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let gitlab = GitlabStandin::start();
+    let dex = Dex::start(&gitlab, "vc.test");
+    // Our CA is Dex's: the inventory brings it (pki.ca).
+    let dex_dir = dex.ca_path().parent().unwrap().to_path_buf();
+    std::fs::copy(dex.ca_path(), s.path().join("ca.crt")).unwrap();
+    std::fs::copy(dex_dir.join("signer.key"), s.path().join("ca.key")).unwrap();
+    std::fs::set_permissions(s.path().join("ca.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(s.path().join("gitlab-token"), "glpat-unused-unused-01").unwrap();
+    std::fs::set_permissions(s.path().join("gitlab-token"), std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let host = ControlPlane::start();
+    let port = port_file::free_node_port();
+    // The virtual cluster's API with the flags its K3s gets (checked against
+    // the StatefulSet below), the CA where they name it, Dex by its name.
+    let oidc_dir = s.path().join("etc-nautes");
+    std::fs::create_dir_all(&oidc_dir).unwrap();
+    std::fs::copy(dex.ca_path(), oidc_dir.join("nautes-ca.crt")).unwrap();
+    std::fs::create_dir_all("/etc/nautes").unwrap();
+    let flags = vec![
+        "oidc-issuer-url=https://dex.vc.test".to_string(),
+        "oidc-client-id=kubernetes".into(),
+        "oidc-username-claim=email".into(),
+        "oidc-groups-claim=groups".into(),
+        "oidc-ca-file=/etc/nautes/nautes-ca.crt".into(),
+    ];
+    let mut virt = ControlPlane::start_at_with_apiserver(
+        port,
+        &ApiserverExtras {
+            args: flags.clone(),
+            hosts: Some(dex.hosts_file()),
+            binds: vec![(oidc_dir, "/etc/nautes".into())],
+        },
+    );
+    let inner = virt.kubeconfig().replace(&virt.url(), "https://localhost:8443");
+    let _syncer = vcluster_syncer(
+        Api::of(&host),
+        "vcluster-tenant1",
+        "tenant1",
+        inner,
+        host.service_cidr.clone(),
+    );
+    let _hnc = hnc_manager(Api::of(&virt));
+    virt.start_standin_controllers("webhooks");
+    let _provisioner = local_path_provisioner(Api::of(&host));
+    host.apply_as_test(&json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "rancher.io/local-path", "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete"}));
+    let host_kubeconfig = s.path().join("host.kubeconfig");
+    std::fs::write(&host_kubeconfig, host.kubeconfig()).unwrap();
+    std::fs::set_permissions(&host_kubeconfig, std::fs::Permissions::from_mode(0o600)).unwrap();
+    make_bundle(&s);
+    let tree = "      - name: acme\n        children:\n          - name: acme-dev\n    groups:\n      - {name: acme-dev, role: developer}\n";
+    s.write_inventory(&format!(
+        "settings:\n  domain: vc.test\npki:\n  ca:\n    cert: ca.crt\n    key: {{ file: ca.key }}\n{}\
+         components:\n  gitlab:\n    placement: external\n    external:\n      url: {}\n      token: {{ file: gitlab-token }}\n    \
+         values:\n      group: acme\n  dex: {{}}\n",
+        inventory(port, tree, false).replace("    hostCluster: host\n", "    hostCluster: host\n    usage: [host]\n"),
+        gitlab.url()
+    ));
+    let out = s
+        .command(&[
+            "apply",
+            "--yes",
+            "-i",
+            "inventory.yaml",
+            "--only",
+            "vcluster/tenant1",
+            "tenant/acme/namespaces",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "apply: {}", stderr(&out));
+
+    // The chart gave K3s exactly the flags the virtual API above runs with, and our CA.
+    let sts = host.get("/apis/apps/v1/namespaces/vcluster-tenant1/statefulsets/tenant1");
+    let k3s = sts["spec"]["template"]["spec"]["containers"][0].clone();
+    let line = k3s["args"][1].as_str().unwrap().to_string();
+    for f in &flags {
+        assert!(line.contains(&format!("--kube-apiserver-arg={f}")), "{f} not in {line}");
+    }
+    assert!(
+        k3s["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/etc/nautes" && m["name"] == "nautes-ca"),
+        "{k3s}"
+    );
+    let cm = host.get("/api/v1/namespaces/vcluster-tenant1/configmaps/nautes-ca");
+    assert_eq!(cm["data"]["nautes-ca.crt"].as_str(), Some(dex.ca_pem().as_str()));
+
+    // The tenant's developer signs in to the virtual cluster.
+    wait_for_binding(&virt);
+    let token = dex.id_token("kubernetes", "alice", &["acme-dev"]);
+    let call = |method: &'static str, path: &str, body: Option<serde_json::Value>| {
+        let mut c = crate::support::http::Call::new(method, format!("{}{path}", virt.url()))
+            .header("Authorization", format!("Bearer {token}"))
+            .trust(virt.ca_pem());
+        if let Some(b) = body {
+            c = c.header("Content-Type", "application/json").body(b.to_string());
+        }
+        c.send().unwrap().0
+    };
+    let started = std::time::Instant::now();
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+                 "spec": {"containers": [{"name": "web", "image": "registry.example/web:1"}]}}}});
+    let mut status = 0;
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        status = call(
+            "POST",
+            "/apis/apps/v1/namespaces/acme-dev/deployments",
+            Some(deployment.clone()),
+        );
+        if status != 401 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert_eq!(
+        status, 201,
+        "alice creates a Deployment in acme-dev of the virtual cluster"
+    );
+    assert_eq!(call("GET", "/api/v1/namespaces/kube-system/secrets", None), 403);
+}
+
+fn wait_for_binding(virt: &ControlPlane) {
+    let started = std::time::Instant::now();
+    while virt.get("/apis/rbac.authorization.k8s.io/v1/namespaces/acme-dev/rolebindings/nautes:developer:acme-dev")
+        ["roleRef"]["name"]
+        != "edit"
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the binding never reached acme-dev"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

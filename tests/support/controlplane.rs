@@ -157,6 +157,11 @@ impl ControlPlane {
         Self::start_full(&["kwok-node-0"], None, extras)
     }
 
+    /// Both: on this port, with `extras` (a virtual cluster's API that signs users in).
+    pub fn start_at_with_apiserver(port: u16, extras: &ApiserverExtras) -> ControlPlane {
+        Self::start_full(&["kwok-node-0"], Some(port), extras)
+    }
+
     fn start_full(nodes: &[&str], port: Option<u16>, extras: &ApiserverExtras) -> ControlPlane {
         if let Some(why) = unavailable() {
             panic!("{why}");

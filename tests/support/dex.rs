@@ -94,8 +94,7 @@ impl DexOptions {
     pub fn new(domain: &str) -> DexOptions {
         DexOptions {
             domain: domain.to_string(),
-            clients: sign_in::CLIENTS
-                .iter()
+            clients: sign_in::clients()
                 .map(|c| c.id.to_string())
                 .chain(sign_in::PUBLIC_CLIENTS.iter().map(|c| c.id.to_string()))
                 .collect(),

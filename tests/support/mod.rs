@@ -12,6 +12,7 @@ pub mod dex;
 pub mod gitlab;
 pub mod hosts;
 pub mod http;
+pub mod inventory;
 pub mod platform;
 pub mod port_file;
 pub mod standin_controllers;

@@ -56,7 +56,8 @@ fn static_clients(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<StaticClient>
         }
         let client = sign_in::by_id(id)
             .ok_or_else(|| StepError::new(format!("Dex has no client `{id}` in this version of nautes-install")))?;
-        clients.push(StaticClient::Confidential(client, client_secret(ctx, client)?));
+        let secret = client_secret(ctx, &client)?;
+        clients.push(StaticClient::Confidential(client, secret));
     }
     Ok(clients)
 }
@@ -64,7 +65,7 @@ fn static_clients(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<StaticClient>
 /// One of Dex's static clients as its config names it.
 pub enum StaticClient {
     /// A component's web login: its secret and callback.
-    Confidential(&'static sign_in::OidcClient, Secret),
+    Confidential(sign_in::OidcClient, Secret),
     /// A command-line login on the user's machine (no secret; Dex accepts
     /// any `http://localhost:<port>` redirect and the out-of-band one).
     Public(&'static sign_in::PublicClient),
