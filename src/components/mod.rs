@@ -12,6 +12,7 @@ pub mod infrastructure;
 pub mod k3s;
 pub mod kubespray;
 pub mod preflight;
+pub mod registries;
 pub mod service_hosts;
 pub mod stack;
 pub mod tenants;
@@ -60,6 +61,7 @@ pub const COMPONENTS: &[&dyn Component] = &[
     &vault_kubernetes::VaultKubernetes,
     &gitlab::GitlabConfiguration,
     &stack::Stack,
+    &registries::Registries,
     // Hooks attach to the other steps, so they are planned last.
     &Hooks,
 ];

@@ -20,6 +20,7 @@ mod kube_apply;
 mod kube_components;
 mod kubespray;
 mod platform_crash;
+mod registries;
 mod service_hosts;
 mod ssh_driver;
 mod stack;

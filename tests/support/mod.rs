@@ -12,5 +12,6 @@ pub mod hosts;
 pub mod http;
 pub mod platform;
 pub mod port_file;
+pub mod registries;
 pub mod standin_controllers;
 pub mod vault;

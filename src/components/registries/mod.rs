@@ -1,0 +1,205 @@
+//! Harbor, Nexus and SonarQube configured through their REST APIs, and the
+//! resources each tenant owns in them.
+//!
+//! Per instance, one step takes over the admin account (the first-run
+//! password — Harbor's configured one, the `admin.password` file Nexus
+//! writes, SonarQube's `admin/admin` — replaced by one we generate, stored
+//! before the change so a crash never locks us out) and sets the instance's
+//! own configuration (Harbor's OIDC sign-in, Nexus' anonymous access). Per
+//! tenant and instance, one step converges what that tenant owns: Harbor
+//! projects with a pipeline robot each, Nexus repositories with a role and a
+//! user, a SonarQube user with a pipeline token. Removing a tenant from the
+//! inventory removes its step, and the step's `destroy` removes exactly what
+//! it made.
+//!
+//! Every converge reads the live state first and writes only what differs,
+//! so a run that finds everything in place makes no write call.
+//! Credentials (admin passwords, robot secrets, user passwords, tokens) go
+//! to Vault's `repo` KV engine when Vault is installed, otherwise to 0600
+//! files under `<outputs>/<product>/`; never to the state file or a log.
+
+pub mod harbor;
+pub mod nexus;
+pub mod sonarqube;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::gitlab::credentials::{CredentialStore, Fields};
+use super::vault::{self as vault_component, VaultTarget};
+use crate::drivers::rest::{Auth, RestError};
+use crate::engine::{Registry, StepContext, StepError};
+use crate::inventory::SecretRef;
+use crate::secret::{random_token, Secret};
+
+/// The Vault KV v2 engine the credentials of artifact repositories live in.
+pub const VAULT_MOUNT: &str = "repo";
+
+/// How to reach one instance's API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// The instance's name in the inventory (credential names start with it).
+    pub instance: String,
+    pub url: String,
+    /// The CA of its certificate (else the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// The first-run admin password (Harbor's configured one, the file Nexus
+    /// writes); SonarQube's is its fixed default.
+    pub initial_password: Option<SecretRef>,
+    /// Keep credentials in this Vault instead of files.
+    pub vault: Option<VaultTarget>,
+}
+
+/// The write calls one converge made, named (never with a value).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub writes: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn wrote(&mut self, what: impl Into<String>) {
+        self.writes.push(what.into());
+    }
+
+    pub fn outputs(&self, extra: Value) -> Value {
+        let mut v = json!({"writes": self.writes.len(), "written": self.writes});
+        if let (Some(o), Value::Object(extra)) = (v.as_object_mut(), extra) {
+            o.extend(extra);
+        }
+        v
+    }
+}
+
+pub fn failed(what: &str, e: RestError) -> StepError {
+    StepError::new(format!("{what}: {e}"))
+}
+
+/// A password every product's policy takes: Harbor wants 8+ characters
+/// with an upper-case letter, a lower-case letter and a digit.
+pub fn generate_password() -> Result<Secret, StepError> {
+    let token = random_token().map_err(|e| StepError::new(format!("cannot read random bytes: {e}")))?;
+    Ok(Secret::new(format!("Nx{}7", &token.expose()[..40])))
+}
+
+/// Where one product's credentials are kept.
+pub fn store(
+    ctx: &StepContext,
+    folder: &'static str,
+    vault: Option<&VaultTarget>,
+) -> Result<CredentialStore, StepError> {
+    Ok(match vault {
+        Some(target) => {
+            let (vault, token) = vault_component::connect(ctx, target)?;
+            CredentialStore::Vault {
+                vault,
+                token,
+                mount: VAULT_MOUNT,
+                folder,
+            }
+        }
+        None => CredentialStore::Files(ctx.outputs_dir.join(folder)),
+    })
+}
+
+/// The CA to trust for an instance, if it names one.
+pub fn ca(endpoint: &Endpoint) -> Result<Option<Vec<u8>>, StepError> {
+    endpoint
+        .ca_file
+        .as_ref()
+        .map(|p| {
+            std::fs::read(p).map_err(|e| {
+                StepError::new(format!(
+                    "cannot read the CA of {}, {}: {e}",
+                    endpoint.instance,
+                    p.display()
+                ))
+            })
+        })
+        .transpose()
+}
+
+pub fn fields(pairs: &[(&str, &Secret)]) -> Fields {
+    pairs.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect()
+}
+
+/// A product's `admin` account, as [`take_over_admin`] needs it.
+pub trait AdminAccount: Sync {
+    /// Whether `password` logs in as admin.
+    fn log_in(&self, password: &Secret) -> impl std::future::Future<Output = Result<bool, RestError>> + Send;
+    /// Replace the admin password `old` by `new`.
+    fn replace(&self, old: &Secret, new: &Secret) -> impl std::future::Future<Output = Result<(), RestError>> + Send;
+}
+
+/// The admin password we keep for an instance, logging in with it. The
+/// first run generates it and stores it *before* changing the first-run
+/// password to it, so a run killed in between finds it stored and still
+/// makes the change; a later run finds it working and writes nothing.
+pub async fn take_over_admin(
+    account: &impl AdminAccount,
+    store: &CredentialStore,
+    record: &str,
+    initial: Option<&Secret>,
+    report: &mut Report,
+) -> Result<Secret, StepError> {
+    let ours = match store.get(record).await? {
+        Some(f) => f
+            .get("password")
+            .cloned()
+            .ok_or_else(|| StepError::new(format!("the stored credential `{record}` has no password")))?,
+        None => {
+            let p = generate_password()?;
+            store.put(record, &fields(&[("password", &p)])).await?;
+            p
+        }
+    };
+    if account
+        .log_in(&ours)
+        .await
+        .map_err(|e| failed("logging in as admin", e))?
+    {
+        return Ok(ours);
+    }
+    let Some(initial) = initial else {
+        return Err(StepError::new(format!(
+            "the admin password kept at {} does not log in, and no first-run password is known to replace",
+            store.location(record)
+        )));
+    };
+    if !account
+        .log_in(initial)
+        .await
+        .map_err(|e| failed("logging in as admin", e))?
+    {
+        return Err(StepError::new(format!(
+            "neither the admin password kept at {} nor the first-run one logs in; was it changed by hand?",
+            store.location(record)
+        )));
+    }
+    account
+        .replace(initial, &ours)
+        .await
+        .map_err(|e| failed("replacing the first-run admin password", e))?;
+    report.wrote("admin password");
+    Ok(ours)
+}
+
+pub fn admin(password: &Secret) -> Auth<'_> {
+    Auth::Basic("admin", password)
+}
+
+pub struct Registries;
+
+impl super::Component for Registries {
+    fn handlers(&self, registry: &mut Registry) {
+        registry.add(harbor::InstanceHandler);
+        registry.add(harbor::TenantHandler);
+        registry.add(nexus::InstanceHandler);
+        registry.add(nexus::TenantHandler);
+        registry.add(sonarqube::InstanceHandler);
+        registry.add(sonarqube::TenantHandler);
+    }
+}
