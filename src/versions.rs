@@ -83,6 +83,11 @@ pub const OPENBAO_SERVER: Known = Known {
 /// the server release installed on a host (Vault's own here; with
 /// `distribution: openbao` the inventory checks against `OPENBAO_SERVER`);
 /// in a cluster only its agent injector runs, whose chart is pinned.
+/// Nautes' table: Harbor, Nexus OSS and SonarQube (configured through their APIs).
+pub const HARBOR: &str = "2.5.1";
+pub const NEXUS: &str = "3.39.0";
+pub const SONARQUBE: &str = "9.5";
+
 pub fn of_component(key: &str) -> Option<Known> {
     let (title, releases): (&str, &'static [&'static str]) = match key {
         "certManager" => ("cert-manager", CERT_MANAGER_RELEASES),
@@ -98,6 +103,9 @@ pub fn of_component(key: &str) -> Option<Known> {
         "hnc" => ("HNC", &[HNC]),
         "oauth2Proxy" => ("oauth2-proxy", &[OAUTH2_PROXY]),
         "nautes" => ("Nautes", &[NAUTES]),
+        "harbor" => ("Harbor", &[HARBOR]),
+        "nexus" => ("Nexus", &[NEXUS]),
+        "sonarqube" => ("SonarQube", &[SONARQUBE]),
         _ => return None,
     };
     Some(Known { title, releases })

@@ -488,6 +488,18 @@ pub struct Tenant {
     /// Vault policies; a group removed here loses exactly its grants.
     #[serde(default)]
     pub groups: Vec<TenantGroup>,
+    /// Harbor instances this tenant owns (removed with it).
+    #[serde(default)]
+    pub harbor_instances: Vec<super::registries::HarborInstance>,
+    /// Its projects, per Harbor instance.
+    #[serde(default)]
+    pub harbor: Vec<super::registries::TenantHarbor>,
+    /// Its repositories on the shared Nexus.
+    #[serde(default)]
+    pub nexus: Option<super::registries::TenantNexus>,
+    /// A SonarQube pipeline token (`sonarqube: {}`).
+    #[serde(default)]
+    pub sonarqube: Option<super::registries::TenantSonarqube>,
 }
 
 /// One group of a tenant and the role its members have there.
@@ -663,11 +675,18 @@ pub struct Components {
     /// The Nautes CRDs, API server and operators.
     #[serde(default)]
     pub nautes: Option<Component>,
+    /// The shared Harbor, Nexus and SonarQube (see `inventory::registries`).
+    #[serde(default)]
+    pub harbor: Option<Component>,
+    #[serde(default)]
+    pub nexus: Option<Component>,
+    #[serde(default)]
+    pub sonarqube: Option<Component>,
 }
 
 impl Components {
     /// The inventory key of each field, in declaration order.
-    pub const KEYS: [&'static str; 13] = [
+    pub const KEYS: [&'static str; 16] = [
         "certManager",
         "traefik",
         "vault",
@@ -681,6 +700,9 @@ impl Components {
         "hnc",
         "oauth2Proxy",
         "nautes",
+        "harbor",
+        "nexus",
+        "sonarqube",
     ];
 
     /// Every configured component with its inventory key, in declaration order.
@@ -701,6 +723,9 @@ impl Components {
                 &self.hnc,
                 &self.oauth2_proxy,
                 &self.nautes,
+                &self.harbor,
+                &self.nexus,
+                &self.sonarqube,
             ])
             .filter_map(|(key, c)| c.as_ref().map(|c| (key, c)))
     }

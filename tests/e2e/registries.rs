@@ -736,3 +736,116 @@ fn real_sonarqube_contract_and_converge() {
     assert_eq!(v["valid"], true);
     assert!(!creds.join("sonarqube-tenants-a.json").exists());
 }
+
+// ---- Through the binary: inventory -> plan -> steps ----------------------
+
+fn write_secret(path: &Path, value: &str) {
+    std::fs::write(path, value).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn inventory(shared: &str, own: &str, nexus: &str, tenants: &str) -> String {
+    format!(
+        "clusters:\n  - name: byo\n    type: external\n    external:\n      kubeconfig: kubeconfig\n    usage: [host]\ncomponents:\n  harbor:\n    placement: external\n    external:\n      url: {shared}\n      token: {{ file: harbor-initial }}\n  nexus:\n    placement: external\n    external:\n      url: {nexus}\n      token: {{ file: nexus-data/admin.password }}\n    values:\n      anonymous: false\ntenants:\n{tenants}",
+        tenants = tenants.replace("OWN_URL", own),
+    )
+}
+
+const TENANT_A: &str = "  - name: a\n    cluster: byo\n    harborInstances:\n      - name: harbor-a\n        placement: external\n        external:\n          url: OWN_URL\n          token: { file: harbor-initial }\n    harbor:\n      - instance: harbor-a\n        projects: [a-app]\n      - projects: [a-shared]\n    nexus:\n      repositories:\n        - { name: a-maven, format: maven, type: hosted }\n";
+const TENANT_B: &str = "  - name: b\n    cluster: byo\n    harbor:\n      - projects: [b-app]\n    nexus:\n      repositories:\n        - { name: b-npm, format: npm, type: proxy, remoteUrl: \"https://registry.npmjs.org\" }\n";
+
+#[test]
+fn apply_configures_shared_and_tenant_instances_reruns_with_zero_writes_and_removes_a_tenant() {
+    use crate::support::cli::{code, stderr, stdout, Scratch};
+    let shared = Standin::harbor(HARBOR_DEFAULT);
+    let own = Standin::harbor(HARBOR_DEFAULT);
+    let n = Standin::nexus();
+    let s = Scratch::new();
+    write_secret(&s.path().join("kubeconfig"), "apiVersion: v1\nkind: Config\n");
+    write_secret(&s.path().join("harbor-initial"), HARBOR_DEFAULT);
+    std::fs::create_dir(s.path().join("nexus-data")).unwrap();
+    let first_nexus = std::fs::read_to_string(n.admin_password_file()).unwrap();
+    write_secret(&s.path().join("nexus-data/admin.password"), &first_nexus);
+    let both = format!("{TENANT_A}{TENANT_B}");
+    s.write_inventory(&inventory(&shared.url(), &own.url(), &n.url(), &both));
+
+    let out = s.run("apply", &["--yes"]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    // The shared Harbor holds a-shared and b-app, a's own Harbor a-app alone.
+    let keys = |v: &Value| v["projects"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&shared.state()), ["a-shared", "b-app"]);
+    assert_eq!(keys(&own.state()), ["a-app"]);
+    assert_eq!(n.state()["repositories"], json!(["a-maven", "b-npm"]));
+    let outputs = s.workdir().join("outputs");
+    let outputs = if outputs.is_dir() {
+        outputs
+    } else {
+        s.path().join("outputs")
+    };
+    let creds = files(&outputs);
+    assert!(!creds.is_empty(), "no credential stored under {}", outputs.display());
+    let robot_files: Vec<_> = creds.iter().filter(|(p, _, _)| p.contains("robots")).collect();
+    assert_eq!(robot_files.len(), 3, "{creds:#?}");
+    // No credential in the state, the output or the log.
+    let secrets: Vec<String> = creds
+        .iter()
+        .filter(|(p, _, _)| p.ends_with(".json"))
+        .flat_map(|(_, _, text)| {
+            let v: Value = serde_json::from_str(text).unwrap_or_default();
+            v.as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| *k == "password" || *k == "token")
+                .filter_map(|(_, v)| v.as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(secrets.len() >= 6, "{secrets:?}");
+    let mut seen = format!("{}{}", stdout(&out), stderr(&out));
+    seen.push_str(&std::fs::read_to_string(s.workdir().join("state.json")).unwrap());
+    for (path, _, text) in files(&s.workdir()) {
+        if !path.starts_with(&outputs.display().to_string()) {
+            seen.push_str(&text);
+        }
+    }
+    for secret in secrets.iter().chain([&first_nexus]) {
+        assert!(
+            !seen.contains(secret.as_str()),
+            "a credential leaked into the state, a log or the output"
+        );
+    }
+
+    // Re-run: every step re-checks its instance and writes nothing.
+    let writes = (shared.writes().len(), own.writes().len(), n.writes().len());
+    let reads = shared.requests().len();
+    let again = s.run("apply", &["--yes"]);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert!(shared.requests().len() > reads, "the re-run did not re-check Harbor");
+    assert_eq!(
+        (shared.writes().len(), own.writes().len(), n.writes().len()),
+        writes,
+        "a re-run wrote: {:?} {:?} {:?}",
+        &shared.writes()[writes.0..],
+        &own.writes()[writes.1..],
+        &n.writes()[writes.2..]
+    );
+
+    // Tenant a goes: its own Harbor's project, its shared project, its
+    // Nexus repository, role and user; b keeps everything.
+    s.write_inventory(&inventory(&shared.url(), &own.url(), &n.url(), TENANT_B));
+    let removed = s.run("apply", &["--yes"]);
+    assert_eq!(code(&removed), 0, "{}\n{}", stdout(&removed), stderr(&removed));
+    assert_eq!(keys(&shared.state()), ["b-app"]);
+    assert!(keys(&own.state()).is_empty());
+    let state = n.state();
+    assert_eq!(state["repositories"], json!(["b-npm"]));
+    assert!(state["users"]["nautes-a"].is_null() && state["users"]["nautes-b"].is_array());
+    assert_eq!(shared.state()["robots"], json!(["robot$b-app+pipeline"]));
+    let left: Vec<String> = files(&outputs).into_iter().map(|(p, _, _)| p).collect();
+    assert!(
+        !left
+            .iter()
+            .any(|p| p.contains("tenants-a") || p.contains("a-app") || p.contains("a-shared")),
+        "{left:#?}"
+    );
+}

@@ -229,7 +229,10 @@ impl Sonarqube {
         use std::os::unix::process::CommandExt;
         let id = |flag: &str| -> u32 {
             let out = Command::new("id").args([flag, "sonarqube"]).output().unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().parse().expect("user sonarqube")
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .expect("user sonarqube")
         };
         // As `sonarqube` itself (Elasticsearch refuses root), so TERM
         // reaches the launcher, which then stops Elasticsearch too.

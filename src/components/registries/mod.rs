@@ -31,7 +31,9 @@ use super::gitlab::credentials::{CredentialStore, Fields};
 use super::vault::{self as vault_component, VaultTarget};
 use crate::drivers::rest::{Auth, RestError};
 use crate::engine::{Registry, StepContext, StepError};
-use crate::inventory::SecretRef;
+use crate::inventory::registries::{RepositoryFormat, RepositoryType, SHARED_HARBOR, SHARED_NEXUS, SHARED_SONARQUBE};
+use crate::inventory::{Component, Diagnostic, ExternalService, Loaded, Placement, SecretRef};
+use crate::plan::Step;
 use crate::secret::{random_token, Secret};
 
 /// The Vault KV v2 engine the credentials of artifact repositories live in.
@@ -65,8 +67,14 @@ impl Report {
         self.writes.push(what.into());
     }
 
+    /// The step's outputs: what it wrote, and a request to be re-checked
+    /// on every run (people change things in these products' UIs).
     pub fn outputs(&self, extra: Value) -> Value {
-        let mut v = json!({"writes": self.writes.len(), "written": self.writes});
+        let mut v = json!({
+            "writes": self.writes.len(),
+            "written": self.writes,
+            crate::plan::diff::REFRESH_AFTER: crate::util::unix_now(),
+        });
         if let (Some(o), Value::Object(extra)) = (v.as_object_mut(), extra) {
             o.extend(extra);
         }
@@ -191,9 +199,192 @@ pub fn admin(password: &Secret) -> Auth<'_> {
     Auth::Basic("admin", password)
 }
 
+/// Whether SonarQube runs on `cluster` (its hosts then need its kernel limits).
+pub fn sonarqube_runs_on(loaded: &Loaded, cluster: &str) -> bool {
+    loaded.inventory.components.sonarqube.as_ref().is_some_and(|c| {
+        c.enabled && c.placement == Placement::Cluster && c.cluster.as_deref().is_none_or(|x| x == cluster)
+    })
+}
+
+fn endpoint(loaded: &Loaded, instance: &str, external: &ExternalService) -> Endpoint {
+    Endpoint {
+        instance: instance.to_string(),
+        url: external.url.clone(),
+        ca_file: external
+            .ca_file
+            .as_ref()
+            .map(|p| std::path::absolute(loaded.resolve(p)).unwrap_or_else(|_| loaded.resolve(p))),
+        initial_password: external.token.clone(),
+        vault: vault_component::target(loaded),
+    }
+}
+
+/// The shared instance a component declares, if it is configured here.
+fn shared(component: &Option<Component>) -> Option<&ExternalService> {
+    component
+        .as_ref()
+        .filter(|c| c.enabled && c.placement == Placement::External)
+        .and_then(|c| c.external.as_ref())
+}
+
+pub fn instance_step(product: &str, instance: &str) -> String {
+    format!("{product}/{instance}/configure")
+}
+
+pub fn tenant_step(product: &str, instance: &str, tenant: &str) -> String {
+    format!("{product}/{instance}/tenant/{tenant}")
+}
+
+/// Steps writing to Vault wait for `vault/configure` (it mounts `repo`).
+fn vault_needs(loaded: &Loaded) -> Vec<String> {
+    vault_component::target(loaded)
+        .map(|_| vec![vault_component::STEP_ID.to_string()])
+        .unwrap_or_default()
+}
+
+fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
+    let inv = &loaded.inventory;
+    let after_vault = vault_needs(loaded);
+    // Harbor: the shared instance and the tenants' own.
+    let mut harbors: Vec<(String, Endpoint)> = Vec::new();
+    if let Some(ext) = shared(&inv.components.harbor) {
+        harbors.push((SHARED_HARBOR.into(), endpoint(loaded, SHARED_HARBOR, ext)));
+    }
+    for t in &inv.tenants {
+        for h in &t.harbor_instances {
+            if let (Placement::External, Some(ext)) = (h.placement, &h.external) {
+                harbors.push((h.name.clone(), endpoint(loaded, &h.name, ext)));
+            }
+        }
+    }
+    for (name, ep) in &harbors {
+        let spec = harbor::InstanceSpec {
+            endpoint: ep.clone(),
+            oidc: None,
+        };
+        steps.push(
+            Step::of(instance_step("harbor", name), format!("configure Harbor {name}"), &spec)
+                .needs(after_vault.clone()),
+        );
+    }
+    for t in &inv.tenants {
+        let mut per_instance: Vec<(&str, Vec<harbor::Project>)> = Vec::new();
+        for th in &t.harbor {
+            let projects = th.projects.iter().map(|p| harbor::Project {
+                name: p.clone(),
+                public: false,
+            });
+            match per_instance.iter_mut().find(|(i, _)| *i == th.instance) {
+                Some((_, ps)) => ps.extend(projects),
+                None => per_instance.push((&th.instance, projects.collect())),
+            }
+        }
+        for (instance, projects) in per_instance {
+            let Some((_, ep)) = harbors.iter().find(|(n, _)| n == instance) else {
+                continue;
+            };
+            let spec = harbor::TenantSpec {
+                endpoint: ep.clone(),
+                tenant: t.name.clone(),
+                projects,
+            };
+            steps.push(
+                Step::of(
+                    tenant_step("harbor", instance, &t.name),
+                    format!("Harbor projects of tenant {} on {instance}", t.name),
+                    &spec,
+                )
+                .needs([instance_step("harbor", instance)]),
+            );
+        }
+    }
+    if let Some(ext) = shared(&inv.components.nexus) {
+        let ep = endpoint(loaded, SHARED_NEXUS, ext);
+        let anonymous = inv
+            .components
+            .nexus
+            .as_ref()
+            .and_then(|c| c.values.get("anonymous"))
+            .and_then(Value::as_bool);
+        let spec = nexus::InstanceSpec {
+            endpoint: ep.clone(),
+            anonymous: anonymous.unwrap_or(false),
+        };
+        steps.push(Step::of(instance_step("nexus", SHARED_NEXUS), "configure Nexus", &spec).needs(after_vault.clone()));
+        for t in &inv.tenants {
+            let Some(n) = &t.nexus else { continue };
+            let repositories = n
+                .repositories
+                .iter()
+                .map(|r| nexus::Repository {
+                    name: r.name.clone(),
+                    format: match r.format {
+                        RepositoryFormat::Maven => nexus::Format::Maven,
+                        RepositoryFormat::Npm => nexus::Format::Npm,
+                        RepositoryFormat::Pypi => nexus::Format::Pypi,
+                        RepositoryFormat::Docker => nexus::Format::Docker,
+                    },
+                    kind: match r.kind {
+                        RepositoryType::Hosted => nexus::Kind::Hosted,
+                        RepositoryType::Proxy => nexus::Kind::Proxy,
+                    },
+                    remote_url: r.remote_url.clone(),
+                })
+                .collect();
+            let spec = nexus::TenantSpec {
+                endpoint: ep.clone(),
+                tenant: t.name.clone(),
+                repositories,
+            };
+            steps.push(
+                Step::of(
+                    tenant_step("nexus", SHARED_NEXUS, &t.name),
+                    format!("Nexus repositories of tenant {}", t.name),
+                    &spec,
+                )
+                .needs([instance_step("nexus", SHARED_NEXUS)]),
+            );
+        }
+    }
+    if let Some(ext) = shared(&inv.components.sonarqube) {
+        let ep = endpoint(loaded, SHARED_SONARQUBE, ext);
+        let spec = sonarqube::InstanceSpec {
+            endpoint: ep.clone(),
+            gitlab_sign_in: None,
+        };
+        steps.push(
+            Step::of(
+                instance_step("sonarqube", SHARED_SONARQUBE),
+                "configure SonarQube",
+                &spec,
+            )
+            .needs(after_vault.clone()),
+        );
+        for t in inv.tenants.iter().filter(|t| t.sonarqube.is_some()) {
+            let spec = sonarqube::TenantSpec {
+                endpoint: ep.clone(),
+                tenant: t.name.clone(),
+            };
+            steps.push(
+                Step::of(
+                    tenant_step("sonarqube", SHARED_SONARQUBE, &t.name),
+                    format!("SonarQube token of tenant {}", t.name),
+                    &spec,
+                )
+                .needs([instance_step("sonarqube", SHARED_SONARQUBE)]),
+            );
+        }
+    }
+}
+
 pub struct Registries;
 
 impl super::Component for Registries {
+    fn plan(&self, loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
+        plan_all(loaded, steps);
+        Ok(())
+    }
+
     fn handlers(&self, registry: &mut Registry) {
         registry.add(harbor::InstanceHandler);
         registry.add(harbor::TenantHandler);
