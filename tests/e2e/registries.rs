@@ -849,3 +849,74 @@ fn apply_configures_shared_and_tenant_instances_reruns_with_zero_writes_and_remo
         "{left:#?}"
     );
 }
+
+/// With Vault installed, the credentials go to its `repo` KV engine on the
+/// real OpenBao — the robot's secret there logs in to Harbor — and nothing
+/// of theirs is left in the outputs; a re-run writes neither to Harbor nor
+/// to OpenBao; the tenant's removal deletes its secrets there.
+#[test]
+fn with_vault_the_credentials_live_in_its_repo_engine() {
+    use crate::support::cli::{code, stderr, Scratch};
+    use crate::support::controlplane::{self, ControlPlane};
+    use crate::support::vault::{self, OpenBao};
+    if controlplane::skip_unless_available() || vault::skip_unless_available() {
+        return;
+    }
+    // Each tenant gets a Kubernetes auth mount in Vault: a real cluster API.
+    let cp = ControlPlane::start();
+    let v = OpenBao::start();
+    let h = Standin::harbor(HARBOR_DEFAULT);
+    let s = Scratch::new();
+    write_secret(&s.path().join("kubeconfig"), &cp.kubeconfig());
+    write_secret(&s.path().join("harbor-initial"), HARBOR_DEFAULT);
+    let body = |tenants: &str| {
+        format!(
+            "{}  harbor:\n    placement: external\n    external:\n      url: {}\n      token: {{ file: harbor-initial }}\n\
+clusters:\n  - name: byo\n    type: external\n    external:\n      kubeconfig: kubeconfig\n    usage: [host]\ntenants:\n{tenants}",
+            vault::installer_inventory(&v.url()),
+            h.url()
+        )
+    };
+    s.write_inventory(&body(
+        "  - name: a\n    cluster: byo\n    harbor:\n      - projects: [a-app]\n",
+    ));
+    let out = s.run("apply", &["--yes"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (status, kv) = v.api("GET", "/v1/repo/data/harbor/harbor/robots/a-app", None);
+    assert_eq!(status, 200, "{kv}");
+    let robot = &kv["data"]["data"];
+    assert_eq!(robot["username"], "robot$a-app+pipeline");
+    let named = [("X-Is-Resource-Name", "true")];
+    let login = (robot["username"].as_str().unwrap(), robot["password"].as_str().unwrap());
+    assert_eq!(
+        h.call_with("GET", "/api/v2.0/projects/a-app", Some(login), None, &named)
+            .0,
+        200
+    );
+    let (status, admin) = v.api("GET", "/v1/repo/data/harbor/harbor/admin", None);
+    assert_eq!(status, 200);
+    let admin_pw = admin["data"]["data"]["password"].as_str().unwrap().to_string();
+    assert_eq!(
+        h.call("GET", "/api/v2.0/users/current", Some(("admin", &admin_pw)), None)
+            .0,
+        200
+    );
+    let outputs: String = files(s.path()).into_iter().map(|(_, _, t)| t).collect();
+    assert!(
+        !outputs.contains(login.1) && !outputs.contains(&admin_pw),
+        "a credential outside Vault"
+    );
+
+    v.reset_log();
+    let harbor_writes = h.writes().len();
+    let again = s.run("apply", &["--yes"]);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert_eq!(h.writes().len(), harbor_writes, "{:?}", &h.writes()[harbor_writes..]);
+    assert!(v.writes().is_empty(), "writes to OpenBao on a re-run: {:?}", v.writes());
+
+    s.write_inventory(&body("  - name: other\n    cluster: byo\n"));
+    let removed = s.run("apply", &["--yes"]);
+    assert_eq!(code(&removed), 0, "{}", stderr(&removed));
+    assert_eq!(v.api("GET", "/v1/repo/data/harbor/harbor/robots/a-app", None).0, 404);
+    assert!(h.state()["projects"].as_object().unwrap().is_empty());
+}
