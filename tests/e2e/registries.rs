@@ -358,7 +358,7 @@ fn harbor_converges_once_then_writes_nothing_and_removes_exactly_a_tenants_proje
     let oidc = harbor::Oidc {
         endpoint: "https://dex.example.test".into(),
         client_id: "harbor".into(),
-        client_secret: nautes_install::inventory::SecretRef { env: None, file: None },
+        client_secret_file: "harbor/dex-client-secret".into(),
         verify_cert: true,
     };
     let run = |tenants: &[(&str, &[&str])], removed: &[(&str, &[&str])]| {
@@ -735,6 +735,45 @@ fn real_sonarqube_contract_and_converge() {
     );
     assert_eq!(v["valid"], true);
     assert!(!creds.join("sonarqube-tenants-a.json").exists());
+
+    // The same SonarQube through the binary, its outputs where the calls
+    // above kept the credentials: b is in place, c is new, then c goes.
+    use crate::support::cli::{code, stderr, Scratch};
+    let sc = Scratch::new();
+    write_secret(&sc.path().join("kubeconfig"), "apiVersion: v1\nkind: Config\n");
+    let body = |tenants: &str| {
+        format!(
+            "outputs:\n  dir: {}\nclusters:\n  - name: byo\n    type: external\n    external:\n      kubeconfig: kubeconfig\n    usage: [host]\n\
+components:\n  sonarqube:\n    placement: external\n    external:\n      url: {}\ntenants:\n{tenants}",
+            out.path().display(),
+            s.url()
+        )
+    };
+    let tenant = |name: &str| format!("  - name: {name}\n    cluster: byo\n    sonarqube: {{}}\n");
+    sc.write_inventory(&body(&format!("{}{}", tenant("b"), tenant("c"))));
+    let before = s.writes().len();
+    let out1 = sc.run("apply", &["--yes"]);
+    assert_eq!(code(&out1), 0, "{}", stderr(&out1));
+    assert_eq!(s.writes()[before..], ["/api/users/create", "/api/user_tokens/generate"]);
+    let c_token = stored(&creds, &sonarqube::token_record("sonarqube", "c"))["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let state = std::fs::read_to_string(sc.workdir().join("state.json")).unwrap();
+    assert!(
+        !state.contains(&c_token) && !state.contains(&admin_pw),
+        "a credential in the state"
+    );
+    let before = s.writes().len();
+    let out2 = sc.run("apply", &["--yes"]);
+    assert_eq!(code(&out2), 0, "{}", stderr(&out2));
+    assert_eq!(s.writes().len(), before, "a re-run wrote: {:?}", &s.writes()[before..]);
+    sc.write_inventory(&body(&tenant("b")));
+    let out3 = sc.run("apply", &["--yes"]);
+    assert_eq!(code(&out3), 0, "{}", stderr(&out3));
+    let (_, v) = s.call("GET", "/api/authentication/validate", Some((&c_token, "")), None);
+    assert_eq!(v["valid"], false, "a removed tenant's token still works");
+    assert!(!creds.join("sonarqube-tenants-c.json").exists());
 }
 
 // ---- Through the binary: inventory -> plan -> steps ----------------------

@@ -15,7 +15,6 @@ use crate::components::gitlab::credentials::CredentialStore;
 use crate::drivers::harbor::Harbor;
 use crate::drivers::rest::RestError;
 use crate::engine::{Handler, StepContext, StepError};
-use crate::inventory::SecretRef;
 use crate::secret::Secret;
 
 pub const INSTANCE_KIND: &str = "harbor-configure";
@@ -31,7 +30,9 @@ pub struct Oidc {
     /// Dex's issuer URL.
     pub endpoint: String,
     pub client_id: String,
-    pub client_secret: SecretRef,
+    /// The client secret Harbor and Dex share, kept 0600 under this path
+    /// of the outputs directory (made by whichever step needs it first).
+    pub client_secret_file: String,
     pub verify_cert: bool,
 }
 
@@ -312,6 +313,20 @@ pub async fn remove_tenant(
     Ok(())
 }
 
+/// A shared secret kept 0600 at `path`, made the first time it is asked for.
+fn kept_secret(path: &std::path::Path) -> Result<Secret, StepError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Secret::new(s.trim())),
+        Err(_) => {
+            let s = crate::secret::random_token()
+                .map_err(|e| StepError::new(format!("cannot make a random secret: {e}")))?;
+            crate::secret::write_private(path, &s)
+                .map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))?;
+            Ok(s)
+        }
+    }
+}
+
 fn client(ctx: &StepContext, endpoint: &Endpoint) -> Result<Harbor, StepError> {
     Harbor::new(&endpoint.url, ca(endpoint)?.as_deref(), ctx.limits.http).map_err(StepError::new)
 }
@@ -340,10 +355,7 @@ impl Handler for InstanceHandler {
         let initial = initial(ctx, &spec.endpoint)?;
         let password = admin_password(&h, &store, &spec.endpoint, initial.as_ref(), &mut report).await?;
         if let Some(oidc) = &spec.oidc {
-            let secret = oidc
-                .client_secret
-                .resolve(&ctx.base_dir)
-                .map_err(|e| StepError::new(format!("Harbor's OIDC client secret: {e}")))?;
+            let secret = kept_secret(&ctx.outputs_dir.join(&oidc.client_secret_file))?;
             converge_oidc(
                 &h,
                 &store,

@@ -199,10 +199,17 @@ pub fn admin(password: &Secret) -> Auth<'_> {
     Auth::Basic("admin", password)
 }
 
-/// Whether SonarQube runs on `cluster` (its hosts then need its kernel limits).
+/// Whether SonarQube runs on `cluster`, whose hosts then need its kernel
+/// limits: placed there, or — for one you run — the cluster its
+/// `cluster:` names.
 pub fn sonarqube_runs_on(loaded: &Loaded, cluster: &str) -> bool {
     loaded.inventory.components.sonarqube.as_ref().is_some_and(|c| {
-        c.enabled && c.placement == Placement::Cluster && c.cluster.as_deref().is_none_or(|x| x == cluster)
+        c.enabled
+            && match c.placement {
+                Placement::Cluster => c.cluster.as_deref().is_none_or(|x| x == cluster),
+                Placement::External => c.cluster.as_deref() == Some(cluster),
+                Placement::Host => false,
+            }
     })
 }
 
@@ -392,5 +399,40 @@ impl super::Component for Registries {
         registry.add(nexus::TenantHandler);
         registry.add(sonarqube::InstanceHandler);
         registry.add(sonarqube::TenantHandler);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(body: &str) -> Vec<Step> {
+        let text = format!(
+            "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: t\n\
+hosts:\n  - {{ name: n1, address: 192.0.2.10 }}\n  - {{ name: n2, address: 192.0.2.11 }}\n\
+clusters:\n  - name: a\n    type: k3s\n    k3s: {{ version: v1.27.4+k3s1, servers: [n1] }}\n    usage: [host]\n  - name: b\n    type: k3s\n    k3s: {{ version: v1.27.4+k3s1, servers: [n2] }}\n    usage: [deployment]\n{body}"
+        );
+        let loaded = crate::inventory::load_str(std::path::Path::new("i.yaml"), &text)
+            .unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        crate::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    fn sonarqube_hosts(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .filter(|s| s.kind == crate::components::preflight::KIND)
+            .flat_map(|s| s.spec["hosts"].as_array().cloned().unwrap_or_default())
+            .filter(|h| h["sonarqube"] == true)
+            .map(|h| h["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn preflight_checks_sonarqubes_kernel_needs_on_the_hosts_of_its_cluster_only() {
+        let on_b = "components:\n  sonarqube:\n    placement: external\n    cluster: b\n    external: { url: https://sonarqube.example.com }\n";
+        assert_eq!(sonarqube_hosts(&plan_of(on_b)), ["n2"]);
+        let elsewhere = "components:\n  sonarqube:\n    placement: external\n    external: { url: https://sonarqube.example.com }\n";
+        assert!(sonarqube_hosts(&plan_of(elsewhere)).is_empty());
+        assert!(sonarqube_hosts(&plan_of("")).is_empty());
     }
 }
