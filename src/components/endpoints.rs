@@ -13,6 +13,8 @@ pub const ARGOCD: Subdomain = Subdomain("argocd");
 /// oauth2-proxy, which signs users in for UIs without OIDC of their own.
 pub const OAUTH2_PROXY: Subdomain = Subdomain("auth");
 pub const GITLAB: Subdomain = Subdomain("gitlab");
+/// The shared Harbor, as Dex's client for it expects it.
+pub const HARBOR: Subdomain = Subdomain("harbor");
 /// The Nautes API server, unless `components.nautes.values.apiHost` names another.
 pub const NAUTES_API: Subdomain = Subdomain("api");
 

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::gitlab::credentials::{CredentialStore, Fields};
+use super::stack::sign_in;
 use super::vault::{self as vault_component, VaultTarget};
 use crate::drivers::rest::{Auth, RestError};
 use crate::engine::{Registry, StepContext, StepError};
@@ -264,10 +265,22 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             }
         }
     }
+    // The shared Harbor signs in through Dex when Dex is installed.
+    let dex_oidc = inv
+        .settings
+        .domain
+        .as_deref()
+        .filter(|_| inv.components.enabled("dex"))
+        .map(|domain| harbor::Oidc {
+            endpoint: super::endpoints::dex_issuer(domain),
+            client_id: sign_in::HARBOR.id.to_string(),
+            client_secret_file: sign_in::HARBOR.secret_file.to_string(),
+            verify_cert: true,
+        });
     for (name, ep) in &harbors {
         let spec = harbor::InstanceSpec {
             endpoint: ep.clone(),
-            oidc: None,
+            oidc: dex_oidc.clone().filter(|_| name == SHARED_HARBOR),
         };
         steps.push(
             Step::of(instance_step("harbor", name), format!("configure Harbor {name}"), &spec)
@@ -425,6 +438,27 @@ clusters:\n  - name: a\n    type: k3s\n    k3s: {{ version: v1.27.4+k3s1, server
             .filter(|h| h["sonarqube"] == true)
             .map(|h| h["name"].as_str().unwrap_or_default().to_string())
             .collect()
+    }
+
+    #[test]
+    fn with_dex_the_shared_harbor_signs_in_through_it_and_dex_knows_harbor() {
+        let harbor = "  harbor:\n    placement: external\n    external: { url: https://harbor.example.com }\n";
+        let with_dex = format!(
+            "settings:\n  domain: example.com\ncomponents:\n{harbor}  gitlab:\n    placement: external\n    external: {{ url: https://gitlab.example.com, token: {{ env: GL_TOKEN }} }}\n  dex: {{}}\n"
+        );
+        let steps = plan_of(&with_dex);
+        let conf = steps.iter().find(|s| s.id == "harbor/harbor/configure").unwrap();
+        assert_eq!(conf.spec["oidc"]["endpoint"], "https://dex.example.com");
+        assert_eq!(conf.spec["oidc"]["clientId"], "harbor");
+        let dex = steps.iter().find(|s| s.id.contains("dex")).unwrap();
+        assert!(dex.spec.to_string().contains("\"harbor\""), "{}", dex.spec);
+        assert_eq!(
+            sign_in::HARBOR.redirect_uri("example.com"),
+            "https://harbor.example.com/c/oidc/callback"
+        );
+        let without = plan_of(&format!("settings:\n  domain: example.com\ncomponents:\n{harbor}"));
+        let conf = without.iter().find(|s| s.id == "harbor/harbor/configure").unwrap();
+        assert!(conf.spec["oidc"].is_null());
     }
 
     #[test]

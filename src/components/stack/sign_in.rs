@@ -49,7 +49,18 @@ pub const OAUTH2_PROXY: OidcClient = OidcClient {
     secret_file: "oauth2-proxy/dex-client-secret",
 };
 
-pub const CLIENTS: [&OidcClient; 2] = [&ARGOCD, &OAUTH2_PROXY];
+/// Harbor's OIDC sign-in (`auth_mode: oidc_auth`, set through its API by
+/// `harbor/harbor/configure`), for the shared Harbor at `harbor.<domain>`.
+pub const HARBOR: OidcClient = OidcClient {
+    id: "harbor",
+    name: "Harbor",
+    component: "harbor",
+    subdomain: endpoints::HARBOR,
+    callback_path: "/c/oidc/callback",
+    secret_file: "harbor/dex-client-secret",
+};
+
+pub const CLIENTS: [&OidcClient; 3] = [&ARGOCD, &OAUTH2_PROXY, &HARBOR];
 
 /// The ids of the clients whose components the inventory enables, in
 /// [`CLIENTS`] order: what Dex is configured with.
