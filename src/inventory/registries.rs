@@ -113,7 +113,7 @@ pub fn validate(loaded: &Loaded, report: &mut Report) {
     };
     // Every Harbor instance and who owns it (None: the shared one).
     let mut instances: HashMap<&str, (Option<&str>, String)> = HashMap::new();
-    if inv.components.harbor.as_ref().is_some_and(|c| c.enabled) {
+    if inv.components.enabled("harbor") {
         instances.insert(SHARED_HARBOR, (None, "components.harbor".to_string()));
     }
     for (i, t) in inv.tenants.iter().enumerate() {
@@ -223,7 +223,7 @@ pub fn validate(loaded: &Loaded, report: &mut Report) {
         }
     }
     // Nexus repositories are one namespace per instance too.
-    let nexus_on = inv.components.nexus.as_ref().is_some_and(|c| c.enabled);
+    let nexus_on = inv.components.enabled("nexus");
     let mut repositories: HashMap<&str, (&str, String)> = HashMap::new();
     for (i, t) in inv.tenants.iter().enumerate() {
         let Some(n) = &t.nexus else { continue };
@@ -268,13 +268,11 @@ pub fn validate(loaded: &Loaded, report: &mut Report) {
             }
         }
     }
-    for (key, c) in [
-        ("harbor", &inv.components.harbor),
-        ("nexus", &inv.components.nexus),
-        ("sonarqube", &inv.components.sonarqube),
-    ] {
-        if c.as_ref()
-            .is_some_and(|c| c.enabled && c.placement != Placement::External)
+    for key in ["harbor", "nexus", "sonarqube"] {
+        if inv
+            .components
+            .enabled_one(key)
+            .is_some_and(|c| c.placement != Placement::External)
         {
             let path = format!("components.{key}.placement");
             let path = if loaded.spans.value(&path).is_some() {
@@ -290,7 +288,7 @@ pub fn validate(loaded: &Loaded, report: &mut Report) {
             );
         }
     }
-    let sonar_on = inv.components.sonarqube.as_ref().is_some_and(|c| c.enabled);
+    let sonar_on = inv.components.enabled("sonarqube");
     for (i, t) in inv.tenants.iter().enumerate() {
         if t.sonarqube.is_some() && !sonar_on {
             error(

@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::gitlab::credentials::{CredentialStore, Fields};
-use super::stack::sign_in;
 use super::vault::{self as vault_component, VaultTarget};
 use crate::drivers::rest::{Auth, RestError};
 use crate::engine::{Registry, StepContext, StepError};
@@ -204,7 +203,7 @@ pub fn admin(password: &Secret) -> Auth<'_> {
 /// limits: placed there, or — for one you run — the cluster its
 /// `cluster:` names.
 pub fn sonarqube_runs_on(loaded: &Loaded, cluster: &str) -> bool {
-    loaded.inventory.components.sonarqube.as_ref().is_some_and(|c| {
+    loaded.inventory.components.get("sonarqube").is_some_and(|c| {
         c.enabled
             && match c.placement {
                 Placement::Cluster => c.cluster.as_deref().is_none_or(|x| x == cluster),
@@ -228,9 +227,8 @@ fn endpoint(loaded: &Loaded, instance: &str, external: &ExternalService) -> Endp
 }
 
 /// The shared instance a component declares, if it is configured here.
-fn shared(component: &Option<Component>) -> Option<&ExternalService> {
+fn shared(component: Option<&Component>) -> Option<&ExternalService> {
     component
-        .as_ref()
         .filter(|c| c.enabled && c.placement == Placement::External)
         .and_then(|c| c.external.as_ref())
 }
@@ -255,7 +253,7 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
     let after_vault = vault_needs(loaded);
     // Harbor: the shared instance and the tenants' own.
     let mut harbors: Vec<(String, Endpoint)> = Vec::new();
-    if let Some(ext) = shared(&inv.components.harbor) {
+    if let Some(ext) = shared(inv.components.get("harbor")) {
         harbors.push((SHARED_HARBOR.into(), endpoint(loaded, SHARED_HARBOR, ext)));
     }
     for t in &inv.tenants {
@@ -265,22 +263,10 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             }
         }
     }
-    // The shared Harbor signs in through Dex when Dex is installed.
-    let dex_oidc = inv
-        .settings
-        .domain
-        .as_deref()
-        .filter(|_| inv.components.enabled("dex"))
-        .map(|domain| harbor::Oidc {
-            endpoint: super::endpoints::dex_issuer(domain),
-            client_id: sign_in::HARBOR.id.to_string(),
-            client_secret_file: sign_in::HARBOR.secret_file.to_string(),
-            verify_cert: true,
-        });
     for (name, ep) in &harbors {
         let spec = harbor::InstanceSpec {
             endpoint: ep.clone(),
-            oidc: dex_oidc.clone().filter(|_| name == SHARED_HARBOR),
+            oidc: None,
         };
         steps.push(
             Step::of(instance_step("harbor", name), format!("configure Harbor {name}"), &spec)
@@ -318,12 +304,11 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             );
         }
     }
-    if let Some(ext) = shared(&inv.components.nexus) {
+    if let Some(ext) = shared(inv.components.get("nexus")) {
         let ep = endpoint(loaded, SHARED_NEXUS, ext);
         let anonymous = inv
             .components
-            .nexus
-            .as_ref()
+            .get("nexus")
             .and_then(|c| c.values.get("anonymous"))
             .and_then(Value::as_bool);
         let spec = nexus::InstanceSpec {
@@ -366,7 +351,7 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             );
         }
     }
-    if let Some(ext) = shared(&inv.components.sonarqube) {
+    if let Some(ext) = shared(inv.components.get("sonarqube")) {
         let ep = endpoint(loaded, SHARED_SONARQUBE, ext);
         let spec = sonarqube::InstanceSpec {
             endpoint: ep.clone(),
@@ -438,27 +423,6 @@ clusters:\n  - name: a\n    type: k3s\n    k3s: {{ version: v1.27.4+k3s1, server
             .filter(|h| h["sonarqube"] == true)
             .map(|h| h["name"].as_str().unwrap_or_default().to_string())
             .collect()
-    }
-
-    #[test]
-    fn with_dex_the_shared_harbor_signs_in_through_it_and_dex_knows_harbor() {
-        let harbor = "  harbor:\n    placement: external\n    external: { url: https://harbor.example.com }\n";
-        let with_dex = format!(
-            "settings:\n  domain: example.com\ncomponents:\n{harbor}  gitlab:\n    placement: external\n    external: {{ url: https://gitlab.example.com, token: {{ env: GL_TOKEN }} }}\n  dex: {{}}\n"
-        );
-        let steps = plan_of(&with_dex);
-        let conf = steps.iter().find(|s| s.id == "harbor/harbor/configure").unwrap();
-        assert_eq!(conf.spec["oidc"]["endpoint"], "https://dex.example.com");
-        assert_eq!(conf.spec["oidc"]["clientId"], "harbor");
-        let dex = steps.iter().find(|s| s.id.contains("dex")).unwrap();
-        assert!(dex.spec.to_string().contains("\"harbor\""), "{}", dex.spec);
-        assert_eq!(
-            sign_in::HARBOR.redirect_uri("example.com"),
-            "https://harbor.example.com/c/oidc/callback"
-        );
-        let without = plan_of(&format!("settings:\n  domain: example.com\ncomponents:\n{harbor}"));
-        let conf = without.iter().find(|s| s.id == "harbor/harbor/configure").unwrap();
-        assert!(conf.spec["oidc"].is_null());
     }
 
     #[test]
