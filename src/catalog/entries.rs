@@ -13,7 +13,7 @@ use super::{ClusterUsage, Component, Expect, Form, Health, Place, Release, SignI
 use crate::versions::{self, Known};
 
 /// Every component, in the order the planner visits them.
-pub const COMPONENTS: [&Component; 13] = [
+pub const COMPONENTS: [&Component; 16] = [
     &TRAEFIK,
     &CERT_MANAGER,
     &GITLAB,
@@ -27,6 +27,9 @@ pub const COMPONENTS: [&Component; 13] = [
     &HNC,
     &OAUTH2_PROXY,
     &NAUTES,
+    &HARBOR,
+    &NEXUS,
+    &SONARQUBE,
 ];
 
 const DEPLOYMENT: &[ClusterUsage] = &[ClusterUsage::Deployment];
@@ -466,4 +469,41 @@ pub const NAUTES_RELEASE: Release = Release {
     file: |_| "nautes.yaml".into(),
     url: |gh, v| format!("{gh}/nautes-labs/nautes/releases/download/{v}/nautes.yaml"),
     ..RELEASE
+};
+
+/// The shared Harbor, configured through its API (`components/registries`).
+/// Not yet a Dex client: the catalog's rule is that a client needs Dex,
+/// and Harbor is configured without Dex too.
+pub const HARBOR: Component = Component {
+    key: "harbor",
+    slug: "harbor",
+    about:
+        "Your Harbor (placement external), configured through its API: admin password, tenants' projects and robots.",
+    versions: Known {
+        title: "Harbor",
+        releases: &["2.5.1"],
+    },
+    ..BASE
+};
+
+pub const NEXUS: Component = Component {
+    key: "nexus",
+    slug: "nexus",
+    about: "Your Nexus OSS (placement external), configured through its API: admin password, anonymous access (`values.anonymous`), tenants' repositories, roles and users.",
+    versions: Known {
+        title: "Nexus",
+        releases: &["3.39.0"],
+    },
+    ..BASE
+};
+
+pub const SONARQUBE: Component = Component {
+    key: "sonarqube",
+    slug: "sonarqube",
+    about: "Your SonarQube (placement external; `cluster` names where it runs, for preflight), configured through its API: admin password, tenants' users and tokens.",
+    versions: Known {
+        title: "SonarQube",
+        releases: &["9.5"],
+    },
+    ..BASE
 };

@@ -13,6 +13,7 @@ pub mod k3s;
 pub mod kube_oidc;
 pub mod kubespray;
 pub mod preflight;
+pub mod registries;
 pub mod service_hosts;
 pub mod stack;
 pub mod tenants;
@@ -64,6 +65,7 @@ pub const COMPONENTS: &[&dyn Component] = &[
     &stack::Stack,
     // Needs Dex's step, which the stack plans.
     &vault_oidc::VaultOidc,
+    &registries::Registries,
     // Hooks attach to the other steps, so they are planned last.
     &Hooks,
 ];

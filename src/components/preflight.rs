@@ -1,6 +1,7 @@
 //! Facts and preflight: before K3s touches a host, check it can run it —
 //! OS, architecture, CPUs, memory, disk, swap, systemd, free ports, unique
-//! hostnames and clock skew across hosts. Every failing rule on every host
+//! hostnames and clock skew across hosts, and on the hosts of the cluster
+//! SonarQube runs on, the kernel limits its Elasticsearch needs. Every failing rule on every host
 //! is reported at once; a rule can be waived per host in the inventory.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,6 +39,10 @@ const MIN_DISK_MB: u64 = 5 * 1024;
 const MAX_PARALLEL_HOSTS: usize = 64;
 /// Clocks further apart than this break etcd leases and TLS validity checks.
 const MAX_CLOCK_SKEW_MS: i64 = 2_000;
+/// SonarQube's embedded Elasticsearch refuses to start below these (its
+/// documented requirements for 9.x).
+pub const SONARQUBE_MAX_MAP_COUNT: u64 = 524_288;
+pub const SONARQUBE_FILE_MAX: u64 = 131_072;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostCheck {
@@ -45,6 +50,9 @@ pub struct HostCheck {
     pub role: Role,
     pub waive: Vec<String>,
     pub os_override: Option<String>,
+    /// SonarQube may run here: check its kernel limits.
+    #[serde(default)]
+    pub sonarqube: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +87,11 @@ pub struct Facts {
     pub clock_offset_ms: i64,
     /// K3s is already installed (its own ports are then in use by design).
     pub k3s_installed: bool,
+    /// `vm.max_map_count` and `fs.file-max`.
+    #[serde(default)]
+    pub max_map_count: u64,
+    #[serde(default)]
+    pub file_max: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +121,7 @@ pub fn plan_cluster(loaded: &Loaded, cluster: &str, members: &[(&String, Role)],
             role: *role,
             waive: host.map(|h| h.waive.clone()).unwrap_or_default(),
             os_override: host.and_then(|h| h.os.as_ref().map(|o| o.id.clone())),
+            sonarqube: super::registries::sonarqube_runs_on(loaded, cluster),
         });
         conns.push(conn);
     }
@@ -259,6 +273,24 @@ pub fn evaluate(spec: &PreflightSpec, facts: &BTreeMap<String, Facts>) -> Vec<Fi
                 },
             );
         }
+        if host.sonarqube {
+            let ok = f.max_map_count >= SONARQUBE_MAX_MAP_COUNT && f.file_max >= SONARQUBE_FILE_MAX;
+            push(
+                host,
+                "sonarqube-kernel",
+                ok,
+                format!(
+                    "vm.max_map_count {} (SonarQube needs {SONARQUBE_MAX_MAP_COUNT}), fs.file-max {} (needs {SONARQUBE_FILE_MAX}){}",
+                    f.max_map_count,
+                    f.file_max,
+                    if ok {
+                        ""
+                    } else {
+                        "; raise them with sysctl -w and in /etc/sysctl.d so they last"
+                    }
+                ),
+            );
+        }
         let skew = f.clock_offset_ms - median;
         push(
             host,
@@ -355,7 +387,52 @@ mod tests {
             role,
             waive: waive.iter().map(|s| s.to_string()).collect(),
             os_override: None,
+            sonarqube: false,
         }
+    }
+
+    #[test]
+    fn sonarqube_hosts_need_its_kernel_limits_and_others_are_not_asked() {
+        let mut sonar = check("s1", Role::Server, &[]);
+        sonar.sonarqube = true;
+        let mut tuned = check("s2", Role::Agent, &[]);
+        tuned.sonarqube = true;
+        let spec = PreflightSpec {
+            cluster: "c".into(),
+            hosts: vec![sonar, tuned, check("plain", Role::Agent, &[])],
+            ha: false,
+        };
+        let low = Facts {
+            max_map_count: 65_530,
+            file_max: 2_000_000,
+            ..good("s1", 0)
+        };
+        let ready = Facts {
+            max_map_count: SONARQUBE_MAX_MAP_COUNT,
+            file_max: SONARQUBE_FILE_MAX,
+            ..good("s2", 0)
+        };
+        let facts = BTreeMap::from([
+            ("s1".to_string(), low),
+            ("s2".to_string(), ready),
+            ("plain".to_string(), good("plain", 0)),
+        ]);
+        let findings = evaluate(&spec, &facts);
+        assert_eq!(failing(&findings), [("s1".to_string(), "sonarqube-kernel".to_string())]);
+        let s1 = findings
+            .iter()
+            .find(|f| f.host == "s1" && f.rule == "sonarqube-kernel")
+            .unwrap();
+        assert!(s1.message.contains("vm.max_map_count 65530"), "{}", s1.message);
+        assert!(findings
+            .iter()
+            .any(|f| f.host == "s2" && f.rule == "sonarqube-kernel" && f.ok));
+        assert!(!findings
+            .iter()
+            .any(|f| f.host == "plain" && f.rule == "sonarqube-kernel"));
+        let mut spec = spec;
+        spec.hosts[0].waive = vec!["sonarqube-kernel".into()];
+        assert!(failing(&evaluate(&spec, &facts)).is_empty());
     }
 
     fn failing(findings: &[Finding]) -> Vec<(String, String)> {
@@ -438,6 +515,8 @@ echo "tcp=$(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk 'NR>1 && $4=="0A"
 echo "udp=$(cat /proc/net/udp /proc/net/udp6 2>/dev/null | awk 'NR>1 && $4=="07"{n=split($2,a,":"); print a[n]}' | sort -u | tr '\n' ' ')"
 echo "epoch_ms=$(date +%s%3N)"
 if [ -x /usr/local/bin/k3s ]; then echo k3s=1; else echo k3s=0; fi
+echo "max_map_count=$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo 0)"
+echo "file_max=$(cat /proc/sys/fs/file-max 2>/dev/null || echo 0)"
 "#;
 
 /// Parse what [`FACTS_SCRIPT`] printed; a missing or garbled key is an
@@ -488,6 +567,8 @@ pub fn parse_facts(text: &str) -> Result<Facts, String> {
         epoch_millis,
         clock_offset_ms: 0,
         k3s_installed: get("k3s")? == "1",
+        max_map_count: num("max_map_count")?,
+        file_max: num("file_max")?,
     })
 }
 

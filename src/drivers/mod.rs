@@ -3,8 +3,12 @@
 
 pub mod ansible;
 pub mod gitlab;
+pub mod harbor;
 pub mod helm;
 pub mod kube;
+pub mod nexus;
+pub mod rest;
+pub mod sonarqube;
 pub mod ssh;
 pub mod terraform;
 pub mod vault;

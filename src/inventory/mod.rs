@@ -3,6 +3,7 @@
 pub mod diagnostics;
 pub mod duration;
 pub mod load;
+pub mod registries;
 pub mod spans;
 pub mod types;
 pub mod validate;

@@ -480,6 +480,18 @@ pub struct Tenant {
     /// Vault policies; a group removed here loses exactly its grants.
     #[serde(default)]
     pub groups: Vec<TenantGroup>,
+    /// Harbor instances this tenant owns (removed with it).
+    #[serde(default)]
+    pub harbor_instances: Vec<super::registries::HarborInstance>,
+    /// Its projects, per Harbor instance.
+    #[serde(default)]
+    pub harbor: Vec<super::registries::TenantHarbor>,
+    /// Its repositories on the shared Nexus.
+    #[serde(default)]
+    pub nexus: Option<super::registries::TenantNexus>,
+    /// A SonarQube pipeline token (`sonarqube: {}`).
+    #[serde(default)]
+    pub sonarqube: Option<super::registries::TenantSonarqube>,
 }
 
 /// One group of a tenant and the role its members have there.

@@ -33,6 +33,7 @@ pub fn validate(loaded: &Loaded) -> Report {
     v.pki();
     v.state_backend();
     v.hooks();
+    super::registries::validate(loaded, &mut v.report);
     v.report.sort();
     v.report
 }
@@ -1364,7 +1365,17 @@ impl<'a> Validator<'a> {
 
 /// Preflight rules a host may waive; the SSH layer implements them.
 pub const PREFLIGHT_RULES: &[&str] = &[
-    "os", "arch", "cpu", "memory", "disk", "swap", "systemd", "ports", "hostname", "clock",
+    "os",
+    "arch",
+    "cpu",
+    "memory",
+    "disk",
+    "swap",
+    "systemd",
+    "ports",
+    "hostname",
+    "clock",
+    "sonarqube-kernel",
 ];
 
 pub const DEFAULT_POD_CIDR: &str = "10.42.0.0/16";

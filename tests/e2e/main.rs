@@ -21,6 +21,7 @@ mod kube_apply;
 mod kube_components;
 mod kubespray;
 mod platform_crash;
+mod registries;
 mod service_hosts;
 mod sign_in;
 mod ssh_driver;

@@ -33,12 +33,13 @@ const SCENARIOS: [(&str, &str); 7] = [
 ];
 
 /// Stand-in values for the variables the examples' secret references name.
-const SECRET_ENV: [(&str, &str); 2] = [
+const SECRET_ENV: [(&str, &str); 3] = [
     (
         "NAUTES_SSH_PUBLIC_KEY",
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlaceholderPlaceholderPlaceholderXXXX examples-test",
     ),
     ("NAUTES_VAULT_TOKEN", "hvs.examples-test-placeholder"),
+    ("NAUTES_HARBOR_ADMIN_PASSWORD", "Harbor12345"),
 ];
 
 /// GitLab's Omnibus package and Vault's release zip in the air-gap bundle
@@ -623,6 +624,12 @@ fn check_scenario(ws: &Workspace, file: &str, ids: &[&str]) {
                     "vcluster/tenant-mgmt",
                     "hnc/tenant-mgmt",
                     "tenant/team-a/namespaces",
+                    "harbor/harbor/configure",
+                    "harbor/harbor/tenant/team-a",
+                    "nexus/nexus/configure",
+                    "nexus/nexus/tenant/team-a",
+                    "sonarqube/sonarqube/configure",
+                    "sonarqube/sonarqube/tenant/team-a",
                 ],
             );
             // A brought-in cluster: nothing is bootstrapped, no host is reached.

@@ -57,6 +57,14 @@ fn tenant_groups_without_dex_twice_or_with_an_unknown_role_are_errors_with_posit
     check_golden("tenant_role");
 }
 
+/// Two tenants claiming one Harbor project or Nexus repository, a tenant
+/// naming a Harbor instance nobody declared or another tenant's own, and
+/// SonarQube asked for without SonarQube: errors at what they name.
+#[test]
+fn registry_resources_claimed_twice_or_on_unknown_instances_are_errors_with_positions() {
+    check_golden("registries");
+}
+
 #[test]
 fn syntax_error_has_a_position() {
     check_golden("syntax");

@@ -15,5 +15,6 @@ pub mod http;
 pub mod inventory;
 pub mod platform;
 pub mod port_file;
+pub mod registries;
 pub mod standin_controllers;
 pub mod vault;

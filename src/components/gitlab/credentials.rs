@@ -1,8 +1,9 @@
-//! Where the credentials we create in GitLab are kept between runs (our
-//! admin token, the base operator's token, the deploy key, Dex's OAuth
-//! secret): in Vault's `git` KV v2 engine when Vault is part of the install
-//! — Nautes reads them from there — otherwise in 0600 JSON files under
-//! `<outputs>/gitlab/`. Never in the state file.
+//! Where the credentials we create in GitLab (our admin token, the base
+//! operator's token, the deploy key, Dex's OAuth secret) — and in Harbor,
+//! Nexus and SonarQube — are kept between runs: in a folder of one of
+//! Vault's KV v2 engines when Vault is part of the install — Nautes reads
+//! them from there — otherwise in 0600 JSON files under a folder of
+//! `<outputs>`. Never in the state file.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,12 +18,18 @@ use crate::secret::{write_private, Secret};
 pub type Fields = BTreeMap<String, Secret>;
 
 /// The KV v2 engine and folder the GitLab credentials live under.
-const VAULT_MOUNT: &str = "git";
-const VAULT_FOLDER: &str = "gitlab";
+pub const GITLAB_MOUNT: &str = "git";
+pub const GITLAB_FOLDER: &str = "gitlab";
 
 pub enum CredentialStore {
     Files(PathBuf),
-    Vault { vault: Vault, token: Secret },
+    /// Under `<mount>/data/<folder>/`.
+    Vault {
+        vault: Vault,
+        token: Secret,
+        mount: &'static str,
+        folder: &'static str,
+    },
 }
 
 fn to_json(fields: &Fields) -> Value {
@@ -51,8 +58,10 @@ impl CredentialStore {
     pub fn location(&self, name: &str) -> String {
         match self {
             CredentialStore::Files(dir) => Self::file(dir, name).display().to_string(),
-            CredentialStore::Vault { vault, .. } => {
-                format!("{}/v1/{VAULT_MOUNT}/data/{VAULT_FOLDER}/{name}", vault.url())
+            CredentialStore::Vault {
+                vault, mount, folder, ..
+            } => {
+                format!("{}/v1/{mount}/data/{folder}/{name}", vault.url())
             }
         }
     }
@@ -69,9 +78,14 @@ impl CredentialStore {
                     Err(e) => Err(StepError::new(format!("cannot read {}: {e}", path.display()))),
                 }
             }
-            CredentialStore::Vault { vault, token } => {
+            CredentialStore::Vault {
+                vault,
+                token,
+                mount,
+                folder,
+            } => {
                 let v = vault
-                    .read(&format!("{VAULT_MOUNT}/data/{VAULT_FOLDER}/{name}"), token)
+                    .read(&format!("{mount}/data/{folder}/{name}"), token)
                     .await
                     .map_err(StepError::new)?;
                 Ok(v.map(|v| from_json(&v["data"]["data"])).filter(|f| !f.is_empty()))
@@ -91,10 +105,15 @@ impl CredentialStore {
                 write_private(&path, &text)
                     .map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))?;
             }
-            CredentialStore::Vault { vault, token } => {
+            CredentialStore::Vault {
+                vault,
+                token,
+                mount,
+                folder,
+            } => {
                 vault
                     .write(
-                        &format!("{VAULT_MOUNT}/data/{VAULT_FOLDER}/{name}"),
+                        &format!("{mount}/data/{folder}/{name}"),
                         token,
                         &json!({ "data": to_json(fields) }),
                     )
@@ -116,8 +135,13 @@ impl CredentialStore {
                     _ => Ok(()),
                 }
             }
-            CredentialStore::Vault { vault, token } => vault
-                .delete(&format!("{VAULT_MOUNT}/metadata/{VAULT_FOLDER}/{name}"), token)
+            CredentialStore::Vault {
+                vault,
+                token,
+                mount,
+                folder,
+            } => vault
+                .delete(&format!("{mount}/metadata/{folder}/{name}"), token)
                 .await
                 .map_err(StepError::new),
         }

@@ -218,7 +218,12 @@ pub fn credential_store(ctx: &StepContext, vault: Option<&VaultTarget>) -> Resul
     Ok(match vault {
         Some(target) => {
             let (vault, token) = vault_component::connect(ctx, target)?;
-            CredentialStore::Vault { vault, token }
+            CredentialStore::Vault {
+                vault,
+                token,
+                mount: credentials::GITLAB_MOUNT,
+                folder: credentials::GITLAB_FOLDER,
+            }
         }
         None => CredentialStore::Files(ctx.outputs_dir.join("gitlab")),
     })

@@ -1,0 +1,436 @@
+//! Harbor, Nexus and SonarQube configured through their REST APIs, and the
+//! resources each tenant owns in them.
+//!
+//! Per instance, one step takes over the admin account (the first-run
+//! password — Harbor's configured one, the `admin.password` file Nexus
+//! writes, SonarQube's `admin/admin` — replaced by one we generate, stored
+//! before the change so a crash never locks us out) and sets the instance's
+//! own configuration (Harbor's OIDC sign-in, Nexus' anonymous access). Per
+//! tenant and instance, one step converges what that tenant owns: Harbor
+//! projects with a pipeline robot each, Nexus repositories with a role and a
+//! user, a SonarQube user with a pipeline token. Removing a tenant from the
+//! inventory removes its step, and the step's `destroy` removes exactly what
+//! it made.
+//!
+//! Every converge reads the live state first and writes only what differs,
+//! so a run that finds everything in place makes no write call.
+//! Credentials (admin passwords, robot secrets, user passwords, tokens) go
+//! to Vault's `repo` KV engine when Vault is installed, otherwise to 0600
+//! files under `<outputs>/<product>/`; never to the state file or a log.
+
+pub mod harbor;
+pub mod nexus;
+pub mod sonarqube;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::gitlab::credentials::{CredentialStore, Fields};
+use super::vault::{self as vault_component, VaultTarget};
+use crate::drivers::rest::{Auth, RestError};
+use crate::engine::{Registry, StepContext, StepError};
+use crate::inventory::registries::{RepositoryFormat, RepositoryType, SHARED_HARBOR, SHARED_NEXUS, SHARED_SONARQUBE};
+use crate::inventory::{Component, Diagnostic, ExternalService, Loaded, Placement, SecretRef};
+use crate::plan::Step;
+use crate::secret::{random_token, Secret};
+
+/// The Vault KV v2 engine the credentials of artifact repositories live in.
+pub const VAULT_MOUNT: &str = "repo";
+
+/// How to reach one instance's API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// The instance's name in the inventory (credential names start with it).
+    pub instance: String,
+    pub url: String,
+    /// The CA of its certificate (else the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// The first-run admin password (Harbor's configured one, the file Nexus
+    /// writes); SonarQube's is its fixed default.
+    pub initial_password: Option<SecretRef>,
+    /// Keep credentials in this Vault instead of files.
+    pub vault: Option<VaultTarget>,
+}
+
+/// The write calls one converge made, named (never with a value).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub writes: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn wrote(&mut self, what: impl Into<String>) {
+        self.writes.push(what.into());
+    }
+
+    /// The step's outputs: what it wrote, and a request to be re-checked
+    /// on every run (people change things in these products' UIs).
+    pub fn outputs(&self, extra: Value) -> Value {
+        let mut v = json!({
+            "writes": self.writes.len(),
+            "written": self.writes,
+            crate::plan::diff::REFRESH_AFTER: crate::util::unix_now(),
+        });
+        if let (Some(o), Value::Object(extra)) = (v.as_object_mut(), extra) {
+            o.extend(extra);
+        }
+        v
+    }
+}
+
+pub fn failed(what: &str, e: RestError) -> StepError {
+    StepError::new(format!("{what}: {e}"))
+}
+
+/// A password every product's policy takes: Harbor wants 8+ characters
+/// with an upper-case letter, a lower-case letter and a digit.
+pub fn generate_password() -> Result<Secret, StepError> {
+    let token = random_token().map_err(|e| StepError::new(format!("cannot read random bytes: {e}")))?;
+    Ok(Secret::new(format!("Nx{}7", &token.expose()[..40])))
+}
+
+/// Where one product's credentials are kept.
+pub fn store(
+    ctx: &StepContext,
+    folder: &'static str,
+    vault: Option<&VaultTarget>,
+) -> Result<CredentialStore, StepError> {
+    Ok(match vault {
+        Some(target) => {
+            let (vault, token) = vault_component::connect(ctx, target)?;
+            CredentialStore::Vault {
+                vault,
+                token,
+                mount: VAULT_MOUNT,
+                folder,
+            }
+        }
+        None => CredentialStore::Files(ctx.outputs_dir.join(folder)),
+    })
+}
+
+/// The CA to trust for an instance, if it names one.
+pub fn ca(endpoint: &Endpoint) -> Result<Option<Vec<u8>>, StepError> {
+    endpoint
+        .ca_file
+        .as_ref()
+        .map(|p| {
+            std::fs::read(p).map_err(|e| {
+                StepError::new(format!(
+                    "cannot read the CA of {}, {}: {e}",
+                    endpoint.instance,
+                    p.display()
+                ))
+            })
+        })
+        .transpose()
+}
+
+pub fn fields(pairs: &[(&str, &Secret)]) -> Fields {
+    pairs.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect()
+}
+
+/// A product's `admin` account, as [`take_over_admin`] needs it.
+pub trait AdminAccount: Sync {
+    /// Whether `password` logs in as admin.
+    fn log_in(&self, password: &Secret) -> impl std::future::Future<Output = Result<bool, RestError>> + Send;
+    /// Replace the admin password `old` by `new`.
+    fn replace(&self, old: &Secret, new: &Secret) -> impl std::future::Future<Output = Result<(), RestError>> + Send;
+}
+
+/// The admin password we keep for an instance, logging in with it. The
+/// first run generates it and stores it *before* changing the first-run
+/// password to it, so a run killed in between finds it stored and still
+/// makes the change; a later run finds it working and writes nothing.
+pub async fn take_over_admin(
+    account: &impl AdminAccount,
+    store: &CredentialStore,
+    record: &str,
+    initial: Option<&Secret>,
+    report: &mut Report,
+) -> Result<Secret, StepError> {
+    let ours = match store.get(record).await? {
+        Some(f) => f
+            .get("password")
+            .cloned()
+            .ok_or_else(|| StepError::new(format!("the stored credential `{record}` has no password")))?,
+        None => {
+            let p = generate_password()?;
+            store.put(record, &fields(&[("password", &p)])).await?;
+            p
+        }
+    };
+    if account
+        .log_in(&ours)
+        .await
+        .map_err(|e| failed("logging in as admin", e))?
+    {
+        return Ok(ours);
+    }
+    let Some(initial) = initial else {
+        return Err(StepError::new(format!(
+            "the admin password kept at {} does not log in, and no first-run password is known to replace",
+            store.location(record)
+        )));
+    };
+    if !account
+        .log_in(initial)
+        .await
+        .map_err(|e| failed("logging in as admin", e))?
+    {
+        return Err(StepError::new(format!(
+            "neither the admin password kept at {} nor the first-run one logs in; was it changed by hand?",
+            store.location(record)
+        )));
+    }
+    account
+        .replace(initial, &ours)
+        .await
+        .map_err(|e| failed("replacing the first-run admin password", e))?;
+    report.wrote("admin password");
+    Ok(ours)
+}
+
+pub fn admin(password: &Secret) -> Auth<'_> {
+    Auth::Basic("admin", password)
+}
+
+/// Whether SonarQube runs on `cluster`, whose hosts then need its kernel
+/// limits: placed there, or — for one you run — the cluster its
+/// `cluster:` names.
+pub fn sonarqube_runs_on(loaded: &Loaded, cluster: &str) -> bool {
+    loaded.inventory.components.get("sonarqube").is_some_and(|c| {
+        c.enabled
+            && match c.placement {
+                Placement::Cluster => c.cluster.as_deref().is_none_or(|x| x == cluster),
+                Placement::External => c.cluster.as_deref() == Some(cluster),
+                Placement::Host => false,
+            }
+    })
+}
+
+fn endpoint(loaded: &Loaded, instance: &str, external: &ExternalService) -> Endpoint {
+    Endpoint {
+        instance: instance.to_string(),
+        url: external.url.clone(),
+        ca_file: external
+            .ca_file
+            .as_ref()
+            .map(|p| std::path::absolute(loaded.resolve(p)).unwrap_or_else(|_| loaded.resolve(p))),
+        initial_password: external.token.clone(),
+        vault: vault_component::target(loaded),
+    }
+}
+
+/// The shared instance a component declares, if it is configured here.
+fn shared(component: Option<&Component>) -> Option<&ExternalService> {
+    component
+        .filter(|c| c.enabled && c.placement == Placement::External)
+        .and_then(|c| c.external.as_ref())
+}
+
+pub fn instance_step(product: &str, instance: &str) -> String {
+    format!("{product}/{instance}/configure")
+}
+
+pub fn tenant_step(product: &str, instance: &str, tenant: &str) -> String {
+    format!("{product}/{instance}/tenant/{tenant}")
+}
+
+/// Steps writing to Vault wait for `vault/configure` (it mounts `repo`).
+fn vault_needs(loaded: &Loaded) -> Vec<String> {
+    vault_component::target(loaded)
+        .map(|_| vec![vault_component::STEP_ID.to_string()])
+        .unwrap_or_default()
+}
+
+fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
+    let inv = &loaded.inventory;
+    let after_vault = vault_needs(loaded);
+    // Harbor: the shared instance and the tenants' own.
+    let mut harbors: Vec<(String, Endpoint)> = Vec::new();
+    if let Some(ext) = shared(inv.components.get("harbor")) {
+        harbors.push((SHARED_HARBOR.into(), endpoint(loaded, SHARED_HARBOR, ext)));
+    }
+    for t in &inv.tenants {
+        for h in &t.harbor_instances {
+            if let (Placement::External, Some(ext)) = (h.placement, &h.external) {
+                harbors.push((h.name.clone(), endpoint(loaded, &h.name, ext)));
+            }
+        }
+    }
+    for (name, ep) in &harbors {
+        let spec = harbor::InstanceSpec {
+            endpoint: ep.clone(),
+            oidc: None,
+        };
+        steps.push(
+            Step::of(instance_step("harbor", name), format!("configure Harbor {name}"), &spec)
+                .needs(after_vault.clone()),
+        );
+    }
+    for t in &inv.tenants {
+        let mut per_instance: Vec<(&str, Vec<harbor::Project>)> = Vec::new();
+        for th in &t.harbor {
+            let projects = th.projects.iter().map(|p| harbor::Project {
+                name: p.clone(),
+                public: false,
+            });
+            match per_instance.iter_mut().find(|(i, _)| *i == th.instance) {
+                Some((_, ps)) => ps.extend(projects),
+                None => per_instance.push((&th.instance, projects.collect())),
+            }
+        }
+        for (instance, projects) in per_instance {
+            let Some((_, ep)) = harbors.iter().find(|(n, _)| n == instance) else {
+                continue;
+            };
+            let spec = harbor::TenantSpec {
+                endpoint: ep.clone(),
+                tenant: t.name.clone(),
+                projects,
+            };
+            steps.push(
+                Step::of(
+                    tenant_step("harbor", instance, &t.name),
+                    format!("Harbor projects of tenant {} on {instance}", t.name),
+                    &spec,
+                )
+                .needs([instance_step("harbor", instance)]),
+            );
+        }
+    }
+    if let Some(ext) = shared(inv.components.get("nexus")) {
+        let ep = endpoint(loaded, SHARED_NEXUS, ext);
+        let anonymous = inv
+            .components
+            .get("nexus")
+            .and_then(|c| c.values.get("anonymous"))
+            .and_then(Value::as_bool);
+        let spec = nexus::InstanceSpec {
+            endpoint: ep.clone(),
+            anonymous: anonymous.unwrap_or(false),
+        };
+        steps.push(Step::of(instance_step("nexus", SHARED_NEXUS), "configure Nexus", &spec).needs(after_vault.clone()));
+        for t in &inv.tenants {
+            let Some(n) = &t.nexus else { continue };
+            let repositories = n
+                .repositories
+                .iter()
+                .map(|r| nexus::Repository {
+                    name: r.name.clone(),
+                    format: match r.format {
+                        RepositoryFormat::Maven => nexus::Format::Maven,
+                        RepositoryFormat::Npm => nexus::Format::Npm,
+                        RepositoryFormat::Pypi => nexus::Format::Pypi,
+                        RepositoryFormat::Docker => nexus::Format::Docker,
+                    },
+                    kind: match r.kind {
+                        RepositoryType::Hosted => nexus::Kind::Hosted,
+                        RepositoryType::Proxy => nexus::Kind::Proxy,
+                    },
+                    remote_url: r.remote_url.clone(),
+                })
+                .collect();
+            let spec = nexus::TenantSpec {
+                endpoint: ep.clone(),
+                tenant: t.name.clone(),
+                repositories,
+            };
+            steps.push(
+                Step::of(
+                    tenant_step("nexus", SHARED_NEXUS, &t.name),
+                    format!("Nexus repositories of tenant {}", t.name),
+                    &spec,
+                )
+                .needs([instance_step("nexus", SHARED_NEXUS)]),
+            );
+        }
+    }
+    if let Some(ext) = shared(inv.components.get("sonarqube")) {
+        let ep = endpoint(loaded, SHARED_SONARQUBE, ext);
+        let spec = sonarqube::InstanceSpec {
+            endpoint: ep.clone(),
+            gitlab_sign_in: None,
+        };
+        steps.push(
+            Step::of(
+                instance_step("sonarqube", SHARED_SONARQUBE),
+                "configure SonarQube",
+                &spec,
+            )
+            .needs(after_vault.clone()),
+        );
+        for t in inv.tenants.iter().filter(|t| t.sonarqube.is_some()) {
+            let spec = sonarqube::TenantSpec {
+                endpoint: ep.clone(),
+                tenant: t.name.clone(),
+            };
+            steps.push(
+                Step::of(
+                    tenant_step("sonarqube", SHARED_SONARQUBE, &t.name),
+                    format!("SonarQube token of tenant {}", t.name),
+                    &spec,
+                )
+                .needs([instance_step("sonarqube", SHARED_SONARQUBE)]),
+            );
+        }
+    }
+}
+
+pub struct Registries;
+
+impl super::Component for Registries {
+    fn plan(&self, loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
+        plan_all(loaded, steps);
+        Ok(())
+    }
+
+    fn handlers(&self, registry: &mut Registry) {
+        registry.add(harbor::InstanceHandler);
+        registry.add(harbor::TenantHandler);
+        registry.add(nexus::InstanceHandler);
+        registry.add(nexus::TenantHandler);
+        registry.add(sonarqube::InstanceHandler);
+        registry.add(sonarqube::TenantHandler);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(body: &str) -> Vec<Step> {
+        let text = format!(
+            "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: t\n\
+hosts:\n  - {{ name: n1, address: 192.0.2.10 }}\n  - {{ name: n2, address: 192.0.2.11 }}\n\
+clusters:\n  - name: a\n    type: k3s\n    k3s: {{ version: v1.27.4+k3s1, servers: [n1] }}\n    usage: [host]\n  - name: b\n    type: k3s\n    k3s: {{ version: v1.27.4+k3s1, servers: [n2] }}\n    usage: [deployment]\n{body}"
+        );
+        let loaded = crate::inventory::load_str(std::path::Path::new("i.yaml"), &text)
+            .unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        crate::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    fn sonarqube_hosts(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .filter(|s| s.kind == crate::components::preflight::KIND)
+            .flat_map(|s| s.spec["hosts"].as_array().cloned().unwrap_or_default())
+            .filter(|h| h["sonarqube"] == true)
+            .map(|h| h["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn preflight_checks_sonarqubes_kernel_needs_on_the_hosts_of_its_cluster_only() {
+        let on_b = "components:\n  sonarqube:\n    placement: external\n    cluster: b\n    external: { url: https://sonarqube.example.com }\n";
+        assert_eq!(sonarqube_hosts(&plan_of(on_b)), ["n2"]);
+        let elsewhere = "components:\n  sonarqube:\n    placement: external\n    external: { url: https://sonarqube.example.com }\n";
+        assert!(sonarqube_hosts(&plan_of(elsewhere)).is_empty());
+        assert!(sonarqube_hosts(&plan_of("")).is_empty());
+    }
+}

@@ -1,0 +1,225 @@
+//! Nexus Repository Manager 3's REST API (`/service/rest/v1`, as 3.39
+//! serves it): the admin password, anonymous access, hosted and proxy
+//! repositories, roles and local users. HTTP Basic. Knows nothing of Nautes.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use super::rest::{encode, Auth, Body, Rest, RestError};
+use crate::secret::Secret;
+
+pub struct Nexus {
+    rest: Rest,
+}
+
+impl Nexus {
+    /// `url`: Nexus' address (`https://nexus.example`).
+    pub fn new(url: &str, ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Nexus, String> {
+        Ok(Nexus {
+            rest: Rest::new(
+                "Nexus",
+                &format!("{}/service/rest/v1", url.trim_end_matches('/')),
+                ca_pem,
+                timeout,
+            )?,
+        })
+    }
+
+    /// Whether these credentials log in (`GET /status/check` needs a user
+    /// with nx-metrics-all; admin has it); `Ok(false)` on 401.
+    pub async fn can_log_in(&self, auth: Auth<'_>) -> Result<bool, RestError> {
+        let reply = self
+            .rest
+            .send(Method::GET, "status/check", auth, Body::Empty, &[])
+            .await?;
+        match reply.status {
+            200 => Ok(true),
+            401 => Ok(false),
+            _ => Err(self.rest.refused(Method::GET, "status/check", &reply)),
+        }
+    }
+
+    pub async fn change_password(&self, auth: Auth<'_>, user: &str, new: &Secret) -> Result<(), RestError> {
+        self.rest
+            .call(
+                Method::PUT,
+                &format!("security/users/{}/change-password", encode(user)),
+                auth,
+                Body::Text(new),
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `{"enabled", "userId", "realmName"}`.
+    pub async fn anonymous(&self, auth: Auth<'_>) -> Result<Value, RestError> {
+        Ok(self
+            .rest
+            .call(Method::GET, "security/anonymous", auth, Body::Empty, &[])
+            .await?
+            .json())
+    }
+
+    pub async fn set_anonymous(&self, auth: Auth<'_>, settings: &Value) -> Result<(), RestError> {
+        self.rest
+            .call(Method::PUT, "security/anonymous", auth, Body::Json(settings), &[])
+            .await?;
+        Ok(())
+    }
+
+    /// Every repository: `{"name", "format", "type", "url", ...}`.
+    pub async fn repositories(&self, auth: Auth<'_>) -> Result<Vec<Value>, RestError> {
+        Ok(self
+            .rest
+            .call(Method::GET, "repositories", auth, Body::Empty, &[])
+            .await?
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// One repository's settings; the path names its format
+    /// (`maven`, `npm`, `pypi`, `docker`) and type (`hosted`, `proxy`).
+    pub async fn repository(
+        &self,
+        auth: Auth<'_>,
+        format: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<Value>, RestError> {
+        self.rest
+            .get(&format!("repositories/{format}/{kind}/{}", encode(name)), auth)
+            .await
+    }
+
+    pub async fn create_repository(
+        &self,
+        auth: Auth<'_>,
+        format: &str,
+        kind: &str,
+        settings: &Value,
+    ) -> Result<(), RestError> {
+        self.rest
+            .call(
+                Method::POST,
+                &format!("repositories/{format}/{kind}"),
+                auth,
+                Body::Json(settings),
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn update_repository(
+        &self,
+        auth: Auth<'_>,
+        format: &str,
+        kind: &str,
+        name: &str,
+        settings: &Value,
+    ) -> Result<(), RestError> {
+        self.rest
+            .call(
+                Method::PUT,
+                &format!("repositories/{format}/{kind}/{}", encode(name)),
+                auth,
+                Body::Json(settings),
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `false` when it was already gone.
+    pub async fn delete_repository(&self, auth: Auth<'_>, name: &str) -> Result<bool, RestError> {
+        self.delete(auth, &format!("repositories/{}", encode(name))).await
+    }
+
+    pub async fn role(&self, auth: Auth<'_>, id: &str) -> Result<Option<Value>, RestError> {
+        self.rest.get(&format!("security/roles/{}", encode(id)), auth).await
+    }
+
+    pub async fn create_role(&self, auth: Auth<'_>, role: &Value) -> Result<(), RestError> {
+        self.rest
+            .call(Method::POST, "security/roles", auth, Body::Json(role), &[])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn update_role(&self, auth: Auth<'_>, id: &str, role: &Value) -> Result<(), RestError> {
+        self.rest
+            .call(
+                Method::PUT,
+                &format!("security/roles/{}", encode(id)),
+                auth,
+                Body::Json(role),
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_role(&self, auth: Auth<'_>, id: &str) -> Result<bool, RestError> {
+        self.delete(auth, &format!("security/roles/{}", encode(id))).await
+    }
+
+    /// A local user by exact id (the API's `userId` filter is a prefix match).
+    pub async fn user(&self, auth: Auth<'_>, id: &str) -> Result<Option<Value>, RestError> {
+        let users = self
+            .rest
+            .call(
+                Method::GET,
+                &format!("security/users?userId={}&source=default", encode(id)),
+                auth,
+                Body::Empty,
+                &[],
+            )
+            .await?
+            .json();
+        Ok(users
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|u| u["userId"].as_str() == Some(id))
+            .cloned())
+    }
+
+    /// `user` holds the password; it is sent once and never read back.
+    pub async fn create_user(&self, auth: Auth<'_>, user: &Value) -> Result<(), RestError> {
+        self.rest
+            .call(Method::POST, "security/users", auth, Body::Json(user), &[])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn update_user(&self, auth: Auth<'_>, id: &str, user: &Value) -> Result<(), RestError> {
+        self.rest
+            .call(
+                Method::PUT,
+                &format!("security/users/{}", encode(id)),
+                auth,
+                Body::Json(user),
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_user(&self, auth: Auth<'_>, id: &str) -> Result<bool, RestError> {
+        self.delete(auth, &format!("security/users/{}", encode(id))).await
+    }
+
+    async fn delete(&self, auth: Auth<'_>, path: &str) -> Result<bool, RestError> {
+        let reply = self.rest.send(Method::DELETE, path, auth, Body::Empty, &[]).await?;
+        match reply.status {
+            200 | 204 => Ok(true),
+            404 => Ok(false),
+            _ => Err(self.rest.refused(Method::DELETE, path, &reply)),
+        }
+    }
+}
