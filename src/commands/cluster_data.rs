@@ -375,7 +375,7 @@ async fn restore_kubespray(
     all(members, "stopping etcd", |_| "systemctl stop etcd".into()).await?;
     all(members, "swapping the data directory", |i| {
         format!(
-            "set -e\n{}mv \"$ETCD_DATA_DIR\" \"$ETCD_DATA_DIR.before-restore-{stamp}\"\n\
+            "set -e\n{}[ ! -e \"$ETCD_DATA_DIR\" ] || mv \"$ETCD_DATA_DIR\" \"$ETCD_DATA_DIR.before-restore-{stamp}\"\n\
              mv \"$ETCD_DATA_DIR.nautes-restore\" \"$ETCD_DATA_DIR\"\nrm -f {}\n",
             etcd_env(),
             sh_quote(&remotes[i])
