@@ -316,9 +316,9 @@ fn backup_snapshots_the_real_etcd_and_restore_brings_its_keys_back_on_every_memb
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("the etcd of cluster ks"), "{}", stdout(&out));
     // Every member serves the keys of the backup, and only those.
-    for i in 0..3 {
+    for (i, before) in calls_before.iter().enumerate() {
         assert_eq!(registry(&e, i), written, "member node-{}", i + 1);
-        let calls = etcd_calls(&e, i)[calls_before[i]..].to_vec();
+        let calls = etcd_calls(&e, i)[*before..].to_vec();
         assert_eq!(calls, ["stop etcd.service", "start etcd.service"], "node-{}", i + 1);
         let old: Vec<String> = std::fs::read_dir(e.hosts.host_path(i, "/var/lib/etcd"))
             .unwrap()
