@@ -161,9 +161,13 @@ async fn snapshot_on(host: &SshHost, ds: &Datastore, name: &str, out: &mut dyn W
              [ -n \"$f\" ] || {{ echo 'the snapshot {name}-* is not in {K3S_SNAPSHOTS}' >&2; exit 1; }}\n\
              echo \"{K3S_SNAPSHOTS}/$f\"\n"
         ),
+        // etcdctl 3.4's `snapshot save` has no deadline: refused by a
+        // server that wants another client certificate, it retries the
+        // handshake for ever. `endpoint health` gives up within seconds.
         Kind::KubesprayEtcd => format!(
             "set -e\n{}{PATH}\n\
              f=$(mktemp \"$(dirname \"$ETCD_DATA_DIR\")/{name}.XXXXXX\")\n\
+             ETCDCTL_API=3 etcdctl endpoint health >&2 || {{ rm -f \"$f\"; echo \"etcd at $ETCDCTL_ENDPOINTS does not answer with the client settings of {ETCD_ENV}\" >&2; exit 1; }}\n\
              ETCDCTL_API=3 etcdctl snapshot save \"$f\" >&2 || {{ rm -f \"$f\"; exit 1; }}\n\
              echo \"$f\"\n",
             etcd_env()
