@@ -482,6 +482,47 @@ pub struct Tenant {
     /// Allow removing a namespace that still holds workloads.
     #[serde(default)]
     pub allow_delete_with_workloads: bool,
+    /// Who may do what in this tenant: groups as the identity source
+    /// (GitLab, through Dex) reports them, each with one role. The installer
+    /// turns them into grants on the tenant's namespaces, Argo CD project and
+    /// Vault policies; a group removed here loses exactly its grants.
+    #[serde(default)]
+    pub groups: Vec<TenantGroup>,
+}
+
+/// One group of a tenant and the role its members have there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantGroup {
+    /// The group's name as Dex puts it in the `groups` claim (for GitLab,
+    /// the group's full path, e.g. `acme/dev`).
+    pub name: String,
+    pub role: TenantRole,
+}
+
+/// What a tenant group may do in the tenant's resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantRole {
+    /// Everything in the tenant's namespaces, its Argo CD project and its
+    /// Vault paths, including granting access to others.
+    Admin,
+    /// Deploy and change workloads and read their secrets; no grants.
+    Developer,
+    /// Read what runs; no secrets.
+    Viewer,
+}
+
+impl TenantRole {
+    pub const ALL: [TenantRole; 3] = [TenantRole::Admin, TenantRole::Developer, TenantRole::Viewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantRole::Admin => "admin",
+            TenantRole::Developer => "developer",
+            TenantRole::Viewer => "viewer",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -1130,6 +1130,7 @@ impl<'a> Validator<'a> {
                 &t.cluster,
                 &[Target::Cluster, Target::Virtual],
             );
+            self.tenant_groups(&base, t);
             let mut stack: Vec<(String, &NamespaceNode)> = t
                 .namespaces
                 .iter()
@@ -1155,6 +1156,41 @@ impl<'a> Validator<'a> {
                         .enumerate()
                         .map(|(j, c)| (push_index(&push_key(&path, "children"), j), c)),
                 );
+            }
+        }
+    }
+
+    /// A tenant's groups come from Dex's `groups` claim, so they need Dex;
+    /// each group has one role in a tenant.
+    fn tenant_groups(&mut self, base: &str, t: &Tenant) {
+        if t.groups.is_empty() {
+            return;
+        }
+        if !self.inv().components.enabled("dex") {
+            self.error(
+                &push_key(base, "groups"),
+                format!("tenant `{}` grants groups, but no identity source reports them", t.name),
+                "enable `components.dex` (which signs users in through GitLab and reports their groups), or remove `groups`",
+            );
+        }
+        let mut seen: HashMap<&str, String> = HashMap::new();
+        for (j, g) in t.groups.iter().enumerate() {
+            let path = push_key(&push_index(&push_key(base, "groups"), j), "name");
+            if g.name.trim().is_empty() {
+                self.error(
+                    &path,
+                    "a group needs a name",
+                    "the group's path as GitLab shows it, e.g. `acme/dev`",
+                );
+            } else if let Some(first) = seen.get(g.name.as_str()) {
+                let first = first.clone();
+                self.error(
+                    &path,
+                    format!("group `{}` appears twice in tenant `{}`", g.name, t.name),
+                    format!("first at {first}; give each group one role"),
+                );
+            } else {
+                seen.insert(&g.name, path);
             }
         }
     }

@@ -49,6 +49,14 @@ fn platform_values_are_checked_with_positions() {
     check_golden("platform");
 }
 
+/// Tenant groups need an identity source (Dex) and one role each; a role
+/// the installer lacks is named where it stands.
+#[test]
+fn tenant_groups_without_dex_twice_or_with_an_unknown_role_are_errors_with_positions() {
+    check_golden("tenant_groups");
+    check_golden("tenant_role");
+}
+
 #[test]
 fn syntax_error_has_a_position() {
     check_golden("syntax");
