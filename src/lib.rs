@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod artifacts;
+pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod components;

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::catalog;
 use crate::engine::{Handler, StepContext, StepError};
 use crate::inventory::{Loaded, Placement, SecretRef};
 use crate::pki::{Ca, Issued, LeafRequest, Usage};
@@ -97,7 +98,7 @@ pub fn requests(loaded: &Loaded) -> BTreeMap<String, LeafRequest> {
         }
     }
     // Nautes reaches Vault through vault-proxy (mTLS) wherever Vault runs.
-    let vault_used = inv.components.vault.as_ref().is_some_and(|v| v.enabled);
+    let vault_used = inv.components.enabled(catalog::VAULT.key);
     if vault_used {
         certs.insert(
             VAULT_PROXY_CLIENT.to_string(),

@@ -1,36 +1,27 @@
 //! Where each web-facing component answers: its host name under the
-//! platform's domain. Ingresses, OIDC redirect URIs, Dex's issuer and the
-//! health checks all take the names from here, so a name is changed in one
-//! place and the parts that must agree on it cannot drift apart.
+//! platform's domain, as its catalog entry declares it. Ingresses, OIDC
+//! redirect URIs, Dex's issuer and the health checks all take the names
+//! from here, so the parts that must agree on a name cannot drift apart.
 
-/// A component's host name below the platform's domain (`dex` in
-/// `dex.example.com`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subdomain(&'static str);
+pub use crate::catalog::Subdomain;
+use crate::catalog::{self, Component};
 
-pub const DEX: Subdomain = Subdomain("dex");
-pub const ARGOCD: Subdomain = Subdomain("argocd");
-/// oauth2-proxy, which signs users in for UIs without OIDC of their own.
-pub const OAUTH2_PROXY: Subdomain = Subdomain("auth");
-pub const GITLAB: Subdomain = Subdomain("gitlab");
-/// The Nautes API server, unless `components.nautes.values.apiHost` names another.
-pub const NAUTES_API: Subdomain = Subdomain("api");
-
-impl Subdomain {
-    /// The label alone, for places that add the domain themselves.
-    pub fn label(self) -> &'static str {
-        self.0
-    }
-
-    pub fn host(self, domain: &str) -> String {
-        format!("{}.{domain}", self.0)
-    }
-
-    /// The component's base URL (HTTPS through the ingress, default port).
-    pub fn url(self, domain: &str) -> String {
-        format!("https://{}", self.host(domain))
+/// A web-facing component's host name (the catalog's tests check that
+/// every component with sign-in or a health endpoint has one).
+const fn subdomain(c: &Component) -> Subdomain {
+    match c.subdomain {
+        Some(s) => s,
+        None => panic!("a web-facing component without a subdomain in the catalog"),
     }
 }
+
+pub const DEX: Subdomain = subdomain(&catalog::DEX);
+pub const ARGOCD: Subdomain = subdomain(&catalog::ARGOCD);
+/// oauth2-proxy, which signs users in for UIs without OIDC of their own.
+pub const OAUTH2_PROXY: Subdomain = subdomain(&catalog::OAUTH2_PROXY);
+pub const GITLAB: Subdomain = subdomain(&catalog::GITLAB);
+/// The Nautes API server, unless `components.nautes.values.apiHost` names another.
+pub const NAUTES_API: Subdomain = subdomain(&catalog::NAUTES);
 
 /// Dex's issuer: what every OIDC client and the health check expect.
 pub fn dex_issuer(domain: &str) -> String {

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::catalog;
 use crate::drivers::kube::apply::delete_objects;
 use crate::drivers::kube::{KubeClient, ObjectRef};
 use crate::engine::{Difference, Handler, Rendered, StepContext, StepError};
@@ -22,7 +23,6 @@ use crate::steps::manifests::{
     self, apply_objects, drift_objects, previous_objects, report_outputs, rollout_timeout, ApplySpec, Source,
 };
 use crate::steps::release_files::{self, files_step, pinned_file};
-use crate::versions;
 use crate::wait::{Poll, Wait};
 
 pub const TENANT_KIND: &str = "tenant-namespaces";
@@ -43,7 +43,7 @@ pub fn hnc_step_id(cluster: &str) -> String {
 /// HNC on each cluster that needs it, then each tenant's tree.
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
     let inv = &loaded.inventory;
-    let hnc = inv.components.hnc.as_ref();
+    let hnc = inv.components.get(catalog::HNC.key);
     if hnc.is_some_and(|c| !c.enabled) {
         return Ok(());
     }
@@ -57,7 +57,9 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     if clusters.is_empty() {
         return Ok(());
     }
-    let version = hnc.and_then(|c| c.version.clone()).unwrap_or(versions::HNC.to_string());
+    let version = hnc
+        .and_then(|c| c.version.clone())
+        .unwrap_or(catalog::HNC.default_version().to_string());
     let release = format!(
         "{}/kubernetes-sigs/hierarchical-namespaces/releases/download/{version}/{HNC_MANIFEST}",
         release_files::GITHUB

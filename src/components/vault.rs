@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::catalog;
 use crate::drivers::vault::Vault;
 use crate::engine::{Difference, Handler, StepContext, StepError};
 use crate::inventory::spans::push_key;
@@ -67,7 +68,7 @@ fn number(
 }
 
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
-    let Some(vault) = loaded.inventory.components.vault.as_ref().filter(|v| v.enabled) else {
+    let Some(vault) = loaded.inventory.components.enabled_one(catalog::VAULT.key) else {
         return Ok(());
     };
     let Some(target) = target(loaded) else {
@@ -136,7 +137,7 @@ pub struct VaultTarget {
 
 /// The Vault of this inventory that we configure, if any.
 pub fn target(loaded: &Loaded) -> Option<VaultTarget> {
-    let vault = loaded.inventory.components.vault.as_ref().filter(|v| v.enabled)?;
+    let vault = loaded.inventory.components.enabled_one(catalog::VAULT.key)?;
     match (vault.placement, &vault.external, &vault.host) {
         (Placement::External, Some(external), _) => Some(VaultTarget {
             url: external.url.clone(),

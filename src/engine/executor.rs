@@ -229,9 +229,19 @@ impl Engine {
     {
         let engine = Arc::new(EngineRef::from(self));
         let order: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        let position: HashMap<String, usize> = order.iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
         let mut waiting: HashMap<String, BTreeSet<String>> = jobs
             .into_iter()
             .map(|j| (j.id, j.waits_on.into_iter().collect()))
+            .collect();
+        // Jobs whose waits are over and that have not started, by their
+        // place in `order`: the first is the next to start. Kept as jobs
+        // finish, so starting one costs a lookup, not a scan of the plan.
+        let mut ready: BTreeSet<usize> = order
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| waiting.get(*id).is_some_and(BTreeSet::is_empty))
+            .map(|(i, _)| i)
             .collect();
         let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
         for (id, ws) in &waiting {
@@ -253,12 +263,11 @@ impl Engine {
             let stopping = *stop.borrow() >= STOP_SCHEDULING || state_error.is_some();
             let mut spawned = false;
             if !stopping {
-                for id in &order {
-                    if running.len() >= self.concurrency.max(1) {
-                        break;
-                    }
-                    if started.contains(id) || !waiting.get(id).is_some_and(BTreeSet::is_empty) {
-                        continue;
+                while running.len() < self.concurrency.max(1) {
+                    let Some(next) = ready.pop_first() else { break };
+                    let id = &order[next];
+                    if started.contains(id) {
+                        continue; // blocked by a failure meanwhile
                     }
                     started.insert(id.clone());
                     in_flight.insert(id.clone());
@@ -308,6 +317,9 @@ impl Engine {
                             for d in dependents.get(&id).into_iter().flatten() {
                                 if let Some(w) = waiting.get_mut(d) {
                                     w.remove(&id);
+                                    if w.is_empty() && !started.contains(d) {
+                                        ready.extend(position.get(d));
+                                    }
                                 }
                             }
                         }

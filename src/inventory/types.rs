@@ -319,16 +319,8 @@ pub enum ClusterType {
     External,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ClusterUsage {
-    /// Runs the tenant management plane.
-    Host,
-    /// Runs pipelines (Tekton, Argo Events).
-    Pipeline,
-    /// Runs deployments (Argo CD, Argo Rollouts).
-    Deployment,
-}
+/// What a cluster is for (the catalog places runtime releases by it).
+pub use crate::catalog::ClusterUsage;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -633,104 +625,69 @@ fn enabled_by_default() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Components {
-    #[serde(default)]
-    pub cert_manager: Option<Component>,
-    #[serde(default)]
-    pub traefik: Option<Component>,
-    #[serde(default)]
-    pub vault: Option<Component>,
-    #[serde(default)]
-    pub gitlab: Option<Component>,
-    #[serde(default)]
-    pub dex: Option<Component>,
-    #[serde(default)]
-    pub argocd: Option<Component>,
-    #[serde(default)]
-    pub argo_rollouts: Option<Component>,
-    #[serde(default)]
-    pub argo_events: Option<Component>,
-    #[serde(default)]
-    pub tekton: Option<Component>,
-    #[serde(default)]
-    pub external_secrets: Option<Component>,
-    #[serde(default)]
-    pub hnc: Option<Component>,
-    #[serde(default)]
-    pub oauth2_proxy: Option<Component>,
-    /// The Nautes CRDs, API server and operators.
-    #[serde(default)]
-    pub nautes: Option<Component>,
-}
+/// `components`: each configured component by its inventory key. The keys
+/// are the catalog's (`crate::catalog::COMPONENTS`), not fields of this
+/// type, so a component is declared in one place; validation refuses a key
+/// the catalog does not know (with its line), and the JSON schema lists the
+/// catalog's keys (see the `JsonSchema` impl below).
+///
+/// A key with no value (`dex:`) is as good as absent, as it always was.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Components(BTreeMap<String, Option<Component>>);
 
 impl Components {
-    /// The inventory key of each field, in declaration order.
-    pub const KEYS: [&'static str; 13] = [
-        "certManager",
-        "traefik",
-        "vault",
-        "gitlab",
-        "dex",
-        "argocd",
-        "argoRollouts",
-        "argoEvents",
-        "tekton",
-        "externalSecrets",
-        "hnc",
-        "oauth2Proxy",
-        "nautes",
-    ];
-
-    /// Every configured component with its inventory key, in declaration order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Component)> {
-        Self::KEYS
-            .into_iter()
-            .zip([
-                &self.cert_manager,
-                &self.traefik,
-                &self.vault,
-                &self.gitlab,
-                &self.dex,
-                &self.argocd,
-                &self.argo_rollouts,
-                &self.argo_events,
-                &self.tekton,
-                &self.external_secrets,
-                &self.hnc,
-                &self.oauth2_proxy,
-                &self.nautes,
-            ])
-            .filter_map(|(key, c)| c.as_ref().map(|c| (key, c)))
+    /// Every configured component with its inventory key, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Component)> {
+        self.0.iter().filter_map(|(k, c)| c.as_ref().map(|c| (k.as_str(), c)))
     }
 
-    /// What each component needs enabled beside it, by inventory key. The
-    /// one table of these rules: validation reports a missing one, and the
-    /// stack's planner orders each component's step after those it needs.
-    pub const NEEDS: &'static [(&'static str, &'static [&'static str])] = &[
-        // Dex signs users in through GitLab.
-        ("dex", &["gitlab"]),
-        // Argo CD's sign-in is Dex's.
-        ("argocd", &["dex"]),
-        // oauth2-proxy signs users in through Dex.
-        ("oauth2Proxy", &["dex"]),
-        // Nautes' operators keep secrets in Vault, read GitLab and deploy with Argo CD.
-        ("nautes", &["vault", "gitlab", "argocd"]),
-    ];
+    /// Every key written under `components`, with a value or not.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
 
-    /// The components `key` needs (see [`Components::NEEDS`]).
-    pub fn needs_of(key: &str) -> &'static [&'static str] {
-        Self::NEEDS
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, needs)| *needs)
-            .unwrap_or(&[])
+    /// The component configured under `key`, enabled or not.
+    pub fn get(&self, key: &str) -> Option<&Component> {
+        self.0.get(key).and_then(Option::as_ref)
+    }
+
+    /// The component configured under `key`, if it is not disabled.
+    pub fn enabled_one(&self, key: &str) -> Option<&Component> {
+        self.get(key).filter(|c| c.enabled)
     }
 
     /// Whether `key` is configured and not disabled.
     pub fn enabled(&self, key: &str) -> bool {
-        self.iter().any(|(k, c)| k == key && c.enabled)
+        self.enabled_one(key).is_some()
+    }
+}
+
+impl JsonSchema for Components {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Components".into()
+    }
+
+    /// One optional property per catalog component, described by its entry;
+    /// no other key.
+    fn json_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let component = gen.subschema_for::<Component>();
+        let properties: serde_json::Map<String, serde_json::Value> = crate::catalog::COMPONENTS
+            .iter()
+            .map(|c| {
+                let described = serde_json::json!({
+                    "description": c.about,
+                    "anyOf": [component, {"type": "null"}],
+                    "default": null,
+                });
+                (c.key.to_string(), described)
+            })
+            .collect();
+        schemars::json_schema!({
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": false,
+        })
     }
 }
 

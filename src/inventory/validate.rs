@@ -10,6 +10,7 @@ use super::diagnostics::{Diagnostic, Report};
 use super::load::Loaded;
 use super::spans::{push_index, push_key};
 use super::types::*;
+use crate::catalog;
 use crate::versions;
 
 /// Check a loaded inventory; the report holds every finding (maybe none).
@@ -1033,7 +1034,7 @@ impl<'a> Validator<'a> {
         let inv = self.inv();
         let mut node_ports: HashMap<(&str, u16), String> = HashMap::new();
         // Traefik's NodePorts (chart defaults unless set) are taken on its cluster first.
-        if let Some(t) = inv.components.traefik.as_ref().filter(|t| t.enabled) {
+        if let Some(t) = inv.components.enabled_one(catalog::TRAEFIK.key) {
             let port_of = |key: &str, default: u64| t.values.get(key).map_or(Some(default), |v| v.as_u64());
             if let (Some(web), Some(websecure)) = (port_of("webNodePort", 30080), port_of("websecureNodePort", 30443)) {
                 if web == websecure {
@@ -1115,7 +1116,7 @@ impl<'a> Validator<'a> {
     fn tenants(&mut self) {
         let inv = self.inv();
         let has_tree = inv.tenants.iter().any(|t| !t.namespaces.is_empty());
-        if has_tree && inv.components.hnc.as_ref().is_some_and(|c| !c.enabled) {
+        if has_tree && inv.components.get(catalog::HNC.key).is_some_and(|c| !c.enabled) {
             self.error(
                 "components.hnc.enabled",
                 "tenant namespace trees need HNC, which is disabled",
@@ -1197,8 +1198,23 @@ impl<'a> Validator<'a> {
 
     fn components(&mut self) {
         let inv = self.inv();
+        for key in inv.components.keys() {
+            let base = push_key("components", key);
+            if catalog::component(key).is_none() {
+                let known: Vec<&str> = catalog::COMPONENTS.iter().map(|c| c.key).collect();
+                let span = self.loaded.spans.key(&base).or_else(|| self.loaded.spans.value(&base));
+                self.report.diagnostics.push(
+                    Diagnostic::error(&base, format!("unknown component `{key}`"))
+                        .with_hint(format!("allowed here: {}", known.join(", ")))
+                        .at(span),
+                );
+            }
+        }
         for (key, c) in inv.components.iter() {
             let base = push_key("components", key);
+            let Some(entry) = catalog::component(key) else {
+                continue; // reported above
+            };
             let distribution = c.vault_distribution();
             if c.distribution.is_some() && key != "vault" {
                 self.error(
@@ -1212,11 +1228,11 @@ impl<'a> Validator<'a> {
                     VaultDistribution::Vault => VaultDistribution::Openbao,
                     VaultDistribution::Openbao => VaultDistribution::Vault,
                 };
-                (Some(distribution.releases()), Some(other.releases()))
+                (distribution.releases(), Some(other.releases()))
             } else {
-                (versions::of_component(key), None)
+                (entry.versions, None)
             };
-            if let (Some(v), Some(known)) = (&c.version, known) {
+            if let Some(v) = &c.version {
                 self.known_release(&push_key(&base, "version"), v, &known, other.as_ref());
             }
             match c.placement {
@@ -1247,11 +1263,16 @@ impl<'a> Validator<'a> {
                     }
                 }
                 Placement::Host => {
-                    if !matches!(key, "vault" | "gitlab") {
+                    if !entry.on_host {
+                        let on_host: Vec<&str> = catalog::COMPONENTS
+                            .iter()
+                            .filter(|c| c.on_host)
+                            .map(|c| c.key)
+                            .collect();
                         self.error(
                             &push_key(&base, "placement"),
                             format!("`{key}` cannot be placed on a host"),
-                            "only vault and gitlab run on dedicated hosts",
+                            format!("only {} run on dedicated hosts", on_host.join(" and ")),
                         );
                     }
                     match &c.host {
@@ -1301,9 +1322,15 @@ impl<'a> Validator<'a> {
     fn component_dependencies(&mut self) {
         let c = &self.inv().components;
         let mut missing = Vec::new();
-        for (name, deps) in Components::NEEDS {
-            if c.enabled(name) {
-                missing.extend(deps.iter().filter(|dep| !c.enabled(dep)).map(|dep| (*name, *dep)));
+        for entry in catalog::COMPONENTS {
+            if c.enabled(entry.key) {
+                missing.extend(
+                    entry
+                        .needs
+                        .iter()
+                        .filter(|dep| !c.enabled(dep))
+                        .map(|dep| (entry.key, *dep)),
+                );
             }
         }
         for (name, dep) in missing {
@@ -1535,10 +1562,11 @@ mod tests {
     fn every_component_key_has_its_releases_in_the_versions_table() {
         // A component added to the inventory without its releases would take
         // any version unchecked.
-        for key in Components::KEYS {
+        for c in catalog::COMPONENTS {
             assert!(
-                versions::of_component(key).is_some(),
-                "{key} has no releases in crate::versions"
+                !c.versions.releases.is_empty(),
+                "{} has no releases in its catalog entry",
+                c.key
             );
         }
     }
@@ -1584,6 +1612,21 @@ mod tests {
             .diagnostics
             .iter()
             .any(|d| d.message.contains("both be NodePort")));
+    }
+
+    #[test]
+    fn an_unknown_component_is_refused_where_it_is_written_and_an_empty_one_is_absent() {
+        let src = format!("{HEAD}components:\n  dex:\n  grafana: {{ version: 1.0.0 }}\n");
+        let loaded = crate::inventory::load_str(Path::new("inventory.yaml"), &src).unwrap_or_else(|r| panic!("{r:?}"));
+        let d = validate(&loaded).diagnostics;
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].path, "components.grafana");
+        assert_eq!(d[0].message, "unknown component `grafana`");
+        assert!(d[0].hint.as_deref().unwrap_or("").contains("certManager"), "{d:?}");
+        let span = d[0].span.expect("the key's position");
+        assert_eq!((span.line, span.col), (9, 3));
+        // `dex:` without a value configures nothing (and so needs nothing).
+        assert!(!loaded.inventory.components.enabled("dex"));
     }
 
     #[test]

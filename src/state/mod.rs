@@ -309,14 +309,21 @@ impl StateStore {
         if *written >= version {
             return Ok(());
         }
-        let (bytes, snapshot_version) = {
+        // A copy, serialized off the async threads: the state's lock is
+        // held only to copy it, so steps that stage their end or read their
+        // needs' outputs are not held up by the serialization.
+        let (snapshot, snapshot_version) = {
             let guard = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-            let bytes = serde_json::to_vec_pretty(&guard.0).map_err(|e| StateError::Remote {
-                place: self.inner.backend.describe(),
-                message: format!("cannot be serialized: {e}"),
-            })?;
-            (bytes, guard.1)
+            (guard.0.clone(), guard.1)
         };
+        let serialized = tokio::task::spawn_blocking(move || serde_json::to_vec_pretty(&snapshot))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let bytes = serialized.map_err(|e| StateError::Remote {
+            place: self.inner.backend.describe(),
+            message: format!("cannot be serialized: {e}"),
+        })?;
         self.inner.backend.write(bytes).await?;
         *written = snapshot_version;
         Ok(())

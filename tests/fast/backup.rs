@@ -4,6 +4,7 @@
 //! (Against real OpenBao: tests/e2e/backup.rs.)
 
 use crate::support::cli;
+use crate::support::inventory::InventoryBuilder;
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -99,11 +100,13 @@ fn a_backup_without_state_says_there_is_nothing_to_back_up() {
 
 /// An inventory whose one hook appends `word` to `log`, backing up before
 /// any upgrade with the passphrase in NAUTES_TEST_BACKUP_PASSPHRASE.
-fn upgradable(log: &std::path::Path, word: &str) -> String {
-    format!(
-        "settings:\n  backupBeforeUpgrade:\n    passphrase: {{ env: NAUTES_TEST_BACKUP_PASSPHRASE }}\nhooks:\n{}",
-        cli::hook("note", &format!("echo {word} >> {}", log.display()), &[], None)
-    )
+fn upgradable(log: &std::path::Path, word: &str) -> InventoryBuilder {
+    InventoryBuilder::new()
+        .set(
+            "settings.backupBeforeUpgrade.passphrase.env",
+            "NAUTES_TEST_BACKUP_PASSPHRASE",
+        )
+        .hook("note", &format!("echo {word} >> {}", log.display()), &[], None)
 }
 
 fn backups(s: &Scratch) -> Vec<std::path::PathBuf> {
@@ -119,7 +122,7 @@ fn an_apply_that_changes_what_is_installed_backs_it_up_first_and_a_first_install
     const PASS: &str = "NAUTES_TEST_BACKUP_PASSPHRASE";
     let s = Scratch::new();
     let log = s.path().join("log");
-    s.write_inventory(&upgradable(&log, "one"));
+    s.write(&upgradable(&log, "one"));
     let out = s
         .command(&["apply", "--yes", "-i", "inventory.yaml"])
         .env(PASS, "pass one")
@@ -129,7 +132,7 @@ fn an_apply_that_changes_what_is_installed_backs_it_up_first_and_a_first_install
     assert!(backups(&s).is_empty(), "a first install has nothing to back up");
 
     // The hook changes: its step was done and will run again.
-    s.write_inventory(&upgradable(&log, "two"));
+    s.write(&upgradable(&log, "two"));
     let out = s
         .command(&["apply", "--yes", "-i", "inventory.yaml"])
         .env_remove(PASS)
@@ -160,7 +163,7 @@ fn an_apply_that_changes_what_is_installed_backs_it_up_first_and_a_first_install
     // It holds the state from before the upgrade: restored elsewhere, the
     // hook is recorded with its old command.
     let elsewhere = Scratch::new();
-    elsewhere.write_inventory(&upgradable(&log, "two"));
+    elsewhere.write(&upgradable(&log, "two"));
     let out = elsewhere
         .command(&["restore", "-i", "inventory.yaml", "--passphrase-env", PASS, "--from"])
         .arg(&archives[0])

@@ -2,6 +2,7 @@
 //! against the published sums, sealed, verified, and refused when corrupt.
 
 use crate::support::cli;
+use crate::support::inventory::InventoryBuilder;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -10,6 +11,19 @@ use std::time::Duration;
 use cli::{code, stderr, wait_for, Scratch};
 
 const V: &str = "v1.27.4+k3s1";
+
+/// One K3s node at release `V`, its artifacts as `artifacts` says.
+fn one_node(artifacts: serde_json::Value) -> InventoryBuilder {
+    InventoryBuilder::new()
+        .set("artifacts", artifacts)
+        .host("node-1", "10.0.0.1", serde_json::json!({}))
+        .k3s_cluster("main", V, &["node-1"])
+}
+
+/// `one_node` with a tenant whose tree needs HNC.
+fn with_tenant(artifacts: serde_json::Value) -> InventoryBuilder {
+    one_node(artifacts).tenant("acme", "main", &["acme"])
+}
 
 struct Mirror {
     child: Child,
@@ -65,8 +79,9 @@ fn mirror(root: &Path, publish_wrong_sum: bool) -> Mirror {
 }
 
 fn inventory(s: &Scratch, port: u16) {
-    s.write_inventory(&format!(
-        "artifacts:\n  mode: online\n  downloadMirror: http://127.0.0.1:{port}\nhosts:\n  - name: node-1\n    address: 10.0.0.1\nclusters:\n  - name: main\n    type: k3s\n    k3s:\n      version: {V}\n      servers: [node-1]\ntenants:\n  - name: acme\n    cluster: main\n    namespaces:\n      - name: acme\n"
+    let mirror = format!("http://127.0.0.1:{port}");
+    s.write(&with_tenant(
+        serde_json::json!({"mode": "online", "downloadMirror": mirror}),
     ));
 }
 
@@ -91,9 +106,7 @@ fn fetch_verifies_published_sums_then_seal_and_verify_catch_corruption() {
     assert_eq!(code(&ok), 0, "{}", stderr(&ok));
 
     // Switch the inventory to the bundle: it validates and plans from it.
-    s.write_inventory(&format!(
-        "artifacts:\n  mode: airgap\n  bundle: bundle\nhosts:\n  - name: node-1\n    address: 10.0.0.1\nclusters:\n  - name: main\n    type: k3s\n    k3s:\n      version: {V}\n      servers: [node-1]\ntenants:\n  - name: acme\n    cluster: main\n    namespaces:\n      - name: acme\n"
-    ));
+    s.write(&with_tenant(serde_json::json!({"mode": "airgap", "bundle": "bundle"})));
     assert_eq!(code(&s.run("validate", &[])), 0);
 
     std::fs::write(bundle.join(format!("k3s/{V}/k3s")), b"tampered").unwrap();
@@ -132,9 +145,7 @@ fn an_airgap_inventory_whose_bundle_lacks_the_version_is_an_error_before_any_hos
     let s = Scratch::new();
     std::fs::create_dir_all(s.path().join("bundle")).unwrap();
     nautes_install::artifacts::write_checksums(&s.path().join("bundle")).unwrap();
-    s.write_inventory(&format!(
-        "artifacts:\n  mode: airgap\n  bundle: bundle\nhosts:\n  - name: node-1\n    address: 10.0.0.1\nclusters:\n  - name: main\n    type: k3s\n    k3s:\n      version: {V}\n      servers: [node-1]\n"
-    ));
+    s.write(&one_node(serde_json::json!({"mode": "airgap", "bundle": "bundle"})));
     let out = s.run("validate", &[]);
     assert_eq!(code(&out), 3);
     let err = stderr(&out);

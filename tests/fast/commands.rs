@@ -3,11 +3,12 @@
 //! plurals, and "did you mean" for step ids.
 
 use crate::support::cli;
+use crate::support::inventory::InventoryBuilder;
 
 use std::path::Path;
 use std::process::Command;
 
-use cli::{code, hook, stderr, stdout, Scratch};
+use cli::{code, stderr, stdout, Scratch};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nautes-install"));
@@ -141,7 +142,7 @@ fn subcommand_help_does_not_repeat_the_global_options() {
     assert!(top.contains("--accept-new-host-keys"), "{top}");
     // Still accepted after the subcommand.
     let s = Scratch::new();
-    s.write_inventory(&format!("hooks:\n{}", hook("a", "true", &[], None)));
+    s.write(&InventoryBuilder::new().hook("a", "true", &[], None));
     let out = s
         .command(&["plan", "-i", "inventory.yaml", "--output", "json"])
         .output()
@@ -155,7 +156,7 @@ fn subcommand_help_does_not_repeat_the_global_options() {
 #[test]
 fn render_and_bundle_verify_honour_json_and_count_files_in_words() {
     let s = Scratch::new();
-    s.write_inventory(&format!("hooks:\n{}", hook("a", "true", &[], None)));
+    s.write(&InventoryBuilder::new().hook("a", "true", &[], None));
     let out = s
         .command(&["--output", "json", "render", "-i", "inventory.yaml", "--out", "r"])
         .output()
@@ -194,7 +195,7 @@ fn render_and_bundle_verify_honour_json_and_count_files_in_words() {
 #[test]
 fn an_unknown_step_id_gets_a_did_you_mean() {
     let s = Scratch::new();
-    s.write_inventory(&format!("hooks:\n{}", hook("notify", "true", &[], None)));
+    s.write(&InventoryBuilder::new().hook("notify", "true", &[], None));
     let out = s.run("apply", &["--only", "hook/notfy"]);
     assert_eq!(code(&out), 2);
     assert!(

@@ -3,19 +3,32 @@
 //! destroy order, and a state file that is never left torn.
 
 use crate::support::cli;
+use crate::support::inventory::InventoryBuilder;
 
 use std::time::Duration;
 
-use cli::{code, hook, sigkill, stderr, stdout, wait_for, Scratch};
+use cli::{code, sigkill, stderr, stdout, wait_for, Scratch};
 
-/// `name` appends its name to `log` (so runs can be counted and ordered).
-fn logging_hook(name: &str, after: &[&str]) -> String {
-    hook(
-        name,
-        &format!("echo {name} >> log"),
-        after,
-        Some(&format!("echo {name} >> destroyed")),
-    )
+/// An inventory of hooks only (added with `.hook` and `.logging`).
+fn hooks() -> InventoryBuilder {
+    InventoryBuilder::new()
+}
+
+trait LoggingHook {
+    /// A hook `name` that appends its name to `log` (so runs can be counted
+    /// and ordered), and to `destroyed` when torn down.
+    fn logging(self, name: &str, after: &[&str]) -> Self;
+}
+
+impl LoggingHook for InventoryBuilder {
+    fn logging(self, name: &str, after: &[&str]) -> Self {
+        self.hook(
+            name,
+            &format!("echo {name} >> log"),
+            after,
+            Some(&format!("echo {name} >> destroyed")),
+        )
+    }
 }
 
 fn lines(text: &str) -> Vec<String> {
@@ -49,15 +62,13 @@ fn reasons(plan: &serde_json::Value) -> Vec<(String, String)> {
 fn plan_orders_steps_and_explains_changes_after_an_edit() {
     let s = Scratch::new();
     let body = |b_cmd: &str| {
-        format!(
-            "hooks:\n{}{}{}{}",
-            logging_hook("c", &["b"]),
-            hook("b", b_cmd, &["a"], None),
-            logging_hook("a", &[]),
-            logging_hook("d", &[]),
-        )
+        hooks()
+            .logging("c", &["b"])
+            .hook("b", b_cmd, &["a"], None)
+            .logging("a", &[])
+            .logging("d", &[])
     };
-    s.write_inventory(&body("echo b >> log"));
+    s.write(&body("echo b >> log"));
     let first = reasons(&plan_json(&s));
     let ids: Vec<&str> = first.iter().map(|(id, _)| id.as_str()).collect();
     let pos = |id: &str| ids.iter().position(|x| *x == id).unwrap();
@@ -73,7 +84,7 @@ fn plan_orders_steps_and_explains_changes_after_an_edit() {
     assert!(reasons(&plan_json(&s)).iter().all(|(_, r)| r == "unchanged"));
 
     // Editing b re-runs b (inputs) and c (dependency) and nothing else.
-    s.write_inventory(&body("echo b2 >> log"));
+    s.write(&body("echo b2 >> log"));
     let after_edit: std::collections::BTreeMap<_, _> = reasons(&plan_json(&s)).into_iter().collect();
     assert_eq!(after_edit["hook/a"], "unchanged");
     assert_eq!(after_edit["hook/b"], "inputs_changed");
@@ -109,17 +120,13 @@ fn plan_orders_steps_and_explains_changes_after_an_edit() {
 fn independent_steps_overlap_and_concurrency_one_serialises_them() {
     for (concurrency, expect_overlap) in [("4", true), ("1", false)] {
         let s = Scratch::new();
-        let mut body = String::from("hooks:\n");
+        let mut body = hooks();
         for name in ["p1", "p2", "p3"] {
             // Each records when it started and ended; a barrier-free check of overlap.
-            body.push_str(&hook(
-                name,
-                &format!("date +%s%N > {name}.start; sleep 1; date +%s%N > {name}.end"),
-                &[],
-                None,
-            ));
+            let run = format!("date +%s%N > {name}.start; sleep 1; date +%s%N > {name}.end");
+            body = body.hook(name, &run, &[], None);
         }
-        s.write_inventory(&body);
+        s.write(&body);
         let out = s.run("apply", &["--concurrency", concurrency]);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         let t = |f: &str| s.read(f).trim().parse::<u128>().unwrap();
@@ -149,14 +156,14 @@ fn a_failure_blocks_dependents_lets_siblings_finish_and_is_retried() {
         } else {
             "echo bad >> log"
         };
-        format!(
-            "hooks:\n{}{}{}",
-            hook("bad", bad, &[], None),
-            logging_hook("after-bad", &["bad"]),
-            hook("sibling", "sleep 0.3; echo sibling >> log", &[], None),
+        hooks().hook("bad", bad, &[], None).logging("after-bad", &["bad"]).hook(
+            "sibling",
+            "sleep 0.3; echo sibling >> log",
+            &[],
+            None,
         )
     };
-    s.write_inventory(&body(true));
+    s.write(&body(true));
     let out = s.run("apply", &[]);
     assert_eq!(code(&out), 1);
     let err = stderr(&out);
@@ -177,7 +184,7 @@ fn a_failure_blocks_dependents_lets_siblings_finish_and_is_retried() {
     );
     assert_eq!(s.step_status("hook/bad").as_deref(), Some("failed"));
 
-    s.write_inventory(&body(false));
+    s.write(&body(false));
     let out = s.run("apply", &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(
@@ -190,19 +197,19 @@ fn a_failure_blocks_dependents_lets_siblings_finish_and_is_retried() {
 #[test]
 fn an_apply_killed_mid_step_resumes_without_redoing_finished_steps() {
     let s = Scratch::new();
-    s.write_inventory(&format!(
-        "hooks:\n{}{}{}{}",
-        logging_hook("first", &[]),
-        // The slow step leaves its pid so the test can clean up the orphan.
-        hook(
-            "slow",
-            "echo slow >> log; if [ ! -e resume ]; then echo $$ > slow.pid; exec sleep 60; fi",
-            &["first"],
-            None
-        ),
-        logging_hook("last", &["slow"]),
-        logging_hook("other", &[]),
-    ));
+    s.write(
+        &hooks()
+            .logging("first", &[])
+            // The slow step leaves its pid so the test can clean up the orphan.
+            .hook(
+                "slow",
+                "echo slow >> log; if [ ! -e resume ]; then echo $$ > slow.pid; exec sleep 60; fi",
+                &["first"],
+                None,
+            )
+            .logging("last", &["slow"])
+            .logging("other", &[]),
+    );
     let mut child = s.spawn("apply", &["--concurrency", "1"]);
     wait_for("the slow step to start", Duration::from_secs(20), || {
         s.path().join("slow.pid").exists()
@@ -252,14 +259,11 @@ fn an_apply_killed_mid_step_resumes_without_redoing_finished_steps() {
 #[test]
 fn a_second_apply_is_refused_while_the_first_holds_the_lock() {
     let s = Scratch::new();
-    s.write_inventory(&format!(
-        "hooks:\n{}",
-        hook(
-            "hold",
-            "touch holding; while [ ! -e release ]; do sleep 0.05; done",
-            &[],
-            None
-        )
+    s.write(&hooks().hook(
+        "hold",
+        "touch holding; while [ ! -e release ]; do sleep 0.05; done",
+        &[],
+        None,
     ));
     let mut first = s.spawn("apply", &[]);
     wait_for("the first apply to hold the lock", Duration::from_secs(20), || {
@@ -283,12 +287,12 @@ fn a_second_apply_is_refused_while_the_first_holds_the_lock() {
 #[test]
 fn destroy_walks_recorded_steps_in_reverse_dependency_order() {
     let s = Scratch::new();
-    s.write_inventory(&format!(
-        "hooks:\n{}{}{}",
-        logging_hook("base", &[]),
-        logging_hook("middle", &["base"]),
-        logging_hook("top", &["middle"]),
-    ));
+    s.write(
+        &hooks()
+            .logging("base", &[])
+            .logging("middle", &["base"])
+            .logging("top", &["middle"]),
+    );
     assert_eq!(code(&s.run("apply", &[])), 0);
     let plan = s
         .command(&["--output", "json", "plan", "-i", "inventory.yaml", "--destroy"])
@@ -325,13 +329,9 @@ fn destroy_walks_recorded_steps_in_reverse_dependency_order() {
 #[test]
 fn a_step_removed_from_the_inventory_is_torn_down_on_apply() {
     let s = Scratch::new();
-    s.write_inventory(&format!(
-        "hooks:\n{}{}",
-        logging_hook("keep", &[]),
-        logging_hook("drop", &[])
-    ));
+    s.write(&hooks().logging("keep", &[]).logging("drop", &[]));
     assert_eq!(code(&s.run("apply", &[])), 0);
-    s.write_inventory(&format!("hooks:\n{}", logging_hook("keep", &[])));
+    s.write(&hooks().logging("keep", &[]));
     let plan = plan_json(&s);
     assert_eq!(plan["removals"][0]["id"], "hook/drop");
     let out = s.command(&["--yes", "apply", "-i", "inventory.yaml"]).output().unwrap();
@@ -347,13 +347,13 @@ fn a_step_removed_from_the_inventory_is_torn_down_on_apply() {
 #[test]
 fn only_and_from_choose_steps_with_what_they_need() {
     let s = Scratch::new();
-    s.write_inventory(&format!(
-        "hooks:\n{}{}{}{}",
-        logging_hook("a", &[]),
-        logging_hook("b", &["a"]),
-        logging_hook("c", &["b"]),
-        logging_hook("x", &[]),
-    ));
+    s.write(
+        &hooks()
+            .logging("a", &[])
+            .logging("b", &["a"])
+            .logging("c", &["b"])
+            .logging("x", &[]),
+    );
     let out = s.run("apply", &["--only", "hook/b"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(
@@ -378,11 +378,7 @@ fn only_and_from_choose_steps_with_what_they_need() {
 #[test]
 fn json_output_is_one_event_per_line() {
     let s = Scratch::new();
-    s.write_inventory(&format!(
-        "hooks:\n{}{}",
-        logging_hook("a", &[]),
-        logging_hook("b", &["a"])
-    ));
+    s.write(&hooks().logging("a", &[]).logging("b", &["a"]));
     let out = s
         .command(&["--output", "json", "apply", "-i", "inventory.yaml"])
         .output()
@@ -402,10 +398,7 @@ fn json_output_is_one_event_per_line() {
 #[test]
 fn the_run_log_captures_hook_output() {
     let s = Scratch::new();
-    s.write_inventory(&format!(
-        "hooks:\n{}",
-        hook("talk", "echo hello-from-hook; echo warn-from-hook >&2", &[], None)
-    ));
+    s.write(&hooks().hook("talk", "echo hello-from-hook; echo warn-from-hook >&2", &[], None));
     assert_eq!(code(&s.run("apply", &[])), 0);
     let logs: Vec<_> = std::fs::read_dir(s.workdir().join("logs")).unwrap().collect();
     assert_eq!(logs.len(), 1);
@@ -419,11 +412,8 @@ fn the_run_log_captures_hook_output() {
 #[test]
 fn the_state_file_is_never_left_torn_by_a_kill() {
     let s = Scratch::new();
-    let mut body = String::from("hooks:\n");
-    for i in 0..30 {
-        body.push_str(&hook(&format!("h{i}"), "true", &[], None));
-    }
-    s.write_inventory(&body);
+    let body = (0..30).fold(hooks(), |b, i| b.hook(&format!("h{i}"), "true", &[], None));
+    s.write(&body);
     let state_path = s.workdir().join("state.json");
     for round in 0..12u64 {
         let mut child = s.spawn("apply", &[]);
@@ -443,17 +433,17 @@ fn the_state_file_is_never_left_torn_by_a_kill() {
 #[test]
 fn status_shows_a_running_step_as_running_with_the_holders_pid_and_the_rest_in_plan_order() {
     let s = Scratch::new();
-    s.write_inventory(&format!(
-        "hooks:\n{}{}{}",
-        logging_hook("first", &[]),
-        hook(
-            "slow",
-            "touch holding; while [ ! -e release ]; do sleep 0.05; done",
-            &["first"],
-            None
-        ),
-        logging_hook("last", &["slow"]),
-    ));
+    s.write(
+        &hooks()
+            .logging("first", &[])
+            .hook(
+                "slow",
+                "touch holding; while [ ! -e release ]; do sleep 0.05; done",
+                &["first"],
+                None,
+            )
+            .logging("last", &["slow"]),
+    );
     let mut child = s.spawn("apply", &["--concurrency", "1"]);
     wait_for("the slow step to run", Duration::from_secs(20), || {
         s.path().join("holding").exists()
@@ -487,13 +477,13 @@ fn status_shows_a_running_step_as_running_with_the_holders_pid_and_the_rest_in_p
 #[test]
 fn summaries_count_steps_exactly() {
     let s = Scratch::new();
-    s.write_inventory(&format!(
-        "hooks:\n{}{}{}{}",
-        logging_hook("a", &[]),
-        logging_hook("b", &[]),
-        logging_hook("c", &[]),
-        logging_hook("d", &[]),
-    ));
+    s.write(
+        &hooks()
+            .logging("a", &[])
+            .logging("b", &[])
+            .logging("c", &[])
+            .logging("d", &[]),
+    );
     let out = s.run("apply", &["--only", "hook/a"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let err = stderr(&out);
@@ -507,13 +497,13 @@ fn summaries_count_steps_exactly() {
 
     // Stopped while the first of four runs one at a time: one interrupted, three not started.
     let s = Scratch::new();
-    s.write_inventory(&format!(
-        "hooks:\n{}{}{}{}",
-        hook("w", "touch holding; exec sleep 60", &[], None),
-        logging_hook("x", &["w"]),
-        logging_hook("y", &["w"]),
-        logging_hook("z", &["w"]),
-    ));
+    s.write(
+        &hooks()
+            .hook("w", "touch holding; exec sleep 60", &[], None)
+            .logging("x", &["w"])
+            .logging("y", &["w"])
+            .logging("z", &["w"]),
+    );
     let mut child = s.spawn("apply", &["--concurrency", "1"]);
     wait_for("the first step to run", Duration::from_secs(20), || {
         s.path().join("holding").exists()
@@ -537,16 +527,11 @@ fn summaries_count_steps_exactly() {
 #[test]
 fn each_steps_log_lines_sit_in_its_own_span_only() {
     let s = Scratch::new();
-    let mut body = String::from("hooks:\n");
-    for name in ["p1", "p2", "p3", "p4", "p5", "p6"] {
-        body.push_str(&hook(
-            name,
-            "for i in 1 2 3 4 5 6; do echo \"out-$NAUTES_STEP\"; sleep 0.05; done",
-            &[],
-            None,
-        ));
-    }
-    s.write_inventory(&body);
+    let talk = "for i in 1 2 3 4 5 6; do echo \"out-$NAUTES_STEP\"; sleep 0.05; done";
+    let body = ["p1", "p2", "p3", "p4", "p5", "p6"]
+        .iter()
+        .fold(hooks(), |b, name| b.hook(name, talk, &[], None));
+    s.write(&body);
     let out = s.run("apply", &["--concurrency", "6"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let logs: Vec<_> = std::fs::read_dir(s.workdir().join("logs")).unwrap().flatten().collect();
@@ -567,20 +552,21 @@ fn each_steps_log_lines_sit_in_its_own_span_only() {
 fn a_steps_end_is_in_the_state_file_before_its_dependent_begins_and_while_others_still_run() {
     let s = Scratch::new();
     let state = s.workdir().join("state.json");
-    s.write_inventory(&format!(
-        "hooks:\n{}{}{}",
-        logging_hook("a", &[]),
-        // What `b` finds on disk when its own work begins.
-        hook("b", &format!("cp '{}' seen_by_b.json", state.display()), &["a"], None),
-        // Runs beside the others until the test lets it go, so `a` and `b`
-        // end while a step is still running and nothing else starts.
-        hook(
-            "long",
-            "i=0; while [ ! -e go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
-            &[],
-            None
-        ),
-    ));
+    let copy = format!("cp '{}' seen_by_b.json", state.display());
+    s.write(
+        &hooks()
+            .logging("a", &[])
+            // What `b` finds on disk when its own work begins.
+            .hook("b", &copy, &["a"], None)
+            // Runs beside the others until the test lets it go, so `a` and `b`
+            // end while a step is still running and nothing else starts.
+            .hook(
+                "long",
+                "i=0; while [ ! -e go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
+                &[],
+                None,
+            ),
+    );
     let mut child = s.spawn("apply", &["--concurrency", "2"]);
     wait_for(
         "b's end in the state file while `long` runs",

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 /// Lowest first. Modules in one layer may not use each other either.
 const LAYERS: &[&[&str]] = &[
     &["util", "wait", "exit", "versions", "templates"],
+    // What each component is, as data: the inventory validates against it.
+    &["catalog"],
     &["secret"],
     &["drivers", "pki", "artifacts", "archive"],
     &["inventory"],

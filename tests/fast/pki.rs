@@ -3,6 +3,7 @@
 //! and usages; re-issue only on change or near expiry; a user's own CA; the
 //! CA key private and never printed or recorded.
 
+use crate::support::inventory::InventoryBuilder;
 use crate::support::{ca, cli};
 
 use std::os::unix::fs::PermissionsExt;
@@ -11,10 +12,14 @@ use std::process::Command;
 
 use cli::{code, stderr, stdout, Scratch};
 
-fn inventory(domain: &str, pki: &str) -> String {
-    format!(
-        "settings:\n  domain: {domain}\nhosts:\n  - name: vault-1\n    address: 10.0.0.5\ncomponents:\n  vault:\n    placement: host\n    host: vault-1\n{pki}"
-    )
+/// Vault on a host of its own under `domain`: the certificates the PKI
+/// step issues for it and the ingress; `pki` as given.
+fn inventory(domain: &str, pki: serde_json::Value) -> InventoryBuilder {
+    InventoryBuilder::new()
+        .domain(domain)
+        .host("vault-1", "10.0.0.5", serde_json::json!({}))
+        .component("vault", serde_json::json!({"placement": "host", "host": "vault-1"}))
+        .set("pki", pki)
 }
 
 fn openssl(args: &[&str]) -> (bool, String) {
@@ -54,7 +59,7 @@ fn text(cert: &Path) -> String {
 #[test]
 fn issues_a_verifiable_chain_keeps_it_on_rerun_and_reissues_only_what_changed() {
     let s = Scratch::new();
-    s.write_inventory(&inventory("nautes.example.com", ""));
+    s.write(&inventory("nautes.example.com", serde_json::json!({})));
     let out = s.run("apply", &["--yes", "--only", "pki"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let dir = pki_dir(&s);
@@ -110,7 +115,7 @@ fn issues_a_verifiable_chain_keeps_it_on_rerun_and_reissues_only_what_changed() 
     assert_eq!(before, after);
 
     // A new domain: the certificates naming it are issued again, by the same CA.
-    s.write_inventory(&inventory("platform.example.org", ""));
+    s.write(&inventory("platform.example.org", serde_json::json!({})));
     let out = s.run("apply", &["--yes", "--only", "pki"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(file_sha(&ca), before[0], "the CA is kept");
@@ -135,7 +140,7 @@ fn issues_a_verifiable_chain_keeps_it_on_rerun_and_reissues_only_what_changed() 
 #[test]
 fn a_certificate_near_expiry_is_planned_and_issued_again_alone() {
     let s = Scratch::new();
-    s.write_inventory(&inventory("nautes.example.com", ""));
+    s.write(&inventory("nautes.example.com", serde_json::json!({})));
     assert_eq!(code(&s.run("apply", &["--yes", "--only", "pki"])), 0);
     let dir = pki_dir(&s);
     let ingress_before = file_sha(&dir.join("ingress.crt"));
@@ -168,13 +173,11 @@ fn a_users_ca_signs_and_its_key_is_not_copied() {
     ca::make_ca(s.path(), "corp", "Corp Root", 30);
     std::fs::set_permissions(s.path().join("corp.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     // First with a CA of our own, then switched to the user's.
-    s.write_inventory(&inventory("nautes.example.com", ""));
+    s.write(&inventory("nautes.example.com", serde_json::json!({})));
     assert_eq!(code(&s.run("apply", &["--yes", "--only", "pki"])), 0);
     assert!(pki_dir(&s).join("ca.key").exists());
-    s.write_inventory(&inventory(
-        "nautes.example.com",
-        "pki:\n  ca:\n    cert: corp.crt\n    key: { file: corp.key }\n",
-    ));
+    let corp = serde_json::json!({"ca": {"cert": "corp.crt", "key": {"file": "corp.key"}}});
+    s.write(&inventory("nautes.example.com", corp));
     let out = s.run("apply", &["--yes", "--only", "pki"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let dir = pki_dir(&s);
@@ -194,10 +197,8 @@ fn a_users_ca_signs_and_its_key_is_not_copied() {
 #[test]
 fn a_renewal_window_longer_than_the_validity_is_an_inventory_error() {
     let s = Scratch::new();
-    s.write_inventory(&inventory(
-        "nautes.example.com",
-        "pki:\n  validity: 10d\n  renewBefore: 30d\n",
-    ));
+    let pki = serde_json::json!({"validity": "10d", "renewBefore": "30d"});
+    s.write(&inventory("nautes.example.com", pki));
     let out = s.run("validate", &[]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(

@@ -4,6 +4,7 @@
 //! exist to catch waits that multiply or never end.
 
 use crate::support::cli;
+use crate::support::inventory::InventoryBuilder;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -23,19 +24,25 @@ fn hanging_listener() -> u16 {
     port
 }
 
-fn inventory(port: u16, connect: &str) -> String {
-    format!(
-        "settings:\n  domain: nautes.example.com\n  timeouts:\n    sshConnect: {connect}\nssh:\n  user: root\n\
-hosts:\n  - name: node-1\n    address: 127.0.0.1\n    port: {port}\n    roles: [server]\n\
-clusters:\n  - name: host\n    type: k3s\n    k3s:\n      version: v1.27.4+k3s1\n      servers: [node-1]\n"
-    )
+/// A one-node K3s cluster whose node is `127.0.0.1:port`.
+fn inventory(port: u16, connect: &str) -> InventoryBuilder {
+    InventoryBuilder::new()
+        .domain("nautes.example.com")
+        .set("settings.timeouts.sshConnect", connect)
+        .set("ssh.user", "root")
+        .host(
+            "node-1",
+            "127.0.0.1",
+            serde_json::json!({"port": port, "roles": ["server"]}),
+        )
+        .k3s_cluster("host", "v1.27.4+k3s1", &["node-1"])
 }
 
 fn stop_during_a_hanging_connect(sig: i32) {
     let port = hanging_listener();
     let s = Scratch::new();
     // A limit far beyond the test's bound: only the signal can end this.
-    s.write_inventory(&inventory(port, "120s"));
+    s.write(&inventory(port, "120s"));
     let mut child = s.spawn("apply", &["--only", "preflight/host"]);
     let pid = child.id();
     let ssh_dir = format!("nautes-ssh-{pid}");
@@ -85,7 +92,7 @@ fn check_interrupted_by_a_signal_leaves_no_ssh_master_or_directory() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let port = hanging_listener();
         let s = Scratch::new();
-        s.write_inventory(&inventory(port, "120s"));
+        s.write(&inventory(port, "120s"));
         let mut child = s.spawn("check", &[]);
         let pid = child.id();
         let ssh_dir = format!("nautes-ssh-{pid}");
@@ -105,7 +112,7 @@ fn check_interrupted_by_a_signal_leaves_no_ssh_master_or_directory() {
 fn the_ssh_connect_timeout_is_the_whole_wait_retries_included() {
     let port = hanging_listener();
     let s = Scratch::new();
-    s.write_inventory(&inventory(port, "2s"));
+    s.write(&inventory(port, "2s"));
     let started = Instant::now();
     let out = s.run("apply", &["--only", "preflight/host"]);
     let took = started.elapsed();

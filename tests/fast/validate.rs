@@ -161,6 +161,21 @@ fn schema_is_json_schema_of_the_inventory() {
 }
 
 #[test]
+fn the_schema_lists_the_catalogs_components_and_no_other() {
+    let s = Scratch::new();
+    let out = s.command(&["schema"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The components are the catalog's keys, each described, and no other.
+    let components = &v["$defs"]["Components"];
+    assert_eq!(components["additionalProperties"], false, "{components}");
+    for key in ["certManager", "traefik", "dex", "argocd", "tekton", "nautes"] {
+        let c = &components["properties"][key];
+        assert!(c["description"].as_str().is_some_and(|d| !d.is_empty()), "{key}: {c}");
+        assert_eq!(c["anyOf"][0]["$ref"], "#/$defs/Component", "{key}: {c}");
+    }
+}
+
+#[test]
 fn what_apply_would_fail_on_is_reported_beside_shape_errors() {
     check_golden("first_contact");
 }
@@ -197,4 +212,40 @@ fn a_tab_and_a_duplicate_key_are_reported_where_they_are() {
     let err = stderr(&s.run("validate", &[]));
     assert!(err.contains("inventory.yaml:8:5"), "the second key's line: {err}");
     assert!(err.contains("`name` appears twice"), "{err}");
+}
+
+/// The shared builder's paths, lists and hooks land where the inventory
+/// reads them: the binary validates and plans what it writes.
+#[test]
+fn the_inventory_builder_writes_what_the_installer_reads() {
+    use crate::support::inventory::InventoryBuilder;
+    use serde_json::json;
+    let s = Scratch::new();
+    let built = InventoryBuilder::new()
+        .domain("example.com")
+        .set("settings.timeouts.sshConnect", "2s")
+        .host("a", "10.0.0.1", json!({"port": 2222}))
+        // Listed before the hook it runs after: only `after` puts it second.
+        .hook("two", "echo hi", &["one"], Some("true"))
+        .hook("one", "true", &[], None);
+    s.write(&built);
+    let out = s.run("validate", &[]);
+    assert_eq!(code(&out), 0, "{}\n{}", stderr(&out), built.yaml());
+    let plan = s
+        .command(&["--output", "json", "plan", "-v", "-i", "inventory.yaml"])
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let ids: Vec<&str> = plan["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .filter(|id| id.starts_with("hook/"))
+        .collect();
+    // `after: [hook/one]` orders two after one.
+    assert_eq!(ids, ["hook/one", "hook/two"], "{plan}");
+    let doc: serde_json::Value = serde_yaml::from_str(&built.yaml()).unwrap();
+    assert_eq!(doc["hooks"][0]["after"], json!(["hook/one"]));
+    assert_eq!(doc["hosts"][0]["port"], 2222);
 }

@@ -36,6 +36,11 @@ impl Scratch {
         std::fs::write(self.inventory(), format!("{HEADER}{body}")).expect("write inventory");
     }
 
+    /// Write the built inventory as `inventory.yaml`.
+    pub fn write(&self, inventory: &super::inventory::InventoryBuilder) {
+        std::fs::write(self.inventory(), inventory.yaml()).expect("write inventory");
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nautes-install"));
         c.current_dir(self.path())

@@ -11,6 +11,7 @@ pub mod controlplane;
 pub mod gitlab;
 pub mod hosts;
 pub mod http;
+pub mod inventory;
 pub mod platform;
 pub mod port_file;
 pub mod standin_controllers;

@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 
 use super::oauth::OauthSpec;
 use super::{GitlabSpec, ReleaseFile, HOST_STEP_ID, KIND, STEP_ID};
+use crate::catalog;
+use crate::components::certificates;
 use crate::components::vault as vault_component;
-use crate::components::{certificates, stack};
 use crate::inventory::spans::push_key;
 use crate::inventory::{Diagnostic, Loaded, Placement};
 use crate::plan::Step;
@@ -96,7 +97,7 @@ fn repo_files(loaded: &Loaded, group: &str) -> Result<BTreeMap<String, String>, 
 }
 
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
-    let Some(gitlab) = loaded.inventory.components.gitlab.as_ref().filter(|g| g.enabled) else {
+    let Some(gitlab) = loaded.inventory.components.enabled_one(catalog::GITLAB.key) else {
         return Ok(());
     };
     let domain = loaded.inventory.settings.domain.clone();
@@ -187,13 +188,13 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     let mut repo_files = repo_files(loaded, &group).map_err(|e| vec![Diagnostic::error("components.gitlab", e)])?;
     let mut release_files = BTreeMap::new();
     let mut needs = Vec::new();
-    if let Some(nautes) = loaded.inventory.components.nautes.as_ref().filter(|n| n.enabled) {
+    if let Some(nautes) = loaded.inventory.components.enabled_one(catalog::NAUTES.key) {
         // Nautes is delivered from the tenant repository, as upstream does.
-        let release = &stack::catalog::NAUTES;
+        let release = &catalog::NAUTES_RELEASE;
         let version = nautes
             .version
             .clone()
-            .unwrap_or_else(|| release.default_version.to_string());
+            .unwrap_or_else(|| catalog::NAUTES.default_version().to_string());
         let file = release.file(&version);
         let files = vec![release_files::pinned_file(
             &file,

@@ -43,6 +43,7 @@ use serde_json::{json, Map, Value};
 
 use self::root_password::{root_password, root_password_file};
 use self::run::{run_playbook, run_vars};
+use crate::catalog;
 use crate::components::certificates;
 use crate::engine::{Handler, Rendered, StepContext, StepError};
 use crate::inventory::{Component, Loaded, VaultDistribution};
@@ -103,8 +104,8 @@ impl Service {
     fn component(self, loaded: &Loaded) -> Option<&Component> {
         let c = &loaded.inventory.components;
         match self {
-            Service::Vault => c.vault.as_ref(),
-            Service::Gitlab => c.gitlab.as_ref(),
+            Service::Vault => c.get(catalog::VAULT.key),
+            Service::Gitlab => c.get(catalog::GITLAB.key),
         }
     }
 }

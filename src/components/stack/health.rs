@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{ingress_cluster, management_cluster, traefik_ports};
+use crate::catalog;
 use crate::components::endpoints;
 use crate::components::{certificates as pki, gitlab, vault};
 use crate::engine::{Handler, StepContext, StepError};
@@ -73,8 +74,7 @@ fn ingress_address(loaded: &Loaded) -> Option<String> {
     let inv = &loaded.inventory;
     if let Some(a) = inv
         .components
-        .traefik
-        .as_ref()
+        .get(catalog::TRAEFIK.key)
         .and_then(|t| t.values.get("ingressAddress"))
         .and_then(Value::as_str)
     {
@@ -119,8 +119,7 @@ pub fn nautes_api_host(loaded: &Loaded) -> String {
     loaded
         .inventory
         .components
-        .nautes
-        .as_ref()
+        .get(catalog::NAUTES.key)
         .and_then(|n| n.values.get("apiHost"))
         .and_then(Value::as_str)
         .unwrap_or(endpoints::NAUTES_API.label())
@@ -162,29 +161,25 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
         needs.push(vault::STEP_ID.into());
     }
     let has = |slug: &str| stack_steps.iter().any(|s| s.starts_with(&format!("stack/{slug}/")));
-    if has("dex") {
-        let issuer = endpoints::dex_issuer(&domain);
-        endpoints.push(ingress(
-            "Dex",
-            endpoints::DEX.label(),
-            "/.well-known/openid-configuration",
-            Expect::Issuer(issuer),
-        ));
-    }
-    if has("argocd") {
-        endpoints.push(ingress("Argo CD", endpoints::ARGOCD.label(), "/healthz", Expect::Ok));
-    }
-    if has("oauth2-proxy") {
-        endpoints.push(ingress(
-            "oauth2-proxy",
-            endpoints::OAUTH2_PROXY.label(),
-            "/ping",
-            Expect::Ok,
-        ));
-    }
-    if has("nautes") {
-        let host = nautes_api_host(loaded);
-        endpoints.push(ingress("Nautes API server", &host, "/healthz", Expect::Answers));
+    // Each web-facing component its catalog entry gives a health endpoint.
+    for c in catalog::COMPONENTS {
+        let (Some(check), Some(subdomain)) = (&c.health, c.subdomain) else {
+            continue;
+        };
+        if !has(c.slug) {
+            continue;
+        }
+        let host = match c.key {
+            // The one host name the inventory may change (`values.apiHost`).
+            k if k == catalog::NAUTES.key => nautes_api_host(loaded),
+            _ => subdomain.label().to_string(),
+        };
+        let expect = match check.expect {
+            catalog::Expect::Answers => Expect::Answers,
+            catalog::Expect::Ok => Expect::Ok,
+            catalog::Expect::Issuer => Expect::Issuer(subdomain.url(&domain)),
+        };
+        endpoints.push(ingress(check.name, &host, check.path, expect));
     }
     if pki_here {
         needs.push(pki::STEP_ID.into());
@@ -199,7 +194,7 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
     }
     let management = has("argocd")
         .then(|| {
-            let argocd = inv.components.argocd.as_ref().and_then(|c| c.cluster.clone());
+            let argocd = inv.components.get(catalog::ARGOCD.key).and_then(|c| c.cluster.clone());
             argocd
                 .or_else(|| management_cluster(loaded))
                 .and_then(|m| kube_target::target(loaded, &m))

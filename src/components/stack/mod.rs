@@ -15,15 +15,16 @@
 //! * a final health step (see health.rs).
 //!
 //! A component is installed when the inventory lists it under `components`
-//! (and does not disable it). Versions default from the versions table and
-//! are overridable; a changed version changes that component's step, which
-//! re-runs it and everything that needs it.
+//! (and does not disable it). What each is — releases, placement, needs,
+//! readiness, Dex client, health endpoint — is its entry in
+//! `crate::catalog`. Versions default from there and are overridable; a
+//! changed version changes that component's step, which re-runs it and
+//! everything that needs it.
 //!
 //! The planning is in plan.rs, the objects built when a step runs in
 //! runtime/; this module holds the step's spec, its handler and the merge
 //! of the two kinds of objects.
 
-pub mod catalog;
 pub mod health;
 mod plan;
 pub mod register;
@@ -210,7 +211,7 @@ mod tests {
                 namespace: Some("vault".into()),
                 force_conflicts: false,
                 sources: Vec::new(),
-                ready: catalog::VAULT_INJECTOR
+                ready: crate::catalog::VAULT_INJECTOR
                     .ready
                     .iter()
                     .map(|(k, n)| (k.to_string(), n.to_string()))

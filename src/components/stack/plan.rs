@@ -1,30 +1,39 @@
-//! Planning the stack from the inventory: which component goes on which
-//! cluster (the management cluster, the ingress cluster under it, runtime
-//! clusters by usage), at which version, as one `stack-apply` step each with
-//! the needs that are its real dependencies — plus the artifacts steps its
-//! releases come from, the cluster registrations and the final health step.
+//! Planning the stack from the inventory and the catalog: which release
+//! goes on which cluster (the management cluster, the ingress cluster
+//! under it, runtime clusters by usage), at which version, as one
+//! `stack-apply` step each with the needs that are its real dependencies —
+//! plus the artifacts steps its releases come from, the cluster
+//! registrations and the final health step.
+//!
+//! What the catalog declares (`crate::catalog`: placement, needs, values,
+//! readiness, companions) is planned generically here, so a release that
+//! needs no configuration of ours is planned from its entry alone. The
+//! components we configure when their step runs (Traefik's ports, the CA
+//! issuer, Dex, oauth2-proxy, vault-proxy, Argo CD and Nautes) each have a
+//! small function below that adds their run-time objects and the needs
+//! their configuration brings (GitLab's token, our certificates, ...).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use super::catalog::{self, Form, Release};
 use super::runtime::{self, Runtime};
 use super::sign_in;
 use super::{health, register, step_id, StackSpec};
+use crate::catalog::{self, ClusterUsage, Component, Form, Place, Release, Values};
+use crate::components::vault::VaultTarget;
 use crate::components::{certificates, gitlab, vault, vault_kubernetes};
-use crate::inventory::{ClusterUsage, Component, Diagnostic, Loaded};
+use crate::inventory::{Diagnostic, Loaded};
 use crate::plan::Step;
 use crate::steps::kube_target::{self, KubeTarget};
 use crate::steps::manifests::{ApplySpec, Source};
 use crate::steps::release_files::{files_step, pinned_file, GITHUB};
-use crate::versions;
 
 /// The management cluster: `components.nautes.cluster`, else the first
 /// virtual, then physical, cluster whose usage includes `host`.
 pub fn management_cluster(loaded: &Loaded) -> Option<String> {
     let inv = &loaded.inventory;
-    if let Some(c) = inv.components.nautes.as_ref().and_then(|n| n.cluster.clone()) {
+    if let Some(c) = inv.components.get(catalog::NAUTES.key).and_then(|n| n.cluster.clone()) {
         return Some(c);
     }
     inv.virtual_clusters
@@ -43,7 +52,7 @@ pub fn management_cluster(loaded: &Loaded) -> Option<String> {
 /// cluster under it.
 pub fn ingress_cluster(loaded: &Loaded) -> Option<String> {
     let inv = &loaded.inventory;
-    if let Some(c) = inv.components.traefik.as_ref().and_then(|t| t.cluster.clone()) {
+    if let Some(c) = inv.components.get(catalog::TRAEFIK.key).and_then(|t| t.cluster.clone()) {
         return Some(c);
     }
     let mgmt = management_cluster(loaded)?;
@@ -68,33 +77,113 @@ fn runtime_clusters(loaded: &Loaded, usage: &[ClusterUsage]) -> Vec<String> {
         .collect()
 }
 
-fn component<'a>(loaded: &'a Loaded, key: &str) -> Option<&'a Component> {
+fn values_of(loaded: &Loaded, key: &str) -> serde_json::Map<String, Value> {
     loaded
         .inventory
         .components
-        .iter()
-        .find(|(k, c)| *k == key && c.enabled)
-        .map(|(_, c)| c)
+        .enabled_one(key)
+        .map(|c| c.values.clone())
+        .unwrap_or_default()
 }
 
-/// Plans steps while remembering the artifacts steps already made.
+/// One `stack-apply` step: a catalog release and/or our run-time objects.
+struct StackStep<'s> {
+    /// Names the step (`stack/<name>/<cluster>`): the release's slug, or
+    /// what our objects are (`ca-issuer`).
+    name: &'s str,
+    /// Whose `forceConflicts` and version apply.
+    component: Option<&'static Component>,
+    release: Option<&'static Release>,
+    values: Value,
+    runtime: Option<Runtime>,
+    needs: Vec<String>,
+    namespace: &'s str,
+}
+
+impl<'s> StackStep<'s> {
+    /// A catalog release, as its entry declares it.
+    fn release(release: &'static Release, values: Value, needs: Vec<String>) -> StackStep<'static> {
+        StackStep {
+            name: release.slug,
+            component: Some(release.component()),
+            release: Some(release),
+            values,
+            runtime: None,
+            needs,
+            namespace: release.namespace,
+        }
+    }
+
+    /// Only objects of ours, built when the step runs.
+    fn ours(name: &'s str, component: Option<&'static Component>, runtime: Runtime, namespace: &'s str) -> Self {
+        StackStep {
+            name,
+            component,
+            release: None,
+            values: Value::Null,
+            runtime: Some(runtime),
+            needs: Vec::new(),
+            namespace,
+        }
+    }
+
+    fn needing(mut self, needs: impl IntoIterator<Item = String>) -> Self {
+        self.needs.extend(needs);
+        self
+    }
+}
+
+/// Plans steps while remembering the artifacts steps already made and the
+/// step each component got, which later steps' needs resolve to.
 struct Planner<'a> {
     loaded: &'a Loaded,
+    /// Steps planned before the stack (PKI, Vault, GitLab, ...).
+    before: &'a [Step],
     steps: Vec<Step>,
     problems: Vec<Diagnostic>,
     artifacts: BTreeSet<String>,
+    /// The step of each component on the management side, by key.
+    planned: BTreeMap<&'static str, String>,
+    /// Steps whose catalog needs are resolved once everything is planned.
+    pending: Vec<(usize, &'static Component)>,
+    /// Every stack step, for the health step to wait on.
+    stack_steps: Vec<String>,
+    vault_target: Option<VaultTarget>,
+    domain: String,
 }
 
 impl Planner<'_> {
-    fn version(&self, release: &Release, key: &str) -> String {
-        component(self.loaded, key)
-            .and_then(|c| c.version.clone())
-            .unwrap_or_else(|| release.default_version.to_string())
+    fn enabled(&self, key: &str) -> Option<&crate::inventory::Component> {
+        self.loaded.inventory.components.enabled_one(key)
+    }
+
+    fn planned_before(&self, id: &str) -> bool {
+        self.before.iter().any(|s| s.id == id)
+    }
+
+    /// The cluster a management-side component goes to: its own `cluster:`,
+    /// else `default`.
+    fn cluster_of(&self, key: &str, default: &str) -> String {
+        self.enabled(key)
+            .and_then(|c| c.cluster.clone())
+            .unwrap_or_else(|| default.to_string())
+    }
+
+    /// The release's version: its own pin, else the component's.
+    fn version(&self, release: &Release) -> String {
+        let component = release.component();
+        match release.pinned {
+            Some(v) => v.to_string(),
+            None => self
+                .enabled(component.key)
+                .and_then(|c| c.version.clone())
+                .unwrap_or_else(|| component.default_version().to_string()),
+        }
     }
 
     /// The artifacts step of `release` at the inventory's version.
-    fn artifacts(&mut self, release: &Release, key: &str) -> Option<(String, String)> {
-        let version = self.version(release, key);
+    fn artifacts(&mut self, release: &Release) -> Option<(String, String)> {
+        let version = self.version(release);
         let file = release.file(&version);
         let files = vec![pinned_file(
             &file,
@@ -102,14 +191,8 @@ impl Planner<'_> {
             release.url(GITHUB, &version),
             None,
         )];
-        match files_step(
-            self.loaded,
-            release.slug,
-            release.title,
-            &version,
-            files,
-            &format!("components.{key}"),
-        ) {
+        let path = format!("components.{}", release.component().key);
+        match files_step(self.loaded, release.slug, release.title, &version, files, &path) {
             Ok(step) => {
                 let id = step.id.clone();
                 if self.artifacts.insert(id.clone()) {
@@ -124,83 +207,177 @@ impl Planner<'_> {
         }
     }
 
-    /// A step applying `release` (and/or run-time objects) on `cluster`.
-    #[allow(clippy::too_many_arguments)]
-    fn apply(
-        &mut self,
-        name: &str,
-        cluster: &str,
-        release: Option<(&Release, &str)>,
-        values: Value,
-        runtime: Option<Runtime>,
-        mut needs: Vec<String>,
-        namespace: &str,
-        optional_kinds: &[(&str, &str)],
-    ) -> Option<String> {
+    /// Plan `s` on `cluster`; its id, unless the cluster cannot be reached
+    /// (reported elsewhere) or its release failed to plan.
+    fn add(&mut self, cluster: &str, s: StackStep) -> Option<String> {
         let target: KubeTarget = kube_target::target(self.loaded, cluster)?;
         let mut sources = Vec::new();
-        let mut description = name.to_string();
-        if let Some((release, key)) = release {
-            let (artifacts, file) = self.artifacts(release, key)?;
-            description = format!("{} {}", release.title, self.version(release, key));
+        let mut description = s.name.to_string();
+        if let Some(release) = s.release {
+            let (artifacts, file) = self.artifacts(release)?;
+            description = format!("{} {}", release.title, self.version(release));
             sources.push(match release.form {
                 Form::Manifest => Source::Manifest { artifacts, file },
                 Form::Chart { release: r } => Source::Chart {
                     artifacts,
                     file,
                     release: r.into(),
-                    namespace: namespace.into(),
-                    values,
+                    namespace: s.namespace.into(),
+                    values: s.values,
                 },
             });
         }
-        let force = component(self.loaded, release.map(|r| r.1).unwrap_or(name)).is_some_and(|c| c.force_conflicts);
-        let id = step_id(name, cluster);
-        let namespace_owner = release
-            .and_then(|(r, _)| r.namespace_of)
+        let force = s
+            .component
+            .and_then(|c| self.enabled(c.key))
+            .is_some_and(|c| c.force_conflicts);
+        let id = step_id(s.name, cluster);
+        let namespace_owner = s
+            .release
+            .and_then(|r| r.namespace_of)
             .map(|slug| step_id(slug, cluster));
+        let mut needs = s.needs;
         needs.extend(namespace_owner.clone());
         let spec = StackSpec {
             apply: ApplySpec {
                 target,
                 set: id.clone(),
-                namespace: Some(namespace.into()),
+                namespace: Some(s.namespace.into()),
                 force_conflicts: force,
                 sources,
-                ready: release
-                    .map(|(r, _)| r.ready.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect())
+                ready: s
+                    .release
+                    .map(|r| r.ready.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect())
                     .unwrap_or_default(),
             },
-            runtime,
-            optional_kinds: optional_kinds
-                .iter()
-                .map(|(a, k)| (a.to_string(), k.to_string()))
-                .collect(),
+            runtime: s.runtime,
+            optional_kinds: s
+                .release
+                .map(|r| {
+                    r.removed_kinds
+                        .iter()
+                        .map(|(a, k)| (a.to_string(), k.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
             namespace_owner,
         };
         needs.extend(spec.apply.needs());
         self.steps
             .push(Step::of(&id, format!("{description} on {cluster}"), &spec).needs(needs));
+        self.stack_steps.push(id.clone());
         Some(id)
+    }
+
+    /// `release` on `cluster` with what its entry and we add to it, and
+    /// each release that goes with it right after, on the same cluster.
+    fn add_release(&mut self, cluster: &str, release: &'static Release) -> Option<String> {
+        let ours = self.ours(release);
+        let mut step = StackStep::release(release, ours.values, ours.needs);
+        step.runtime = ours.runtime;
+        let id = self.add(cluster, step);
+        if id.is_some() {
+            for part in catalog::releases().filter(|r| matches!(r.place, Place::With(s) if s == release.slug)) {
+                // Its namespace's owner comes from the catalog (`namespace_of`).
+                self.add_release(cluster, part);
+            }
+        }
+        id
+    }
+
+    /// What we add to a catalog release: its values (the user's, or ours
+    /// where its entry says `Values::Planned`), objects of ours built when
+    /// it runs, and the steps those need.
+    fn ours(&mut self, release: &Release) -> Ours {
+        match (release.values, release.slug) {
+            (Values::User, _) => Ours {
+                values: Value::Object(values_of(self.loaded, release.component().key)),
+                runtime: None,
+                needs: Vec::new(),
+            },
+            (Values::Planned, s) if s == catalog::TRAEFIK_RELEASE.slug => traefik(self),
+            (Values::Planned, s) if s == catalog::VAULT_INJECTOR.slug => vault_injector(self),
+            (Values::Planned, s) => {
+                unreachable!("no planner function for the values of {s} (the planner's tests list them)")
+            }
+        }
+    }
+
+    /// The steps of what `component` needs (by the catalog), as far as they
+    /// are planned: GitLab's and Vault's own steps, or the management-side
+    /// step of a stack component.
+    fn catalog_needs(&self, component: &Component) -> Vec<String> {
+        component
+            .needs
+            .iter()
+            .filter_map(|key| match *key {
+                k if k == catalog::GITLAB.key => self.planned_before(gitlab::STEP_ID).then(|| gitlab::STEP_ID.into()),
+                k if k == catalog::VAULT.key => self.planned_before(vault::STEP_ID).then(|| vault::STEP_ID.into()),
+                k => self.planned.get(k).cloned(),
+            })
+            .collect()
     }
 }
 
-fn values_of(loaded: &Loaded, key: &str) -> serde_json::Map<String, Value> {
-    component(loaded, key).map(|c| c.values.clone()).unwrap_or_default()
+/// What the planner adds to a catalog release (see `Planner::ours`).
+struct Ours {
+    values: Value,
+    runtime: Option<Runtime>,
+    needs: Vec<String>,
+}
+
+/// Traefik: its NodePorts from our own keys among its values, our ingress
+/// certificate as its default (so the PKI's step first).
+fn traefik(p: &mut Planner) -> Ours {
+    p.problems.extend(traefik_value_problems(p.loaded));
+    Ours {
+        values: traefik_values(p.loaded),
+        runtime: Some(Runtime::IngressTls {
+            namespace: catalog::TRAEFIK_RELEASE.namespace.into(),
+        }),
+        needs: vec![certificates::STEP_ID.into()],
+    }
+}
+
+/// The Vault agent injector alone, pointed at the inventory's Vault (once
+/// it is configured).
+fn vault_injector(p: &mut Planner) -> Ours {
+    let vault = p.vault_target.as_ref();
+    Ours {
+        values: json!({"server": {"enabled": false}, "injector": {"enabled": true,
+                       "externalVaultAddr": vault.map(|v| v.url.clone())}}),
+        runtime: None,
+        needs: vault.iter().map(|_| vault::STEP_ID.to_string()).collect(),
+    }
 }
 
 /// Traefik's chart values: NodePorts and our certificate as its default.
 pub fn traefik_ports(loaded: &Loaded) -> (u16, u16) {
-    let v = values_of(loaded, "traefik");
+    let v = values_of(loaded, catalog::TRAEFIK.key);
     let port = |k: &str, d: u16| v.get(k).and_then(Value::as_u64).map(|p| p as u16).unwrap_or(d);
     (port("webNodePort", 30080), port("websecureNodePort", 30443))
+}
+
+/// Traefik's chart values: its NodePorts from our own keys, then the user's
+/// values (ours taken out: they are not the chart's).
+fn traefik_values(loaded: &Loaded) -> Value {
+    let (web, websecure) = traefik_ports(loaded);
+    let mut values = json!({
+        "service": {"type": "NodePort"},
+        "ports": {"web": {"nodePort": web}, "websecure": {"nodePort": websecure}},
+    });
+    crate::steps::manifests::merge_values(&mut values, &Value::Object(values_of(loaded, catalog::TRAEFIK.key)));
+    for key in ["webNodePort", "websecureNodePort", "ingressAddress"] {
+        values.as_object_mut().map(|o| o.remove(key));
+    }
+    values
 }
 
 /// Our own keys among Traefik's values, checked: a NodePort in Kubernetes'
 /// range, an address as text. (Wrong ones would otherwise fall back to the
 /// defaults without a word.)
 fn traefik_value_problems(loaded: &Loaded) -> Vec<Diagnostic> {
-    let values = values_of(loaded, "traefik");
+    let values = values_of(loaded, catalog::TRAEFIK.key);
     let mut problems = Vec::new();
     for key in ["webNodePort", "websecureNodePort"] {
         if let Some(v) = values.get(key) {
@@ -226,267 +403,74 @@ fn traefik_value_problems(loaded: &Loaded) -> Vec<Diagnostic> {
 }
 
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
-    let inv = &loaded.inventory;
     let mut p = Planner {
         loaded,
+        before: steps,
         steps: Vec::new(),
         problems: Vec::new(),
         artifacts: BTreeSet::new(),
+        planned: BTreeMap::new(),
+        pending: Vec::new(),
+        stack_steps: Vec::new(),
+        vault_target: vault::target(loaded),
+        domain: loaded.inventory.settings.domain.clone().unwrap_or_default(),
     };
-    let domain = inv.settings.domain.clone().unwrap_or_default();
-    let vault_target = vault::target(loaded);
-    let gitlab_step = steps.iter().any(|s| s.id == gitlab::STEP_ID);
-    let mut stack_steps = Vec::new();
-
-    if let (Some(cluster), Some(_)) = (ingress_cluster(loaded), component(loaded, "traefik")) {
-        p.problems.extend(traefik_value_problems(loaded));
-        let (web, websecure) = traefik_ports(loaded);
-        let mut values = json!({
-            "service": {"type": "NodePort"},
-            "ports": {"web": {"nodePort": web}, "websecure": {"nodePort": websecure}},
-        });
-        crate::steps::manifests::merge_values(&mut values, &Value::Object(values_of(loaded, "traefik")));
-        // Our own keys, not the chart's.
-        for key in ["webNodePort", "websecureNodePort", "ingressAddress"] {
-            values.as_object_mut().map(|o| o.remove(key));
-        }
-        stack_steps.extend(p.apply(
-            "traefik",
-            &cluster,
-            Some((&catalog::TRAEFIK, "traefik")),
-            values,
-            Some(Runtime::IngressTls {
-                namespace: "traefik".into(),
-            }),
-            vec![certificates::STEP_ID.into()],
-            "traefik",
-            &[],
-        ));
-    }
-
-    if let Some(mgmt) = management_cluster(loaded) {
-        // Each management component may be placed elsewhere with `cluster:`.
-        let on = |key: &str| {
-            component(loaded, key)
-                .and_then(|c| c.cluster.clone())
-                .unwrap_or(mgmt.clone())
-        };
-        if component(loaded, "certManager").is_some() {
-            let cm = p.apply(
-                "cert-manager",
-                &on("certManager"),
-                Some((&catalog::CERT_MANAGER, "certManager")),
-                Value::Null,
-                None,
-                Vec::new(),
-                "cert-manager",
-                &[],
-            );
-            stack_steps.extend(cm.clone());
-            let user_ca_key = inv.pki.ca.as_ref().map(|c| c.key.clone());
-            let mut needs: Vec<String> = cm.into_iter().collect();
-            needs.push(certificates::STEP_ID.into());
-            stack_steps.extend(p.apply(
-                "ca-issuer",
-                &on("certManager"),
-                None,
-                Value::Null,
-                Some(Runtime::CaIssuer { user_ca_key }),
-                needs,
-                "cert-manager",
-                &[],
-            ));
-        }
-        let dex = match (component(loaded, "dex"), gitlab_step) {
-            (Some(c), true) => p.apply(
-                "dex",
-                &on("dex"),
-                None,
-                Value::Null,
-                Some(Runtime::Dex(runtime::DexSpec {
-                    domain: domain.clone(),
-                    version: c.version.clone().unwrap_or(versions::DEX.into()),
-                    vault: vault_target.clone(),
-                    clients: sign_in::enabled(&inv.components),
-                })),
-                vec![gitlab::STEP_ID.into(), certificates::STEP_ID.into()],
-                "dex",
-                &[],
-            ),
-            // Without GitLab, validation has said so (`Components::NEEDS`);
-            // a GitLab that failed to plan has its own error.
-            _ => None,
-        };
-        stack_steps.extend(dex.clone());
-        if let (Some(c), Some(cluster)) = (component(loaded, "oauth2Proxy"), ingress_cluster(loaded)) {
-            let target = c.cluster.clone().unwrap_or(cluster);
-            let mut needs: Vec<String> = dex.iter().cloned().collect();
-            needs.push(certificates::STEP_ID.into());
-            // Its Middleware is a Traefik kind.
-            if component(loaded, "traefik").is_some() && ingress_cluster(loaded).as_ref() == Some(&target) {
-                needs.push(step_id("traefik", &target));
-            }
-            stack_steps.extend(p.apply(
-                "oauth2-proxy",
-                &target,
-                None,
-                Value::Null,
-                Some(Runtime::Oauth2Proxy(runtime::Oauth2ProxySpec {
-                    domain: domain.clone(),
-                    version: c.version.clone().unwrap_or(versions::OAUTH2_PROXY.into()),
-                })),
-                needs,
-                "oauth2-proxy",
-                &[],
-            ));
-        }
-        let proxy = match (&vault_target, component(loaded, "nautes")) {
-            (Some(v), Some(n)) => p.apply(
-                "vault-proxy",
-                &on("nautes"),
-                None,
-                Value::Null,
-                Some(Runtime::VaultProxy(runtime::VaultProxySpec {
-                    image: format!(
-                        "ghcr.io/nautes-labs/vault-proxy:{}",
-                        n.version.clone().unwrap_or(versions::NAUTES.into())
-                    ),
-                    vault: v.clone(),
-                })),
-                vec![vault::STEP_ID.into(), certificates::STEP_ID.into()],
-                "nautes",
-                &[],
-            ),
-            _ => None,
-        };
-        stack_steps.extend(proxy.clone());
-        if component(loaded, "argocd").is_some() && gitlab_step {
-            let mut needs = vec![gitlab::STEP_ID.to_string(), certificates::STEP_ID.to_string()];
-            needs.extend(dex.clone());
-            let argocd = p.apply(
-                "argocd",
-                &on("argocd"),
-                Some((&catalog::ARGOCD, "argocd")),
-                Value::Null,
-                Some(Runtime::Argocd(runtime::ArgocdSpec {
-                    domain: domain.clone(),
-                    vault: vault_target.clone(),
-                })),
-                needs,
-                "argocd",
-                &[],
-            );
-            stack_steps.extend(argocd.clone());
-            if component(loaded, "nautes").is_some() {
-                // Nautes' operators log in to Vault: its auth and policies first.
-                let mut needs: Vec<String> = argocd.into_iter().collect();
-                needs.push(gitlab::STEP_ID.into());
-                needs.extend(proxy.clone());
-                if vault_target.is_some() {
-                    needs.push(vault::STEP_ID.into());
-                    needs.extend(inv.tenants.iter().map(|t| vault_kubernetes::step_id(&t.name)));
-                }
-                let nautes = p.apply(
-                    "nautes",
-                    &on("argocd"),
-                    None,
-                    Value::Null,
-                    Some(Runtime::Nautes(runtime::NautesSpec { path: "nautes".into() })),
-                    needs,
-                    "argocd",
-                    &[],
-                );
-                stack_steps.extend(nautes.clone());
-                // Runtime clusters are registered with Nautes once it runs.
-                let pki_here = steps.iter().any(|s| s.id == certificates::STEP_ID);
-                let api = health::ingress_endpoint(
-                    loaded,
-                    pki_here,
-                    "Nautes API server",
-                    &health::nautes_api_host(loaded),
-                    "",
-                    health::Expect::Answers,
-                );
-                for cluster in runtime_clusters(loaded, &[ClusterUsage::Deployment, ClusterUsage::Pipeline]) {
-                    let Some(target) = kube_target::target(loaded, &cluster) else {
-                        continue;
-                    };
-                    let host_cluster = inv
-                        .virtual_clusters
-                        .iter()
-                        .find(|v| v.name == cluster)
-                        .map(|v| v.host_cluster.clone());
-                    let spec = register::RegisterSpec {
-                        cluster: cluster.clone(),
-                        target: target.clone(),
-                        cluster_type: if host_cluster.is_some() { "virtual" } else { "physical" }.into(),
-                        host_cluster,
-                        api: api.clone(),
-                        vault: vault_target.clone(),
-                    };
-                    let mut needs: Vec<String> = nautes.iter().cloned().collect();
-                    needs.push(gitlab::STEP_ID.into());
-                    if pki_here {
-                        needs.push(certificates::STEP_ID.into());
-                    }
-                    needs.extend(target.needs());
-                    let id = register::step_id(&cluster);
-                    p.steps
-                        .push(Step::of(&id, format!("register {cluster} with Nautes"), &spec).needs(needs));
-                    stack_steps.push(id);
-                }
-            }
-        }
-    }
-
-    // Runtime releases, as the catalog places them; each companion right
-    // after the release it goes with, on the same cluster.
     let mgmt = management_cluster(loaded);
-    for release in catalog::RELEASES {
-        let Some(on) = release.on_runtime else {
-            continue;
-        };
-        if component(loaded, on.enabled_by).is_none() {
+    let ingress = ingress_cluster(loaded);
+
+    // Releases the catalog places on the ingress or management cluster.
+    for component in catalog::COMPONENTS {
+        if p.enabled(component.key).is_none() {
             continue;
         }
-        for cluster in runtime_clusters(loaded, on.usage) {
-            if Some(&cluster) == mgmt.as_ref() && release.slug == catalog::ARGOCD.slug {
-                continue; // the management cluster's Argo CD is configured above
-            }
-            let (values, needs) = if release.slug == catalog::VAULT_INJECTOR.slug {
-                (
-                    json!({"server": {"enabled": false}, "injector": {"enabled": true,
-                           "externalVaultAddr": vault_target.as_ref().map(|v| v.url.clone())}}),
-                    vault_target.iter().map(|_| vault::STEP_ID.to_string()).collect(),
-                )
-            } else {
-                (Value::Object(values_of(loaded, on.enabled_by)), Vec::new())
+        for release in component.releases {
+            let cluster = match (release.place, &ingress, &mgmt) {
+                (Place::Ingress, Some(c), _) | (Place::Management, _, Some(c)) => c,
+                _ => continue,
             };
-            stack_steps.extend(p.apply(
-                release.slug,
-                &cluster,
-                Some((release, release.key)),
-                values,
-                None,
-                needs,
-                release.namespace,
-                on.removed_kinds,
-            ));
-            for companion in catalog::RELEASES
-                .iter()
-                .filter(|c| c.companion_of == Some(release.slug))
-            {
-                stack_steps.extend(p.apply(
-                    companion.slug,
-                    &cluster,
-                    Some((companion, companion.key)),
-                    Value::Null,
-                    None,
-                    // Its namespace's owner comes from the catalog (`namespace_of`).
-                    Vec::new(),
-                    companion.namespace,
-                    &[],
-                ));
+            let cluster = p.cluster_of(component.key, cluster);
+            if let Some(id) = p.add_release(&cluster, release) {
+                let index = p.steps.iter().position(|s| s.id == id).expect("just planned");
+                p.pending.push((index, component));
+                p.planned.insert(component.key, id);
+            }
+        }
+    }
+
+    if let Some(mgmt) = &mgmt {
+        ca_issuer(&mut p, mgmt);
+        dex(&mut p, mgmt);
+        oauth2_proxy(&mut p, ingress.as_deref());
+        let proxy = vault_proxy(&mut p, mgmt);
+        if let Some(argocd) = argocd(&mut p, mgmt) {
+            if let Some(nautes) = nautes(&mut p, mgmt, &argocd, proxy) {
+                register_runtime_clusters(&mut p, &nautes);
+            }
+        }
+    }
+
+    // Runtime releases, as the catalog places them (each part that goes
+    // with one right after it, on the same cluster).
+    for release in catalog::releases() {
+        let Place::Runtime { usage, management } = release.place else {
+            continue;
+        };
+        if p.enabled(release.component().key).is_none() {
+            continue;
+        }
+        for cluster in runtime_clusters(loaded, usage) {
+            if management && Some(&cluster) == mgmt.as_ref() {
+                continue; // the management cluster's is configured above (Argo CD)
+            }
+            p.add_release(&cluster, release);
+        }
+    }
+
+    // What each management-side step needs by the catalog, now that all is planned.
+    for (index, component) in std::mem::take(&mut p.pending) {
+        for need in p.catalog_needs(component) {
+            if !p.steps[index].needs.contains(&need) {
+                p.steps[index].needs.push(need);
             }
         }
     }
@@ -494,17 +478,215 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     if !p.problems.is_empty() {
         return Err(p.problems);
     }
-    if !stack_steps.is_empty() {
-        p.steps.push(health::plan(loaded, steps, &stack_steps));
+    if !p.stack_steps.is_empty() {
+        p.steps.push(health::plan(loaded, steps, &p.stack_steps));
     }
     steps.append(&mut p.steps);
     Ok(())
+}
+
+/// A cert-manager ClusterIssuer on our CA, beside cert-manager.
+fn ca_issuer(p: &mut Planner, mgmt: &str) {
+    let Some(cert_manager) = p.planned.get(catalog::CERT_MANAGER.key).cloned() else {
+        return;
+    };
+    let user_ca_key = p.loaded.inventory.pki.ca.as_ref().map(|c| c.key.clone());
+    let cluster = p.cluster_of(catalog::CERT_MANAGER.key, mgmt);
+    let step = StackStep::ours(
+        "ca-issuer",
+        None,
+        Runtime::CaIssuer { user_ca_key },
+        catalog::CERT_MANAGER_RELEASE.namespace,
+    )
+    .needing([cert_manager, certificates::STEP_ID.into()]);
+    p.add(&cluster, step);
+}
+
+/// Dex, configured with the GitLab connector the GitLab step made and the
+/// Dex clients of the enabled components. Without a GitLab step there is
+/// none: validation has said so (the catalog's `needs`), or GitLab failed
+/// to plan with its own error.
+fn dex(p: &mut Planner, mgmt: &str) {
+    let Some(c) = p.enabled(catalog::DEX.key) else { return };
+    if !p.planned_before(gitlab::STEP_ID) {
+        return;
+    }
+    let spec = runtime::DexSpec {
+        domain: p.domain.clone(),
+        version: c.version.clone().unwrap_or(catalog::DEX.default_version().into()),
+        vault: p.vault_target.clone(),
+        clients: sign_in::enabled(&p.loaded.inventory.components),
+    };
+    let cluster = p.cluster_of(catalog::DEX.key, mgmt);
+    let mut needs = p.catalog_needs(&catalog::DEX);
+    needs.push(certificates::STEP_ID.into());
+    let step = StackStep::ours(catalog::DEX.slug, Some(&catalog::DEX), Runtime::Dex(spec), "dex").needing(needs);
+    if let Some(id) = p.add(&cluster, step) {
+        p.planned.insert(catalog::DEX.key, id);
+    }
+}
+
+/// oauth2-proxy on the ingress cluster, behind Traefik.
+fn oauth2_proxy(p: &mut Planner, ingress: Option<&str>) {
+    let (Some(c), Some(ingress)) = (p.enabled(catalog::OAUTH2_PROXY.key), ingress) else {
+        return;
+    };
+    let version = c
+        .version
+        .clone()
+        .unwrap_or(catalog::OAUTH2_PROXY.default_version().into());
+    let target = c.cluster.clone().unwrap_or(ingress.to_string());
+    let mut needs = p.catalog_needs(&catalog::OAUTH2_PROXY);
+    needs.push(certificates::STEP_ID.into());
+    // Its Middleware is a Traefik kind.
+    if p.enabled(catalog::TRAEFIK.key).is_some() && ingress == target {
+        needs.push(step_id(catalog::TRAEFIK_RELEASE.slug, &target));
+    }
+    let spec = runtime::Oauth2ProxySpec {
+        domain: p.domain.clone(),
+        version,
+    };
+    let step = StackStep::ours(
+        catalog::OAUTH2_PROXY.slug,
+        Some(&catalog::OAUTH2_PROXY),
+        Runtime::Oauth2Proxy(spec),
+        "oauth2-proxy",
+    )
+    .needing(needs);
+    p.add(&target, step);
+}
+
+/// vault-proxy, Nautes' way into Vault, beside Nautes.
+fn vault_proxy(p: &mut Planner, mgmt: &str) -> Option<String> {
+    let vault = p.vault_target.clone()?;
+    let nautes = p.enabled(catalog::NAUTES.key)?;
+    let version = nautes
+        .version
+        .clone()
+        .unwrap_or(catalog::NAUTES.default_version().into());
+    let spec = runtime::VaultProxySpec {
+        image: format!("ghcr.io/nautes-labs/vault-proxy:{version}"),
+        vault,
+    };
+    let cluster = p.cluster_of(catalog::NAUTES.key, mgmt);
+    let step = StackStep::ours("vault-proxy", None, Runtime::VaultProxy(spec), "nautes")
+        .needing([vault::STEP_ID.into(), certificates::STEP_ID.into()]);
+    p.add(&cluster, step)
+}
+
+/// Argo CD on the management cluster: its release with OIDC through Dex,
+/// our CA and the tenant repository (whose token the GitLab step made).
+fn argocd(p: &mut Planner, mgmt: &str) -> Option<String> {
+    p.enabled(catalog::ARGOCD.key)?;
+    if !p.planned_before(gitlab::STEP_ID) {
+        return None;
+    }
+    let mut needs = vec![gitlab::STEP_ID.to_string(), certificates::STEP_ID.to_string()];
+    needs.extend(p.catalog_needs(&catalog::ARGOCD));
+    let spec = runtime::ArgocdSpec {
+        domain: p.domain.clone(),
+        vault: p.vault_target.clone(),
+    };
+    let mut step = StackStep::release(&catalog::ARGOCD_RELEASE, Value::Null, needs);
+    step.runtime = Some(Runtime::Argocd(spec));
+    let cluster = p.cluster_of(catalog::ARGOCD.key, mgmt);
+    let id = p.add(&cluster, step)?;
+    p.planned.insert(catalog::ARGOCD.key, id.clone());
+    Some(id)
+}
+
+/// Nautes, delivered by Argo CD from the tenant repository: its
+/// AppProject and Application, once Vault's auth and policies exist.
+fn nautes(p: &mut Planner, mgmt: &str, argocd: &str, proxy: Option<String>) -> Option<String> {
+    p.enabled(catalog::NAUTES.key)?;
+    // Nautes' operators log in to Vault: its auth and policies first.
+    let mut needs = vec![argocd.to_string(), gitlab::STEP_ID.into()];
+    needs.extend(proxy);
+    if p.vault_target.is_some() {
+        needs.push(vault::STEP_ID.into());
+        needs.extend(
+            p.loaded
+                .inventory
+                .tenants
+                .iter()
+                .map(|t| vault_kubernetes::step_id(&t.name)),
+        );
+    }
+    needs.extend(p.catalog_needs(&catalog::NAUTES));
+    let step = StackStep::ours(
+        catalog::NAUTES.slug,
+        Some(&catalog::NAUTES),
+        Runtime::Nautes(runtime::NautesSpec { path: "nautes".into() }),
+        catalog::ARGOCD_RELEASE.namespace,
+    )
+    .needing(needs);
+    // Where Argo CD runs, which delivers it.
+    let cluster = p.cluster_of(catalog::ARGOCD.key, mgmt);
+    let id = p.add(&cluster, step)?;
+    p.planned.insert(catalog::NAUTES.key, id.clone());
+    Some(id)
+}
+
+/// Runtime clusters are registered with Nautes once it runs.
+fn register_runtime_clusters(p: &mut Planner, nautes: &str) {
+    let loaded = p.loaded;
+    let inv = &loaded.inventory;
+    let pki_here = p.planned_before(certificates::STEP_ID);
+    let api = health::ingress_endpoint(
+        loaded,
+        pki_here,
+        "Nautes API server",
+        &health::nautes_api_host(loaded),
+        "",
+        health::Expect::Answers,
+    );
+    for cluster in runtime_clusters(loaded, &[ClusterUsage::Deployment, ClusterUsage::Pipeline]) {
+        let Some(target) = kube_target::target(loaded, &cluster) else {
+            continue;
+        };
+        let host_cluster = inv
+            .virtual_clusters
+            .iter()
+            .find(|v| v.name == cluster)
+            .map(|v| v.host_cluster.clone());
+        let spec = register::RegisterSpec {
+            cluster: cluster.clone(),
+            target: target.clone(),
+            cluster_type: if host_cluster.is_some() { "virtual" } else { "physical" }.into(),
+            host_cluster,
+            api: api.clone(),
+            vault: p.vault_target.clone(),
+        };
+        let mut needs = vec![nautes.to_string(), gitlab::STEP_ID.into()];
+        if pki_here {
+            needs.push(certificates::STEP_ID.into());
+        }
+        needs.extend(target.needs());
+        let id = register::step_id(&cluster);
+        p.steps
+            .push(Step::of(&id, format!("register {cluster} with Nautes"), &spec).needs(needs));
+        p.stack_steps.push(id);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::steps::manifests::unknown_value_keys;
+
+    /// The releases whose values `Planner::ours` computes (`Values::Planned`).
+    const PLANNED_VALUES: [&str; 2] = [catalog::TRAEFIK_RELEASE.slug, catalog::VAULT_INJECTOR.slug];
+
+    /// A release whose entry says the planner computes its values has a
+    /// planner function (`Planner::ours` would stop otherwise), and only those.
+    #[test]
+    fn each_release_with_planned_values_has_its_planner_function() {
+        let planned: Vec<&str> = catalog::releases()
+            .filter(|r| matches!(r.values, Values::Planned))
+            .map(|r| r.slug)
+            .collect();
+        assert_eq!(planned, PLANNED_VALUES);
+    }
 
     /// The stand-in chart (tests/charts) that mirrors each real chart we
     /// pin, and the keys upstream documents only as comments in its values.
@@ -697,7 +879,7 @@ mod tests {
             let [_, slug, cluster] = step.id.splitn(3, '/').collect::<Vec<_>>()[..] else {
                 panic!("step {} is not stack/<release>/<cluster>", step.id);
             };
-            let Some(release) = catalog::RELEASES.into_iter().find(|r| r.slug == slug) else {
+            let Some(release) = catalog::release(slug) else {
                 assert!(spec.apply.sources.is_empty(), "{}: sources of no release", step.id);
                 continue; // ours only (Dex, the CA issuer, ...): built when it runs
             };
@@ -708,7 +890,8 @@ mod tests {
             for source in &spec.apply.sources {
                 let (name, text) = match source {
                     Source::Manifest { file, .. } => {
-                        let name = format!("{root}/tests/fixtures/stack/{slug}/{}/{file}", release.default_version);
+                        let version = release.pinned.unwrap_or(release.component().default_version());
+                        let name = format!("{root}/tests/fixtures/stack/{slug}/{version}/{file}");
                         let text = std::fs::read_to_string(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
                         (name, text)
                     }
@@ -788,10 +971,9 @@ mod tests {
             checked.insert(r.release.slug);
         }
         // Nautes is Argo CD's to deliver (its rule is the Application's health).
-        let all: BTreeSet<&str> = catalog::RELEASES
-            .iter()
+        let all: BTreeSet<&str> = catalog::releases()
             .map(|r| r.slug)
-            .filter(|s| *s != catalog::NAUTES.slug)
+            .filter(|s| *s != catalog::NAUTES_RELEASE.slug)
             .collect();
         assert_eq!(checked, all);
     }

@@ -1,14 +1,14 @@
-//! Who signs in through Dex: one entry per component whose web UI trusts
-//! Dex. Dex's static clients are derived from this list and the components
-//! the inventory enables, and each component takes its client id, secret
-//! and callback from its entry, so adding a UI behind Dex is adding an
-//! entry here, not editing Dex.
+//! Who signs in through Dex: every catalog component that declares a
+//! `sign_in` (see `crate::catalog`). Dex's static clients are derived from
+//! those and the components the inventory enables, and each component
+//! takes its client id, secret and callback from its entry, so adding a UI
+//! behind Dex is adding `sign_in` to its catalog entry, not editing Dex.
 
-use crate::components::endpoints::{self, Subdomain};
+use crate::catalog::{self, Component, Subdomain};
 use crate::inventory::Components;
 
-/// One OIDC client of Dex.
-#[derive(Debug)]
+/// One OIDC client of Dex, as its component's catalog entry declares it.
+#[derive(Debug, Clone, Copy)]
 pub struct OidcClient {
     /// The client id Dex and the component agree on.
     pub id: &'static str,
@@ -25,45 +25,48 @@ pub struct OidcClient {
 }
 
 impl OidcClient {
+    /// The client of `component`, which must declare `sign_in` and a
+    /// subdomain (the catalog's tests check both go together).
+    pub const fn of(component: &Component) -> OidcClient {
+        match (&component.sign_in, component.subdomain) {
+            (Some(s), Some(subdomain)) => OidcClient {
+                id: s.client_id,
+                name: s.name,
+                component: component.key,
+                subdomain,
+                callback_path: s.callback_path,
+                secret_file: s.secret_file,
+            },
+            _ => panic!("a component without sign-in has no Dex client"),
+        }
+    }
+
     pub fn redirect_uri(&self, domain: &str) -> String {
         format!("{}{}", self.subdomain.url(domain), self.callback_path)
     }
 }
 
-pub const ARGOCD: OidcClient = OidcClient {
-    id: "argocd",
-    name: "Argo CD",
-    component: "argocd",
-    subdomain: endpoints::ARGOCD,
-    callback_path: "/auth/callback",
-    secret_file: "argocd/dex-client-secret",
-};
-
+pub const ARGOCD: OidcClient = OidcClient::of(&catalog::ARGOCD);
 /// oauth2-proxy signs users in for the UIs without OIDC of their own.
-pub const OAUTH2_PROXY: OidcClient = OidcClient {
-    id: "oauth2-proxy",
-    name: "oauth2-proxy",
-    component: "oauth2Proxy",
-    subdomain: endpoints::OAUTH2_PROXY,
-    callback_path: "/oauth2/callback",
-    secret_file: "oauth2-proxy/dex-client-secret",
-};
+pub const OAUTH2_PROXY: OidcClient = OidcClient::of(&catalog::OAUTH2_PROXY);
 
-pub const CLIENTS: [&OidcClient; 2] = [&ARGOCD, &OAUTH2_PROXY];
+/// Every client, in catalog order.
+pub fn clients() -> impl Iterator<Item = OidcClient> {
+    catalog::sign_ins().map(|(c, _)| OidcClient::of(c))
+}
 
 /// The ids of the clients whose components the inventory enables, in
-/// [`CLIENTS`] order: what Dex is configured with.
+/// catalog order: what Dex is configured with.
 pub fn enabled(components: &Components) -> Vec<String> {
-    CLIENTS
-        .iter()
+    clients()
         .filter(|c| components.enabled(c.component))
         .map(|c| c.id.to_string())
         .collect()
 }
 
 /// The client with `id`, if there is one.
-pub fn by_id(id: &str) -> Option<&'static OidcClient> {
-    CLIENTS.iter().copied().find(|c| c.id == id)
+pub fn by_id(id: &str) -> Option<OidcClient> {
+    clients().find(|c| c.id == id)
 }
 
 #[cfg(test)]
@@ -72,12 +75,12 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_each_names_a_component_the_inventory_knows() {
-        let mut ids: Vec<&str> = CLIENTS.iter().map(|c| c.id).collect();
+        let mut ids: Vec<&str> = clients().map(|c| c.id).collect();
         ids.sort();
         ids.dedup();
-        assert_eq!(ids.len(), CLIENTS.len());
-        for c in CLIENTS {
-            assert!(Components::KEYS.contains(&c.component), "{}", c.component);
+        assert_eq!(ids.len(), clients().count());
+        for c in clients() {
+            assert!(catalog::component(c.component).is_some(), "{}", c.component);
         }
         assert_eq!(
             ARGOCD.redirect_uri("example.com"),

@@ -37,7 +37,7 @@ pub(super) fn client_secret(ctx: &StepContext, client: &sign_in::OidcClient) -> 
 fn static_clients(ctx: &StepContext, spec: &DexSpec) -> Result<Value, StepError> {
     let mut clients = Vec::new();
     for id in &spec.clients {
-        let client = sign_in::by_id(id)
+        let client = &sign_in::by_id(id)
             .ok_or_else(|| StepError::new(format!("Dex has no client `{id}` in this version of nautes-install")))?;
         clients.push(
             json!({"id": client.id, "name": client.name, "secret": client_secret(ctx, client)?.expose(),
