@@ -210,6 +210,10 @@ pub enum Command {
         /// Replace a workdir state that already records steps.
         #[arg(long)]
         force: bool,
+        /// Also put the clusters' etcd back from their snapshots in the
+        /// archive: rolls each cluster back, restarting its datastore.
+        #[arg(long)]
+        clusters: bool,
     },
     /// Remove a state lock left by a run that is gone (ID: the holder the refusal named).
     ForceUnlock {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::apply::create_private_dir;
+use super::apply::{absolute, create_private_dir};
+use super::cluster_data;
 use super::{load_and_plan, outputs_dir, state_path};
 use crate::archive::{self, Encrypting, Hashing, Kdf, Keys, Manifest, Member};
 use crate::cli::{GlobalArgs, Output, PassphraseArg};
@@ -23,6 +24,7 @@ use crate::inventory::{Loaded, SecretRef};
 use crate::plan::Plan;
 use crate::secret::Secret;
 use crate::state::State;
+use crate::steps::remote::Connector;
 
 const STATE_MEMBER: &str = "state.json";
 const OUTPUTS_PREFIX: &str = "outputs/";
@@ -372,10 +374,10 @@ pub(super) fn write_backup(
             path
         }
     };
-    match pack(g, loaded, plan, state, &state_file, &mut packer) {
-        Ok(()) => {}
+    let left_out = match pack(g, loaded, plan, state, &state_file, &mut packer) {
+        Ok(notes) => notes,
         Err(e) => return fail(exit::STEP_FAILED, e, None),
-    }
+    };
     let mut manifest = Manifest {
         format: archive::FORMAT,
         created: crate::util::now_rfc3339(),
@@ -392,6 +394,12 @@ pub(super) fn write_backup(
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     let encrypted = manifest.members.iter().filter(|m| m.encrypted).count();
     let snapshot = manifest.member(SNAPSHOT_MEMBER).map(|m| m.size);
+    let clusters: Vec<&str> = manifest
+        .members
+        .iter()
+        .filter_map(|m| m.path.strip_prefix(cluster_data::PREFIX))
+        .filter_map(|rest| rest.split('/').next())
+        .collect();
     match g.output {
         Output::Json => println!(
             "{}",
@@ -401,6 +409,8 @@ pub(super) fn write_backup(
                 "bytes": bytes,
                 "members": manifest.members.iter().map(|m| json!({"path": m.path, "size": m.size, "encrypted": m.encrypted})).collect::<Vec<Value>>(),
                 "vaultSnapshot": snapshot.is_some(),
+                "clusters": clusters,
+                "notBackedUp": left_out,
                 "seconds": started.elapsed().as_secs_f64(),
             })
         ),
@@ -415,6 +425,12 @@ pub(super) fn write_backup(
                         None => String::new(),
                     }
                 );
+                if !clusters.is_empty() {
+                    println!("etcd snapshots of the clusters: {}.", clusters.join(", "));
+                }
+                for note in &left_out {
+                    println!("Not in the archive: {note}.");
+                }
                 println!("Keep the passphrase apart from the archive: without it the secrets in it cannot be read.");
             }
         }
@@ -429,7 +445,7 @@ fn pack(
     state: &State,
     state_file: &Path,
     packer: &mut Packer,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     // The state names every object we made in GitLab and Vault: encrypted,
     // though it holds no secret values itself.
     packer.add_file(STATE_MEMBER, state_file, true)?;
@@ -451,8 +467,9 @@ fn pack(
             .unwrap_or_else(|| "inventory.yaml".into());
         packer.add_file(&format!("{INVENTORY_PREFIX}{name}"), &loaded.file, false)?;
     }
+    let left_out = pack_clusters(g, loaded, state, packer)?;
     let Some((target, _)) = vault_of(loaded, plan) else {
-        return Ok(());
+        return Ok(left_out);
     };
     let Some((_, root)) = credentials(&outputs.join("vault")) else {
         say(
@@ -462,7 +479,7 @@ fn pack(
                 target.url
             ),
         );
-        return Ok(());
+        return Ok(left_out);
     };
     let ca = vault_ca(&target, state, Path::to_path_buf)?;
     let vault = client(&target, ca.as_deref(), loaded)?;
@@ -473,7 +490,55 @@ fn pack(
             let mut w = w;
             rt.block_on(vault.snapshot(&root, &mut w)).map(|_| ())
         })
-        .map_err(|e| format!("{e}\nhint: the snapshot needs Vault unsealed and raft storage; `apply` unseals it"))
+        .map_err(|e| format!("{e}\nhint: the snapshot needs Vault unsealed and raft storage; `apply` unseals it"))?;
+    Ok(left_out)
+}
+
+/// SSH connections for backup and restore, as `apply` makes them.
+fn connector(g: &GlobalArgs, loaded: &Loaded) -> Connector {
+    Connector::new(
+        std::sync::Arc::new(super::apply::ssh_pool(g, loaded)),
+        absolute(&loaded.base_dir),
+    )
+}
+
+/// Each installed cluster's etcd snapshot, encrypted (it holds the
+/// cluster's Secrets); returns what could not be backed up, and why.
+fn pack_clusters(g: &GlobalArgs, loaded: &Loaded, state: &State, packer: &mut Packer) -> Result<Vec<String>, String> {
+    let (stores, left_out) = cluster_data::datastores(loaded, state);
+    for note in &left_out {
+        say(g, format!("not backed up: {note}"));
+    }
+    if stores.is_empty() {
+        return Ok(left_out);
+    }
+    let rt = runtime().map_err(|_| "cannot start the async runtime".to_string())?;
+    let connector = connector(g, loaded);
+    let name = format!(
+        "nautes-{}p{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        std::process::id()
+    );
+    let mut result = Ok(());
+    for ds in &stores {
+        say(
+            g,
+            format!("taking an etcd snapshot of cluster {} ({})", ds.cluster, ds.title()),
+        );
+        result = packer.add(&ds.member_path(), true, 0o600, |w| {
+            let from = rt.block_on(cluster_data::snapshot(&connector, ds, &name, w))?;
+            say(g, format!("  from {from}"));
+            Ok(())
+        });
+        if result.is_err() {
+            break;
+        }
+    }
+    rt.block_on(connector.close_all());
+    result.map(|()| left_out)
 }
 
 /// The outcome of reading and decrypting an archive into a staging dir.
@@ -521,7 +586,14 @@ fn unpack(archive_path: &Path, staging: &Path, passphrase: &Secret) -> Result<Un
     Ok(Unpacked { manifest, files })
 }
 
-pub fn restore(g: &GlobalArgs, archive_path: &Path, file: &Path, pass: &PassphraseArg, force: bool) -> u8 {
+pub fn restore(
+    g: &GlobalArgs,
+    archive_path: &Path,
+    file: &Path,
+    pass: &PassphraseArg,
+    force: bool,
+    clusters: bool,
+) -> u8 {
     let started = std::time::Instant::now();
     let passphrase = match passphrase(pass) {
         Ok(p) => p,
@@ -598,6 +670,16 @@ pub fn restore(g: &GlobalArgs, archive_path: &Path, file: &Path, pass: &Passphra
         Err(code) => return code,
     };
     let outputs = outputs_dir(g, &loaded);
+    match restore_clusters(g, &loaded, &unpacked, clusters) {
+        Ok(done) => restored.extend(done),
+        Err(e) => {
+            return fail(
+                exit::STEP_FAILED,
+                format!("restoring the clusters' etcd: {e}"),
+                Some("nothing on this machine was changed yet; fix that and run restore again"),
+            )
+        }
+    }
     if unpacked.files.contains_key(SNAPSHOT_MEMBER) {
         match restore_vault(g, &loaded, &plan, &unpacked, &outputs) {
             Ok(url) => restored.push(format!("OpenBao's data at {url} (unsealed)")),
@@ -655,6 +737,62 @@ pub fn restore(g: &GlobalArgs, archive_path: &Path, file: &Path, pass: &Passphra
         }
     }
     exit::OK
+}
+
+/// Put back each cluster's etcd snapshot the archive holds, when asked
+/// (`--clusters`): it rolls a live cluster back. Unasked, say what is there.
+fn restore_clusters(g: &GlobalArgs, loaded: &Loaded, u: &Unpacked, asked: bool) -> Result<Vec<String>, String> {
+    let archived: Vec<&String> = u.files.keys().filter(|p| p.starts_with(cluster_data::PREFIX)).collect();
+    if archived.is_empty() {
+        return Ok(Vec::new());
+    }
+    let archived_state = State::load(&u.files[STATE_MEMBER]).map_err(|e| e.to_string())?;
+    let (stores, _) = cluster_data::datastores(loaded, &archived_state);
+    let mut unknown: Vec<&str> = archived
+        .iter()
+        .filter(|p| !stores.iter().any(|ds| ds.member_path() == ***p))
+        .map(|p| p.as_str())
+        .collect();
+    unknown.sort();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "the archive holds {} but the inventory has no such installed K3s (embedded etcd) or Kubespray cluster",
+            unknown.join(", ")
+        ));
+    }
+    let names: Vec<&str> = stores.iter().map(|ds| ds.cluster.as_str()).collect();
+    if !asked {
+        say(
+            g,
+            format!(
+                "the archive holds etcd snapshots of {}: not restored (pass --clusters to roll those clusters back to them)",
+                names.join(", ")
+            ),
+        );
+        return Ok(Vec::new());
+    }
+    let rt = runtime().map_err(|_| "cannot start the async runtime".to_string())?;
+    let connector = connector(g, loaded);
+    let stamp = archive_name("r")
+        .trim_start_matches("r-")
+        .trim_end_matches(".tar.gz")
+        .to_string();
+    let mut done = Vec::new();
+    let mut result = Ok(());
+    for ds in &stores {
+        say(g, format!("restoring cluster {} ({})", ds.cluster, ds.title()));
+        let local = &u.files[&ds.member_path()];
+        let said = |line: String| say(g, format!("  {line}"));
+        result = rt
+            .block_on(cluster_data::restore(&connector, ds, local, &stamp, &said))
+            .map_err(|e| format!("cluster `{}`: {e}", ds.cluster));
+        if result.is_err() {
+            break;
+        }
+        done.push(format!("the etcd of cluster {} ({})", ds.cluster, ds.title()));
+    }
+    rt.block_on(connector.close_all());
+    result.map(|()| done)
 }
 
 /// Copy a staged file into place atomically with `mode`, creating its

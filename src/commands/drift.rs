@@ -62,7 +62,13 @@ pub fn drift(g: &GlobalArgs, file: &Path) -> u8 {
             workdir: absolute(&g.workdir),
             outputs_dir: absolute(&outputs_dir),
             limits: super::limits(&inv.settings.timeouts),
-            services: Arc::new(Services::default()),
+            services: {
+                // Drift only reads: every set's objects of a kind come from
+                // one LIST per cluster, shared by all the steps.
+                let services = Services::default();
+                services.insert(crate::drivers::kube::apply::LiveCache::default());
+                Arc::new(services)
+            },
             full_teardown: false,
         },
     };

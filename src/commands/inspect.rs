@@ -195,20 +195,36 @@ pub fn status(g: &GlobalArgs) -> u8 {
         Err(code) => return code,
     };
     let holder = crate::engine::lock::current_holder(&g.workdir);
-    let rows = status_rows(&state, holder.as_ref());
+    let lease = match backend::recorded(g) {
+        backend::Where::Kube(k) => Some(lease_info(&k)),
+        backend::Where::Local(_) => None,
+    };
+    // A run on another machine holds the shared state's Lease, not our lock.
+    let leased = matches!(&lease, Some(Ok(l)) if l.holder.is_some() && !l.expired);
+    let rows = status_rows(&state, holder.is_some() || leased);
     if g.output == Output::Json {
+        let lease = match &lease {
+            Some(Ok(l)) => json!(l),
+            Some(Err(e)) => json!({ "error": e }),
+            None => serde_json::Value::Null,
+        };
         let steps: Vec<serde_json::Value> = rows
             .iter()
             .map(|(id, status, rec)| json!({ "id": id, "status": status, "record": rec }))
             .collect();
         println!(
             "{}",
-            json!({ "workdir": g.workdir, "steps": steps, "runs": state.runs, "lock": holder })
+            json!({ "workdir": g.workdir, "steps": steps, "runs": state.runs, "lock": holder, "lease": lease })
         );
         return exit::OK;
     }
     if let Some(h) = &holder {
         println!("Running now: {h}");
+    }
+    match &lease {
+        Some(Ok(l)) => println!("{}", describe_lease(l)),
+        Some(Err(e)) => println!("State lock: cannot be read: {e}"),
+        None => {}
     }
     if rows.is_empty() {
         println!("No steps recorded in {}.", g.workdir.display());
@@ -243,13 +259,38 @@ pub fn status(g: &GlobalArgs) -> u8 {
     exit::OK
 }
 
+fn lease_info(k: &crate::state::kubernetes::KubeStateConfig) -> Result<crate::state::kubernetes::LeaseInfo, String> {
+    let rt = backend::small_runtime().map_err(|_| "cannot start the async runtime".to_string())?;
+    rt.block_on(async {
+        let client = k.client().await?;
+        crate::state::kubernetes::lease_info(&client, k).await
+    })
+}
+
+fn describe_lease(l: &crate::state::kubernetes::LeaseInfo) -> String {
+    let place = format!("State lock (Lease {}/{})", l.namespace, l.name);
+    let or = |t: &Option<String>| t.clone().unwrap_or_else(|| "-".into());
+    match &l.holder {
+        None => format!("{place}: nobody holds it"),
+        Some(h) if l.expired => format!(
+            "{place}: held by {h}, acquired {}, last renewed {}, EXPIRED at {}: that run is gone, the next run takes the lock over",
+            or(&l.acquired),
+            or(&l.renewed),
+            or(&l.expires)
+        ),
+        Some(h) => format!(
+            "{place}: held by {h}, acquired {}, renewed {}, expires {} unless renewed",
+            or(&l.acquired),
+            or(&l.renewed),
+            or(&l.expires)
+        ),
+    }
+}
+
 /// Every step in the order of the last plan (then recorded steps that plan
 /// no longer has), each with a status word. A step recorded as running is
 /// running only while a run holds the lock; otherwise that run died.
-fn status_rows<'a>(
-    state: &'a State,
-    holder: Option<&crate::engine::lock::Holder>,
-) -> Vec<(String, String, Option<&'a crate::state::StepRecord>)> {
+fn status_rows(state: &State, held: bool) -> Vec<(String, String, Option<&crate::state::StepRecord>)> {
     let mut order: Vec<String> = state.planned.clone();
     if order.is_empty() {
         order = destroy_order(state).into_iter().rev().collect();
@@ -267,8 +308,8 @@ fn status_rows<'a>(
                 None => "pending",
                 Some(StepStatus::Done) => "done",
                 Some(StepStatus::Failed) => "FAILED",
-                Some(StepStatus::Running) if holder.is_some() => "running",
-                Some(StepStatus::Destroying) if holder.is_some() => "destroying",
+                Some(StepStatus::Running) if held => "running",
+                Some(StepStatus::Destroying) if held => "destroying",
                 Some(StepStatus::Running) | Some(StepStatus::Interrupted) => "interrupted",
                 Some(StepStatus::Destroying) => "interrupted (destroying)",
             };

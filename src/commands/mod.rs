@@ -6,6 +6,7 @@ mod backend;
 mod backup;
 mod bundle;
 mod check;
+mod cluster_data;
 mod drift;
 mod inspect;
 mod logging;
@@ -61,7 +62,8 @@ pub fn run(cli: Cli) -> u8 {
             inventory,
             passphrase,
             force,
-        } => backup::restore(g, from, &inventory.inventory, passphrase, *force),
+            clusters,
+        } => backup::restore(g, from, &inventory.inventory, passphrase, *force, *clusters),
         Command::ForceUnlock { id, inventory } => state_cmds::force_unlock(g, id, inventory.as_deref()),
         Command::MigrateState { inventory, to } => state_cmds::migrate_state(g, &inventory.inventory, *to),
     }

@@ -496,6 +496,7 @@ impl Handler for TenantHandler {
         let client = client(ctx, &spec.target).await?;
         let previous = previous_objects(&ctx.previous_outputs);
         let mut out = drift_objects(
+            ctx,
             &client,
             &structure_set(&spec.tenant),
             None,
@@ -506,9 +507,9 @@ impl Handler for TenantHandler {
         let children = spec.tree.iter().filter(|n| n.parent.is_some());
         let meta_objects: Vec<Value> = children.map(namespace_object).collect();
         let previous = previous_objects(&ctx.previous_outputs["subnamespaces"]);
-        out.extend(drift_objects(&client, &metadata_set(&spec.tenant), None, meta_objects, &previous).await?);
+        out.extend(drift_objects(ctx, &client, &metadata_set(&spec.tenant), None, meta_objects, &previous).await?);
         let previous = previous_objects(&ctx.previous_outputs["access"]);
-        out.extend(drift_objects(&client, &access_set(&spec.tenant), None, access(spec), &previous).await?);
+        out.extend(drift_objects(ctx, &client, &access_set(&spec.tenant), None, access(spec), &previous).await?);
         Ok(Some(out))
     }
 

@@ -534,7 +534,7 @@ impl Handler for VclusterHandler {
         let previous = previous_objects(&ctx.previous_outputs);
         let set = vcluster_step_id(&spec.name);
         Ok(Some(
-            drift_objects(&client, &set, Some(&spec.namespace), objects, &previous).await?,
+            drift_objects(ctx, &client, &set, Some(&spec.namespace), objects, &previous).await?,
         ))
     }
 

@@ -621,6 +621,51 @@ async fn renew(leases: Api<Lease>, name: String, identity: String, duration: Dur
     }
 }
 
+/// The state lock as `status` shows it: who holds the Lease, since when,
+/// when it was last renewed and when it expires unless renewed again.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseInfo {
+    pub namespace: String,
+    pub name: String,
+    /// `None`: nobody (never taken, or released at the end of a run).
+    pub holder: Option<String>,
+    pub acquired: Option<String>,
+    pub renewed: Option<String>,
+    pub expires: Option<String>,
+    /// The holder stopped renewing: the next run takes the Lease over.
+    pub expired: bool,
+}
+
+/// Read the Lease without touching it.
+pub async fn lease_info(client: &KubeClient, config: &KubeStateConfig) -> Result<LeaseInfo, String> {
+    let leases: Api<Lease> = Api::namespaced(client.raw(), &config.namespace);
+    let current = read(
+        with_retries(|| leases.get_opt(&config.name))
+            .await
+            .map_err(|e| format!("reading the Lease {}/{}: {e}", config.namespace, config.name))?,
+    );
+    let spec = current.lease.as_ref().and_then(|l| l.spec.clone()).unwrap_or_default();
+    let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    Ok(LeaseInfo {
+        namespace: config.namespace.clone(),
+        name: config.name.clone(),
+        expired: current.holder.is_some() && current.expires.is_some_and(|e| e <= Utc::now()),
+        acquired: current
+            .holder
+            .as_ref()
+            .and(spec.acquire_time.as_ref())
+            .map(|t| time(&t.0)),
+        renewed: current
+            .holder
+            .as_ref()
+            .and(spec.renew_time.as_ref())
+            .map(|t| time(&t.0)),
+        expires: current.holder.as_ref().and(current.expires.as_ref()).map(time),
+        holder: current.holder,
+    })
+}
+
 /// `force-unlock`: clear the Lease if `id` holds it. `Ok(None)`: cleared;
 /// `Ok(Some(holder))`: held by another (or nobody, `""`), left alone.
 pub async fn force_unlock(client: &KubeClient, config: &KubeStateConfig, id: &str) -> Result<Option<String>, String> {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::kube_target::{client, KubeTarget};
 use super::release_files::files_from_outputs;
 use crate::drivers::helm;
-use crate::drivers::kube::apply::{apply_set, delete_objects, diff_set, ApplyOptions, ApplyReport};
+use crate::drivers::kube::apply::{apply_set, delete_objects, diff_set, ApplyOptions, ApplyReport, LiveCache};
 use crate::drivers::kube::objects::parse_documents;
 use crate::drivers::kube::{KubeClient, ObjectRef};
 use crate::engine::{Change, Difference, Handler, Rendered, StepContext, StepError};
@@ -197,14 +197,17 @@ pub async fn apply_objects(
 
 /// What differs between the live set and `objects` as [`apply_objects`]
 /// would apply them (`previous`: what the set held after its last apply).
+/// A run that only reads (drift) shares one [`LiveCache`] among its steps.
 pub async fn drift_objects(
+    ctx: &StepContext,
     client: &KubeClient,
     set: &str,
     namespace: Option<&str>,
     objects: Vec<Value>,
     previous: &[ObjectRef],
 ) -> Result<Vec<Difference>, StepError> {
-    let drift = diff_set(client, objects, set, namespace, previous)
+    let cache = ctx.services.get::<LiveCache>();
+    let drift = diff_set(client, objects, set, namespace, previous, cache.as_deref())
         .await
         .map_err(|e| StepError::new(format!("{set} on {}: {e}", client.server)))?;
     let of = |r: &ObjectRef, change, field| Difference {
@@ -231,7 +234,7 @@ pub async fn drift_spec(
     objects: Vec<Value>,
 ) -> Result<Vec<Difference>, StepError> {
     let previous = previous_objects(&ctx.previous_outputs);
-    drift_objects(client, &spec.set, spec.namespace.as_deref(), objects, &previous).await
+    drift_objects(ctx, client, &spec.set, spec.namespace.as_deref(), objects, &previous).await
 }
 
 pub fn report_outputs(report: &ApplyReport) -> Value {

@@ -130,16 +130,36 @@ impl Connector {
         })
     }
 
+    /// For commands outside a run (backup, restore): the same pool and the
+    /// directory secret files are resolved against.
+    pub fn new(pool: std::sync::Arc<crate::drivers::ssh::SshPool>, base_dir: std::path::PathBuf) -> Connector {
+        Connector { pool, base_dir }
+    }
+
     pub async fn connect(&self, conn: &super::hosts::HostConn) -> Result<std::sync::Arc<dyn Remote>, StepError> {
-        connect_with(&self.pool, &self.base_dir, conn).await
+        let host = connect_host(&self.pool, &self.base_dir, conn).await?;
+        Ok(std::sync::Arc::new(SshRemote(host)))
+    }
+
+    /// The SSH host itself, for what the [`Remote`] seam does not carry
+    /// (streaming a large file down).
+    pub async fn host(
+        &self,
+        conn: &super::hosts::HostConn,
+    ) -> Result<std::sync::Arc<crate::drivers::ssh::SshHost>, StepError> {
+        connect_host(&self.pool, &self.base_dir, conn).await
+    }
+
+    pub async fn close_all(&self) {
+        self.pool.close_all().await
     }
 }
 
-async fn connect_with(
+async fn connect_host(
     pool: &crate::drivers::ssh::SshPool,
     base_dir: &std::path::Path,
     conn: &super::hosts::HostConn,
-) -> Result<std::sync::Arc<dyn Remote>, StepError> {
+) -> Result<std::sync::Arc<crate::drivers::ssh::SshHost>, StepError> {
     use crate::drivers::ssh::{SshTarget, Sudo};
     let sudo = match conn.sudo {
         crate::inventory::SudoMode::None => Sudo::None,
@@ -171,8 +191,7 @@ async fn connect_with(
         jump_hosts,
         config_file: conn.config_file.clone(),
     };
-    let host = pool.connect(&target).await.map_err(|e| StepError::new(e.to_string()))?;
-    Ok(std::sync::Arc::new(SshRemote(host)))
+    pool.connect(&target).await.map_err(|e| StepError::new(e.to_string()))
 }
 
 struct SshRemote(std::sync::Arc<crate::drivers::ssh::SshHost>);

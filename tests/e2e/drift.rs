@@ -121,6 +121,14 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
     for (kind, n) in per_kind(&requests) {
         eprintln!("  {n:>4}  {kind}");
     }
+    // Every set's objects of a kind come from one LIST on the cluster,
+    // however many sets hold that kind.
+    let mut lists: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in requests.iter().filter(|r| r["verb"] == "list") {
+        *lists.entry(r["path"].as_str().unwrap_or("")).or_insert(0) += 1;
+    }
+    let repeated: Vec<_> = lists.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "kinds listed more than once: {repeated:?}");
     let checked: Vec<&str> = doc["steps"]
         .as_array()
         .unwrap()

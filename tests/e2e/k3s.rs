@@ -2,12 +2,12 @@
 //! (own filesystems and hostnames), an air-gap bundle whose `k3s` and install
 //! script are stand-ins, and a real control plane the nodes register in.
 
-use crate::support::{cli, controlplane, hosts};
+use crate::support::{archive, cli, controlplane, hosts};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cli::{code, processes_mentioning, signal, stderr, wait_exit, wait_for, Scratch};
+use cli::{code, processes_mentioning, signal, stderr, stdout, wait_exit, wait_for, Scratch};
 use controlplane::ControlPlane as KubeApiStandin;
 use hosts::TestHosts;
 
@@ -679,4 +679,210 @@ fn servers_trust_dex_with_our_ca_and_outputs_writes_the_users_kubeconfig() {
         ])
     );
     assert!(user["users"][0]["user"]["token"].is_null(), "no credential of its own");
+}
+
+const ETCD_DB: &str = "/var/lib/rancher/k3s/server/db/etcd/member/snap/db";
+
+/// The stand-in datastore of a server: its etcd cluster id and data.
+fn etcd_db(e: &Env, i: usize) -> serde_json::Value {
+    serde_json::from_str(&e.host_file(i, ETCD_DB)).unwrap_or(serde_json::Value::Null)
+}
+
+fn commands(e: &Env, i: usize) -> Vec<String> {
+    e.host_file(i, "/var/lib/rancher/k3s/standin-commands.log")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn systemctl_calls(e: &Env, i: usize) -> Vec<String> {
+    e.host_file(i, "/opt/nautes/standin/systemd/calls.log")
+        .lines()
+        .filter(|l| l.ends_with(" k3s") || l.ends_with(" k3s.service"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn backup_takes_an_etcd_snapshot_and_restore_resets_the_cluster_onto_it() {
+    let Some(e) = env(&nodes(3)) else { return };
+    // A service manager on every host, as K3s's installer expects: K3s then
+    // stays running, which `etcd-snapshot save` needs and `--cluster-reset` forbids.
+    let systemctl = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/service_hosts_standin/systemctl");
+    for i in 0..3 {
+        let bin = e.hosts.host_path(i, "/usr/local/bin/systemctl");
+        std::fs::copy(&systemctl, &bin).unwrap();
+    }
+    e.inventory(&e.cluster("ha", V1, &["node-1", "node-2", "node-3"], &[]));
+    let out = e.apply(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let before = etcd_db(&e, 0);
+    let cluster_id = before["cluster-id"].as_str().unwrap().to_string();
+    for i in 1..3 {
+        assert_eq!(
+            etcd_db(&e, i)["cluster-id"],
+            cluster_id.as_str(),
+            "node-{} joined",
+            i + 1
+        );
+    }
+    // What the cluster holds when the backup is taken.
+    let mut db = before.clone();
+    db["data"] = serde_json::json!({"probe": "written-before-the-backup"});
+    std::fs::write(e.hosts.host_path(0, ETCD_DB), db.to_string()).unwrap();
+
+    let pass = e.s.path().join("passphrase");
+    std::fs::write(&pass, "k3s etcd backup passphrase\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let archive = e.s.path().join("backup.tar.gz");
+    let out =
+        e.s.command(&["backup", "-i", "inventory.yaml", "--passphrase-file"])
+            .arg(&pass)
+            .arg("--out")
+            .arg(&archive)
+            .output()
+            .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("etcd snapshots of the clusters: ha"),
+        "{}",
+        stdout(&out)
+    );
+    // Exactly: one save under our name on the first server, then its delete.
+    let ran = commands(&e, 0);
+    let saves: Vec<&String> = ran.iter().filter(|c| c.starts_with("etcd-snapshot")).collect();
+    assert_eq!(saves.len(), 2, "{ran:?}");
+    let name = saves[0]
+        .strip_prefix("etcd-snapshot save --name ")
+        .expect("a named save");
+    assert!(name.starts_with("nautes-"), "{name}");
+    let deleted = saves[1].strip_prefix("etcd-snapshot delete ").expect("then a delete");
+    assert!(deleted.starts_with(&format!("{name}-node-1-")), "{deleted}");
+    assert!(
+        std::fs::read_dir(e.hosts.host_path(0, "/var/lib/rancher/k3s/server/db/snapshots"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the snapshot taken for the backup is not left on the server"
+    );
+    assert!(commands(&e, 1).iter().all(|c| !c.starts_with("etcd-snapshot")));
+    let bytes = std::fs::read(&archive).unwrap();
+    assert!(archive::members(&bytes).contains(&"clusters/ha/etcd.snapshot".to_string()));
+    assert!(
+        !archive::contains(&archive::gunzip(&bytes), "written-before-the-backup"),
+        "the snapshot is encrypted in the archive"
+    );
+
+    // The cluster moves on after the backup.
+    db["data"] = serde_json::json!({"probe": "written-after-the-backup"});
+    std::fs::write(e.hosts.host_path(0, ETCD_DB), db.to_string()).unwrap();
+    let calls_before: Vec<usize> = (0..3).map(|i| systemctl_calls(&e, i).len()).collect();
+    let restore = |archive: &Path| {
+        e.s.command(&[
+            "restore",
+            "-i",
+            "inventory.yaml",
+            "--force",
+            "--clusters",
+            "--passphrase-file",
+        ])
+        .arg(&pass)
+        .arg("--from")
+        .arg(archive)
+        .output()
+        .unwrap()
+    };
+
+    // A flipped byte in the snapshot member: refused naming it, nothing touched.
+    let damaged = e.s.path().join("damaged.tar.gz");
+    std::fs::write(
+        &damaged,
+        archive::with_member_byte_flipped(&bytes, "clusters/ha/etcd.snapshot"),
+    )
+    .unwrap();
+    let out = restore(&damaged);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(stderr(&out).contains("clusters/ha/etcd.snapshot"), "{}", stderr(&out));
+    for (i, before) in calls_before.iter().enumerate() {
+        assert_eq!(systemctl_calls(&e, i).len(), *before, "node-{} untouched", i + 1);
+    }
+    assert_eq!(etcd_db(&e, 0)["data"]["probe"], "written-after-the-backup");
+
+    let out = restore(&archive);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("the etcd of cluster ha"), "{}", stdout(&out));
+    // The first server was reset onto the snapshot while stopped, then started.
+    let reset: Vec<String> = commands(&e, 0)
+        .into_iter()
+        .filter(|c| c.contains("--cluster-reset"))
+        .collect();
+    assert_eq!(reset.len(), 1, "{reset:?}");
+    assert!(
+        reset[0].starts_with(
+            "server --cluster-reset --cluster-reset-restore-path=/var/lib/rancher/k3s/server/nautes-restore-"
+        ),
+        "{}",
+        reset[0]
+    );
+    let restored = etcd_db(&e, 0);
+    assert_eq!(restored["data"]["probe"], "written-before-the-backup");
+    let new_id = restored["cluster-id"].as_str().unwrap();
+    assert_ne!(new_id, cluster_id, "a reset makes a new one-member cluster");
+    assert_eq!(
+        e.api
+            .get("/api/v1/namespaces/kube-system/configmaps/k3s-standin-cluster")["data"]["etcd-cluster-id"],
+        new_id
+    );
+    // The other servers forgot the old cluster and rejoined the new one.
+    for i in 1..3 {
+        let joined = &e.hosts.host_path(i, ETCD_DB);
+        wait_for("the server to rejoin", Duration::from_secs(20), || {
+            std::fs::read_to_string(joined).is_ok_and(|t| t.contains(new_id))
+        });
+    }
+    for (i, before) in calls_before.iter().enumerate() {
+        let calls = systemctl_calls(&e, i)[*before..].to_vec();
+        assert_eq!(calls, ["stop k3s.service", "start k3s.service"], "node-{}", i + 1);
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(e.hosts.host_path(0, "/var/lib/rancher/k3s/server"))
+        .unwrap()
+        .flatten()
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("nautes-restore-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_single_server_on_sqlite_is_named_as_not_in_the_backup() {
+    let Some(e) = env(&nodes(1)) else { return };
+    e.inventory(&e.cluster("solo", V1, &["node-1"], &[]));
+    let out = e.apply(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let pass = e.s.path().join("passphrase");
+    std::fs::write(&pass, "sqlite passphrase\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let archive = e.s.path().join("backup.tar.gz");
+    let out =
+        e.s.command(&[
+            "--output",
+            "json",
+            "backup",
+            "-i",
+            "inventory.yaml",
+            "--passphrase-file",
+        ])
+        .arg(&pass)
+        .arg("--out")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let done: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(done["clusters"], serde_json::json!([]));
+    let note = done["notBackedUp"][0].as_str().unwrap_or_default();
+    assert!(note.contains("`solo`") && note.contains("SQLite"), "{done}");
+    assert!(commands(&e, 0).iter().all(|c| !c.starts_with("etcd-snapshot")));
 }

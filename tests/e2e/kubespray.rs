@@ -1,11 +1,11 @@
 //! Kubespray clusters with the real `ansible-playbook` against real sshd
 //! test hosts, driving a stand-in Kubespray tree (tests/kubespray_standin).
 
-use crate::support::{cli, controlplane, hosts};
+use crate::support::{archive, cli, controlplane, hosts};
 
 use std::path::Path;
 
-use cli::{code, stderr, Scratch};
+use cli::{code, stderr, stdout, Scratch};
 use controlplane::ControlPlane as KubeApiStandin;
 use hosts::TestHosts;
 
@@ -234,4 +234,174 @@ fn the_control_plane_trusts_dex_through_kube_oidc_variables_and_our_ca() {
     assert!(std::fs::read_to_string(&path)
         .unwrap()
         .contains("--oidc-issuer-url=https://dex.sso.test"));
+}
+
+/// What Kubespray's etcd role writes outside the default private dirs.
+const ETCD_DIRS: &[(&str, &str)] = &[("/etc/ssl/etcd", "etc-ssl-etcd"), ("/var/lib/etcd", "var-lib-etcd")];
+const ETCD_FILES: &[(&str, &str)] = &[("/etc/etcd.env", "etcd.env")];
+const ETCD_MEMBER: &str = "clusters/ks/etcd.snapshot";
+
+/// The real etcdctl on this machine, as the admin of member `i`.
+fn etcdctl(e: &Env, i: usize, args: &[&str]) -> std::process::Output {
+    let certs = |f: String| e.hosts.host_path(i, &format!("/etc/ssl/etcd/ssl/{f}"));
+    let node = &e.hosts.hosts[i].name;
+    std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{}:2379", e.hosts.hosts[i].address))
+        .arg("--cacert")
+        .arg(certs("ca.pem".into()))
+        .arg("--cert")
+        .arg(certs(format!("admin-{node}.pem")))
+        .arg("--key")
+        .arg(certs(format!("admin-{node}-key.pem")))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `key=value` lines under /registry/, as member `i` serves them.
+fn registry(e: &Env, i: usize) -> Vec<String> {
+    let out = etcdctl(e, i, &["get", "--prefix", "/registry/"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    lines.chunks(2).map(|kv| kv.join("=")).collect()
+}
+
+fn etcd_calls(e: &Env, i: usize) -> Vec<String> {
+    std::fs::read_to_string(e.hosts.host_path(i, "/opt/nautes/standin/systemd/calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.ends_with(" etcd.service"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn backup_snapshots_the_real_etcd_and_restore_brings_its_keys_back_on_every_member() {
+    if !ansible_ready() {
+        return;
+    }
+    let names: Vec<(String, String)> = (1..=3).map(|i| (format!("node-{i}"), format!("node-{i}"))).collect();
+    let hosts = TestHosts::start_named_with_files(&names, ETCD_DIRS, ETCD_FILES);
+    let systemctl = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/service_hosts_standin/systemctl");
+    for i in 0..3 {
+        std::fs::copy(&systemctl, hosts.host_path(i, "/usr/local/bin/systemctl")).unwrap();
+    }
+    let e = Env {
+        hosts,
+        api: KubeApiStandin::start_with_nodes(&[]),
+        s: Scratch::new(),
+    };
+    std::fs::write(e.s.path().join("known_hosts"), e.hosts.known_hosts()).unwrap();
+    let standin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubespray_standin");
+    // A data dir other than Kubespray's default: restore must read it from /etc/etcd.env.
+    e.s.write_inventory(&format!(
+        "settings:\n  timeouts:\n    nodeReady: 30s\nssh:\n  identityFile: {key}\n  knownHosts: known_hosts\n{hosts}clusters:\n  - name: ks\n    type: kubespray\n    kubespray:\n      version: v2.23.1\n      kubeVersion: v1.27.7\n      path: {path}\n      controlPlane: [node-1, node-2, node-3]\n      apiEndpoint: {api}\n      extraVars:\n        kube_config_dir: /opt/nautes/kubernetes\n        ansible_python_interpreter: /usr/bin/python3\n        standin_api_url: {api}\n        standin_api_token: {token}\n        standin_api_ca: {ca}\n        standin_api_ca_data: {ca_data}\n        standin_etcd: true\n        standin_etcd_pki: {pki}\n        etcd_data_dir: /var/lib/etcd/data\n",
+        key = e.hosts.client_key().display(),
+        hosts = e.hosts.inventory_hosts(),
+        path = standin.display(),
+        api = e.api.url(),
+        token = e.api.token,
+        ca = e.api.ca_path(),
+        ca_data = e.api.ca_b64(),
+        pki = e.s.path().join("etcd-pki").display(),
+    ));
+    let out = e.apply();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for (k, v) in [
+        ("/registry/secrets/default/probe", "value-before-the-backup"),
+        ("/registry/configmaps/default/kept", "kept"),
+    ] {
+        let put = etcdctl(&e, 1, &["put", k, v]);
+        assert!(put.status.success(), "{}", stderr(&put));
+    }
+    let written = registry(&e, 2);
+    assert_eq!(written.len(), 2, "{written:?}");
+
+    let pass = e.s.path().join("passphrase");
+    std::fs::write(&pass, "etcd backup passphrase\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let archive_path = e.s.path().join("backup.tar.gz");
+    let out =
+        e.s.command(&["backup", "-i", "inventory.yaml", "--passphrase-file"])
+            .arg(&pass)
+            .arg("--out")
+            .arg(&archive_path)
+            .output()
+            .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let bytes = std::fs::read(&archive_path).unwrap();
+    assert!(archive::members(&bytes).contains(&ETCD_MEMBER.to_string()));
+    assert!(
+        !archive::contains(&archive::gunzip(&bytes), "value-before-the-backup"),
+        "the snapshot is encrypted in the archive"
+    );
+    let parent = e.hosts.host_path(0, "/var/lib/etcd");
+    let left: Vec<String> = std::fs::read_dir(&parent)
+        .unwrap()
+        .flatten()
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["data"], "the snapshot file is removed from the member");
+
+    // The data is destroyed after the backup, and something new is written.
+    let del = etcdctl(&e, 0, &["del", "--prefix", "/registry/"]);
+    assert!(del.status.success(), "{}", stderr(&del));
+    let put = etcdctl(&e, 0, &["put", "/registry/pods/default/after", "written-after"]);
+    assert!(put.status.success(), "{}", stderr(&put));
+    let destroyed = registry(&e, 0);
+    let calls_before: Vec<usize> = (0..3).map(|i| etcd_calls(&e, i).len()).collect();
+
+    let restore = |archive: &Path| {
+        e.s.command(&[
+            "restore",
+            "-i",
+            "inventory.yaml",
+            "--force",
+            "--clusters",
+            "--passphrase-file",
+        ])
+        .arg(&pass)
+        .arg("--from")
+        .arg(archive)
+        .output()
+        .unwrap()
+    };
+    // A flipped byte in the snapshot: refused naming it, etcd untouched.
+    let damaged = e.s.path().join("damaged.tar.gz");
+    std::fs::write(&damaged, archive::with_member_byte_flipped(&bytes, ETCD_MEMBER)).unwrap();
+    let out = restore(&damaged);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(stderr(&out).contains(ETCD_MEMBER), "{}", stderr(&out));
+    assert_eq!(registry(&e, 0), destroyed);
+    for (i, before) in calls_before.iter().enumerate() {
+        assert_eq!(etcd_calls(&e, i).len(), *before, "node-{} untouched", i + 1);
+    }
+
+    let out = restore(&archive_path);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("the etcd of cluster ks"), "{}", stdout(&out));
+    // Every member serves the keys of the backup, and only those.
+    for (i, before) in calls_before.iter().enumerate() {
+        assert_eq!(registry(&e, i), written, "member node-{}", i + 1);
+        let calls = etcd_calls(&e, i)[*before..].to_vec();
+        assert_eq!(calls, ["stop etcd.service", "start etcd.service"], "node-{}", i + 1);
+        let old: Vec<String> = std::fs::read_dir(e.hosts.host_path(i, "/var/lib/etcd"))
+            .unwrap()
+            .flatten()
+            .map(|d| d.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "data")
+            .collect();
+        assert!(
+            old.len() == 1 && old[0].starts_with("data.before-restore-"),
+            "the replaced data is kept beside, nothing else is left: {old:?}"
+        );
+    }
+    // One cluster of three again, which takes writes.
+    let members = etcdctl(&e, 0, &["member", "list"]);
+    assert_eq!(String::from_utf8_lossy(&members.stdout).lines().count(), 3);
+    let put = etcdctl(&e, 2, &["put", "/registry/after-restore", "ok"]);
+    assert!(put.status.success(), "{}", stderr(&put));
 }

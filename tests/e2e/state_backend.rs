@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::support::cli::{code, hook, stderr, wait_for, Scratch};
+use crate::support::cli::{code, hook, stderr, stdout, wait_for, Scratch};
 use crate::support::controlplane::{self, ControlPlane};
 use nautes_install::state::kubernetes::{KubeBackend, KubeStateConfig};
 use nautes_install::state::{State, StateBackend, StateStore};
@@ -117,9 +117,37 @@ fn two_applies_sharing_one_state_one_runs_and_the_other_is_refused_naming_the_ho
     assert!(err.contains(&format!("pid {}", first.id())), "names the holder: {err}");
     assert!(err.contains("until 20"), "says when the lock expires: {err}");
     assert!(err.contains("force-unlock"), "{err}");
+    // `status` shows who holds the Lease, since when and until when.
+    let status = a.command(&["status"]).output().unwrap();
+    assert_eq!(code(&status), 0, "{}", stderr(&status));
+    let said = stdout(&status);
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("State lock (Lease "))
+        .unwrap_or_default();
+    assert!(
+        line.contains("held by ") && line.contains(&format!("pid {}", first.id())),
+        "{said}"
+    );
+    assert!(
+        line.contains("acquired 20") && line.contains("renewed 20") && line.contains("expires 20"),
+        "{line}"
+    );
+    let json = a.command(&["--output", "json", "status"]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(
+        doc["lease"]["holder"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(&format!("pid {}", first.id())),
+        "{doc}"
+    );
+    assert_eq!(doc["lease"]["expired"], false, "{doc}");
     std::fs::write(&release, "").unwrap();
     let out = first.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = a.command(&["status"]).output().unwrap();
+    assert!(stdout(&status).contains(": nobody holds it"), "{}", stdout(&status));
     // The second workdir has no state file of its own: it sees the shared one.
     let again = b.run("apply", &[]);
     assert_eq!(code(&again), 0, "{}", stderr(&again));
@@ -165,6 +193,11 @@ fn a_killed_holder_s_lease_expires_and_the_next_run_resumes_from_the_shared_stat
     let killed_at = Instant::now();
     let refused = b.run("apply", &[]);
     assert_eq!(code(&refused), 4, "the lease outlives its holder: {}", stderr(&refused));
+    // Until a run takes it over, `status` says the holder is gone.
+    wait_for("status to call the lease expired", Duration::from_secs(15), || {
+        let out = a.command(&["status"]).output().unwrap();
+        stdout(&out).contains("EXPIRED at 20")
+    });
     std::fs::write(&resume, "").unwrap();
     let mut took_over = None;
     while killed_at.elapsed() < Duration::from_secs(20) {

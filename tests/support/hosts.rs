@@ -36,6 +36,8 @@ pub struct TestHosts {
     pub hosts: Vec<TestHost>,
     /// PRIVATE_DIRS plus what the test asked for (`start_named_with_dirs`).
     private: Vec<(String, String)>,
+    /// Private files (host path, file name in the host's directory).
+    files: Vec<(String, String)>,
     /// All test hosts share one network namespace, so a test that occupies a
     /// Kubernetes port would fail every other test's preflight: such a test
     /// holds this lock exclusively, the others hold it shared.
@@ -166,6 +168,22 @@ impl TestHosts {
         Self::start_full(names, false, extra)
     }
 
+    /// Hosts with extra private directories and private files (host path,
+    /// file name in the host's directory): a file an installer writes
+    /// directly under /etc (an empty file is created at each host path on
+    /// this machine as the mount point).
+    pub fn start_named_with_files(
+        names: &[(String, String)],
+        dirs: &[(&str, &str)],
+        files: &[(&str, &str)],
+    ) -> TestHosts {
+        let mut hosts = Self::start_prepared(names, false, dirs, files);
+        for i in 0..hosts.hosts.len() {
+            hosts.start_host(i);
+        }
+        hosts
+    }
+
     /// Both: extra private directories, for a test whose server occupies
     /// ports every host sees (a real server listening on 0.0.0.0).
     pub fn start_named_with_dirs_owning_ports(names: &[(String, String)], extra: &[(&str, &str)]) -> TestHosts {
@@ -177,6 +195,19 @@ impl TestHosts {
     }
 
     fn start_full(names: &[(String, String)], own_ports: bool, extra: &[(&str, &str)]) -> TestHosts {
+        let mut me = Self::start_prepared(names, own_ports, extra, &[]);
+        for i in 0..me.hosts.len() {
+            me.start_host(i);
+        }
+        me
+    }
+
+    fn start_prepared(
+        names: &[(String, String)],
+        own_ports: bool,
+        extra: &[(&str, &str)],
+        files: &[(&str, &str)],
+    ) -> TestHosts {
         let ports = ports_lock(own_ports);
         let dir = tempfile::Builder::new().prefix("nh").tempdir().expect("tempdir");
         let private: Vec<(String, String)> = PRIVATE_DIRS
@@ -187,6 +218,11 @@ impl TestHosts {
         for (real, _) in &private {
             std::fs::create_dir_all(real).expect("mount point");
         }
+        for (real, _) in files {
+            if !Path::new(real).exists() {
+                std::fs::write(real, "").expect("file mount point");
+            }
+        }
         std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
         keygen(&dir.path().join("client_key"));
         let mut hosts = Vec::new();
@@ -195,6 +231,9 @@ impl TestHosts {
             let hdir = dir.path().join(name);
             for (_, sub) in &private {
                 std::fs::create_dir_all(hdir.join(sub)).unwrap();
+            }
+            for (_, file) in files {
+                std::fs::write(hdir.join(file), "").unwrap();
             }
             keygen(&hdir.join("host_key"));
             std::fs::copy(dir.path().join("client_key.pub"), hdir.join("authorized_keys")).unwrap();
@@ -217,22 +256,19 @@ impl TestHosts {
                 child: None,
             });
         }
-        let mut me = TestHosts {
+        TestHosts {
             dir,
             hosts,
             private,
+            files: files.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             _ports: ports,
-        };
-        for i in 0..me.hosts.len() {
-            me.start_host(i);
         }
-        me
     }
 
     pub fn start_host(&mut self, i: usize) {
         let h = &mut self.hosts[i];
         let mut script = String::new();
-        for (real, sub) in &self.private {
+        for (real, sub) in self.private.iter().chain(&self.files) {
             script.push_str(&format!("mount --bind {}/{sub} {real} && ", h.dir.display()));
         }
         script.push_str(&format!(
@@ -301,6 +337,9 @@ impl TestHosts {
 
     /// A file as host `i` sees it at `path` (one of the private dirs).
     pub fn host_path(&self, i: usize, path: &str) -> PathBuf {
+        if let Some((_, file)) = self.files.iter().find(|(real, _)| real == path) {
+            return self.hosts[i].dir.join(file);
+        }
         for (real, sub) in &self.private {
             if let Some(rest) = path.strip_prefix(real.as_str()) {
                 return self.hosts[i].dir.join(sub).join(rest.trim_start_matches('/'));
@@ -347,9 +386,41 @@ impl TestHosts {
     }
 }
 
+impl TestHosts {
+    /// Services the `systemctl` stand-in started on a host run detached and
+    /// outlive its sshd: stop them. A pid file can outlive its process, and
+    /// its number may since belong to another test's process: only a
+    /// process inside a test host (a mount namespace other than ours) is killed.
+    fn stop_detached_services(&self, i: usize) {
+        let Ok(dir) = std::fs::read_dir(self.host_path(i, "/opt/nautes/standin/systemd")) else {
+            return;
+        };
+        let ours = std::fs::read_link("/proc/self/ns/mnt").ok();
+        for entry in dir.flatten() {
+            if entry.path().extension().is_none_or(|e| e != "pid") {
+                continue;
+            }
+            let Ok(pid) = std::fs::read_to_string(entry.path())
+                .unwrap_or_default()
+                .trim()
+                .parse::<i32>()
+            else {
+                continue;
+            };
+            if std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() != ours {
+                // SAFETY: plain kill(2) of a stand-in service this test started.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
 impl Drop for TestHosts {
     fn drop(&mut self) {
         for i in 0..self.hosts.len() {
+            self.stop_detached_services(i);
             self.stop_host(i);
             let _ = std::fs::remove_dir_all(&self.hosts[i].lease);
         }

@@ -4,6 +4,7 @@
 //! this one module; each file allows dead code because no one binary uses
 //! all of it.
 
+pub mod archive;
 pub mod ca;
 pub mod casbin;
 pub mod cli;

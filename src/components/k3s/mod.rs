@@ -12,7 +12,7 @@ mod token;
 
 pub use kubeconfig_step::KubeconfigHandler;
 pub use node::NodeHandler;
-pub use plan::plan;
+pub use plan::{node_step_id, plan};
 pub use token::TokenHandler;
 
 use serde::{Deserialize, Serialize};

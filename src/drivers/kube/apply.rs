@@ -511,6 +511,7 @@ pub async fn diff_set(
     set: &str,
     default_namespace: Option<&str>,
     previous: &[ObjectRef],
+    shared: Option<&LiveCache>,
 ) -> Result<SetDrift, String> {
     let mut drift = SetDrift::default();
     let mut resolved = Vec::new();
@@ -535,7 +536,10 @@ pub async fn diff_set(
         }
     }
     let mut listing = Listing::default();
-    listing.include(client, kinds.iter(), set).await?;
+    match shared {
+        Some(cache) => listing.include_from(cache, client, kinds.iter(), set).await?,
+        None => listing.include(client, kinds.iter(), set).await?,
+    }
     for (p, _) in &resolved {
         match compare(listing.live.get(&p.r), p) {
             Comparison::Missing => drift.missing.push(p.r.clone()),
@@ -697,6 +701,89 @@ impl Listing {
                 let mut live = serde_json::to_value(&item).unwrap_or(Value::Null);
                 // A real apiserver leaves apiVersion and kind out of list
                 // items; put them back, or every manifest would look changed.
+                if let Some(obj) = live.as_object_mut() {
+                    obj.insert("apiVersion".into(), served.resource.api_version.clone().into());
+                    obj.insert("kind".into(), served.resource.kind.clone().into());
+                }
+                self.live.insert(r, live);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every set's live objects of a kind on one cluster, listed once (by our
+/// managed-by label, any set) for all the sets a run reads: a drift of the
+/// whole platform reads each kind once per cluster, not once per set. Only
+/// for readers: a run that writes must see its own writes.
+#[derive(Default)]
+pub struct LiveCache {
+    #[allow(clippy::type_complexity)]
+    lists:
+        std::sync::Mutex<BTreeMap<(String, String), std::sync::Arc<tokio::sync::OnceCell<Result<Vec<Value>, String>>>>>,
+}
+
+impl LiveCache {
+    /// The live objects of `served` on `client`'s cluster carrying our label.
+    async fn objects(&self, client: &KubeClient, served: &Served) -> Result<Vec<Value>, String> {
+        let key = (
+            client.server.clone(),
+            format!("{}/{}", served.resource.api_version, served.resource.plural),
+        );
+        let cell = self
+            .lists
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        cell.get_or_init(|| async {
+            let params = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER},{SET_LABEL}"));
+            let api = client.api(served, None);
+            let list = with_retries(|| api.list(&params))
+                .await
+                .map_err(|e| format!("listing {}: {e}", served.resource.plural))?;
+            Ok(list
+                .items
+                .iter()
+                .map(|item| serde_json::to_value(item).unwrap_or(Value::Null))
+                .collect())
+        })
+        .await
+        .clone()
+    }
+}
+
+impl Listing {
+    /// [`Listing::include`] through a run's [`LiveCache`]: the same objects,
+    /// picked from the kind's one LIST by the set's label.
+    async fn include_from<'a>(
+        &mut self,
+        cache: &LiveCache,
+        client: &KubeClient,
+        kinds: impl Iterator<Item = &'a Served>,
+        set: &str,
+    ) -> Result<(), String> {
+        let value = set_label_value(set);
+        for served in kinds {
+            let key = format!("{}/{}", served.resource.api_version, served.resource.plural);
+            if !self.listed.insert(key) {
+                continue;
+            }
+            let items = cache
+                .objects(client, served)
+                .await
+                .map_err(|e| format!("{e} (set {set})"))?;
+            for mut live in items {
+                if live["metadata"]["labels"][SET_LABEL].as_str() != Some(value.as_str()) {
+                    continue;
+                }
+                let r = ObjectRef {
+                    api_version: served.resource.api_version.clone(),
+                    kind: served.resource.kind.clone(),
+                    namespace: live["metadata"]["namespace"].as_str().map(str::to_string),
+                    name: live["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                };
                 if let Some(obj) = live.as_object_mut() {
                     obj.insert("apiVersion".into(), served.resource.api_version.clone().into());
                     obj.insert("kind".into(), served.resource.kind.clone().into());

@@ -817,6 +817,63 @@ impl SshHost {
         Ok(out.stdout)
     }
 
+    /// Stream a remote file into `out` (a snapshot may be larger than
+    /// memory), returning its length. Fails when `cat` does, naming the file.
+    pub async fn download(&self, remote: &str, out: &mut dyn std::io::Write) -> Result<u64, SshError> {
+        use tokio::io::AsyncReadExt;
+        let command = format!("cat {}", sh_quote(remote));
+        let err = |message: String| SshError::Command {
+            host: self.target.name.clone(),
+            command: command.clone(),
+            message,
+        };
+        let mut cmd = self.session.raw_command(self.wrap(&command));
+        cmd.stdin(openssh::Stdio::piped())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
+        let work = async {
+            let mut child = cmd.spawn().await.map_err(|e| err(e.to_string()))?;
+            if let Some(mut stdin) = child.stdin().take() {
+                if let (Sudo::Password(p), false) = (&self.target.sudo, self.target.user == "root") {
+                    stdin
+                        .write_all(format!("{}\n", p.expose()).as_bytes())
+                        .await
+                        .map_err(|e| err(e.to_string()))?;
+                }
+                stdin.shutdown().await.map_err(|e| err(e.to_string()))?;
+            }
+            let mut stdout = child.stdout().take().ok_or_else(|| err("no output stream".into()))?;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0u64;
+            loop {
+                let n = stdout.read(&mut buf).await.map_err(|e| err(e.to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n])
+                    .map_err(|e| err(format!("writing what was read: {e}")))?;
+                total += n as u64;
+            }
+            let done = child.wait_with_output().await.map_err(|e| err(e.to_string()))?;
+            if !done.status.success() {
+                return Err(err(format!(
+                    "exit status {}: {}",
+                    done.status.code().unwrap_or(-1),
+                    String::from_utf8_lossy(&done.stderr).trim()
+                )));
+            }
+            Ok(total)
+        };
+        match tokio::time::timeout(self.command_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(SshError::Timeout {
+                host: self.target.name.clone(),
+                command,
+                after: self.command_timeout,
+            }),
+        }
+    }
+
     async fn checked(&self, command: &str) -> Result<Output, SshError> {
         let out = self.run(command).await?;
         if out.status != 0 {

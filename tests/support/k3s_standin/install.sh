@@ -4,7 +4,8 @@
 # (INSTALL_K3S_SKIP_DOWNLOAD=true with /usr/local/bin/k3s already in place),
 # INSTALL_K3S_EXEC choosing server or agent, a systemd unit + env file, the
 # uninstall script, kubectl symlink, and "starting" the service (the
-# stand-in k3s registers its node and exits; there is no systemd here) only
+# stand-in k3s registers its node and exits, or stays running when a
+# service manager starts it) only
 # when the binary, unit or env file changed or INSTALL_K3S_FORCE_RESTART=true.
 set -e
 fatal() { echo "[ERROR] $*" >&2; exit 1; }
@@ -56,5 +57,12 @@ echo "$(date +%s%N) $cmd ${INSTALL_K3S_EXEC}" >> /var/lib/rancher/k3s/standin-in
 if [ "$pre_install" = "$(installed_hashes)" ] && [ "$INSTALL_K3S_FORCE_RESTART" != true ]; then
   echo "[INFO]  No change detected so skipping service start"
   exit 0
+fi
+# With a service manager on the host (the systemctl stand-in, which the
+# tests put in /usr/local/bin), the unit is (re)started through it, as the
+# real script does; without one, k3s runs once in the foreground.
+if [ -x /usr/local/bin/systemctl ]; then
+  systemctl daemon-reload
+  exec systemctl restart $unit
 fi
 exec /usr/local/bin/k3s $INSTALL_K3S_EXEC
