@@ -58,15 +58,7 @@ impl Harbor {
 
     /// Whether these credentials log in; `Ok(false)` on 401.
     pub async fn can_log_in(&self, auth: Auth<'_>) -> Result<bool, RestError> {
-        let reply = self
-            .rest
-            .send(Method::GET, "users/current", auth, Body::Empty, &[])
-            .await?;
-        match reply.status {
-            200 => Ok(true),
-            401 => Ok(false),
-            _ => Err(self.rest.refused(Method::GET, "users/current", &reply)),
-        }
+        self.rest.accepts("users/current", auth).await
     }
 
     /// The id of the user these credentials log in as.

@@ -30,15 +30,7 @@ impl Nexus {
     /// Whether these credentials log in (`GET /status/check` needs a user
     /// with nx-metrics-all; admin has it); `Ok(false)` on 401.
     pub async fn can_log_in(&self, auth: Auth<'_>) -> Result<bool, RestError> {
-        let reply = self
-            .rest
-            .send(Method::GET, "status/check", auth, Body::Empty, &[])
-            .await?;
-        match reply.status {
-            200 => Ok(true),
-            401 => Ok(false),
-            _ => Err(self.rest.refused(Method::GET, "status/check", &reply)),
-        }
+        self.rest.accepts("status/check", auth).await
     }
 
     pub async fn change_password(&self, auth: Auth<'_>, user: &str, new: &Secret) -> Result<(), RestError> {

@@ -246,6 +246,17 @@ impl Rest {
         }
     }
 
+    /// Whether `auth` is accepted at `path`, a GET every valid user may
+    /// make: `Ok(false)` on 401, an error on any other refusal.
+    pub async fn accepts(&self, path: &str, auth: Auth<'_>) -> Result<bool, RestError> {
+        let reply = self.send(Method::GET, path, auth, Body::Empty, &[]).await?;
+        match reply.status {
+            200 => Ok(true),
+            401 => Ok(false),
+            _ => Err(self.refused(Method::GET, path, &reply)),
+        }
+    }
+
     /// GET as JSON; `None` on 404.
     pub async fn get(&self, path: &str, auth: Auth<'_>) -> Result<Option<Value>, RestError> {
         match self.call(Method::GET, path, auth, Body::Empty, &[]).await {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::support::registries::{sonarqube_missing, Sonarqube, Standin};
 use nautes_install::components::gitlab::credentials::CredentialStore;
-use nautes_install::components::registries::{harbor, nexus, sonarqube, Endpoint, Report};
+use nautes_install::components::registries::{self, harbor, nexus, sonarqube, Endpoint, Report};
 use nautes_install::drivers::harbor::Harbor;
 use nautes_install::drivers::nexus::Nexus;
 use nautes_install::drivers::sonarqube::Sonarqube as SonarClient;
@@ -579,7 +579,7 @@ fn nexus_takes_over_admin_converges_tenants_and_rereruns_with_zero_writes() {
         ])
     );
     // The tenant's stored user browses its own repositories, not b's.
-    let user = stored(&creds, &nexus::tenant_record("nexus", "a"));
+    let user = stored(&creds, &registries::tenant_record("nexus", "a"));
     let (u, p) = (user["username"].as_str().unwrap(), user["password"].as_str().unwrap());
     let (status, seen) = n.call("GET", "/service/rest/v1/repositories", Some((u, p)), None);
     assert_eq!(status, 200);
@@ -688,7 +688,7 @@ fn real_sonarqube_contract_and_converge() {
     let (_, v) = s.call("GET", "/api/authentication/validate", Some(("admin", "admin")), None);
     assert_eq!(v["valid"], false, "admin/admin still logs in");
     // The stored token works, as its user.
-    let token = stored(&creds, &sonarqube::token_record("sonarqube", "a"));
+    let token = stored(&creds, &registries::tenant_record("sonarqube", "a"));
     let t = token["token"].as_str().unwrap();
     let (_, v) = s.call("GET", "/api/authentication/validate", Some((t, "")), None);
     assert_eq!(v["valid"], true);
@@ -726,7 +726,7 @@ fn real_sonarqube_contract_and_converge() {
     run(&["b"], &["a"]);
     let (_, v) = s.call("GET", "/api/authentication/validate", Some((&a_token, "")), None);
     assert_eq!(v["valid"], false, "a removed tenant's token still works");
-    let b_token = stored(&creds, &sonarqube::token_record("sonarqube", "b"));
+    let b_token = stored(&creds, &registries::tenant_record("sonarqube", "b"));
     let (_, v) = s.call(
         "GET",
         "/api/authentication/validate",
@@ -755,7 +755,7 @@ components:\n  sonarqube:\n    placement: external\n    external:\n      url: {}
     let out1 = sc.run("apply", &["--yes"]);
     assert_eq!(code(&out1), 0, "{}", stderr(&out1));
     assert_eq!(s.writes()[before..], ["/api/users/create", "/api/user_tokens/generate"]);
-    let c_token = stored(&creds, &sonarqube::token_record("sonarqube", "c"))["token"]
+    let c_token = stored(&creds, &registries::tenant_record("sonarqube", "c"))["token"]
         .as_str()
         .unwrap()
         .to_string();

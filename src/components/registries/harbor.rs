@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{admin, ca, failed, fields, store, take_over_admin, AdminAccount, Endpoint, Report};
+use super::{admin, admin_record, ca, failed, fields, store, take_over_admin, AdminAccount, Endpoint, Report};
 use crate::components::gitlab::credentials::CredentialStore;
 use crate::drivers::harbor::Harbor;
 use crate::drivers::rest::RestError;
@@ -73,10 +73,6 @@ pub fn robot_access() -> Vec<(String, String)> {
         .iter()
         .map(|(r, a)| (r.to_string(), a.to_string()))
         .collect()
-}
-
-fn admin_record(instance: &str) -> String {
-    format!("{instance}/admin")
 }
 
 /// Where a project's robot credential is kept.

@@ -93,6 +93,17 @@ pub fn generate_password() -> Result<Secret, StepError> {
     Ok(Secret::new(format!("Nx{}7", &token.expose()[..40])))
 }
 
+/// Where an instance's admin password is kept, in its product's folder.
+pub fn admin_record(instance: &str) -> String {
+    format!("{instance}/admin")
+}
+
+/// Where the credential a tenant gets on an instance (Nexus user,
+/// SonarQube token) is kept, in its product's folder.
+pub fn tenant_record(instance: &str, tenant: &str) -> String {
+    format!("{instance}/tenants/{tenant}")
+}
+
 /// Where one product's credentials are kept.
 pub fn store(
     ctx: &StepContext,

@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{admin, ca, failed, fields, generate_password, store, take_over_admin, AdminAccount, Endpoint, Report};
+use super::{
+    admin, admin_record, ca, failed, fields, generate_password, store, take_over_admin, tenant_record, AdminAccount,
+    Endpoint, Report,
+};
 use crate::components::gitlab::credentials::CredentialStore;
 use crate::drivers::nexus::Nexus;
 use crate::drivers::rest::RestError;
@@ -154,15 +157,6 @@ pub struct TenantSpec {
 
 impl crate::plan::StepSpec for TenantSpec {
     const KIND: &'static str = TENANT_KIND;
-}
-
-fn admin_record(instance: &str) -> String {
-    format!("{instance}/admin")
-}
-
-/// Where a tenant's Nexus user is kept.
-pub fn tenant_record(instance: &str, tenant: &str) -> String {
-    format!("{instance}/tenants/{tenant}")
 }
 
 /// The role and the user a tenant gets.

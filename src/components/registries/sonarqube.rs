@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{admin, ca, failed, fields, generate_password, store, take_over_admin, AdminAccount, Endpoint, Report};
+use super::{
+    admin, admin_record, ca, failed, fields, generate_password, store, take_over_admin, tenant_record, AdminAccount,
+    Endpoint, Report,
+};
 use crate::components::gitlab::credentials::CredentialStore;
 use crate::drivers::rest::RestError;
 use crate::drivers::sonarqube::Sonarqube;
@@ -61,15 +64,6 @@ pub struct TenantSpec {
 
 impl crate::plan::StepSpec for TenantSpec {
     const KIND: &'static str = TENANT_KIND;
-}
-
-fn admin_record(instance: &str) -> String {
-    format!("{instance}/admin")
-}
-
-/// Where a tenant's token is kept.
-pub fn token_record(instance: &str, tenant: &str) -> String {
-    format!("{instance}/tenants/{tenant}")
 }
 
 fn sign_in_record(instance: &str) -> String {
@@ -179,7 +173,7 @@ pub async fn converge_tenant(
             .map_err(|e| failed(&format!("creating user {login}"), e))?;
         report.wrote(format!("user {login}"));
     }
-    let record = token_record(instance, tenant);
+    let record = tenant_record(instance, tenant);
     let stored = store.get(&record).await?;
     let live = s
         .token_names(auth, &login)
@@ -235,7 +229,7 @@ pub async fn remove_tenant(
             .map_err(|e| failed(&format!("deactivating user {login}"), e))?;
         report.wrote(format!("user {login} deactivated"));
     }
-    store.remove(&token_record(instance, tenant)).await
+    store.remove(&tenant_record(instance, tenant)).await
 }
 
 fn client(ctx: &StepContext, endpoint: &Endpoint) -> Result<Sonarqube, StepError> {
@@ -313,7 +307,7 @@ impl Handler for TenantHandler {
         )
         .await?;
         Ok(report.outputs(json!({
-            "token": store.location(&token_record(&spec.endpoint.instance, &spec.tenant)),
+            "token": store.location(&tenant_record(&spec.endpoint.instance, &spec.tenant)),
         })))
     }
 
