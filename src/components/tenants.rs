@@ -47,6 +47,43 @@ const HNC_MANIFEST: &str = "default.yaml";
 /// tenant trees can be created only once it has rolled out.
 pub const HNC_READY: &[(&str, &str)] = &[("Deployment", "hnc-controller-manager")];
 
+/// The tenant's field that lets a removal destroy data.
+pub const ALLOW_DATA_LOSS: &str = "allowDataLoss";
+
+/// The data-loss guard, one for everything a tenant owns: before a removal
+/// (a tenant, or one of its resources, gone from the inventory) each
+/// resource says what it still holds — workloads in a namespace, images in
+/// a Harbor project, components in a Nexus repository, projects in a GitLab
+/// group, secrets under the tenant's Vault path — and the removal is
+/// refused, naming what holds data, unless the tenant's `allowDataLoss` was true
+/// in the run before (its steps keep the flag). A teardown of the whole
+/// platform is guarded too: these services may be the user's own and
+/// outlive it (namespaces are not guarded there: their cluster goes).
+/// Nothing is removed when it refuses.
+pub fn guard_data_loss(
+    ctx: &StepContext,
+    tenant: &str,
+    allowed: bool,
+    what: &str,
+    holding: &[String],
+) -> Result<(), StepError> {
+    if holding.is_empty() {
+        return Ok(());
+    }
+    if allowed {
+        ctx.notice(format!(
+            "tenant {tenant}: removing {what} with what it holds: {}",
+            holding.join(", ")
+        ));
+        return Ok(());
+    }
+    Err(StepError::new(format!(
+        "tenant {tenant}: refusing to remove {what} that still hold data: {}; move or delete that data, \
+         or set `{ALLOW_DATA_LOSS}: true` on the tenant, apply, and then remove it",
+        holding.join(", ")
+    )))
+}
+
 pub fn hnc_step_id(cluster: &str) -> String {
     format!("hnc/{cluster}")
 }
@@ -124,7 +161,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             target,
             tenant: t.name.clone(),
             tree: flatten(&t.namespaces),
-            allow_delete_with_workloads: t.allow_delete_with_workloads,
+            allow_delete_with_workloads: t.allow_data_loss,
             groups: t.groups.clone(),
         };
         let mut needs = spec.target.needs();
@@ -314,17 +351,10 @@ async fn remove_nodes(
         for n in nodes {
             let w = workloads_in(client, &n.name).await?;
             if !w.is_empty() {
-                busy.push(format!("{} ({w})", n.name));
+                busy.push(format!("namespace {} ({w})", n.name));
             }
         }
-        if !busy.is_empty() {
-            return Err(StepError::new(format!(
-                "tenant {}: refusing to remove namespaces that still hold workloads: {}; move them away, \
-                 or set `allowDeleteWithWorkloads: true` on the tenant",
-                spec.tenant,
-                busy.join(", ")
-            )));
-        }
+        guard_data_loss(ctx, &spec.tenant, false, "namespaces", &busy)?;
     }
     let set = structure_set(&spec.tenant);
     let deepest = nodes.iter().map(|n| n.depth).max().unwrap_or(0);
@@ -529,7 +559,134 @@ impl Handler for TenantHandler {
     }
 }
 
-/// Tenants' namespace trees (and HNC, which holds them).
+pub const VAULT_KIND: &str = "tenant-vault-path";
+
+pub fn vault_step_id(tenant: &str) -> String {
+    format!("tenant/{tenant}/vault")
+}
+
+/// A tenant's own part of Vault: the path `<tenant>/` of the `tenant` KV
+/// v2 engine, which only the tenant's policies reach (vault_oidc's
+/// `tenant-<tenant>-<role>`). Nothing to make — the engine is mounted by
+/// vault/configure and a KV path exists once written — but the step is
+/// what a removed tenant leaves behind: its `destroy` removes the
+/// tenant's secrets, through the data-loss guard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantVaultSpec {
+    pub tenant: String,
+    pub vault: crate::components::vault::VaultTarget,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_data_loss: bool,
+}
+
+impl StepSpec for TenantVaultSpec {
+    const KIND: &'static str = VAULT_KIND;
+}
+
+/// Where the tenant's secrets are, in the engine's metadata tree.
+fn vault_metadata(tenant: &str) -> String {
+    format!("{}/metadata/{tenant}", crate::components::vault_oidc::TENANT_ENGINE)
+}
+
+/// Every secret under the tenant's path (relative to it), depth first.
+async fn tenant_secrets(
+    vault: &crate::drivers::vault::Vault,
+    token: &crate::secret::Secret,
+    tenant: &str,
+) -> Result<Vec<String>, StepError> {
+    let mut found = Vec::new();
+    let mut pending = vec![String::new()];
+    while let Some(dir) = pending.pop() {
+        let path = format!("{}/{dir}", vault_metadata(tenant));
+        let keys = vault
+            .list(path.trim_end_matches('/'), token)
+            .await
+            .map_err(|e| StepError::new(format!("listing {path}: {e}")))?;
+        for k in keys {
+            if k.ends_with('/') {
+                pending.push(format!("{dir}{k}"));
+            } else {
+                found.push(format!("{dir}{k}"));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn plan_vault(loaded: &Loaded, steps: &mut Vec<Step>) {
+    let Some(vault) = crate::components::vault::target(loaded) else {
+        return;
+    };
+    let mut needs = vec![crate::components::vault::STEP_ID.to_string()];
+    if vault.host_step.is_some() {
+        needs.push(crate::components::certificates::STEP_ID.to_string());
+    }
+    for t in &loaded.inventory.tenants {
+        let spec = TenantVaultSpec {
+            tenant: t.name.clone(),
+            vault: vault.clone(),
+            allow_data_loss: t.allow_data_loss,
+        };
+        steps.push(
+            Step::of(
+                vault_step_id(&t.name),
+                format!(
+                    "Vault path {}/{}/ of tenant {}",
+                    crate::components::vault_oidc::TENANT_ENGINE,
+                    t.name,
+                    t.name
+                ),
+                &spec,
+            )
+            .needs(needs.clone()),
+        );
+    }
+}
+
+pub struct TenantVaultHandler;
+
+#[async_trait]
+impl Handler for TenantVaultHandler {
+    type Spec = TenantVaultSpec;
+
+    async fn apply(&self, _ctx: &StepContext, spec: &TenantVaultSpec) -> Result<Value, StepError> {
+        Ok(json!({
+            "path": format!("{}/data/{}/", crate::components::vault_oidc::TENANT_ENGINE, spec.tenant),
+            "writes": 0,
+        }))
+    }
+
+    async fn destroy(&self, ctx: &StepContext, spec: &TenantVaultSpec, _outputs: &Value) -> Result<(), StepError> {
+        let (vault, token) = crate::components::vault::connect(ctx, &spec.vault)?;
+        let secrets = tenant_secrets(&vault, &token, &spec.tenant).await?;
+        let holding: Vec<String> = if secrets.is_empty() {
+            Vec::new()
+        } else {
+            vec![format!(
+                "Vault path {}/{}/ ({} secrets: {})",
+                crate::components::vault_oidc::TENANT_ENGINE,
+                spec.tenant,
+                secrets.len(),
+                secrets.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            )]
+        };
+        guard_data_loss(ctx, &spec.tenant, spec.allow_data_loss, "a Vault path", &holding)?;
+        for s in &secrets {
+            // Metadata's DELETE removes every version of the secret.
+            let path = format!("{}/{s}", vault_metadata(&spec.tenant));
+            vault
+                .delete(&path, &token)
+                .await
+                .map_err(|e| StepError::new(format!("deleting {path}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Tenants' namespace trees (and HNC, which holds them), and each tenant's
+/// Vault path.
 pub struct Tenants;
 
 impl super::Component for Tenants {
@@ -538,11 +695,13 @@ impl super::Component for Tenants {
         loaded: &crate::inventory::Loaded,
         steps: &mut Vec<crate::plan::Step>,
     ) -> Result<(), Vec<crate::inventory::Diagnostic>> {
+        plan_vault(loaded, steps);
         plan(loaded, steps)
     }
 
     fn handlers(&self, registry: &mut crate::engine::Registry) {
         registry.add(TenantHandler);
+        registry.add(TenantVaultHandler);
     }
 }
 

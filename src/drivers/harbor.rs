@@ -153,6 +153,39 @@ impl Harbor {
         }
     }
 
+    /// The repositories of a project, by name within it (`app`, `team/app`).
+    pub async fn repositories(&self, auth: Auth<'_>, project: &str) -> Result<Vec<String>, RestError> {
+        let mut names = Vec::new();
+        let mut page = 1;
+        loop {
+            let path = format!("projects/{}/repositories?page={page}&page_size=100", encode(project));
+            let items = self.rest.call(Method::GET, &path, auth, Body::Empty, &[]).await?.json();
+            let items = items.as_array().cloned().unwrap_or_default();
+            let prefix = format!("{project}/");
+            names.extend(items.iter().filter_map(|r| {
+                r["name"]
+                    .as_str()
+                    .map(|n| n.strip_prefix(&prefix).unwrap_or(n).to_string())
+            }));
+            if items.len() < 100 {
+                return Ok(names);
+            }
+            page += 1;
+        }
+    }
+
+    /// Deletes a repository with all its artifacts; `false` when it was
+    /// already gone. Harbor wants a name holding `/` encoded twice.
+    pub async fn delete_repository(&self, auth: Auth<'_>, project: &str, name: &str) -> Result<bool, RestError> {
+        let path = format!("projects/{}/repositories/{}", encode(project), encode(&encode(name)));
+        let reply = self.rest.send(Method::DELETE, &path, auth, Body::Empty, &[]).await?;
+        match reply.status {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(self.rest.refused(Method::DELETE, &path, &reply)),
+        }
+    }
+
     /// The robot accounts of a project (by its numeric id).
     pub async fn project_robots(&self, auth: Auth<'_>, project_id: u64) -> Result<Vec<Robot>, RestError> {
         let mut robots = Vec::new();

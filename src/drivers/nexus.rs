@@ -127,6 +127,42 @@ impl Nexus {
         Ok(())
     }
 
+    /// The components a repository holds, as `group:name:version`, at most
+    /// `limit` of them (Nexus pages them with a continuation token), and
+    /// whether there are more; empty when the repository is gone.
+    pub async fn components(
+        &self,
+        auth: Auth<'_>,
+        repository: &str,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), RestError> {
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut path = format!("components?repository={}", encode(repository));
+            if let Some(t) = &token {
+                path.push_str(&format!("&continuationToken={}", encode(t)));
+            }
+            let reply = self.rest.send(Method::GET, &path, auth, Body::Empty, &[]).await?;
+            let page = match reply.status {
+                200 => reply.json(),
+                404 => return Ok((names, false)),
+                _ => return Err(self.rest.refused(Method::GET, &path, &reply)),
+            };
+            for c in page["items"].as_array().into_iter().flatten() {
+                let part = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                names.push(format!("{}:{}:{}", part("group"), part("name"), part("version")));
+            }
+            token = page["continuationToken"].as_str().map(str::to_string);
+            if token.is_none() {
+                return Ok((names, false));
+            }
+            if names.len() >= limit {
+                return Ok((names, true));
+            }
+        }
+    }
+
     /// `false` when it was already gone.
     pub async fn delete_repository(&self, auth: Auth<'_>, name: &str) -> Result<bool, RestError> {
         self.delete(auth, &format!("repositories/{}", encode(name))).await

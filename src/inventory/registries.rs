@@ -96,14 +96,74 @@ pub struct TenantNexus {
     pub repositories: Vec<NexusRepository>,
 }
 
+/// The tenant's own GitLab group: a top-level group made through the API
+/// (private), removed with the tenant only while it holds no project —
+/// or when the tenant's `allowDataLoss` says so. Members are not managed
+/// here: who may do what is `tenants[].groups` (through Dex), and GitLab's
+/// own membership stays the group owners' business.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantGitlab {
+    /// The group's path (one segment: `acme`, not `acme/dev`).
+    pub group: String,
+}
+
 /// A SonarQube user with a pipeline token for the tenant.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantSonarqube {}
 
+/// Where the first claim of something is, for the error at the second:
+/// its field path and, when known, its line and column.
+fn first_at(loaded: &Loaded, path: &str) -> String {
+    match loaded.spans.value(path) {
+        Some(s) => format!("{path} (line {}, column {})", s.line, s.col),
+        None => path.to_string(),
+    }
+}
+
+/// GitLab's rule for a group path: letters, digits, `_`, `-` and `.`,
+/// not starting with `-`, not ending in `.git`, `.atom` or
+/// `.`; and not one of the top-level paths GitLab keeps for its routes.
+pub fn is_gitlab_group_path(path: &str) -> bool {
+    const RESERVED: [&str; 20] = [
+        "-",
+        "admin",
+        "api",
+        "assets",
+        "dashboard",
+        "explore",
+        "groups",
+        "help",
+        "import",
+        "jwt",
+        "login",
+        "oauth",
+        "profile",
+        "projects",
+        "public",
+        "s",
+        "search",
+        "snippets",
+        "uploads",
+        "users",
+    ];
+    !path.starts_with('-')
+        && !path.is_empty()
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !path.ends_with(".git")
+        && !path.ends_with(".atom")
+        && !path.ends_with('.')
+        && path.len() <= 255
+        && !RESERVED.contains(&path.to_ascii_lowercase().as_str())
+}
+
 /// Each check's error, at the position of what it names.
 pub fn validate(loaded: &Loaded, report: &mut Report) {
     let inv = &loaded.inventory;
+    gitlab_groups(loaded, report);
     let error = |report: &mut Report, path: &str, message: String, hint: String| {
         report.diagnostics.push(
             Diagnostic::error(path, message)
@@ -122,12 +182,24 @@ pub fn validate(loaded: &Loaded, report: &mut Report) {
                 &push_index(&push_key(&push_index("tenants", i), "harborInstances"), j),
                 "name",
             );
-            if let Some((_, first)) = instances.get(h.name.as_str()) {
-                let first = first.clone();
+            if let Some((owner, first)) = instances.get(h.name.as_str()) {
+                let first = first_at(loaded, first);
                 error(
                     report,
                     &path,
-                    format!("Harbor instance `{}` is declared twice", h.name),
+                    match owner {
+                        Some(o) if *o == t.name => {
+                            format!("Harbor instance `{}` is declared twice by tenant `{o}`", h.name)
+                        }
+                        Some(o) => format!(
+                            "Harbor instance `{}` is claimed by tenants `{o}` and `{}`",
+                            h.name, t.name
+                        ),
+                        None => format!(
+                            "Harbor instance `{}` is the shared one (components.harbor), claimed by tenant `{}`",
+                            h.name, t.name
+                        ),
+                    },
                     format!("first at {first}; Harbor instance names are unique (`harbor` is components.harbor)"),
                 );
                 continue;
@@ -197,7 +269,7 @@ pub fn validate(loaded: &Loaded, report: &mut Report) {
                 }
                 match projects.get(&(th.instance.as_str(), p.as_str())) {
                     Some((other, first)) => {
-                        let (other, first) = (other.to_string(), first.clone());
+                        let (other, first) = (other.to_string(), first_at(loaded, first));
                         error(
                             report,
                             &path,
@@ -242,7 +314,7 @@ pub fn validate(loaded: &Loaded, report: &mut Report) {
         for (k, r) in n.repositories.iter().enumerate() {
             let path = push_index(&push_key(&base, "repositories"), k);
             if let Some((other, first)) = repositories.get(r.name.as_str()) {
-                let (other, first) = (other.to_string(), first.clone());
+                let (other, first) = (other.to_string(), first_at(loaded, first));
                 error(
                     report,
                     &push_key(&path, "name"),
@@ -304,6 +376,71 @@ pub fn validate(loaded: &Loaded, report: &mut Report) {
     }
 }
 
+/// Each tenant's GitLab group: a valid top-level path, GitLab configured
+/// by us, not the platform's own group, and no two tenants on one.
+fn gitlab_groups(loaded: &Loaded, report: &mut Report) {
+    let inv = &loaded.inventory;
+    let gitlab = inv.components.enabled_one("gitlab");
+    let platform = gitlab
+        .and_then(|c| c.values.get("group"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("nautes");
+    // Paths are case-insensitive in GitLab.
+    let mut seen: HashMap<String, (&str, String)> = HashMap::new();
+    for (i, t) in inv.tenants.iter().enumerate() {
+        let Some(g) = &t.gitlab else { continue };
+        let path = push_key(&push_key(&push_index("tenants", i), "gitlab"), "group");
+        let mut fail = |message: String, hint: String| {
+            report.diagnostics.push(
+                Diagnostic::error(&path, message)
+                    .with_hint(hint)
+                    .at(loaded.spans.value(&path)),
+            );
+        };
+        if gitlab.is_none() {
+            fail(
+                format!("tenant `{}` has a GitLab group but GitLab is not enabled", t.name),
+                "enable `components.gitlab` (the installer makes the group through its API)".into(),
+            );
+            continue;
+        }
+        if !is_gitlab_group_path(&g.group) {
+            fail(
+                format!("`{}` is not a top-level GitLab group path", g.group),
+                "one segment of letters, digits, `_`, `-` and `.`, not starting with `-` nor ending in `.`, `.git` or `.atom`, and not a path GitLab reserves (admin, api, groups, …)".into(),
+            );
+            continue;
+        }
+        let key = g.group.to_ascii_lowercase();
+        if key == platform.to_ascii_lowercase() {
+            fail(
+                format!("tenant `{}` claims `{}`, the platform's own GitLab group", t.name, g.group),
+                "the platform group (components.gitlab.values.group, default `nautes`) holds the tenant repository; give the tenant a group of its own".into(),
+            );
+            continue;
+        }
+        match seen.get(&key) {
+            Some((other, first)) => {
+                let first = first_at(loaded, first);
+                fail(
+                    if *other == t.name {
+                        format!("GitLab group `{}` appears twice in tenant `{other}`", g.group)
+                    } else {
+                        format!(
+                            "GitLab group `{}` is claimed by tenants `{other}` and `{}`",
+                            g.group, t.name
+                        )
+                    },
+                    format!("first at {first}; a group belongs to one tenant (paths are case-insensitive)"),
+                );
+            }
+            None => {
+                seen.insert(key, (&t.name, path.clone()));
+            }
+        }
+    }
+}
+
 /// Harbor's project name rule: `^[a-z0-9]+(?:[._-][a-z0-9]+)*$`, at most 255.
 pub fn is_harbor_name(name: &str) -> bool {
     if name.is_empty() || name.len() > 255 {
@@ -332,6 +469,16 @@ mod tests {
         }
         for bad in ["", "A", "a-", "-a", "a--b", "a b"] {
             assert!(!super::is_harbor_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn gitlab_group_paths() {
+        for ok in ["acme", "Acme_2", "_x", ".a", "a.b-c"] {
+            assert!(super::is_gitlab_group_path(ok), "{ok}");
+        }
+        for bad in ["", "acme/dev", "-a", "a.git", "a.", "a b", "admin", "API"] {
+            assert!(!super::is_gitlab_group_path(bad), "{bad}");
         }
     }
 }

@@ -471,9 +471,14 @@ pub struct Tenant {
     /// HNC namespace tree: each root is a full namespace, children are subnamespaces.
     #[serde(default)]
     pub namespaces: Vec<NamespaceNode>,
-    /// Allow removing a namespace that still holds workloads.
-    #[serde(default)]
-    pub allow_delete_with_workloads: bool,
+    /// The data-loss guard: removing what this tenant owns is refused while
+    /// it holds data (namespaces running workloads, Harbor projects with
+    /// repositories, Nexus repositories with components, a GitLab group with
+    /// projects, Vault secrets under the tenant's path) unless this is true
+    /// in the run before the removal. `allowDeleteWithWorkloads` is its
+    /// former name.
+    #[serde(default, alias = "allowDeleteWithWorkloads")]
+    pub allow_data_loss: bool,
     /// Who may do what in this tenant: groups as the identity source
     /// (GitLab, through Dex) reports them, each with one role. The installer
     /// turns them into grants on the tenant's namespaces, Argo CD project and
@@ -492,6 +497,10 @@ pub struct Tenant {
     /// A SonarQube pipeline token (`sonarqube: {}`).
     #[serde(default)]
     pub sonarqube: Option<super::registries::TenantSonarqube>,
+    /// Its own GitLab group (`gitlab: {group: acme}`), created through the
+    /// API and removed with the tenant.
+    #[serde(default)]
+    pub gitlab: Option<super::registries::TenantGitlab>,
 }
 
 /// One group of a tenant and the role its members have there.

@@ -307,7 +307,7 @@ fn a_vcluster_with_hnc_and_a_tenant_tree_is_created_changed_guarded_and_destroye
     assert_eq!(code(&out), 1, "must refuse: {}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("acme-prod (1 Pod)") && err.contains("allowDeleteWithWorkloads"),
+        err.contains("acme-prod (1 Pod)") && err.contains("allowDataLoss"),
         "{err}"
     );
     assert_eq!(

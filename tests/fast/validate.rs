@@ -65,6 +65,16 @@ fn registry_resources_claimed_twice_or_on_unknown_instances_are_errors_with_posi
     check_golden("registries");
 }
 
+/// What a tenant owns is claimed once: two tenants on one GitLab group
+/// (case-insensitive, as GitLab's paths) or one Harbor instance, a tenant
+/// on the platform's own group, on the shared Harbor's name or on a path
+/// GitLab reserves, and a Harbor instance nobody declared — each an error
+/// naming both claimants, with the line and column of the first.
+#[test]
+fn tenant_resources_claimed_twice_or_unknown_are_errors_naming_both_with_positions() {
+    check_golden("tenant_resources");
+}
+
 #[test]
 fn syntax_error_has_a_position() {
     check_golden("syntax");

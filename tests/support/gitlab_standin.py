@@ -64,8 +64,11 @@ message shapes (checked against GitLab's lib/api sources of that era):
 * groups: GET /api/v4/groups (search, order_by name|path|id default name,
   sort asc|desc), paginated; GET /api/v4/groups/:id (numeric or encoded full
   path; 404 {"message": "404 Group Not Found"}); GET .../:id/projects,
-  .../:id/subgroups; POST /api/v4/groups {name, path, visibility?,
+  .../:id/subgroups (projects: include_subgroups=true adds those of every
+  group below); POST /api/v4/groups {name, path, visibility?,
   parent_id?} -> 201 (non-admins 403; `name is missing, path is missing`;
+  a top-level path GitLab reserves for its routes (admin, api, groups, ...)
+  400 "Failed to save group {:path=>[\"admin is a reserved name\"]}";
   unknown parent 404; a taken path under the same parent 400 {"message":
   "Failed to save group {:path=>[\\"has already been taken\\"]}"} - GitLab
   renders the Ruby hash into the string); DELETE -> 202 {"message": "202
@@ -1032,7 +1035,10 @@ def get_group(ctx):
 
 def group_projects(ctx):
     g = find_group(ctx, ctx["args"]["id"])
-    projects = [p for p in S["projects"].values() if p["namespace_id"] == g["id"] and read_level(ctx["user"], p)]
+    # include_subgroups=true: the projects of every group below too.
+    under = ({n["id"] for n in S["namespaces"].values() if g["id"] in ancestors(n["id"])}
+             if as_bool(ctx["params"], "include_subgroups", False) else {g["id"]})
+    projects = [p for p in S["projects"].values() if p["namespace_id"] in under and read_level(ctx["user"], p)]
     return list_of(ctx, projects, "created_at", "desc", lambda p: project_entity(p, ctx["user"]))
 
 
@@ -1040,6 +1046,15 @@ def group_subgroups(ctx):
     g = find_group(ctx, ctx["args"]["id"])
     subs = [s for s in S["namespaces"].values() if s["parent_id"] == g["id"] and can_see_group(ctx["user"], s)]
     return list_of(ctx, subs, "name", "asc", group_entity)
+
+
+# Top-level paths GitLab 15 keeps for its own routes (Gitlab::PathRegex
+# TOP_LEVEL_ROUTES, the part a group could take): 400 "... is a reserved name".
+TOP_LEVEL_ROUTES = {"-", ".well-known", "404.html", "422.html", "500.html", "502.html", "503.html", "admin",
+                    "api", "apple-touch-icon.png", "assets", "dashboard", "deploy.html", "explore", "favicon.ico",
+                    "favicon.png", "files", "groups", "health_check", "help", "import", "jwt", "login", "oauth",
+                    "profile", "projects", "public", "robots.txt", "s", "search", "sitemap", "snippets",
+                    "unsubscribes", "uploads", "users", "v2"}
 
 
 def valid_path(path):
@@ -1062,6 +1077,8 @@ def create_group(ctx):
         errors["name"] = ["can't be blank"]
     if not valid_path(path):
         errors["path"] = [PATH_RULE]
+    elif parent_id is None and path.lower() in TOP_LEVEL_ROUTES:
+        errors["path"] = ["%s is a reserved name" % path]
     elif any(n["path"].lower() == path.lower() and n["parent_id"] == parent_id for n in S["namespaces"].values()):
         errors["path"] = ["has already been taken"]
     if errors:

@@ -23,6 +23,11 @@ src/controller) do it, and refuses what they refuse:
   /projects/{name_or_id} — a name only with `X-Is-Resource-Name: true`,
   else the segment must be a numeric id (400) — 404 when missing; PUT
   takes metadata.public; DELETE of a project holding repositories is 412;
+* repositories: GET /projects/{project_name}/repositories (page,
+  page_size <= 100, X-Total-Count) -> [{name: "<project>/<repo>",
+  artifact_count, ...}]; DELETE .../repositories/{repository_name} -> 200
+  with every artifact, the name without the project and encoded twice when
+  it holds `/` (once is 404, as Harbor's router splits it), 404 when missing;
 * robots: POST /robots {name, level: project, duration (-1 or >0),
   permissions: exactly one {kind: project, namespace, access: [...]}} ->
   201 {id, name: "robot$<project>+<name>", secret, creation_time,
@@ -38,8 +43,8 @@ src/controller) do it, and refuses what they refuse:
 
 Control endpoints (no auth) under /_standin/: GET requests (every API
 request as [method, path] so far), POST users {username} (a user signed
-in, as OIDC onboarding makes), POST projects/<name>/push (the project now
-holds a repository), GET state (projects, robot names, configuration with
+in, as OIDC onboarding makes), POST projects/<name>/push [{repository}]
+(the project now holds that repository), GET state (projects, robot names, configuration with
 the client secret as whether it is set)."""
 
 import argparse, base64, json, re, secrets, threading
@@ -186,6 +191,9 @@ class Handler(QuietHandler):
                 return 200, [self.project_view(p) for p in STATE.projects.values()], []
         if len(parts) == 2 and parts[0] == "projects":
             return self.project(who, unquote(parts[1]))
+        if len(parts) in (3, 4) and parts[0] == "projects" and parts[2] == "repositories":
+            self.admin_only(who)
+            return self.repositories(unquote(parts[1]), parts[3] if len(parts) == 4 else None)
         if rel == "robots":
             self.admin_only(who)
             if m == "POST":
@@ -222,7 +230,7 @@ class Handler(QuietHandler):
 
     def project_view(self, p):
         return {"project_id": p["project_id"], "name": p["name"], "owner_name": "admin",
-                "metadata": {"public": p["public"]}, "repo_count": p["repos"],
+                "metadata": {"public": p["public"]}, "repo_count": len(p["repos"]),
                 "creation_time": p["creation_time"], "update_time": p["creation_time"]}
 
     def create_project(self):
@@ -239,7 +247,7 @@ class Handler(QuietHandler):
             raise Fail(400, "BAD_REQUEST", "invalid metadata public")
         pid = STATE.next_project
         STATE.next_project += 1
-        STATE.projects[name] = {"project_id": pid, "name": name, "public": public, "repos": 0,
+        STATE.projects[name] = {"project_id": pid, "name": name, "public": public, "repos": [],
                                 "creation_time": now()}
         return 201, None, [("Location", "/api/v2.0/projects/%d" % pid)]
 
@@ -275,6 +283,32 @@ class Handler(QuietHandler):
             for rid in [i for i, r in STATE.robots.items() if r["project"] == p["name"]]:
                 del STATE.robots[rid]
             del STATE.projects[p["name"]]
+            return 200, None, []
+        raise Fail(405, "METHOD_NOT_ALLOWED", "method not allowed")
+
+    def repositories(self, project, repo):
+        # {project_name} is a name here (no X-Is-Resource-Name); a repository
+        # name holding `/` comes encoded twice, so one decode leaves %2F.
+        m = self.command
+        p = STATE.projects.get(project)
+        if p is None:
+            raise Fail(404, "NOT_FOUND", "project %s not found" % project)
+        if repo is None and m == "GET":
+            page = int(self.query.get("page") or 1)
+            size = int(self.query.get("page_size") or 10)
+            if page < 1 or not 0 < size <= 100:
+                raise Fail(400, "BAD_REQUEST", "bad page or page_size")
+            names = p["repos"][(page - 1) * size:page * size]
+            return 200, [{"id": i, "name": "%s/%s" % (project, n), "project_id": p["project_id"],
+                          "artifact_count": 1, "pull_count": 0} for i, n in enumerate(names)], \
+                [("X-Total-Count", str(len(p["repos"])))]
+        if repo is not None and m == "DELETE":
+            name = unquote(unquote(repo))
+            if "/" in unquote(repo):
+                raise Fail(404, "NOT_FOUND", "repository %s not found" % name)
+            if name not in p["repos"]:
+                raise Fail(404, "NOT_FOUND", "repository %s/%s not found" % (project, name))
+            p["repos"].remove(name)
             return 200, None, []
         raise Fail(405, "METHOD_NOT_ALLOWED", "method not allowed")
 
@@ -396,11 +430,14 @@ class Handler(QuietHandler):
                 p = STATE.projects.get(m.group(1))
                 if p is None:
                     return self.send_json(404, {})
-                p["repos"] += 1
+                repo = (json.loads(raw or b"{}") or {}).get("repository") or "image-%d" % (len(p["repos"]) + 1)
+                if repo not in p["repos"]:
+                    p["repos"].append(repo)
                 return self.send_json(200, {})
             if what == "state" and self.command == "GET":
                 return self.send_json(200, {
-                    "projects": {n: {"public": p["public"], "repos": p["repos"]} for n, p in STATE.projects.items()},
+                    "projects": {n: {"public": p["public"], "repos": len(p["repos"]), "repositories": p["repos"]}
+                                 for n, p in STATE.projects.items()},
                     "robots": sorted(r["name"] for r in STATE.robots.values()),
                     "config": STATE.config,
                     "secretsSet": sorted(STATE.secrets),

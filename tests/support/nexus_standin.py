@@ -40,8 +40,14 @@ and error shapes, and refuses what Nexus refuses:
   unknown roles 400) -> 200 without the password, PUT /{id} 204 (source
   and userId must match), DELETE /{id} 204, unknown 404.
 
+* components: GET /v1/components?repository=<name> -> {items: [{id,
+  repository, format, group, name, version, assets}], continuationToken}
+  in pages of 10; without `repository` 422, an unknown one 404. Deleting
+  a repository deletes its components (Nexus asks nothing).
+
 Control endpoints (no auth) under /_standin/: GET requests (every API
-request as [method, path]), GET state (repositories, roles, users and
+request as [method, path]), POST repositories/<name>/components {group,
+name, version} (a component uploaded), GET state (repositories, roles, users and
 whether anonymous access is on)."""
 
 import argparse, base64, json, os, re, secrets, threading, uuid
@@ -85,6 +91,7 @@ class State:
         }
         self.anonymous = {"enabled": True, "userId": "anonymous", "realmName": "NexusAuthorizingRealm"}
         self.repos = {}
+        self.components = {}
         self.roles = {}
         self.requests = []
 
@@ -149,6 +156,7 @@ class Handler(QuietHandler):
         url = urlparse(self.path)
         self.query = dict(parse_qsl(url.query))
         raw = self.read_body()
+        self.raw = raw
         if url.path.startswith("/_standin/"):
             return self.control(url.path[len("/_standin/"):])
         prefix = "/service/rest/v1/"
@@ -213,6 +221,8 @@ class Handler(QuietHandler):
                 return 200, STATE.anonymous
         if parts[:2] == ["security", "roles"]:
             return self.roles(parts[2:])
+        if parts == ["components"] and m == "GET":
+            return self.components()
         if parts[0] == "repositories":
             return self.repositories(parts[1:])
         raise Fail(404 if m == "GET" else 405, None)
@@ -328,6 +338,7 @@ class Handler(QuietHandler):
         if len(rest) == 1 and m == "DELETE":
             if STATE.repos.pop(rest[0], None) is None:
                 raise Fail(404, None)
+            STATE.components.pop(rest[0], None)     # a repository goes with its content
             return 204, None
         if len(rest) < 2 or rest[0] not in FORMATS or rest[1] not in ("hosted", "proxy"):
             raise Fail(404, None)
@@ -354,6 +365,22 @@ class Handler(QuietHandler):
             STATE.repos[rest[2]] = self.stored_repo(b, fmt, kind)
             return 204, None
         raise Fail(405, None)
+
+    def components(self):
+        # Nexus needs ?repository= (else 422) and answers 404 for one it does
+        # not have; pages of 10 with a continuationToken.
+        name = self.query.get("repository")
+        if not name:
+            raise Fail(422, [{"id": "PARAMETER repository", "message": "may not be null"}])
+        if name not in STATE.repos:
+            raise Fail(404, None)
+        items = STATE.components.get(name, [])
+        start = int(self.query.get("continuationToken") or 0) if (self.query.get("continuationToken") or "0").isdigit() else 0
+        page = items[start:start + 10]
+        token = str(start + 10) if start + 10 < len(items) else None
+        return 200, {"items": [dict(c, id="c%d" % (start + i), repository=name, format=STATE.repos[name]["format"],
+                                    assets=[]) for i, c in enumerate(page)],
+                     "continuationToken": token}
 
     def validate_repo(self, b, fmt, kind):
         for f in ("name", "online", "storage.blobStoreName", "storage.strictContentTypeValidation"):
@@ -385,9 +412,18 @@ class Handler(QuietHandler):
         with STATE.lock:
             if what == "requests" and self.command == "GET":
                 return self.send_json(200, STATE.requests)
+            m = re.match(r"^repositories/([^/]+)/components$", what)
+            if m and self.command == "POST":
+                if m.group(1) not in STATE.repos:
+                    return self.send_json(404, None)
+                c = json.loads(self.raw or b"{}")
+                STATE.components.setdefault(m.group(1), []).append(
+                    {"group": c.get("group", ""), "name": c.get("name", "lib"), "version": c.get("version", "1.0")})
+                return self.send_json(200, {})
             if what == "state" and self.command == "GET":
                 return self.send_json(200, {
                     "repositories": sorted(STATE.repos),
+                    "components": {k: len(v) for k, v in STATE.components.items()},
                     "roles": {k: sorted(v["privileges"]) for k, v in STATE.roles.items()},
                     "users": {k: u["roles"] for k, u in STATE.users.items()},
                     "anonymous": STATE.anonymous["enabled"],

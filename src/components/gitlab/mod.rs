@@ -21,6 +21,7 @@ mod oauth;
 mod plan;
 mod project;
 mod repo;
+mod tenant_group;
 mod tokens;
 
 use std::collections::BTreeMap;
@@ -190,18 +191,26 @@ fn client(ctx: &StepContext, spec: &GitlabSpec) -> Result<Gitlab, StepError> {
         .and_then(|o| o["url"].as_str())
         .unwrap_or(&spec.url)
         .to_string();
-    let ca = match (
-        &spec.ca_file,
-        ctx.needs_outputs.get(crate::components::certificates::STEP_ID),
-    ) {
+    connect(ctx, &url, spec.ca_file.as_deref(), spec.host.is_some())
+}
+
+/// A client of the GitLab at `url`: trusting `ca_file`, or — for the
+/// GitLab on our host — our CA (from the certificates step's outputs).
+fn connect(
+    ctx: &StepContext,
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    on_host: bool,
+) -> Result<Gitlab, StepError> {
+    let ca = match (ca_file, ctx.needs_outputs.get(crate::components::certificates::STEP_ID)) {
         (Some(p), _) => Some(read_pem(p)?),
-        (None, Some(pki)) if spec.host.is_some() => Some(read_pem(std::path::Path::new(
+        (None, Some(pki)) if on_host => Some(read_pem(std::path::Path::new(
             pki["ca"]["cert"].as_str().unwrap_or_default(),
         ))?),
         _ => None,
     };
     let http = ctx.limits.http;
-    Gitlab::new(&url, ca.as_deref(), http).map_err(StepError::new)
+    Gitlab::new(url, ca.as_deref(), http).map_err(StepError::new)
 }
 
 pub use self::credentials::Fields;
@@ -293,7 +302,16 @@ impl Handler for GitlabHandler {
         })
         .await?;
         let auth = Auth::Token(&admin.token);
-        let group = project::group(&gl, &mut calls, intents, auth, &spec.group, before.group.as_ref()).await?;
+        let group = project::group(
+            &gl,
+            &mut calls,
+            intents,
+            auth,
+            &spec.group,
+            "Nautes tenants",
+            before.group.as_ref(),
+        )
+        .await?;
         let project =
             project::project(&gl, &mut calls, intents, auth, &group, PROJECT, before.project.as_ref()).await?;
         let key = project::deploy_key(
@@ -514,5 +532,6 @@ impl super::Component for GitlabConfiguration {
 
     fn handlers(&self, registry: &mut crate::engine::Registry) {
         registry.add(GitlabHandler);
+        registry.add(tenant_group::TenantGroupHandler);
     }
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::oauth::OauthSpec;
+use super::tenant_group::{self, TenantGroupSpec};
 use super::{GitlabSpec, ReleaseFile, HOST_STEP_ID, KIND, STEP_ID};
 use crate::catalog;
 use crate::components::certificates;
@@ -258,6 +259,29 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             needs.push(certificates::STEP_ID.to_string());
         }
     }
-    steps.push(Step::new(STEP_ID, KIND, format!("GitLab at {url}"), json!(spec)).needs(needs));
+    steps.push(Step::new(STEP_ID, KIND, format!("GitLab at {url}"), json!(spec)).needs(needs.clone()));
+    // Each tenant's own group, with the admin token gitlab/configure keeps.
+    for t in &loaded.inventory.tenants {
+        let Some(g) = &t.gitlab else { continue };
+        let spec = TenantGroupSpec {
+            tenant: t.name.clone(),
+            group: g.group.clone(),
+            url: url.clone(),
+            ca_file: spec.ca_file.clone(),
+            on_host: host.is_some(),
+            vault: vault.clone(),
+            allow_data_loss: t.allow_data_loss,
+        };
+        let mut group_needs = vec![STEP_ID.to_string()];
+        group_needs.extend(needs.iter().filter(|n| n.as_str() != HOST_STEP_ID).cloned());
+        steps.push(
+            Step::of(
+                tenant_group::step_id(&t.name),
+                format!("GitLab group {} of tenant {}", g.group, t.name),
+                &spec,
+            )
+            .needs(group_needs),
+        );
+    }
     Ok(())
 }

@@ -86,13 +86,15 @@ async fn ownership(
     Ok(false)
 }
 
-/// The group at `path`, created (private) when missing.
+/// The group at `path`, created (private) when missing; `what` is what
+/// its description says it is for.
 pub async fn group(
     gl: &Gitlab,
     calls: &mut Calls,
     intents: &Intents,
     auth: Auth<'_>,
     path: &str,
+    what: &str,
     before: Option<&Created>,
 ) -> Result<Created, StepError> {
     let live = gl
@@ -115,12 +117,12 @@ pub async fn group(
                 record: GROUP_RECORD,
                 about: json!({"path": path}),
                 path: "groups",
-                doing: "creating the tenant group",
+                doing: "creating the group",
             },
             auth,
             |marker| {
                 json!({"name": path, "path": path, "visibility": "private",
-                       "description": description("Nautes tenants", marker)})
+                       "description": description(what, marker)})
             },
         )
         .await?;

@@ -61,6 +61,9 @@ pub struct TenantSpec {
     pub endpoint: Endpoint,
     pub tenant: String,
     pub projects: Vec<Project>,
+    /// The tenant's data-loss guard (see tenants::guard_data_loss).
+    #[serde(default, flatten)]
+    pub data_loss: super::DataLoss,
 }
 
 impl crate::plan::StepSpec for TenantSpec {
@@ -404,6 +407,8 @@ impl Handler for TenantHandler {
             .into_iter()
             .filter(|p| !spec.projects.iter().any(|q| q.name == p.name))
             .collect();
+        let allowed = spec.data_loss.allow_data_loss;
+        super::clear_harbor_projects(ctx, &h, &password, &spec.tenant, allowed, &gone, &mut report).await?;
         remove_tenant(&h, &store, &spec.endpoint.instance, &password, &gone, &mut report).await?;
         converge_tenant(
             &h,
@@ -424,6 +429,8 @@ impl Handler for TenantHandler {
 
     async fn destroy(&self, ctx: &StepContext, spec: &TenantSpec, _outputs: &Value) -> Result<(), StepError> {
         let (h, store, password, mut report) = tenant_context(ctx, spec).await?;
+        let allowed = spec.data_loss.allow_data_loss;
+        super::clear_harbor_projects(ctx, &h, &password, &spec.tenant, allowed, &spec.projects, &mut report).await?;
         remove_tenant(
             &h,
             &store,

@@ -206,6 +206,110 @@ pub async fn take_over_admin(
     Ok(ours)
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The tenant's `allowDataLoss`, as its registry steps keep it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataLoss {
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_data_loss: bool,
+}
+
+/// A short list for a message: the first few names, and how many more.
+fn some_of(names: &[String], more: bool) -> String {
+    let mut s = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 5 || more {
+        s.push_str(", …");
+    }
+    s
+}
+
+/// Harbor projects about to be removed, through the data-loss guard: a
+/// project holding repositories is named and the removal refused unless
+/// the tenant allows it; then its repositories go first, since Harbor
+/// refuses to delete a project that holds any.
+pub async fn clear_harbor_projects(
+    ctx: &StepContext,
+    h: &crate::drivers::harbor::Harbor,
+    password: &Secret,
+    tenant: &str,
+    allowed: bool,
+    projects: &[harbor::Project],
+    report: &mut Report,
+) -> Result<(), StepError> {
+    let auth = admin(password);
+    let mut holding = Vec::new();
+    let mut contents = Vec::new();
+    for p in projects {
+        if h.project(auth, &p.name)
+            .await
+            .map_err(|e| failed(&format!("reading project {}", p.name), e))?
+            .is_none()
+        {
+            continue;
+        }
+        let repos = h
+            .repositories(auth, &p.name)
+            .await
+            .map_err(|e| failed(&format!("listing the repositories of project {}", p.name), e))?;
+        if !repos.is_empty() {
+            holding.push(format!(
+                "Harbor project {} ({} repositories: {})",
+                p.name,
+                repos.len(),
+                some_of(&repos, false)
+            ));
+            contents.push((p.name.clone(), repos));
+        }
+    }
+    crate::components::tenants::guard_data_loss(ctx, tenant, allowed, "Harbor projects", &holding)?;
+    for (project, repos) in contents {
+        for r in repos {
+            if h.delete_repository(auth, &project, &r)
+                .await
+                .map_err(|e| failed(&format!("deleting repository {project}/{r}"), e))?
+            {
+                report.wrote(format!("repository {project}/{r} removed"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Nexus repositories about to be removed, through the data-loss guard: a
+/// hosted one holding components is named and the removal refused unless
+/// the tenant allows it (a proxy's components are a cache of its remote).
+pub async fn guard_nexus_repositories(
+    ctx: &StepContext,
+    n: &crate::drivers::nexus::Nexus,
+    password: &Secret,
+    tenant: &str,
+    allowed: bool,
+    repositories: &[nexus::Repository],
+) -> Result<(), StepError> {
+    let auth = admin(password);
+    let mut holding = Vec::new();
+    for r in repositories.iter().filter(|r| r.kind == nexus::Kind::Hosted) {
+        let (components, more) = n
+            .components(auth, &r.name, 100)
+            .await
+            .map_err(|e| failed(&format!("listing the components of repository {}", r.name), e))?;
+        if !components.is_empty() {
+            holding.push(format!(
+                "Nexus repository {} ({}{} components: {})",
+                r.name,
+                components.len(),
+                if more { "+" } else { "" },
+                some_of(&components, more)
+            ));
+        }
+    }
+    crate::components::tenants::guard_data_loss(ctx, tenant, allowed, "Nexus repositories", &holding)
+}
+
 pub fn admin(password: &Secret) -> Auth<'_> {
     Auth::Basic("admin", password)
 }
@@ -304,6 +408,9 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
                 endpoint: ep.clone(),
                 tenant: t.name.clone(),
                 projects,
+                data_loss: DataLoss {
+                    allow_data_loss: t.allow_data_loss,
+                },
             };
             steps.push(
                 Step::of(
@@ -351,6 +458,9 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
                 endpoint: ep.clone(),
                 tenant: t.name.clone(),
                 repositories,
+                data_loss: DataLoss {
+                    allow_data_loss: t.allow_data_loss,
+                },
             };
             steps.push(
                 Step::of(

@@ -153,6 +153,9 @@ pub struct TenantSpec {
     pub endpoint: Endpoint,
     pub tenant: String,
     pub repositories: Vec<Repository>,
+    /// The tenant's data-loss guard (see tenants::guard_data_loss).
+    #[serde(default, flatten)]
+    pub data_loss: super::DataLoss,
 }
 
 impl crate::plan::StepSpec for TenantSpec {
@@ -422,10 +425,13 @@ impl Handler for TenantHandler {
         let instance = &spec.endpoint.instance;
         let before: Vec<Repository> =
             serde_json::from_value(ctx.previous_outputs["repositories"].clone()).unwrap_or_default();
-        for gone in before
-            .iter()
+        let gone: Vec<Repository> = before
+            .into_iter()
             .filter(|r| !spec.repositories.iter().any(|q| q.name == r.name))
-        {
+            .collect();
+        let allowed = spec.data_loss.allow_data_loss;
+        super::guard_nexus_repositories(ctx, &n, &password, &spec.tenant, allowed, &gone).await?;
+        for gone in &gone {
             if n.delete_repository(admin(&password), &gone.name)
                 .await
                 .map_err(|e| failed(&format!("deleting repository {}", gone.name), e))?
@@ -451,6 +457,8 @@ impl Handler for TenantHandler {
 
     async fn destroy(&self, ctx: &StepContext, spec: &TenantSpec, _outputs: &Value) -> Result<(), StepError> {
         let (n, store, password, mut report) = connect(ctx, &spec.endpoint).await?;
+        let allowed = spec.data_loss.allow_data_loss;
+        super::guard_nexus_repositories(ctx, &n, &password, &spec.tenant, allowed, &spec.repositories).await?;
         remove_tenant(
             &n,
             &store,
