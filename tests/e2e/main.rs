@@ -27,6 +27,7 @@ mod sign_in;
 mod ssh_driver;
 mod stack;
 mod state_backend;
+mod tenant_resources;
 mod terraform;
 mod vault;
 mod vault_kubernetes;
