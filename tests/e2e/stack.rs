@@ -89,11 +89,51 @@ fn known_secrets(p: &Platform) -> Vec<(String, String)> {
     for a in dump["applications"].as_array().unwrap() {
         out.push(("the OAuth app secret".into(), a["secret"].as_str().unwrap().to_string()));
     }
+    // Every credential in Vault's `repo` engine: Harbor's admin password and
+    // robot secrets, Nexus' admin and tenant user passwords (and SonarQube's
+    // tokens when it is part of the install) — each field of each secret.
+    let repo = repo_secrets(p, "");
+    assert!(
+        repo.iter().any(|(w, _)| w.starts_with("harbor/harbor/robots/"))
+            && repo.iter().any(|(w, _)| w.starts_with("nexus/nexus/tenants/")),
+        "Harbor's robots and Nexus' tenant users are in Vault: {:?}",
+        repo.iter().map(|(w, _)| w).collect::<Vec<_>>()
+    );
+    out.extend(repo);
+    // The first-run passwords the installer replaced.
+    out.push((
+        "Harbor's first-run admin password".into(),
+        platform::HARBOR_INITIAL.into(),
+    ));
+    let nexus_first = std::fs::read_to_string(p.s.path().join("nexus-data/admin.password")).unwrap();
+    out.push(("Nexus' first-run admin password".into(), nexus_first.trim().to_string()));
     // A line from the middle of each private key (PEM lines are unique).
     for key in [p.s.path().join("ca.pk8"), outputs.join("pki/ingress.key")] {
         let text = std::fs::read_to_string(&key).unwrap_or_else(|e| panic!("{}: {e}", key.display()));
         let line = text.lines().nth(1).unwrap().to_string();
         out.push((format!("private key {}", key.display()), line));
+    }
+    out
+}
+
+/// Each string field of each secret under `repo/<dir>` in Vault, named
+/// by its path and field.
+fn repo_secrets(p: &Platform, dir: &str) -> Vec<(String, String)> {
+    let (status, listed) = p.vault.api("LIST", &format!("/v1/repo/metadata/{dir}"), None);
+    assert_eq!(status, 200, "listing repo/{dir}: {listed}");
+    let mut out = Vec::new();
+    for key in listed["data"]["keys"].as_array().unwrap() {
+        let key = format!("{dir}{}", key.as_str().unwrap());
+        if key.ends_with('/') {
+            out.extend(repo_secrets(p, &key));
+            continue;
+        }
+        let (_, secret) = p.vault.api("GET", &format!("/v1/repo/data/{key}"), None);
+        for (field, value) in secret["data"]["data"].as_object().into_iter().flatten() {
+            if let Some(v) = value.as_str().filter(|v| v.len() >= 8) {
+                out.push((format!("{key} {field}"), v.to_string()));
+            }
+        }
     }
     out
 }
@@ -173,6 +213,8 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
     let proxy = kube_write_to(&kube, "/namespaces/nautes/deployments/vault-proxy");
     assert!(proxy < nautes_app, "Nautes was delivered before vault-proxy");
     let secrets = known_secrets(&p);
+    // The state as the first run left it (a re-run replaces the outputs).
+    let first_state = std::fs::read_to_string(p.s.workdir().join("state.json")).unwrap();
     assert!(
         p.vault.dump()["auth"].get("kubernetes-acme/").is_some(),
         "the tenant's Kubernetes auth is mounted"
@@ -186,12 +228,30 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
     assert_eq!(registered, 1, "the runtime cluster is registered with Nautes once");
     let ingress_requests = p.ingress.log().len();
 
+    // The tenant's own GitLab group, Harbor project and Nexus repository.
+    assert!(
+        dump["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["full_path"] == "acme-team"),
+        "the tenant's GitLab group"
+    );
+    assert!(p.harbor.state()["projects"]["acme-app"].is_object());
+    assert_eq!(p.nexus.state()["repositories"], serde_json::json!(["acme-maven"]));
+
     // A re-run writes nothing anywhere.
     p.kube.reset_log();
     p.vault.reset_log();
     p.gitlab.reset_log();
+    let registry_writes = (p.harbor.writes().len(), p.nexus.writes().len());
     let again = apply(&p.s);
     assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert_eq!(
+        (p.harbor.writes().len(), p.nexus.writes().len()),
+        registry_writes,
+        "Harbor or Nexus writes on a re-run"
+    );
     let kube_writes: Vec<Value> = p
         .kube
         .writes()
@@ -251,6 +311,7 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
         seen.push_str(&stdout(out));
         seen.push_str(&stderr(out));
     }
+    seen.push_str(&first_state);
     seen.push_str(&std::fs::read_to_string(p.s.workdir().join("state.json")).unwrap());
     seen.push_str(&all_text(&p.s.workdir().join("logs")));
     assert!(

@@ -14,6 +14,7 @@ use super::ca;
 use super::cli::{code, stderr, Scratch};
 use super::controlplane::ControlPlane;
 use super::gitlab::GitlabStandin;
+use super::registries::Standin as Registry;
 use super::standin_controllers::{hnc_manager, Api, Standin};
 use super::vault::OpenBao;
 use serde_json::{json, Value};
@@ -197,10 +198,18 @@ pub struct Platform {
     pub kube: ControlPlane,
     pub vault: OpenBao,
     pub gitlab: GitlabStandin,
+    /// The shared Harbor and Nexus (API stand-ins), configured through their
+    /// APIs, with a tenant's project and repository: their credentials are
+    /// part of what the platform must keep secret.
+    pub harbor: Registry,
+    pub nexus: Registry,
     pub ingress: Ingress,
     pub s: Scratch,
     _hnc: Standin,
 }
+
+/// Harbor's first-run admin password in the platform's Harbor stand-in.
+pub const HARBOR_INITIAL: &str = "Harbor12345";
 
 pub fn inventory(p: &Platform, cert_manager: &str, rollout: &str) -> String {
     format!(
@@ -226,7 +235,24 @@ tenants:
     cluster: host
     namespaces:
       - name: acme
+    gitlab:
+      group: acme-team
+    harbor:
+      - projects: [acme-app]
+    nexus:
+      repositories:
+        - {{ name: acme-maven, format: maven, type: hosted }}
 components:
+  harbor:
+    placement: external
+    external:
+      url: {harbor}
+      token: {{ file: harbor-initial }}
+  nexus:
+    placement: external
+    external:
+      url: {nexus}
+      token: {{ file: nexus-data/admin.password }}
   vault:
     placement: external
     external:
@@ -255,6 +281,8 @@ components:
 ",
         vault = p.vault.url(),
         gitlab = p.gitlab.url(),
+        harbor = p.harbor.url(),
+        nexus = p.nexus.url(),
         port = p.ingress.port,
     )
 }
@@ -269,10 +297,19 @@ pub fn platform(fail_host: Option<&str>) -> Platform {
     private(&s.path().join("host.kubeconfig"), &kube.kubeconfig());
     private(&s.path().join("gitlab-token"), BOOTSTRAP);
     let ingress = start_ingress(&s, fail_host);
+    private(&s.path().join("harbor-initial"), HARBOR_INITIAL);
+    let nexus = Registry::nexus();
+    std::fs::create_dir(s.path().join("nexus-data")).unwrap();
+    private(
+        &s.path().join("nexus-data/admin.password"),
+        &std::fs::read_to_string(nexus.admin_password_file()).unwrap(),
+    );
     let p = Platform {
         kube,
         vault: OpenBao::start(),
         gitlab: GitlabStandin::start_with("unused", BOOTSTRAP),
+        harbor: Registry::harbor(HARBOR_INITIAL),
+        nexus,
         ingress,
         s,
         _hnc: hnc,
@@ -543,8 +580,18 @@ impl Platform {
                 .as_array()
                 .unwrap()
                 .iter()
-                .all(|g| g["full_path"] != "acme"),
-            "the group we created is left\n{shown}"
+                .all(|g| g["full_path"] != "acme" && g["full_path"] != "acme-team"),
+            "a group we created is left\n{shown}"
+        );
+        let harbor = self.harbor.state();
+        assert!(
+            harbor["projects"].as_object().is_some_and(|p| p.is_empty()) && harbor["robots"] == json!([]),
+            "the tenant's Harbor project is left: {harbor}\n{shown}"
+        );
+        let nexus = self.nexus.state();
+        assert!(
+            nexus["repositories"] == json!([]) && nexus["users"].get("nautes-acme").is_none(),
+            "the tenant's Nexus repository or user is left: {nexus}\n{shown}"
         );
         assert!(
             gitlab["applications"]
