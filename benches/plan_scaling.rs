@@ -1,6 +1,10 @@
 //! validate + plan on generated inventories with 10, 1 000 and 10 000
-//! tenants (each a namespace tree of three), reported as time per tenant so
-//! growth is visible: flat means linear. Run: `cargo bench --bench plan_scaling`.
+//! tenants, reported as time per tenant so growth is visible: flat means
+//! linear. Each tenant owns what a tenant can: a namespace tree of three,
+//! two groups, a GitLab group, a Harbor instance of its own with a project
+//! and a project on the shared Harbor, a Nexus repository, a SonarQube
+//! token and its Vault path (Vault, GitLab, Dex, Harbor, Nexus and
+//! SonarQube are all configured). Run: `cargo bench --bench plan_scaling`.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -14,12 +18,25 @@ fn inventory(tenants: usize) -> String {
          hosts:\n  - name: node-1\n    address: 10.0.0.1\n\
          clusters:\n  - name: host\n    type: k3s\n    k3s:\n      version: v1.27.4+k3s1\n      servers: [node-1]\n\
          virtualClusters:\n  - name: vc\n    hostCluster: host\n\
+         settings:\n  domain: bench.example.com\n\
+         components:\n  vault:\n    placement: external\n    external: {url: \"https://vault.example.com\"}\n\
+         \x20 gitlab:\n    placement: external\n    external: {url: \"https://gitlab.example.com\", token: {env: BENCH_TOKEN}}\n\
+         \x20 dex: {}\n\
+         \x20 harbor:\n    placement: external\n    external: {url: \"https://harbor.example.com\"}\n\
+         \x20 nexus:\n    placement: external\n    external: {url: \"https://nexus.example.com\"}\n\
+         \x20 sonarqube:\n    placement: external\n    external: {url: \"https://sonarqube.example.com\"}\n\
          tenants:\n",
     );
     for t in 0..tenants {
         let _ = write!(
             s,
-            "  - name: tenant-{t}\n    cluster: vc\n    namespaces:\n      - name: t{t}\n        labels: {{team: t{t}}}\n        children:\n          - name: t{t}-dev\n          - name: t{t}-prod\n"
+            "  - name: tenant-{t}\n    cluster: vc\n    namespaces:\n      - name: t{t}\n        labels: {{team: t{t}}}\n        children:\n          - name: t{t}-dev\n          - name: t{t}-prod\n\
+             \x20   groups:\n      - {{name: t{t}/dev, role: developer}}\n      - {{name: t{t}/ops, role: admin}}\n\
+             \x20   gitlab: {{group: team-{t}}}\n\
+             \x20   harborInstances:\n      - name: harbor-{t}\n        placement: external\n        external: {{url: \"https://harbor-{t}.example.com\"}}\n\
+             \x20   harbor:\n      - instance: harbor-{t}\n        projects: [app-{t}]\n      - projects: [shared-{t}]\n\
+             \x20   nexus:\n      repositories:\n        - {{name: maven-{t}, format: maven, type: hosted}}\n\
+             \x20   sonarqube: {{}}\n"
         );
     }
     s

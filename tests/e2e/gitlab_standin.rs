@@ -288,6 +288,62 @@ fn groups_and_projects_create_find_by_path_refuse_duplicates_and_delete() {
     assert_eq!(gl.dump()["projects"], json!([]));
 }
 
+/// What a tenant's group relies on: a top-level path GitLab keeps for its
+/// routes is refused (a subgroup may take it), and a group's projects with
+/// `include_subgroups=true` are those of every group below too.
+#[test]
+fn groups_refuse_reserved_top_level_paths_and_list_projects_of_subgroups() {
+    let gl = standin();
+    for reserved in ["admin", "API", "groups", "-"] {
+        let (status, _, body) = gl.call(
+            "POST",
+            "/api/v4/groups",
+            Some(ADMIN),
+            Some(&json!({"name": reserved, "path": reserved})),
+        );
+        assert_eq!(status, 400, "{reserved}: {body}");
+        if reserved != "-" {
+            assert_eq!(
+                body,
+                json!({"message": format!("Failed to save group {{:path=>[\"{reserved} is a reserved name\"]}}")})
+            );
+        }
+    }
+    let (group, _) = group_and_project(&gl, false);
+    let sub = create(
+        &gl,
+        "/api/v4/groups",
+        json!({"name": "admin", "path": "admin", "parent_id": group["id"]}),
+    );
+    create(
+        &gl,
+        "/api/v4/projects",
+        json!({"name": "deep", "namespace_id": sub["id"]}),
+    );
+    let paths = |query: &str| -> Vec<String> {
+        let (status, _, list) = gl.call(
+            "GET",
+            &format!("/api/v4/groups/{}/projects{query}", group["id"]),
+            Some(ADMIN),
+            None,
+        );
+        assert_eq!(status, 200, "{list}");
+        let mut out: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["path_with_namespace"].as_str().unwrap().to_string())
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(paths(""), ["nautes/runtime"]);
+    assert_eq!(
+        paths("?include_subgroups=true"),
+        ["nautes/admin/deep", "nautes/runtime"]
+    );
+}
+
 #[test]
 fn commits_api_creates_updates_refuses_conflicts_and_rejected_pushes() {
     let gl = standin();

@@ -105,6 +105,72 @@ fn harbor_standin_requires_credentials_and_the_resource_name_header() {
     );
 }
 
+/// A project's repositories, as the data-loss guard reads and deletes them:
+/// listed by page with the project's name in front, deleted by a name
+/// encoded twice (once is 404, as Harbor's router splits it at the `/`);
+/// the project can go once they are gone.
+#[test]
+fn harbor_standin_lists_and_deletes_a_projects_repositories() {
+    let h = Standin::harbor(HARBOR_DEFAULT);
+    let admin = Some(("admin", HARBOR_DEFAULT));
+    let body = r#"{"project_name":"team-a","metadata":{"public":"false"}}"#;
+    assert_eq!(h.call("POST", "/api/v2.0/projects", admin, Some((JSON, body))).0, 201);
+    assert_eq!(
+        h.call("GET", "/api/v2.0/projects/nope/repositories", admin, None).0,
+        404
+    );
+    for r in ["web/frontend", "api"] {
+        let push = json!({"repository": r}).to_string();
+        assert_eq!(h.control("POST", "projects/team-a/push", &push), 200);
+    }
+    let (status, page) = h.call(
+        "GET",
+        "/api/v2.0/projects/team-a/repositories?page=1&page_size=1",
+        admin,
+        None,
+    );
+    assert_eq!((status, page.as_array().map(Vec::len)), (200, Some(1)), "{page}");
+    assert_eq!(page[0]["name"], "team-a/web/frontend");
+    assert_eq!(
+        h.call("GET", "/api/v2.0/projects/team-a/repositories", None, None).0,
+        401
+    );
+    let client = Harbor::new(&h.url(), None, std::time::Duration::from_secs(30)).unwrap();
+    let pw = Secret::new(HARBOR_DEFAULT);
+    let auth = nautes_install::drivers::rest::Auth::Basic("admin", &pw);
+    let names = rt().block_on(client.repositories(auth, "team-a")).unwrap();
+    assert_eq!(names, ["web/frontend", "api"]);
+    assert_eq!(
+        h.call(
+            "DELETE",
+            "/api/v2.0/projects/team-a/repositories/web%2Ffrontend",
+            admin,
+            None
+        )
+        .0,
+        404,
+        "a name encoded once"
+    );
+    let named = [("X-Is-Resource-Name", "true")];
+    assert_eq!(
+        h.call_with("DELETE", "/api/v2.0/projects/team-a", admin, None, &named)
+            .0,
+        412
+    );
+    for r in ["web/frontend", "api"] {
+        assert!(
+            rt().block_on(client.delete_repository(auth, "team-a", r)).unwrap(),
+            "{r}"
+        );
+    }
+    assert!(!rt().block_on(client.delete_repository(auth, "team-a", "api")).unwrap());
+    assert_eq!(
+        h.call_with("DELETE", "/api/v2.0/projects/team-a", admin, None, &named)
+            .0,
+        200
+    );
+}
+
 #[test]
 fn harbor_standin_tells_a_robot_secret_once_and_prefixes_its_name() {
     let h = Standin::harbor(HARBOR_DEFAULT);
@@ -242,6 +308,66 @@ fn nexus_standin_writes_its_first_password_and_forgets_it_once_changed() {
             .0,
         200
     );
+}
+
+/// A repository's components, as the data-loss guard reads them: the
+/// repository is required (422) and must exist (404), pages of 10 are
+/// chained by a continuation token; deleting the repository deletes them.
+#[test]
+fn nexus_standin_lists_a_repositorys_components_in_pages() {
+    let n = Standin::nexus();
+    let first = std::fs::read_to_string(n.admin_password_file()).unwrap();
+    let admin = Some(("admin", first.as_str()));
+    let base = "/service/rest/v1";
+    let repo = nexus::Repository {
+        name: "a-maven".into(),
+        format: nexus::Format::Maven,
+        kind: nexus::Kind::Hosted,
+        remote_url: None,
+    };
+    let body = repo.settings().to_string();
+    let made = n.call(
+        "POST",
+        &format!("{base}/repositories/maven/hosted"),
+        admin,
+        Some((JSON, &body)),
+    );
+    assert_eq!(made.0, 201, "{}", made.1);
+    assert_eq!(n.call("GET", &format!("{base}/components"), admin, None).0, 422);
+    assert_eq!(
+        n.call("GET", &format!("{base}/components?repository=nope"), admin, None)
+            .0,
+        404
+    );
+    for i in 0..12 {
+        let c = json!({"group": "com.acme", "name": "lib", "version": format!("1.{i}")}).to_string();
+        assert_eq!(n.control("POST", "repositories/a-maven/components", &c), 200);
+    }
+    let (status, page) = n.call("GET", &format!("{base}/components?repository=a-maven"), admin, None);
+    assert_eq!(status, 200);
+    assert_eq!(page["items"].as_array().unwrap().len(), 10);
+    let token = page["continuationToken"].as_str().unwrap().to_string();
+    let (_, rest) = n.call(
+        "GET",
+        &format!("{base}/components?repository=a-maven&continuationToken={token}"),
+        admin,
+        None,
+    );
+    assert_eq!(rest["items"].as_array().unwrap().len(), 2);
+    assert!(rest["continuationToken"].is_null());
+    let client = Nexus::new(&n.url(), None, std::time::Duration::from_secs(30)).unwrap();
+    let pw = Secret::new(first.trim());
+    let auth = nautes_install::drivers::rest::Auth::Basic("admin", &pw);
+    let (all, more) = rt().block_on(client.components(auth, "a-maven", 100)).unwrap();
+    assert_eq!((all.len(), more), (12, false));
+    assert_eq!(all[0], "com.acme:lib:1.0");
+    let (some, more) = rt().block_on(client.components(auth, "a-maven", 5)).unwrap();
+    assert_eq!((some.len(), more), (10, true));
+    assert_eq!(
+        n.call("DELETE", &format!("{base}/repositories/a-maven"), admin, None).0,
+        204
+    );
+    assert!(n.state()["components"]["a-maven"].is_null());
 }
 
 #[test]

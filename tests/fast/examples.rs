@@ -19,7 +19,7 @@ use cli::{code, stderr, stdout, Scratch};
 const K3S: &str = "v1.27.4+k3s1";
 
 /// What inventories/ must cover, one example each.
-const SCENARIOS: [(&str, &str); 7] = [
+const SCENARIOS: [(&str, &str); 8] = [
     ("starter.yaml", "what `init` prints"),
     ("single-node-k3s.yaml", "single-node K3s, all in one"),
     ("ha-k3s.yaml", "HA K3s with GitLab and Vault on their own hosts"),
@@ -29,6 +29,10 @@ const SCENARIOS: [(&str, &str); 7] = [
     (
         "byo-cluster.yaml",
         "a brought-in cluster with an existing GitLab and Vault",
+    ),
+    (
+        "multi-tenant.yaml",
+        "two tenants, each with its own vcluster, GitLab group and Harbor instance",
     ),
 ];
 
@@ -681,6 +685,41 @@ fn check_scenario(ws: &Workspace, file: &str, ids: &[&str]) {
                 "{file}: the vcluster's host is reached through the kubeconfig: {host}"
             );
             assert_eq!(host["context"], "admin@host", "{file}");
+        }
+        "multi-tenant.yaml" => {
+            // Each tenant: its vcluster and tree, its group, its Harbor, its Vault path.
+            let mut wanted = vec!["gitlab/configure", "vault/configure", "nexus/nexus/configure"];
+            let per_tenant: Vec<String> = ["team-a", "team-b"]
+                .iter()
+                .flat_map(|t| {
+                    [
+                        format!("vcluster/vc-{t}"),
+                        format!("hnc/vc-{t}"),
+                        format!("tenant/{t}/namespaces"),
+                        format!("gitlab/tenant/{t}"),
+                        format!("harbor/harbor-{t}/configure"),
+                        format!("harbor/harbor-{t}/tenant/{t}"),
+                        format!("nexus/nexus/tenant/{t}"),
+                        format!("tenant/{t}/vault"),
+                        format!("vault/kubernetes-auth/{t}"),
+                    ]
+                })
+                .collect();
+            wanted.extend(per_tenant.iter().map(String::as_str));
+            assert_has(file, ids, &wanted);
+            // No shared Harbor: each tenant's projects are on its own.
+            assert_none_starts_with(file, ids, &["harbor/harbor/"]);
+            let plan = ws.rendered_plan(file);
+            for t in ["team-a", "team-b"] {
+                let group = &plan[&format!("gitlab/tenant/{t}")];
+                assert_eq!(group["spec"]["group"], t, "{file}: {group}");
+                assert!(
+                    group["needs"].as_array().unwrap().contains(&json!("gitlab/configure")),
+                    "{file}: the group is made with gitlab/configure's token: {group}"
+                );
+                let projects = &plan[&format!("harbor/harbor-{t}/tenant/{t}")]["spec"]["endpoint"]["url"];
+                assert_eq!(projects, &json!(format!("https://harbor.{t}.example.com")), "{file}");
+            }
         }
         // A new example: the checks every example gets.
         _ => {}
