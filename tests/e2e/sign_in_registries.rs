@@ -1,0 +1,266 @@
+//! Unified sign-in, the registries' half (issue 19): Harbor signs in
+//! through the real Dex when Dex is installed (its client derived from the
+//! Harbor instances the inventory configures, one callback per instance
+//! URL), and a tenant's groups become members of the tenant's Harbor
+//! projects with their role. Harbor is the stand-in (its member and
+//! configuration contract from Harbor v2.5.1's source, checked here to
+//! fail when made lenient); Dex is real.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::support::dex::{self, Dex, DexOptions};
+use crate::support::gitlab::GitlabStandin;
+use crate::support::registries::Standin;
+use nautes_install::components::gitlab::credentials::CredentialStore;
+use nautes_install::components::registries::{harbor, Report};
+use nautes_install::drivers::harbor::Harbor;
+use nautes_install::plan::Step;
+use nautes_install::secret::Secret;
+
+const HARBOR_DEFAULT: &str = "Harbor12345";
+const JSON: &str = "application/json";
+const DOMAIN: &str = "sso.test";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The members of a project as the stand-in holds them: name -> [type, role].
+fn members(h: &Standin, project: &str) -> Value {
+    h.state()["members"][project].clone()
+}
+
+#[test]
+fn harbor_standin_onboards_oidc_groups_only_in_oidc_mode_and_refuses_duplicates_and_unknown_roles() {
+    let h = Standin::harbor(HARBOR_DEFAULT);
+    let admin = Some(("admin", HARBOR_DEFAULT));
+    let named = [("X-Is-Resource-Name", "true")];
+    let body = json!({"project_name": "p1", "metadata": {"public": "false"}}).to_string();
+    assert_eq!(h.call("POST", "/api/v2.0/projects", admin, Some((JSON, &body))).0, 201);
+    // The creator is a member (ProjectAdmin) from the start.
+    assert_eq!(members(&h, "p1"), json!({"admin": ["u", 1]}));
+    let add = |group: &str, role: u64| {
+        let b = json!({"role_id": role, "member_group": {"group_name": group, "group_type": 3}}).to_string();
+        h.call_with("POST", "/api/v2.0/projects/p1/members", admin, Some((JSON, &b)), &named)
+    };
+    // Harbor's DB authenticator searches no groups: an unknown group is 404.
+    let (status, v) = add("acme/dev", 2);
+    assert_eq!(status, 404, "{v}");
+    let oidc = json!({"auth_mode": "oidc_auth"}).to_string();
+    assert_eq!(
+        h.call("PUT", "/api/v2.0/configurations", admin, Some((JSON, &oidc))).0,
+        200
+    );
+    assert_eq!(add("acme/dev", 9).0, 400, "a role Harbor does not have");
+    assert_eq!(add("acme/dev", 2).0, 201);
+    assert_eq!(add("acme/dev", 3).0, 409, "the same group twice");
+    let (status, list) = h.call_with("GET", "/api/v2.0/projects/p1/members", admin, None, &named);
+    assert_eq!(status, 200);
+    let group = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["entity_type"] == "g")
+        .unwrap();
+    assert_eq!(
+        (group["entity_name"].as_str(), group["role_id"].as_u64()),
+        (Some("acme/dev"), Some(2))
+    );
+    assert_eq!(group["role_name"], "developer");
+    let path = format!("/api/v2.0/projects/p1/members/{}", group["id"]);
+    let bad = json!({"role_id": 0}).to_string();
+    assert_eq!(h.call_with("PUT", &path, admin, Some((JSON, &bad)), &named).0, 400);
+    assert_eq!(h.call_with("DELETE", &path, admin, None, &named).0, 200);
+    assert_eq!(h.call_with("DELETE", &path, admin, None, &named).0, 404);
+    // Without the resource-name header the segment must be an id.
+    assert_eq!(h.call("GET", "/api/v2.0/projects/p1/members", admin, None).0, 400);
+}
+
+/// The inventory: Dex (through GitLab), the shared Harbor the stand-in
+/// plays, and tenant acme with two groups and two projects on it.
+fn loaded(harbor_url: &str, groups: &str) -> nautes_install::inventory::Loaded {
+    let text = format!(
+        "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: t\n\
+         settings:\n  domain: {DOMAIN}\n\
+         clusters:\n  - name: host\n    type: external\n    external:\n      kubeconfig: host.kubeconfig\n    usage: [host]\n\
+         tenants:\n  - name: acme\n    cluster: host\n    groups:\n{groups}    harbor:\n      - projects: [acme-app, acme-lib]\n\
+         components:\n\
+         \x20 gitlab:\n    placement: external\n    external:\n      url: https://gitlab.{DOMAIN}\n      token: {{ file: t }}\n    values:\n      group: acme\n\
+         \x20 dex: {{}}\n\
+         \x20 harbor:\n    placement: external\n    external:\n      url: {harbor_url}\n      token: {{ file: harbor-initial }}\n"
+    );
+    nautes_install::inventory::load_str(Path::new("inventory.yaml"), &text).unwrap_or_else(|r| panic!("{r:?}"))
+}
+
+fn plan(harbor_url: &str, groups: &str) -> Vec<Step> {
+    nautes_install::components::plan_steps(&loaded(harbor_url, groups)).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+fn spec<T: serde::de::DeserializeOwned>(steps: &[Step], id: &str) -> T {
+    let step = steps
+        .iter()
+        .find(|s| s.id == id)
+        .unwrap_or_else(|| panic!("no step {id}"));
+    serde_json::from_value(step.spec.clone()).unwrap()
+}
+
+const BOTH: &str = "      - {name: acme/dev, role: developer}\n      - {name: acme/ops, role: admin}\n";
+const DEV_ONLY: &str = "      - {name: acme/dev, role: viewer}\n";
+
+/// Harbor's client is derived from the Harbor it configures: Dex gets the
+/// callback below the instance's own URL, Harbor's configure step the
+/// Dex issuer and client (and waits for Dex). Run against the stand-in
+/// with the secret the real Dex holds, a user of group acme/dev gets an
+/// id_token from the real Dex for Harbor's client at that callback whose
+/// issuer, audience and group are exactly what Harbor is configured with
+/// and the project members Harbor keeps. A re-run writes nothing; a group
+/// removed or changed loses exactly its membership or role.
+#[test]
+fn harbor_signs_in_through_dex_and_the_tenants_groups_become_project_members() {
+    if dex::skip_unless_available() {
+        return;
+    }
+    let h = Standin::harbor(HARBOR_DEFAULT);
+    let steps = plan(&h.url(), BOTH);
+    let dex_step = steps.iter().find(|s| s.id == "stack/dex/host").expect("Dex planned");
+    let callback = format!("{}/c/oidc/callback", h.url());
+    assert!(dex_step.spec["runtime"]["clients"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("harbor")));
+    assert_eq!(dex_step.spec["runtime"]["redirectUris"]["harbor"], json!([callback]));
+    let configure = steps.iter().find(|s| s.id == "harbor/harbor/configure").unwrap();
+    assert!(
+        configure.needs.iter().any(|n| n == "stack/dex/host"),
+        "{:?}",
+        configure.needs
+    );
+    let instance: harbor::InstanceSpec = spec(&steps, "harbor/harbor/configure");
+    let oidc = instance.oidc.clone().expect("Harbor signs in through Dex");
+    let tenant: harbor::TenantSpec = spec(&steps, "harbor/harbor/tenant/acme");
+    assert_eq!(tenant.groups.len(), 2);
+
+    // The real Dex with the clients and redirect URIs the Dex step has.
+    let gitlab = GitlabStandin::start();
+    let mut opts = DexOptions::new(DOMAIN);
+    opts.clients = serde_json::from_value(dex_step.spec["runtime"]["clients"].clone()).unwrap();
+    opts.redirect_uris = serde_json::from_value(dex_step.spec["runtime"]["redirectUris"].clone()).unwrap();
+    let dex = Dex::start_with(&gitlab, opts);
+    // Dex and Harbor share the secret kept at the client's file: the one
+    // this Dex holds.
+    let dex_secret = Secret::new(dex.client_secret("harbor").unwrap());
+
+    let out = tempfile::tempdir().unwrap();
+    let store = CredentialStore::Files(out.path().join("harbor"));
+    let client = Harbor::new(&h.url(), None, std::time::Duration::from_secs(30)).unwrap();
+    let initial = Secret::new(HARBOR_DEFAULT);
+    let run = |tenant: &harbor::TenantSpec, granted: &[String]| {
+        rt().block_on(async {
+            let mut report = Report::default();
+            let pw = harbor::admin_password(&client, &store, &instance.endpoint, Some(&initial), &mut report)
+                .await
+                .unwrap();
+            harbor::converge_oidc(&client, &store, "harbor", &pw, &oidc, &dex_secret, &mut report)
+                .await
+                .unwrap();
+            harbor::converge_tenant(&client, &store, "harbor", &pw, &tenant.projects, &mut report)
+                .await
+                .unwrap();
+            harbor::converge_groups(&client, &pw, &tenant.projects, &tenant.groups, granted, &mut report)
+                .await
+                .unwrap();
+            report
+        })
+    };
+    let first = run(&tenant, &[]);
+    let state = h.state();
+    assert_eq!(state["config"]["auth_mode"], "oidc_auth");
+    assert_eq!(state["config"]["oidc_endpoint"], json!(dex.issuer()));
+    assert_eq!(state["config"]["oidc_client_id"], "harbor");
+    assert_eq!(state["config"]["oidc_groups_claim"], "groups");
+    assert_eq!(
+        state["clientSecretSha256"],
+        json!(nautes_install::util::sha256_hex(dex_secret.expose().as_bytes())),
+        "Harbor holds another client secret than Dex"
+    );
+    for project in ["acme-app", "acme-lib"] {
+        assert_eq!(
+            members(&h, project),
+            json!({"admin": ["u", 1], "acme/dev": ["g", 2], "acme/ops": ["g", 1]}),
+            "{project}"
+        );
+    }
+    assert!(
+        !format!("{:?}", first.writes).contains(dex_secret.expose()),
+        "the client secret in the report"
+    );
+
+    // The real login, as Harbor's callback would receive it.
+    let login = dex.login("harbor", "alice", &["acme/dev"]);
+    assert_eq!(login.claims["iss"], state["config"]["oidc_endpoint"]);
+    assert_eq!(login.claims["aud"], state["config"]["oidc_client_id"]);
+    let groups = login.claims["groups"].as_array().unwrap();
+    assert!(groups.contains(&json!("acme/dev")), "{groups:?}");
+    assert!(members(&h, "acme-app")[groups[0].as_str().unwrap()].is_array());
+
+    // Re-run: zero writes.
+    let granted: Vec<String> = tenant.groups.iter().map(|g| g.name.clone()).collect();
+    let before = h.writes().len();
+    let again = run(&tenant, &granted);
+    assert!(again.writes.is_empty(), "{:?}", again.writes);
+    assert_eq!(h.writes().len(), before, "{:?}", &h.writes()[before..]);
+
+    // Someone adds a group by hand; acme/ops goes from the inventory and
+    // acme/dev becomes viewer: exactly ops' memberships go, dev's role
+    // changes, the hand-added group and the creator stay.
+    let named = [("X-Is-Resource-Name", "true")];
+    let b = json!({"role_id": 3, "member_group": {"group_name": "auditors", "group_type": 3}}).to_string();
+    let admin_pw =
+        serde_json::from_str::<Value>(&std::fs::read_to_string(out.path().join("harbor/harbor-admin.json")).unwrap())
+            .unwrap()["password"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    assert_eq!(
+        h.call_with(
+            "POST",
+            "/api/v2.0/projects/acme-app/members",
+            Some(("admin", &admin_pw)),
+            Some((JSON, &b)),
+            &named
+        )
+        .0,
+        201
+    );
+    let fewer: harbor::TenantSpec = spec(&plan(&h.url(), DEV_ONLY), "harbor/harbor/tenant/acme");
+    run(&fewer, &granted);
+    assert_eq!(
+        members(&h, "acme-app"),
+        json!({"admin": ["u", 1], "acme/dev": ["g", 3], "auditors": ["g", 3]})
+    );
+    assert_eq!(
+        members(&h, "acme-lib"),
+        json!({"admin": ["u", 1], "acme/dev": ["g", 3]})
+    );
+}
+
+/// Without Dex, Harbor keeps its own accounts: no OIDC, no groups, and
+/// Dex — absent — has nothing to derive.
+#[test]
+fn without_dex_harbor_is_configured_without_sign_in_or_group_members() {
+    let text = "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: t\n\
+         clusters:\n  - name: host\n    type: external\n    external:\n      kubeconfig: host.kubeconfig\n    usage: [host]\n\
+         tenants:\n  - name: acme\n    cluster: host\n    harbor:\n      - projects: [acme-app]\n\
+         components:\n  harbor:\n    placement: external\n    external:\n      url: https://registry.example.com\n";
+    let loaded = nautes_install::inventory::load_str(Path::new("inventory.yaml"), text)
+        .unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+    let steps = nautes_install::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
+    let instance: harbor::InstanceSpec = spec(&steps, "harbor/harbor/configure");
+    assert!(instance.oidc.is_none());
+    assert!(!steps.iter().any(|s| s.id.starts_with("stack/dex/")));
+}
