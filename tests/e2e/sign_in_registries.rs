@@ -12,10 +12,11 @@ use serde_json::{json, Value};
 
 use crate::support::dex::{self, Dex, DexOptions};
 use crate::support::gitlab::GitlabStandin;
-use crate::support::registries::Standin;
+use crate::support::registries::{sonarqube_missing, Sonarqube, Standin};
 use nautes_install::components::gitlab::credentials::CredentialStore;
-use nautes_install::components::registries::{harbor, Report};
+use nautes_install::components::registries::{harbor, sonarqube, Report};
 use nautes_install::drivers::harbor::Harbor;
+use nautes_install::drivers::sonarqube::Sonarqube as SonarClient;
 use nautes_install::plan::Step;
 use nautes_install::secret::Secret;
 
@@ -263,4 +264,314 @@ fn without_dex_harbor_is_configured_without_sign_in_or_group_members() {
     let instance: harbor::InstanceSpec = spec(&steps, "harbor/harbor/configure");
     assert!(instance.oidc.is_none());
     assert!(!steps.iter().any(|s| s.id.starts_with("stack/dex/")));
+}
+
+// ---- SonarQube, real ------------------------------------------------------
+
+/// The permissions `group` holds on a project, or on the tenant's template.
+fn sonar_permissions(s: &Sonarqube, admin_pw: &str, query: &str, group: &str) -> Vec<String> {
+    let (status, v) = s.call(
+        "GET",
+        &format!("/api/permissions/{query}&ps=100"),
+        Some(("admin", admin_pw)),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    let mut p: Vec<String> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["name"] == group)
+        .flat_map(|g| g["permissions"].as_array().unwrap().clone())
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    p.sort();
+    p
+}
+
+/// On the real SonarQube 9.9: a tenant's groups get their role's
+/// permissions on the tenant's permission template (key pattern
+/// `<tenant>:.*`) and on the tenant's existing projects (less what a public
+/// project gives everyone), and a project created afterwards starts with
+/// them (SonarQube applies the template); another tenant's project and a
+/// group granted by hand are not touched; a re-run writes nothing; a
+/// removed group loses exactly its permissions; the tenant's removal takes
+/// the template. Then GitLab sign-in, set through the settings API, makes
+/// SonarQube list GitLab as its identity provider.
+#[test]
+fn sonarqube_tenant_groups_get_exactly_their_roles_permissions_and_gitlab_is_its_identity_provider() {
+    if sonarqube_missing() {
+        return;
+    }
+    let s = Sonarqube::start();
+    let out = tempfile::tempdir().unwrap();
+    let store = CredentialStore::Files(out.path().join("sonarqube"));
+    let client = SonarClient::new(&s.url(), None, std::time::Duration::from_secs(60)).unwrap();
+    let ep = nautes_install::components::registries::Endpoint {
+        instance: "sonarqube".into(),
+        url: s.url(),
+        ca_file: None,
+        initial_password: None,
+        vault: None,
+    };
+    let pw = rt().block_on(async {
+        let mut report = Report::default();
+        sonarqube::admin_password(
+            &client,
+            &store,
+            &ep,
+            &Secret::new(sonarqube::DEFAULT_ADMIN_PASSWORD),
+            &mut report,
+        )
+        .await
+        .unwrap()
+    });
+    let admin_pw = pw.expose().to_string();
+    let admin = Some(("admin", admin_pw.as_str()));
+    for (key, visibility) in [
+        ("acme:priv", "private"),
+        ("acme:pub", "public"),
+        ("other:app", "private"),
+    ] {
+        let form = format!("project={key}&name={key}&visibility={visibility}");
+        assert_eq!(s.call("POST", "/api/projects/create", admin, Some(&form)).0, 200);
+    }
+    assert_eq!(
+        s.call("POST", "/api/user_groups/create", admin, Some("name=auditors"))
+            .0,
+        200
+    );
+    assert_eq!(
+        s.call(
+            "POST",
+            "/api/permissions/add_group",
+            admin,
+            Some("projectKey=acme:priv&groupName=auditors&permission=codeviewer")
+        )
+        .0,
+        204
+    );
+    let group = |name: &str, role| sonarqube::Group {
+        name: name.into(),
+        role,
+    };
+    use nautes_install::inventory::TenantRole::{Admin, Developer, Viewer};
+    let run = |groups: &[sonarqube::Group], granted: &[String]| {
+        rt().block_on(async {
+            let mut report = Report::default();
+            sonarqube::converge_groups(&client, &pw, "acme", groups, granted, &mut report)
+                .await
+                .unwrap();
+            report
+        })
+    };
+    let both = [group("acme/dev", Developer), group("acme/ops", Admin)];
+    run(&both, &[]);
+    let dev = ["codeviewer", "issueadmin", "securityhotspotadmin", "user"];
+    let ops = ["admin", "codeviewer", "issueadmin", "securityhotspotadmin", "user"];
+    let on_template = |g: &str| sonar_permissions(&s, &admin_pw, "template_groups?templateName=nautes-acme", g);
+    let on = |p: &str, g: &str| sonar_permissions(&s, &admin_pw, &format!("groups?projectKey={p}"), g);
+    assert_eq!(on_template("acme/dev"), dev);
+    assert_eq!(on_template("acme/ops"), ops);
+    assert_eq!(on("acme:priv", "acme/dev"), dev);
+    assert_eq!(on("acme:priv", "acme/ops"), ops);
+    assert_eq!(on("acme:pub", "acme/dev"), ["issueadmin", "securityhotspotadmin"]);
+    assert!(on("other:app", "acme/dev").is_empty() && on("other:app", "acme/ops").is_empty());
+    assert_eq!(on("acme:priv", "auditors"), ["codeviewer"]);
+    let (_, t) = s.call("GET", "/api/permissions/search_templates?q=nautes-acme", admin, None);
+    assert_eq!(t["permissionTemplates"][0]["projectKeyPattern"], "acme:.*");
+    // A project the tenant's pipelines create later starts with them.
+    let form = "project=acme:later&name=later&visibility=private";
+    assert_eq!(s.call("POST", "/api/projects/create", admin, Some(form)).0, 200);
+    assert_eq!(on("acme:later", "acme/ops"), ops);
+
+    // Re-run: zero writes at the server.
+    let granted: Vec<String> = both.iter().map(|g| g.name.clone()).collect();
+    let before = s.writes().len();
+    let again = run(&both, &granted);
+    assert!(again.writes.is_empty(), "{:?}", again.writes);
+    assert_eq!(s.writes().len(), before, "{:?}", &s.writes()[before..]);
+
+    // acme/ops leaves the inventory, acme/dev becomes viewer.
+    run(&[group("acme/dev", Viewer)], &granted);
+    for p in ["acme:priv", "acme:later"] {
+        assert!(on(p, "acme/ops").is_empty(), "{p}");
+        assert_eq!(on(p, "acme/dev"), ["codeviewer", "user"], "{p}");
+    }
+    assert!(on_template("acme/ops").is_empty());
+    assert!(on("acme:pub", "acme/dev").is_empty());
+    assert_eq!(
+        on("acme:priv", "auditors"),
+        ["codeviewer"],
+        "a hand-made grant was touched"
+    );
+
+    // The tenant goes: its template and its groups' grants.
+    rt().block_on(async {
+        let mut report = Report::default();
+        sonarqube::remove_groups(&client, &pw, "acme", &["acme/dev".to_string()], &mut report)
+            .await
+            .unwrap();
+    });
+    let (_, t) = s.call("GET", "/api/permissions/search_templates?q=nautes-acme", admin, None);
+    assert!(t["permissionTemplates"].as_array().unwrap().is_empty(), "{t}");
+    assert!(on("acme:priv", "acme/dev").is_empty());
+    assert_eq!(on("acme:priv", "auditors"), ["codeviewer"]);
+
+    // Sign-in through GitLab (Dex's upstream): SonarQube lists it.
+    let (_, v) = s.call("GET", "/api/users/identity_providers", None, None);
+    assert_eq!(v["identityProviders"], json!([]));
+    let sign_in = sonarqube::GitlabSignIn {
+        server_base_url: s.url(),
+        gitlab_url: "https://gitlab.sso.test".into(),
+        application_id: "sonarqube-app-id".into(),
+        secret: nautes_install::inventory::SecretRef { env: None, file: None },
+    };
+    let sign_in_run = || {
+        rt().block_on(async {
+            let mut report = Report::default();
+            sonarqube::converge_sign_in(
+                &client,
+                &store,
+                "sonarqube",
+                &pw,
+                &sign_in,
+                &Secret::new("gitlab-app-secret"),
+                &mut report,
+            )
+            .await
+            .unwrap();
+            report
+        })
+    };
+    let first = sign_in_run();
+    assert!(
+        !format!("{:?}", first.writes).contains("gitlab-app-secret"),
+        "the secret in the report"
+    );
+    let (_, v) = s.call(
+        "GET",
+        "/api/settings/values?keys=sonar.auth.gitlab.enabled,sonar.auth.gitlab.groupsSync,sonar.auth.gitlab.url",
+        admin,
+        None,
+    );
+    let values: Vec<&str> = v["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(values, ["true", "true", "https://gitlab.sso.test"], "{v}");
+    let before = s.writes().len();
+    assert!(sign_in_run().writes.is_empty());
+    assert_eq!(s.writes().len(), before, "{:?}", &s.writes()[before..]);
+    let (_, v) = s.call("GET", "/api/users/identity_providers", None, None);
+    let keys: Vec<&str> = v["identityProviders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["key"].as_str())
+        .collect();
+    assert_eq!(keys, ["gitlab"], "{v}");
+}
+
+/// SonarQube's OAuth application in GitLab (the stand-in's 15.10 API):
+/// made once with SonarQube's callback and the scopes group sync needs,
+/// its secret kept 0600 and never in the report; a re-run makes no call
+/// that writes; an application whose secret we lost, or whose callback
+/// someone changed, is replaced. And the plan: with GitLab configured
+/// here, SonarQube's configure step signs in through it and waits for it.
+#[test]
+fn sonarqubes_gitlab_application_is_made_once_and_replaced_when_lost_or_changed() {
+    let gitlab = GitlabStandin::start_with("root-password-1", "admin-token-for-sonarqube");
+    let token = Secret::new("admin-token-for-sonarqube");
+    let gl =
+        nautes_install::drivers::gitlab::Gitlab::new(&gitlab.url(), None, std::time::Duration::from_secs(30)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let creds = out.path().join("sonarqube");
+    let store = CredentialStore::Files(creds.clone());
+    let callback = sonarqube::gitlab_callback("https://sonarqube.sso.test/");
+    assert_eq!(callback, "https://sonarqube.sso.test/oauth2/callback/gitlab");
+    let run = || {
+        rt().block_on(async {
+            let mut report = Report::default();
+            let app = sonarqube::ensure_gitlab_app(&gl, &token, &store, "sonarqube", &callback, &mut report)
+                .await
+                .unwrap();
+            (app, report)
+        })
+    };
+    let apps = || {
+        let (status, _, v) = gitlab.call_bearer("GET", "/api/v4/applications", &gitlab.root_oauth_token(), None);
+        assert_eq!(status, 200);
+        v.as_array().unwrap().clone()
+    };
+    let ((id, secret), first) = run();
+    assert_eq!(first.writes, ["GitLab application nautes-sonarqube-sonarqube"]);
+    assert!(!format!("{:?}", first.writes).contains(secret.expose()));
+    let live = apps();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0]["application_id"], json!(id));
+    assert_eq!(live[0]["callback_url"], json!(callback));
+    let file = creds.join("sonarqube-gitlab-application.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    // The secret kept is the one GitLab holds for the application.
+    let dump = gitlab.dump();
+    let held = dump["applications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["uid"] == json!(id))
+        .unwrap();
+    assert_eq!(held["secret"], json!(secret.expose()));
+
+    let writes = gitlab.writes().len();
+    let ((again_id, _), again) = run();
+    assert_eq!(again_id, id);
+    assert!(again.writes.is_empty(), "{:?}", again.writes);
+    assert_eq!(gitlab.writes().len(), writes, "{:?}", &gitlab.writes()[writes..]);
+
+    // Someone points it elsewhere: replaced (GitLab cannot edit one).
+    gitlab.edit_application(
+        live[0]["id"].as_u64().unwrap(),
+        Some("https://evil.test/cb"),
+        None,
+        None,
+    );
+    let ((new_id, _), healed) = run();
+    assert_ne!(new_id, id);
+    assert_eq!(healed.writes.len(), 2, "{:?}", healed.writes);
+    assert_eq!(apps().len(), 1);
+    // Its secret lost: replaced too.
+    std::fs::remove_file(&file).unwrap();
+    let ((newer_id, _), _) = run();
+    assert_ne!(newer_id, new_id);
+    assert_eq!(apps().len(), 1);
+
+    // The plan: GitLab configured here -> SonarQube signs in through it.
+    let text = format!(
+        "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: t\n\
+         settings:\n  domain: {DOMAIN}\n\
+         clusters:\n  - name: host\n    type: external\n    external:\n      kubeconfig: host.kubeconfig\n    usage: [host]\n\
+         components:\n\
+         \x20 gitlab:\n    placement: external\n    external:\n      url: https://gitlab.{DOMAIN}\n      token: {{ file: t }}\n    values:\n      group: acme\n\
+         \x20 sonarqube:\n    placement: external\n    external:\n      url: https://sonarqube.{DOMAIN}\n"
+    );
+    let loaded = nautes_install::inventory::load_str(Path::new("inventory.yaml"), &text)
+        .unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+    let steps = nautes_install::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
+    let instance: sonarqube::InstanceSpec = spec(&steps, "sonarqube/sonarqube/configure");
+    assert_eq!(
+        instance.gitlab_app,
+        Some(sonarqube::GitlabApp {
+            ca_file: None,
+            ours: false
+        })
+    );
+    let step = steps.iter().find(|s| s.id == "sonarqube/sonarqube/configure").unwrap();
+    assert!(step.needs.iter().any(|n| n == "gitlab/configure"), "{:?}", step.needs);
+    for need in &step.needs {
+        assert!(steps.iter().any(|s| &s.id == need), "needs unplanned {need}");
+    }
 }

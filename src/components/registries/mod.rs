@@ -417,9 +417,21 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
     }
     if let Some(ext) = shared(inv.components.get("sonarqube")) {
         let ep = endpoint(loaded, SHARED_SONARQUBE, ext);
+        // SonarQube Community has no OpenID Connect: it signs in through
+        // the GitLab Dex itself signs in through, when we configure one.
+        let gitlab_step = steps.iter().find(|s| s.id == super::gitlab::STEP_ID);
+        let gitlab_app = gitlab_step.map(|g| sonarqube::GitlabApp {
+            ca_file: g.spec["caFile"].as_str().map(std::path::PathBuf::from),
+            ours: !g.spec["host"].is_null(),
+        });
+        let mut needs = after_vault.clone();
+        if let Some(g) = gitlab_step {
+            needs.extend([g.id.clone(), super::certificates::STEP_ID.to_string()]);
+        }
         let spec = sonarqube::InstanceSpec {
             endpoint: ep.clone(),
             gitlab_sign_in: None,
+            gitlab_app,
         };
         steps.push(
             Step::of(
@@ -427,12 +439,20 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
                 "configure SonarQube",
                 &spec,
             )
-            .needs(after_vault.clone()),
+            .needs(needs),
         );
         for t in inv.tenants.iter().filter(|t| t.sonarqube.is_some()) {
             let spec = sonarqube::TenantSpec {
                 endpoint: ep.clone(),
                 tenant: t.name.clone(),
+                groups: t
+                    .groups
+                    .iter()
+                    .map(|g| sonarqube::Group {
+                        name: g.name.clone(),
+                        role: g.role,
+                    })
+                    .collect(),
             };
             steps.push(
                 Step::of(
