@@ -575,3 +575,99 @@ fn sonarqubes_gitlab_application_is_made_once_and_replaced_when_lost_or_changed(
         assert!(steps.iter().any(|s| &s.id == need), "needs unplanned {need}");
     }
 }
+
+// ---- The Tekton Dashboard behind oauth2-proxy ------------------------------
+
+fn platform_plan(clusters: &str) -> Vec<Step> {
+    let text = format!(
+        "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: t\n\
+         settings:\n  domain: {DOMAIN}\n\
+         clusters:\n{clusters}\
+         components:\n\
+         \x20 gitlab:\n    placement: external\n    external:\n      url: https://gitlab.{DOMAIN}\n      token: {{ file: t }}\n    values:\n      group: acme\n\
+         \x20 traefik: {{}}\n  certManager: {{}}\n  dex: {{}}\n  oauth2Proxy: {{}}\n  tekton: {{}}\n"
+    );
+    let loaded = nautes_install::inventory::load_str(Path::new("inventory.yaml"), &text)
+        .unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+    nautes_install::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+/// Where Tekton runs behind Traefik, oauth2-proxy's step routes
+/// `tekton.<domain>` to the dashboard through a forwardAuth (and waits for
+/// the dashboard's step); where Tekton runs on another cluster, no route.
+/// The objects are accepted by the real kube-apiserver with the Traefik
+/// chart's CRDs (traefik.containo.us/v1alpha1, Traefik 2.8).
+#[test]
+fn the_tekton_dashboard_is_routed_only_through_oauth2_proxys_forward_auth() {
+    use crate::support::controlplane::{self, ControlPlane};
+    let one = "  - name: host\n    type: external\n    external:\n      kubeconfig: host.kubeconfig\n    usage: [host, pipeline]\n";
+    let steps = platform_plan(one);
+    let proxy = steps
+        .iter()
+        .find(|s| s.id == "stack/oauth2-proxy/host")
+        .expect("oauth2-proxy planned");
+    assert!(
+        proxy.spec.to_string().contains("\"tektonDashboard\":true"),
+        "{}",
+        proxy.spec
+    );
+    assert!(
+        proxy.needs.iter().any(|n| n == "stack/tekton-dashboard/host"),
+        "{:?}",
+        proxy.needs
+    );
+    let two = format!("{one}  - name: ci\n    type: external\n    external:\n      kubeconfig: ci.kubeconfig\n    usage: [pipeline]\n")
+        .replace("usage: [host, pipeline]", "usage: [host]");
+    let steps = platform_plan(&two);
+    assert!(steps.iter().any(|s| s.id == "stack/tekton-dashboard/ci"));
+    let proxy = steps.iter().find(|s| s.id == "stack/oauth2-proxy/host").unwrap();
+    assert!(!proxy.spec.to_string().contains("tektonDashboard"), "{}", proxy.spec);
+
+    let objects = nautes_install::components::stack::runtime::tekton_dashboard_route(DOMAIN);
+    let route = &objects[1];
+    assert_eq!(route["spec"]["routes"][0]["match"], "Host(`tekton.sso.test`)");
+    assert_eq!(
+        route["spec"]["routes"][0]["middlewares"][0]["name"],
+        objects[0]["metadata"]["name"]
+    );
+    assert_eq!(route["metadata"]["namespace"], objects[0]["metadata"]["namespace"]);
+    let auth = &objects[0]["spec"]["forwardAuth"];
+    assert_eq!(auth["address"], "http://oauth2-proxy.oauth2-proxy.svc:4180/oauth2/auth");
+    assert_eq!(auth["trustForwardHeader"], true);
+
+    if controlplane::skip_unless_available() {
+        return;
+    }
+    let cp = ControlPlane::start();
+    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/charts/traefik-standin/crds");
+    let out = cp.kubectl(&["apply", "-f", crds], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for crd in ["middlewares.traefik.containo.us", "ingressroutes.traefik.containo.us"] {
+        let out = cp.kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{crd}"),
+                "--timeout=60s",
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = cp.kubectl(&["create", "namespace", "tekton-pipelines"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    let out = cp.kubectl(&["apply", "--server-side", "-f", "-"], Some(&list.to_string()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = cp.get("/apis/traefik.containo.us/v1alpha1/namespaces/tekton-pipelines/ingressroutes/tekton-dashboard");
+    assert_eq!(
+        v["spec"]["routes"][0]["middlewares"][0]["name"],
+        "tekton-dashboard-sign-in"
+    );
+    let v =
+        cp.get("/apis/traefik.containo.us/v1alpha1/namespaces/tekton-pipelines/middlewares/tekton-dashboard-sign-in");
+    assert_eq!(
+        v["spec"]["forwardAuth"]["authResponseHeaders"][0],
+        "X-Auth-Request-User"
+    );
+}

@@ -555,9 +555,25 @@ fn oauth2_proxy(p: &mut Planner, ingress: Option<&str>) {
     if p.enabled(catalog::TRAEFIK.key).is_some() && ingress == target {
         needs.push(step_id(catalog::TRAEFIK_RELEASE.slug, &target));
     }
+    // The Tekton Dashboard has no sign-in of its own: where it runs on
+    // this cluster (behind this Traefik), its route goes through
+    // oauth2-proxy's forwardAuth, made with it. On another cluster no
+    // Traefik of ours routes to it, so it gets no route (reach it with
+    // `kubectl port-forward`, with that cluster's own credentials).
+    // (Runtime releases are planned after this: place it as they will be.)
+    let dashboard = step_id(catalog::TEKTON_DASHBOARD.slug, &target);
+    let tekton_dashboard = p.enabled(catalog::TEKTON.key).is_some()
+        && match catalog::TEKTON_RELEASE.place {
+            Place::Runtime { usage, .. } => runtime_clusters(p.loaded, usage).contains(&target),
+            _ => false,
+        };
+    if tekton_dashboard {
+        needs.push(dashboard);
+    }
     let spec = runtime::Oauth2ProxySpec {
         domain: p.domain.clone(),
         version,
+        tekton_dashboard,
     };
     let step = StackStep::ours(
         catalog::OAUTH2_PROXY.slug,
