@@ -548,6 +548,20 @@ fn sonarqubes_gitlab_application_is_made_once_and_replaced_when_lost_or_changed(
     let ((newer_id, _), _) = run();
     assert_ne!(newer_id, new_id);
     assert_eq!(apps().len(), 1);
+    // Teardown: ours goes, someone else's stays.
+    let (status, _, _) = gitlab.call_bearer(
+        "POST",
+        "/api/v4/applications",
+        &gitlab.root_oauth_token(),
+        Some(&json!({"name": "someone-elses", "redirect_uri": "https://x.test/cb", "scopes": "read_user"})),
+    );
+    assert_eq!(status, 201);
+    rt().block_on(sonarqube::remove_gitlab_app(&gl, &token, &store, "sonarqube"))
+        .unwrap();
+    let left = apps();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["application_name"], "someone-elses");
+    assert!(!file.exists());
 
     // The plan: GitLab configured here -> SonarQube signs in through it.
     let text = format!(

@@ -85,6 +85,36 @@ fn gitlab_app_record(instance: &str) -> String {
     format!("{instance}/gitlab-application")
 }
 
+/// Deletes SonarQube's application in GitLab (the one we keep, and any of
+/// our name) and forgets its secret.
+pub async fn remove_gitlab_app(
+    gl: &crate::drivers::gitlab::Gitlab,
+    token: &Secret,
+    store: &CredentialStore,
+    instance: &str,
+) -> Result<(), StepError> {
+    let auth = crate::drivers::gitlab::Auth::Token(token);
+    let record = gitlab_app_record(instance);
+    let stored_id = store
+        .get(&record)
+        .await?
+        .and_then(|f| f.get("applicationId").map(|s| s.expose().to_string()));
+    let apps = gl
+        .list("applications", auth)
+        .await
+        .map_err(|e| StepError::new(format!("listing GitLab's OAuth applications: {e}")))?;
+    let name = gitlab_app_name(instance);
+    for app in apps.iter().filter(|a| {
+        a["application_name"].as_str() == Some(name.as_str())
+            || (stored_id.is_some() && a["application_id"].as_str() == stored_id.as_deref())
+    }) {
+        gl.delete(&format!("applications/{}", app["id"]), auth)
+            .await
+            .map_err(|e| StepError::new(format!("deleting SonarQube's GitLab application: {e}")))?;
+    }
+    store.remove(&record).await
+}
+
 /// SonarQube's OAuth application in GitLab: kept while it exists with our
 /// callback and we hold its secret (GitLab shows it only in the answer to
 /// the create); otherwise ours of that name is replaced. Returns its
@@ -576,42 +606,8 @@ impl Handler for InstanceHandler {
     async fn apply(&self, ctx: &StepContext, spec: &InstanceSpec) -> Result<Value, StepError> {
         let (s, store, password, mut report) = connect(ctx, &spec.endpoint).await?;
         if let Some(app) = &spec.gitlab_app {
-            let gitlab = ctx
-                .needs_outputs
-                .get(crate::components::gitlab::STEP_ID)
-                .ok_or_else(|| StepError::new("the GitLab step has not run (internal error: missing need)"))?;
-            let gitlab_url = gitlab["url"].as_str().unwrap_or_default().to_string();
-            let ca = match (&app.ca_file, app.ours) {
-                (Some(p), _) => Some(
-                    std::fs::read(p)
-                        .map_err(|e| StepError::new(format!("cannot read the CA for GitLab, {}: {e}", p.display())))?,
-                ),
-                (None, true) => {
-                    let pki = ctx
-                        .needs_outputs
-                        .get(crate::components::certificates::STEP_ID)
-                        .ok_or_else(|| StepError::new("the PKI step has not run (internal error: missing need)"))?;
-                    let path = pki["ca"]["cert"].as_str().unwrap_or_default();
-                    Some(
-                        std::fs::read(path)
-                            .map_err(|e| StepError::new(format!("cannot read our CA at {path}: {e}")))?,
-                    )
-                }
-                (None, false) => None,
-            };
-            let gl = crate::drivers::gitlab::Gitlab::new(&gitlab_url, ca.as_deref(), ctx.limits.http)
-                .map_err(StepError::new)?;
-            let admin_token = crate::components::gitlab::stored_credential(
-                ctx,
-                spec.endpoint.vault.as_ref(),
-                crate::components::gitlab::ADMIN_TOKEN,
-            )
-            .await?;
-            let token = crate::components::gitlab::credentials::field(
-                &admin_token,
-                crate::components::gitlab::ADMIN_TOKEN,
-                "token",
-            )?;
+            let (gl, token, gitlab_url) = gitlab_admin(ctx, spec, app).await?;
+            let token = &token;
             let callback = gitlab_callback(&spec.endpoint.url);
             let (application_id, secret) =
                 ensure_gitlab_app(&gl, token, &store, &spec.endpoint.instance, &callback, &mut report).await?;
@@ -654,10 +650,56 @@ impl Handler for InstanceHandler {
         })))
     }
 
+    /// The GitLab application we made goes with the instance.
     async fn destroy(&self, ctx: &StepContext, spec: &InstanceSpec, _outputs: &Value) -> Result<(), StepError> {
         let store = store(ctx, FOLDER, spec.endpoint.vault.as_ref())?;
+        if let Some(app) = &spec.gitlab_app {
+            let (gl, token, _) = gitlab_admin(ctx, spec, app).await?;
+            remove_gitlab_app(&gl, &token, &store, &spec.endpoint.instance).await?;
+        }
         store.remove(&sign_in_record(&spec.endpoint.instance)).await
     }
+}
+
+/// GitLab's API as its admin: the client (trusting GitLab's CA), the admin
+/// token the GitLab step keeps, and GitLab's URL.
+async fn gitlab_admin(
+    ctx: &StepContext,
+    spec: &InstanceSpec,
+    app: &GitlabApp,
+) -> Result<(crate::drivers::gitlab::Gitlab, Secret, String), StepError> {
+    let gitlab = ctx
+        .needs_outputs
+        .get(crate::components::gitlab::STEP_ID)
+        .ok_or_else(|| StepError::new("the GitLab step has not run (internal error: missing need)"))?;
+    let gitlab_url = gitlab["url"].as_str().unwrap_or_default().to_string();
+    let ca = match (&app.ca_file, app.ours) {
+        (Some(p), _) => Some(
+            std::fs::read(p)
+                .map_err(|e| StepError::new(format!("cannot read the CA for GitLab, {}: {e}", p.display())))?,
+        ),
+        (None, true) => {
+            let pki = ctx
+                .needs_outputs
+                .get(crate::components::certificates::STEP_ID)
+                .ok_or_else(|| StepError::new("the PKI step has not run (internal error: missing need)"))?;
+            let path = pki["ca"]["cert"].as_str().unwrap_or_default();
+            Some(std::fs::read(path).map_err(|e| StepError::new(format!("cannot read our CA at {path}: {e}")))?)
+        }
+        (None, false) => None,
+    };
+    let gl =
+        crate::drivers::gitlab::Gitlab::new(&gitlab_url, ca.as_deref(), ctx.limits.http).map_err(StepError::new)?;
+    let stored = crate::components::gitlab::stored_credential(
+        ctx,
+        spec.endpoint.vault.as_ref(),
+        crate::components::gitlab::ADMIN_TOKEN,
+    )
+    .await?;
+    let token =
+        crate::components::gitlab::credentials::field(&stored, crate::components::gitlab::ADMIN_TOKEN, "token")?
+            .clone();
+    Ok((gl, token, gitlab_url))
 }
 
 pub struct TenantHandler;
