@@ -212,6 +212,7 @@ pub const ARGOCD: Component = Component {
         name: "Argo CD",
         callback_path: "/auth/callback",
         secret_file: "argocd/dex-client-secret",
+        without_dex: false,
     }),
     health: Some(Health {
         name: "Argo CD",
@@ -426,6 +427,7 @@ pub const OAUTH2_PROXY: Component = Component {
         name: "oauth2-proxy",
         callback_path: "/oauth2/callback",
         secret_file: "oauth2-proxy/dex-client-secret",
+        without_dex: false,
     }),
     health: Some(Health {
         name: "oauth2-proxy",
@@ -472,8 +474,9 @@ pub const NAUTES_RELEASE: Release = Release {
 };
 
 /// The shared Harbor, configured through its API (`components/registries`).
-/// Not yet a Dex client: the catalog's rule is that a client needs Dex,
-/// and Harbor is configured without Dex too.
+/// Harbor has accounts of its own: it signs in through Dex (`oidc_auth`)
+/// only when Dex is installed. Its callback is below each instance's own
+/// URL (`harbor.<domain>` is the default host).
 pub const HARBOR: Component = Component {
     key: "harbor",
     slug: "harbor",
@@ -483,6 +486,14 @@ pub const HARBOR: Component = Component {
         title: "Harbor",
         releases: &["2.5.1"],
     },
+    subdomain: Some(Subdomain::new("harbor")),
+    sign_in: Some(SignIn {
+        client_id: "harbor",
+        name: "Harbor",
+        callback_path: "/c/oidc/callback",
+        secret_file: "harbor/dex-client-secret",
+        without_dex: true,
+    }),
     ..BASE
 };
 

@@ -116,6 +116,10 @@ pub struct SignIn {
     /// The shared client secret, made once and kept 0600 under this name in
     /// the outputs directory.
     pub secret_file: &'static str,
+    /// The component works without Dex too (with its own accounts): it does
+    /// not need Dex, and gets its client, and signs in through Dex, only
+    /// when Dex is installed beside it.
+    pub without_dex: bool,
 }
 
 /// What a health check expects of an endpoint.
@@ -282,11 +286,13 @@ mod tests {
                 "{} signs in or is checked without a host name",
                 c.key
             );
-            // Dex signs users in: a component with a client needs it.
-            if c.sign_in.is_some() {
+            // Dex signs users in: a component with a client needs it,
+            // unless it declares that it also works without (then its
+            // client is there only when Dex is).
+            if let Some(s) = &c.sign_in {
                 assert!(
-                    c.needs.contains(&"dex"),
-                    "{} has a Dex client but does not need dex",
+                    c.needs.contains(&"dex") != s.without_dex,
+                    "{}: a Dex client needs dex, or says it works without (and then does not need it)",
                     c.key
                 );
             }

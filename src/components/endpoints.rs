@@ -19,6 +19,8 @@ pub const DEX: Subdomain = subdomain(&catalog::DEX);
 pub const ARGOCD: Subdomain = subdomain(&catalog::ARGOCD);
 /// oauth2-proxy, which signs users in for UIs without OIDC of their own.
 pub const OAUTH2_PROXY: Subdomain = subdomain(&catalog::OAUTH2_PROXY);
+/// Harbor installed in the cluster (one you run answers at its own URL).
+pub const HARBOR: Subdomain = subdomain(&catalog::HARBOR);
 pub const GITLAB: Subdomain = subdomain(&catalog::GITLAB);
 /// The Nautes API server, unless `components.nautes.values.apiHost` names another.
 pub const NAUTES_API: Subdomain = subdomain(&catalog::NAUTES);

@@ -33,6 +33,23 @@ pub struct CreatedRobot {
     pub secret: Secret,
 }
 
+/// A project member as Harbor lists it: a user (`u`) or a group (`g`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// The membership's id in the project.
+    pub id: u64,
+    pub name: String,
+    pub group: bool,
+    pub role_id: u64,
+}
+
+/// Harbor's project roles (`common.Role*` in Harbor's source).
+pub const ROLE_PROJECT_ADMIN: u64 = 1;
+pub const ROLE_DEVELOPER: u64 = 2;
+pub const ROLE_GUEST: u64 = 3;
+/// A group Harbor's `oidc_auth` knows from the `groups` claim.
+pub const OIDC_GROUP_TYPE: u64 = 3;
+
 /// The configuration keys whose values are secrets: Harbor never returns
 /// them, so whether they are set cannot be read back.
 pub const SECRET_KEYS: [&str; 5] = [
@@ -254,6 +271,81 @@ impl Harbor {
             404 => Ok(false),
             _ => Err(self.rest.refused(Method::DELETE, &path, &reply)),
         }
+    }
+
+    /// The members of a project (by name), users and groups.
+    pub async fn project_members(&self, auth: Auth<'_>, project: &str) -> Result<Vec<Member>, RestError> {
+        let mut members = Vec::new();
+        let mut page = 1;
+        loop {
+            let path = format!("projects/{}/members?page={page}&page_size=100", encode(project));
+            let items = self
+                .rest
+                .call(Method::GET, &path, auth, Body::Empty, &[("X-Is-Resource-Name", "true")])
+                .await?
+                .json();
+            let items = items.as_array().cloned().unwrap_or_default();
+            let n = items.len();
+            members.extend(items.iter().map(|m| Member {
+                id: m["id"].as_u64().unwrap_or_default(),
+                name: m["entity_name"].as_str().unwrap_or_default().to_string(),
+                group: m["entity_type"] == "g",
+                role_id: m["role_id"].as_u64().unwrap_or_default(),
+            }));
+            if n < 100 {
+                return Ok(members);
+            }
+            page += 1;
+        }
+    }
+
+    /// Makes an OIDC group (by the name Dex puts in `groups`) a member of a
+    /// project with a role. Harbor onboards the group on the way, which it
+    /// does only in `oidc_auth` mode.
+    pub async fn add_group_member(
+        &self,
+        auth: Auth<'_>,
+        project: &str,
+        group: &str,
+        role_id: u64,
+    ) -> Result<(), RestError> {
+        let body = json!({"role_id": role_id, "member_group": {"group_name": group, "group_type": OIDC_GROUP_TYPE}});
+        self.rest
+            .call(
+                Method::POST,
+                &format!("projects/{}/members", encode(project)),
+                auth,
+                Body::Json(&body),
+                &[("X-Is-Resource-Name", "true")],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_member_role(&self, auth: Auth<'_>, project: &str, id: u64, role_id: u64) -> Result<(), RestError> {
+        self.rest
+            .call(
+                Method::PUT,
+                &format!("projects/{}/members/{id}", encode(project)),
+                auth,
+                Body::Json(&json!({"role_id": role_id})),
+                &[("X-Is-Resource-Name", "true")],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_member(&self, auth: Auth<'_>, project: &str, id: u64) -> Result<(), RestError> {
+        self.rest
+            .call(
+                Method::DELETE,
+                &format!("projects/{}/members/{id}", encode(project)),
+                auth,
+                Body::Empty,
+                &[("X-Is-Resource-Name", "true")],
+            )
+            .await?;
+        Ok(())
     }
 
     /// The system configuration: key -> `{"value", "editable"}` (secret

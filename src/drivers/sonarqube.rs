@@ -15,6 +15,14 @@ pub struct Sonarqube {
     rest: Rest,
 }
 
+/// Where a group's permissions are: a permission template (by name), which
+/// projects created with a matching key start with, or one project (by key).
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    Template(&'a str),
+    Project(&'a str),
+}
+
 fn plain(v: &str) -> Secret {
     Secret::new(v)
 }
@@ -165,6 +173,139 @@ impl Sonarqube {
     pub async fn reset_settings(&self, auth: Auth<'_>, keys: &[&str]) -> Result<(), RestError> {
         self.post(auth, "settings/reset", &[("keys", plain(&keys.join(",")))])
             .await
+    }
+
+    /// Whether a group of exactly this name exists.
+    pub async fn group_exists(&self, auth: Auth<'_>, name: &str) -> Result<bool, RestError> {
+        let v = self
+            .rest
+            .get(&format!("user_groups/search?q={}&ps=500", encode(name)), auth)
+            .await?
+            .unwrap_or_default();
+        Ok(v["groups"].as_array().into_iter().flatten().any(|g| g["name"] == name))
+    }
+
+    pub async fn create_group(&self, auth: Auth<'_>, name: &str, description: &str) -> Result<(), RestError> {
+        self.post(
+            auth,
+            "user_groups/create",
+            &[("name", plain(name)), ("description", plain(description))],
+        )
+        .await
+    }
+
+    /// A permission template by exact name: `{id, name, projectKeyPattern, ...}`.
+    pub async fn template(&self, auth: Auth<'_>, name: &str) -> Result<Option<Value>, RestError> {
+        let v = self
+            .rest
+            .get(&format!("permissions/search_templates?q={}", encode(name)), auth)
+            .await?
+            .unwrap_or_default();
+        Ok(v["permissionTemplates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["name"] == name)
+            .cloned())
+    }
+
+    pub async fn create_template(&self, auth: Auth<'_>, name: &str, key_pattern: &str) -> Result<(), RestError> {
+        self.post(
+            auth,
+            "permissions/create_template",
+            &[
+                ("name", plain(name)),
+                ("projectKeyPattern", plain(key_pattern)),
+                ("description", plain("managed by nautes-install")),
+            ],
+        )
+        .await
+    }
+
+    pub async fn set_template_pattern(&self, auth: Auth<'_>, id: &str, key_pattern: &str) -> Result<(), RestError> {
+        self.post(
+            auth,
+            "permissions/update_template",
+            &[("id", plain(id)), ("projectKeyPattern", plain(key_pattern))],
+        )
+        .await
+    }
+
+    pub async fn delete_template(&self, auth: Auth<'_>, name: &str) -> Result<(), RestError> {
+        self.post(auth, "permissions/delete_template", &[("templateName", plain(name))])
+            .await
+    }
+
+    /// The permissions `group` holds: on a template (`Scope::Template`) or
+    /// a project (`Scope::Project`).
+    pub async fn group_permissions(
+        &self,
+        auth: Auth<'_>,
+        scope: Scope<'_>,
+        group: &str,
+    ) -> Result<Vec<String>, RestError> {
+        let (path, key, value) = match scope {
+            Scope::Template(t) => ("permissions/template_groups", "templateName", t),
+            Scope::Project(p) => ("permissions/groups", "projectKey", p),
+        };
+        let v = self
+            .rest
+            .get(
+                &format!("{path}?{key}={}&q={}&ps=100", encode(value), encode(group)),
+                auth,
+            )
+            .await?
+            .unwrap_or_default();
+        Ok(v["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|g| g["name"] == group)
+            .flat_map(|g| g["permissions"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Grants (`true`) or revokes a permission of `group`.
+    pub async fn set_group_permission(
+        &self,
+        auth: Auth<'_>,
+        scope: Scope<'_>,
+        group: &str,
+        permission: &str,
+        grant: bool,
+    ) -> Result<(), RestError> {
+        let (path, key, value) = match (scope, grant) {
+            (Scope::Template(t), true) => ("permissions/add_group_to_template", "templateName", t),
+            (Scope::Template(t), false) => ("permissions/remove_group_from_template", "templateName", t),
+            (Scope::Project(p), true) => ("permissions/add_group", "projectKey", p),
+            (Scope::Project(p), false) => ("permissions/remove_group", "projectKey", p),
+        };
+        self.post(
+            auth,
+            path,
+            &[
+                (key, plain(value)),
+                ("groupName", plain(group)),
+                ("permission", plain(permission)),
+            ],
+        )
+        .await
+    }
+
+    /// The projects whose key or name contains `q`: `(key, public)`.
+    pub async fn projects(&self, auth: Auth<'_>, q: &str) -> Result<Vec<(String, bool)>, RestError> {
+        let v = self
+            .rest
+            .get(&format!("projects/search?q={}&ps=500", encode(q)), auth)
+            .await?
+            .unwrap_or_default();
+        Ok(v["components"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some((c["key"].as_str()?.to_string(), c["visibility"] == "public")))
+            .collect())
     }
 
     async fn post(&self, auth: Auth<'_>, path: &str, form: &[(&str, Secret)]) -> Result<(), RestError> {

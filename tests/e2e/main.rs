@@ -24,6 +24,7 @@ mod platform_crash;
 mod registries;
 mod service_hosts;
 mod sign_in;
+mod sign_in_registries;
 mod ssh_driver;
 mod stack;
 mod state_backend;

@@ -804,9 +804,9 @@ fn real_sonarqube_contract_and_converge() {
     };
     let first = run(&["a", "b"], &[]);
     let writes = s.writes();
-    // password, 4 settings + the secured secret, 2 x (user, token)
-    assert_eq!(writes.len(), 10, "{writes:#?}");
-    assert_eq!(first.writes.len(), 10);
+    // password, 4 settings + the secured application id and secret, 2 x (user, token)
+    assert_eq!(writes.len(), 11, "{writes:#?}");
+    assert_eq!(first.writes.len(), 11);
     let admin_pw = stored(&creds, "sonarqube/admin")["password"]
         .as_str()
         .unwrap()

@@ -88,6 +88,9 @@ pub struct DexOptions {
     /// made it (client id, secret); if None, one is made here with the
     /// step's redirect URI and scopes.
     pub gitlab_app: Option<(String, String)>,
+    /// Redirect URIs by client id for clients planned at URLs of their own
+    /// (the Dex step's `redirectUris`, e.g. each Harbor instance's).
+    pub redirect_uris: BTreeMap<String, Vec<String>>,
 }
 
 impl DexOptions {
@@ -103,6 +106,7 @@ impl DexOptions {
             ca: None,
             vault_url: None,
             gitlab_app: None,
+            redirect_uris: BTreeMap::new(),
         }
     }
 }
@@ -203,7 +207,10 @@ impl Dex {
                 let client = sign_in::by_id(id).unwrap_or_else(|| panic!("no Dex client `{id}`"));
                 let secret = random_hex();
                 secrets.insert(id.clone(), secret.clone());
-                clients.push(DexStaticClient::Confidential(client, Secret::new(secret)));
+                match opts.redirect_uris.get(id) {
+                    Some(uris) => clients.push(DexStaticClient::AtUrls(client, Secret::new(secret), uris.clone())),
+                    None => clients.push(DexStaticClient::Confidential(client, Secret::new(secret))),
+                }
             }
         }
         let gitlab_url = gitlab.url();
@@ -449,12 +456,21 @@ impl Dex {
     /// The whole login, its answers kept for tests that check them.
     pub fn login(&self, client: &str, user: &str, groups: &[&str]) -> Login {
         // 2. The client sends the browser to Dex's authorization endpoint.
-        let redirect_uri = match sign_in::by_id(client) {
-            Some(c) => c.redirect_uri(&self.domain),
+        let planned = self.config["staticClients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["id"] == client)
+            .and_then(|c| c["redirectURIs"][0].as_str())
+            .map(str::to_string);
+        let redirect_uri = match (sign_in::by_id(client), planned) {
+            // The first URI Dex was configured with for it.
+            (Some(_), Some(uri)) => uri,
+            (Some(c), None) => c.redirect_uri(&self.domain),
             // `vault login -method=oidc`'s listener.
-            None if client == vault_oidc::CLIENT_ID => vault_oidc::CLI_REDIRECT_URI.to_string(),
+            (None, _) if client == vault_oidc::CLIENT_ID => vault_oidc::CLI_REDIRECT_URI.to_string(),
             // What `kubectl oidc-login` listens on by default.
-            None => "http://localhost:8000".to_string(),
+            (None, _) => "http://localhost:8000".to_string(),
         };
         let state = random_hex();
         let auth = format!(

@@ -39,7 +39,18 @@ src/controller) do it, and refuses what they refuse:
   (oidc_client_secret); PUT with any subset of known keys (an unknown key
   is 400); auth_mode may change only while admin is the only user (400
   "the auth mode cannot be modified as new users have been inserted into
-  database"), and GET then shows auth_mode editable: false.
+  database"), and GET then shows auth_mode editable: false;
+* members (src/controller/member): GET /projects/{p}/members (page,
+  page_size) -> [{id, project_id, entity_name, entity_type "u"|"g",
+  entity_id, role_id, role_name}]; the project's creator (admin) is a
+  member with role 1 from the start. POST {role_id, member_group:
+  {group_name, group_type}} -> 201 with a Location: a group unknown by
+  (name, type) is onboarded only in oidc_auth (Harbor's OIDC
+  authenticator accepts any name, as type 3), elsewhere 404 "<name> not
+  found" (the DB authenticator searches no groups); a group already a
+  member 409 "The project member specified already exist"; role_id not
+  in 1..5 400. PUT /projects/{p}/members/{id} {role_id}, DELETE (404
+  when missing).
 
 Control endpoints (no auth) under /_standin/: GET requests (every API
 request as [method, path] so far), POST users {username} (a user signed
@@ -47,7 +58,7 @@ in, as OIDC onboarding makes), POST projects/<name>/push [{repository}]
 (the project now holds that repository), GET state (projects, robot names, configuration with
 the client secret as whether it is set)."""
 
-import argparse, base64, json, re, secrets, threading
+import argparse, base64, hashlib, json, re, secrets, threading
 from datetime import datetime, timezone
 from urllib.parse import urlparse, parse_qsl, unquote
 
@@ -77,6 +88,9 @@ class State:
         self.secrets = {}
         self.next_project = 2  # library is 1 in Harbor; not modelled
         self.next_robot = 1
+        self.groups = {}  # (name, type) -> id
+        self.members = {}  # project name -> [member dict]
+        self.next_member = 1
         self.requests = []
 
 
@@ -194,6 +208,9 @@ class Handler(QuietHandler):
         if len(parts) in (3, 4) and parts[0] == "projects" and parts[2] == "repositories":
             self.admin_only(who)
             return self.repositories(unquote(parts[1]), parts[3] if len(parts) == 4 else None)
+        if len(parts) in (3, 4) and parts[0] == "projects" and parts[2] == "members":
+            self.admin_only(who)
+            return self.members(unquote(parts[1]), parts[3] if len(parts) == 4 else None)
         if rel == "robots":
             self.admin_only(who)
             if m == "POST":
@@ -249,6 +266,7 @@ class Handler(QuietHandler):
         STATE.next_project += 1
         STATE.projects[name] = {"project_id": pid, "name": name, "public": public, "repos": [],
                                 "creation_time": now()}
+        STATE.members[name] = [self.new_member("admin", "u", 1, 1)]
         return 201, None, [("Location", "/api/v2.0/projects/%d" % pid)]
 
     def find_project(self, key):
@@ -283,6 +301,69 @@ class Handler(QuietHandler):
             for rid in [i for i, r in STATE.robots.items() if r["project"] == p["name"]]:
                 del STATE.robots[rid]
             del STATE.projects[p["name"]]
+            STATE.members.pop(p["name"], None)
+            return 200, None, []
+        raise Fail(405, "METHOD_NOT_ALLOWED", "method not allowed")
+
+    ROLES = {1: "projectAdmin", 2: "developer", 3: "guest", 4: "maintainer", 5: "limitedGuest"}
+
+    def new_member(self, name, kind, entity_id, role):
+        mid = STATE.next_member
+        STATE.next_member += 1
+        return {"id": mid, "entity_name": name, "entity_type": kind, "entity_id": entity_id, "role_id": role}
+
+    def member_view(self, p, m):
+        return dict(m, project_id=p["project_id"], role_name=self.ROLES[m["role_id"]])
+
+    def members(self, key, mid):
+        m = self.command
+        p = self.find_project(key)
+        if p is None:
+            raise Fail(400 if m != "GET" else 404, "BAD_REQUEST" if m != "GET" else "NOT_FOUND",
+                       "project is not found")
+        members = STATE.members[p["name"]]
+        if mid is None and m == "GET":
+            size = int(self.query.get("page_size", "10"))
+            page = int(self.query.get("page", "1"))
+            items = [self.member_view(p, x) for x in members][(page - 1) * size:page * size]
+            return 200, items, [("X-Total-Count", str(len(members)))]
+        if mid is None and m == "POST":
+            b = self.body or {}
+            group = b.get("member_group") or {}
+            gname, gtype = group.get("group_name") or "", group.get("group_type") or 0
+            if not gname:
+                raise Fail(400, "BAD_REQUEST", "can not get valid member entity")
+            gid = STATE.groups.get((gname, gtype))
+            if gid is None:
+                if STATE.config["auth_mode"] != "oidc_auth":
+                    raise Fail(404, "NOT_FOUND", "%s not found" % gname)
+                gid = STATE.groups.get((gname, 3)) or len(STATE.groups) + 1
+                STATE.groups[(gname, 3)] = gid
+            if any(x["entity_type"] == "g" and x["entity_id"] == gid for x in members):
+                raise Fail(409, "CONFLICT", "The project member specified already exist")
+            role = b.get("role_id")
+            if role not in self.ROLES:
+                raise Fail(400, "BAD_REQUEST", "Failed to update project member, role is not in 1,2,3")
+            new = self.new_member(gname, "g", gid, role)
+            members.append(new)
+            return 201, None, [("Location", "/api/v2.0/projects/%s/members/%d" % (key, new["id"]))]
+        if mid is None:
+            raise Fail(405, "METHOD_NOT_ALLOWED", "method not allowed")
+        if not mid.isdigit():
+            raise Fail(400, "BAD_REQUEST", "mid in path must be of type int64")
+        found = next((x for x in members if x["id"] == int(mid)), None)
+        if found is None:
+            raise Fail(404, "NOT_FOUND", "member %s not found" % mid)
+        if m == "GET":
+            return 200, self.member_view(p, found), []
+        if m == "PUT":
+            role = (self.body or {}).get("role_id")
+            if role not in self.ROLES:
+                raise Fail(400, "BAD_REQUEST", "Failed to update project member, role is not in 1,2,3")
+            found["role_id"] = role
+            return 200, None, []
+        if m == "DELETE":
+            members.remove(found)
             return 200, None, []
         raise Fail(405, "METHOD_NOT_ALLOWED", "method not allowed")
 
@@ -442,6 +523,10 @@ class Handler(QuietHandler):
                     "config": STATE.config,
                     "secretsSet": sorted(STATE.secrets),
                     "users": sorted(STATE.users),
+                    "members": {n: {x["entity_name"]: [x["entity_type"], x["role_id"]] for x in ms}
+                                for n, ms in STATE.members.items()},
+                    "clientSecretSha256": hashlib.sha256(
+                        STATE.secrets.get("oidc_client_secret", "").encode()).hexdigest(),
                 })
         self.send_json(404, {})
 

@@ -12,9 +12,10 @@ use serde_json::{json, Map, Value};
 
 use super::{admin, admin_record, ca, failed, fields, store, take_over_admin, AdminAccount, Endpoint, Report};
 use crate::components::gitlab::credentials::CredentialStore;
-use crate::drivers::harbor::Harbor;
+use crate::drivers::harbor::{Harbor, ROLE_DEVELOPER, ROLE_GUEST, ROLE_PROJECT_ADMIN};
 use crate::drivers::rest::RestError;
 use crate::engine::{Handler, StepContext, StepError};
+use crate::inventory::TenantRole;
 use crate::secret::Secret;
 
 pub const INSTANCE_KIND: &str = "harbor-configure";
@@ -55,6 +56,15 @@ pub struct Project {
     pub public: bool,
 }
 
+/// A tenant group (as Dex names it in `groups`) and its role in each of
+/// the tenant's projects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub name: String,
+    pub role: TenantRole,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -64,6 +74,21 @@ pub struct TenantSpec {
     /// The tenant's data-loss guard (see tenants::guard_data_loss).
     #[serde(default, flatten)]
     pub data_loss: super::DataLoss,
+    /// Members of every project by group: only when Harbor signs in
+    /// through Dex (Harbor knows OIDC groups only in `oidc_auth`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<Group>,
+}
+
+/// Harbor's project role for a tenant role: admin → ProjectAdmin (also
+/// manages members), developer → Developer (push and pull), viewer →
+/// Guest (pull only).
+pub fn project_role(role: TenantRole) -> u64 {
+    match role {
+        TenantRole::Admin => ROLE_PROJECT_ADMIN,
+        TenantRole::Developer => ROLE_DEVELOPER,
+        TenantRole::Viewer => ROLE_GUEST,
+    }
 }
 
 impl crate::plan::StepSpec for TenantSpec {
@@ -206,6 +231,55 @@ pub async fn converge_tenant(
             .as_u64()
             .ok_or_else(|| StepError::new(format!("Harbor's project {name} has no project_id")))?;
         converge_robot(h, store, instance, auth, name, project_id, report).await?;
+    }
+    Ok(())
+}
+
+/// Each group a member of each project with its role; the groups this
+/// step granted before and no longer lists (`gone`) lose their membership.
+/// Members anyone else added are left alone.
+pub async fn converge_groups(
+    h: &Harbor,
+    password: &Secret,
+    projects: &[Project],
+    groups: &[Group],
+    gone: &[String],
+    report: &mut Report,
+) -> Result<(), StepError> {
+    let auth = admin(password);
+    for project in projects {
+        let name = &project.name;
+        let live = h
+            .project_members(auth, name)
+            .await
+            .map_err(|e| failed(&format!("listing the members of {name}"), e))?;
+        let member = |group: &str| live.iter().find(|m| m.group && m.name == group);
+        for g in groups {
+            let role = project_role(g.role);
+            match member(&g.name) {
+                Some(m) if m.role_id == role => {}
+                Some(m) => {
+                    h.set_member_role(auth, name, m.id, role)
+                        .await
+                        .map_err(|e| failed(&format!("changing the role of group {} in {name}", g.name), e))?;
+                    report.wrote(format!("group {} role in {name}", g.name));
+                }
+                None => {
+                    h.add_group_member(auth, name, &g.name, role)
+                        .await
+                        .map_err(|e| failed(&format!("adding group {} to {name}", g.name), e))?;
+                    report.wrote(format!("group {} in {name}", g.name));
+                }
+            }
+        }
+        for group in gone.iter().filter(|g| !groups.iter().any(|w| &w.name == *g)) {
+            if let Some(m) = member(group) {
+                h.delete_member(auth, name, m.id)
+                    .await
+                    .map_err(|e| failed(&format!("removing group {group} from {name}"), e))?;
+                report.wrote(format!("group {group} removed from {name}"));
+            }
+        }
     }
     Ok(())
 }
@@ -419,12 +493,15 @@ impl Handler for TenantHandler {
             &mut report,
         )
         .await?;
+        let granted: Vec<String> = serde_json::from_value(ctx.previous_outputs["groups"].clone()).unwrap_or_default();
+        converge_groups(&h, &password, &spec.projects, &spec.groups, &granted, &mut report).await?;
+        let groups: Vec<&str> = spec.groups.iter().map(|g| g.name.as_str()).collect();
         let robots: Vec<String> = spec
             .projects
             .iter()
             .map(|p| store.location(&robot_record(&spec.endpoint.instance, &p.name)))
             .collect();
-        Ok(report.outputs(json!({"projects": spec.projects, "robotCredentials": robots})))
+        Ok(report.outputs(json!({"projects": spec.projects, "robotCredentials": robots, "groups": groups})))
     }
 
     async fn destroy(&self, ctx: &StepContext, spec: &TenantSpec, _outputs: &Value) -> Result<(), StepError> {

@@ -27,7 +27,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::endpoints;
 use super::gitlab::credentials::{CredentialStore, Fields};
+use super::stack::sign_in;
 use super::vault::{self as vault_component, VaultTarget};
 use crate::drivers::rest::{Auth, RestError};
 use crate::engine::{Registry, StepContext, StepError};
@@ -363,10 +365,11 @@ fn vault_needs(loaded: &Loaded) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
+/// Every Harbor instance configured here, by name: the shared one and the
+/// tenants' own. The one list the configure steps and Dex's Harbor client
+/// (one callback per instance) are made from.
+pub fn harbor_instances(loaded: &Loaded) -> Vec<(String, Endpoint)> {
     let inv = &loaded.inventory;
-    let after_vault = vault_needs(loaded);
-    // Harbor: the shared instance and the tenants' own.
     let mut harbors: Vec<(String, Endpoint)> = Vec::new();
     if let Some(ext) = shared(inv.components.get("harbor")) {
         harbors.push((SHARED_HARBOR.into(), endpoint(loaded, SHARED_HARBOR, ext)));
@@ -378,16 +381,65 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             }
         }
     }
+    harbors
+}
+
+/// The redirect URIs of Harbor's Dex client: the callback below each
+/// instance's URL.
+pub fn harbor_redirect_uris(loaded: &Loaded) -> Vec<String> {
+    harbor_instances(loaded)
+        .iter()
+        .map(|(_, ep)| sign_in::HARBOR.redirect_uri_at(&ep.url))
+        .collect()
+}
+
+/// Harbor's sign-in through Dex, when Dex is planned: its issuer, Harbor's
+/// client, the secret Dex and Harbor share (kept where Dex keeps its
+/// clients'), and the step that configures Dex.
+fn harbor_oidc(loaded: &Loaded, steps: &[Step]) -> Option<(harbor::Oidc, String)> {
+    let dex_step = steps.iter().find(|s| s.id.starts_with("stack/dex/"))?;
+    let domain = loaded.inventory.settings.domain.clone().unwrap_or_default();
+    let oidc = harbor::Oidc {
+        endpoint: endpoints::dex_issuer(&domain),
+        client_id: sign_in::HARBOR.id.to_string(),
+        client_secret_file: sign_in::HARBOR.secret_file.to_string(),
+        verify_cert: true,
+    };
+    Some((oidc, dex_step.id.clone()))
+}
+
+fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
+    let inv = &loaded.inventory;
+    let after_vault = vault_needs(loaded);
+    let harbors = harbor_instances(loaded);
+    let oidc = harbor_oidc(loaded, steps);
     for (name, ep) in &harbors {
         let spec = harbor::InstanceSpec {
             endpoint: ep.clone(),
-            oidc: None,
+            oidc: oidc.as_ref().map(|(o, _)| o.clone()),
         };
-        steps.push(
-            Step::of(instance_step("harbor", name), format!("configure Harbor {name}"), &spec)
-                .needs(after_vault.clone()),
-        );
+        // Harbor checks nothing of Dex when configured, but its users can
+        // sign in only once Dex knows its client.
+        let needs = after_vault
+            .iter()
+            .cloned()
+            .chain(oidc.iter().map(|(_, dex)| dex.clone()));
+        steps.push(Step::of(instance_step("harbor", name), format!("configure Harbor {name}"), &spec).needs(needs));
     }
+    // Groups become project members only where Harbor knows OIDC groups.
+    let groups_of = |t: &crate::inventory::Tenant| -> Vec<harbor::Group> {
+        match oidc {
+            Some(_) => t
+                .groups
+                .iter()
+                .map(|g| harbor::Group {
+                    name: g.name.clone(),
+                    role: g.role,
+                })
+                .collect(),
+            None => Vec::new(),
+        }
+    };
     for t in &inv.tenants {
         let mut per_instance: Vec<(&str, Vec<harbor::Project>)> = Vec::new();
         for th in &t.harbor {
@@ -411,6 +463,7 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
                 data_loss: DataLoss {
                     allow_data_loss: t.allow_data_loss,
                 },
+                groups: groups_of(t),
             };
             steps.push(
                 Step::of(
@@ -474,9 +527,21 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
     }
     if let Some(ext) = shared(inv.components.get("sonarqube")) {
         let ep = endpoint(loaded, SHARED_SONARQUBE, ext);
+        // SonarQube Community has no OpenID Connect: it signs in through
+        // the GitLab Dex itself signs in through, when we configure one.
+        let gitlab_step = steps.iter().find(|s| s.id == super::gitlab::STEP_ID);
+        let gitlab_app = gitlab_step.map(|g| sonarqube::GitlabApp {
+            ca_file: g.spec["caFile"].as_str().map(std::path::PathBuf::from),
+            ours: !g.spec["host"].is_null(),
+        });
+        let mut needs = after_vault.clone();
+        if let Some(g) = gitlab_step {
+            needs.extend([g.id.clone(), super::certificates::STEP_ID.to_string()]);
+        }
         let spec = sonarqube::InstanceSpec {
             endpoint: ep.clone(),
             gitlab_sign_in: None,
+            gitlab_app,
         };
         steps.push(
             Step::of(
@@ -484,12 +549,20 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
                 "configure SonarQube",
                 &spec,
             )
-            .needs(after_vault.clone()),
+            .needs(needs),
         );
         for t in inv.tenants.iter().filter(|t| t.sonarqube.is_some()) {
             let spec = sonarqube::TenantSpec {
                 endpoint: ep.clone(),
                 tenant: t.name.clone(),
+                groups: t
+                    .groups
+                    .iter()
+                    .map(|g| sonarqube::Group {
+                        name: g.name.clone(),
+                        role: g.role,
+                    })
+                    .collect(),
             };
             steps.push(
                 Step::of(

@@ -22,7 +22,7 @@ use super::sign_in;
 use super::{health, register, step_id, StackSpec};
 use crate::catalog::{self, ClusterUsage, Component, Form, Place, Release, Values};
 use crate::components::vault::VaultTarget;
-use crate::components::{certificates, gitlab, vault, vault_kubernetes, vault_oidc};
+use crate::components::{certificates, gitlab, registries, vault, vault_kubernetes, vault_oidc};
 use crate::inventory::{Diagnostic, Loaded};
 use crate::plan::Step;
 use crate::steps::kube_target::{self, KubeTarget};
@@ -511,7 +511,7 @@ fn dex(p: &mut Planner, mgmt: &str) {
     if !p.planned_before(gitlab::STEP_ID) {
         return;
     }
-    let spec = runtime::DexSpec {
+    let mut spec = runtime::DexSpec {
         domain: p.domain.clone(),
         version: c.version.clone().unwrap_or(catalog::DEX.default_version().into()),
         vault: p.vault_target.clone(),
@@ -519,7 +519,17 @@ fn dex(p: &mut Planner, mgmt: &str) {
             .into_iter()
             .chain(vault_oidc::wanted(p.loaded).then(|| vault_oidc::CLIENT_ID.to_string()))
             .collect(),
+        redirect_uris: Default::default(),
     };
+    // Harbor answers at each instance's own URL (a tenant's own instance
+    // too, which `components.harbor` does not enable).
+    let harbor = registries::harbor_redirect_uris(p.loaded);
+    if !harbor.is_empty() {
+        if !spec.clients.iter().any(|c| c == sign_in::HARBOR.id) {
+            spec.clients.push(sign_in::HARBOR.id.to_string());
+        }
+        spec.redirect_uris.insert(sign_in::HARBOR.id.to_string(), harbor);
+    }
     let cluster = p.cluster_of(catalog::DEX.key, mgmt);
     let mut needs = p.catalog_needs(&catalog::DEX);
     needs.push(certificates::STEP_ID.into());
@@ -545,9 +555,25 @@ fn oauth2_proxy(p: &mut Planner, ingress: Option<&str>) {
     if p.enabled(catalog::TRAEFIK.key).is_some() && ingress == target {
         needs.push(step_id(catalog::TRAEFIK_RELEASE.slug, &target));
     }
+    // The Tekton Dashboard has no sign-in of its own: where it runs on
+    // this cluster (behind this Traefik), its route goes through
+    // oauth2-proxy's forwardAuth, made with it. On another cluster no
+    // Traefik of ours routes to it, so it gets no route (reach it with
+    // `kubectl port-forward`, with that cluster's own credentials).
+    // (Runtime releases are planned after this: place it as they will be.)
+    let dashboard = step_id(catalog::TEKTON_DASHBOARD.slug, &target);
+    let tekton_dashboard = p.enabled(catalog::TEKTON.key).is_some()
+        && match catalog::TEKTON_RELEASE.place {
+            Place::Runtime { usage, .. } => runtime_clusters(p.loaded, usage).contains(&target),
+            _ => false,
+        };
+    if tekton_dashboard {
+        needs.push(dashboard);
+    }
     let spec = runtime::Oauth2ProxySpec {
         domain: p.domain.clone(),
         version,
+        tekton_dashboard,
     };
     let step = StackStep::ours(
         catalog::OAUTH2_PROXY.slug,

@@ -42,13 +42,21 @@ impl OidcClient {
     }
 
     pub fn redirect_uri(&self, domain: &str) -> String {
-        format!("{}{}", self.subdomain.url(domain), self.callback_path)
+        self.redirect_uri_at(&self.subdomain.url(domain))
+    }
+
+    /// The callback below the component's own base URL (an instance that
+    /// answers somewhere else than its subdomain).
+    pub fn redirect_uri_at(&self, base_url: &str) -> String {
+        format!("{}{}", base_url.trim_end_matches('/'), self.callback_path)
     }
 }
 
 pub const ARGOCD: OidcClient = OidcClient::of(&catalog::ARGOCD);
 /// oauth2-proxy signs users in for the UIs without OIDC of their own.
 pub const OAUTH2_PROXY: OidcClient = OidcClient::of(&catalog::OAUTH2_PROXY);
+/// Harbor's `oidc_auth`, when Dex is installed.
+pub const HARBOR: OidcClient = OidcClient::of(&catalog::HARBOR);
 
 /// Every client, in catalog order.
 pub fn clients() -> impl Iterator<Item = OidcClient> {
@@ -113,6 +121,14 @@ mod tests {
         assert_eq!(
             ARGOCD.redirect_uri("example.com"),
             "https://argocd.example.com/auth/callback"
+        );
+        assert_eq!(
+            HARBOR.redirect_uri("example.com"),
+            "https://harbor.example.com/c/oidc/callback"
+        );
+        assert_eq!(
+            HARBOR.redirect_uri_at("https://registry.acme.test:8443/"),
+            "https://registry.acme.test:8443/c/oidc/callback"
         );
     }
 }

@@ -4,6 +4,8 @@
 //! whose components are installed. Each client secret is made once by
 //! whichever of Dex and its component runs first, and kept 0600.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -26,6 +28,11 @@ pub struct DexSpec {
     /// planning from the components the inventory installs.
     #[serde(default)]
     pub clients: Vec<String>,
+    /// The redirect URIs of clients whose components answer at URLs of
+    /// their own rather than at their subdomain (each Harbor instance's
+    /// callback), by client id, planned from the inventory.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub redirect_uris: BTreeMap<String, Vec<String>>,
 }
 
 /// The secret a component and Dex share for the component's login: made
@@ -57,7 +64,10 @@ fn static_clients(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<StaticClient>
         let client = sign_in::by_id(id)
             .ok_or_else(|| StepError::new(format!("Dex has no client `{id}` in this version of nautes-install")))?;
         let secret = client_secret(ctx, &client)?;
-        clients.push(StaticClient::Confidential(client, secret));
+        match spec.redirect_uris.get(id) {
+            Some(uris) => clients.push(StaticClient::AtUrls(client, secret, uris.clone())),
+            None => clients.push(StaticClient::Confidential(client, secret)),
+        }
     }
     Ok(clients)
 }
@@ -66,6 +76,9 @@ fn static_clients(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<StaticClient>
 pub enum StaticClient {
     /// A component's web login: its secret and callback.
     Confidential(sign_in::OidcClient, Secret),
+    /// A component's web login at URLs of its own (each Harbor instance's
+    /// callback) instead of its subdomain's.
+    AtUrls(sign_in::OidcClient, Secret, Vec<String>),
     /// A command-line login on the user's machine (no secret; Dex accepts
     /// any `http://localhost:<port>` redirect and the out-of-band one).
     Public(&'static sign_in::PublicClient),
@@ -99,6 +112,8 @@ pub fn render_config(c: &DexConfig) -> Value {
             StaticClient::Confidential(client, secret) => json!({
                 "id": client.id, "name": client.name, "secret": secret.expose(),
                 "redirectURIs": [client.redirect_uri(c.domain)]}),
+            StaticClient::AtUrls(client, secret, uris) => json!({
+                "id": client.id, "name": client.name, "secret": secret.expose(), "redirectURIs": uris}),
             StaticClient::Public(client) => json!({"id": client.id, "name": client.name, "public": true}),
             StaticClient::Vault { secret, redirect_uris } => json!({
                 "id": vault_oidc::CLIENT_ID, "name": "Vault", "secret": secret.expose(),

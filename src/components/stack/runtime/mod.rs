@@ -29,7 +29,7 @@ pub use self::dex::{
     identity_objects as dex_identity_objects, render_config as render_dex_config, DexConfig, DexSpec,
     StaticClient as DexStaticClient, NAMESPACE as DEX_NAMESPACE,
 };
-pub use self::oauth2_proxy::{Oauth2ProxySpec, OAUTH2_PROXY_MIDDLEWARE};
+pub use self::oauth2_proxy::{tekton_dashboard_route, Oauth2ProxySpec, OAUTH2_PROXY_MIDDLEWARE, TEKTON_DASHBOARD_HOST};
 pub use self::vault_proxy::VaultProxySpec;
 
 /// What a step builds at run time, besides its upstream manifest.

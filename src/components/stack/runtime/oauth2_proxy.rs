@@ -19,6 +19,45 @@ pub const OAUTH2_PROXY_MIDDLEWARE: &str = "oauth2-proxy";
 pub struct Oauth2ProxySpec {
     pub domain: String,
     pub version: String,
+    /// The Tekton Dashboard runs on this cluster: route `tekton.<domain>`
+    /// to it through the forwardAuth.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tekton_dashboard: bool,
+}
+
+/// Where the Tekton Dashboard answers, behind a sign-in.
+pub const TEKTON_DASHBOARD_HOST: crate::catalog::Subdomain = crate::catalog::Subdomain::new("tekton");
+
+/// oauth2-proxy's forwardAuth as a Traefik Middleware in `namespace`:
+/// each request goes first to `/oauth2/auth`, which answers 202 with the
+/// user's headers for a signed-in session (its cookie is set for the whole
+/// domain) and 401 otherwise, which Traefik returns instead of the page.
+/// In the route's own namespace: Traefik 2.8 refuses a route naming a
+/// Middleware of another namespace unless `allowCrossNamespace` is on.
+pub fn forward_auth(name: &str, namespace: &str) -> Value {
+    json!({"apiVersion": "traefik.containo.us/v1alpha1", "kind": "Middleware",
+           "metadata": {"name": name, "namespace": namespace},
+           "spec": {"forwardAuth": {"address": "http://oauth2-proxy.oauth2-proxy.svc:4180/oauth2/auth",
+                                     "trustForwardHeader": true,
+                                     "authResponseHeaders": ["X-Auth-Request-User", "X-Auth-Request-Email",
+                                                             "X-Auth-Request-Groups"]}}})
+}
+
+/// The Tekton Dashboard's route (`tekton.<domain>`, our wildcard
+/// certificate, Traefik's websecure entry point) through the forwardAuth.
+pub fn tekton_dashboard_route(domain: &str) -> Vec<Value> {
+    let ns = crate::catalog::TEKTON_DASHBOARD.namespace;
+    let host = TEKTON_DASHBOARD_HOST.host(domain);
+    vec![
+        forward_auth("tekton-dashboard-sign-in", ns),
+        json!({"apiVersion": "traefik.containo.us/v1alpha1", "kind": "IngressRoute",
+               "metadata": {"name": "tekton-dashboard", "namespace": ns},
+               "spec": {"entryPoints": ["websecure"],
+                        "routes": [{"kind": "Rule", "match": format!("Host(`{host}`)"),
+                                    "middlewares": [{"name": "tekton-dashboard-sign-in"}],
+                                    "services": [{"name": "tekton-dashboard", "port": 9097}]}],
+                        "tls": {}}}),
+    ]
 }
 
 pub(super) fn oauth2_proxy(ctx: &StepContext, spec: &Oauth2ProxySpec) -> Result<Vec<Value>, StepError> {
@@ -29,7 +68,7 @@ pub(super) fn oauth2_proxy(ctx: &StepContext, spec: &Oauth2ProxySpec) -> Result<
     let cookie: String = cookie.expose().chars().take(32).collect();
     let client_secret = client_secret(ctx, &sign_in::OAUTH2_PROXY)?;
     let labels = json!({"app.kubernetes.io/name": "oauth2-proxy"});
-    Ok(vec![
+    let mut objects = vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "oauth2-proxy", "namespace": ns},
                "data": {"client-secret": b64(client_secret.expose()), "cookie-secret": b64(&cookie)}}),
@@ -66,5 +105,9 @@ pub(super) fn oauth2_proxy(ctx: &StepContext, spec: &Oauth2ProxySpec) -> Result<
                "spec": {"forwardAuth": {"address": "http://oauth2-proxy.oauth2-proxy.svc:4180/oauth2/auth",
                                          "trustForwardHeader": true,
                                          "authResponseHeaders": ["X-Auth-Request-User", "X-Auth-Request-Email"]}}}),
-    ])
+    ];
+    if spec.tekton_dashboard {
+        objects.extend(tekton_dashboard_route(domain));
+    }
+    Ok(objects)
 }
