@@ -268,23 +268,32 @@ pub fn validate(loaded: &Loaded, report: &mut Report) {
             }
         }
     }
+    // Installed in a cluster, each answers at <key>.<domain> behind Traefik.
     for key in ["harbor", "nexus", "sonarqube"] {
-        if inv
+        if !inv
             .components
             .enabled_one(key)
-            .is_some_and(|c| c.placement != Placement::External)
+            .is_some_and(|c| c.placement == Placement::Cluster)
         {
-            let path = format!("components.{key}.placement");
-            let path = if loaded.spans.value(&path).is_some() {
-                path
-            } else {
-                format!("components.{key}")
-            };
+            continue;
+        }
+        let path = format!("components.{key}.placement");
+        let path = if loaded.spans.value(&path).is_some() {
+            path
+        } else {
+            format!("components.{key}")
+        };
+        let missing = match (inv.components.enabled("traefik"), inv.settings.domain.is_some()) {
+            (false, _) => Some("`components.traefik`, whose ingress serves it"),
+            (true, false) => Some("`settings.domain`, under which it answers"),
+            (true, true) => None,
+        };
+        if let Some(missing) = missing {
             error(
                 report,
                 &path,
-                format!("`{key}` can only be configured, not installed, by this release"),
-                "run it yourself and set `placement: external` with `external.url` (and its first-run admin password in `external.token`)".into(),
+                format!("`{key}` is installed in a cluster (placement cluster) but there is no {missing}"),
+                format!("add {missing}, or run it yourself and set `placement: external` with `external.url`"),
             );
         }
     }

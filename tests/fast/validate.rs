@@ -65,6 +65,14 @@ fn registry_resources_claimed_twice_or_on_unknown_instances_are_errors_with_posi
     check_golden("registries");
 }
 
+/// Harbor, Nexus and SonarQube installed in a cluster need Traefik (their
+/// Ingresses are its) — said where their placement is, or where they are
+/// listed when it is the default — and none goes on a host.
+#[test]
+fn registries_installed_without_an_ingress_or_on_a_host_are_errors_with_positions() {
+    check_golden("registries_install");
+}
+
 #[test]
 fn syntax_error_has_a_position() {
     check_golden("syntax");

@@ -19,6 +19,7 @@
 //! files under `<outputs>/<product>/`; never to the state file or a log.
 
 pub mod harbor;
+pub mod install;
 pub mod nexus;
 pub mod sonarqube;
 
@@ -27,8 +28,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::certificates;
 use super::gitlab::credentials::{CredentialStore, Fields};
 use super::vault::{self as vault_component, VaultTarget};
+use crate::catalog;
 use crate::drivers::rest::{Auth, RestError};
 use crate::engine::{Registry, StepContext, StepError};
 use crate::inventory::registries::{RepositoryFormat, RepositoryType, SHARED_HARBOR, SHARED_NEXUS, SHARED_SONARQUBE};
@@ -53,6 +56,18 @@ pub struct Endpoint {
     pub initial_password: Option<SecretRef>,
     /// Keep credentials in this Vault instead of files.
     pub vault: Option<VaultTarget>,
+    /// Installed by us (`placement: cluster`): its admin password is ours
+    /// from the start (Harbor) or the product's documented default (Nexus
+    /// with `NEXUS_SECURITY_RANDOMPASSWORD=false`, SonarQube's admin/admin).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub installed: bool,
+    /// Trust our CA (the PKI step's) when no `ca_file` is named: an
+    /// instance behind our ingress.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pki_ca: bool,
+    /// "address:port" the URL's host is reached at (the ingress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<String>,
 }
 
 /// The write calls one converge made, named (never with a value).
@@ -124,11 +139,24 @@ pub fn store(
     })
 }
 
-/// The CA to trust for an instance, if it names one.
-pub fn ca(endpoint: &Endpoint) -> Result<Option<Vec<u8>>, StepError> {
-    endpoint
-        .ca_file
-        .as_ref()
+/// The CA to trust for an instance: the one it names, else ours for an
+/// instance behind our ingress, else none (the system roots).
+pub fn ca(ctx: &StepContext, endpoint: &Endpoint) -> Result<Option<Vec<u8>>, StepError> {
+    let ours = || {
+        ctx.needs_outputs
+            .get(certificates::STEP_ID)
+            .and_then(|o| o["ca"]["cert"].as_str())
+            .map(PathBuf::from)
+    };
+    let path = match (&endpoint.ca_file, endpoint.pki_ca) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => Some(
+            ours()
+                .ok_or_else(|| StepError::new("the PKI step has not run (internal error: missing need)".to_string()))?,
+        ),
+        (None, false) => None,
+    };
+    path.as_ref()
         .map(|p| {
             std::fs::read(p).map_err(|e| {
                 StepError::new(format!(
@@ -143,6 +171,19 @@ pub fn ca(endpoint: &Endpoint) -> Result<Option<Vec<u8>>, StepError> {
 
 pub fn fields(pairs: &[(&str, &Secret)]) -> Fields {
     pairs.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect()
+}
+
+/// Where the instance's host is reached, when it is behind our ingress.
+pub async fn address(endpoint: &Endpoint) -> Result<Option<std::net::SocketAddr>, StepError> {
+    let Some(addr) = &endpoint.resolve else {
+        return Ok(None);
+    };
+    tokio::net::lookup_host(addr.as_str())
+        .await
+        .ok()
+        .and_then(|mut it| it.next())
+        .map(Some)
+        .ok_or_else(|| StepError::new(format!("the ingress address {addr} does not resolve")))
 }
 
 /// A product's `admin` account, as [`take_over_admin`] needs it.
@@ -234,7 +275,46 @@ fn endpoint(loaded: &Loaded, instance: &str, external: &ExternalService) -> Endp
             .map(|p| std::path::absolute(loaded.resolve(p)).unwrap_or_else(|_| loaded.resolve(p))),
         initial_password: external.token.clone(),
         vault: vault_component::target(loaded),
+        installed: false,
+        pki_ca: false,
+        resolve: None,
     }
+}
+
+/// The instance a component installs in a cluster, reached through our
+/// ingress at its subdomain and trusted through our CA; with the steps
+/// its configuration waits for (its release, the PKI's).
+fn in_cluster(loaded: &Loaded, steps: &[Step], component: &catalog::Component) -> Option<(Endpoint, Vec<String>)> {
+    let stack_step = steps
+        .iter()
+        .find(|s| s.id.starts_with(&format!("stack/{}/", component.slug)))?;
+    let pki_here = steps.iter().any(|s| s.id == certificates::STEP_ID);
+    let subdomain = component.subdomain?;
+    let e = crate::components::stack::health::ingress_endpoint(
+        loaded,
+        pki_here,
+        component.key,
+        subdomain.label(),
+        "",
+        crate::components::stack::health::Expect::Answers,
+    );
+    let mut needs = vec![stack_step.id.clone()];
+    if pki_here {
+        needs.push(certificates::STEP_ID.to_string());
+    }
+    Some((
+        Endpoint {
+            instance: component.key.to_string(),
+            url: e.url,
+            ca_file: None,
+            initial_password: None,
+            vault: vault_component::target(loaded),
+            installed: true,
+            pki_ca: pki_here,
+            resolve: e.resolve,
+        },
+        needs,
+    ))
 }
 
 /// The shared instance a component declares, if it is configured here.
@@ -264,8 +344,12 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
     let after_vault = vault_needs(loaded);
     // Harbor: the shared instance and the tenants' own.
     let mut harbors: Vec<(String, Endpoint)> = Vec::new();
+    let mut harbor_needs = after_vault.clone();
     if let Some(ext) = shared(inv.components.get("harbor")) {
         harbors.push((SHARED_HARBOR.into(), endpoint(loaded, SHARED_HARBOR, ext)));
+    } else if let Some((ep, needs)) = in_cluster(loaded, steps, &catalog::HARBOR) {
+        harbors.push((SHARED_HARBOR.into(), ep));
+        harbor_needs.extend(needs);
     }
     for t in &inv.tenants {
         for h in &t.harbor_instances {
@@ -280,8 +364,13 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             oidc: None,
         };
         steps.push(
-            Step::of(instance_step("harbor", name), format!("configure Harbor {name}"), &spec)
-                .needs(after_vault.clone()),
+            Step::of(instance_step("harbor", name), format!("configure Harbor {name}"), &spec).needs(
+                if name == SHARED_HARBOR {
+                    harbor_needs.clone()
+                } else {
+                    after_vault.clone()
+                },
+            ),
         );
     }
     for t in &inv.tenants {
@@ -315,8 +404,10 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             );
         }
     }
-    if let Some(ext) = shared(inv.components.get("nexus")) {
-        let ep = endpoint(loaded, SHARED_NEXUS, ext);
+    let nexus = shared(inv.components.get("nexus"))
+        .map(|ext| (endpoint(loaded, SHARED_NEXUS, ext), Vec::new()))
+        .or_else(|| in_cluster(loaded, steps, &catalog::NEXUS));
+    if let Some((ep, needs)) = nexus {
         let anonymous = inv
             .components
             .get("nexus")
@@ -326,7 +417,10 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             endpoint: ep.clone(),
             anonymous: anonymous.unwrap_or(false),
         };
-        steps.push(Step::of(instance_step("nexus", SHARED_NEXUS), "configure Nexus", &spec).needs(after_vault.clone()));
+        steps.push(
+            Step::of(instance_step("nexus", SHARED_NEXUS), "configure Nexus", &spec)
+                .needs(after_vault.iter().cloned().chain(needs)),
+        );
         for t in &inv.tenants {
             let Some(n) = &t.nexus else { continue };
             let repositories = n
@@ -362,8 +456,10 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             );
         }
     }
-    if let Some(ext) = shared(inv.components.get("sonarqube")) {
-        let ep = endpoint(loaded, SHARED_SONARQUBE, ext);
+    let sonarqube = shared(inv.components.get("sonarqube"))
+        .map(|ext| (endpoint(loaded, SHARED_SONARQUBE, ext), Vec::new()))
+        .or_else(|| in_cluster(loaded, steps, &catalog::SONARQUBE));
+    if let Some((ep, needs)) = sonarqube {
         let spec = sonarqube::InstanceSpec {
             endpoint: ep.clone(),
             gitlab_sign_in: None,
@@ -374,7 +470,7 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
                 "configure SonarQube",
                 &spec,
             )
-            .needs(after_vault.clone()),
+            .needs(after_vault.iter().cloned().chain(needs)),
         );
         for t in inv.tenants.iter().filter(|t| t.sonarqube.is_some()) {
             let spec = sonarqube::TenantSpec {
@@ -434,6 +530,58 @@ clusters:\n  - name: a\n    type: k3s\n    k3s: {{ version: v1.27.4+k3s1, server
             .filter(|h| h["sonarqube"] == true)
             .map(|h| h["name"].as_str().unwrap_or_default().to_string())
             .collect()
+    }
+
+    fn step<'s>(steps: &'s [Step], id: &str) -> &'s Step {
+        steps.iter().find(|s| s.id == id).unwrap_or_else(|| {
+            panic!(
+                "no step {id} among {:?}",
+                steps.iter().map(|s| &s.id).collect::<Vec<_>>()
+            )
+        })
+    }
+
+    /// Installed in a cluster, each product gets its release after Traefik,
+    /// and its configure step reaches it through the ingress at its
+    /// subdomain once the release is ready; no password is in the values.
+    /// Yours (`placement: external`) gets no release.
+    #[test]
+    fn in_cluster_instances_are_installed_after_traefik_and_configured_through_the_ingress() {
+        let body = "settings: { domain: d.test }\ncomponents:\n  traefik: {}\n  harbor: { placement: cluster, cluster: a }\n  nexus: { placement: cluster, cluster: a }\n  sonarqube: { placement: cluster, cluster: a }\n";
+        let steps = plan_of(body);
+        let pki = steps.iter().any(|s| s.id == certificates::STEP_ID);
+        for (key, instance) in [
+            ("harbor", SHARED_HARBOR),
+            ("nexus", SHARED_NEXUS),
+            ("sonarqube", SHARED_SONARQUBE),
+        ] {
+            let release = step(&steps, &format!("stack/{key}/a"));
+            assert!(
+                release.needs.contains(&"stack/traefik/a".to_string()),
+                "{key}: {:?}",
+                release.needs
+            );
+            let text = release.spec.to_string();
+            assert!(
+                !text.to_lowercase().contains("adminpassword"),
+                "{key}: a password in the values: {text}"
+            );
+            let configure = step(&steps, &instance_step(key, instance));
+            assert!(configure.needs.contains(&release.id), "{key}: {:?}", configure.needs);
+            let ep: Endpoint = serde_json::from_value(configure.spec["endpoint"].clone()).unwrap();
+            assert_eq!(ep.url, format!("https://{key}.d.test:30443"));
+            assert!(
+                ep.installed && ep.pki_ca == pki && ep.initial_password.is_none(),
+                "{key}: {ep:?}"
+            );
+        }
+        let yours = plan_of(
+            "settings: { domain: d.test }\ncomponents:\n  traefik: {}\n  harbor: { placement: external, external: { url: https://h.example.com } }\n",
+        );
+        assert!(!yours.iter().any(|s| s.id.starts_with("stack/harbor/")));
+        let ep: Endpoint =
+            serde_json::from_value(step(&yours, "harbor/harbor/configure").spec["endpoint"].clone()).unwrap();
+        assert!(!ep.installed && ep.url == "https://h.example.com");
     }
 
     #[test]
