@@ -324,6 +324,15 @@ fn shared(component: Option<&Component>) -> Option<&ExternalService> {
         .and_then(|c| c.external.as_ref())
 }
 
+/// `step`, and the PKI's when the instance is trusted through our CA.
+fn with_pki(endpoint: &Endpoint, step: String) -> Vec<String> {
+    let mut needs = vec![step];
+    if endpoint.pki_ca {
+        needs.push(certificates::STEP_ID.to_string());
+    }
+    needs
+}
+
 pub fn instance_step(product: &str, instance: &str) -> String {
     format!("{product}/{instance}/configure")
 }
@@ -400,7 +409,7 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
                     format!("Harbor projects of tenant {} on {instance}", t.name),
                     &spec,
                 )
-                .needs([instance_step("harbor", instance)]),
+                .needs(with_pki(&ep, instance_step("harbor", instance))),
             );
         }
     }
@@ -452,7 +461,7 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
                     format!("Nexus repositories of tenant {}", t.name),
                     &spec,
                 )
-                .needs([instance_step("nexus", SHARED_NEXUS)]),
+                .needs(with_pki(&ep, instance_step("nexus", SHARED_NEXUS))),
             );
         }
     }
@@ -483,7 +492,7 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
                     format!("SonarQube token of tenant {}", t.name),
                     &spec,
                 )
-                .needs([instance_step("sonarqube", SHARED_SONARQUBE)]),
+                .needs(with_pki(&ep, instance_step("sonarqube", SHARED_SONARQUBE))),
             );
         }
     }
