@@ -409,7 +409,7 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
                     format!("Harbor projects of tenant {} on {instance}", t.name),
                     &spec,
                 )
-                .needs(with_pki(&ep, instance_step("harbor", instance))),
+                .needs(with_pki(ep, instance_step("harbor", instance))),
             );
         }
     }
