@@ -44,6 +44,33 @@ use crate::components::vault::VaultTarget;
 use crate::engine::{StepContext, StepError};
 use crate::secret::{random_token, write_private, Secret};
 
+/// `components.harbor.values.mirror`: our key among Harbor's values (taken
+/// out before the chart sees them), asking that the clusters' nodes pull
+/// from the Harbor installed in a cluster.
+pub const MIRROR_KEY: &str = "mirror";
+
+/// Harbor as a registry the nodes pull from: its name in image references
+/// and where containerd reaches it (through the ingress).
+pub struct HarborMirror {
+    pub registry: String,
+    pub endpoint: String,
+}
+
+/// The Harbor the nodes pull from, when the inventory asks for it.
+pub fn harbor_mirror(loaded: &crate::inventory::Loaded) -> Option<HarborMirror> {
+    let c = loaded.inventory.components.enabled_one(catalog::HARBOR.key)?;
+    if c.placement != crate::inventory::Placement::Cluster || c.values.get(MIRROR_KEY) != Some(&Value::Bool(true)) {
+        return None;
+    }
+    let domain = loaded.inventory.settings.domain.as_deref()?;
+    let registry = catalog::HARBOR.subdomain?.host(domain);
+    let (_, websecure) = crate::components::stack::traefik_ports(loaded);
+    Some(HarborMirror {
+        endpoint: format!("https://{registry}:{websecure}"),
+        registry,
+    })
+}
+
 /// Nexus' first-run admin password with `NEXUS_SECURITY_RANDOMPASSWORD=false`.
 pub const NEXUS_DEFAULT_PASSWORD: &str = "admin123";
 /// The Secret holding the passwords of SonarQube's PostgreSQL.

@@ -593,6 +593,58 @@ clusters:\n  - name: a\n    type: k3s\n    k3s: {{ version: v1.27.4+k3s1, server
         assert!(!ep.installed && ep.url == "https://h.example.com");
     }
 
+    /// With `mirror: true` every K3s node gets registries.yaml naming the
+    /// in-cluster Harbor at the ingress, trusted through our CA (laid down
+    /// on the node, so after the PKI); without it, none.
+    #[test]
+    fn k3s_nodes_pull_from_the_harbor_installed_here_when_asked() {
+        let with = |mirror: &str| {
+            plan_of(&format!(
+                "settings: {{ domain: d.test }}\ncomponents:\n  traefik: {{}}\n  harbor: {{ placement: cluster, cluster: a, values: {{ mirror: {mirror} }} }}\n"
+            ))
+        };
+        let steps = with("true");
+        let nodes: Vec<&Step> = steps
+            .iter()
+            .filter(|s| s.kind == crate::components::k3s::NODE_KIND)
+            .collect();
+        assert_eq!(nodes.len(), 2);
+        for node in nodes {
+            let registries = node.spec["registries"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: none", node.id));
+            let doc: serde_json::Value = serde_yaml::from_str(registries).unwrap();
+            assert_eq!(
+                doc["mirrors"]["harbor.d.test"]["endpoint"],
+                json!(["https://harbor.d.test:30443"]),
+                "{registries}"
+            );
+            let ca = crate::components::k3s::REMOTE_OIDC_CA_FILE;
+            assert_eq!(
+                doc["configs"]["harbor.d.test:30443"]["tls"]["ca_file"], ca,
+                "{registries}"
+            );
+            assert_eq!(
+                node.spec["oidcCaFile"].as_str().or(node.spec["oidc_ca_file"].as_str()),
+                Some(ca)
+            );
+            assert!(
+                node.needs.contains(&certificates::STEP_ID.to_string()),
+                "{:?}",
+                node.needs
+            );
+        }
+        // Our key is not passed to the chart.
+        let harbor = step(&steps, "stack/harbor/a");
+        assert!(!harbor.spec.to_string().contains("\"mirror\""), "{}", harbor.spec);
+        for node in with("false")
+            .iter()
+            .filter(|s| s.kind == crate::components::k3s::NODE_KIND)
+        {
+            assert!(node.spec["registries"].is_null(), "{}", node.spec);
+        }
+    }
+
     #[test]
     fn preflight_checks_sonarqubes_kernel_needs_on_the_hosts_of_its_cluster_only() {
         let on_b = "components:\n  sonarqube:\n    placement: external\n    cluster: b\n    external: { url: https://sonarqube.example.com }\n";

@@ -359,10 +359,11 @@ fn vault_injector(p: &mut Planner) -> Ours {
 fn registry(p: &mut Planner, release: &Release) -> Ours {
     let product = registries::install::Product::of_slug(release.slug).expect("checked by the caller");
     let mut values = registries::install::values(product, &p.domain);
-    crate::steps::manifests::merge_values(
-        &mut values,
-        &Value::Object(values_of(p.loaded, release.component().key)),
-    );
+    let mut user = values_of(p.loaded, release.component().key);
+    if product == registries::install::Product::Harbor {
+        user.remove(registries::install::MIRROR_KEY); // ours, not the chart's
+    }
+    crate::steps::manifests::merge_values(&mut values, &Value::Object(user));
     let mut needs = Vec::new();
     if let Some(traefik) = p.planned.get(catalog::TRAEFIK.key) {
         needs.push(traefik.clone());
