@@ -572,12 +572,12 @@ pub const SONARQUBE: Component = Component {
         releases: &["9.5"],
     },
     subdomain: Some(Subdomain::new("sonarqube")),
-    // 200 from the start, {"status": "STARTING"} until then; UP is what
-    // the configure step's calls then need (they are retried until it is).
+    // 200 from the start, with {"status": "STARTING"} (or DB_MIGRATION_NEEDED)
+    // until it serves: UP.
     health: Some(Health {
         name: "SonarQube",
         path: "/api/system/status",
-        expect: Expect::Ok,
+        expect: Expect::Status("UP"),
     }),
     releases: &[&SONARQUBE_RELEASE],
     ..BASE
