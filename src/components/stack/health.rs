@@ -262,49 +262,6 @@ async fn probe(client: &reqwest::Client, e: &Endpoint) -> Result<(), String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One HTTP server answering every request with 200 and `body`.
-    async fn serve(body: &'static str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let mut buf = [0u8; 4096];
-                let _ = sock.read(&mut buf).await;
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(reply.as_bytes()).await;
-            }
-        });
-        format!("http://{addr}/api/system/status")
-    }
-
-    /// SonarQube answers 200 while it starts: only `status: UP` is healthy.
-    #[tokio::test]
-    async fn a_status_endpoint_is_healthy_only_with_the_status_it_expects() {
-        let client = reqwest::Client::new();
-        let endpoint = |url: String| Endpoint {
-            name: "SonarQube".into(),
-            url,
-            expect: Expect::Status("UP".into()),
-            ca_file: None,
-            pki_ca: false,
-            resolve: None,
-        };
-        let up = serve(r#"{"id":"x","version":"9.5.0","status":"UP"}"#).await;
-        assert_eq!(probe(&client, &endpoint(up)).await, Ok(()));
-        let starting = serve(r#"{"id":"x","version":"9.5.0","status":"STARTING"}"#).await;
-        let err = probe(&client, &endpoint(starting)).await.unwrap_err();
-        assert!(err.contains("STARTING instead of UP"), "{err}");
-    }
-}
-
 pub(super) async fn http_client(ctx: &StepContext, e: &Endpoint) -> Result<reqwest::Client, StepError> {
     let mut b = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -462,4 +419,47 @@ fn summary(ctx: &StepContext, spec: &HealthSpec) -> String {
         ctx.outputs_dir.display()
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One HTTP server answering every request with 200 and `body`.
+    async fn serve(body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}/api/system/status")
+    }
+
+    /// SonarQube answers 200 while it starts: only `status: UP` is healthy.
+    #[tokio::test]
+    async fn a_status_endpoint_is_healthy_only_with_the_status_it_expects() {
+        let client = reqwest::Client::new();
+        let endpoint = |url: String| Endpoint {
+            name: "SonarQube".into(),
+            url,
+            expect: Expect::Status("UP".into()),
+            ca_file: None,
+            pki_ca: false,
+            resolve: None,
+        };
+        let up = serve(r#"{"id":"x","version":"9.5.0","status":"UP"}"#).await;
+        assert_eq!(probe(&client, &endpoint(up)).await, Ok(()));
+        let starting = serve(r#"{"id":"x","version":"9.5.0","status":"STARTING"}"#).await;
+        let err = probe(&client, &endpoint(starting)).await.unwrap_err();
+        assert!(err.contains("STARTING instead of UP"), "{err}");
+    }
 }
