@@ -277,11 +277,14 @@ pub fn validate(loaded: &Loaded, report: &mut Report) {
         {
             continue;
         }
-        let path = format!("components.{key}.placement");
-        let path = if loaded.spans.value(&path).is_some() {
-            path
+        // At `placement` when it is written (`spans.value` falls back to
+        // the nearest ancestor), else at the component.
+        let component = format!("components.{key}");
+        let placement = push_key(&component, "placement");
+        let path = if loaded.spans.value(&placement) != loaded.spans.value(&component) {
+            placement
         } else {
-            format!("components.{key}")
+            component
         };
         let missing = match (inv.components.enabled("traefik"), inv.settings.domain.is_some()) {
             (false, _) => Some("`components.traefik`, whose ingress serves it"),
