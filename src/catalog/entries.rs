@@ -473,15 +473,17 @@ pub const NAUTES_RELEASE: Release = Release {
     ..RELEASE
 };
 
-/// The shared Harbor, configured through its API (`components/registries`).
-/// Harbor has accounts of its own: it signs in through Dex (`oidc_auth`)
-/// only when Dex is installed. Its callback is below each instance's own
-/// URL (`harbor.<domain>` is the default host).
+/// The shared Harbor: installed in a cluster (`placement: cluster`, the
+/// chart below) or yours (`placement: external`); either way configured
+/// through its API (`components/registries`). Harbor has accounts of its
+/// own: it signs in through Dex (`oidc_auth`) only when Dex is installed,
+/// its callback below each instance's own URL (`harbor.<domain>` when
+/// installed here).
 pub const HARBOR: Component = Component {
     key: "harbor",
     slug: "harbor",
-    about:
-        "Your Harbor (placement external), configured through its API: admin password, tenants' projects and robots.",
+    about: "Harbor, installed in a cluster (placement cluster, at harbor.<domain>) or yours (placement external), \
+            configured through its API: admin password, tenants' projects and robots.",
     versions: Known {
         title: "Harbor",
         releases: &["2.5.1"],
@@ -494,27 +496,122 @@ pub const HARBOR: Component = Component {
         secret_file: "harbor/dex-client-secret",
         without_dex: true,
     }),
+    health: Some(Health {
+        name: "Harbor",
+        path: "/api/v2.0/ping",
+        expect: Expect::Ok,
+    }),
+    releases: &[&HARBOR_RELEASE],
     ..BASE
+};
+
+/// goharbor/harbor-helm 1.9.1, whose appVersion is Harbor 2.5.1.
+pub const HARBOR_RELEASE: Release = Release {
+    title: "Harbor",
+    slug: "harbor",
+    pinned: Some("1.9.1"),
+    namespace: "harbor",
+    // With the values we plan (Notary, ChartMuseum and Trivy off, the
+    // internal database and Redis, exposed through an Ingress): core,
+    // jobservice, portal and registry Deployments, the database and Redis
+    // StatefulSets. Core's readiness probe is /api/v2.0/ping.
+    ready: &[
+        ("Deployment", "harbor-core"),
+        ("Deployment", "harbor-jobservice"),
+        ("Deployment", "harbor-portal"),
+        ("Deployment", "harbor-registry"),
+        ("StatefulSet", "harbor-database"),
+        ("StatefulSet", "harbor-redis"),
+    ],
+    form: Form::Chart { release: "harbor" },
+    place: Place::Management,
+    // Its host name, storage and switches from the inventory; its secrets
+    // are objects of ours merged over the chart's (components/registries/install.rs).
+    values: Values::Planned,
+    file: |v| format!("harbor-{v}.tgz"),
+    url: |_, v| format!("https://helm.goharbor.io/harbor-{v}.tgz"),
+    ..RELEASE
 };
 
 pub const NEXUS: Component = Component {
     key: "nexus",
     slug: "nexus",
-    about: "Your Nexus OSS (placement external), configured through its API: admin password, anonymous access (`values.anonymous`), tenants' repositories, roles and users.",
+    about: "Nexus OSS, installed in a cluster (placement cluster, at nexus.<domain>) or yours (placement external), \
+            configured through its API: admin password, anonymous access (`values.anonymous`), tenants' \
+            repositories, roles and users.",
     versions: Known {
         title: "Nexus",
         releases: &["3.39.0"],
     },
+    subdomain: Some(Subdomain::new("nexus")),
+    health: Some(Health {
+        name: "Nexus",
+        path: "/service/rest/v1/status",
+        expect: Expect::Ok,
+    }),
+    releases: &[&NEXUS_RELEASE],
     ..BASE
+};
+
+/// sonatype/helm3-charts' nexus-repository-manager 39.0.0 (Nexus 3.39.0).
+pub const NEXUS_RELEASE: Release = Release {
+    title: "Nexus",
+    slug: "nexus",
+    pinned: Some("39.0.0"),
+    namespace: "nexus",
+    // The chart runs one Deployment (its StatefulSet mode is marked
+    // unsupported); its readiness probe is GET / on 8081.
+    ready: &[("Deployment", "nexus-repository-manager")],
+    form: Form::Chart {
+        release: "nexus-repository-manager",
+    },
+    place: Place::Management,
+    values: Values::Planned,
+    file: |v| format!("nexus-repository-manager-{v}.tgz"),
+    url: |_, v| format!("https://sonatype.github.io/helm3-charts/nexus-repository-manager-{v}.tgz"),
+    ..RELEASE
 };
 
 pub const SONARQUBE: Component = Component {
     key: "sonarqube",
     slug: "sonarqube",
-    about: "Your SonarQube (placement external; `cluster` names where it runs, for preflight), configured through its API: admin password, tenants' users and tokens.",
+    about: "SonarQube, installed in a cluster with the chart's PostgreSQL (placement cluster, at \
+            sonarqube.<domain>) or yours (placement external; `cluster` names where it runs, for preflight), \
+            configured through its API: admin password, tenants' users and tokens.",
     versions: Known {
         title: "SonarQube",
         releases: &["9.5"],
     },
+    subdomain: Some(Subdomain::new("sonarqube")),
+    // 200 from the start, with {"status": "STARTING"} (or DB_MIGRATION_NEEDED)
+    // until it serves: UP.
+    health: Some(Health {
+        name: "SonarQube",
+        path: "/api/system/status",
+        expect: Expect::Status("UP"),
+    }),
+    releases: &[&SONARQUBE_RELEASE],
     ..BASE
+};
+
+/// SonarSource/helm-chart-sonarqube's sonarqube chart 4.0.0, whose
+/// appVersion is 9.5.0 (commit "REL-2267 SonarQube 9.5 release"), with
+/// Bitnami's PostgreSQL chart as its dependency.
+pub const SONARQUBE_RELEASE: Release = Release {
+    title: "SonarQube",
+    slug: "sonarqube",
+    pinned: Some("4.0.0"),
+    namespace: "sonarqube",
+    // `deploymentType: StatefulSet` (the chart's default) and the
+    // PostgreSQL dependency's StatefulSet.
+    ready: &[
+        ("StatefulSet", "sonarqube-postgresql"),
+        ("StatefulSet", "sonarqube-sonarqube"),
+    ],
+    form: Form::Chart { release: "sonarqube" },
+    place: Place::Management,
+    values: Values::Planned,
+    file: |v| format!("sonarqube-{v}.tgz"),
+    url: |gh, v| format!("{gh}/SonarSource/helm-chart-sonarqube/releases/download/sonarqube-{v}/sonarqube-{v}.tgz"),
+    ..RELEASE
 };

@@ -131,6 +131,9 @@ pub enum Expect {
     Ok,
     /// OpenID discovery whose `issuer` is the component's own URL.
     Issuer,
+    /// 2xx with a JSON body whose `status` is this (SonarQube's
+    /// `/api/system/status` answers 200 with STARTING until it is UP).
+    Status(&'static str),
 }
 
 /// A component's health endpoint.

@@ -63,12 +63,23 @@ pub const SECRET_KEYS: [&str; 5] = [
 impl Harbor {
     /// `url`: Harbor's address (`https://harbor.example`).
     pub fn new(url: &str, ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Harbor, String> {
+        Harbor::new_at(url, ca_pem, timeout, None)
+    }
+
+    /// As `new`, reaching the URL's host at `address`.
+    pub fn new_at(
+        url: &str,
+        ca_pem: Option<&[u8]>,
+        timeout: Duration,
+        address: Option<std::net::SocketAddr>,
+    ) -> Result<Harbor, String> {
         Ok(Harbor {
-            rest: Rest::new(
+            rest: Rest::new_at(
                 "Harbor",
                 &format!("{}/api/v2.0", url.trim_end_matches('/')),
                 ca_pem,
                 timeout,
+                address,
             )?,
         })
     }

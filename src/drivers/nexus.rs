@@ -17,12 +17,23 @@ pub struct Nexus {
 impl Nexus {
     /// `url`: Nexus' address (`https://nexus.example`).
     pub fn new(url: &str, ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Nexus, String> {
+        Nexus::new_at(url, ca_pem, timeout, None)
+    }
+
+    /// As `new`, reaching the URL's host at `address`.
+    pub fn new_at(
+        url: &str,
+        ca_pem: Option<&[u8]>,
+        timeout: Duration,
+        address: Option<std::net::SocketAddr>,
+    ) -> Result<Nexus, String> {
         Ok(Nexus {
-            rest: Rest::new(
+            rest: Rest::new_at(
                 "Nexus",
                 &format!("{}/service/rest/v1", url.trim_end_matches('/')),
                 ca_pem,
                 timeout,
+                address,
             )?,
         })
     }

@@ -135,6 +135,18 @@ pub fn error_text(body: &str) -> String {
 impl Rest {
     /// `ca_pem`: the only CA trusted for this server; `None` uses the system roots.
     pub fn new(product: &'static str, base: &str, ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Rest, String> {
+        Rest::new_at(product, base, ca_pem, timeout, None)
+    }
+
+    /// As `new`, reaching the base URL's host at `address` (a server behind
+    /// an ingress whose name no DNS here resolves).
+    pub fn new_at(
+        product: &'static str,
+        base: &str,
+        ca_pem: Option<&[u8]>,
+        timeout: Duration,
+        address: Option<std::net::SocketAddr>,
+    ) -> Result<Rest, String> {
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -142,6 +154,13 @@ impl Rest {
         if let Some(pem) = ca_pem {
             let cert = reqwest::Certificate::from_pem(pem).map_err(|e| format!("the {product} CA is not PEM: {e}"))?;
             builder = builder.tls_built_in_root_certs(false).add_root_certificate(cert);
+        }
+        if let Some(addr) = address {
+            let host = reqwest::Url::parse(base)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .ok_or_else(|| format!("{base} has no host name"))?;
+            builder = builder.resolve(&host, addr);
         }
         let client = builder
             .build()

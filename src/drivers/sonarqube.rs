@@ -30,12 +30,23 @@ fn plain(v: &str) -> Secret {
 impl Sonarqube {
     /// `url`: SonarQube's address (`https://sonarqube.example`).
     pub fn new(url: &str, ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Sonarqube, String> {
+        Sonarqube::new_at(url, ca_pem, timeout, None)
+    }
+
+    /// As `new`, reaching the URL's host at `address`.
+    pub fn new_at(
+        url: &str,
+        ca_pem: Option<&[u8]>,
+        timeout: Duration,
+        address: Option<std::net::SocketAddr>,
+    ) -> Result<Sonarqube, String> {
         Ok(Sonarqube {
-            rest: Rest::new(
+            rest: Rest::new_at(
                 "SonarQube",
                 &format!("{}/api", url.trim_end_matches('/')),
                 ca_pem,
                 timeout,
+                address,
             )?,
         })
     }

@@ -340,24 +340,74 @@ pub fn validate(loaded: &Loaded, report: &mut Report) {
             }
         }
     }
+    // Installed in a cluster, each answers at <key>.<domain> behind Traefik.
     for key in ["harbor", "nexus", "sonarqube"] {
-        if inv
+        if !inv
             .components
             .enabled_one(key)
-            .is_some_and(|c| c.placement != Placement::External)
+            .is_some_and(|c| c.placement == Placement::Cluster)
         {
-            let path = format!("components.{key}.placement");
-            let path = if loaded.spans.value(&path).is_some() {
-                path
-            } else {
-                format!("components.{key}")
-            };
+            continue;
+        }
+        // At `placement` when it is written (`spans.value` falls back to
+        // the nearest ancestor), else at the component.
+        let component = format!("components.{key}");
+        let placement = push_key(&component, "placement");
+        let path = if loaded.spans.value(&placement) != loaded.spans.value(&component) {
+            placement
+        } else {
+            component
+        };
+        let missing = match (inv.components.enabled("traefik"), inv.settings.domain.is_some()) {
+            (false, _) => Some("`components.traefik`, whose ingress serves it"),
+            (true, false) => Some("`settings.domain`, under which it answers"),
+            (true, true) => None,
+        };
+        if let Some(missing) = missing {
             error(
                 report,
                 &path,
-                format!("`{key}` can only be configured, not installed, by this release"),
-                "run it yourself and set `placement: external` with `external.url` (and its first-run admin password in `external.token`)".into(),
+                format!("`{key}` is installed in a cluster (placement cluster) but there is no {missing}"),
+                format!("add {missing}, or run it yourself and set `placement: external` with `external.url`"),
             );
+        }
+    }
+    // `components.harbor.values.mirror`: the clusters' nodes pull from the
+    // Harbor installed in a cluster (K3s' registries.yaml).
+    if let Some(m) = inv
+        .components
+        .enabled_one("harbor")
+        .and_then(|h| h.values.get("mirror").map(|m| (h, m)))
+    {
+        let (h, m) = m;
+        let path = "components.harbor.values.mirror";
+        match m {
+            serde_json::Value::Bool(false) => {}
+            serde_json::Value::Bool(true) if h.placement != Placement::Cluster => error(
+                report,
+                path,
+                "`mirror` needs the Harbor installed here (`placement: cluster`)".into(),
+                "for your own Harbor, list it under `artifacts.mirrors`".into(),
+            ),
+            serde_json::Value::Bool(true) => {
+                for (i, c) in inv.clusters.iter().enumerate() {
+                    if c.cluster_type == super::types::ClusterType::Kubespray {
+                        error(
+                            report,
+                            &push_key(&push_index("clusters", i), "type"),
+                            format!("cluster `{}` is a Kubespray cluster, whose nodes cannot pull from Harbor yet", c.name),
+                            "`components.harbor.values.mirror` configures K3s nodes only; set it to false or list Harbor under `artifacts.mirrors`".into(),
+                        );
+                    }
+                }
+            }
+            other => error(
+                report,
+                path,
+                format!("`mirror` must be true or false, not {other}"),
+                "true: the K3s clusters' nodes pull images named harbor.<domain>/... from this Harbor, trusting our CA"
+                    .into(),
+            ),
         }
     }
     let sonar_on = inv.components.enabled("sonarqube");

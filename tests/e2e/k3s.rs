@@ -681,6 +681,47 @@ fn servers_trust_dex_with_our_ca_and_outputs_writes_the_users_kubeconfig() {
     assert!(user["users"][0]["user"]["token"].is_null(), "no credential of its own");
 }
 
+/// `components.harbor.values.mirror`: every node, server and agent, gets
+/// registries.yaml naming the Harbor installed in the cluster at the
+/// ingress, and our CA where that file says, over real SSH; forced again,
+/// nothing is sent.
+#[test]
+fn nodes_pull_from_the_harbor_installed_here_through_registries_yaml_with_our_ca() {
+    let Some(e) = env(&nodes(2)) else { return };
+    // The planned releases' charts, for the air-gap bundle to hold (not applied here).
+    let bundle = e.s.path().join("bundle");
+    let home = e.s.path().join("helm");
+    crate::support::platform::helm_package("traefik-standin", "10.24.0", &bundle.join("traefik/10.24.0"), &home);
+    crate::support::platform::helm_package("harbor-standin", "1.9.1", &bundle.join("harbor/1.9.1"), &home);
+    nautes_install::artifacts::write_checksums(&bundle).unwrap();
+    let cluster = e.cluster("main", V1, &["node-1"], &["node-2"]) + "    usage: [host]\n";
+    e.s.write_inventory(&format!(
+        "settings:\n  domain: reg.test\n  timeouts:\n    nodeReady: 30s\nssh:\n  identityFile: {}\n  knownHosts: known_hosts\nartifacts:\n  mode: airgap\n  bundle: bundle\n{}clusters:\n{cluster}\
+         components:\n  traefik:\n    values:\n      websecureNodePort: 30443\n  harbor:\n    placement: cluster\n    values:\n      mirror: true\n",
+        e.hosts.client_key().display(),
+        e.hosts.inventory_hosts(),
+    ));
+    let out = e.apply(&["--only", "k3s/main/kubeconfig", "k3s/main/agent/node-2"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let ca_path = e.s.state()["steps"]["pki"]["outputs"]["ca"]["cert"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ca = std::fs::read_to_string(&ca_path).unwrap();
+    for node in 0..2 {
+        let text = e.host_file(node, "/etc/rancher/k3s/registries.yaml");
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_else(|err| panic!("{err}: {text}"));
+        let endpoint = &doc["mirrors"]["harbor.reg.test"]["endpoint"][0];
+        assert_eq!(endpoint.as_str(), Some("https://harbor.reg.test:30443"), "{text}");
+        let ca_file = doc["configs"]["harbor.reg.test:30443"]["tls"]["ca_file"].as_str();
+        assert_eq!(ca_file, Some("/etc/rancher/k3s/nautes-ca.crt"), "{text}");
+        assert_eq!(e.host_file(node, "/etc/rancher/k3s/nautes-ca.crt"), ca, "node {node}");
+    }
+    let out = e.apply(&["--only", "k3s/main/agent/node-2"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(e.outputs("k3s/main/agent/node-2")["bytes_sent"], serde_json::json!(0));
+}
+
 const ETCD_DB: &str = "/var/lib/rancher/k3s/server/db/etcd/member/snap/db";
 
 /// The stand-in datastore of a server: its etcd cluster id and data.

@@ -22,6 +22,7 @@ mod kube_components;
 mod kubespray;
 mod platform_crash;
 mod registries;
+mod registries_install;
 mod service_hosts;
 mod sign_in;
 mod sign_in_registries;

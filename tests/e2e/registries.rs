@@ -35,6 +35,9 @@ fn endpoint(instance: &str, url: &str) -> Endpoint {
         ca_file: None,
         initial_password: None,
         vault: None,
+        installed: false,
+        pki_ca: false,
+        resolve: None,
     }
 }
 

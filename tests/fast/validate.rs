@@ -75,6 +75,22 @@ fn tenant_resources_claimed_twice_or_unknown_are_errors_naming_both_with_positio
     check_golden("tenant_resources");
 }
 
+/// Harbor, Nexus and SonarQube installed in a cluster need Traefik (their
+/// Ingresses are its) — said where their placement is, or where they are
+/// listed when it is the default — and none goes on a host.
+#[test]
+fn registries_installed_without_an_ingress_or_on_a_host_are_errors_with_positions() {
+    check_golden("registries_install");
+}
+
+/// `components.harbor.values.mirror` turns K3s nodes to the Harbor
+/// installed here; a Kubespray cluster, which it cannot configure yet, is
+/// named where its type is rather than silently left out.
+#[test]
+fn a_harbor_mirror_with_a_kubespray_cluster_is_an_error_at_the_cluster() {
+    check_golden("registries_mirror");
+}
+
 #[test]
 fn syntax_error_has_a_position() {
     check_golden("syntax");

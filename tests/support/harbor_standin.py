@@ -52,6 +52,12 @@ src/controller) do it, and refuses what they refuse:
   in 1..5 400. PUT /projects/{p}/members/{id} {role_id}, DELETE (404
   when missing).
 
+With --admin-password-file F, admin's password is what F holds (core's
+HARBOR_ADMIN_PASSWORD, which standin_controllers.py's `registries`
+controller writes from the harbor-core Secret once the Deployment is
+available), read once when F first exists; API requests answer 503 until
+then, as a core that has not started.
+
 Control endpoints (no auth) under /_standin/: GET requests (every API
 request as [method, path] so far), POST users {username} (a user signed
 in, as OIDC onboarding makes), POST projects/<name>/push [{repository}]
@@ -92,6 +98,7 @@ class State:
         self.members = {}  # project name -> [member dict]
         self.next_member = 1
         self.requests = []
+        self.initialised = False
 
 
 STATE = None
@@ -145,6 +152,8 @@ class Handler(QuietHandler):
         if not path.startswith("/api/v2.0/"):
             return self.send_json(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
         rel = path[len("/api/v2.0/"):].rstrip("/")
+        if not started():
+            return self.send_json(503, {"errors": [{"code": "UNAVAILABLE", "message": "core is starting"}]})
         with STATE.lock:
             STATE.requests.append([self.command, path])
             try:
@@ -531,13 +540,34 @@ class Handler(QuietHandler):
         self.send_json(404, {})
 
 
+ADMIN_FILE = None
+
+
+def started():
+    """With --admin-password-file, core initialises (setting admin's
+    password from the file, once) only when the file exists."""
+    if ADMIN_FILE is None or STATE.initialised:
+        return True
+    with STATE.lock:
+        if not STATE.initialised:
+            try:
+                with open(ADMIN_FILE) as f:
+                    STATE.users["admin"]["password"] = f.read()
+            except OSError:
+                return False
+            STATE.initialised = True
+    return True
+
+
 def main():
-    global STATE
+    global STATE, ADMIN_FILE
     p = argparse.ArgumentParser()
     p.add_argument("--port-file", required=True)
     p.add_argument("--admin-password", default="Harbor12345")
+    p.add_argument("--admin-password-file", help="HARBOR_ADMIN_PASSWORD as core's pod gets it; start once it exists")
     args = p.parse_args()
     STATE = State(args.admin_password)
+    ADMIN_FILE = args.admin_password_file
     server = QuietServer(("127.0.0.1", 0), Handler)
     server.label = "Harbor stand-in"
     publish_port(server, args.port_file)

@@ -32,7 +32,17 @@ Kubernetes, Traefik, Dex or Argo CD can run here. It models:
   token is a real GitLab token or that the API server URL answers;
 * a backend that never becomes healthy: every request whose host is named
   by --fail-host (repeatable) gets 503 `Service Unavailable`, Traefik's
-  answer when a router's service has no ready endpoint.
+  answer when a router's service has no ready endpoint;
+* services that run as API stand-ins (Harbor, Nexus): --forward HOST=URL
+  (repeatable) passes every request for HOST (method, path and query,
+  headers, body) to the plain-HTTP URL and relays the answer, as Traefik
+  proxies to a Service, with X-Forwarded-Proto https and
+  X-Forwarded-Host HOST. With --routes-file, only while the file (a JSON
+  list of host names, which standin_controllers.py's `ingresses`
+  controller writes from the cluster's Ingresses routed on websecure)
+  lists HOST: before that Traefik has no router for it, and this answers
+  404 like any unknown host; a backend that does not answer is 502 `Bad
+  Gateway`, as Traefik says.
 
 Every request is appended to --log (when given) as one JSON object per
 line: {"time", "method", "host", "path", "status"}; failed TLS handshakes as
@@ -40,9 +50,10 @@ line: {"time", "method", "host", "path", "status"}; failed TLS handshakes as
 
 Run: ingress_standin.py --cert PEM --key PEM --port-file F [--bind 127.0.0.1]
      [--port P] [--log FILE] [--fail-host NAME]... [--issuer URL]
+     [--forward HOST=URL]... [--routes-file F]
      (port 0: any free port; the chosen one is written to F)
 """
-import argparse, json, ssl, threading, time
+import argparse, json, ssl, threading, time, urllib.error, urllib.request
 from standin_http import QuietHandler, QuietServer, publish_port, server_tls
 from urllib.parse import urlsplit
 
@@ -100,6 +111,20 @@ VAULT_HEALTH = {"initialized": True, "sealed": False, "standby": False,
                 "cluster_id": "00000000-0000-0000-0000-000000000000"}
 
 
+FORWARD = {}
+
+
+def routed(host):
+    """Whether Traefik has a router for `host` (always without --routes-file)."""
+    if not ARGS.routes_file:
+        return True
+    try:
+        with open(ARGS.routes_file) as f:
+            return host in json.load(f)
+    except (OSError, ValueError):
+        return False
+
+
 def cluster_problem(body):
     """Why a cluster registration body is refused, or None."""
     if not isinstance(body, dict):
@@ -135,6 +160,8 @@ class Handler(QuietHandler):  # stderr stays quiet; the --log file is the record
             return self.answer(None, path, 400, "400 Bad Request: missing Host header\n", "text/plain; charset=utf-8")
         if host in ARGS.fail_host:
             return self.answer(host, path, 503, "Service Unavailable", "text/plain; charset=utf-8")
+        if host in FORWARD and routed(host):
+            return self.forward(host, path)
         if path.startswith("/api/v1/clusters/"):
             return self.clusters(host, path, path[len("/api/v1/clusters/"):])
         if self.command in ("GET", "HEAD"):
@@ -149,6 +176,27 @@ class Handler(QuietHandler):  # stderr stays quiet; the --log file is the record
                 body = dict(VAULT_HEALTH, server_time_utc=int(time.time()))
                 return self.answer(host, path, 200, json.dumps(body), "application/json")
         return self.answer(host, path, 404, "404 page not found\n", "text/plain; charset=utf-8")
+
+    def forward(self, host, path):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        req = urllib.request.Request(FORWARD[host] + self.path, data=body, method=self.command)
+        for k, v in self.headers.items():
+            if k.lower() not in ("host", "content-length", "connection"):
+                req.add_header(k, v)
+        req.add_header("X-Forwarded-Proto", "https")
+        req.add_header("X-Forwarded-Host", host)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                status, data, headers = resp.status, resp.read(), resp.headers
+        except urllib.error.HTTPError as e:
+            status, data, headers = e.code, e.read(), e.headers
+        except OSError:
+            return self.answer(host, path, 502, "Bad Gateway", "text/plain; charset=utf-8")
+        extra = {k: v for k, v in headers.items()
+                 if k.lower() not in ("content-length", "connection", "transfer-encoding", "server", "date")}
+        self.reply(status, data, extra)
+        log({"method": self.command, "host": host, "path": path, "status": status})
 
     def clusters(self, host, path, name):
         as_json = "application/json"
@@ -214,7 +262,12 @@ def main():
     p.add_argument("--fail-host", action="append", default=[], type=str.lower,
                    help="answer 503 for this host (repeatable)")
     p.add_argument("--issuer", help="issuer Dex reports (default: https://<Host without port>)")
+    p.add_argument("--forward", action="append", default=[], help="HOST=URL: proxy HOST's requests to URL")
+    p.add_argument("--routes-file", help="JSON list of the hosts Ingresses route (see --forward)")
     ARGS = p.parse_args()
+    for f in ARGS.forward:
+        h, _, url = f.partition("=")
+        FORWARD[h.lower()] = url.rstrip("/")
 
     ctx = server_tls(ARGS.cert, ARGS.key, minimum=ssl.TLSVersion.TLSv1_2, alpn=["http/1.1"])
 

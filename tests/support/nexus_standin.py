@@ -45,6 +45,12 @@ and error shapes, and refuses what Nexus refuses:
   in pages of 10; without `repository` 422, an unknown one 404. Deleting
   a repository deletes its components (Nexus asks nothing).
 
+With --env-file F the stand-in starts only once F (the container's env as
+JSON, which standin_controllers.py's `registries` controller writes once
+the Deployment is available) exists, answering 503 until then; with
+NEXUS_SECURITY_RANDOMPASSWORD=false there, as Nexus, the admin password is
+the default admin123 and no admin.password file is written.
+
 Control endpoints (no auth) under /_standin/: GET requests (every API
 request as [method, path]), POST repositories/<name>/components {group,
 name, version} (a component uploaded), GET state (repositories, roles, users and
@@ -71,16 +77,19 @@ def bad(field, message="may not be null"):
 
 
 class State:
-    def __init__(self, data_dir, base_url):
+    def __init__(self, data_dir, base_url, env=None):
         self.lock = threading.Lock()
         self.data_dir = data_dir
         self.base_url = base_url
-        first = str(uuid.uuid4())
-        path = os.path.join(data_dir, "admin.password")
-        with open(path + ".tmp", "w") as f:
-            f.write(first)
-        os.chmod(path + ".tmp", 0o600)
-        os.replace(path + ".tmp", path)
+        if (env or {}).get("NEXUS_SECURITY_RANDOMPASSWORD") == "false":
+            first = "admin123"  # Nexus' default, and no admin.password file
+        else:
+            first = str(uuid.uuid4())
+            path = os.path.join(data_dir, "admin.password")
+            with open(path + ".tmp", "w") as f:
+                f.write(first)
+            os.chmod(path + ".tmp", 0o600)
+            os.replace(path + ".tmp", path)
         self.users = {
             "admin": {"userId": "admin", "firstName": "Administrator", "lastName": "User",
                       "emailAddress": "admin@example.org", "source": "default", "status": "active",
@@ -163,6 +172,8 @@ class Handler(QuietHandler):
         if not url.path.startswith(prefix):
             return self.send_json(404, None)
         rel = url.path[len(prefix):].rstrip("/")
+        if not started():
+            return self.send_json(503, None)
         with STATE.lock:
             STATE.requests.append([self.command, url.path])
             self.raw = raw
@@ -409,6 +420,8 @@ class Handler(QuietHandler):
         return r
 
     def control(self, what):
+        if STATE is None:  # not started (--env-file): nothing asked yet
+            return self.send_json(200, [] if what == "requests" else {"started": False})
         with STATE.lock:
             if what == "requests" and self.command == "GET":
                 return self.send_json(200, STATE.requests)
@@ -431,15 +444,42 @@ class Handler(QuietHandler):
         self.send_json(404, None)
 
 
-def main():
+ENV_FILE = None
+START_LOCK = threading.Lock()
+
+
+def started():
+    """With --env-file, Nexus starts (and makes its admin password) only
+    once the file with its container's env exists; until then 503, as a
+    Service without a ready pod behind the ingress."""
     global STATE
+    if STATE is not None:
+        return True
+    with START_LOCK:
+        if STATE is None:
+            try:
+                with open(ENV_FILE) as f:
+                    env = json.load(f)
+            except (OSError, ValueError):
+                return False
+            STATE = State(*ENV_FILE_STATE, env=env)
+    return True
+
+
+def main():
+    global STATE, ENV_FILE, ENV_FILE_STATE
     p = argparse.ArgumentParser()
     p.add_argument("--port-file", required=True)
     p.add_argument("--data-dir", required=True)
+    p.add_argument("--env-file", help="JSON env of the Nexus container; start only once it exists")
     args = p.parse_args()
     server = QuietServer(("127.0.0.1", 0), Handler)
     server.label = "Nexus stand-in"
-    STATE = State(args.data_dir, "http://127.0.0.1:%d" % server.server_address[1])
+    base = "http://127.0.0.1:%d" % server.server_address[1]
+    ENV_FILE = args.env_file
+    ENV_FILE_STATE = (args.data_dir, base)
+    if not ENV_FILE:
+        STATE = State(args.data_dir, base)
     publish_port(server, args.port_file)
     server.serve_forever()
 

@@ -62,7 +62,7 @@ pub fn make_ca(dir: &Path) {
     );
 }
 
-fn helm_package(chart: &str, version: &str, into: &Path, home: &Path) {
+pub fn helm_package(chart: &str, version: &str, into: &Path, home: &Path) {
     run(Command::new("helm")
         .args([
             "package",
@@ -170,7 +170,7 @@ impl Drop for Ingress {
     }
 }
 
-fn start_ingress(s: &Scratch, fail_host: Option<&str>) -> Ingress {
+fn start_ingress(s: &Scratch, fail_host: Option<&str>, extra: &[String]) -> Ingress {
     let dir = tempfile::tempdir().unwrap();
     let port_file = dir.path().join("port");
     let mut cmd = Command::new("python3");
@@ -189,6 +189,7 @@ fn start_ingress(s: &Scratch, fail_host: Option<&str>) -> Ingress {
     if let Some(h) = fail_host {
         cmd.args(["--fail-host", h]);
     }
+    cmd.args(extra);
     let child = cmd.stdin(Stdio::null()).spawn().expect("python3");
     let port = super::port_file::wait_for_port(&port_file, "ingress stand-in");
     Ingress { child, port, _dir: dir }
@@ -288,15 +289,31 @@ components:
 }
 
 pub fn platform(fail_host: Option<&str>) -> Platform {
+    platform_with(fail_host, |_, _| (String::new(), Vec::new()))
+}
+
+/// As `platform`, with more stand-in controllers (`,`-separated) and
+/// ingress arguments, chosen once the control plane and the bundle exist
+/// (`extra(kube, scratch)`; the controllers write under
+/// `kube.dir()/standins`).
+pub fn platform_with(
+    fail_host: Option<&str>,
+    extra: impl FnOnce(&ControlPlane, &Scratch) -> (String, Vec<String>),
+) -> Platform {
     let s = Scratch::new();
     make_ca(s.path());
     make_bundle(&s);
     let mut kube = ControlPlane::start();
-    kube.start_standin_controllers("webhooks,cert-manager,argocd,webhook-gated");
+    let (controllers, ingress_args) = extra(&kube, &s);
+    let mut all = "webhooks,cert-manager,argocd,webhook-gated".to_string();
+    if !controllers.is_empty() {
+        all = format!("{all},{controllers}");
+    }
+    kube.start_standin_controllers(&all);
     let hnc = hnc_manager(Api::of(&kube));
     private(&s.path().join("host.kubeconfig"), &kube.kubeconfig());
     private(&s.path().join("gitlab-token"), BOOTSTRAP);
-    let ingress = start_ingress(&s, fail_host);
+    let ingress = start_ingress(&s, fail_host, &ingress_args);
     private(&s.path().join("harbor-initial"), HARBOR_INITIAL);
     let nexus = Registry::nexus();
     std::fs::create_dir(s.path().join("nexus-data")).unwrap();

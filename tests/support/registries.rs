@@ -67,6 +67,37 @@ impl Standin {
         )
     }
 
+    /// Harbor as the chart installs it: admin's password read, once, from
+    /// `password_file` (what core's pod gets from Secret harbor-core),
+    /// 503 until that exists.
+    pub fn harbor_installed(password_file: &Path) -> Standin {
+        launch(
+            tempfile::tempdir().unwrap(),
+            "harbor_standin.py",
+            &["--admin-password-file", password_file.to_str().unwrap()],
+            "Harbor stand-in",
+        )
+    }
+
+    /// Nexus as the chart installs it: started with the container env in
+    /// `env_file`, 503 until that exists.
+    pub fn nexus_installed(env_file: &Path) -> Standin {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("nexus-data");
+        std::fs::create_dir(&data).unwrap();
+        launch(
+            dir,
+            "nexus_standin.py",
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--env-file",
+                env_file.to_str().unwrap(),
+            ],
+            "Nexus stand-in",
+        )
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

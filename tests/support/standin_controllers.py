@@ -43,6 +43,22 @@ controller would, only under the real controller's preconditions:
   <name> exists, as their readiness probes do upstream. Until then they stay
   Running and not Ready.
 
+* ingresses: what Traefik's Kubernetes Ingress provider knows: the hosts
+  of every Ingress routed on the websecure entry point (annotation
+  traefik.ingress.kubernetes.io/router.entrypoints), written as a JSON list
+  to <dir>/ingress-hosts.json whenever it changes; ingress_standin.py's
+  --routes-file reads it, so a forwarded host answers only once its
+  Ingress exists, and no more once it is deleted.
+* registries: what the Harbor and Nexus pods would read at their first
+  start, for their API stand-ins (harbor_standin.py, nexus_standin.py):
+  once Deployment harbor/harbor-core is Available, the HARBOR_ADMIN_PASSWORD
+  of Secret harbor/harbor-core (Harbor sets the admin password from it
+  once, when it initialises its database) to <dir>/harbor-admin-password
+  (0600); once Deployment nexus/nexus-repository-manager is Available, its
+  container's env (name -> value) to <dir>/nexus-env.json. Each is
+  written once: a later change of the Secret or env no longer matters to
+  an initialised instance.
+
 Run: standin_controllers.py --api URL --token T --ca-file F --dir D --controllers webhooks,cert-manager,argocd,webhook-gated
 """
 import argparse, base64, hashlib, json, os, ssl, subprocess, threading, time, urllib.error, urllib.request
@@ -419,7 +435,49 @@ def reconcile_gated_pods():
              dict(pod, status=pod_status(pod, ready)))
 
 
-RECONCILERS = [("webhook-gated", reconcile_gated_pods), ("webhooks", reconcile_webhooks), ("cert-manager", reconcile_issuers), ("argocd", reconcile_applications)]
+def write_once(name, text):
+    path = os.path.join(ARGS.dir, name)
+    if os.path.exists(path):
+        return
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.rename(tmp, path)
+
+
+def reconcile_ingresses():
+    hosts = sorted({rule.get("host") for ing in items("/apis/networking.k8s.io/v1/ingresses")
+                    if "websecure" in ((ing["metadata"].get("annotations") or {})
+                                       .get("traefik.ingress.kubernetes.io/router.entrypoints") or "")
+                    for rule in (ing.get("spec") or {}).get("rules") or [] if rule.get("host")})
+    path = os.path.join(ARGS.dir, "ingress-hosts.json")
+    text = json.dumps(hosts)
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return
+    except OSError:
+        pass
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(path + ".tmp", path)
+
+
+def reconcile_registries():
+    if available(get("/apis/apps/v1/namespaces/harbor/deployments/harbor-core")):
+        secret = get("/api/v1/namespaces/harbor/secrets/harbor-core") or {}
+        password = (secret.get("data") or {}).get("HARBOR_ADMIN_PASSWORD")
+        if password:
+            write_once("harbor-admin-password", base64.b64decode(password).decode())
+    nexus = get("/apis/apps/v1/namespaces/nexus/deployments/nexus-repository-manager")
+    if available(nexus):
+        containers = nexus["spec"]["template"]["spec"].get("containers") or [{}]
+        env = {e["name"]: e.get("value", "") for e in containers[0].get("env") or []}
+        write_once("nexus-env.json", json.dumps(env))
+
+
+RECONCILERS = [("ingresses", reconcile_ingresses), ("registries", reconcile_registries), ("webhook-gated", reconcile_gated_pods), ("webhooks", reconcile_webhooks), ("cert-manager", reconcile_issuers), ("argocd", reconcile_applications)]
 while True:
     for name, reconcile in RECONCILERS:
         if name in CONTROLLERS:

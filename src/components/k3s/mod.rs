@@ -78,8 +78,9 @@ pub struct NodeSpec {
     pub config: String,
     pub registries: Option<String>,
     pub drain_on_upgrade: bool,
-    /// Where our CA goes on a server whose apiserver signs users in through
-    /// Dex (the PKI step's CA, read when the step runs); None elsewhere.
+    /// Where our CA goes on the node (the PKI step's CA, read when the step
+    /// runs): on a server whose apiserver signs users in through Dex, and on
+    /// every node that pulls from the Harbor installed here; None elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc_ca_file: Option<String>,
 }

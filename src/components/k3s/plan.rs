@@ -63,7 +63,15 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         let preflight_id = preflight::plan_cluster(loaded, c, &members, steps);
 
         let join_url = format!("https://{}:6443", first_conn.internal_address);
-        let registries = match render::registries(&loaded.inventory.artifacts, None) {
+        // Harbor installed in a cluster, as a registry the nodes pull from
+        // (`components.harbor.values.mirror`), trusted through our CA.
+        let harbor = crate::components::registries::install::harbor_mirror(loaded);
+        let own = harbor.as_ref().map(|h| render::OwnMirror {
+            registry: &h.registry,
+            endpoints: std::slice::from_ref(&h.endpoint),
+            ca_file: super::REMOTE_OIDC_CA_FILE,
+        });
+        let registries = match render::registries(&loaded.inventory.artifacts, None, own.as_ref()) {
             Ok(r) => r,
             Err(e) => {
                 problems.push(Diagnostic::error("artifacts.mirrors", e));
@@ -120,7 +128,11 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
                 config,
                 registries: registries.clone(),
                 drain_on_upgrade: k3s.drain_on_upgrade,
-                oidc_ca_file: input.oidc.map(|o| o.ca_file.clone()),
+                // Our CA on the node: for the apiserver's sign-in, or for Harbor's pulls.
+                oidc_ca_file: input
+                    .oidc
+                    .map(|o| o.ca_file.clone())
+                    .or_else(|| own.as_ref().map(|o| o.ca_file.to_string())),
             };
             let id = node_step_id(c, *role, host);
             let mut step = Step::of(&id, format!("K3s {} {host} ({})", role.as_str(), k3s.version), &spec)

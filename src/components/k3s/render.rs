@@ -74,36 +74,59 @@ struct Mirror<'a> {
     registry: &'a str,
     endpoints: &'a [String],
     hosts: Vec<String>,
+    /// The CA containerd trusts for these endpoints (on the node).
+    ca_file: Option<&'a str>,
 }
 
-/// registries.yaml when private mirrors are configured.
-pub fn registries(artifacts: &Artifacts, ca_file_on_node: Option<&str>) -> Result<Option<String>, String> {
-    if artifacts.mirrors.is_empty() {
+/// A registry of ours the nodes pull from (Harbor installed in a cluster),
+/// trusted through the CA at `ca_file` on the node.
+pub struct OwnMirror<'a> {
+    pub registry: &'a str,
+    pub endpoints: &'a [String],
+    pub ca_file: &'a str,
+}
+
+fn hosts_of(endpoints: &[String]) -> Vec<String> {
+    endpoints
+        .iter()
+        .map(|e| e.split("://").nth(1).unwrap_or(e).trim_end_matches('/').to_string())
+        .collect()
+}
+
+/// registries.yaml when private mirrors are configured (`artifacts.mirrors`,
+/// each trusted through `ca_file_on_node` if given, else the system
+/// roots) or a registry of ours is.
+pub fn registries(
+    artifacts: &Artifacts,
+    ca_file_on_node: Option<&str>,
+    ours: Option<&OwnMirror>,
+) -> Result<Option<String>, String> {
+    if artifacts.mirrors.is_empty() && ours.is_none() {
         return Ok(None);
     }
-    let mirrors: Vec<Mirror> = artifacts
+    let mut mirrors: Vec<Mirror> = artifacts
         .mirrors
         .iter()
         .map(|(registry, endpoints)| Mirror {
             registry,
             endpoints,
-            hosts: endpoints
-                .iter()
-                .map(|e| e.split("://").nth(1).unwrap_or(e).trim_end_matches('/').to_string())
-                .collect(),
+            hosts: hosts_of(endpoints),
+            ca_file: ca_file_on_node,
         })
         .collect();
+    if let Some(o) = ours {
+        mirrors.push(Mirror {
+            registry: o.registry,
+            endpoints: o.endpoints,
+            hosts: hosts_of(o.endpoints),
+            ca_file: Some(o.ca_file),
+        });
+    }
     #[derive(Serialize)]
     struct Ctx<'a> {
         mirrors: Vec<Mirror<'a>>,
-        ca_file: Option<&'a str>,
+        any_ca: bool,
     }
-    crate::templates::render(
-        "k3s/registries.yaml",
-        &Ctx {
-            mirrors,
-            ca_file: ca_file_on_node,
-        },
-    )
-    .map(Some)
+    let any_ca = mirrors.iter().any(|m| m.ca_file.is_some());
+    crate::templates::render("k3s/registries.yaml", &Ctx { mirrors, any_ca }).map(Some)
 }

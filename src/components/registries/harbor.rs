@@ -400,8 +400,9 @@ fn kept_secret(path: &std::path::Path) -> Result<Secret, StepError> {
     }
 }
 
-fn client(ctx: &StepContext, endpoint: &Endpoint) -> Result<Harbor, StepError> {
-    Harbor::new(&endpoint.url, ca(endpoint)?.as_deref(), ctx.limits.http).map_err(StepError::new)
+async fn client(ctx: &StepContext, endpoint: &Endpoint) -> Result<Harbor, StepError> {
+    let address = super::address(endpoint).await?;
+    Harbor::new_at(&endpoint.url, ca(ctx, endpoint)?.as_deref(), ctx.limits.http, address).map_err(StepError::new)
 }
 
 fn initial(ctx: &StepContext, endpoint: &Endpoint) -> Result<Option<Secret>, StepError> {
@@ -422,7 +423,7 @@ impl Handler for InstanceHandler {
     type Spec = InstanceSpec;
 
     async fn apply(&self, ctx: &StepContext, spec: &InstanceSpec) -> Result<Value, StepError> {
-        let h = client(ctx, &spec.endpoint)?;
+        let h = client(ctx, &spec.endpoint).await?;
         let store = store(ctx, FOLDER, spec.endpoint.vault.as_ref())?;
         let mut report = Report::default();
         let initial = initial(ctx, &spec.endpoint)?;
@@ -461,7 +462,7 @@ async fn tenant_context(
     ctx: &StepContext,
     spec: &TenantSpec,
 ) -> Result<(Harbor, CredentialStore, Secret, Report), StepError> {
-    let h = client(ctx, &spec.endpoint)?;
+    let h = client(ctx, &spec.endpoint).await?;
     let store = store(ctx, FOLDER, spec.endpoint.vault.as_ref())?;
     let mut report = Report::default();
     let initial = initial(ctx, &spec.endpoint)?;

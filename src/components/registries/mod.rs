@@ -19,6 +19,7 @@
 //! files under `<outputs>/<product>/`; never to the state file or a log.
 
 pub mod harbor;
+pub mod install;
 pub mod nexus;
 pub mod sonarqube;
 
@@ -27,10 +28,12 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::certificates;
 use super::endpoints;
 use super::gitlab::credentials::{CredentialStore, Fields};
 use super::stack::sign_in;
 use super::vault::{self as vault_component, VaultTarget};
+use crate::catalog;
 use crate::drivers::rest::{Auth, RestError};
 use crate::engine::{Registry, StepContext, StepError};
 use crate::inventory::registries::{RepositoryFormat, RepositoryType, SHARED_HARBOR, SHARED_NEXUS, SHARED_SONARQUBE};
@@ -55,6 +58,18 @@ pub struct Endpoint {
     pub initial_password: Option<SecretRef>,
     /// Keep credentials in this Vault instead of files.
     pub vault: Option<VaultTarget>,
+    /// Installed by us (`placement: cluster`): its admin password is ours
+    /// from the start (Harbor) or the product's documented default (Nexus
+    /// with `NEXUS_SECURITY_RANDOMPASSWORD=false`, SonarQube's admin/admin).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub installed: bool,
+    /// Trust our CA (the PKI step's) when no `ca_file` is named: an
+    /// instance behind our ingress.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pki_ca: bool,
+    /// "address:port" the URL's host is reached at (the ingress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<String>,
 }
 
 /// The write calls one converge made, named (never with a value).
@@ -126,11 +141,24 @@ pub fn store(
     })
 }
 
-/// The CA to trust for an instance, if it names one.
-pub fn ca(endpoint: &Endpoint) -> Result<Option<Vec<u8>>, StepError> {
-    endpoint
-        .ca_file
-        .as_ref()
+/// The CA to trust for an instance: the one it names, else ours for an
+/// instance behind our ingress, else none (the system roots).
+pub fn ca(ctx: &StepContext, endpoint: &Endpoint) -> Result<Option<Vec<u8>>, StepError> {
+    let ours = || {
+        ctx.needs_outputs
+            .get(certificates::STEP_ID)
+            .and_then(|o| o["ca"]["cert"].as_str())
+            .map(PathBuf::from)
+    };
+    let path = match (&endpoint.ca_file, endpoint.pki_ca) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => Some(
+            ours()
+                .ok_or_else(|| StepError::new("the PKI step has not run (internal error: missing need)".to_string()))?,
+        ),
+        (None, false) => None,
+    };
+    path.as_ref()
         .map(|p| {
             std::fs::read(p).map_err(|e| {
                 StepError::new(format!(
@@ -145,6 +173,19 @@ pub fn ca(endpoint: &Endpoint) -> Result<Option<Vec<u8>>, StepError> {
 
 pub fn fields(pairs: &[(&str, &Secret)]) -> Fields {
     pairs.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect()
+}
+
+/// Where the instance's host is reached, when it is behind our ingress.
+pub async fn address(endpoint: &Endpoint) -> Result<Option<std::net::SocketAddr>, StepError> {
+    let Some(addr) = &endpoint.resolve else {
+        return Ok(None);
+    };
+    tokio::net::lookup_host(addr.as_str())
+        .await
+        .ok()
+        .and_then(|mut it| it.next())
+        .map(Some)
+        .ok_or_else(|| StepError::new(format!("the ingress address {addr} does not resolve")))
 }
 
 /// A product's `admin` account, as [`take_over_admin`] needs it.
@@ -340,7 +381,46 @@ fn endpoint(loaded: &Loaded, instance: &str, external: &ExternalService) -> Endp
             .map(|p| std::path::absolute(loaded.resolve(p)).unwrap_or_else(|_| loaded.resolve(p))),
         initial_password: external.token.clone(),
         vault: vault_component::target(loaded),
+        installed: false,
+        pki_ca: false,
+        resolve: None,
     }
+}
+
+/// The instance a component installs in a cluster, reached through our
+/// ingress at its subdomain and trusted through our CA; with the steps
+/// its configuration waits for (its release, the PKI's).
+fn in_cluster(loaded: &Loaded, steps: &[Step], component: &catalog::Component) -> Option<(Endpoint, Vec<String>)> {
+    let stack_step = steps
+        .iter()
+        .find(|s| s.id.starts_with(&format!("stack/{}/", component.slug)))?;
+    let pki_here = steps.iter().any(|s| s.id == certificates::STEP_ID);
+    let subdomain = component.subdomain?;
+    let e = crate::components::stack::health::ingress_endpoint(
+        loaded,
+        pki_here,
+        component.key,
+        subdomain.label(),
+        "",
+        crate::components::stack::health::Expect::Answers,
+    );
+    let mut needs = vec![stack_step.id.clone()];
+    if pki_here {
+        needs.push(certificates::STEP_ID.to_string());
+    }
+    Some((
+        Endpoint {
+            instance: component.key.to_string(),
+            url: e.url,
+            ca_file: None,
+            initial_password: None,
+            vault: vault_component::target(loaded),
+            installed: true,
+            pki_ca: pki_here,
+            resolve: e.resolve,
+        },
+        needs,
+    ))
 }
 
 /// The shared instance a component declares, if it is configured here.
@@ -348,6 +428,15 @@ fn shared(component: Option<&Component>) -> Option<&ExternalService> {
     component
         .filter(|c| c.enabled && c.placement == Placement::External)
         .and_then(|c| c.external.as_ref())
+}
+
+/// `step`, and the PKI's when the instance is trusted through our CA.
+fn with_pki(endpoint: &Endpoint, step: String) -> Vec<String> {
+    let mut needs = vec![step];
+    if endpoint.pki_ca {
+        needs.push(certificates::STEP_ID.to_string());
+    }
+    needs
 }
 
 pub fn instance_step(product: &str, instance: &str) -> String {
@@ -365,10 +454,10 @@ fn vault_needs(loaded: &Loaded) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Every Harbor instance configured here, by name: the shared one and the
-/// tenants' own. The one list the configure steps and Dex's Harbor client
-/// (one callback per instance) are made from.
-pub fn harbor_instances(loaded: &Loaded) -> Vec<(String, Endpoint)> {
+/// The Harbor instances you run, by name: the shared one when its
+/// placement is external, and the tenants' own. (The shared one installed
+/// in a cluster joins them in `plan_all`, once its release step exists.)
+fn external_harbor_instances(loaded: &Loaded) -> Vec<(String, Endpoint)> {
     let inv = &loaded.inventory;
     let mut harbors: Vec<(String, Endpoint)> = Vec::new();
     if let Some(ext) = shared(inv.components.get("harbor")) {
@@ -385,11 +474,24 @@ pub fn harbor_instances(loaded: &Loaded) -> Vec<(String, Endpoint)> {
 }
 
 /// The redirect URIs of Harbor's Dex client: the callback below each
-/// instance's URL.
+/// instance's URL, and below `harbor.<domain>` for the one installed here.
 pub fn harbor_redirect_uris(loaded: &Loaded) -> Vec<String> {
-    harbor_instances(loaded)
-        .iter()
-        .map(|(_, ep)| sign_in::HARBOR.redirect_uri_at(&ep.url))
+    let installed = loaded
+        .inventory
+        .components
+        .get(catalog::HARBOR.key)
+        .filter(|c| c.enabled && c.placement == Placement::Cluster)
+        .map(|_| {
+            let domain = loaded.inventory.settings.domain.clone().unwrap_or_default();
+            sign_in::HARBOR.redirect_uri(&domain)
+        });
+    installed
+        .into_iter()
+        .chain(
+            external_harbor_instances(loaded)
+                .iter()
+                .map(|(_, ep)| sign_in::HARBOR.redirect_uri_at(&ep.url)),
+        )
         .collect()
 }
 
@@ -411,9 +513,18 @@ fn harbor_oidc(loaded: &Loaded, steps: &[Step]) -> Option<(harbor::Oidc, String)
 fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
     let inv = &loaded.inventory;
     let after_vault = vault_needs(loaded);
-    let harbors = harbor_instances(loaded);
     let oidc = harbor_oidc(loaded, steps);
-    for (name, ep) in &harbors {
+    // The shared Harbor installed here waits for its release (and our CA).
+    let mut harbors: Vec<(String, Endpoint, Vec<String>)> = Vec::new();
+    if let Some((ep, needs)) = in_cluster(loaded, steps, &catalog::HARBOR) {
+        harbors.push((SHARED_HARBOR.into(), ep, needs));
+    }
+    harbors.extend(
+        external_harbor_instances(loaded)
+            .into_iter()
+            .map(|(name, ep)| (name, ep, Vec::new())),
+    );
+    for (name, ep, release_needs) in &harbors {
         let spec = harbor::InstanceSpec {
             endpoint: ep.clone(),
             oidc: oidc.as_ref().map(|(o, _)| o.clone()),
@@ -422,6 +533,7 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
         // sign in only once Dex knows its client.
         let needs = after_vault
             .iter()
+            .chain(release_needs)
             .cloned()
             .chain(oidc.iter().map(|(_, dex)| dex.clone()));
         steps.push(Step::of(instance_step("harbor", name), format!("configure Harbor {name}"), &spec).needs(needs));
@@ -453,7 +565,7 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             }
         }
         for (instance, projects) in per_instance {
-            let Some((_, ep)) = harbors.iter().find(|(n, _)| n == instance) else {
+            let Some((_, ep, _)) = harbors.iter().find(|(n, _, _)| n == instance) else {
                 continue;
             };
             let spec = harbor::TenantSpec {
@@ -471,12 +583,14 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
                     format!("Harbor projects of tenant {} on {instance}", t.name),
                     &spec,
                 )
-                .needs([instance_step("harbor", instance)]),
+                .needs(with_pki(ep, instance_step("harbor", instance))),
             );
         }
     }
-    if let Some(ext) = shared(inv.components.get("nexus")) {
-        let ep = endpoint(loaded, SHARED_NEXUS, ext);
+    let nexus = shared(inv.components.get("nexus"))
+        .map(|ext| (endpoint(loaded, SHARED_NEXUS, ext), Vec::new()))
+        .or_else(|| in_cluster(loaded, steps, &catalog::NEXUS));
+    if let Some((ep, needs)) = nexus {
         let anonymous = inv
             .components
             .get("nexus")
@@ -486,7 +600,10 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             endpoint: ep.clone(),
             anonymous: anonymous.unwrap_or(false),
         };
-        steps.push(Step::of(instance_step("nexus", SHARED_NEXUS), "configure Nexus", &spec).needs(after_vault.clone()));
+        steps.push(
+            Step::of(instance_step("nexus", SHARED_NEXUS), "configure Nexus", &spec)
+                .needs(after_vault.iter().cloned().chain(needs)),
+        );
         for t in &inv.tenants {
             let Some(n) = &t.nexus else { continue };
             let repositories = n
@@ -521,12 +638,14 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
                     format!("Nexus repositories of tenant {}", t.name),
                     &spec,
                 )
-                .needs([instance_step("nexus", SHARED_NEXUS)]),
+                .needs(with_pki(&ep, instance_step("nexus", SHARED_NEXUS))),
             );
         }
     }
-    if let Some(ext) = shared(inv.components.get("sonarqube")) {
-        let ep = endpoint(loaded, SHARED_SONARQUBE, ext);
+    let sonarqube = shared(inv.components.get("sonarqube"))
+        .map(|ext| (endpoint(loaded, SHARED_SONARQUBE, ext), Vec::new()))
+        .or_else(|| in_cluster(loaded, steps, &catalog::SONARQUBE));
+    if let Some((ep, release_needs)) = sonarqube {
         // SonarQube Community has no OpenID Connect: it signs in through
         // the GitLab Dex itself signs in through, when we configure one.
         let gitlab_step = steps.iter().find(|s| s.id == super::gitlab::STEP_ID);
@@ -535,8 +654,13 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             ours: !g.spec["host"].is_null(),
         });
         let mut needs = after_vault.clone();
+        needs.extend(release_needs);
         if let Some(g) = gitlab_step {
-            needs.extend([g.id.clone(), super::certificates::STEP_ID.to_string()]);
+            for need in [g.id.clone(), certificates::STEP_ID.to_string()] {
+                if !needs.contains(&need) {
+                    needs.push(need);
+                }
+            }
         }
         let spec = sonarqube::InstanceSpec {
             endpoint: ep.clone(),
@@ -570,7 +694,7 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
                     format!("SonarQube token of tenant {}", t.name),
                     &spec,
                 )
-                .needs([instance_step("sonarqube", SHARED_SONARQUBE)]),
+                .needs(with_pki(&ep, instance_step("sonarqube", SHARED_SONARQUBE))),
             );
         }
     }
@@ -617,6 +741,110 @@ clusters:\n  - name: a\n    type: k3s\n    k3s: {{ version: v1.27.4+k3s1, server
             .filter(|h| h["sonarqube"] == true)
             .map(|h| h["name"].as_str().unwrap_or_default().to_string())
             .collect()
+    }
+
+    fn step<'s>(steps: &'s [Step], id: &str) -> &'s Step {
+        steps.iter().find(|s| s.id == id).unwrap_or_else(|| {
+            panic!(
+                "no step {id} among {:?}",
+                steps.iter().map(|s| &s.id).collect::<Vec<_>>()
+            )
+        })
+    }
+
+    /// Installed in a cluster, each product gets its release after Traefik,
+    /// and its configure step reaches it through the ingress at its
+    /// subdomain once the release is ready; no password is in the values.
+    /// Yours (`placement: external`) gets no release.
+    #[test]
+    fn in_cluster_instances_are_installed_after_traefik_and_configured_through_the_ingress() {
+        let body = "settings: { domain: d.test }\ncomponents:\n  traefik: {}\n  harbor: { placement: cluster, cluster: a }\n  nexus: { placement: cluster, cluster: a }\n  sonarqube: { placement: cluster, cluster: a }\n";
+        let steps = plan_of(body);
+        let pki = steps.iter().any(|s| s.id == certificates::STEP_ID);
+        for (key, instance) in [
+            ("harbor", SHARED_HARBOR),
+            ("nexus", SHARED_NEXUS),
+            ("sonarqube", SHARED_SONARQUBE),
+        ] {
+            let release = step(&steps, &format!("stack/{key}/a"));
+            assert!(
+                release.needs.contains(&"stack/traefik/a".to_string()),
+                "{key}: {:?}",
+                release.needs
+            );
+            let text = release.spec.to_string();
+            assert!(
+                !text.to_lowercase().contains("adminpassword"),
+                "{key}: a password in the values: {text}"
+            );
+            let configure = step(&steps, &instance_step(key, instance));
+            assert!(configure.needs.contains(&release.id), "{key}: {:?}", configure.needs);
+            let ep: Endpoint = serde_json::from_value(configure.spec["endpoint"].clone()).unwrap();
+            assert_eq!(ep.url, format!("https://{key}.d.test:30443"));
+            assert!(
+                ep.installed && ep.pki_ca == pki && ep.initial_password.is_none(),
+                "{key}: {ep:?}"
+            );
+        }
+        let yours = plan_of(
+            "settings: { domain: d.test }\ncomponents:\n  traefik: {}\n  harbor: { placement: external, external: { url: https://h.example.com } }\n",
+        );
+        assert!(!yours.iter().any(|s| s.id.starts_with("stack/harbor/")));
+        let ep: Endpoint =
+            serde_json::from_value(step(&yours, "harbor/harbor/configure").spec["endpoint"].clone()).unwrap();
+        assert!(!ep.installed && ep.url == "https://h.example.com");
+    }
+
+    /// With `mirror: true` every K3s node gets registries.yaml naming the
+    /// in-cluster Harbor at the ingress, trusted through our CA (laid down
+    /// on the node, so after the PKI); without it, none.
+    #[test]
+    fn k3s_nodes_pull_from_the_harbor_installed_here_when_asked() {
+        let with = |mirror: &str| {
+            plan_of(&format!(
+                "settings: {{ domain: d.test }}\ncomponents:\n  traefik: {{}}\n  harbor: {{ placement: cluster, cluster: a, values: {{ mirror: {mirror} }} }}\n"
+            ))
+        };
+        let steps = with("true");
+        let nodes: Vec<&Step> = steps
+            .iter()
+            .filter(|s| s.kind == crate::components::k3s::NODE_KIND)
+            .collect();
+        assert_eq!(nodes.len(), 2);
+        for node in nodes {
+            let registries = node.spec["registries"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: none", node.id));
+            let doc: serde_json::Value = serde_yaml::from_str(registries).unwrap();
+            assert_eq!(
+                doc["mirrors"]["harbor.d.test"]["endpoint"],
+                json!(["https://harbor.d.test:30443"]),
+                "{registries}"
+            );
+            let ca = crate::components::k3s::REMOTE_OIDC_CA_FILE;
+            assert_eq!(
+                doc["configs"]["harbor.d.test:30443"]["tls"]["ca_file"], ca,
+                "{registries}"
+            );
+            assert_eq!(
+                node.spec["oidcCaFile"].as_str().or(node.spec["oidc_ca_file"].as_str()),
+                Some(ca)
+            );
+            assert!(
+                node.needs.contains(&certificates::STEP_ID.to_string()),
+                "{:?}",
+                node.needs
+            );
+        }
+        // Our key is not passed to the chart.
+        let harbor = step(&steps, "stack/harbor/a");
+        assert!(!harbor.spec.to_string().contains("\"mirror\""), "{}", harbor.spec);
+        for node in with("false")
+            .iter()
+            .filter(|s| s.kind == crate::components::k3s::NODE_KIND)
+        {
+            assert!(node.spec["registries"].is_null(), "{}", node.spec);
+        }
     }
 
     #[test]

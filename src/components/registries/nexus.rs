@@ -369,13 +369,18 @@ pub async fn remove_tenant(
     store.remove(&tenant_record(instance, tenant)).await
 }
 
-fn client(ctx: &StepContext, endpoint: &Endpoint) -> Result<Nexus, StepError> {
-    Nexus::new(&endpoint.url, ca(endpoint)?.as_deref(), ctx.limits.http).map_err(StepError::new)
+async fn client(ctx: &StepContext, endpoint: &Endpoint) -> Result<Nexus, StepError> {
+    let address = super::address(endpoint).await?;
+    Nexus::new_at(&endpoint.url, ca(ctx, endpoint)?.as_deref(), ctx.limits.http, address).map_err(StepError::new)
 }
 
 /// The first-run password, if the file Nexus writes is still there: after
-/// the change Nexus deletes it, and a missing file is no error then.
+/// the change Nexus deletes it, and a missing file is no error then. One we
+/// install starts with Nexus' default (see `install`).
 fn initial(ctx: &StepContext, endpoint: &Endpoint) -> Option<Secret> {
+    if endpoint.installed && endpoint.initial_password.is_none() {
+        return Some(Secret::new(super::install::NEXUS_DEFAULT_PASSWORD));
+    }
     endpoint
         .initial_password
         .as_ref()
@@ -387,7 +392,7 @@ async fn connect(
     ctx: &StepContext,
     endpoint: &Endpoint,
 ) -> Result<(Nexus, CredentialStore, Secret, Report), StepError> {
-    let n = client(ctx, endpoint)?;
+    let n = client(ctx, endpoint).await?;
     let store = store(ctx, FOLDER, endpoint.vault.as_ref())?;
     let mut report = Report::default();
     let password = admin_password(&n, &store, endpoint, initial(ctx, endpoint).as_ref(), &mut report).await?;

@@ -576,15 +576,16 @@ pub async fn remove_tenant(
     store.remove(&tenant_record(instance, tenant)).await
 }
 
-fn client(ctx: &StepContext, endpoint: &Endpoint) -> Result<Sonarqube, StepError> {
-    Sonarqube::new(&endpoint.url, ca(endpoint)?.as_deref(), ctx.limits.http).map_err(StepError::new)
+async fn client(ctx: &StepContext, endpoint: &Endpoint) -> Result<Sonarqube, StepError> {
+    let address = super::address(endpoint).await?;
+    Sonarqube::new_at(&endpoint.url, ca(ctx, endpoint)?.as_deref(), ctx.limits.http, address).map_err(StepError::new)
 }
 
 async fn connect(
     ctx: &StepContext,
     endpoint: &Endpoint,
 ) -> Result<(Sonarqube, CredentialStore, Secret, Report), StepError> {
-    let s = client(ctx, endpoint)?;
+    let s = client(ctx, endpoint).await?;
     let store = store(ctx, FOLDER, endpoint.vault.as_ref())?;
     let initial = match &endpoint.initial_password {
         Some(r) => r

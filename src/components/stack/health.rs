@@ -41,6 +41,8 @@ pub enum Expect {
     VaultUnsealed,
     /// OpenID discovery whose `issuer` is this.
     Issuer(String),
+    /// 2xx with a JSON body whose `status` is this.
+    Status(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +180,7 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
             catalog::Expect::Answers => Expect::Answers,
             catalog::Expect::Ok => Expect::Ok,
             catalog::Expect::Issuer => Expect::Issuer(subdomain.url(&domain)),
+            catalog::Expect::Status(want) => Expect::Status(want.to_string()),
         };
         endpoints.push(ingress(check.name, &host, check.path, expect));
     }
@@ -241,6 +244,18 @@ async fn probe(client: &reqwest::Client, e: &Endpoint) -> Result<(), String> {
                 Ok(())
             } else {
                 Err(format!("issuer is {} instead of {want}", v["issuer"]))
+            }
+        }
+        Expect::Status(want) if (200..300).contains(&status) => {
+            let v: Value = resp.json().await.map_err(|e| format!("the answer is not JSON: {e}"))?;
+            if v["status"].as_str() == Some(want.as_str()) {
+                Ok(())
+            } else {
+                let got = v["status"].as_str().map(str::to_string);
+                Err(format!(
+                    "status is {} instead of {want}",
+                    got.unwrap_or_else(|| v["status"].to_string())
+                ))
             }
         }
         _ => Err(format!("HTTP {status}")),
@@ -404,4 +419,47 @@ fn summary(ctx: &StepContext, spec: &HealthSpec) -> String {
         ctx.outputs_dir.display()
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One HTTP server answering every request with 200 and `body`.
+    async fn serve(body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}/api/system/status")
+    }
+
+    /// SonarQube answers 200 while it starts: only `status: UP` is healthy.
+    #[tokio::test]
+    async fn a_status_endpoint_is_healthy_only_with_the_status_it_expects() {
+        let client = reqwest::Client::new();
+        let endpoint = |url: String| Endpoint {
+            name: "SonarQube".into(),
+            url,
+            expect: Expect::Status("UP".into()),
+            ca_file: None,
+            pki_ca: false,
+            resolve: None,
+        };
+        let up = serve(r#"{"id":"x","version":"9.5.0","status":"UP"}"#).await;
+        assert_eq!(probe(&client, &endpoint(up)).await, Ok(()));
+        let starting = serve(r#"{"id":"x","version":"9.5.0","status":"STARTING"}"#).await;
+        let err = probe(&client, &endpoint(starting)).await.unwrap_err();
+        assert!(err.contains("STARTING instead of UP"), "{err}");
+    }
 }

@@ -23,7 +23,7 @@ use super::{health, register, step_id, StackSpec};
 use crate::catalog::{self, ClusterUsage, Component, Form, Place, Release, Values};
 use crate::components::vault::VaultTarget;
 use crate::components::{certificates, gitlab, registries, vault, vault_kubernetes, vault_oidc};
-use crate::inventory::{Diagnostic, Loaded};
+use crate::inventory::{Diagnostic, Loaded, Placement};
 use crate::plan::Step;
 use crate::steps::kube_target::{self, KubeTarget};
 use crate::steps::manifests::{ApplySpec, Source};
@@ -297,6 +297,7 @@ impl Planner<'_> {
             },
             (Values::Planned, s) if s == catalog::TRAEFIK_RELEASE.slug => traefik(self),
             (Values::Planned, s) if s == catalog::VAULT_INJECTOR.slug => vault_injector(self),
+            (Values::Planned, s) if registries::install::Product::of_slug(s).is_some() => registry(self, release),
             (Values::Planned, s) => {
                 unreachable!("no planner function for the values of {s} (the planner's tests list them)")
             }
@@ -348,6 +349,38 @@ fn vault_injector(p: &mut Planner) -> Ours {
                        "externalVaultAddr": vault.map(|v| v.url.clone())}}),
         runtime: None,
         needs: vault.iter().map(|_| vault::STEP_ID.to_string()).collect(),
+    }
+}
+
+/// Harbor, Nexus or SonarQube in a cluster: its planned values with the
+/// user's over them, and its Secrets built when it runs. After Traefik
+/// (its Ingress is Traefik's) and Vault's configuration (the admin password
+/// goes to Vault's `repo` engine); after Dex too (see `plan`).
+fn registry(p: &mut Planner, release: &Release) -> Ours {
+    let product = registries::install::Product::of_slug(release.slug).expect("checked by the caller");
+    let mut values = registries::install::values(product, &p.domain);
+    let mut user = values_of(p.loaded, release.component().key);
+    if product == registries::install::Product::Harbor {
+        user.remove(registries::install::MIRROR_KEY); // ours, not the chart's
+    }
+    crate::steps::manifests::merge_values(&mut values, &Value::Object(user));
+    let mut needs = Vec::new();
+    if let Some(traefik) = p.planned.get(catalog::TRAEFIK.key) {
+        needs.push(traefik.clone());
+    }
+    if p.vault_target.is_some() && p.planned_before(vault::STEP_ID) {
+        needs.push(vault::STEP_ID.to_string());
+    }
+    Ours {
+        values,
+        runtime: (product != registries::install::Product::Nexus).then(|| {
+            Runtime::Registry(registries::install::InstallSpec {
+                product,
+                namespace: release.namespace.into(),
+                vault: p.vault_target.clone(),
+            })
+        }),
+        needs,
     }
 }
 
@@ -420,7 +453,10 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
 
     // Releases the catalog places on the ingress or management cluster.
     for component in catalog::COMPONENTS {
-        if p.enabled(component.key).is_none() {
+        // Yours (`placement: external`) or on a host: not installed here.
+        if p.enabled(component.key)
+            .is_none_or(|c| c.placement != Placement::Cluster)
+        {
             continue;
         }
         for release in component.releases {
@@ -471,6 +507,19 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         for need in p.catalog_needs(component) {
             if !p.steps[index].needs.contains(&need) {
                 p.steps[index].needs.push(need);
+            }
+        }
+    }
+
+    // The registries come after Dex, whose step is planned after theirs.
+    if let Some(dex) = p.planned.get(catalog::DEX.key).cloned() {
+        for c in [&catalog::HARBOR, &catalog::NEXUS, &catalog::SONARQUBE] {
+            if let Some(step) = p
+                .planned
+                .get(c.key)
+                .and_then(|id| p.steps.iter_mut().find(|s| &s.id == id))
+            {
+                step.needs.push(dex.clone());
             }
         }
     }
@@ -705,7 +754,13 @@ mod tests {
     use crate::steps::manifests::unknown_value_keys;
 
     /// The releases whose values `Planner::ours` computes (`Values::Planned`).
-    const PLANNED_VALUES: [&str; 2] = [catalog::TRAEFIK_RELEASE.slug, catalog::VAULT_INJECTOR.slug];
+    const PLANNED_VALUES: [&str; 5] = [
+        catalog::TRAEFIK_RELEASE.slug,
+        catalog::VAULT_INJECTOR.slug,
+        catalog::HARBOR_RELEASE.slug,
+        catalog::NEXUS_RELEASE.slug,
+        catalog::SONARQUBE_RELEASE.slug,
+    ];
 
     /// A release whose entry says the planner computes its values has a
     /// planner function (`Planner::ours` would stop otherwise), and only those.
@@ -726,6 +781,10 @@ mod tests {
             ("traefik-", ("traefik-standin", TRAEFIK_COMMENTED)),
             ("external-secrets-", ("external-secrets-standin", &[][..])),
             ("vault-", ("vault-standin", &[][..])),
+            ("harbor-", ("harbor-standin", &[][..])),
+            ("nexus-repository-manager-", ("nexus-standin", &[][..])),
+            // Commented out in the real values.yaml, read by its templates.
+            ("sonarqube-", ("sonarqube-standin", &["postgresql.existingSecret"][..])),
         ]
         .into_iter()
         .find(|(prefix, _)| chart_file.starts_with(prefix))
@@ -769,7 +828,14 @@ mod tests {
         checked.dedup();
         assert_eq!(
             checked,
-            ["external-secrets-standin", "traefik-standin", "vault-standin"]
+            [
+                "external-secrets-standin",
+                "harbor-standin",
+                "nexus-standin",
+                "sonarqube-standin",
+                "traefik-standin",
+                "vault-standin"
+            ]
         );
     }
 
@@ -851,7 +917,14 @@ mod tests {
         checked.dedup();
         assert_eq!(
             checked,
-            ["external-secrets-0.5.7.tgz", "traefik-10.24.0.tgz", "vault-0.22.0.tgz"]
+            [
+                "external-secrets-0.5.7.tgz",
+                "harbor-1.9.1.tgz",
+                "nexus-repository-manager-39.0.0.tgz",
+                "sonarqube-4.0.0.tgz",
+                "traefik-10.24.0.tgz",
+                "vault-0.22.0.tgz"
+            ]
         );
     }
 

@@ -50,6 +50,8 @@ pub enum Runtime {
     VaultProxy(VaultProxySpec),
     /// oauth2-proxy behind Traefik: sign-in through Dex for what has no login.
     Oauth2Proxy(Oauth2ProxySpec),
+    /// Harbor's, Nexus' or SonarQube's Secrets, merged over its chart's.
+    Registry(crate::components::registries::install::InstallSpec),
 }
 
 fn b64(text: &str) -> String {
@@ -93,6 +95,7 @@ pub async fn objects(
         Runtime::Nautes(spec) => argocd::nautes(ctx, spec),
         Runtime::VaultProxy(spec) => vault_proxy::vault_proxy(ctx, spec, client).await,
         Runtime::Oauth2Proxy(spec) => oauth2_proxy::oauth2_proxy(ctx, spec),
+        Runtime::Registry(spec) => crate::components::registries::install::objects(ctx, spec).await,
     }
 }
 
@@ -106,7 +109,8 @@ pub async fn destroy(ctx: &StepContext, runtime: &Runtime) -> Result<(), StepErr
         | Runtime::Dex(_)
         | Runtime::Argocd(_)
         | Runtime::Nautes(_)
-        | Runtime::Oauth2Proxy(_) => Ok(()),
+        | Runtime::Oauth2Proxy(_)
+        | Runtime::Registry(_) => Ok(()),
     }
 }
 
