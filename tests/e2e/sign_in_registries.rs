@@ -313,6 +313,9 @@ fn sonarqube_tenant_groups_get_exactly_their_roles_permissions_and_gitlab_is_its
         ca_file: None,
         initial_password: None,
         vault: None,
+        installed: false,
+        pki_ca: false,
+        resolve: None,
     };
     let pw = rt().block_on(async {
         let mut report = Report::default();
