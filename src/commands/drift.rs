@@ -12,11 +12,13 @@ use super::apply::absolute;
 use super::{count, load_and_plan, logging, state_path};
 use crate::cli::{GlobalArgs, Output};
 use crate::components;
+use crate::drivers::ssh::SshPool;
 use crate::engine::drift::{Outcome, StepDrift};
 use crate::engine::events::{OutputMode, Reporter};
 use crate::engine::{Engine, RunEnv, Services};
 use crate::exit;
 use crate::state::{State, StateStore};
+use crate::steps::host_files::HostReads;
 
 /// Something differs: apply would change the world.
 pub const DIFFERS: u8 = 2;
@@ -67,15 +69,26 @@ pub fn drift(g: &GlobalArgs, file: &Path) -> u8 {
                 // one LIST per cluster, shared by all the steps.
                 let services = Services::default();
                 services.insert(crate::drivers::kube::apply::LiveCache::default());
+                services.insert(super::apply::ssh_pool(g, &loaded));
                 Arc::new(services)
             },
             full_teardown: false,
         },
     };
     let started = std::time::Instant::now();
-    let steps = runtime.block_on(engine.drift(&plan));
+    let services = engine.env.services.clone();
+    let steps = runtime.block_on(async {
+        let steps = engine.drift(&plan).await;
+        if let Some(pool) = services.get::<SshPool>() {
+            pool.close_all().await;
+            let _ = std::fs::remove_dir_all(&pool.options().control_dir);
+        }
+        steps
+    });
     let elapsed = started.elapsed();
-    tracing::info!("drift finished in {elapsed:?}");
+    // What it cost on hosts: remote scripts run per host (the aim is one).
+    let host_reads = services.get::<HostReads>().map(|r| r.round_trips()).unwrap_or_default();
+    tracing::info!(?host_reads, "drift finished in {elapsed:?}");
     let failed = steps.iter().any(|s| matches!(s.outcome, Outcome::Failed { .. }));
     let differs = steps.iter().any(StepDrift::differs);
     match g.output {
@@ -85,6 +98,7 @@ pub fn drift(g: &GlobalArgs, file: &Path) -> u8 {
                 "differs": differs,
                 "failed": failed,
                 "elapsedMs": elapsed.as_millis() as u64,
+                "hostRoundTrips": host_reads,
                 "steps": steps,
             })
         ),

@@ -1,14 +1,16 @@
-//! `drift` on the whole platform (real API server, real OpenBao): after an
+//! `drift` on the whole platform (real API server, real OpenBao) plus a K3s
+//! cluster on a real sshd test host (the stand-in k3s binary): after an
 //! install it finds nothing and writes nothing; after a Deployment is
 //! changed by another field manager (the real kubectl), an object of a set
-//! deleted and a policy the installer wrote edited in OpenBao, it lists
-//! exactly those three (the changed field by its path), still writing
-//! nothing; `apply` puts them back and `drift` finds nothing again. Prints
+//! deleted, K3s's config edited on the host and a policy the installer
+//! wrote edited in OpenBao, it lists exactly those (the changed field by
+//! its path), still writing nothing, having run one remote script on the
+//! host; `apply` puts them back and `drift` finds nothing again. Prints
 //! (does not assert) what drift costs at the API server.
 
 use std::collections::BTreeMap;
 
-use crate::support::{cli, controlplane, platform, vault};
+use crate::support::{cli, controlplane, hosts, platform, vault};
 
 use cli::{code, stderr, stdout};
 use platform::{inventory, platform, Platform};
@@ -18,6 +20,38 @@ const CHANGED: &str = "Deployment argocd/argocd-server";
 const CHANGED_FIELD: &str = "spec.template.spec.containers[0].image";
 const DELETED: &str = "Service argo-rollouts/argo-rollouts-metrics";
 const POLICY: &str = "argo-operator";
+const K3S: &str = "v1.27.4+k3s1";
+const K3S_CONFIG: &str = "/etc/rancher/k3s/config.yaml";
+
+/// The platform's inventory with a K3s cluster `edge` on test host
+/// `edge-1`, its node registering in the platform's API server.
+fn with_edge(p: &Platform, h: &hosts::TestHosts, body: &str) -> String {
+    let ssh = format!(
+        "ssh:\n  identityFile: {}\n  knownHosts: known_hosts\n{}",
+        h.client_key().display(),
+        h.inventory_hosts()
+    );
+    let edge = format!(
+        "  - name: edge\n    type: k3s\n    k3s:\n      version: {K3S}\n      servers: [edge-1]\n      apiEndpoint: {}\n",
+        p.kube.url()
+    );
+    body.replacen("clusters:\n", &format!("{ssh}clusters:\n{edge}"), 1)
+}
+
+/// The stand-in K3s release in the platform's bundle, sealed again.
+fn add_k3s_to_bundle(p: &Platform) {
+    let standin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/k3s_standin");
+    let d = p.s.path().join("bundle/k3s").join(K3S);
+    std::fs::create_dir_all(&d).unwrap();
+    let k3s = std::fs::read_to_string(standin.join("k3s"))
+        .unwrap()
+        .replace("@VERSION@", K3S);
+    std::fs::write(d.join("k3s"), k3s).unwrap();
+    std::fs::copy(standin.join("install.sh"), d.join("install.sh")).unwrap();
+    std::fs::write(d.join("k3s-airgap-images-amd64.tar.zst"), b"images").unwrap();
+    let sealed = p.s.command(&["bundle", "seal", "--dir", "bundle"]).output().unwrap();
+    assert_eq!(code(&sealed), 0, "{}", stderr(&sealed));
+}
 
 /// `drift --output json`: exit code and the document.
 fn drift(p: &Platform) -> (i32, Value) {
@@ -94,10 +128,15 @@ fn no_writes(p: &Platform, when: &str) {
 
 #[test]
 fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
-    if controlplane::skip_unless_available() || vault::skip_unless_available() {
+    if controlplane::skip_unless_available() || vault::skip_unless_available() || hosts::skip_unless_available() {
         return;
     }
     let p = platform(None);
+    let h = hosts::TestHosts::start_named(&[("edge-1".to_string(), "edge-1".to_string())]);
+    std::fs::write(h.host_path(0, "/etc/rancher/standin-api.env"), p.kube.env_file()).unwrap();
+    std::fs::write(p.s.path().join("known_hosts"), h.known_hosts()).unwrap();
+    add_k3s_to_bundle(&p);
+    p.s.write_inventory(&with_edge(&p, &h, &inventory(&p, "v1.8.0", "180s")));
     let installed = p.s.run("apply", &["--yes"]);
     assert_eq!(code(&installed), 0, "{}\n{}", stdout(&installed), stderr(&installed));
 
@@ -112,6 +151,8 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
     assert_eq!(status, 0, "{doc:#}");
     assert_eq!(doc["differs"], json!(false));
     no_writes(&p, "after a clean install");
+    // Every file the installer manages on the host, in one remote script.
+    assert_eq!(doc["hostRoundTrips"], json!({"edge-1": 1}), "{doc:#}");
     eprintln!(
         "drift of the installed platform: {:.2} s wall, {} API requests ({} to OpenBao):",
         wall.as_secs_f64(),
@@ -143,6 +184,7 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
         "vault/configure",
         "hnc/host",
         "tenant/acme/namespaces",
+        "k3s/edge/server/edge-1",
     ] {
         assert!(checked.contains(&step), "{step} was not checked: {checked:?}");
     }
@@ -170,6 +212,10 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
         None,
     );
     assert!(delete.status.success(), "{}", String::from_utf8_lossy(&delete.stderr));
+    let config = h.host_path(0, K3S_CONFIG);
+    let mut edited = std::fs::read_to_string(&config).unwrap();
+    edited.push_str("node-label:\n  - edited=by-hand\n");
+    std::fs::write(&config, edited).unwrap();
     let (code_put, body) = p.vault.api(
         "PUT",
         &format!("/v1/sys/policies/acl/{POLICY}"),
@@ -185,6 +231,7 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
     assert_eq!(
         found,
         [
+            format!("k3s/edge/server/edge-1: changed file {K3S_CONFIG} on edge-1 content"),
             format!("stack/argo-rollouts/host: missing {DELETED}"),
             format!("stack/argocd/host: changed {CHANGED} {CHANGED_FIELD}"),
             format!("vault/configure: changed Vault policy {POLICY} policy"),
@@ -192,6 +239,7 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
         "{doc:#}"
     );
     assert_eq!(status, 2, "{doc:#}");
+    assert_eq!(doc["hostRoundTrips"], json!({"edge-1": 1}), "{doc:#}");
     no_writes(&p, "after the edits");
     let text = p.s.run("drift", &[]);
     assert_eq!(code(&text), 2, "{}", stderr(&text));
@@ -202,7 +250,7 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
     );
     assert!(
         stderr(&text)
-            .contains("apply -i inventory.yaml --only vault/configure stack/argocd/host stack/argo-rollouts/host"),
+            .contains("--only k3s/edge/server/edge-1 vault/configure stack/argocd/host stack/argo-rollouts/host"),
         "{}",
         stderr(&text)
     );
@@ -213,9 +261,11 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
     );
 
     // kubectl now owns the image: apply takes it back only when told to.
-    p.s.write_inventory(
+    p.s.write_inventory(&with_edge(
+        &p,
+        &h,
         &inventory(&p, "v1.8.0", "180s").replace("  argocd: {}\n", "  argocd:\n    forceConflicts: true\n"),
-    );
+    ));
     // apply trusts the state for steps whose inputs did not change: the
     // steps drift named are the ones to run.
     let mut only = vec!["--yes", "--only"];
