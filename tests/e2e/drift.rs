@@ -260,6 +260,29 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
         "drift changed the state file"
     );
 
+    // plan trusts the state: nothing to do. plan --refresh reads the live
+    // systems (the same one script on the host) and plans exactly the
+    // steps drift named, answering like terraform plan -detailed-exitcode.
+    let trusting = p.s.run("plan", &["--detailed-exitcode"]);
+    assert_eq!(code(&trusting), 0, "{}\n{}", stdout(&trusting), stderr(&trusting));
+    let (status, planned) = refreshed_plan(&p);
+    assert_eq!(status, 2, "{planned:#}");
+    let mut want = differing_steps(&doc);
+    want.sort();
+    assert_eq!(drifted(&planned), want, "{planned:#}");
+    assert_eq!(planned["hostRoundTrips"], json!({"edge-1": 1}), "{planned:#}");
+    no_writes(&p, "by plan --refresh");
+    let text = p.s.run("plan", &["--refresh"]);
+    assert_eq!(code(&text), 0, "{}", stderr(&text));
+    assert!(
+        stdout(&text).contains("! k3s/edge/server/edge-1")
+            && stdout(&text).contains(&format!(
+                "changed outside nautes-install: changed file {K3S_CONFIG} on edge-1"
+            )),
+        "{}",
+        stdout(&text)
+    );
+
     // kubectl now owns the image: apply takes it back only when told to.
     p.s.write_inventory(&with_edge(
         &p,
@@ -275,4 +298,33 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
     let (status, doc) = drift(&p);
     assert_eq!(differences(&doc), Vec::<String>::new(), "{doc:#}");
     assert_eq!(status, 0, "{doc:#}");
+    // What needs the re-applied steps runs once more on the next apply;
+    // then there is nothing left to do, live or recorded.
+    let converged = p.s.run("apply", &["--yes"]);
+    assert_eq!(code(&converged), 0, "{}\n{}", stdout(&converged), stderr(&converged));
+    let (status, planned) = refreshed_plan(&p);
+    assert_eq!(status, 0, "{planned:#}");
+    assert_eq!(drifted(&planned), Vec::<String>::new(), "{planned:#}");
+}
+
+/// `plan --refresh --detailed-exitcode --output json`: exit code and document.
+fn refreshed_plan(p: &Platform) -> (i32, Value) {
+    let out =
+        p.s.run("plan", &["--refresh", "--detailed-exitcode", "--output", "json"]);
+    let doc: Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("plan printed no JSON ({e}): {}\n{}", stdout(&out), stderr(&out)));
+    (code(&out), doc)
+}
+
+/// The steps plan --refresh plans because the live systems differ, sorted.
+fn drifted(plan: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = plan["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["reason"] == "drifted")
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
 }
