@@ -2,8 +2,9 @@
 //! cluster on a real sshd test host (the stand-in k3s binary): after an
 //! install it finds nothing and writes nothing; after a Deployment is
 //! changed by another field manager (the real kubectl), an object of a set
-//! deleted, K3s's config edited on the host and a policy the installer
-//! wrote edited in OpenBao, it lists exactly those (the changed field by
+//! deleted, K3s's config edited on the host, the deploy key removed from
+//! GitLab (the API stand-in) and a policy the installer wrote edited in
+//! OpenBao, it lists exactly those (the changed field by
 //! its path), still writing nothing, having run one remote script on the
 //! host; `apply` puts them back and `drift` finds nothing again. Prints
 //! (does not assert) what drift costs at the API server.
@@ -124,6 +125,8 @@ fn no_writes(p: &Platform, when: &str) {
     assert!(kube.is_empty(), "drift wrote to the API server {when}: {kube:?}");
     let bao = p.vault.writes();
     assert!(bao.is_empty(), "drift wrote to OpenBao {when}: {bao:?}");
+    let gitlab = p.gitlab.writes();
+    assert!(gitlab.is_empty(), "drift wrote to GitLab {when}: {gitlab:?}");
 }
 
 #[test]
@@ -143,6 +146,7 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
     let state = std::fs::read(p.s.workdir().join("state.json")).unwrap();
     p.kube.reset_log();
     p.vault.reset_log();
+    p.gitlab.reset_log();
     let started = std::time::Instant::now();
     let (status, doc) = drift(&p);
     let wall = started.elapsed();
@@ -185,6 +189,7 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
         "hnc/host",
         "tenant/acme/namespaces",
         "k3s/edge/server/edge-1",
+        "gitlab/configure",
     ] {
         assert!(checked.contains(&step), "{step} was not checked: {checked:?}");
     }
@@ -216,6 +221,19 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
     let mut edited = std::fs::read_to_string(&config).unwrap();
     edited.push_str("node-label:\n  - edited=by-hand\n");
     std::fs::write(&config, edited).unwrap();
+    // Someone removes the deploy key Argo CD reads the tenant repository with.
+    let gitlab_out = &p.s.state()["steps"]["gitlab/configure"]["outputs"];
+    let (project_id, key_id) = (
+        gitlab_out["project"]["id"].as_u64().unwrap(),
+        gitlab_out["deployKey"]["id"].as_u64().unwrap(),
+    );
+    let (status_key, _, reply) = p.gitlab.call(
+        "DELETE",
+        &format!("/api/v4/projects/{project_id}/deploy_keys/{key_id}"),
+        Some(platform::BOOTSTRAP),
+        None,
+    );
+    assert!(status_key < 300, "removing the deploy key: {status_key} {reply}");
     let (code_put, body) = p.vault.api(
         "PUT",
         &format!("/v1/sys/policies/acl/{POLICY}"),
@@ -225,12 +243,14 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
 
     p.kube.reset_log();
     p.vault.reset_log();
+    p.gitlab.reset_log();
     let (status, doc) = drift(&p);
     let mut found = differences(&doc);
     found.sort();
     assert_eq!(
         found,
         [
+            "gitlab/configure: missing deploy key of acme/management".to_string(),
             format!("k3s/edge/server/edge-1: changed file {K3S_CONFIG} on edge-1 content"),
             format!("stack/argo-rollouts/host: missing {DELETED}"),
             format!("stack/argocd/host: changed {CHANGED} {CHANGED_FIELD}"),
@@ -248,12 +268,11 @@ fn drift_finds_exactly_what_was_changed_by_hand_and_writes_nothing() {
         "{}",
         stdout(&text)
     );
-    assert!(
-        stderr(&text)
-            .contains("--only k3s/edge/server/edge-1 vault/configure stack/argocd/host stack/argo-rollouts/host"),
-        "{}",
-        stderr(&text)
-    );
+    let hint = stderr(&text);
+    let hint = hint.split("apply -i inventory.yaml --only ").nth(1).unwrap_or("");
+    for step in differing_steps(&doc) {
+        assert!(hint.contains(step), "the hint misses {step}: {}", stderr(&text));
+    }
     assert_eq!(
         std::fs::read(p.s.workdir().join("state.json")).unwrap(),
         state,
