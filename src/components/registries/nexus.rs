@@ -399,7 +399,7 @@ pub async fn tenant_drift(
     let held = store
         .get(&tenant_record(instance, tenant))
         .await?
-        .is_some_and(|f| f.get("password").is_some());
+        .is_some_and(|f| f.contains_key("password"));
     match n
         .user(auth, &id)
         .await
