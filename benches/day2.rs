@@ -325,6 +325,12 @@ fn main() {
         return;
     }
     let rounds = if full { 5 } else { 1 };
-    platform_part(rounds);
-    etcd_part(if full { 50_000 } else { 200 }, rounds);
+    // NAUTES_BENCH_PART=platform|etcd runs one part alone.
+    let part = std::env::var("NAUTES_BENCH_PART").unwrap_or_default();
+    if part != "etcd" {
+        platform_part(rounds);
+    }
+    if part != "platform" {
+        etcd_part(if full { 50_000 } else { 200 }, rounds);
+    }
 }

@@ -143,6 +143,14 @@ pub enum Command {
         /// Show what `destroy` would tear down, in order.
         #[arg(long)]
         destroy: bool,
+        /// Read the live systems (as `drift` does) and plan the steps whose
+        /// objects differ from what they made, not only what the state says.
+        #[arg(long, conflicts_with = "destroy")]
+        refresh: bool,
+        /// Exit 0 when there is nothing to do, 2 when there are changes (1
+        /// when a step's live state cannot be read), as `terraform plan -detailed-exitcode`.
+        #[arg(long)]
+        detailed_exitcode: bool,
     },
     /// Make the world match the inventory; re-running resumes and skips what is done.
     Apply {

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{backend, load_and_plan};
 use crate::cli::{GlobalArgs, Output};
+use crate::engine::drift::Outcome;
 use crate::exit;
 use crate::plan::dag;
 use crate::plan::diff::{self, Reason, Selection};
@@ -34,7 +35,7 @@ pub(super) fn load_state(g: &GlobalArgs) -> Result<State, u8> {
     backend::load_blocking(&backend::recorded(g))
 }
 
-pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
+pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool, refresh: bool, detailed_exitcode: bool) -> u8 {
     let (loaded, plan) = match load_and_plan(g, file) {
         Ok(x) => x,
         Err(code) => return code,
@@ -61,13 +62,41 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
         }
         return exit::OK;
     }
-    let d = match diff::diff(&plan, &state, &Selection::default()) {
+    let mut d = match diff::diff(&plan, &state, &Selection::default()) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: unknown steps: {}", super::unknown_steps(&e.0, &plan));
             return exit::USAGE;
         }
     };
+    // With --refresh, what the live systems say overrides "unchanged".
+    let mut unreadable = Vec::new();
+    let mut host_reads = None;
+    if refresh {
+        let live = match super::drift::read_live(g, &loaded, &plan, state.clone()) {
+            Ok(l) => l,
+            Err(code) => return code,
+        };
+        for step in &live.steps {
+            match &step.outcome {
+                Outcome::Checked { differences } if !differences.is_empty() => {
+                    if let Some(x) = d.decisions.iter_mut().find(|x| {
+                        x.id == step.id && matches!(x.reason, Reason::Unchanged | Reason::Recheck { .. } | Reason::Due)
+                    }) {
+                        x.reason = Reason::Drifted {
+                            objects: differences
+                                .iter()
+                                .map(|d| format!("{} {}", d.change.label(), d.object))
+                                .collect(),
+                        };
+                    }
+                }
+                Outcome::Failed { error } => unreadable.push((step.id.clone(), error.clone())),
+                _ => {}
+            }
+        }
+        host_reads = Some(live.host_reads);
+    }
     let terraform = match terraform_previews(g, &loaded, &plan, &d) {
         Ok(t) => t,
         Err(code) => return code,
@@ -76,6 +105,13 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
         Output::Json => {
             let mut v = serde_json::to_value(&d).unwrap_or_default();
             v["terraform"] = json!(terraform);
+            if let Some(reads) = &host_reads {
+                v["hostRoundTrips"] = json!(reads);
+                v["unreadable"] = json!(unreadable
+                    .iter()
+                    .map(|(id, error)| json!({"id": id, "error": error}))
+                    .collect::<Vec<_>>());
+            }
             println!("{v}");
         }
         Output::Text => {
@@ -92,6 +128,7 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
                     Reason::Removed => '-',
                     Reason::Unchanged | Reason::NotSelected => '=',
                     Reason::Recheck { .. } => '?',
+                    Reason::Drifted { .. } => '!',
                     _ => '~',
                 };
                 println!("  {sign} {:width$}  {}", x.id, x.reason.describe());
@@ -136,7 +173,36 @@ pub fn plan(g: &GlobalArgs, file: &Path, destroy: bool) -> u8 {
                 "Plan: {apply} to apply{maybe}, {} to destroy, {unchanged} unchanged.",
                 d.removals.len()
             );
+            for (id, error) in &unreadable {
+                eprintln!("error: {id}: cannot read its live state: {error}");
+            }
+            // apply trusts the state for steps whose inputs did not change.
+            let drifted: Vec<&str> = d
+                .decisions
+                .iter()
+                .filter(|x| matches!(x.reason, Reason::Drifted { .. }))
+                .map(|x| x.id.as_str())
+                .collect();
+            if !drifted.is_empty() && !g.quiet {
+                eprintln!(
+                    "hint: `nautes-install apply -i {} --only {}` puts back what changed outside nautes-install",
+                    file.display(),
+                    drifted.join(" ")
+                );
+            }
         }
+    }
+    if !unreadable.is_empty() {
+        return exit::STEP_FAILED;
+    }
+    // Re-checks (`Due`, and what runs only if they change something) may
+    // well find nothing to do: only certain changes count, as Terraform's do.
+    let changes = !d.removals.is_empty()
+        || d.decisions
+            .iter()
+            .any(|x| x.reason.runs_for_sure() && x.reason != Reason::Due);
+    if detailed_exitcode && changes {
+        return super::drift::DIFFERS;
     }
     exit::OK
 }

@@ -43,7 +43,12 @@ pub fn run(cli: Cli) -> u8 {
             exit::OK
         }
         Command::Validate(i) => inspect::validate(g, &i.inventory),
-        Command::Plan { inventory, destroy } => inspect::plan(g, &inventory.inventory, *destroy),
+        Command::Plan {
+            inventory,
+            destroy,
+            refresh,
+            detailed_exitcode,
+        } => inspect::plan(g, &inventory.inventory, *destroy, *refresh, *detailed_exitcode),
         Command::Status => inspect::status(g),
         Command::Outputs { show_secrets } => outputs::outputs(g, *show_secrets),
         Command::Render { inventory, out } => render::render(g, &inventory.inventory, out),

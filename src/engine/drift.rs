@@ -51,6 +51,17 @@ impl Engine {
     pub async fn drift(&self, plan: &Plan) -> Vec<StepDrift> {
         let engine = EngineRef::from(self);
         let engine = &engine;
+        // Every step says what it will read before anyone reads, so what
+        // several steps read of one host is read once.
+        for step in &plan.steps {
+            let done = engine
+                .store
+                .read(|st| st.steps.get(&step.id).map(|r| r.status == StepStatus::Done));
+            if let (Some(true), Some(handler)) = (done, engine.registry.get(&step.kind)) {
+                let ctx = engine.context(&step.id, &step.needs, step.settings.clone());
+                handler.declare_drift(&ctx, &step.spec);
+            }
+        }
         let mut checked = stream::iter(plan.steps.iter())
             .map(|step| async move {
                 let done = engine

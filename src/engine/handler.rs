@@ -188,6 +188,10 @@ pub trait Handler: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Before any step's [`Handler::drift`]: say what it will read that
+    /// other steps may read too (files on a host), so one read serves all.
+    fn declare_drift(&self, _ctx: &StepContext, _spec: &Self::Spec) {}
+
     /// Files this step would write or send, for review.
     fn render(&self, _spec: &Self::Spec) -> Result<Vec<Rendered>, StepError> {
         Ok(Vec::new())
@@ -226,6 +230,12 @@ impl<H: Handler> StepHandler for Typed<H> {
         self.0.drift(ctx, &decode(spec)?).await
     }
 
+    fn declare_drift(&self, ctx: &StepContext, spec: &Value) {
+        if let Ok(spec) = decode(spec) {
+            self.0.declare_drift(ctx, &spec)
+        }
+    }
+
     fn render(&self, spec: &Value) -> Result<Vec<Rendered>, StepError> {
         self.0.render(&decode(spec)?)
     }
@@ -250,6 +260,9 @@ pub trait StepHandler: Send + Sync {
     async fn drift(&self, _ctx: &StepContext, _spec: &Value) -> Result<Option<Vec<Difference>>, StepError> {
         Ok(None)
     }
+
+    /// Say in advance what [`StepHandler::drift`] will read (see [`Handler::declare_drift`]).
+    fn declare_drift(&self, _ctx: &StepContext, _spec: &Value) {}
 
     /// Files this step would write or send, for review.
     fn render(&self, _spec: &Value) -> Result<Vec<Rendered>, StepError> {

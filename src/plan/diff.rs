@@ -66,6 +66,9 @@ pub enum Reason {
     NotSelected,
     /// In the state but no longer in the inventory: it will be torn down.
     Removed,
+    /// Done and unchanged here, but the live systems differ from what it
+    /// made (`plan --refresh`): these objects.
+    Drifted { objects: Vec<String> },
 }
 
 impl Reason {
@@ -104,6 +107,17 @@ impl Reason {
             Reason::Unchanged => "unchanged".into(),
             Reason::NotSelected => "not selected".into(),
             Reason::Removed => "removed from the inventory".into(),
+            Reason::Drifted { objects } => {
+                const SHOWN: usize = 3;
+                let mut text = format!(
+                    "changed outside nautes-install: {}",
+                    objects.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ")
+                );
+                if objects.len() > SHOWN {
+                    text.push_str(&format!(" and {} more", objects.len() - SHOWN));
+                }
+                text
+            }
         }
     }
 }

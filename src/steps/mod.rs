@@ -5,6 +5,7 @@
 //! Knows nothing of any one component.
 
 pub mod hooks;
+pub mod host_files;
 pub mod hosts;
 pub mod kube_target;
 pub mod kubeconfig;

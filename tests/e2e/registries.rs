@@ -551,6 +551,24 @@ fn harbor_converges_once_then_writes_nothing_and_removes_exactly_a_tenants_proje
     assert_eq!(h.writes().len(), writes, "a re-run wrote: {:?}", &h.writes()[writes..]);
     assert!(again.writes.is_empty(), "{:?}", again.writes);
 
+    // drift finds nothing, reading only; then names the robot someone deletes.
+    let drift = || {
+        let before = h.writes().len();
+        let found: Vec<String> = rt().block_on(async {
+            let mut all = Vec::new();
+            for (_, projects) in [a, b] {
+                let d = harbor::tenant_drift(&client, &store, "harbor", &harbor_projects(projects))
+                    .await
+                    .unwrap();
+                all.extend(d.into_iter().map(|d| format!("{:?} {}", d.change, d.object)));
+            }
+            all
+        });
+        assert_eq!(h.writes().len(), before, "drift wrote: {:?}", &h.writes()[before..]);
+        found
+    };
+    assert_eq!(drift(), Vec::<String>::new());
+
     // A robot someone deleted is made again (its old secret is gone with it).
     let (_, list) = h.call(
         "GET",
@@ -569,8 +587,19 @@ fn harbor_converges_once_then_writes_nothing_and_removes_exactly_a_tenants_proje
         .0,
         200
     );
+    let robot_project = list[0]["name"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("robot$")
+        .trim_end_matches("+pipeline")
+        .to_string();
+    assert_eq!(
+        drift(),
+        [format!("Missing Harbor robot pipeline of project {robot_project}")]
+    );
     let healed = run(&[a, b], &[]);
     assert_eq!(healed.writes.len(), 1, "{:?}", healed.writes);
+    assert_eq!(drift(), Vec::<String>::new());
 
     // Tenant b goes: its project and robot, and its stored credential; a's stay.
     let before = h.writes().len();
@@ -726,8 +755,28 @@ fn nexus_takes_over_admin_converges_tenants_and_rereruns_with_zero_writes() {
     let again = run(&["a", "b"], &[]);
     assert_eq!(n.writes().len(), writes, "a re-run wrote: {:?}", &n.writes()[writes..]);
     assert!(again.writes.is_empty());
+    // drift reads, writes nothing, and finds what someone changed.
+    let drift = || {
+        let before = n.writes().len();
+        let found: Vec<String> = rt().block_on(async {
+            let mut all = Vec::new();
+            for t in ["a", "b"] {
+                let d = nexus::tenant_drift(&client, &store, "nexus", t, &repos(t))
+                    .await
+                    .unwrap();
+                all.extend(
+                    d.into_iter()
+                        .map(|d| format!("{:?} {} {:?}", d.change, d.object, d.field)),
+                );
+            }
+            all
+        });
+        assert_eq!(n.writes().len(), before, "drift wrote: {:?}", &n.writes()[before..]);
+        found
+    };
+    assert_eq!(drift(), Vec::<String>::new());
 
-    // A repository setting someone changed is put back, alone.
+    // A repository setting someone changed is named by drift and put back, alone.
     let mut changed = repos("a")[0].settings();
     changed["storage"]["writePolicy"] = json!("allow");
     let (status, _) = n.call(
@@ -737,8 +786,10 @@ fn nexus_takes_over_admin_converges_tenants_and_rereruns_with_zero_writes() {
         Some((JSON, &changed.to_string())),
     );
     assert_eq!(status, 204);
+    assert_eq!(drift(), ["Changed Nexus repository a-maven Some(\"settings\")"]);
     let healed = run(&["a", "b"], &[]);
     assert_eq!(healed.writes, ["repository a-maven settings"]);
+    assert_eq!(drift(), Vec::<String>::new());
 
     // b goes, exactly.
     run(&["a"], &["b"]);

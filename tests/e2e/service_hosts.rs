@@ -543,6 +543,45 @@ fn vault_and_gitlab_on_their_hosts_install_rerun_renew_upgrade_and_tear_down() {
     );
     assert_eq!(e.gitlab_ctl_calls(), ["reconfigure", "hup nginx"]);
 
+    // drift reads each host once and finds both as the playbook left
+    // them; gitlab.rb edited on the host is named, and nothing else.
+    let host_drift = |e: &Env| {
+        let out = e
+            .command(&["drift", "-i", "inventory.yaml", "--output", "json"])
+            .output()
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|_| panic!("{}", stderr(&out)));
+        assert_eq!(
+            doc["hostRoundTrips"],
+            serde_json::json!({"vault-1": 1, "gitlab-1": 1}),
+            "{doc:#}"
+        );
+        let mut found = Vec::new();
+        for step in doc["steps"].as_array().unwrap() {
+            if both.contains(&step["id"].as_str().unwrap()) {
+                assert_eq!(step["result"], "checked", "{step}");
+                for d in step["differences"].as_array().unwrap() {
+                    found.push(format!(
+                        "{}: {} {}",
+                        step["id"].as_str().unwrap(),
+                        d["change"].as_str().unwrap(),
+                        d["object"].as_str().unwrap()
+                    ));
+                }
+            }
+        }
+        found
+    };
+    assert_eq!(host_drift(&e), Vec::<String>::new());
+    let rb_path = e.hosts.host_path(G, "/etc/gitlab/gitlab.rb");
+    std::fs::write(&rb_path, format!("{rb}gitlab_rails['time_zone'] = 'UTC'\n")).unwrap();
+    assert_eq!(
+        host_drift(&e),
+        ["gitlab/host: changed file /etc/gitlab/gitlab.rb on gitlab-1"]
+    );
+    std::fs::write(&rb_path, &rb).unwrap();
+    assert_eq!(host_drift(&e), Vec::<String>::new());
+
     // The readiness waits trust our CA only: services whose certificates
     // another CA signed do not pass.
     let ours = std::fs::read(e.pki("ca.crt")).unwrap();

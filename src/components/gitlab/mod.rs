@@ -17,6 +17,7 @@
 //! other files (the write log, the credential store, the API client).
 
 pub mod credentials;
+mod drift;
 mod oauth;
 mod plan;
 mod project;
@@ -405,6 +406,16 @@ impl Handler for GitlabHandler {
             o.extend(e.clone());
         }
         Ok(out)
+    }
+
+    /// The admin token, group, project, deploy key, base operator token and
+    /// Dex's OAuth application, read with GET requests only.
+    async fn drift(
+        &self,
+        ctx: &StepContext,
+        spec: &GitlabSpec,
+    ) -> Result<Option<Vec<crate::engine::Difference>>, StepError> {
+        drift::drift(ctx, spec).await.map(Some)
     }
 
     async fn destroy(&self, ctx: &StepContext, spec: &GitlabSpec, outputs: &Value) -> Result<(), StepError> {

@@ -216,7 +216,7 @@ pub async fn ours_at(
 }
 
 /// "type base64" of an OpenSSH public key, without its comment.
-fn key_material(key: &str) -> String {
+pub(super) fn key_material(key: &str) -> String {
     key.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 

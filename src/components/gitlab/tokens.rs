@@ -55,7 +55,7 @@ fn expiry(lifetime: Lifetime) -> String {
 }
 
 /// Still usable for a whole renewal window? A token without expiry never needs renewing.
-fn fresh(expires_at: &Value, lifetime: Lifetime) -> bool {
+pub(super) fn fresh(expires_at: &Value, lifetime: Lifetime) -> bool {
     match expires_at.as_str().and_then(parse_date) {
         Some(d) => d - today() > Duration::days(lifetime.renew_days),
         None => expires_at.is_null(),

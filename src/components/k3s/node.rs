@@ -14,7 +14,8 @@ use super::{
     NodeSpec, Role, REMOTE_BINARY, REMOTE_CONFIG_FILE, REMOTE_IMAGES_DIR, REMOTE_INSTALL_SCRIPT,
     REMOTE_REGISTRIES_FILE, REMOTE_TOKEN_FILE,
 };
-use crate::engine::{Handler, StepContext, StepError};
+use crate::engine::{Change, Difference, Handler, StepContext, StepError};
+use crate::steps::host_files::{Expect, HostReads};
 use crate::steps::hosts::HostConn;
 use crate::steps::release_files::{files_from_outputs, K3S_BINARY, K3S_IMAGES, K3S_INSTALL};
 use crate::steps::remote::{connect, run_checked, sh_quote, Remote};
@@ -179,6 +180,57 @@ impl Handler for NodeHandler {
         Ok(json!({ "node": spec.node, "version": spec.version, "restarted": started, "bytes_sent": sent }))
     }
 
+    fn declare_drift(&self, ctx: &StepContext, spec: &NodeSpec) {
+        if let Ok((conn, _)) = NodeSettings::of(ctx) {
+            let (paths, commands) = managed(spec);
+            HostReads::of(ctx).declare(&conn.name, paths.iter().map(String::as_str), commands);
+        }
+    }
+
+    /// The files the node was sent and K3s's unit, read with every other
+    /// step's files on the host in one round trip; the binary by its version.
+    async fn drift(&self, ctx: &StepContext, spec: &NodeSpec) -> Result<Option<Vec<Difference>>, StepError> {
+        let (conn, _) = NodeSettings::of(ctx)?;
+        let (paths, commands) = managed(spec);
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let live = HostReads::of(ctx).read(ctx, &conn, &paths, &commands).await?;
+        let files = files_from_outputs(ctx.needs_outputs.get(&spec.artifacts).unwrap_or(&Value::Null))?;
+        let token_path = ctx.outputs_dir.join(super::token_file_name(&spec.cluster));
+        let token = std::fs::read(&token_path)
+            .map_err(|e| StepError::new(format!("cannot read the join token {}: {e}", token_path.display())))?;
+        let mut want = vec![
+            Expect::content(REMOTE_CONFIG_FILE, spec.config.as_bytes()),
+            Expect::content(REMOTE_TOKEN_FILE, &token),
+            Expect::present(&unit(spec.role)),
+            Expect::present(&format!("{}.env", unit(spec.role))),
+        ];
+        if let Some(script) = files.get(K3S_INSTALL) {
+            want.push(Expect::sha256(REMOTE_INSTALL_SCRIPT, &script.sha256));
+        }
+        want.push(match &spec.registries {
+            Some(r) => Expect::content(REMOTE_REGISTRIES_FILE, r.as_bytes()),
+            None => Expect::absent(REMOTE_REGISTRIES_FILE),
+        });
+        if let Some(remote) = &spec.oidc_ca_file {
+            let ca = crate::components::certificates::ca_pem_of(ctx)?;
+            want.push(Expect::content(remote, ca.as_bytes()));
+        }
+        let mut found = live.compare(&conn.name, &want);
+        let version = live.output(VERSION_COMMAND);
+        if !version.contains(&spec.version) {
+            found.push(Difference {
+                object: format!("K3s binary {REMOTE_BINARY} on {}", conn.name),
+                change: if version.is_empty() {
+                    Change::Missing
+                } else {
+                    Change::Changed
+                },
+                field: Some("version".into()),
+            });
+        }
+        Ok(Some(found))
+    }
+
     async fn destroy(&self, ctx: &StepContext, spec: &NodeSpec, _outputs: &Value) -> Result<(), StepError> {
         let (conn, control) = NodeSettings::of(ctx)?;
         if !ctx.full_teardown && control.name != conn.name {
@@ -204,6 +256,30 @@ impl Handler for NodeHandler {
         .await?;
         Ok(())
     }
+}
+
+const VERSION_COMMAND: &str = "/usr/local/bin/k3s --version";
+
+/// The unit K3s's install script writes for `role`.
+fn unit(role: Role) -> String {
+    match role {
+        Role::Server => "/etc/systemd/system/k3s.service".into(),
+        Role::Agent => "/etc/systemd/system/k3s-agent.service".into(),
+    }
+}
+
+/// The files a node step manages (read by drift) and the version command.
+fn managed(spec: &NodeSpec) -> (Vec<String>, [&'static str; 1]) {
+    let mut paths = vec![
+        REMOTE_CONFIG_FILE.to_string(),
+        REMOTE_TOKEN_FILE.to_string(),
+        REMOTE_REGISTRIES_FILE.to_string(),
+        REMOTE_INSTALL_SCRIPT.to_string(),
+        unit(spec.role),
+        format!("{}.env", unit(spec.role)),
+    ];
+    paths.extend(spec.oidc_ca_file.clone());
+    (paths, [VERSION_COMMAND])
 }
 
 /// Poll the cluster (kubectl on a server) until `node` is Ready at `version`.

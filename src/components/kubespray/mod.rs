@@ -16,11 +16,12 @@ use serde_json::{json, Value};
 use super::k3s::{KubeconfigSpec, Role};
 use super::{infrastructure, preflight};
 use crate::drivers::ansible::{self, Playbook};
-use crate::engine::{Handler, Rendered, StepContext, StepError};
+use crate::engine::{Difference, Handler, Rendered, StepContext, StepError};
 use crate::inventory::spans::{push_index, push_key};
 use crate::inventory::validate::{DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR};
 use crate::inventory::{ArtifactMode, ClusterType, Diagnostic, Loaded};
 use crate::plan::{Step, StepSpec};
+use crate::steps::host_files::{Expect, HostReads};
 use crate::steps::hosts::{self, HostConn};
 
 pub const KIND: &str = "kubespray";
@@ -425,6 +426,39 @@ impl Handler for KubesprayHandler {
         )
     }
 
+    fn declare_drift(&self, ctx: &StepContext, spec: &ClusterSpec) {
+        let reads = HostReads::of(ctx);
+        for (host, paths) in managed(spec) {
+            reads.declare(&host.name, paths.iter().map(String::as_str), []);
+        }
+    }
+
+    /// On each control-plane host: the CA we lay down for the apiserver's
+    /// OIDC, and the admin kubeconfig Kubespray writes (there, whatever it
+    /// holds: Kubespray renders it). Read with the other steps' files of
+    /// the host in one round trip.
+    async fn drift(&self, ctx: &StepContext, spec: &ClusterSpec) -> Result<Option<Vec<Difference>>, StepError> {
+        let ca = match &spec.oidc {
+            Some(_) => Some(super::certificates::ca_pem_of(ctx)?),
+            None => None,
+        };
+        let reads = HostReads::of(ctx);
+        let mut found = Vec::new();
+        for (host, paths) in managed(spec) {
+            let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+            let live = reads.read(ctx, host, &refs, &[]).await?;
+            let want: Vec<Expect> = paths
+                .iter()
+                .map(|p| match (&spec.oidc, &ca) {
+                    (Some(o), Some(ca)) if *p == o.ca_file => Expect::content(p, ca.as_bytes()),
+                    _ => Expect::present(p),
+                })
+                .collect();
+            found.extend(live.compare(&host.name, &want));
+        }
+        Ok(Some(found))
+    }
+
     async fn destroy(&self, ctx: &StepContext, spec: &ClusterSpec, _outputs: &Value) -> Result<(), StepError> {
         let pb = prepare(ctx, spec)?;
         run(ctx, &pb, "reset.yml", &["-e".into(), "reset_confirmation=yes".into()]).await?;
@@ -444,6 +478,24 @@ impl Handler for KubesprayHandler {
             },
         ])
     }
+}
+
+/// The files drift checks on each control-plane host.
+fn managed(spec: &ClusterSpec) -> Vec<(&HostConn, Vec<String>)> {
+    let config_dir = spec
+        .extra_vars
+        .get("kube_config_dir")
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_KUBE_CONFIG_DIR);
+    spec.hosts
+        .iter()
+        .filter(|h| spec.control_plane.contains(&h.name))
+        .map(|h| {
+            let mut paths = vec![format!("{config_dir}/admin.conf")];
+            paths.extend(spec.oidc.as_ref().map(|o| o.ca_file.clone()));
+            (h, paths)
+        })
+        .collect()
 }
 
 /// Clusters made by Kubespray.

@@ -14,7 +14,7 @@ use super::{admin, admin_record, ca, failed, fields, store, take_over_admin, Adm
 use crate::components::gitlab::credentials::CredentialStore;
 use crate::drivers::harbor::{Harbor, ROLE_DEVELOPER, ROLE_GUEST, ROLE_PROJECT_ADMIN};
 use crate::drivers::rest::RestError;
-use crate::engine::{Handler, StepContext, StepError};
+use crate::engine::{Change, Difference, Handler, StepContext, StepError};
 use crate::inventory::TenantRole;
 use crate::secret::Secret;
 
@@ -284,6 +284,83 @@ pub async fn converge_groups(
     Ok(())
 }
 
+/// What [`converge_tenant`] would change, read with the admin password we
+/// keep and GET requests only: a project missing or of the other
+/// visibility, its robot missing, disabled, with other access, or one
+/// whose secret we do not hold (apply replaces it).
+pub async fn tenant_drift(
+    h: &Harbor,
+    store: &CredentialStore,
+    instance: &str,
+    projects: &[Project],
+) -> Result<Vec<Difference>, StepError> {
+    let differs = |object: String, change: Change, field: Option<&str>| Difference {
+        object,
+        change,
+        field: field.map(str::to_string),
+    };
+    let record = admin_record(instance);
+    let Some(password) = store.get(&record).await?.and_then(|f| f.get("password").cloned()) else {
+        return Ok(vec![differs(
+            format!("Harbor {instance} admin password"),
+            Change::Missing,
+            None,
+        )]);
+    };
+    let auth = admin(&password);
+    let mut found = Vec::new();
+    let mut want = robot_access();
+    want.sort();
+    for project in projects {
+        let name = &project.name;
+        let Some(live) = h
+            .project(auth, name)
+            .await
+            .map_err(|e| failed(&format!("reading project {name}"), e))?
+        else {
+            found.push(differs(format!("Harbor project {name}"), Change::Missing, None));
+            continue;
+        };
+        if (live["metadata"]["public"].as_str() == Some("true")) != project.public {
+            found.push(differs(
+                format!("Harbor project {name}"),
+                Change::Changed,
+                Some("metadata.public"),
+            ));
+        }
+        let project_id = live["project_id"]
+            .as_u64()
+            .ok_or_else(|| StepError::new(format!("Harbor's project {name} has no project_id")))?;
+        let robots = h
+            .project_robots(auth, project_id)
+            .await
+            .map_err(|e| failed(&format!("listing the robots of {name}"), e))?;
+        let suffix = format!("{name}+{ROBOT}");
+        let live: Vec<_> = robots.iter().filter(|r| r.name.ends_with(&suffix)).collect();
+        let stored = store
+            .get(&robot_record(instance, name))
+            .await?
+            .and_then(|f| f.get("username").map(|s| s.expose().to_string()));
+        let robot = format!("Harbor robot {ROBOT} of project {name}");
+        match live.as_slice() {
+            [] => found.push(differs(robot, Change::Missing, None)),
+            [one] => {
+                let mut access = one.access.clone();
+                access.sort();
+                if one.disabled {
+                    found.push(differs(robot, Change::Changed, Some("disable")));
+                } else if access != want {
+                    found.push(differs(robot, Change::Changed, Some("permissions")));
+                } else if stored.as_deref() != Some(one.name.as_str()) {
+                    found.push(differs(robot, Change::Changed, Some("secret (not held)")));
+                }
+            }
+            _ => found.push(differs(robot, Change::Changed, Some("more than one"))),
+        }
+    }
+    Ok(found)
+}
+
 async fn converge_robot(
     h: &Harbor,
     store: &CredentialStore,
@@ -503,6 +580,14 @@ impl Handler for TenantHandler {
             .map(|p| store.location(&robot_record(&spec.endpoint.instance, &p.name)))
             .collect();
         Ok(report.outputs(json!({"projects": spec.projects, "robotCredentials": robots, "groups": groups})))
+    }
+
+    async fn drift(&self, ctx: &StepContext, spec: &TenantSpec) -> Result<Option<Vec<Difference>>, StepError> {
+        let h = client(ctx, &spec.endpoint).await?;
+        let store = store(ctx, FOLDER, spec.endpoint.vault.as_ref())?;
+        tenant_drift(&h, &store, &spec.endpoint.instance, &spec.projects)
+            .await
+            .map(Some)
     }
 
     async fn destroy(&self, ctx: &StepContext, spec: &TenantSpec, _outputs: &Value) -> Result<(), StepError> {

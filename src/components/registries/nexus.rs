@@ -15,7 +15,7 @@ use super::{
 use crate::components::gitlab::credentials::CredentialStore;
 use crate::drivers::nexus::Nexus;
 use crate::drivers::rest::RestError;
-use crate::engine::{Handler, StepContext, StepError};
+use crate::engine::{Change, Difference, Handler, StepContext, StepError};
 use crate::secret::Secret;
 
 pub const INSTANCE_KIND: &str = "nexus-configure";
@@ -335,6 +335,95 @@ pub async fn converge_tenant(
     Ok(())
 }
 
+/// What [`converge_tenant`] would change, read with the admin password we
+/// keep and GET requests only: a repository missing or with other
+/// settings, the tenant's role with other privileges, its user missing,
+/// disabled or without the role, or a password we do not hold.
+pub async fn tenant_drift(
+    n: &Nexus,
+    store: &CredentialStore,
+    instance: &str,
+    tenant: &str,
+    repositories: &[Repository],
+) -> Result<Vec<Difference>, StepError> {
+    let differs = |object: String, change: Change, field: Option<&str>| Difference {
+        object,
+        change,
+        field: field.map(str::to_string),
+    };
+    let record = admin_record(instance);
+    let Some(password) = store.get(&record).await?.and_then(|f| f.get("password").cloned()) else {
+        return Ok(vec![differs(
+            format!("Nexus {instance} admin password"),
+            Change::Missing,
+            None,
+        )]);
+    };
+    let auth = admin(&password);
+    let mut found = Vec::new();
+    for repo in repositories {
+        let (format, kind, name) = (repo.format.path(), repo.kind.path(), repo.name.as_str());
+        match n
+            .repository(auth, format, kind, name)
+            .await
+            .map_err(|e| failed(&format!("reading repository {name}"), e))?
+        {
+            None => found.push(differs(format!("Nexus repository {name}"), Change::Missing, None)),
+            Some(live) if !holds(&live, &repo.settings()) => found.push(differs(
+                format!("Nexus repository {name}"),
+                Change::Changed,
+                Some("settings"),
+            )),
+            Some(_) => {}
+        }
+    }
+    let id = tenant_principal(tenant);
+    let mut privileges: Vec<String> = repositories.iter().map(Repository::privilege).collect();
+    privileges.sort();
+    match n
+        .role(auth, &id)
+        .await
+        .map_err(|e| failed(&format!("reading role {id}"), e))?
+    {
+        None => found.push(differs(format!("Nexus role {id}"), Change::Missing, None)),
+        Some(live) => {
+            let mut live_privileges: Vec<String> = live["privileges"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect();
+            live_privileges.sort();
+            if live_privileges != privileges {
+                found.push(differs(format!("Nexus role {id}"), Change::Changed, Some("privileges")));
+            }
+        }
+    }
+    let held = store
+        .get(&tenant_record(instance, tenant))
+        .await?
+        .is_some_and(|f| f.contains_key("password"));
+    match n
+        .user(auth, &id)
+        .await
+        .map_err(|e| failed(&format!("reading user {id}"), e))?
+    {
+        None => found.push(differs(format!("Nexus user {id}"), Change::Missing, None)),
+        Some(live) if !holds(&live, &json!({"status": "active", "roles": [id]})) => found.push(differs(
+            format!("Nexus user {id}"),
+            Change::Changed,
+            Some("status/roles"),
+        )),
+        Some(_) if !held => found.push(differs(
+            format!("Nexus user {id}"),
+            Change::Changed,
+            Some("password (not held)"),
+        )),
+        Some(_) => {}
+    }
+    Ok(found)
+}
+
 pub async fn remove_tenant(
     n: &Nexus,
     store: &CredentialStore,
@@ -458,6 +547,14 @@ impl Handler for TenantHandler {
             "repositories": spec.repositories,
             "credential": store.location(&tenant_record(instance, &spec.tenant)),
         })))
+    }
+
+    async fn drift(&self, ctx: &StepContext, spec: &TenantSpec) -> Result<Option<Vec<Difference>>, StepError> {
+        let n = client(ctx, &spec.endpoint).await?;
+        let store = store(ctx, FOLDER, spec.endpoint.vault.as_ref())?;
+        tenant_drift(&n, &store, &spec.endpoint.instance, &spec.tenant, &spec.repositories)
+            .await
+            .map(Some)
     }
 
     async fn destroy(&self, ctx: &StepContext, spec: &TenantSpec, _outputs: &Value) -> Result<(), StepError> {

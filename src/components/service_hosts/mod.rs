@@ -45,8 +45,9 @@ use self::root_password::{root_password, root_password_file};
 use self::run::{run_playbook, run_vars};
 use crate::catalog;
 use crate::components::certificates;
-use crate::engine::{Handler, Rendered, StepContext, StepError};
+use crate::engine::{Change, Difference, Handler, Rendered, StepContext, StepError};
 use crate::inventory::{Component, Loaded, VaultDistribution};
+use crate::steps::host_files::{Expect, HostReads};
 use crate::steps::hosts::HostConn;
 use crate::steps::release_files::files_from_outputs;
 
@@ -214,7 +215,47 @@ impl Handler for ServiceHostHandler {
         ctx.progress(format!("running {} on {}", spec.service.playbook(), spec.host.name));
         let changed = run_playbook(ctx, spec, vars, secrets).await?;
         outputs["changed"] = json!(changed);
+        // What the playbook left, so drift can tell an edit made since.
+        outputs["files"] = json!(recorded_files(ctx, spec).await?);
         Ok(outputs)
+    }
+
+    fn declare_drift(&self, ctx: &StepContext, spec: &ServiceHostSpec) {
+        let (paths, command) = managed(spec);
+        HostReads::of(ctx).declare(&spec.host.name, paths.iter().map(String::as_str), [command.as_str()]);
+    }
+
+    /// The files the playbook wrote, as it left them (recorded by apply;
+    /// an older state without the record checks they are there), and the
+    /// installed version.
+    async fn drift(&self, ctx: &StepContext, spec: &ServiceHostSpec) -> Result<Option<Vec<Difference>>, StepError> {
+        let (paths, command) = managed(spec);
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let live = HostReads::of(ctx)
+            .read(ctx, &spec.host, &refs, &[command.as_str()])
+            .await?;
+        let recorded = &ctx.previous_outputs["files"];
+        let want: Vec<Expect> = paths
+            .iter()
+            .map(|p| match recorded[p].as_str() {
+                Some(sha) => Expect::sha256(p, sha),
+                None => Expect::present(p),
+            })
+            .collect();
+        let mut found = live.compare(&spec.host.name, &want);
+        let version = live.output(&command);
+        if !version.contains(&spec.version) {
+            found.push(Difference {
+                object: format!("{} on {}", spec.title(), spec.host.name),
+                change: if version.is_empty() {
+                    Change::Missing
+                } else {
+                    Change::Changed
+                },
+                field: Some("version".into()),
+            });
+        }
+        Ok(Some(found))
     }
 
     async fn destroy(&self, ctx: &StepContext, spec: &ServiceHostSpec, outputs: &Value) -> Result<(), StepError> {
@@ -252,6 +293,62 @@ impl Handler for ServiceHostHandler {
             },
         ])
     }
+}
+
+/// The files a service's playbook writes on its host (configuration,
+/// unit, TLS material; not the data) and the command that says which
+/// version is installed.
+fn managed(spec: &ServiceHostSpec) -> (Vec<String>, String) {
+    match spec.service {
+        Service::Vault => {
+            let server = spec
+                .vars
+                .get("vault_server")
+                .cloned()
+                .unwrap_or_else(|| VaultServer::VAULT.vars());
+            let field = |k: &str| server[k].as_str().unwrap_or_default().to_string();
+            let (name, dir, binary) = (field("name"), field("config_dir"), field("binary"));
+            (
+                vec![
+                    format!("{dir}/{name}.hcl"),
+                    format!("/etc/systemd/system/{name}.service"),
+                    format!("{dir}/tls/{name}.crt"),
+                    format!("{dir}/tls/{name}.key"),
+                    format!("{dir}/tls/ca.crt"),
+                ],
+                format!("/usr/local/bin/{binary} version"),
+            )
+        }
+        Service::Gitlab => (
+            vec![
+                "/etc/gitlab/gitlab.rb".into(),
+                "/etc/gitlab/ssl/gitlab.crt".into(),
+                "/etc/gitlab/ssl/gitlab.key".into(),
+                "/etc/gitlab/trusted-certs/nautes-ca.crt".into(),
+            ],
+            "dpkg-query -W -f='${Version}' gitlab-ce".into(),
+        ),
+    }
+}
+
+/// sha256 of each managed file as the host holds it now (absent ones left out).
+async fn recorded_files(ctx: &StepContext, spec: &ServiceHostSpec) -> Result<Map<String, Value>, StepError> {
+    let (paths, _) = managed(spec);
+    let remote = crate::steps::remote::connect(ctx, &spec.host).await?;
+    let script: String = paths
+        .iter()
+        .map(|p| {
+            let q = crate::steps::remote::sh_quote(p);
+            format!("if [ -f {q} ]; then sha256sum < {q} | cut -d' ' -f1; else echo -; fi\n")
+        })
+        .collect();
+    let out = crate::steps::remote::run_checked(&*remote, &script).await?;
+    Ok(paths
+        .iter()
+        .zip(out.stdout.lines())
+        .filter(|(_, sum)| *sum != "-")
+        .map(|(p, sum)| (p.clone(), json!(sum.trim())))
+        .collect())
 }
 
 /// GitLab and Vault on hosts of their own.
