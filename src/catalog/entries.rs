@@ -9,7 +9,9 @@
 //! configuration (objects built from what earlier steps made) needs code,
 //! under `components/stack/runtime`.
 
-use super::{ClusterUsage, Component, Expect, Form, Health, Place, Release, SignIn, Subdomain, Values};
+use super::{
+    ClusterUsage, Component, Expect, Form, Health, Output, OutputAt, Place, Release, SignIn, Subdomain, Values,
+};
 use crate::versions::{self, Known};
 
 /// Every component, in the order the planner visits them.
@@ -50,6 +52,7 @@ const BASE: Component = Component {
     subdomain: None,
     sign_in: None,
     health: None,
+    outputs: &[],
     releases: &[],
 };
 
@@ -193,6 +196,10 @@ pub const DEX: Component = Component {
         path: "/.well-known/openid-configuration",
         expect: Expect::Issuer,
     }),
+    outputs: &[Output {
+        name: "issuer",
+        at: OutputAt::Url(""),
+    }],
     ..BASE
 };
 
@@ -218,6 +225,10 @@ pub const ARGOCD: Component = Component {
         path: "/healthz",
         expect: Expect::Ok,
     }),
+    outputs: &[Output {
+        name: "web UI",
+        at: OutputAt::Url("/"),
+    }],
     releases: &[&ARGOCD_RELEASE],
     ..BASE
 };
@@ -432,6 +443,16 @@ pub const OAUTH2_PROXY: Component = Component {
         path: "/ping",
         expect: Expect::Ok,
     }),
+    outputs: &[
+        Output {
+            name: "sign-in",
+            at: OutputAt::Url("/oauth2/sign_in"),
+        },
+        Output {
+            name: "cookie secret",
+            at: OutputAt::File("oauth2-proxy/cookie-secret"),
+        },
+    ],
     ..BASE
 };
 
@@ -452,6 +473,10 @@ pub const NAUTES: Component = Component {
         path: "/healthz",
         expect: Expect::Answers,
     }),
+    outputs: &[Output {
+        name: "API server",
+        at: OutputAt::Url("/"),
+    }],
     releases: &[&NAUTES_RELEASE],
     ..BASE
 };

@@ -4,15 +4,19 @@
 //! whose components are installed. Each client secret is made once by
 //! whichever of Dex and its component runs first, and kept 0600.
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{b64, ca_pem, gitlab_outputs, ingress, kept_secret};
+use super::{b64, ca_pem, gitlab_outputs, ingress, kept_secret, Configure, Planner, Runtime, StackStep};
+use crate::catalog;
+use crate::components::certificates;
 use crate::components::endpoints;
 use crate::components::gitlab::{self, credentials::field};
 use crate::components::stack::sign_in;
 use crate::components::vault::VaultTarget;
 use crate::components::vault_oidc;
+use crate::drivers::kube::KubeClient;
 use crate::engine::{StepContext, StepError};
 use crate::secret::Secret;
 
@@ -138,7 +142,52 @@ pub fn identity_objects() -> Vec<Value> {
     ]
 }
 
-pub(super) async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>, StepError> {
+/// Dex, configured with the GitLab connector the GitLab step made and the
+/// Dex clients of the enabled components.
+pub(super) struct Dex;
+
+#[async_trait]
+impl Configure for Dex {
+    const TYPE: &'static str = "dex";
+    type Spec = DexSpec;
+
+    /// Without a GitLab step there is none: validation has said so (the
+    /// catalog's `needs`), or GitLab failed to plan with its own error.
+    fn plan(&self, p: &mut Planner, mgmt: &str) {
+        let Some(c) = p.enabled(catalog::DEX.key) else { return };
+        if !p.planned_before(gitlab::STEP_ID) {
+            return;
+        }
+        let spec = DexSpec {
+            domain: p.domain.clone(),
+            version: c.version.clone().unwrap_or(catalog::DEX.default_version().into()),
+            vault: p.vault_target.clone(),
+            clients: sign_in::enabled(&p.loaded.inventory.components)
+                .into_iter()
+                .chain(vault_oidc::wanted(p.loaded).then(|| vault_oidc::CLIENT_ID.to_string()))
+                .collect(),
+        };
+        let cluster = p.cluster_of(catalog::DEX.key, mgmt);
+        let mut needs = p.catalog_needs(&catalog::DEX);
+        needs.push(certificates::STEP_ID.into());
+        let step = StackStep::ours(
+            catalog::DEX.slug,
+            Some(&catalog::DEX),
+            Runtime::of::<Self>(&spec),
+            NAMESPACE,
+        )
+        .needing(needs);
+        if let Some(id) = p.add(&cluster, step) {
+            p.planned.insert(catalog::DEX.key, id);
+        }
+    }
+
+    async fn objects(&self, ctx: &StepContext, spec: &DexSpec, _: &KubeClient) -> Result<Vec<Value>, StepError> {
+        dex(ctx, spec).await
+    }
+}
+
+async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>, StepError> {
     let gitlab_url = gitlab_outputs(ctx)?["url"].as_str().unwrap_or_default().to_string();
     let app = gitlab::stored_credential(ctx, spec.vault.as_ref(), gitlab::OAUTH_APP).await?;
     let client_id = field(&app, gitlab::OAUTH_APP, "clientId")?;
