@@ -9,7 +9,9 @@
 //! configuration (objects built from what earlier steps made) needs code,
 //! under `components/stack/runtime`.
 
-use super::{ClusterUsage, Component, Expect, Form, Health, Place, Release, SignIn, Subdomain, Values};
+use super::{
+    ClusterUsage, Component, Expect, Form, Health, Output, OutputAt, Place, Release, SignIn, Subdomain, Values,
+};
 use crate::versions::{self, Known};
 
 /// Every component, in the order the planner visits them.
@@ -50,6 +52,7 @@ const BASE: Component = Component {
     subdomain: None,
     sign_in: None,
     health: None,
+    outputs: &[],
     releases: &[],
 };
 
@@ -193,6 +196,10 @@ pub const DEX: Component = Component {
         path: "/.well-known/openid-configuration",
         expect: Expect::Issuer,
     }),
+    outputs: &[Output {
+        name: "issuer",
+        at: OutputAt::Url(""),
+    }],
     ..BASE
 };
 
@@ -219,6 +226,10 @@ pub const ARGOCD: Component = Component {
         path: "/healthz",
         expect: Expect::Ok,
     }),
+    outputs: &[Output {
+        name: "web UI",
+        at: OutputAt::Url("/"),
+    }],
     releases: &[&ARGOCD_RELEASE],
     ..BASE
 };
@@ -434,6 +445,16 @@ pub const OAUTH2_PROXY: Component = Component {
         path: "/ping",
         expect: Expect::Ok,
     }),
+    outputs: &[
+        Output {
+            name: "sign-in",
+            at: OutputAt::Url("/oauth2/sign_in"),
+        },
+        Output {
+            name: "cookie secret",
+            at: OutputAt::File("oauth2-proxy/cookie-secret"),
+        },
+    ],
     ..BASE
 };
 
@@ -454,6 +475,10 @@ pub const NAUTES: Component = Component {
         path: "/healthz",
         expect: Expect::Answers,
     }),
+    outputs: &[Output {
+        name: "API server",
+        at: OutputAt::Url("/"),
+    }],
     releases: &[&NAUTES_RELEASE],
     ..BASE
 };
@@ -502,6 +527,10 @@ pub const HARBOR: Component = Component {
         expect: Expect::Ok,
     }),
     releases: &[&HARBOR_RELEASE],
+    outputs: &[Output {
+        name: "web UI",
+        at: OutputAt::Url("/"),
+    }],
     ..BASE
 };
 
@@ -550,6 +579,10 @@ pub const NEXUS: Component = Component {
         expect: Expect::Ok,
     }),
     releases: &[&NEXUS_RELEASE],
+    outputs: &[Output {
+        name: "web UI",
+        at: OutputAt::Url("/"),
+    }],
     ..BASE
 };
 
@@ -591,6 +624,10 @@ pub const SONARQUBE: Component = Component {
         expect: Expect::Status("UP"),
     }),
     releases: &[&SONARQUBE_RELEASE],
+    outputs: &[Output {
+        name: "web UI",
+        at: OutputAt::Url("/"),
+    }],
     ..BASE
 };
 

@@ -93,6 +93,9 @@ pub struct Component {
     /// What the final health step asks of it (at its subdomain, through the
     /// ingress), when it is installed on a cluster.
     pub health: Option<Health>,
+    /// What `nautes-install outputs` lists of it once it is installed on a
+    /// cluster (its Dex client secret, if it has one, goes without saying).
+    pub outputs: &'static [Output],
     /// The upstream releases the stack applies for it.
     pub releases: &'static [&'static Release],
 }
@@ -100,6 +103,33 @@ pub struct Component {
 impl Component {
     pub fn default_version(&self) -> &'static str {
         self.versions.default_release()
+    }
+}
+
+/// Something an installed component hands its users.
+#[derive(Debug)]
+pub struct Output {
+    /// As `outputs` names it.
+    pub name: &'static str,
+    pub at: OutputAt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputAt {
+    /// A URL at the component's subdomain (through the ingress), this path.
+    Url(&'static str),
+    /// A credential kept 0600 under this name in the outputs directory.
+    File(&'static str),
+}
+
+impl Component {
+    /// Its outputs, its Dex client secret among them.
+    pub fn outputs(&self) -> impl Iterator<Item = (&'static str, OutputAt)> + '_ {
+        self.outputs.iter().map(|o| (o.name, o.at)).chain(
+            self.sign_in
+                .as_ref()
+                .map(|s| ("Dex client secret", OutputAt::File(s.secret_file))),
+        )
     }
 }
 
@@ -283,9 +313,10 @@ mod tests {
                 assert!(component(need).is_some(), "{} needs unknown `{need}`", c.key);
             }
             assert!(!c.versions.releases.is_empty(), "{} has no release", c.key);
-            // Sign-in and health are reached at the component's host name.
+            // Sign-in, health and URLs are reached at the component's host name.
+            let urls = c.outputs.iter().any(|o| matches!(o.at, OutputAt::Url(_)));
             assert!(
-                c.subdomain.is_some() || (c.sign_in.is_none() && c.health.is_none()),
+                c.subdomain.is_some() || (c.sign_in.is_none() && c.health.is_none() && !urls),
                 "{} signs in or is checked without a host name",
                 c.key
             );

@@ -400,14 +400,14 @@ impl Session {
                 Err(e) => (exit::STATE_ERROR, e.to_string()),
             };
             let run_id = run_id.clone();
-            let _ = store
-                .update(|st| {
-                    if let Some(r) = st.runs.iter_mut().rev().find(|r| r.id == run_id) {
-                        r.finished_at = Some(now_rfc3339());
-                        r.result = Some(result_text.clone());
-                    }
-                })
-                .await;
+            store.stage(|st| {
+                if let Some(r) = st.runs.iter_mut().rev().find(|r| r.id == run_id) {
+                    r.finished_at = Some(now_rfc3339());
+                    r.result = Some(result_text.clone());
+                }
+            });
+            // The run's record with everything else, as one full state file.
+            let _ = store.compact().await;
             match outcome {
                 Ok(s) => {
                     reporter.emit(Event::RunFinished {

@@ -167,8 +167,19 @@ fn summary(state: &State, show_secrets: bool) -> Value {
     let endpoints: Vec<Value> = finished(state, crate::components::stack::health::KIND)
         .flat_map(|(_, o)| o["endpoints"].as_array().cloned().unwrap_or_default())
         .collect();
+    // What each installed component's catalog entry lists (see the health step).
+    let components: Vec<Value> = finished(state, crate::components::stack::health::KIND)
+        .flat_map(|(_, o)| o["components"].as_array().cloned().unwrap_or_default())
+        .map(|mut c| {
+            if let Some(file) = c["file"].as_str().map(std::path::PathBuf::from) {
+                c["value"] = secret_file(&file, show_secrets);
+            }
+            c
+        })
+        .collect();
     json!({
         "endpoints": endpoints,
+        "components": components,
         "clusters": clusters,
         "virtualClusters": virtual_clusters,
         "tenants": tenants,
@@ -186,6 +197,17 @@ fn print_text(s: &Value) {
         println!("Endpoints (checked healthy by the last run):");
         for e in endpoints {
             println!("  {:<18} {}", text(&e["name"]), text(&e["url"]));
+        }
+    }
+    let components = list(&s["components"]);
+    if !components.is_empty() {
+        println!("Components:");
+        for c in components {
+            let what = format!("{} {}", text(&c["component"]), text(&c["name"]));
+            match c["file"].as_str() {
+                Some(f) => println!("  {what:<28} {f}: {}", text(&c["value"])),
+                None => println!("  {what:<28} {}", text(&c["url"])),
+            }
         }
     }
     for (title, key) in [("Clusters", "clusters"), ("Virtual clusters", "virtualClusters")] {
@@ -253,4 +275,48 @@ pub fn outputs(g: &GlobalArgs, show_secrets: bool) -> u8 {
         print_text(&s);
     }
     exit::OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StepRecord;
+
+    /// A component's credential file from the health step's outputs is
+    /// shown masked, its content only with --show-secrets; URLs as they are.
+    #[test]
+    fn component_outputs_come_from_the_health_step_and_files_are_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cookie-secret");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let mut state = State::default();
+        state.steps.insert(
+            "health".into(),
+            StepRecord {
+                kind: crate::components::stack::health::KIND.into(),
+                description: String::new(),
+                needs: Vec::new(),
+                after: Vec::new(),
+                spec: Value::Null,
+                settings: Value::Null,
+                fingerprint: String::new(),
+                status: StepStatus::Done,
+                revision: 1,
+                needs_revisions: Default::default(),
+                outputs: json!({"components": [
+                    {"component": "oauth2Proxy", "name": "sign-in", "url": "https://auth.x/oauth2/sign_in"},
+                    {"component": "oauth2Proxy", "name": "cookie secret", "file": file},
+                ]}),
+                started_at: None,
+                finished_at: None,
+                attempts: 1,
+                last_error: None,
+            },
+        );
+        let masked = summary(&state, false);
+        assert_eq!(masked["components"][0]["url"], "https://auth.x/oauth2/sign_in");
+        assert_eq!(masked["components"][1]["value"], HIDDEN);
+        assert!(!masked.to_string().contains("s3cret"));
+        assert_eq!(summary(&state, true)["components"][1]["value"], "s3cret");
+    }
 }

@@ -359,7 +359,9 @@ impl Engine {
                 state_error.get_or_insert(e);
             }
         }
-        if let Err(e) = engine.store.flush().await {
+        // The run's end: everything durable as one full state file, its
+        // journal folded in.
+        if let Err(e) = engine.store.compact().await {
             state_error.get_or_insert(e);
         }
         if *stop.borrow() >= STOP_SCHEDULING {

@@ -1,9 +1,12 @@
 //! What has been done: per step, its status, fingerprint, inputs and
 //! outputs. Kept as versioned JSON in the workdir, replaced atomically so a
-//! crash at any moment leaves either the old or the new file, never a torn one.
+//! crash at any moment leaves either the old or the new file, never a torn
+//! one; between two such writes, changes are appended to its journal
+//! ([`journal`]) and folded in at the end of a run.
 //! Where it is kept is a [`StateBackend`]: the workdir's file (local, the
 //! default) or Secrets in a cluster a team shares ([`kubernetes`]).
 
+pub mod journal;
 pub mod kubernetes;
 
 use std::collections::BTreeMap;
@@ -31,7 +34,7 @@ pub enum StepStatus {
     Interrupted,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub kind: String,
     pub description: String,
@@ -56,7 +59,7 @@ pub struct StepRecord {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub id: String,
     pub command: String,
@@ -80,6 +83,13 @@ pub struct State {
     /// Creates in other systems, recorded before their request (see intents.rs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub intents: BTreeMap<String, StepIntents>,
+    /// The last journal line this state includes (see [`journal`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub journal: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Default for State {
@@ -91,6 +101,7 @@ impl Default for State {
             runs: Vec::new(),
             planned: Vec::new(),
             intents: BTreeMap::new(),
+            journal: 0,
         }
     }
 }
@@ -119,13 +130,19 @@ pub trait StateBackend: Send + Sync {
     /// The stored state, or an empty one if none was ever written.
     async fn load(&self) -> Result<State, StateError>;
     async fn write(&self, bytes: Vec<u8>) -> Result<(), StateError>;
+    /// Append one journal line and return once it is durable; `false`: this
+    /// backend keeps no journal (every change is a `write`).
+    async fn append(&self, _line: Vec<u8>) -> Result<bool, StateError> {
+        Ok(false)
+    }
     /// The file holding the state, for a backend that is one.
     fn local_path(&self) -> Option<&Path> {
         None
     }
 }
 
-/// `<workdir>/state.json`, replaced atomically (temp file, fsync, rename).
+/// `<workdir>/state.json`, replaced atomically (temp file, fsync, rename),
+/// and its journal beside it.
 pub struct LocalBackend {
     pub path: PathBuf,
 }
@@ -150,9 +167,22 @@ impl StateBackend for LocalBackend {
             })?
     }
 
+    async fn append(&self, line: Vec<u8>) -> Result<bool, StateError> {
+        self.append_line(line).await.map(|()| true)
+    }
+
     async fn write(&self, bytes: Vec<u8>) -> Result<(), StateError> {
         let path = self.path.clone();
-        let res = tokio::task::spawn_blocking(move || write_atomic(&path, &bytes, 0o600)).await;
+        // The full state includes the journal (its `journal` field says up
+        // to which line): once it is in place the journal can go.
+        let res = tokio::task::spawn_blocking(move || {
+            write_atomic(&path, &bytes, 0o600)?;
+            match std::fs::remove_file(journal::path_of(&path)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await;
         match res {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(StateError::Write {
@@ -163,6 +193,21 @@ impl StateBackend for LocalBackend {
                 path: self.path.clone(),
                 source: std::io::Error::other(join.to_string()),
             }),
+        }
+    }
+}
+
+impl LocalBackend {
+    async fn append_line(&self, line: Vec<u8>) -> Result<(), StateError> {
+        let path = journal::path_of(&self.path);
+        let res = tokio::task::spawn_blocking(move || journal::append(&path, &line)).await;
+        let err = |source| StateError::Write {
+            path: journal::path_of(&self.path),
+            source,
+        };
+        match res {
+            Ok(r) => r.map_err(err),
+            Err(join) => Err(err(std::io::Error::other(join.to_string()))),
         }
     }
 }
@@ -212,10 +257,29 @@ impl State {
                 found,
             });
         }
-        serde_json::from_value(probe).map_err(|e| StateError::Corrupt {
+        let mut state: State = serde_json::from_value(probe).map_err(|e| StateError::Corrupt {
             path: path.into(),
             message: e.to_string(),
-        })
+        })?;
+        let journal_path = journal::path_of(path);
+        match std::fs::read(&journal_path) {
+            Ok(bytes) => {
+                journal::replay(&mut state, &bytes, &journal_path.display().to_string()).map_err(|message| {
+                    StateError::Corrupt {
+                        path: journal_path,
+                        message,
+                    }
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: journal_path,
+                    source,
+                })
+            }
+        }
+        Ok(state)
     }
 
     pub fn next_revision(&mut self) -> u64 {
@@ -234,7 +298,9 @@ impl State {
 
 /// The state shared by concurrently running steps. Writes are coalesced:
 /// while one write is in flight, later changes wait and go out together,
-/// and every caller returns only once its change is on disk.
+/// and every caller returns only once its change is durable. With a
+/// backend that keeps a journal, a write after the first is one appended
+/// line of what changed; `compact` (at the end of a run) writes it whole.
 #[derive(Clone)]
 pub struct StateStore {
     inner: Arc<StoreInner>,
@@ -243,8 +309,24 @@ pub struct StateStore {
 struct StoreInner {
     backend: Arc<dyn StateBackend>,
     state: std::sync::Mutex<(State, u64)>,
-    written: Mutex<u64>,
+    written: Mutex<Written>,
 }
+
+/// What is durable.
+#[derive(Default)]
+struct Written {
+    /// The store's change counter it includes.
+    version: u64,
+    /// The state as it is durable, once written whole in this process:
+    /// journal lines are the differences from it.
+    last: Option<State>,
+    /// Journal lines since the last full write.
+    lines: usize,
+}
+
+/// Journal lines after which the next write is a full one, so loading
+/// never replays an unbounded journal.
+const MAX_JOURNAL_LINES: usize = 4096;
 
 impl StateStore {
     /// A store writing the local file at `path`.
@@ -257,7 +339,7 @@ impl StateStore {
             inner: Arc::new(StoreInner {
                 backend,
                 state: std::sync::Mutex::new((state, 0)),
-                written: Mutex::new(0),
+                written: Mutex::new(Written::default()),
             }),
         }
     }
@@ -304,28 +386,79 @@ impl StateStore {
         self.flush_to(version).await
     }
 
-    async fn flush_to(&self, version: u64) -> Result<(), StateError> {
+    /// Make every change durable as one full write, folding in the journal
+    /// (nothing is written if everything is durable and no line is pending).
+    pub async fn compact(&self) -> Result<(), StateError> {
         let mut written = self.inner.written.lock().await;
-        if *written >= version {
+        let version = self.inner.state.lock().unwrap_or_else(|p| p.into_inner()).1;
+        // A journal on disk that this store has not folded in yet (one a
+        // crashed run left, replayed when the state was loaded) goes too.
+        let left_over = written.last.is_none()
+            && self
+                .inner
+                .backend
+                .local_path()
+                .is_some_and(|p| journal::path_of(p).exists());
+        if written.version >= version && written.lines == 0 && !left_over {
             return Ok(());
         }
+        self.write_whole(&mut written).await
+    }
+
+    async fn flush_to(&self, version: u64) -> Result<(), StateError> {
+        let mut written = self.inner.written.lock().await;
+        if written.version >= version {
+            return Ok(());
+        }
+        if written.lines < MAX_JOURNAL_LINES {
+            if let Some(last) = &written.last {
+                // What changed since the last durable state, found under the
+                // state's lock (a comparison; only changed records are copied).
+                let (delta, snapshot_version) = {
+                    let guard = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+                    (journal::delta(last, &guard.0, last.journal + 1), guard.1)
+                };
+                let Some(delta) = delta else {
+                    written.version = snapshot_version;
+                    return Ok(());
+                };
+                if self.inner.backend.append(journal::encode(&delta)).await? {
+                    if let Some(last) = written.last.as_mut() {
+                        journal::apply(last, delta);
+                    }
+                    written.lines += 1;
+                    written.version = snapshot_version;
+                    return Ok(());
+                }
+            }
+        }
+        self.write_whole(&mut written).await
+    }
+
+    /// Write the whole state (what `written` is guarded by is ours).
+    async fn write_whole(&self, written: &mut Written) -> Result<(), StateError> {
         // A copy, serialized off the async threads: the state's lock is
         // held only to copy it, so steps that stage their end or read their
         // needs' outputs are not held up by the serialization.
-        let (snapshot, snapshot_version) = {
+        let (mut snapshot, snapshot_version) = {
             let guard = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
             (guard.0.clone(), guard.1)
         };
-        let serialized = tokio::task::spawn_blocking(move || serde_json::to_vec_pretty(&snapshot))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        let bytes = serialized.map_err(|e| StateError::Remote {
+        // It includes every journal line written so far.
+        snapshot.journal = written.last.as_ref().map_or(snapshot.journal, |l| l.journal);
+        let serialized =
+            tokio::task::spawn_blocking(move || serde_json::to_vec_pretty(&snapshot).map(|b| (b, snapshot)))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+        let (bytes, snapshot) = serialized.map_err(|e| StateError::Remote {
             place: self.inner.backend.describe(),
             message: format!("cannot be serialized: {e}"),
         })?;
         self.inner.backend.write(bytes).await?;
-        *written = snapshot_version;
+        written.version = snapshot_version;
+        written.last = Some(snapshot);
+        written.lines = 0;
         Ok(())
     }
 }

@@ -552,7 +552,12 @@ fn each_steps_log_lines_sit_in_its_own_span_only() {
 fn a_steps_end_is_in_the_state_file_before_its_dependent_begins_and_while_others_still_run() {
     let s = Scratch::new();
     let state = s.workdir().join("state.json");
-    let copy = format!("cp '{}' seen_by_b.json", state.display());
+    // The state file and its journal (what is durable is both, see
+    // `state::journal`), read back below as the binary reads them.
+    let copy = format!(
+        "mkdir seen_by_b && cp '{0}' seen_by_b/state.json && {{ cp '{0}.journal' seen_by_b/ 2>/dev/null || true; }}",
+        state.display()
+    );
     s.write(
         &hooks()
             .logging("a", &[])
@@ -576,7 +581,8 @@ fn a_steps_end_is_in_the_state_file_before_its_dependent_begins_and_while_others
     assert_eq!(s.step_status("hook/long").as_deref(), Some("running"));
     std::fs::write(s.path().join("go"), "").unwrap();
     assert!(child.wait().unwrap().success());
-    let seen: serde_json::Value = serde_json::from_str(&s.read("seen_by_b.json")).unwrap();
+    let seen = nautes_install::state::State::load(&s.path().join("seen_by_b/state.json")).unwrap();
+    let seen = serde_json::to_value(seen).unwrap();
     assert_eq!(
         seen["steps"]["hook/a"]["status"], "done",
         "b began before a's end was written"

@@ -73,9 +73,13 @@ impl Scratch {
         std::fs::read_to_string(self.path().join(name)).unwrap_or_default()
     }
 
+    /// The state as recorded: `state.json` with its journal's lines
+    /// replayed (what a run killed mid-way left), read as the binary reads it.
     pub fn state(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.workdir().join("state.json")).expect("state.json exists");
-        serde_json::from_str(&text).expect("state.json is valid JSON")
+        let path = self.workdir().join("state.json");
+        assert!(path.exists(), "state.json exists");
+        let state = nautes_install::state::State::load(&path).expect("state.json is valid JSON");
+        serde_json::to_value(state).unwrap()
     }
 
     pub fn step_status(&self, id: &str) -> Option<String> {

@@ -64,6 +64,23 @@ pub struct HealthSpec {
     pub management: Option<KubeTarget>,
     pub endpoints: Vec<Endpoint>,
     pub virtual_clusters: Vec<KubeTarget>,
+    /// What the installed components hand their users, as their catalog
+    /// entries declare it: the step's outputs carry it to `outputs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<ComponentOutput>,
+}
+
+/// One of a component's outputs: a URL, or a credential file's name under
+/// the outputs directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentOutput {
+    pub component: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 impl StepSpec for HealthSpec {
@@ -163,6 +180,30 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
         needs.push(vault::STEP_ID.into());
     }
     let has = |slug: &str| stack_steps.iter().any(|s| s.starts_with(&format!("stack/{slug}/")));
+    let host_of = |c: &catalog::Component, subdomain: catalog::Subdomain| match c.key {
+        // The one host name the inventory may change (`values.apiHost`).
+        k if k == catalog::NAUTES.key => nautes_api_host(loaded),
+        _ => subdomain.label().to_string(),
+    };
+    // What each installed component's catalog entry lists as its outputs.
+    let mut outputs = Vec::new();
+    for c in catalog::COMPONENTS.iter().filter(|c| has(c.slug)) {
+        for (name, at) in c.outputs() {
+            let (url, file) = match (at, c.subdomain) {
+                (catalog::OutputAt::Url(path), Some(s)) => {
+                    (Some(ingress("", &host_of(c, s), path, Expect::Answers).url), None)
+                }
+                (catalog::OutputAt::File(f), _) => (None, Some(f.to_string())),
+                (catalog::OutputAt::Url(_), None) => continue, // the catalog's tests rule it out
+            };
+            outputs.push(ComponentOutput {
+                component: c.key.into(),
+                name: name.into(),
+                url,
+                file,
+            });
+        }
+    }
     // Each web-facing component its catalog entry gives a health endpoint.
     for c in catalog::COMPONENTS {
         let (Some(check), Some(subdomain)) = (&c.health, c.subdomain) else {
@@ -171,11 +212,7 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
         if !has(c.slug) {
             continue;
         }
-        let host = match c.key {
-            // The one host name the inventory may change (`values.apiHost`).
-            k if k == catalog::NAUTES.key => nautes_api_host(loaded),
-            _ => subdomain.label().to_string(),
-        };
+        let host = host_of(c, subdomain);
         let expect = match check.expect {
             catalog::Expect::Answers => Expect::Answers,
             catalog::Expect::Ok => Expect::Ok,
@@ -207,6 +244,7 @@ pub fn plan(loaded: &Loaded, all: &[Step], stack_steps: &[String]) -> Step {
         management,
         endpoints,
         virtual_clusters,
+        outputs,
     };
     Step::of(
         STEP_ID,
@@ -398,6 +436,10 @@ impl Handler for HealthHandler {
         Ok(json!({
             "endpoints": spec.endpoints.iter().map(|e| json!({"name": e.name, "url": e.url})).collect::<Vec<_>>(),
             "summary": path,
+            "components": spec.outputs.iter().map(|o| match &o.file {
+                Some(f) => json!({"component": o.component, "name": o.name, "file": ctx.outputs_dir.join(f)}),
+                None => json!({"component": o.component, "name": o.name, "url": o.url}),
+            }).collect::<Vec<_>>(),
             // Health is a fact about now: checked on every run.
             REFRESH_AFTER: unix_now(),
         }))
@@ -461,5 +503,64 @@ mod tests {
         let starting = serve(r#"{"id":"x","version":"9.5.0","status":"STARTING"}"#).await;
         let err = probe(&client, &endpoint(starting)).await.unwrap_err();
         assert!(err.contains("STARTING instead of UP"), "{err}");
+    }
+
+    /// Each component the example installs lists, in the health step, the
+    /// outputs its catalog entry declares (its Dex client secret among
+    /// them), at its host under the domain; `outputs` shows them from there.
+    #[test]
+    fn the_health_step_carries_each_installed_components_catalog_outputs() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let path = std::path::Path::new(root).join("inventories/single-node-k3s.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let loaded = crate::inventory::load_str(&path, &text).unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        let steps = crate::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
+        let health = steps.iter().find(|s| s.id == STEP_ID).unwrap();
+        let spec: HealthSpec = crate::engine::decode(&health.spec).unwrap();
+        let got: Vec<(&str, &str, Option<&str>, Option<&str>)> = spec
+            .outputs
+            .iter()
+            .map(|o| {
+                (
+                    o.component.as_str(),
+                    o.name.as_str(),
+                    o.url.as_deref(),
+                    o.file.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("dex", "issuer", Some("https://dex.nautes.example.com:30443"), None),
+                (
+                    "argocd",
+                    "web UI",
+                    Some("https://argocd.nautes.example.com:30443/"),
+                    None
+                ),
+                ("argocd", "Dex client secret", None, Some("argocd/dex-client-secret")),
+                (
+                    "nautes",
+                    "API server",
+                    Some("https://api.nautes.example.com:30443/"),
+                    None
+                ),
+                (
+                    "harbor",
+                    "web UI",
+                    Some("https://harbor.nautes.example.com:30443/"),
+                    None
+                ),
+                ("harbor", "Dex client secret", None, Some("harbor/dex-client-secret")),
+                ("nexus", "web UI", Some("https://nexus.nautes.example.com:30443/"), None),
+                (
+                    "sonarqube",
+                    "web UI",
+                    Some("https://sonarqube.nautes.example.com:30443/"),
+                    None
+                ),
+            ]
+        );
     }
 }

@@ -130,7 +130,7 @@ async fn objects(ctx: &StepContext, spec: &StackSpec, client: &KubeClient) -> Re
             r
         })
     };
-    for extra in runtime::objects(ctx, runtime, client).await? {
+    for extra in runtime.configuration()?.objects(ctx, runtime, client).await? {
         let k = key(&extra);
         match objects.iter_mut().find(|o| k.is_some() && key(o) == k) {
             Some(base) => crate::steps::manifests::merge_values(base, &extra),
@@ -153,11 +153,13 @@ impl Handler for StackHandler {
         apply_spec(ctx, &client, &spec.apply, objects).await
     }
 
-    /// vault-proxy's objects hold an AppRole secret id that rendering them
-    /// may have to mint (a write to Vault), so that set is not checked.
+    /// A set whose run-time objects cannot be built without a write
+    /// (vault-proxy's, see `Configure::DRIFT`) is not checked.
     async fn drift(&self, ctx: &StepContext, spec: &StackSpec) -> Result<Option<Vec<Difference>>, StepError> {
-        if matches!(spec.runtime, Some(Runtime::VaultProxy(_))) {
-            return Ok(None);
+        if let Some(runtime) = &spec.runtime {
+            if !runtime.configuration()?.drift() {
+                return Ok(None);
+            }
         }
         let client = client(ctx, &spec.apply.target).await?;
         let objects = objects(ctx, spec, &client).await?;
@@ -167,7 +169,7 @@ impl Handler for StackHandler {
     async fn destroy(&self, ctx: &StepContext, spec: &StackSpec, outputs: &Value) -> Result<(), StepError> {
         destroy_spec(ctx, &spec.apply, outputs).await?;
         match &spec.runtime {
-            Some(rt) => runtime::destroy(ctx, rt).await,
+            Some(rt) => rt.configuration()?.destroy(ctx, rt).await,
             None => Ok(()),
         }
     }

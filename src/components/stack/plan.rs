@@ -18,11 +18,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use super::runtime::{self, Runtime};
-use super::sign_in;
 use super::{health, register, step_id, StackSpec};
 use crate::catalog::{self, ClusterUsage, Component, Form, Place, Release, Values};
 use crate::components::vault::VaultTarget;
-use crate::components::{certificates, gitlab, registries, vault, vault_kubernetes, vault_oidc};
+use crate::components::{certificates, gitlab, vault};
 use crate::inventory::{Diagnostic, Loaded, Placement};
 use crate::plan::Step;
 use crate::steps::kube_target::{self, KubeTarget};
@@ -66,7 +65,7 @@ pub fn ingress_cluster(loaded: &Loaded) -> Option<String> {
 }
 
 /// Runtime clusters (physical or virtual) with a given usage.
-fn runtime_clusters(loaded: &Loaded, usage: &[ClusterUsage]) -> Vec<String> {
+pub(super) fn runtime_clusters(loaded: &Loaded, usage: &[ClusterUsage]) -> Vec<String> {
     let inv = &loaded.inventory;
     inv.clusters
         .iter()
@@ -77,7 +76,7 @@ fn runtime_clusters(loaded: &Loaded, usage: &[ClusterUsage]) -> Vec<String> {
         .collect()
 }
 
-fn values_of(loaded: &Loaded, key: &str) -> serde_json::Map<String, Value> {
+pub(super) fn values_of(loaded: &Loaded, key: &str) -> serde_json::Map<String, Value> {
     loaded
         .inventory
         .components
@@ -87,7 +86,7 @@ fn values_of(loaded: &Loaded, key: &str) -> serde_json::Map<String, Value> {
 }
 
 /// One `stack-apply` step: a catalog release and/or our run-time objects.
-struct StackStep<'s> {
+pub(super) struct StackStep<'s> {
     /// Names the step (`stack/<name>/<cluster>`): the release's slug, or
     /// what our objects are (`ca-issuer`).
     name: &'s str,
@@ -95,14 +94,14 @@ struct StackStep<'s> {
     component: Option<&'static Component>,
     release: Option<&'static Release>,
     values: Value,
-    runtime: Option<Runtime>,
+    pub(super) runtime: Option<Runtime>,
     needs: Vec<String>,
     namespace: &'s str,
 }
 
 impl<'s> StackStep<'s> {
     /// A catalog release, as its entry declares it.
-    fn release(release: &'static Release, values: Value, needs: Vec<String>) -> StackStep<'static> {
+    pub(super) fn release(release: &'static Release, values: Value, needs: Vec<String>) -> StackStep<'static> {
         StackStep {
             name: release.slug,
             component: Some(release.component()),
@@ -115,7 +114,12 @@ impl<'s> StackStep<'s> {
     }
 
     /// Only objects of ours, built when the step runs.
-    fn ours(name: &'s str, component: Option<&'static Component>, runtime: Runtime, namespace: &'s str) -> Self {
+    pub(super) fn ours(
+        name: &'s str,
+        component: Option<&'static Component>,
+        runtime: Runtime,
+        namespace: &'s str,
+    ) -> Self {
         StackStep {
             name,
             component,
@@ -127,7 +131,7 @@ impl<'s> StackStep<'s> {
         }
     }
 
-    fn needing(mut self, needs: impl IntoIterator<Item = String>) -> Self {
+    pub(super) fn needing(mut self, needs: impl IntoIterator<Item = String>) -> Self {
         self.needs.extend(needs);
         self
     }
@@ -135,35 +139,38 @@ impl<'s> StackStep<'s> {
 
 /// Plans steps while remembering the artifacts steps already made and the
 /// step each component got, which later steps' needs resolve to.
-struct Planner<'a> {
-    loaded: &'a Loaded,
+pub(super) struct Planner<'a> {
+    pub(super) loaded: &'a Loaded,
     /// Steps planned before the stack (PKI, Vault, GitLab, ...).
     before: &'a [Step],
     steps: Vec<Step>,
-    problems: Vec<Diagnostic>,
+    pub(super) problems: Vec<Diagnostic>,
     artifacts: BTreeSet<String>,
-    /// The step of each component on the management side, by key.
-    planned: BTreeMap<&'static str, String>,
+    /// The step of each component on the management side, by key (and of
+    /// a configuration's own step by its name, e.g. `vault-proxy`).
+    pub(super) planned: BTreeMap<&'static str, String>,
     /// Steps whose catalog needs are resolved once everything is planned.
     pending: Vec<(usize, &'static Component)>,
     /// Every stack step, for the health step to wait on.
     stack_steps: Vec<String>,
-    vault_target: Option<VaultTarget>,
-    domain: String,
+    pub(super) vault_target: Option<VaultTarget>,
+    pub(super) domain: String,
+    /// Where ingress traffic for the management cluster lands.
+    pub(super) ingress: Option<String>,
 }
 
 impl Planner<'_> {
-    fn enabled(&self, key: &str) -> Option<&crate::inventory::Component> {
+    pub(super) fn enabled(&self, key: &str) -> Option<&crate::inventory::Component> {
         self.loaded.inventory.components.enabled_one(key)
     }
 
-    fn planned_before(&self, id: &str) -> bool {
+    pub(super) fn planned_before(&self, id: &str) -> bool {
         self.before.iter().any(|s| s.id == id)
     }
 
     /// The cluster a management-side component goes to: its own `cluster:`,
     /// else `default`.
-    fn cluster_of(&self, key: &str, default: &str) -> String {
+    pub(super) fn cluster_of(&self, key: &str, default: &str) -> String {
         self.enabled(key)
             .and_then(|c| c.cluster.clone())
             .unwrap_or_else(|| default.to_string())
@@ -209,7 +216,7 @@ impl Planner<'_> {
 
     /// Plan `s` on `cluster`; its id, unless the cluster cannot be reached
     /// (reported elsewhere) or its release failed to plan.
-    fn add(&mut self, cluster: &str, s: StackStep) -> Option<String> {
+    pub(super) fn add(&mut self, cluster: &str, s: StackStep) -> Option<String> {
         let target: KubeTarget = kube_target::target(self.loaded, cluster)?;
         let mut sources = Vec::new();
         let mut description = s.name.to_string();
@@ -295,19 +302,16 @@ impl Planner<'_> {
                 runtime: None,
                 needs: Vec::new(),
             },
-            (Values::Planned, s) if s == catalog::TRAEFIK_RELEASE.slug => traefik(self),
-            (Values::Planned, s) if s == catalog::VAULT_INJECTOR.slug => vault_injector(self),
-            (Values::Planned, s) if registries::install::Product::of_slug(s).is_some() => registry(self, release),
-            (Values::Planned, s) => {
-                unreachable!("no planner function for the values of {s} (the planner's tests list them)")
-            }
+            (Values::Planned, s) => runtime::of_release(s)
+                .unwrap_or_else(|| unreachable!("no configuration plans the values of {s} (the planner's tests check)"))
+                .release(self),
         }
     }
 
     /// The steps of what `component` needs (by the catalog), as far as they
     /// are planned: GitLab's and Vault's own steps, or the management-side
     /// step of a stack component.
-    fn catalog_needs(&self, component: &Component) -> Vec<String> {
+    pub(super) fn catalog_needs(&self, component: &Component) -> Vec<String> {
         component
             .needs
             .iter()
@@ -321,67 +325,10 @@ impl Planner<'_> {
 }
 
 /// What the planner adds to a catalog release (see `Planner::ours`).
-struct Ours {
-    values: Value,
-    runtime: Option<Runtime>,
-    needs: Vec<String>,
-}
-
-/// Traefik: its NodePorts from our own keys among its values, our ingress
-/// certificate as its default (so the PKI's step first).
-fn traefik(p: &mut Planner) -> Ours {
-    p.problems.extend(traefik_value_problems(p.loaded));
-    Ours {
-        values: traefik_values(p.loaded),
-        runtime: Some(Runtime::IngressTls {
-            namespace: catalog::TRAEFIK_RELEASE.namespace.into(),
-        }),
-        needs: vec![certificates::STEP_ID.into()],
-    }
-}
-
-/// The Vault agent injector alone, pointed at the inventory's Vault (once
-/// it is configured).
-fn vault_injector(p: &mut Planner) -> Ours {
-    let vault = p.vault_target.as_ref();
-    Ours {
-        values: json!({"server": {"enabled": false}, "injector": {"enabled": true,
-                       "externalVaultAddr": vault.map(|v| v.url.clone())}}),
-        runtime: None,
-        needs: vault.iter().map(|_| vault::STEP_ID.to_string()).collect(),
-    }
-}
-
-/// Harbor, Nexus or SonarQube in a cluster: its planned values with the
-/// user's over them, and its Secrets built when it runs. After Traefik
-/// (its Ingress is Traefik's) and Vault's configuration (the admin password
-/// goes to Vault's `repo` engine); after Dex too (see `plan`).
-fn registry(p: &mut Planner, release: &Release) -> Ours {
-    let product = registries::install::Product::of_slug(release.slug).expect("checked by the caller");
-    let mut values = registries::install::values(product, &p.domain);
-    let mut user = values_of(p.loaded, release.component().key);
-    if product == registries::install::Product::Harbor {
-        user.remove(registries::install::MIRROR_KEY); // ours, not the chart's
-    }
-    crate::steps::manifests::merge_values(&mut values, &Value::Object(user));
-    let mut needs = Vec::new();
-    if let Some(traefik) = p.planned.get(catalog::TRAEFIK.key) {
-        needs.push(traefik.clone());
-    }
-    if p.vault_target.is_some() && p.planned_before(vault::STEP_ID) {
-        needs.push(vault::STEP_ID.to_string());
-    }
-    Ours {
-        values,
-        runtime: (product != registries::install::Product::Nexus).then(|| {
-            Runtime::Registry(registries::install::InstallSpec {
-                product,
-                namespace: release.namespace.into(),
-                vault: p.vault_target.clone(),
-            })
-        }),
-        needs,
-    }
+pub(super) struct Ours {
+    pub(super) values: Value,
+    pub(super) runtime: Option<Runtime>,
+    pub(super) needs: Vec<String>,
 }
 
 /// Traefik's chart values: NodePorts and our certificate as its default.
@@ -393,7 +340,7 @@ pub fn traefik_ports(loaded: &Loaded) -> (u16, u16) {
 
 /// Traefik's chart values: its NodePorts from our own keys, then the user's
 /// values (ours taken out: they are not the chart's).
-fn traefik_values(loaded: &Loaded) -> Value {
+pub(super) fn traefik_values(loaded: &Loaded) -> Value {
     let (web, websecure) = traefik_ports(loaded);
     let mut values = json!({
         "service": {"type": "NodePort"},
@@ -409,7 +356,7 @@ fn traefik_values(loaded: &Loaded) -> Value {
 /// Our own keys among Traefik's values, checked: a NodePort in Kubernetes'
 /// range, an address as text. (Wrong ones would otherwise fall back to the
 /// defaults without a word.)
-fn traefik_value_problems(loaded: &Loaded) -> Vec<Diagnostic> {
+pub(super) fn traefik_value_problems(loaded: &Loaded) -> Vec<Diagnostic> {
     let values = values_of(loaded, catalog::TRAEFIK.key);
     let mut problems = Vec::new();
     for key in ["webNodePort", "websecureNodePort"] {
@@ -447,9 +394,10 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         stack_steps: Vec::new(),
         vault_target: vault::target(loaded),
         domain: loaded.inventory.settings.domain.clone().unwrap_or_default(),
+        ingress: ingress_cluster(loaded),
     };
     let mgmt = management_cluster(loaded);
-    let ingress = ingress_cluster(loaded);
+    let ingress = p.ingress.clone();
 
     // Releases the catalog places on the ingress or management cluster.
     for component in catalog::COMPONENTS {
@@ -473,15 +421,13 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         }
     }
 
+    // What we configure at run time, each as its configuration plans it.
     if let Some(mgmt) = &mgmt {
-        ca_issuer(&mut p, mgmt);
-        dex(&mut p, mgmt);
-        oauth2_proxy(&mut p, ingress.as_deref());
-        let proxy = vault_proxy(&mut p, mgmt);
-        if let Some(argocd) = argocd(&mut p, mgmt) {
-            if let Some(nautes) = nautes(&mut p, mgmt, &argocd, proxy) {
-                register_runtime_clusters(&mut p, &nautes);
-            }
+        for configuration in runtime::CONFIGURATIONS {
+            configuration.plan(&mut p, mgmt);
+        }
+        if let Some(nautes) = p.planned.get(catalog::NAUTES.key).cloned() {
+            register_runtime_clusters(&mut p, &nautes);
         }
     }
 
@@ -534,178 +480,6 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
     Ok(())
 }
 
-/// A cert-manager ClusterIssuer on our CA, beside cert-manager.
-fn ca_issuer(p: &mut Planner, mgmt: &str) {
-    let Some(cert_manager) = p.planned.get(catalog::CERT_MANAGER.key).cloned() else {
-        return;
-    };
-    let user_ca_key = p.loaded.inventory.pki.ca.as_ref().map(|c| c.key.clone());
-    let cluster = p.cluster_of(catalog::CERT_MANAGER.key, mgmt);
-    let step = StackStep::ours(
-        "ca-issuer",
-        None,
-        Runtime::CaIssuer { user_ca_key },
-        catalog::CERT_MANAGER_RELEASE.namespace,
-    )
-    .needing([cert_manager, certificates::STEP_ID.into()]);
-    p.add(&cluster, step);
-}
-
-/// Dex, configured with the GitLab connector the GitLab step made and the
-/// Dex clients of the enabled components. Without a GitLab step there is
-/// none: validation has said so (the catalog's `needs`), or GitLab failed
-/// to plan with its own error.
-fn dex(p: &mut Planner, mgmt: &str) {
-    let Some(c) = p.enabled(catalog::DEX.key) else { return };
-    if !p.planned_before(gitlab::STEP_ID) {
-        return;
-    }
-    let mut spec = runtime::DexSpec {
-        domain: p.domain.clone(),
-        version: c.version.clone().unwrap_or(catalog::DEX.default_version().into()),
-        vault: p.vault_target.clone(),
-        clients: sign_in::enabled(&p.loaded.inventory.components)
-            .into_iter()
-            .chain(vault_oidc::wanted(p.loaded).then(|| vault_oidc::CLIENT_ID.to_string()))
-            .collect(),
-        redirect_uris: Default::default(),
-    };
-    // Harbor answers at each instance's own URL (a tenant's own instance
-    // too, which `components.harbor` does not enable).
-    let harbor = registries::harbor_redirect_uris(p.loaded);
-    if !harbor.is_empty() {
-        if !spec.clients.iter().any(|c| c == sign_in::HARBOR.id) {
-            spec.clients.push(sign_in::HARBOR.id.to_string());
-        }
-        spec.redirect_uris.insert(sign_in::HARBOR.id.to_string(), harbor);
-    }
-    let cluster = p.cluster_of(catalog::DEX.key, mgmt);
-    let mut needs = p.catalog_needs(&catalog::DEX);
-    needs.push(certificates::STEP_ID.into());
-    let step = StackStep::ours(catalog::DEX.slug, Some(&catalog::DEX), Runtime::Dex(spec), "dex").needing(needs);
-    if let Some(id) = p.add(&cluster, step) {
-        p.planned.insert(catalog::DEX.key, id);
-    }
-}
-
-/// oauth2-proxy on the ingress cluster, behind Traefik.
-fn oauth2_proxy(p: &mut Planner, ingress: Option<&str>) {
-    let (Some(c), Some(ingress)) = (p.enabled(catalog::OAUTH2_PROXY.key), ingress) else {
-        return;
-    };
-    let version = c
-        .version
-        .clone()
-        .unwrap_or(catalog::OAUTH2_PROXY.default_version().into());
-    let target = c.cluster.clone().unwrap_or(ingress.to_string());
-    let mut needs = p.catalog_needs(&catalog::OAUTH2_PROXY);
-    needs.push(certificates::STEP_ID.into());
-    // Its Middleware is a Traefik kind.
-    if p.enabled(catalog::TRAEFIK.key).is_some() && ingress == target {
-        needs.push(step_id(catalog::TRAEFIK_RELEASE.slug, &target));
-    }
-    // The Tekton Dashboard has no sign-in of its own: where it runs on
-    // this cluster (behind this Traefik), its route goes through
-    // oauth2-proxy's forwardAuth, made with it. On another cluster no
-    // Traefik of ours routes to it, so it gets no route (reach it with
-    // `kubectl port-forward`, with that cluster's own credentials).
-    // (Runtime releases are planned after this: place it as they will be.)
-    let dashboard = step_id(catalog::TEKTON_DASHBOARD.slug, &target);
-    let tekton_dashboard = p.enabled(catalog::TEKTON.key).is_some()
-        && match catalog::TEKTON_RELEASE.place {
-            Place::Runtime { usage, .. } => runtime_clusters(p.loaded, usage).contains(&target),
-            _ => false,
-        };
-    if tekton_dashboard {
-        needs.push(dashboard);
-    }
-    let spec = runtime::Oauth2ProxySpec {
-        domain: p.domain.clone(),
-        version,
-        tekton_dashboard,
-    };
-    let step = StackStep::ours(
-        catalog::OAUTH2_PROXY.slug,
-        Some(&catalog::OAUTH2_PROXY),
-        Runtime::Oauth2Proxy(spec),
-        "oauth2-proxy",
-    )
-    .needing(needs);
-    p.add(&target, step);
-}
-
-/// vault-proxy, Nautes' way into Vault, beside Nautes.
-fn vault_proxy(p: &mut Planner, mgmt: &str) -> Option<String> {
-    let vault = p.vault_target.clone()?;
-    let nautes = p.enabled(catalog::NAUTES.key)?;
-    let version = nautes
-        .version
-        .clone()
-        .unwrap_or(catalog::NAUTES.default_version().into());
-    let spec = runtime::VaultProxySpec {
-        image: format!("ghcr.io/nautes-labs/vault-proxy:{version}"),
-        vault,
-    };
-    let cluster = p.cluster_of(catalog::NAUTES.key, mgmt);
-    let step = StackStep::ours("vault-proxy", None, Runtime::VaultProxy(spec), "nautes")
-        .needing([vault::STEP_ID.into(), certificates::STEP_ID.into()]);
-    p.add(&cluster, step)
-}
-
-/// Argo CD on the management cluster: its release with OIDC through Dex,
-/// our CA and the tenant repository (whose token the GitLab step made).
-fn argocd(p: &mut Planner, mgmt: &str) -> Option<String> {
-    p.enabled(catalog::ARGOCD.key)?;
-    if !p.planned_before(gitlab::STEP_ID) {
-        return None;
-    }
-    let mut needs = vec![gitlab::STEP_ID.to_string(), certificates::STEP_ID.to_string()];
-    needs.extend(p.catalog_needs(&catalog::ARGOCD));
-    let spec = runtime::ArgocdSpec {
-        domain: p.domain.clone(),
-        vault: p.vault_target.clone(),
-        rbac: runtime::argocd_rbac_config(&p.loaded.inventory.tenants),
-    };
-    let mut step = StackStep::release(&catalog::ARGOCD_RELEASE, Value::Null, needs);
-    step.runtime = Some(Runtime::Argocd(spec));
-    let cluster = p.cluster_of(catalog::ARGOCD.key, mgmt);
-    let id = p.add(&cluster, step)?;
-    p.planned.insert(catalog::ARGOCD.key, id.clone());
-    Some(id)
-}
-
-/// Nautes, delivered by Argo CD from the tenant repository: its
-/// AppProject and Application, once Vault's auth and policies exist.
-fn nautes(p: &mut Planner, mgmt: &str, argocd: &str, proxy: Option<String>) -> Option<String> {
-    p.enabled(catalog::NAUTES.key)?;
-    // Nautes' operators log in to Vault: its auth and policies first.
-    let mut needs = vec![argocd.to_string(), gitlab::STEP_ID.into()];
-    needs.extend(proxy);
-    if p.vault_target.is_some() {
-        needs.push(vault::STEP_ID.into());
-        needs.extend(
-            p.loaded
-                .inventory
-                .tenants
-                .iter()
-                .map(|t| vault_kubernetes::step_id(&t.name)),
-        );
-    }
-    needs.extend(p.catalog_needs(&catalog::NAUTES));
-    let step = StackStep::ours(
-        catalog::NAUTES.slug,
-        Some(&catalog::NAUTES),
-        Runtime::Nautes(runtime::NautesSpec { path: "nautes".into() }),
-        catalog::ARGOCD_RELEASE.namespace,
-    )
-    .needing(needs);
-    // Where Argo CD runs, which delivers it.
-    let cluster = p.cluster_of(catalog::ARGOCD.key, mgmt);
-    let id = p.add(&cluster, step)?;
-    p.planned.insert(catalog::NAUTES.key, id.clone());
-    Some(id)
-}
-
 /// Runtime clusters are registered with Nautes once it runs.
 fn register_runtime_clusters(p: &mut Planner, nautes: &str) {
     let loaded = p.loaded;
@@ -753,24 +527,33 @@ mod tests {
     use super::*;
     use crate::steps::manifests::unknown_value_keys;
 
-    /// The releases whose values `Planner::ours` computes (`Values::Planned`).
-    const PLANNED_VALUES: [&str; 5] = [
-        catalog::TRAEFIK_RELEASE.slug,
-        catalog::VAULT_INJECTOR.slug,
-        catalog::HARBOR_RELEASE.slug,
-        catalog::NEXUS_RELEASE.slug,
-        catalog::SONARQUBE_RELEASE.slug,
-    ];
-
     /// A release whose entry says the planner computes its values has a
-    /// planner function (`Planner::ours` would stop otherwise), and only those.
+    /// configuration that plans them (`Planner::ours` would stop
+    /// otherwise), and a configuration claims only such a release.
     #[test]
-    fn each_release_with_planned_values_has_its_planner_function() {
+    fn each_release_with_planned_values_has_its_configuration() {
         let planned: Vec<&str> = catalog::releases()
             .filter(|r| matches!(r.values, Values::Planned))
             .map(|r| r.slug)
             .collect();
-        assert_eq!(planned, PLANNED_VALUES);
+        assert_eq!(
+            planned,
+            [
+                catalog::TRAEFIK_RELEASE.slug,
+                catalog::VAULT_INJECTOR.slug,
+                catalog::HARBOR_RELEASE.slug,
+                catalog::NEXUS_RELEASE.slug,
+                catalog::SONARQUBE_RELEASE.slug,
+            ]
+        );
+        let mut claimed: Vec<&str> = runtime::CONFIGURATIONS.iter().filter_map(|c| c.configures()).collect();
+        claimed.sort();
+        let mut planned = planned;
+        planned.sort();
+        assert_eq!(claimed, planned);
+        for slug in planned {
+            assert!(runtime::of_release(slug).is_some(), "{slug}");
+        }
     }
 
     /// The stand-in chart (tests/charts) that mirrors each real chart we

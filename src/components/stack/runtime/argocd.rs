@@ -6,15 +6,18 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::dex::client_secret;
-use super::{b64, ca_pem, gitlab_outputs, ingress};
-use crate::components::endpoints;
+use super::{b64, ca_pem, gitlab_outputs, ingress, Configure, Planner, Runtime, StackStep};
+use crate::catalog;
 use crate::components::gitlab::{self, credentials::field};
 use crate::components::stack::sign_in;
 use crate::components::vault::VaultTarget;
+use crate::components::{certificates, endpoints, vault, vault_kubernetes};
+use crate::drivers::kube::KubeClient;
 use crate::engine::{StepContext, StepError};
 use crate::inventory::{Tenant, TenantRole};
 
@@ -130,7 +133,91 @@ pub struct NautesSpec {
     pub path: String,
 }
 
-pub(super) async fn argocd(ctx: &StepContext, spec: &ArgocdSpec) -> Result<Vec<Value>, StepError> {
+/// Argo CD on the management cluster: its release with OIDC through Dex,
+/// our CA and the tenant repository (whose token the GitLab step made).
+/// (On runtime clusters its release is planned from its entry alone.)
+pub(super) struct Argocd;
+
+#[async_trait]
+impl Configure for Argocd {
+    const TYPE: &'static str = "argocd";
+    type Spec = ArgocdSpec;
+
+    fn plan(&self, p: &mut Planner, mgmt: &str) {
+        if p.enabled(catalog::ARGOCD.key).is_none() || !p.planned_before(gitlab::STEP_ID) {
+            return;
+        }
+        let mut needs = vec![gitlab::STEP_ID.to_string(), certificates::STEP_ID.to_string()];
+        needs.extend(p.catalog_needs(&catalog::ARGOCD));
+        let spec = ArgocdSpec {
+            domain: p.domain.clone(),
+            vault: p.vault_target.clone(),
+            rbac: rbac_config(&p.loaded.inventory.tenants),
+        };
+        let mut step = StackStep::release(&catalog::ARGOCD_RELEASE, Value::Null, needs);
+        step.runtime = Some(Runtime::of::<Self>(&spec));
+        let cluster = p.cluster_of(catalog::ARGOCD.key, mgmt);
+        if let Some(id) = p.add(&cluster, step) {
+            p.planned.insert(catalog::ARGOCD.key, id);
+        }
+    }
+
+    async fn objects(&self, ctx: &StepContext, spec: &ArgocdSpec, _: &KubeClient) -> Result<Vec<Value>, StepError> {
+        argocd(ctx, spec).await
+    }
+}
+
+/// Nautes, delivered by Argo CD from the tenant repository: its
+/// AppProject and Application, once Vault's auth and policies exist.
+pub(super) struct Nautes;
+
+#[async_trait]
+impl Configure for Nautes {
+    const TYPE: &'static str = "nautes";
+    type Spec = NautesSpec;
+
+    fn plan(&self, p: &mut Planner, mgmt: &str) {
+        let Some(argocd) = p.planned.get(catalog::ARGOCD.key).cloned() else {
+            return;
+        };
+        if p.enabled(catalog::NAUTES.key).is_none() {
+            return;
+        }
+        // Nautes' operators log in to Vault: its auth and policies first.
+        let mut needs = vec![argocd, gitlab::STEP_ID.into()];
+        needs.extend(p.planned.get(super::vault_proxy::NAME).cloned());
+        if p.vault_target.is_some() {
+            needs.push(vault::STEP_ID.into());
+            needs.extend(
+                p.loaded
+                    .inventory
+                    .tenants
+                    .iter()
+                    .map(|t| vault_kubernetes::step_id(&t.name)),
+            );
+        }
+        needs.extend(p.catalog_needs(&catalog::NAUTES));
+        let spec = NautesSpec { path: "nautes".into() };
+        let step = StackStep::ours(
+            catalog::NAUTES.slug,
+            Some(&catalog::NAUTES),
+            Runtime::of::<Self>(&spec),
+            catalog::ARGOCD_RELEASE.namespace,
+        )
+        .needing(needs);
+        // Where Argo CD runs, which delivers it.
+        let cluster = p.cluster_of(catalog::ARGOCD.key, mgmt);
+        if let Some(id) = p.add(&cluster, step) {
+            p.planned.insert(catalog::NAUTES.key, id);
+        }
+    }
+
+    async fn objects(&self, ctx: &StepContext, spec: &NautesSpec, _: &KubeClient) -> Result<Vec<Value>, StepError> {
+        nautes(ctx, spec)
+    }
+}
+
+async fn argocd(ctx: &StepContext, spec: &ArgocdSpec) -> Result<Vec<Value>, StepError> {
     let ns = "argocd";
     let domain = &spec.domain;
     let ca = ca_pem(ctx)?;
@@ -188,7 +275,7 @@ pub(super) async fn argocd(ctx: &StepContext, spec: &ArgocdSpec) -> Result<Vec<V
     ])
 }
 
-pub(super) fn nautes(ctx: &StepContext, spec: &NautesSpec) -> Result<Vec<Value>, StepError> {
+fn nautes(ctx: &StepContext, spec: &NautesSpec) -> Result<Vec<Value>, StepError> {
     let gitlab = gitlab_outputs(ctx)?;
     let repo = format!(
         "{}/{}.git",

@@ -3,10 +3,15 @@
 //! cert-manager ClusterIssuer backed by our CA. The keys are read from what
 //! the PKI step produced (or the user's own CA key), never from a template.
 
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{ca_pem, pki_outputs, read, tls_secret};
+use super::{ca_pem, pki_outputs, read, tls_secret, Configure, Ours, Planner, Runtime, StackStep};
+use crate::catalog;
 use crate::components::certificates;
+use crate::components::stack::plan::{traefik_value_problems, traefik_values};
+use crate::drivers::kube::KubeClient;
 use crate::engine::{StepContext, StepError};
 use crate::inventory::SecretRef;
 use crate::secret::Secret;
@@ -15,7 +20,75 @@ pub const INGRESS_TLS_SECRET: &str = "nautes-ingress-tls";
 pub const CA_SECRET: &str = "nautes-ca";
 pub const CLUSTER_ISSUER: &str = "nautes-ca";
 
-pub(super) fn ingress_tls(ctx: &StepContext, namespace: &str) -> Result<Vec<Value>, StepError> {
+/// Traefik's release: its NodePorts from our own keys among its values,
+/// our ingress certificate as its default (so the PKI's step first).
+pub(super) struct IngressTls;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressTlsSpec {
+    pub namespace: String,
+}
+
+#[async_trait]
+impl Configure for IngressTls {
+    const TYPE: &'static str = "ingressTls";
+    type Spec = IngressTlsSpec;
+    const RELEASE: Option<&'static str> = Some(catalog::TRAEFIK_RELEASE.slug);
+
+    fn release(&self, p: &mut Planner) -> Ours {
+        p.problems.extend(traefik_value_problems(p.loaded));
+        let spec = IngressTlsSpec {
+            namespace: catalog::TRAEFIK_RELEASE.namespace.into(),
+        };
+        Ours {
+            values: traefik_values(p.loaded),
+            runtime: Some(Runtime::of::<Self>(&spec)),
+            needs: vec![certificates::STEP_ID.into()],
+        }
+    }
+
+    async fn objects(&self, ctx: &StepContext, spec: &IngressTlsSpec, _: &KubeClient) -> Result<Vec<Value>, StepError> {
+        ingress_tls(ctx, &spec.namespace)
+    }
+}
+
+/// A cert-manager ClusterIssuer on our CA, beside cert-manager.
+pub(super) struct CaIssuer;
+
+/// (`user_ca_key` as it was recorded before the configurations were typed.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaIssuerSpec {
+    pub user_ca_key: Option<SecretRef>,
+}
+
+#[async_trait]
+impl Configure for CaIssuer {
+    const TYPE: &'static str = "caIssuer";
+    type Spec = CaIssuerSpec;
+
+    fn plan(&self, p: &mut Planner, mgmt: &str) {
+        let Some(cert_manager) = p.planned.get(catalog::CERT_MANAGER.key).cloned() else {
+            return;
+        };
+        let user_ca_key = p.loaded.inventory.pki.ca.as_ref().map(|c| c.key.clone());
+        let cluster = p.cluster_of(catalog::CERT_MANAGER.key, mgmt);
+        let step = StackStep::ours(
+            "ca-issuer",
+            None,
+            Runtime::of::<Self>(&CaIssuerSpec { user_ca_key }),
+            catalog::CERT_MANAGER_RELEASE.namespace,
+        )
+        .needing([cert_manager, certificates::STEP_ID.into()]);
+        p.add(&cluster, step);
+    }
+
+    async fn objects(&self, ctx: &StepContext, spec: &CaIssuerSpec, _: &KubeClient) -> Result<Vec<Value>, StepError> {
+        ca_issuer(ctx, spec.user_ca_key.as_ref())
+    }
+}
+
+fn ingress_tls(ctx: &StepContext, namespace: &str) -> Result<Vec<Value>, StepError> {
     let cert = &pki_outputs(ctx)?["certs"][certificates::INGRESS];
     let pem = read(cert["cert"].as_str().unwrap_or_default(), "the ingress certificate")?;
     let key = Secret::new(read(cert["key"].as_str().unwrap_or_default(), "the ingress key")?);
@@ -29,7 +102,7 @@ pub(super) fn ingress_tls(ctx: &StepContext, namespace: &str) -> Result<Vec<Valu
     ])
 }
 
-pub(super) fn ca_issuer(ctx: &StepContext, user_ca_key: Option<&SecretRef>) -> Result<Vec<Value>, StepError> {
+fn ca_issuer(ctx: &StepContext, user_ca_key: Option<&SecretRef>) -> Result<Vec<Value>, StepError> {
     let ca = &pki_outputs(ctx)?["ca"];
     let key = match (user_ca_key, ca["key"].as_str()) {
         (Some(r), _) => r

@@ -6,15 +6,19 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{b64, ca_pem, gitlab_outputs, ingress, kept_secret};
+use super::{b64, ca_pem, gitlab_outputs, ingress, kept_secret, Configure, Planner, Runtime, StackStep};
+use crate::catalog;
+use crate::components::certificates;
 use crate::components::endpoints;
 use crate::components::gitlab::{self, credentials::field};
 use crate::components::stack::sign_in;
 use crate::components::vault::VaultTarget;
-use crate::components::vault_oidc;
+use crate::components::{registries, vault_oidc};
+use crate::drivers::kube::KubeClient;
 use crate::engine::{StepContext, StepError};
 use crate::secret::Secret;
 
@@ -153,7 +157,62 @@ pub fn identity_objects() -> Vec<Value> {
     ]
 }
 
-pub(super) async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>, StepError> {
+/// Dex, configured with the GitLab connector the GitLab step made and the
+/// Dex clients of the enabled components.
+pub(super) struct Dex;
+
+#[async_trait]
+impl Configure for Dex {
+    const TYPE: &'static str = "dex";
+    type Spec = DexSpec;
+
+    /// Without a GitLab step there is none: validation has said so (the
+    /// catalog's `needs`), or GitLab failed to plan with its own error.
+    fn plan(&self, p: &mut Planner, mgmt: &str) {
+        let Some(c) = p.enabled(catalog::DEX.key) else { return };
+        if !p.planned_before(gitlab::STEP_ID) {
+            return;
+        }
+        let mut spec = DexSpec {
+            domain: p.domain.clone(),
+            version: c.version.clone().unwrap_or(catalog::DEX.default_version().into()),
+            vault: p.vault_target.clone(),
+            clients: sign_in::enabled(&p.loaded.inventory.components)
+                .into_iter()
+                .chain(vault_oidc::wanted(p.loaded).then(|| vault_oidc::CLIENT_ID.to_string()))
+                .collect(),
+            redirect_uris: Default::default(),
+        };
+        // Harbor answers at each instance's own URL (a tenant's own instance
+        // too, which `components.harbor` does not enable).
+        let harbor = registries::harbor_redirect_uris(p.loaded);
+        if !harbor.is_empty() {
+            if !spec.clients.iter().any(|c| c == sign_in::HARBOR.id) {
+                spec.clients.push(sign_in::HARBOR.id.to_string());
+            }
+            spec.redirect_uris.insert(sign_in::HARBOR.id.to_string(), harbor);
+        }
+        let cluster = p.cluster_of(catalog::DEX.key, mgmt);
+        let mut needs = p.catalog_needs(&catalog::DEX);
+        needs.push(certificates::STEP_ID.into());
+        let step = StackStep::ours(
+            catalog::DEX.slug,
+            Some(&catalog::DEX),
+            Runtime::of::<Self>(&spec),
+            NAMESPACE,
+        )
+        .needing(needs);
+        if let Some(id) = p.add(&cluster, step) {
+            p.planned.insert(catalog::DEX.key, id);
+        }
+    }
+
+    async fn objects(&self, ctx: &StepContext, spec: &DexSpec, _: &KubeClient) -> Result<Vec<Value>, StepError> {
+        dex(ctx, spec).await
+    }
+}
+
+async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>, StepError> {
     let gitlab_url = gitlab_outputs(ctx)?["url"].as_str().unwrap_or_default().to_string();
     let app = gitlab::stored_credential(ctx, spec.vault.as_ref(), gitlab::OAUTH_APP).await?;
     let client_id = field(&app, gitlab::OAUTH_APP, "clientId")?;

@@ -4,23 +4,29 @@
 //! are merged over the upstream manifest's objects of the same name (Argo
 //! CD's argocd-cm, argocd-secret) or added beside them.
 //!
-//! This module holds the `Runtime` enum a stack step records, the dispatch
-//! to the builder of each concept (one file each), the small helpers they
-//! share, and the merge of our objects over upstream ones.
+//! This module holds the [`Configure`] trait each of them implements (one
+//! file each: its planning and its objects), the `Runtime` record a stack
+//! step keeps of one, the list of them and the small helpers they share.
 
 mod argocd;
 mod certs;
 mod dex;
 mod oauth2_proxy;
+mod registry;
+mod vault_injector;
 mod vault_proxy;
 
+use async_trait::async_trait;
 use base64::Engine;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub(super) use super::plan::{Ours, Planner, StackStep};
+use crate::drivers::kube::KubeClient;
+
 use crate::components::{certificates, gitlab};
 use crate::engine::{StepContext, StepError};
-use crate::inventory::SecretRef;
 use crate::secret::{random_token, write_private, Secret};
 
 pub use self::argocd::{rbac_config as argocd_rbac_config, ArgocdSpec, NautesSpec};
@@ -32,26 +38,149 @@ pub use self::dex::{
 pub use self::oauth2_proxy::{tekton_dashboard_route, Oauth2ProxySpec, OAUTH2_PROXY_MIDDLEWARE, TEKTON_DASHBOARD_HOST};
 pub use self::vault_proxy::VaultProxySpec;
 
-/// What a step builds at run time, besides its upstream manifest.
+/// One kind of run-time configuration: how it is planned (its steps, or its
+/// part of a catalog release's step) and the objects its step builds when
+/// it runs, from the typed spec it planned. Each lives in its own file
+/// here and is listed once in [`CONFIGURATIONS`]: adding a component
+/// configured at run time is its catalog entry and that file, nothing in
+/// the planner or the stack step's handler.
+#[async_trait]
+pub(super) trait Configure: Send + Sync + 'static {
+    /// Its `runtime.type` in a stack step's spec.
+    const TYPE: &'static str;
+    type Spec: Serialize + DeserializeOwned + Send + Sync;
+
+    /// The catalog release (slug) whose step it configures: its values
+    /// (`Values::Planned`), objects and needs come from [`Configure::release`].
+    const RELEASE: Option<&'static str> = None;
+
+    /// Whether `drift` may build its objects to compare them (not when
+    /// building them writes elsewhere: vault-proxy mints an AppRole secret id).
+    const DRIFT: bool = true;
+
+    /// What it adds to the step of its `RELEASE`.
+    fn release(&self, _p: &mut Planner) -> Ours {
+        unreachable!("{} configures no release", Self::TYPE)
+    }
+
+    /// Its own steps, once the management and ingress clusters are known
+    /// (called in the order of [`CONFIGURATIONS`], so a later one can need
+    /// an earlier one's step through `Planner::planned`).
+    fn plan(&self, _p: &mut Planner, _mgmt: &str) {}
+
+    /// The objects its step builds when it runs (`client`: the cluster they go to).
+    async fn objects(&self, ctx: &StepContext, spec: &Self::Spec, client: &KubeClient)
+        -> Result<Vec<Value>, StepError>;
+
+    /// What its step's teardown undoes outside the cluster, after its
+    /// objects are deleted: the credentials they carried.
+    async fn destroy(&self, _ctx: &StepContext, _spec: &Self::Spec) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+/// Every run-time configuration, in the order the planner plans them.
+pub(super) const CONFIGURATIONS: &[&dyn Configuration] = &[
+    &certs::IngressTls,
+    &certs::CaIssuer,
+    &dex::Dex,
+    &oauth2_proxy::Oauth2Proxy,
+    &vault_proxy::VaultProxy,
+    &argocd::Argocd,
+    &argocd::Nautes,
+    &vault_injector::VaultInjector,
+    &registry::Harbor,
+    &registry::Nexus,
+    &registry::Sonarqube,
+];
+
+/// A [`Configure`] with its spec decoded from the step's record: what the
+/// planner and the stack step's handler call.
+#[async_trait]
+pub(super) trait Configuration: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn configures(&self) -> Option<&'static str>;
+    fn drift(&self) -> bool;
+    fn release(&self, p: &mut Planner) -> Ours;
+    fn plan(&self, p: &mut Planner, mgmt: &str);
+    async fn objects(&self, ctx: &StepContext, spec: &Runtime, client: &KubeClient) -> Result<Vec<Value>, StepError>;
+    async fn destroy(&self, ctx: &StepContext, spec: &Runtime) -> Result<(), StepError>;
+}
+
+#[async_trait]
+impl<C: Configure> Configuration for C {
+    fn kind(&self) -> &'static str {
+        C::TYPE
+    }
+
+    fn configures(&self) -> Option<&'static str> {
+        C::RELEASE
+    }
+
+    fn drift(&self) -> bool {
+        C::DRIFT
+    }
+
+    fn release(&self, p: &mut Planner) -> Ours {
+        Configure::release(self, p)
+    }
+
+    fn plan(&self, p: &mut Planner, mgmt: &str) {
+        Configure::plan(self, p, mgmt)
+    }
+
+    async fn objects(&self, ctx: &StepContext, spec: &Runtime, client: &KubeClient) -> Result<Vec<Value>, StepError> {
+        Configure::objects(self, ctx, &spec.decode::<C>()?, client).await
+    }
+
+    async fn destroy(&self, ctx: &StepContext, spec: &Runtime) -> Result<(), StepError> {
+        Configure::destroy(self, ctx, &spec.decode::<C>()?).await
+    }
+}
+
+/// What a stack step builds at run time, as its spec records it: the
+/// configuration's `TYPE` and its typed spec's fields beside it (the
+/// record an enum tagged by `type` would make).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-pub enum Runtime {
-    /// Traefik's default certificate: our ingress wildcard certificate.
-    IngressTls { namespace: String },
-    /// A cert-manager ClusterIssuer backed by our CA.
-    CaIssuer { user_ca_key: Option<SecretRef> },
-    /// Dex with Kubernetes (CRD) storage and the GitLab connector.
-    Dex(DexSpec),
-    /// Argo CD's OIDC through Dex, our CA, the tenant repository.
-    Argocd(ArgocdSpec),
-    /// The AppProject and Application that deliver Nautes from the tenant repo.
-    Nautes(NautesSpec),
-    /// vault-proxy: Nautes' way into Vault, mTLS against our CA, AppRole to Vault.
-    VaultProxy(VaultProxySpec),
-    /// oauth2-proxy behind Traefik: sign-in through Dex for what has no login.
-    Oauth2Proxy(Oauth2ProxySpec),
-    /// Harbor's, Nexus' or SonarQube's Secrets, merged over its chart's.
-    Registry(crate::components::registries::install::InstallSpec),
+pub struct Runtime {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(flatten)]
+    pub spec: serde_json::Map<String, Value>,
+}
+
+impl Runtime {
+    /// The record of `spec`, a spec of configuration `C`.
+    pub(super) fn of<C: Configure>(spec: &C::Spec) -> Runtime {
+        let spec = match serde_json::to_value(spec).expect("a configuration's spec serializes") {
+            Value::Object(m) => m,
+            Value::Null => Default::default(),
+            other => panic!("the spec of {} is not a map: {other}", C::TYPE),
+        };
+        Runtime {
+            kind: C::TYPE.into(),
+            spec,
+        }
+    }
+
+    fn decode<C: Configure>(&self) -> Result<C::Spec, StepError> {
+        serde_json::from_value(Value::Object(self.spec.clone()))
+            .map_err(|e| StepError::new(format!("run-time spec of {}: {e}", C::TYPE)))
+    }
+
+    /// Its configuration, if this version of nautes-install knows it.
+    pub(super) fn configuration(&self) -> Result<&'static dyn Configuration, StepError> {
+        CONFIGURATIONS
+            .iter()
+            .copied()
+            .find(|c| c.kind() == self.kind)
+            .ok_or_else(|| StepError::new(format!("no run-time configuration `{}` in this version", self.kind)))
+    }
+}
+
+/// The configuration of the catalog release `slug`, if one configures it.
+pub(super) fn of_release(slug: &str) -> Option<&'static dyn Configuration> {
+    CONFIGURATIONS.iter().copied().find(|c| c.configures() == Some(slug))
 }
 
 fn b64(text: &str) -> String {
@@ -79,39 +208,6 @@ fn gitlab_outputs(ctx: &StepContext) -> Result<&Value, StepError> {
     ctx.needs_outputs
         .get(gitlab::STEP_ID)
         .ok_or_else(|| StepError::new("the GitLab step has not run (internal error: missing need)"))
-}
-
-/// Build the step's run-time objects (`client`: the cluster they go to).
-pub async fn objects(
-    ctx: &StepContext,
-    runtime: &Runtime,
-    client: &crate::drivers::kube::KubeClient,
-) -> Result<Vec<Value>, StepError> {
-    match runtime {
-        Runtime::IngressTls { namespace } => certs::ingress_tls(ctx, namespace),
-        Runtime::CaIssuer { user_ca_key } => certs::ca_issuer(ctx, user_ca_key.as_ref()),
-        Runtime::Dex(spec) => dex::dex(ctx, spec).await,
-        Runtime::Argocd(spec) => argocd::argocd(ctx, spec).await,
-        Runtime::Nautes(spec) => argocd::nautes(ctx, spec),
-        Runtime::VaultProxy(spec) => vault_proxy::vault_proxy(ctx, spec, client).await,
-        Runtime::Oauth2Proxy(spec) => oauth2_proxy::oauth2_proxy(ctx, spec),
-        Runtime::Registry(spec) => crate::components::registries::install::objects(ctx, spec).await,
-    }
-}
-
-/// What a step's teardown undoes outside the cluster, after its objects
-/// are deleted: the credentials its run-time objects carried.
-pub async fn destroy(ctx: &StepContext, runtime: &Runtime) -> Result<(), StepError> {
-    match runtime {
-        Runtime::VaultProxy(spec) => vault_proxy::destroy(ctx, spec).await,
-        Runtime::IngressTls { .. }
-        | Runtime::CaIssuer { .. }
-        | Runtime::Dex(_)
-        | Runtime::Argocd(_)
-        | Runtime::Nautes(_)
-        | Runtime::Oauth2Proxy(_)
-        | Runtime::Registry(_) => Ok(()),
-    }
 }
 
 fn tls_secret(name: &str, namespace: &str, cert: &str, key: &Secret) -> Value {

@@ -3,13 +3,16 @@
 //! presents come from the PKI step) and logs in to Vault with an AppRole
 //! whose secret id is kept in the cluster and reused.
 
+use async_trait::async_trait;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{b64, ca_pem, pki_outputs, read, tls_secret};
+use super::{b64, ca_pem, pki_outputs, read, tls_secret, Configure, Planner, Runtime, StackStep};
+use crate::catalog;
 use crate::components::certificates;
 use crate::components::vault::{self as vault_component, VaultTarget};
+use crate::drivers::kube::KubeClient;
 use crate::engine::{StepContext, StepError};
 use crate::secret::Secret;
 
@@ -21,6 +24,55 @@ const VAULT_PROXY_APPROLE: &str = "vault-proxy-approle";
 pub struct VaultProxySpec {
     pub image: String,
     pub vault: VaultTarget,
+}
+
+/// vault-proxy, Nautes' way into Vault, beside Nautes.
+pub(super) struct VaultProxy;
+
+/// Its step's name (`stack/vault-proxy/<cluster>`), and where Nautes'
+/// configuration finds the step among those planned.
+pub(super) const NAME: &str = "vault-proxy";
+
+#[async_trait]
+impl Configure for VaultProxy {
+    const TYPE: &'static str = "vaultProxy";
+    type Spec = VaultProxySpec;
+    /// Its objects hold an AppRole secret id that building them may have to
+    /// mint (a write to Vault), so its set is not checked for drift.
+    const DRIFT: bool = false;
+
+    fn plan(&self, p: &mut Planner, mgmt: &str) {
+        let (Some(vault), Some(nautes)) = (p.vault_target.clone(), p.enabled(catalog::NAUTES.key)) else {
+            return;
+        };
+        let version = nautes
+            .version
+            .clone()
+            .unwrap_or(catalog::NAUTES.default_version().into());
+        let spec = VaultProxySpec {
+            image: format!("ghcr.io/nautes-labs/vault-proxy:{version}"),
+            vault,
+        };
+        let cluster = p.cluster_of(catalog::NAUTES.key, mgmt);
+        let step = StackStep::ours(NAME, None, Runtime::of::<Self>(&spec), NAUTES_NAMESPACE)
+            .needing([vault_component::STEP_ID.into(), certificates::STEP_ID.into()]);
+        if let Some(id) = p.add(&cluster, step) {
+            p.planned.insert(NAME, id);
+        }
+    }
+
+    async fn objects(
+        &self,
+        ctx: &StepContext,
+        spec: &VaultProxySpec,
+        client: &KubeClient,
+    ) -> Result<Vec<Value>, StepError> {
+        vault_proxy(ctx, spec, client).await
+    }
+
+    async fn destroy(&self, ctx: &StepContext, spec: &VaultProxySpec) -> Result<(), StepError> {
+        destroy(ctx, spec).await
+    }
 }
 
 fn cert_pair(ctx: &StepContext, name: &str) -> Result<(String, Secret), StepError> {
@@ -93,7 +145,7 @@ async fn approle_secret_id(
 
 /// Teardown, once vault-proxy is gone from the cluster: the secret ids we
 /// made for it never expire, so each is destroyed rather than left alive.
-pub(super) async fn destroy(ctx: &StepContext, spec: &VaultProxySpec) -> Result<(), StepError> {
+async fn destroy(ctx: &StepContext, spec: &VaultProxySpec) -> Result<(), StepError> {
     if ctx.intents.list(crate::components::vault_approle::RECORD).is_empty() {
         return Ok(());
     }
@@ -101,7 +153,7 @@ pub(super) async fn destroy(ctx: &StepContext, spec: &VaultProxySpec) -> Result<
     crate::components::vault_approle::destroy_ours(&ctx.intents, &vault, &token, &role()).await
 }
 
-pub(super) async fn vault_proxy(
+async fn vault_proxy(
     ctx: &StepContext,
     spec: &VaultProxySpec,
     client: &crate::drivers::kube::KubeClient,
