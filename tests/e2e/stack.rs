@@ -129,7 +129,12 @@ fn repo_secrets(p: &Platform, dir: &str) -> Vec<(String, String)> {
             continue;
         }
         let (_, secret) = p.vault.api("GET", &format!("/v1/repo/data/{key}"), None);
+        // Names and addresses are kept beside the credentials, and are no secret.
+        let public = |field: &str| matches!(field, "username" | "user" | "url");
         for (field, value) in secret["data"]["data"].as_object().into_iter().flatten() {
+            if public(field) {
+                continue;
+            }
             if let Some(v) = value.as_str().filter(|v| v.len() >= 8) {
                 out.push((format!("{key} {field}"), v.to_string()));
             }
