@@ -172,7 +172,24 @@ fn platform_part(rounds: usize) {
             .unwrap()
     });
     ok("restore", &out);
-    let (rs, out) = timed(|| bao(&["operator", "raft", "snapshot", "restore", "-force", &snap_arg]));
+    // The CLI returns once OpenBao took the snapshot; OpenBao then reloads
+    // (its API waits ~5 s on the two test cores before it answers again).
+    // `restore` waits until it answers with the root token; so does the
+    // peer here, else the ratio compares a wait with no wait.
+    let (rs, out) = timed(|| {
+        let out = bao(&["operator", "raft", "snapshot", "restore", "-force", &snap_arg]);
+        if out.status.success() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !bao(&["token", "lookup"]).status.success() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "OpenBao did not answer after the restore"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        out
+    });
     ok("bao snapshot restore", &out);
     println!("## backup and restore of the platform");
     println!("| | ours | bao operator raft snapshot | ratio |");
@@ -181,7 +198,10 @@ fn platform_part(rounds: usize) {
         "| save | {b:.2} s, archive {size} bytes | {bs:.2} s, {raw_size} bytes | {:.2} |",
         b / bs
     );
-    println!("| restore | {r:.2} s | {rs:.2} s | {:.2} |", r / rs);
+    println!(
+        "| restore, until OpenBao answers again | {r:.2} s | {rs:.2} s (restore -force, then token lookup) | {:.2} |",
+        r / rs
+    );
 }
 
 const ETCD_DIRS: &[(&str, &str)] = &[("/etc/ssl/etcd", "etc-ssl-etcd"), ("/var/lib/etcd", "var-lib-etcd")];
