@@ -12,13 +12,27 @@ use std::time::{Duration, Instant};
 
 use nautes_install::inventory::{load_str, validate::validate};
 
-fn inventory(tenants: usize) -> String {
+/// `owning`: tenants carry every resource a tenant can own; otherwise only
+/// their namespace trees (the figure before tenants owned resources).
+fn inventory(tenants: usize, owning: bool) -> String {
     let mut s = String::from(
         "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: bench\n\
          hosts:\n  - name: node-1\n    address: 10.0.0.1\n\
          clusters:\n  - name: host\n    type: k3s\n    k3s:\n      version: v1.27.4+k3s1\n      servers: [node-1]\n\
-         virtualClusters:\n  - name: vc\n    hostCluster: host\n\
-         settings:\n  domain: bench.example.com\n\
+         virtualClusters:\n  - name: vc\n    hostCluster: host\n",
+    );
+    if !owning {
+        s.push_str("tenants:\n");
+        for t in 0..tenants {
+            let _ = write!(
+                s,
+                "  - name: tenant-{t}\n    cluster: vc\n    namespaces:\n      - name: t{t}\n        labels: {{team: t{t}}}\n        children:\n          - name: t{t}-dev\n          - name: t{t}-prod\n"
+            );
+        }
+        return s;
+    }
+    s.push_str(
+        "settings:\n  domain: bench.example.com\n\
          components:\n  vault:\n    placement: external\n    external: {url: \"https://vault.example.com\"}\n\
          \x20 gitlab:\n    placement: external\n    external: {url: \"https://gitlab.example.com\", token: {env: BENCH_TOKEN}}\n\
          \x20 dex: {}\n\
@@ -55,15 +69,15 @@ fn measure(text: &str) -> (Duration, Duration, usize) {
 
 fn main() {
     println!(
-        "{:>8} {:>10} {:>12} {:>12} {:>8} {:>14}",
-        "tenants", "yaml KiB", "validate", "plan", "steps", "per tenant"
+        "{:>8} {:>8} {:>10} {:>12} {:>12} {:>8} {:>14}",
+        "tenants", "owning", "yaml KiB", "validate", "plan", "steps", "per tenant"
     );
     // `cargo test --all-targets` runs this binary without `--bench`: a smoke
     // run is enough there, the full sizes are for `cargo bench`.
     let full = std::env::args().any(|a| a == "--bench");
     let sizes: &[usize] = if full { &[10, 1_000, 10_000] } else { &[10] };
-    for &n in sizes {
-        let text = inventory(n);
+    for (n, owning) in sizes.iter().flat_map(|&n| [(n, false), (n, true)]) {
+        let text = inventory(n, owning);
         // Best of three runs, so one slow scheduling hiccup does not skew the figure.
         let best = (0..3)
             .map(|_| measure(&text))
@@ -71,7 +85,7 @@ fn main() {
             .expect("three runs");
         let total = best.0 + best.1;
         println!(
-            "{n:>8} {:>10} {:>12?} {:>12?} {:>8} {:>14?}",
+            "{n:>8} {owning:>8} {:>10} {:>12?} {:>12?} {:>8} {:>14?}",
             text.len() / 1024,
             best.0,
             best.1,

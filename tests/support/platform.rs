@@ -528,8 +528,34 @@ impl Platform {
     /// Every credential the installer handed out is the live one of its
     /// kind: GitLab's admin and base-operator tokens and Dex's application
     /// secret as the installer keeps them (in Vault's `git` engine, where
-    /// Nautes reads them), vault-proxy's secret id in the cluster (it logs in).
+    /// Nautes reads them), vault-proxy's secret id in the cluster (it logs
+    /// in), and in Vault's `repo` engine Harbor's and Nexus' admin
+    /// passwords, the tenant's Harbor robot and Nexus user (each logs in).
     pub fn assert_holds_live_credentials(&self) {
+        let repo = |name: &str| -> (String, String) {
+            let (status, body) = self.vault.api("GET", &format!("/v1/repo/data/{name}"), None);
+            assert_eq!(status, 200, "the installer keeps no {name} in Vault: {body}");
+            let d = &body["data"]["data"];
+            let user = d["username"].as_str().unwrap_or("admin").to_string();
+            (user, d["password"].as_str().unwrap().to_string())
+        };
+        let named = [("X-Is-Resource-Name", "true")];
+        for (record, path) in [
+            ("harbor/harbor/admin", "/api/v2.0/users/current"),
+            ("harbor/harbor/robots/acme-app", "/api/v2.0/projects/acme-app"),
+        ] {
+            let (user, pw) = repo(record);
+            let (status, body) = self.harbor.call_with("GET", path, Some((&user, &pw)), None, &named);
+            assert_eq!(status, 200, "Harbor's {record} we hold does not log in: {body}");
+        }
+        for (record, path) in [
+            ("nexus/nexus/admin", "/service/rest/v1/status/check"),
+            ("nexus/nexus/tenants/acme", "/service/rest/v1/repositories"),
+        ] {
+            let (user, pw) = repo(record);
+            let (status, body) = self.nexus.call("GET", path, Some((&user, &pw)), None);
+            assert_eq!(status, 200, "Nexus' {record} we hold does not log in: {body}");
+        }
         let dump = self.gitlab.dump();
         let output = |name: &str| -> Value {
             let (status, body) = self.vault.api("GET", &format!("/v1/git/data/gitlab/{name}"), None);
