@@ -359,12 +359,13 @@ pub(super) fn write_backup(
         members: Vec::new(),
         staged: BTreeMap::new(),
     };
-    // The state as the backend holds it: the local file byte for byte, a
-    // shared one as the generation just read.
+    // The state as the backend holds it: the local file byte for byte (or,
+    // when a run that crashed left journal lines beside it, the state they
+    // make, as it was loaded), a shared one as the generation just read.
     let state_file = match super::backend::from_inventory(g, loaded) {
-        super::backend::Where::Local(path) => path,
-        super::backend::Where::Kube(_) => {
-            let path = staging.0.join("shared-state.json");
+        super::backend::Where::Local(path) if !crate::state::journal::path_of(&path).exists() => path,
+        _ => {
+            let path = staging.0.join("folded-state.json");
             let written = serde_json::to_vec_pretty(state)
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| crate::util::write_atomic(&path, &bytes, 0o600).map_err(|e| e.to_string()));

@@ -174,3 +174,54 @@ fn an_apply_that_changes_what_is_installed_backs_it_up_first_and_a_first_install
     let state = std::fs::read_to_string(elsewhere.workdir().join("state.json")).unwrap();
     assert!(state.contains("echo one") && !state.contains("echo two"), "{state}");
 }
+
+/// A run killed mid-way leaves its latest step records as journal lines
+/// beside `state.json`: a backup taken then holds them (the state as a
+/// re-run would load it), not the older `state.json` alone.
+#[test]
+fn a_backup_after_a_crash_holds_the_steps_the_journal_recorded() {
+    const PASS: &str = "NAUTES_TEST_BACKUP_PASSPHRASE";
+    let s = Scratch::new();
+    let hooks = InventoryBuilder::new()
+        .hook("first", "true", &[], None)
+        .hook("second", "true", &["first"], None)
+        // Keeps the run alive until the test kills it.
+        .hook("long", "sleep 20", &["second"], None);
+    s.write(&hooks);
+    let mut child = s.spawn("apply", &[]);
+    cli::wait_for(
+        "hook/second done while hook/long runs",
+        std::time::Duration::from_secs(20),
+        || s.workdir().join("state.json").exists() && s.step_status("hook/second").as_deref() == Some("done"),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        s.workdir().join("state.json.journal").exists(),
+        "the killed run left journal lines (else this test shows nothing)"
+    );
+    let archive = s.path().join("b.tar.gz");
+    let out = s
+        .command(&["backup", "-i", "inventory.yaml", "--passphrase-env", PASS, "--out"])
+        .arg(&archive)
+        .env(PASS, "pass one")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let elsewhere = Scratch::new();
+    elsewhere.write(&hooks);
+    let out = elsewhere
+        .command(&["restore", "-i", "inventory.yaml", "--passphrase-env", PASS, "--from"])
+        .arg(&archive)
+        .env(PASS, "pass one")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        !elsewhere.workdir().join("state.json.journal").exists(),
+        "restored as one file"
+    );
+    assert_eq!(elsewhere.step_status("hook/first").as_deref(), Some("done"));
+    assert_eq!(elsewhere.step_status("hook/second").as_deref(), Some("done"));
+}
