@@ -255,6 +255,9 @@ impl Sonarqube {
         assert!(owned.success(), "chown to sonarqube (needs root)");
         let port = free_port();
         let search_port = free_port();
+        // Its embedded H2 listens too (9092 by default): two SonarQubes at
+        // once (tests in parallel) would collide there.
+        let h2_port = free_port();
         let jar = home.join("lib/sonar-application-9.9.0.65466.jar");
         let p = |k: &str, v: &Path| format!("-D{k}={}", v.display());
         use std::os::unix::process::CommandExt;
@@ -276,6 +279,7 @@ impl Sonarqube {
             .arg("-Dsonar.web.host=127.0.0.1")
             .arg(format!("-Dsonar.web.port={port}"))
             .arg(format!("-Dsonar.search.port={search_port}"))
+            .arg(format!("-Dsonar.embeddedDatabase.port={h2_port}"))
             .arg(p("sonar.path.data", &dir.join("data")))
             .arg(p("sonar.path.temp", &dir.join("temp")))
             .arg(p("sonar.path.logs", &dir.join("logs")))
