@@ -145,6 +145,16 @@ pub struct Difference {
     pub field: Option<String>,
 }
 
+impl Difference {
+    pub fn new(object: String, change: Change, field: Option<&str>) -> Difference {
+        Difference {
+            object,
+            change,
+            field: field.map(str::to_string),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Change {

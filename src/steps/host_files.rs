@@ -96,6 +96,21 @@ impl Live {
     pub fn output(&self, command: &str) -> &str {
         self.outputs.get(command).map(String::as_str).unwrap_or("")
     }
+
+    /// `object`'s version as `command` printed it, unless it names
+    /// `version`: missing when it printed nothing (not installed), else changed.
+    pub fn version_difference(&self, command: &str, version: &str, object: String) -> Option<Difference> {
+        let printed = self.output(command);
+        (!printed.contains(version)).then(|| Difference {
+            object,
+            change: if printed.is_empty() {
+                Change::Missing
+            } else {
+                Change::Changed
+            },
+            field: Some("version".into()),
+        })
+    }
 }
 
 #[derive(Default)]

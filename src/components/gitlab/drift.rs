@@ -13,14 +13,6 @@ use super::{client, lifetime, store, GitlabSpec, Recorded, PROJECT};
 use crate::drivers::gitlab::{encode, Auth, GitlabError};
 use crate::engine::{Change, Difference, StepContext, StepError};
 
-fn differs(object: String, change: Change, field: Option<&str>) -> Difference {
-    Difference {
-        object,
-        change,
-        field: field.map(str::to_string),
-    }
-}
-
 fn failed(what: &str) -> impl FnOnce(GitlabError) -> StepError + '_ {
     move |e| StepError::new(format!("{what}: {e}"))
 }
@@ -32,19 +24,19 @@ pub(super) async fn drift(ctx: &StepContext, spec: &GitlabSpec) -> Result<Vec<Di
     let mut found = Vec::new();
     let admin_name = "GitLab admin token of nautes-install".to_string();
     let Some(stored) = store.get(ADMIN_TOKEN).await? else {
-        found.push(differs(admin_name, Change::Missing, None));
+        found.push(Difference::new(admin_name, Change::Missing, None));
         return Ok(found);
     };
     let token = field(&stored, ADMIN_TOKEN, "token")?.clone();
     match gl.get("personal_access_tokens/self", Auth::Token(&token)).await {
         Ok(Some(info)) if info["active"] == true => {
             if !fresh(&info["expires_at"], lifetime(spec)) {
-                found.push(differs(admin_name, Change::Changed, Some("expires_at")));
+                found.push(Difference::new(admin_name, Change::Changed, Some("expires_at")));
             }
         }
         Ok(_) | Err(GitlabError::Status { status: 401, .. }) => {
             // Revoked or gone: nothing more can be read without it.
-            found.push(differs(admin_name, Change::Missing, None));
+            found.push(Difference::new(admin_name, Change::Missing, None));
             return Ok(found);
         }
         Err(e) => return Err(failed("checking our GitLab admin token")(e)),
@@ -56,7 +48,11 @@ pub(super) async fn drift(ctx: &StepContext, spec: &GitlabSpec) -> Result<Vec<Di
         .await
         .map_err(failed("reading the tenant group"))?;
     if group.is_none() {
-        found.push(differs(format!("GitLab group {}", spec.group), Change::Missing, None));
+        found.push(Difference::new(
+            format!("GitLab group {}", spec.group),
+            Change::Missing,
+            None,
+        ));
     }
     let full = format!("{}/{PROJECT}", spec.group);
     let project = gl
@@ -64,13 +60,13 @@ pub(super) async fn drift(ctx: &StepContext, spec: &GitlabSpec) -> Result<Vec<Di
         .await
         .map_err(failed("reading the management project"))?;
     let Some(project_id) = project.as_ref().and_then(|p| p["id"].as_u64()) else {
-        found.push(differs(format!("GitLab project {full}"), Change::Missing, None));
+        found.push(Difference::new(format!("GitLab project {full}"), Change::Missing, None));
         return Ok(found);
     };
 
     let key_name = format!("deploy key of {full}");
     match store.get(DEPLOY_KEY).await? {
-        None => found.push(differs(key_name, Change::Missing, None)),
+        None => found.push(Difference::new(key_name, Change::Missing, None)),
         Some(stored) => {
             let wanted = key_material(field(&stored, DEPLOY_KEY, "public")?.expose());
             let keys = gl
@@ -81,9 +77,9 @@ pub(super) async fn drift(ctx: &StepContext, spec: &GitlabSpec) -> Result<Vec<Di
                 .iter()
                 .find(|k| k["key"].as_str().map(key_material).as_deref() == Some(wanted.as_str()))
             {
-                None => found.push(differs(key_name, Change::Missing, None)),
+                None => found.push(Difference::new(key_name, Change::Missing, None)),
                 Some(k) if k["can_push"].as_bool().unwrap_or(false) != spec.deploy_key_can_push => {
-                    found.push(differs(key_name, Change::Changed, Some("can_push")))
+                    found.push(Difference::new(key_name, Change::Changed, Some("can_push")))
                 }
                 Some(_) => {}
             }
@@ -104,9 +100,9 @@ pub(super) async fn drift(ctx: &StepContext, spec: &GitlabSpec) -> Result<Vec<Di
             .iter()
             .find(|t| t["id"].as_u64() == Some(id) && t["active"] != false && t["revoked"] != true)
     }) {
-        None => found.push(differs(reader_name, Change::Missing, None)),
+        None => found.push(Difference::new(reader_name, Change::Missing, None)),
         Some(t) if !fresh(&t["expires_at"], lifetime(spec)) => {
-            found.push(differs(reader_name, Change::Changed, Some("expires_at")))
+            found.push(Difference::new(reader_name, Change::Changed, Some("expires_at")))
         }
         Some(_) => {}
     }
@@ -125,7 +121,7 @@ pub(super) async fn drift(ctx: &StepContext, spec: &GitlabSpec) -> Result<Vec<Di
         .or(stored_app)
         .and_then(|id| apps.iter().find(|a| a["id"].as_u64() == Some(id)))
     {
-        None => found.push(differs(app_name, Change::Missing, None)),
+        None => found.push(Difference::new(app_name, Change::Missing, None)),
         Some(app) => {
             let field = if app["callback_url"].as_str() != Some(spec.oauth.redirect_uri.as_str()) {
                 Some("callback_url")
@@ -137,7 +133,7 @@ pub(super) async fn drift(ctx: &StepContext, spec: &GitlabSpec) -> Result<Vec<Di
                 None
             };
             if field.is_some() {
-                found.push(differs(app_name, Change::Changed, field));
+                found.push(Difference::new(app_name, Change::Changed, field));
             }
         }
     }

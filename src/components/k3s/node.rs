@@ -14,7 +14,7 @@ use super::{
     NodeSpec, Role, REMOTE_BINARY, REMOTE_CONFIG_FILE, REMOTE_IMAGES_DIR, REMOTE_INSTALL_SCRIPT,
     REMOTE_REGISTRIES_FILE, REMOTE_TOKEN_FILE,
 };
-use crate::engine::{Change, Difference, Handler, StepContext, StepError};
+use crate::engine::{Difference, Handler, StepContext, StepError};
 use crate::steps::host_files::{Expect, HostReads};
 use crate::steps::hosts::HostConn;
 use crate::steps::release_files::{files_from_outputs, K3S_BINARY, K3S_IMAGES, K3S_INSTALL};
@@ -216,18 +216,11 @@ impl Handler for NodeHandler {
             want.push(Expect::content(remote, ca.as_bytes()));
         }
         let mut found = live.compare(&conn.name, &want);
-        let version = live.output(VERSION_COMMAND);
-        if !version.contains(&spec.version) {
-            found.push(Difference {
-                object: format!("K3s binary {REMOTE_BINARY} on {}", conn.name),
-                change: if version.is_empty() {
-                    Change::Missing
-                } else {
-                    Change::Changed
-                },
-                field: Some("version".into()),
-            });
-        }
+        found.extend(live.version_difference(
+            VERSION_COMMAND,
+            &spec.version,
+            format!("K3s binary {REMOTE_BINARY} on {}", conn.name),
+        ));
         Ok(Some(found))
     }
 

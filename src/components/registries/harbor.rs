@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{admin, admin_record, ca, failed, fields, store, take_over_admin, AdminAccount, Endpoint, Report};
+use super::{
+    admin, admin_record, ca, failed, fields, kept_admin_password, store, take_over_admin, AdminAccount, Endpoint,
+    Report,
+};
 use crate::components::gitlab::credentials::CredentialStore;
 use crate::drivers::harbor::{Harbor, ROLE_DEVELOPER, ROLE_GUEST, ROLE_PROJECT_ADMIN};
 use crate::drivers::rest::RestError;
@@ -294,18 +297,9 @@ pub async fn tenant_drift(
     instance: &str,
     projects: &[Project],
 ) -> Result<Vec<Difference>, StepError> {
-    let differs = |object: String, change: Change, field: Option<&str>| Difference {
-        object,
-        change,
-        field: field.map(str::to_string),
-    };
-    let record = admin_record(instance);
-    let Some(password) = store.get(&record).await?.and_then(|f| f.get("password").cloned()) else {
-        return Ok(vec![differs(
-            format!("Harbor {instance} admin password"),
-            Change::Missing,
-            None,
-        )]);
+    let password = match kept_admin_password(store, "Harbor", instance).await? {
+        Ok(password) => password,
+        Err(missing) => return Ok(vec![missing]),
     };
     let auth = admin(&password);
     let mut found = Vec::new();
@@ -318,11 +312,11 @@ pub async fn tenant_drift(
             .await
             .map_err(|e| failed(&format!("reading project {name}"), e))?
         else {
-            found.push(differs(format!("Harbor project {name}"), Change::Missing, None));
+            found.push(Difference::new(format!("Harbor project {name}"), Change::Missing, None));
             continue;
         };
         if (live["metadata"]["public"].as_str() == Some("true")) != project.public {
-            found.push(differs(
+            found.push(Difference::new(
                 format!("Harbor project {name}"),
                 Change::Changed,
                 Some("metadata.public"),
@@ -343,19 +337,19 @@ pub async fn tenant_drift(
             .and_then(|f| f.get("username").map(|s| s.expose().to_string()));
         let robot = format!("Harbor robot {ROBOT} of project {name}");
         match live.as_slice() {
-            [] => found.push(differs(robot, Change::Missing, None)),
+            [] => found.push(Difference::new(robot, Change::Missing, None)),
             [one] => {
                 let mut access = one.access.clone();
                 access.sort();
                 if one.disabled {
-                    found.push(differs(robot, Change::Changed, Some("disable")));
+                    found.push(Difference::new(robot, Change::Changed, Some("disable")));
                 } else if access != want {
-                    found.push(differs(robot, Change::Changed, Some("permissions")));
+                    found.push(Difference::new(robot, Change::Changed, Some("permissions")));
                 } else if stored.as_deref() != Some(one.name.as_str()) {
-                    found.push(differs(robot, Change::Changed, Some("secret (not held)")));
+                    found.push(Difference::new(robot, Change::Changed, Some("secret (not held)")));
                 }
             }
-            _ => found.push(differs(robot, Change::Changed, Some("more than one"))),
+            _ => found.push(Difference::new(robot, Change::Changed, Some("more than one"))),
         }
     }
     Ok(found)

@@ -35,7 +35,7 @@ use super::stack::sign_in;
 use super::vault::{self as vault_component, VaultTarget};
 use crate::catalog;
 use crate::drivers::rest::{Auth, RestError};
-use crate::engine::{Registry, StepContext, StepError};
+use crate::engine::{Change, Difference, Registry, StepContext, StepError};
 use crate::inventory::registries::{RepositoryFormat, RepositoryType, SHARED_HARBOR, SHARED_NEXUS, SHARED_SONARQUBE};
 use crate::inventory::{Component, Diagnostic, ExternalService, Loaded, Placement, SecretRef};
 use crate::plan::Step;
@@ -355,6 +355,20 @@ pub async fn guard_nexus_repositories(
 
 pub fn admin(password: &Secret) -> Auth<'_> {
     Auth::Basic("admin", password)
+}
+
+/// The admin password we keep for `instance` of `product` (what drift
+/// reads with), or the one difference drift reports when we keep none.
+pub async fn kept_admin_password(
+    store: &CredentialStore,
+    product: &str,
+    instance: &str,
+) -> Result<Result<Secret, Difference>, StepError> {
+    let kept = store
+        .get(&admin_record(instance))
+        .await?
+        .and_then(|f| f.get("password").cloned());
+    Ok(kept.ok_or_else(|| Difference::new(format!("{product} {instance} admin password"), Change::Missing, None)))
 }
 
 /// Whether SonarQube runs on `cluster`, whose hosts then need its kernel

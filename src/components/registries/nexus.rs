@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
-    admin, admin_record, ca, failed, fields, generate_password, store, take_over_admin, tenant_record, AdminAccount,
-    Endpoint, Report,
+    admin, admin_record, ca, failed, fields, generate_password, kept_admin_password, store, take_over_admin,
+    tenant_record, AdminAccount, Endpoint, Report,
 };
 use crate::components::gitlab::credentials::CredentialStore;
 use crate::drivers::nexus::Nexus;
@@ -346,18 +346,9 @@ pub async fn tenant_drift(
     tenant: &str,
     repositories: &[Repository],
 ) -> Result<Vec<Difference>, StepError> {
-    let differs = |object: String, change: Change, field: Option<&str>| Difference {
-        object,
-        change,
-        field: field.map(str::to_string),
-    };
-    let record = admin_record(instance);
-    let Some(password) = store.get(&record).await?.and_then(|f| f.get("password").cloned()) else {
-        return Ok(vec![differs(
-            format!("Nexus {instance} admin password"),
-            Change::Missing,
-            None,
-        )]);
+    let password = match kept_admin_password(store, "Nexus", instance).await? {
+        Ok(password) => password,
+        Err(missing) => return Ok(vec![missing]),
     };
     let auth = admin(&password);
     let mut found = Vec::new();
@@ -368,8 +359,12 @@ pub async fn tenant_drift(
             .await
             .map_err(|e| failed(&format!("reading repository {name}"), e))?
         {
-            None => found.push(differs(format!("Nexus repository {name}"), Change::Missing, None)),
-            Some(live) if !holds(&live, &repo.settings()) => found.push(differs(
+            None => found.push(Difference::new(
+                format!("Nexus repository {name}"),
+                Change::Missing,
+                None,
+            )),
+            Some(live) if !holds(&live, &repo.settings()) => found.push(Difference::new(
                 format!("Nexus repository {name}"),
                 Change::Changed,
                 Some("settings"),
@@ -385,7 +380,7 @@ pub async fn tenant_drift(
         .await
         .map_err(|e| failed(&format!("reading role {id}"), e))?
     {
-        None => found.push(differs(format!("Nexus role {id}"), Change::Missing, None)),
+        None => found.push(Difference::new(format!("Nexus role {id}"), Change::Missing, None)),
         Some(live) => {
             let mut live_privileges: Vec<String> = live["privileges"]
                 .as_array()
@@ -395,7 +390,11 @@ pub async fn tenant_drift(
                 .collect();
             live_privileges.sort();
             if live_privileges != privileges {
-                found.push(differs(format!("Nexus role {id}"), Change::Changed, Some("privileges")));
+                found.push(Difference::new(
+                    format!("Nexus role {id}"),
+                    Change::Changed,
+                    Some("privileges"),
+                ));
             }
         }
     }
@@ -408,13 +407,13 @@ pub async fn tenant_drift(
         .await
         .map_err(|e| failed(&format!("reading user {id}"), e))?
     {
-        None => found.push(differs(format!("Nexus user {id}"), Change::Missing, None)),
-        Some(live) if !holds(&live, &json!({"status": "active", "roles": [id]})) => found.push(differs(
+        None => found.push(Difference::new(format!("Nexus user {id}"), Change::Missing, None)),
+        Some(live) if !holds(&live, &json!({"status": "active", "roles": [id]})) => found.push(Difference::new(
             format!("Nexus user {id}"),
             Change::Changed,
             Some("status/roles"),
         )),
-        Some(_) if !held => found.push(differs(
+        Some(_) if !held => found.push(Difference::new(
             format!("Nexus user {id}"),
             Change::Changed,
             Some("password (not held)"),

@@ -45,7 +45,7 @@ use self::root_password::{root_password, root_password_file};
 use self::run::{run_playbook, run_vars};
 use crate::catalog;
 use crate::components::certificates;
-use crate::engine::{Change, Difference, Handler, Rendered, StepContext, StepError};
+use crate::engine::{Difference, Handler, Rendered, StepContext, StepError};
 use crate::inventory::{Component, Loaded, VaultDistribution};
 use crate::steps::host_files::{Expect, HostReads};
 use crate::steps::hosts::HostConn;
@@ -243,18 +243,11 @@ impl Handler for ServiceHostHandler {
             })
             .collect();
         let mut found = live.compare(&spec.host.name, &want);
-        let version = live.output(&command);
-        if !version.contains(&spec.version) {
-            found.push(Difference {
-                object: format!("{} on {}", spec.title(), spec.host.name),
-                change: if version.is_empty() {
-                    Change::Missing
-                } else {
-                    Change::Changed
-                },
-                field: Some("version".into()),
-            });
-        }
+        found.extend(live.version_difference(
+            &command,
+            &spec.version,
+            format!("{} on {}", spec.title(), spec.host.name),
+        ));
         Ok(Some(found))
     }
 
