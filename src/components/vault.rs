@@ -284,6 +284,19 @@ async fn open_vault(ctx: &StepContext, spec: &VaultSpec, vault: &Vault) -> Resul
                 break;
             }
         }
+        if status.sealed && used == 0 {
+            // Vault hands its keys out once, in the answer to `init`: none
+            // kept means it was initialised by someone else, or this
+            // installer was killed while that answer was on its way.
+            return Err(StepError::new(format!(
+                "Vault at {} is initialised and sealed, and no unseal keys are kept under {}: \
+                 it was initialised outside this installer, or a run was killed while Vault's init \
+                 was answering (its keys cannot be asked for again). Unseal it by hand and run again, \
+                 or wipe Vault's storage so the installer initialises it afresh",
+                vault.url(),
+                dir.display()
+            )));
+        }
         if status.sealed {
             return Err(StepError::new(format!(
                 "Vault at {} is sealed and the {used} unseal keys under {} do not open it (threshold {}); \

@@ -151,3 +151,31 @@ fn outputs_names_where_credentials_are_and_shows_them_only_when_asked() {
     assert_eq!(doc["vault"]["rootToken"]["value"], root.trim());
     assert_eq!(doc["vault"]["unsealKeys"].as_array().unwrap().len(), 5);
 }
+
+/// A Vault someone else initialised (or whose `init` answer a killed run
+/// never received) is sealed with no keys of ours: the run stops at once,
+/// says why in words a user can act on, and sends OpenBao nothing but reads.
+#[test]
+fn a_vault_initialised_elsewhere_is_named_as_such_and_left_alone() {
+    if vault::skip_unless_available() {
+        return;
+    }
+    let v = OpenBao::start();
+    let (status, _) = v.api(
+        "PUT",
+        "/v1/sys/init",
+        Some(&serde_json::json!({"secret_shares": 1, "secret_threshold": 1})),
+    );
+    assert_eq!(status, 200);
+    v.reset_log();
+    let s = Scratch::new();
+    s.write_inventory(&inventory(&v.url()));
+    let out = apply(&s);
+    assert_ne!(code(&out), 0, "{}", stdout(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        said.contains("no unseal keys are kept") && said.contains("initialised outside this installer"),
+        "{said}"
+    );
+    assert!(v.writes().is_empty(), "writes to a Vault that is not ours: {:?}", v.writes());
+}
