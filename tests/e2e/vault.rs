@@ -177,5 +177,9 @@ fn a_vault_initialised_elsewhere_is_named_as_such_and_left_alone() {
         said.contains("no unseal keys are kept") && said.contains("initialised outside this installer"),
         "{said}"
     );
-    assert!(v.writes().is_empty(), "writes to a Vault that is not ours: {:?}", v.writes());
+    assert!(
+        v.writes().is_empty(),
+        "writes to a Vault that is not ours: {:?}",
+        v.writes()
+    );
 }
