@@ -373,7 +373,8 @@ pub fn validate(loaded: &Loaded, report: &mut Report) {
         }
     }
     // `components.harbor.values.mirror`: the clusters' nodes pull from the
-    // Harbor installed in a cluster (K3s' registries.yaml).
+    // Harbor installed in a cluster (K3s' registries.yaml, Kubespray's
+    // containerd_registries_mirrors).
     if let Some(m) = inv
         .components
         .enabled_one("harbor")
@@ -389,23 +390,12 @@ pub fn validate(loaded: &Loaded, report: &mut Report) {
                 "`mirror` needs the Harbor installed here (`placement: cluster`)".into(),
                 "for your own Harbor, list it under `artifacts.mirrors`".into(),
             ),
-            serde_json::Value::Bool(true) => {
-                for (i, c) in inv.clusters.iter().enumerate() {
-                    if c.cluster_type == super::types::ClusterType::Kubespray {
-                        error(
-                            report,
-                            &push_key(&push_index("clusters", i), "type"),
-                            format!("cluster `{}` is a Kubespray cluster, whose nodes cannot pull from Harbor yet", c.name),
-                            "`components.harbor.values.mirror` configures K3s nodes only; set it to false or list Harbor under `artifacts.mirrors`".into(),
-                        );
-                    }
-                }
-            }
+            serde_json::Value::Bool(true) => {}
             other => error(
                 report,
                 path,
                 format!("`mirror` must be true or false, not {other}"),
-                "true: the K3s clusters' nodes pull images named harbor.<domain>/... from this Harbor, trusting our CA"
+                "true: the K3s and Kubespray clusters' nodes pull images named harbor.<domain>/... from this Harbor, trusting our CA"
                     .into(),
             ),
         }

@@ -31,7 +31,13 @@ struct Env {
 }
 
 fn env(n: usize) -> Env {
-    let hosts = TestHosts::start(n);
+    env_with_dirs(n, &[])
+}
+
+/// `n` hosts with `dirs` (host path, directory name) private to each.
+fn env_with_dirs(n: usize, dirs: &[(&str, &str)]) -> Env {
+    let names: Vec<(String, String)> = (1..=n).map(|i| (format!("node-{i}"), format!("node-{i}"))).collect();
+    let hosts = TestHosts::start_named_with_dirs(&names, dirs);
     let api = KubeApiStandin::start_with_nodes(&[]);
     let s = Scratch::new();
     std::fs::write(s.path().join("known_hosts"), hosts.known_hosts()).unwrap();
@@ -234,6 +240,94 @@ fn the_control_plane_trusts_dex_through_kube_oidc_variables_and_our_ca() {
     assert!(std::fs::read_to_string(&path)
         .unwrap()
         .contains("--oidc-issuer-url=https://dex.sso.test"));
+}
+
+/// The trust store a node's containerd reads, private to each test host.
+const TRUST_DIRS: &[(&str, &str)] = &[
+    ("/usr/local/share/ca-certificates", "local-ca-certificates"),
+    ("/etc/ssl/certs", "etc-ssl-certs"),
+];
+
+/// Run `command` on test host `i` over its real sshd, as the installer reaches it.
+fn on_host(e: &Env, i: usize, command: &str) -> std::process::Output {
+    let t = e.hosts.ssh_target(i);
+    std::process::Command::new("ssh")
+        .args(["-o", "BatchMode=yes", "-o"])
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            e.s.path().join("known_hosts").display()
+        ))
+        .arg("-i")
+        .arg(e.hosts.client_key())
+        .args(["-p", &t.port.to_string(), "-l", "root", &t.address, command])
+        .output()
+        .unwrap()
+}
+
+/// With `components.harbor.values.mirror`, Kubespray's containerd gets the
+/// in-cluster Harbor as a mirror (its own variable) and every node's real
+/// trust store (the real `update-ca-certificates`) holds our CA before the
+/// playbook runs, so the containerd it installs trusts Harbor's ingress.
+#[test]
+fn kubespray_nodes_trust_our_ca_and_pull_from_the_harbor_installed_here() {
+    if !ansible_ready() {
+        return;
+    }
+    let e = env_with_dirs(2, TRUST_DIRS);
+    e.inventory("v1.27.7", &["node-2"], "");
+    let text = std::fs::read_to_string(e.s.inventory()).unwrap().replace("settings:\n", "settings:\n  domain: reg.test\n")
+        + "    usage: [host]\ncomponents:\n  traefik: {}\n  harbor:\n    placement: cluster\n    cluster: ks\n    values:\n      mirror: true\n";
+    std::fs::write(e.s.inventory(), text).unwrap();
+    let out =
+        e.s.command(&[
+            "--yes",
+            "apply",
+            "-i",
+            "inventory.yaml",
+            "--only",
+            "kubespray/ks/cluster",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(e.log(0), ["cluster v1.27.7"]);
+
+    let vars: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(e.s.workdir().join("kubespray/ks/group_vars/all/nautes.yml")).unwrap(),
+    )
+    .unwrap();
+    let harbor = vars["containerd_registries_mirrors"]
+        .as_sequence()
+        .and_then(|m| m.iter().find(|m| m["prefix"].as_str() == Some("harbor.reg.test")))
+        .unwrap_or_else(|| panic!("no Harbor mirror: {vars:?}"));
+    assert_eq!(
+        harbor["mirrors"][0]["host"].as_str(),
+        Some("https://harbor.reg.test:30443")
+    );
+
+    let ca_path = e.s.state()["steps"]["pki"]["outputs"]["ca"]["cert"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ca = std::fs::read_to_string(ca_path).unwrap();
+    for i in 0..2 {
+        let laid = std::fs::read_to_string(e.hosts.host_path(i, "/usr/local/share/ca-certificates/nautes-ca.crt"))
+            .unwrap_or_else(|err| panic!("node-{}: {err}", i + 1));
+        assert_eq!(laid.trim(), ca.trim(), "node-{}", i + 1);
+        // The bundle Go (so containerd) reads now vouches for our CA.
+        let verify = on_host(
+            &e,
+            i,
+            "openssl verify -no-CApath -CAfile /etc/ssl/certs/ca-certificates.crt /usr/local/share/ca-certificates/nautes-ca.crt",
+        );
+        assert!(
+            verify.status.success(),
+            "node-{}: {}{}",
+            i + 1,
+            stdout(&verify),
+            stderr(&verify)
+        );
+    }
 }
 
 /// What Kubespray's etcd role writes outside the default private dirs.

@@ -83,14 +83,6 @@ fn registries_installed_without_an_ingress_or_on_a_host_are_errors_with_position
     check_golden("registries_install");
 }
 
-/// `components.harbor.values.mirror` turns K3s nodes to the Harbor
-/// installed here; a Kubespray cluster, which it cannot configure yet, is
-/// named where its type is rather than silently left out.
-#[test]
-fn a_harbor_mirror_with_a_kubespray_cluster_is_an_error_at_the_cluster() {
-    check_golden("registries_mirror");
-}
-
 #[test]
 fn syntax_error_has_a_position() {
     check_golden("syntax");

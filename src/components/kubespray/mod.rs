@@ -6,6 +6,8 @@
 //! scale.yml for added nodes, remove-node.yml for removed ones, reset.yml on
 //! teardown. The admin kubeconfig is then fetched like the K3s path's.
 
+mod node_trust;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -50,6 +52,11 @@ pub struct ClusterSpec {
     /// laid down on the control plane first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<super::kube_oidc::ApiserverOidc>,
+    /// The Harbor installed in a cluster, as a registry mirror every node
+    /// pulls from (`components.harbor.values.mirror`), our CA in each
+    /// node's trust store first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harbor_mirror: Option<crate::components::registries::install::HarborMirror>,
 }
 
 impl StepSpec for ClusterSpec {
@@ -171,7 +178,9 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             mirrors: loaded.inventory.artifacts.mirrors.clone(),
             extra_vars: k.extra_vars.clone(),
             oidc: oidc.clone(),
+            harbor_mirror: crate::components::registries::install::harbor_mirror(loaded),
         };
+        let needs_ca = spec.oidc.is_some() || spec.harbor_mirror.is_some();
         let cluster_id = format!("kubespray/{c}/cluster");
         steps.push(
             Step::of(
@@ -181,10 +190,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
             )
             .needs([preflight_id])
             .needs(creators)
-            .needs(
-                oidc.as_ref()
-                    .map(|_| crate::components::certificates::STEP_ID.to_string()),
-            )
+            .needs(needs_ca.then(|| crate::components::certificates::STEP_ID.to_string()))
             .with_settings(json!(KubespraySettings { path: Some(path) })),
         );
         let config_dir = k
@@ -258,11 +264,14 @@ pub fn render_inventory(spec: &ClusterSpec, known_hosts: &str) -> Result<(String
     } else {
         serde_yaml::to_string(&spec.extra_vars).map_err(|e| e.to_string())?
     };
-    let mirrors: Vec<Value> = spec
+    let mut mirrors: Vec<Value> = spec
         .mirrors
         .iter()
         .map(|(r, e)| json!({"registry": r, "endpoints": e}))
         .collect();
+    if let Some(h) = &spec.harbor_mirror {
+        mirrors.push(json!({"registry": h.registry, "endpoints": [h.endpoint]}));
+    }
     // The apiserver's sign-in through Dex (before the user's extra
     // variables, which may override any of it).
     let oidc = match &spec.oidc {
@@ -403,6 +412,17 @@ impl Handler for KubesprayHandler {
                 node.upload_bytes(ca.as_bytes(), &oidc.ca_file, 0o644).await?;
             }
         }
+        // Before the playbook, so a containerd it installs starts trusting us.
+        let mut restart = Vec::new();
+        if spec.harbor_mirror.is_some() {
+            let ca = super::certificates::ca_pem_of(ctx)?;
+            for h in &spec.hosts {
+                let node = crate::steps::remote::connect(ctx, h).await?;
+                if node_trust::trust(&*node, &ca).await? == node_trust::Trust::AddedWhileContainerdRan {
+                    restart.push(node);
+                }
+            }
+        }
         let pb = prepare(ctx, spec)?;
         let (playbook, args): (&str, Vec<String>) = match prev_version {
             None => ("cluster.yml", vec![]),
@@ -420,6 +440,10 @@ impl Handler for KubesprayHandler {
         if !playbook.is_empty() {
             tasks += run(ctx, &pb, playbook, &args).await?;
             ran.push(playbook.to_string());
+        }
+        for node in restart {
+            ctx.progress(format!("restarting containerd on {} to trust our CA", node.host()));
+            node_trust::restart_containerd(&*node).await?;
         }
         Ok(
             json!({ "kube_version": spec.kube_version, "nodes": spec.nodes, "hosts": spec.hosts, "playbooks": ran, "tasks": tasks }),
@@ -512,5 +536,66 @@ impl super::Component for Kubespray {
 
     fn handlers(&self, registry: &mut crate::engine::Registry) {
         registry.add(KubesprayHandler);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Kubespray cluster beside the Harbor installed in a K3s cluster,
+    /// with `mirror` as given.
+    fn cluster_step(mirror: &str) -> Step {
+        let text = format!(
+            "apiVersion: install.nautes.io/v1alpha1\nkind: Inventory\nmetadata:\n  name: t\n\
+settings: {{ domain: d.test }}\n\
+hosts:\n  - {{ name: n1, address: 192.0.2.10 }}\n  - {{ name: n2, address: 192.0.2.11 }}\n  - {{ name: n3, address: 192.0.2.12 }}\n\
+clusters:\n  - name: a\n    type: k3s\n    k3s: {{ version: v1.27.4+k3s1, servers: [n1] }}\n    usage: [host]\n  \
+- name: ks\n    type: kubespray\n    kubespray: {{ version: v2.23.1, kubeVersion: v1.27.7, path: {checkout}, controlPlane: [n2], workers: [n3] }}\n    usage: [deployment]\n\
+components:\n  traefik: {{}}\n  harbor: {{ placement: cluster, cluster: a, values: {{ mirror: {mirror} }} }}\n",
+            checkout = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kubespray_standin"),
+        );
+        let loaded = crate::inventory::load_str(std::path::Path::new("i.yaml"), &text)
+            .unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        let steps = crate::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
+        steps
+            .into_iter()
+            .find(|s| s.id == "kubespray/ks/cluster")
+            .expect("the Kubespray cluster step")
+    }
+
+    /// With `mirror: true`, containerd on every node is pointed at the
+    /// Harbor's ingress for images named harbor.<domain>/..., through
+    /// Kubespray's own variable, after our CA exists; without it the spec
+    /// is as before (no field, so existing clusters' fingerprints hold).
+    #[test]
+    fn kubespray_nodes_pull_from_the_harbor_installed_here_when_asked() {
+        let with = cluster_step("true");
+        let spec: ClusterSpec = serde_json::from_value(with.spec.clone()).unwrap();
+        let (_, group_vars) = render_inventory(&spec, "kh").unwrap();
+        let vars: serde_yaml::Value = serde_yaml::from_str(&group_vars).unwrap();
+        let mirrors = vars["containerd_registries_mirrors"].as_sequence().expect(&group_vars);
+        let harbor = mirrors
+            .iter()
+            .find(|m| m["prefix"].as_str() == Some("harbor.d.test"))
+            .unwrap_or_else(|| panic!("{group_vars}"));
+        assert_eq!(
+            harbor["mirrors"][0]["host"].as_str(),
+            Some("https://harbor.d.test:30443")
+        );
+        assert_eq!(
+            harbor["mirrors"][0]["skip_verify"].as_bool(),
+            Some(false),
+            "verified, not skipped"
+        );
+        assert!(with
+            .needs
+            .contains(&crate::components::certificates::STEP_ID.to_string()));
+
+        let without = cluster_step("false");
+        assert!(without.spec.get("harbor_mirror").is_none(), "{}", without.spec);
+        let spec: ClusterSpec = serde_json::from_value(without.spec).unwrap();
+        let (_, group_vars) = render_inventory(&spec, "kh").unwrap();
+        assert!(!group_vars.contains("harbor.d.test"), "{group_vars}");
     }
 }

@@ -51,6 +51,7 @@ pub const MIRROR_KEY: &str = "mirror";
 
 /// Harbor as a registry the nodes pull from: its name in image references
 /// and where containerd reaches it (through the ingress).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HarborMirror {
     pub registry: String,
     pub endpoint: String,
