@@ -661,15 +661,18 @@ impl Handler for TenantVaultHandler {
     async fn destroy(&self, ctx: &StepContext, spec: &TenantVaultSpec, _outputs: &Value) -> Result<(), StepError> {
         let (vault, token) = crate::components::vault::connect(ctx, &spec.vault)?;
         let secrets = tenant_secrets(&vault, &token, &spec.tenant).await?;
-        let holding: Vec<String> = if secrets.is_empty() {
+        // What we handed the tenant (its Dex clients' credentials, under
+        // `dex/`) is ours to remove, not the tenant's data.
+        let data: Vec<&String> = secrets.iter().filter(|s| !s.starts_with("dex/")).collect();
+        let holding: Vec<String> = if data.is_empty() {
             Vec::new()
         } else {
             vec![format!(
                 "Vault path {}/{}/ ({} secrets: {})",
                 crate::components::vault_oidc::TENANT_ENGINE,
                 spec.tenant,
-                secrets.len(),
-                secrets.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                data.len(),
+                data.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
             )]
         };
         guard_data_loss(ctx, &spec.tenant, spec.allow_data_loss, "a Vault path", &holding)?;

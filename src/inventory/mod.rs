@@ -5,6 +5,7 @@ pub mod duration;
 pub mod load;
 pub mod registries;
 pub mod spans;
+pub mod tenant_sign_in;
 pub mod types;
 pub mod validate;
 

@@ -501,6 +501,10 @@ pub struct Tenant {
     /// API and removed with the tenant.
     #[serde(default)]
     pub gitlab: Option<super::registries::TenantGitlab>,
+    /// Its applications' sign-in through Dex (ids `<tenant>.<name>`),
+    /// removed with the tenant.
+    #[serde(default)]
+    pub dex_clients: Vec<super::tenant_sign_in::TenantDexClient>,
 }
 
 /// One group of a tenant and the role its members have there.

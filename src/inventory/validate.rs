@@ -34,6 +34,7 @@ pub fn validate(loaded: &Loaded) -> Report {
     v.state_backend();
     v.hooks();
     super::registries::validate(loaded, &mut v.report);
+    super::tenant_sign_in::validate(loaded, &mut v.report);
     v.report.sort();
     v.report
 }

@@ -30,6 +30,7 @@ mod ssh_driver;
 mod stack;
 mod state_backend;
 mod tenant_resources;
+mod tenant_sign_in;
 mod terraform;
 mod vault;
 mod vault_kubernetes;

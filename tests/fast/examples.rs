@@ -735,6 +735,18 @@ fn check_multi_tenant(ws: &Workspace, file: &str, ids: &[&str]) {
         let projects = &plan[&format!("harbor/harbor-{t}/tenant/{t}")]["spec"]["endpoint"]["url"];
         assert_eq!(projects, &json!(format!("https://harbor.{t}.example.com")), "{file}");
     }
+    // team-a's application signs in through Dex, with a client of its own.
+    let dex = plan
+        .iter()
+        .find(|(id, _)| id.starts_with("stack/dex/"))
+        .map(|(_, s)| s)
+        .expect("Dex is planned");
+    assert_eq!(
+        dex["spec"]["runtime"]["tenantClients"],
+        json!([{"tenant": "team-a", "name": "shop",
+                "redirectUris": ["https://shop.team-a.example.com/oauth2/callback"]}]),
+        "{file}: {dex}"
+    );
 }
 
 /// A scenario's check: the workspace, the example's file, its planned step ids.

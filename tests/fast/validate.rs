@@ -83,6 +83,14 @@ fn registries_installed_without_an_ingress_or_on_a_host_are_errors_with_position
     check_golden("registries_install");
 }
 
+/// A tenant's own Dex clients: Dex must be installed, names are DNS
+/// labels (the client id is `<tenant>.<name>`), a name is declared once
+/// (the second names the first's line), callbacks are http(s) URLs.
+#[test]
+fn tenant_dex_clients_are_checked_at_their_positions() {
+    check_golden("tenant_dex_clients");
+}
+
 #[test]
 fn syntax_error_has_a_position() {
     check_golden("syntax");

@@ -37,6 +37,7 @@ use nautes_install::components::endpoints;
 use nautes_install::components::gitlab::DEX_APP_SCOPES;
 use nautes_install::components::stack::runtime::{render_dex_config, DexConfig, DexStaticClient};
 use nautes_install::components::stack::sign_in;
+use nautes_install::components::stack::tenant_clients::TenantClient;
 use nautes_install::components::vault_oidc;
 use nautes_install::secret::Secret;
 use serde_json::{json, Value};
@@ -91,6 +92,9 @@ pub struct DexOptions {
     /// Redirect URIs by client id for clients planned at URLs of their own
     /// (the Dex step's `redirectUris`, e.g. each Harbor instance's).
     pub redirect_uris: BTreeMap<String, Vec<String>>,
+    /// Tenants' own clients, as the installer planned them, with the
+    /// secret it kept for each.
+    pub tenant_clients: Vec<(TenantClient, String)>,
 }
 
 impl DexOptions {
@@ -107,6 +111,7 @@ impl DexOptions {
             vault_url: None,
             gitlab_app: None,
             redirect_uris: BTreeMap::new(),
+            tenant_clients: Vec::new(),
         }
     }
 }
@@ -212,6 +217,10 @@ impl Dex {
                     None => clients.push(DexStaticClient::Confidential(client, Secret::new(secret))),
                 }
             }
+        }
+        for (client, secret) in &opts.tenant_clients {
+            secrets.insert(client.id(), secret.clone());
+            clients.push(DexStaticClient::Tenant(client.clone(), Secret::new(secret.as_str())));
         }
         let gitlab_url = gitlab.url();
         let mut config = render_dex_config(&DexConfig {
@@ -469,6 +478,8 @@ impl Dex {
             (Some(c), None) => c.redirect_uri(&self.domain),
             // `vault login -method=oidc`'s listener.
             (None, _) if client == vault_oidc::CLIENT_ID => vault_oidc::CLI_REDIRECT_URI.to_string(),
+            // A tenant's application (`<tenant>.<name>`): its first callback.
+            (None, Some(uri)) if client.contains('.') => uri,
             // What `kubectl oidc-login` listens on by default.
             (None, _) => "http://localhost:8000".to_string(),
         };

@@ -30,6 +30,7 @@ mod plan;
 pub mod register;
 pub mod runtime;
 pub mod sign_in;
+pub mod tenant_clients;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -16,6 +16,7 @@ use crate::components::certificates;
 use crate::components::endpoints;
 use crate::components::gitlab::{self, credentials::field};
 use crate::components::stack::sign_in;
+use crate::components::stack::tenant_clients::{self, TenantClient};
 use crate::components::vault::VaultTarget;
 use crate::components::{registries, vault_oidc};
 use crate::drivers::kube::KubeClient;
@@ -37,6 +38,9 @@ pub struct DexSpec {
     /// callback), by client id, planned from the inventory.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub redirect_uris: BTreeMap<String, Vec<String>>,
+    /// The tenants' own applications' clients (`tenants[].dexClients`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenant_clients: Vec<TenantClient>,
 }
 
 /// The secret a component and Dex share for the component's login: made
@@ -73,6 +77,10 @@ fn static_clients(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<StaticClient>
             None => clients.push(StaticClient::Confidential(client, secret)),
         }
     }
+    for c in &spec.tenant_clients {
+        let secret = tenant_clients::secret(ctx, c)?;
+        clients.push(StaticClient::Tenant(c.clone(), secret));
+    }
     Ok(clients)
 }
 
@@ -90,6 +98,8 @@ pub enum StaticClient {
     /// to Vault's own address (its UI) or to `vault login`'s listener, not
     /// to a name under the domain.
     Vault { secret: Secret, redirect_uris: Vec<String> },
+    /// A tenant's application (`tenants[].dexClients`).
+    Tenant(TenantClient, Secret),
 }
 
 /// What Dex's config is made of, all of it known before it is rendered.
@@ -122,6 +132,7 @@ pub fn render_config(c: &DexConfig) -> Value {
             StaticClient::Vault { secret, redirect_uris } => json!({
                 "id": vault_oidc::CLIENT_ID, "name": "Vault", "secret": secret.expose(),
                 "redirectURIs": redirect_uris}),
+            StaticClient::Tenant(client, secret) => tenant_clients::config_entry(client, secret),
         })
         .collect();
     json!({
@@ -182,6 +193,7 @@ impl Configure for Dex {
                 .chain(vault_oidc::wanted(p.loaded).then(|| vault_oidc::CLIENT_ID.to_string()))
                 .collect(),
             redirect_uris: Default::default(),
+            tenant_clients: tenant_clients::planned(&p.loaded.inventory),
         };
         // Harbor answers at each instance's own URL (a tenant's own instance
         // too, which `components.harbor` does not enable).
@@ -219,6 +231,20 @@ async fn dex(ctx: &StepContext, spec: &DexSpec) -> Result<Vec<Value>, StepError>
     let client_secret = field(&app, gitlab::OAUTH_APP, "clientSecret")?;
     let domain = &spec.domain;
     let clients = static_clients(ctx, spec)?;
+    let tenants: Vec<(TenantClient, Secret)> = clients
+        .iter()
+        .filter_map(|c| match c {
+            StaticClient::Tenant(t, s) => Some((t.clone(), s.clone())),
+            _ => None,
+        })
+        .collect();
+    let handed = tenant_clients::hand_out(ctx, &tenants, spec.vault.as_ref(), &endpoints::dex_issuer(domain)).await?;
+    if !handed.is_empty() {
+        ctx.progress(format!(
+            "tenants' Dex client credentials in Vault: {} written or removed",
+            handed.len()
+        ));
+    }
     let config = render_config(&DexConfig {
         domain,
         gitlab_url: &gitlab_url,
