@@ -13,7 +13,7 @@ use base64::Engine;
 use nautes_install::components::stack::tenant_clients::TenantClient;
 use serde_json::Value;
 
-use crate::support::cli::{code, stderr};
+use crate::support::cli::{code, stderr, stdout};
 use dex::{Dex, DexOptions};
 use platform::{platform, Platform, DOMAIN};
 
@@ -39,9 +39,25 @@ fn set_clients(p: &Platform, with: bool) {
     std::fs::write(p.s.inventory(), new).unwrap();
 }
 
-fn apply(p: &Platform) {
+/// Apply; what it printed.
+fn apply(p: &Platform) -> String {
     let out = p.s.run("apply", &["--yes"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    format!("{}{}", stdout(&out), stderr(&out))
+}
+
+/// Every file under `dir`, as text.
+fn all_text(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.push_str(&all_text(&p));
+        } else {
+            out.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()));
+        }
+    }
+    out
 }
 
 /// The static clients of the Dex config the installer applied.
@@ -65,7 +81,7 @@ fn a_tenants_application_signs_in_through_dex_with_credentials_from_its_vault_pa
     }
     let p = platform(None);
     set_clients(&p, true);
-    apply(&p);
+    let mut printed = apply(&p);
 
     // Handed to the tenant, in its own Vault path.
     let (status, kv) = p.vault.api("GET", SECRET_PATH, None);
@@ -103,7 +119,7 @@ fn a_tenants_application_signs_in_through_dex_with_credentials_from_its_vault_pa
 
     // A re-run writes nothing to the tenant's path.
     p.vault.reset_log();
-    apply(&p);
+    printed.push_str(&apply(&p));
     let writes: Vec<String> = p
         .vault
         .writes()
@@ -111,6 +127,15 @@ fn a_tenants_application_signs_in_through_dex_with_credentials_from_its_vault_pa
         .filter(|w| w.contains("/tenant/"))
         .collect();
     assert!(writes.is_empty(), "{writes:?}");
+    // The secret is in no output, state or log of ours.
+    let mut seen = printed;
+    seen.push_str(&std::fs::read_to_string(p.s.workdir().join("state.json")).unwrap_or_default());
+    seen.push_str(&std::fs::read_to_string(p.s.workdir().join("state.json.journal")).unwrap_or_default());
+    seen.push_str(&all_text(&p.s.workdir().join("logs")));
+    assert!(
+        !seen.contains(&secret),
+        "the tenant client's secret leaked into output, state or log"
+    );
 
     // Removed from the inventory: nothing of it is left.
     set_clients(&p, false);
