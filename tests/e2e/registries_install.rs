@@ -12,7 +12,8 @@
 //! configure step replaces it. A re-run writes nothing anywhere; a teardown
 //! removes the projects, repositories and releases.
 
-use crate::support::{cli, controlplane, platform, registries::Standin, vault};
+use crate::support::registries::{sonarqube_missing, Sonarqube, Standin};
+use crate::support::{cli, controlplane, platform, vault};
 
 use cli::{code, stderr, stdout};
 use platform::{helm_package, platform_with, Platform, DOMAIN};
@@ -264,4 +265,191 @@ fn harbor_and_nexus_installed_in_the_cluster_configured_through_the_ingress_reru
         let d = p.kube.get(&format!("/apis/apps/v1/namespaces/{ns}/deployments"));
         assert!(d["items"].as_array().is_none_or(|i| i.is_empty()), "{ns}: {d}");
     }
+}
+
+fn sonarqube_inventory(p: &Platform) -> String {
+    format!(
+        "settings:
+  domain: {DOMAIN}
+  timeouts:
+    rollout: 180s
+pki:
+  ca:
+    cert: ca.crt
+    key: {{ file: ca.pk8 }}
+artifacts:
+  mode: airgap
+  bundle: bundle
+clusters:
+  - name: host
+    type: external
+    external:
+      kubeconfig: host.kubeconfig
+    usage: [host]
+tenants:
+  - name: acme
+    cluster: host
+    namespaces:
+      - name: acme
+    sonarqube: {{}}
+components:
+  vault:
+    placement: external
+    external:
+      url: {vault}
+  gitlab:
+    placement: external
+    external:
+      url: {gitlab}
+      token: {{ file: gitlab-token }}
+    values:
+      group: acme
+  traefik:
+    values:
+      ingressAddress: 127.0.0.1
+      websecureNodePort: {port}
+  dex: {{}}
+  sonarqube:
+    placement: cluster
+",
+        vault = p.vault.url(),
+        gitlab = p.gitlab.url(),
+        port = p.ingress.port,
+    )
+}
+
+/// SonarQube installed in the cluster: its stand-in chart (shaped like the
+/// real 4.0.0, with its PostgreSQL) applied after Traefik, Dex and Vault,
+/// and the **real** SonarQube 9.9 behind the ingress at
+/// sonarqube.<domain> (reachable only once the Ingress exists): the default
+/// `admin/admin` replaced once through the ingress, the tenant's pipeline
+/// token and GitLab sign-in made there, a re-run sending SonarQube no
+/// write, a teardown removing the release.
+#[test]
+fn sonarqube_installed_in_the_cluster_is_the_real_one_configured_through_the_ingress() {
+    if controlplane::skip_unless_available() || vault::skip_unless_available() || sonarqube_missing() {
+        return;
+    }
+    let sonar = Sonarqube::start();
+    let p = platform_with(None, |kube, s| {
+        let standins = kube.dir().join("standins");
+        std::fs::create_dir_all(&standins).unwrap();
+        let bundle = s.path().join("bundle");
+        let home = s.path().join("helm");
+        helm_package("sonarqube-standin", "4.0.0", &bundle.join("sonarqube/4.0.0"), &home);
+        let sealed = s.command(&["bundle", "seal", "--dir", "bundle"]).output().unwrap();
+        assert_eq!(code(&sealed), 0, "{}", stderr(&sealed));
+        (
+            "ingresses".into(),
+            vec![
+                "--forward".into(),
+                format!("sonarqube.{DOMAIN}={}", sonar.url()),
+                "--routes-file".into(),
+                standins.join("ingress-hosts.json").to_str().unwrap().into(),
+            ],
+        )
+    });
+    p.s.write_inventory(&sonarqube_inventory(&p));
+    for i in 0..4 {
+        let (status, body) = p.kube.request(
+            "POST",
+            "/api/v1/persistentvolumes",
+            "application/json",
+            &json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": format!("pv-sq-{i}")},
+                    "spec": {"capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteOnce"],
+                             "hostPath": {"path": format!("/tmp/pv-sq-{i}")}}}),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+
+    let first = p.s.run("apply", &["--yes"]);
+    assert_eq!(
+        code(&first),
+        0,
+        "{}\n{}\n{}",
+        stdout(&first),
+        stderr(&first),
+        p.kube.report()
+    );
+    let kube = p.kube.requests();
+    let traefik = first_write(&kube, "/namespaces/traefik/deployments");
+    let dex = first_write(&kube, "/namespaces/dex/");
+    let release = first_write(&kube, "/namespaces/sonarqube/");
+    assert!(
+        traefik < release && dex < release,
+        "SonarQube came before Traefik or Dex"
+    );
+    let ingress_made = first_write(&kube, "/namespaces/sonarqube/ingresses");
+    let calls: Vec<Value> = p
+        .ingress
+        .log()
+        .into_iter()
+        .filter(|r| r["host"] == format!("sonarqube.{DOMAIN}"))
+        .collect();
+    assert!(
+        calls.iter().any(|r| r["status"] == 200),
+        "not configured through the ingress: {calls:?}"
+    );
+    assert!(
+        calls[0]["time"].as_f64().unwrap() > ingress_made,
+        "SonarQube was reached before its Ingress existed"
+    );
+
+    // admin/admin is gone, ours works; the tenant's token is real.
+    let ours = kept(&p, "sonarqube/sonarqube/admin");
+    let valid = |pw: &str| {
+        sonar
+            .call("GET", "/api/authentication/validate", Some(("admin", pw)), None)
+            .1["valid"]
+            .clone()
+    };
+    assert_eq!(valid("admin"), json!(false));
+    assert_eq!(valid(&ours), json!(true));
+    let (status, token) = p
+        .vault
+        .api("GET", "/v1/repo/data/sonarqube/sonarqube/tenants/acme", None);
+    assert_eq!(status, 200, "{token}");
+    let token = token["data"]["data"]["token"].as_str().expect("a token").to_string();
+    assert_eq!(
+        sonar
+            .call("GET", "/api/authentication/validate", Some((&token, "")), None)
+            .1["valid"],
+        json!(true)
+    );
+    let state_text = std::fs::read_to_string(p.s.workdir().join("state.json")).unwrap_or_default();
+    for secret in [&ours, &token] {
+        assert!(
+            !state_text.contains(secret.as_str()),
+            "a SonarQube credential in the state"
+        );
+        assert!(!stdout(&first).contains(secret.as_str()) && !stderr(&first).contains(secret.as_str()));
+    }
+
+    // A re-run: no write to SonarQube, the cluster or Vault.
+    p.kube.reset_log();
+    p.vault.reset_log();
+    let before = sonar.writes().len();
+    let again = p.s.run("apply", &["--yes"]);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert_eq!(
+        sonar.writes()[before..],
+        [] as [String; 0],
+        "SonarQube writes on a re-run"
+    );
+    assert!(p.vault.writes().is_empty(), "{:?}", p.vault.writes());
+    let kube_writes: Vec<Value> = p
+        .kube
+        .writes()
+        .into_iter()
+        .filter(|r| !r["path"].as_str().unwrap_or("").contains("_standin"))
+        .collect();
+    assert!(kube_writes.is_empty(), "{kube_writes:#?}");
+
+    let down =
+        p.s.command(&["destroy", "-i", "inventory.yaml", "--yes"])
+            .output()
+            .unwrap();
+    assert_eq!(code(&down), 0, "{}", stderr(&down));
+    let left = p.kube.get("/apis/apps/v1/namespaces/sonarqube/statefulsets");
+    assert!(left["items"].as_array().is_none_or(|i| i.is_empty()), "{left}");
 }
