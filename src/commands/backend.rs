@@ -92,7 +92,7 @@ pub fn small_runtime() -> Result<tokio::runtime::Runtime, u8> {
 /// The backend itself (for a kubernetes one: a client to its cluster).
 pub async fn open(w: &Where) -> Result<Arc<dyn StateBackend>, String> {
     match w {
-        Where::Local(path) => Ok(Arc::new(LocalBackend { path: path.clone() })),
+        Where::Local(path) => Ok(Arc::new(LocalBackend::new(path.clone()))),
         Where::Kube(k) => {
             let client = k
                 .client()
@@ -172,7 +172,7 @@ pub async fn lock_and_open(g: &GlobalArgs, w: &Where, command: &str) -> Result<(
                     return Err(exit::STATE_ERROR);
                 }
             };
-            Ok((Held::File(lock), Arc::new(LocalBackend { path: path.clone() })))
+            Ok((Held::File(lock), Arc::new(LocalBackend::new(path.clone()))))
         }
         Where::Kube(k) => {
             let client = k.client().await.map_err(|e| {

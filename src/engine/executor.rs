@@ -2,13 +2,21 @@
 //! what it waits on has succeeded. A failure stops its dependents but lets
 //! running siblings finish; a stop request lets running steps finish and
 //! starts nothing new; an abort drops them (their children are killed).
-//! What makes a re-run resume correctly is when transitions are durable: a
-//! step's `running` (or `destroying`) record is in the state file before its
-//! work begins, and a step's end is in it before anything that waits on it
-//! begins. The end is staged in memory and written by the next write, which
-//! is usually the `running` of the step that waited on it, so a chain costs
-//! one state write per step, not two; when a finished step starts nothing,
-//! the scheduler writes it at once on its own (`flushes`).
+//! What makes a re-run resume correctly is the order in which transitions
+//! reach the state: a step's `running` (or `destroying`) record is written
+//! before its work begins, and a step's end is written before anything that
+//! waits on it begins. The end is staged in memory and written by the next
+//! write, which is usually the `running` of the step that waited on it, so
+//! a chain costs one state write per step, not two; when a finished step
+//! starts nothing, the scheduler writes it at once on its own (`flushes`).
+//! "Written" is in the journal's file, in order, which a killed process
+//! cannot undo; the journal's `fdatasync` runs in the background (group
+//! commit) and the full write at the end of a schedule makes all of it
+//! durable. Nothing here waits for the disk: a power loss may take the last
+//! records, and then the next run redoes those steps, which every step must
+//! bear anyway (the crash can always fall between a step's work and its
+//! record). What cannot be redone safely (a create in a system that does
+//! not forget) is guarded by an intent, which `update` makes durable first.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -471,7 +479,7 @@ impl EngineRef {
         let begun = Instant::now();
         let recorded = self
             .store
-            .update(|st| {
+            .record(|st| {
                 let prev = st.steps.remove(&step.id);
                 let rec = StepRecord {
                     kind: step.kind.clone(),
@@ -561,7 +569,7 @@ impl EngineRef {
         let begun = Instant::now();
         let rec = self
             .store
-            .update(|st| {
+            .record(|st| {
                 st.steps.get_mut(&id).map(|r| {
                     r.status = StepStatus::Destroying;
                     r.started_at = Some(now_rfc3339());
@@ -636,7 +644,7 @@ impl EngineRef {
         let message = err.message;
         let saved = self
             .store
-            .update(|st| {
+            .record(|st| {
                 if let Some(rec) = st.steps.get_mut(id) {
                     rec.status = StepStatus::Failed;
                     rec.last_error = Some(message.clone());

@@ -13,7 +13,10 @@
 //! crash between the rename and the removal replays nothing twice. A crash
 //! while appending leaves at most the last line torn: a last line that does
 //! not end in a newline or does not parse was never acknowledged and is
-//! ignored; a bad line followed by good ones is corruption and refused.
+//! ignored; a bad line followed by good ones is corruption and refused,
+//! unless it starts with zeros: blocks a power loss kept from the disk (lines
+//! are acknowledged once written, and synced in the background: see
+//! [`JournalFile`]), after which nothing is replayed.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -132,6 +135,10 @@ pub fn replay(state: &mut State, bytes: &[u8], place: &str) -> Result<(), String
             }
             // The last line, torn by a crash while it was appended: never acknowledged.
             None if after.iter().all(|b| *b == b'\n' || *b == 0) => return Ok(()),
+            // Blocks the disk never got (zeros), after a power loss took lines
+            // not yet synced: what survived is the lines before them (a later
+            // sync covers every earlier line, so nothing after them is older).
+            None if line.first() == Some(&0) => return Ok(()),
             None => {
                 return Err(format!(
                     "{place}: line {line_no} is not a state record, and more follow it"
@@ -143,24 +150,164 @@ pub fn replay(state: &mut State, bytes: &[u8], place: &str) -> Result<(), String
     Ok(())
 }
 
-/// Append `line` to the journal at `path` and make it durable (the
-/// directory too when the journal is new, so the file is not lost).
-pub fn append(path: &Path, line: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let new = !path.exists();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(line)?;
-    f.sync_data()?;
-    if new {
-        if let Some(dir) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
-            dir.sync_all()?;
+/// The journal file of one store. A line is appended in order and
+/// `append` returns once it is written to the file (in the page cache: a
+/// killed process loses nothing written); `fdatasync` runs in the
+/// background, one for however many lines were appended while the previous
+/// one ran (group commit), and `sync` waits until every line appended so
+/// far is on disk. Since the file is only appended to, a later
+/// `fdatasync` covers every earlier line. A failed write or sync is
+/// sticky: every later `append` and `sync` returns it.
+pub struct JournalFile {
+    path: PathBuf,
+    inner: std::sync::Arc<Syncing>,
+}
+
+struct Syncing {
+    /// The journal's directory (synced once when the journal is new).
+    dir: PathBuf,
+    state: std::sync::Mutex<SyncState>,
+    /// Lines known durable, and a write or sync error.
+    done: tokio::sync::watch::Sender<(u64, Option<String>)>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// The open journal, once this store appended to it.
+    file: Option<std::sync::Arc<std::fs::File>>,
+    /// The journal was created by this store: its directory entry must be
+    /// made durable too.
+    dir_pending: bool,
+    appended: u64,
+    synced: u64,
+    syncing: bool,
+    error: Option<String>,
+}
+
+impl JournalFile {
+    pub fn new(path: PathBuf) -> JournalFile {
+        JournalFile {
+            path: path.clone(),
+            inner: std::sync::Arc::new(Syncing {
+                dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                state: Default::default(),
+                done: tokio::sync::watch::channel((0, None)).0,
+            }),
         }
     }
-    Ok(())
+
+    fn failed(&self) -> Option<std::io::Error> {
+        let st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.error.clone().map(std::io::Error::other)
+    }
+
+    /// Append `line` and return once it is written to the file (not yet
+    /// synced: see [`JournalFile::sync`]).
+    pub async fn append(&self, line: Vec<u8>) -> std::io::Result<()> {
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        let open = self.inner.state.lock().unwrap_or_else(|p| p.into_inner()).file.clone();
+        let path = self.path.clone();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            use std::os::unix::fs::OpenOptionsExt;
+            let (file, new) = match open {
+                Some(f) => (f, false),
+                None => {
+                    let new = !path.exists();
+                    let f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .mode(0o600)
+                        .open(&path)?;
+                    (std::sync::Arc::new(f), new)
+                }
+            };
+            (&*file).write_all(&line)?;
+            Ok((file, new))
+        })
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
+        let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (file, new) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                // A line may be torn: nothing more may follow it.
+                st.error.get_or_insert_with(|| e.to_string());
+                self.inner.done.send_replace((st.synced, st.error.clone()));
+                return Err(e);
+            }
+        };
+        st.file = Some(file);
+        st.dir_pending |= new;
+        st.appended += 1;
+        if !st.syncing {
+            st.syncing = true;
+            tokio::spawn(sync_in_background(self.inner.clone()));
+        }
+        Ok(())
+    }
+
+    /// Wait until every line appended so far is durable.
+    pub async fn sync(&self) -> std::io::Result<()> {
+        let target = self.inner.state.lock().unwrap_or_else(|p| p.into_inner()).appended;
+        let mut done = self.inner.done.subscribe();
+        let seen = done
+            .wait_for(|(synced, error)| *synced >= target || error.is_some())
+            .await
+            .map(|v| v.1.clone())
+            .unwrap_or_else(|_| Some("the journal's syncing stopped".into()));
+        match seen {
+            Some(e) => Err(std::io::Error::other(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// The journal was folded into a full write (durable itself) and
+    /// removed: every line so far is covered, the next one starts a new file.
+    pub fn folded(&self) {
+        let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.file = None;
+        st.dir_pending = false;
+        st.synced = st.appended;
+        self.inner.done.send_replace((st.synced, st.error.clone()));
+    }
+}
+
+/// `fdatasync` the journal until no line is left unsynced (each round
+/// covers every line appended before it began).
+async fn sync_in_background(inner: std::sync::Arc<Syncing>) {
+    loop {
+        let (file, dir, target) = {
+            let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.synced >= st.appended || st.error.is_some() {
+                st.syncing = false;
+                return;
+            }
+            let dir = std::mem::take(&mut st.dir_pending);
+            (st.file.clone(), dir, st.appended)
+        };
+        let dir = dir.then(|| inner.dir.clone());
+        let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if let Some(f) = file {
+                f.sync_data()?;
+            }
+            if let Some(dir) = dir {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
+        let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        match res {
+            Ok(()) => st.synced = st.synced.max(target),
+            Err(e) => {
+                st.error.get_or_insert_with(|| format!("fdatasync: {e}"));
+            }
+        }
+        inner.done.send_replace((st.synced, st.error.clone()));
+    }
 }
 
 #[cfg(test)]
@@ -279,11 +426,58 @@ mod tests {
         }
         std::fs::write(path_of(&path), &journal).unwrap();
         assert!(same(&State::load(&path).unwrap(), &states[2]));
+        // Lines the disk never got after a power loss read as zeros, and
+        // lines synced later may follow them: what loads is the state before.
+        let mut hole = vec![0u8; last_start];
+        hole.extend_from_slice(&journal[last_start..]);
+        hole.extend_from_slice(&journal[last_start..]);
+        std::fs::write(path_of(&path), &hole).unwrap();
+        assert!(same(&State::load(&path).unwrap(), &states[0]));
         // Garbage before a good line is not a torn tail: refused.
         let mut bad = b"{\"seq\": 9\n".to_vec();
         bad.extend_from_slice(&journal);
         std::fs::write(path_of(&path), &bad).unwrap();
         let err = State::load(&path).unwrap_err().to_string();
         assert!(err.contains("line 1 is not a state record"), "{err}");
+    }
+
+    /// A step's record is in the journal (as the next process, or this one
+    /// after a kill, reads it) when `record` returns, before any sync; an
+    /// `update` returns only once its line and every earlier one is synced.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_is_in_the_file_when_it_returns_and_an_update_once_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let store = StateStore::new(path.clone(), State::default());
+        store.update(|s| s.revision = 1).await.unwrap(); // the first write: whole
+        for i in 0..20u64 {
+            store
+                .record(|s| {
+                    s.steps.insert(format!("s{i}"), record("hook", StepStatus::Running));
+                })
+                .await
+                .unwrap();
+            let loaded = State::load(&path).unwrap();
+            assert!(loaded.steps.contains_key(&format!("s{i}")), "line {i} not written yet");
+        }
+        let journal = JournalFile::new(path_of(&path));
+        journal.append(b"{}\n".to_vec()).await.unwrap();
+        journal.sync().await.unwrap();
+        let st = journal.inner.state.lock().unwrap();
+        assert_eq!((st.appended, st.synced), (1, 1));
+    }
+
+    /// A line that could not be written may be torn: nothing may follow
+    /// it, so the error stays, for every later append and sync.
+    #[tokio::test]
+    async fn a_failed_append_fails_every_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_dir = dir.path().join("gone");
+        let journal = JournalFile::new(journal_dir.join("state.json.journal"));
+        assert!(journal.append(b"{}\n".to_vec()).await.is_err());
+        std::fs::create_dir(&journal_dir).unwrap();
+        assert!(journal.append(b"{}\n".to_vec()).await.is_err());
+        assert!(journal.sync().await.is_err());
+        assert!(!journal_dir.join("state.json.journal").exists());
     }
 }

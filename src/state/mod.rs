@@ -130,10 +130,15 @@ pub trait StateBackend: Send + Sync {
     /// The stored state, or an empty one if none was ever written.
     async fn load(&self) -> Result<State, StateError>;
     async fn write(&self, bytes: Vec<u8>) -> Result<(), StateError>;
-    /// Append one journal line and return once it is durable; `false`: this
-    /// backend keeps no journal (every change is a `write`).
+    /// Append one journal line and return once it is written, after every
+    /// line before it (durable once `sync` returns); `false`: this backend
+    /// keeps no journal (every change is a `write`, durable when it returns).
     async fn append(&self, _line: Vec<u8>) -> Result<bool, StateError> {
         Ok(false)
+    }
+    /// Wait until every line appended so far is durable.
+    async fn sync(&self) -> Result<(), StateError> {
+        Ok(())
     }
     /// The file holding the state, for a backend that is one.
     fn local_path(&self) -> Option<&Path> {
@@ -145,6 +150,23 @@ pub trait StateBackend: Send + Sync {
 /// and its journal beside it.
 pub struct LocalBackend {
     pub path: PathBuf,
+    journal: journal::JournalFile,
+}
+
+impl LocalBackend {
+    pub fn new(path: PathBuf) -> LocalBackend {
+        LocalBackend {
+            journal: journal::JournalFile::new(journal::path_of(&path)),
+            path,
+        }
+    }
+
+    fn journal_error(&self, source: std::io::Error) -> StateError {
+        StateError::Write {
+            path: journal::path_of(&self.path),
+            source,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -168,7 +190,15 @@ impl StateBackend for LocalBackend {
     }
 
     async fn append(&self, line: Vec<u8>) -> Result<bool, StateError> {
-        self.append_line(line).await.map(|()| true)
+        self.journal
+            .append(line)
+            .await
+            .map(|()| true)
+            .map_err(|e| self.journal_error(e))
+    }
+
+    async fn sync(&self) -> Result<(), StateError> {
+        self.journal.sync().await.map_err(|e| self.journal_error(e))
     }
 
     async fn write(&self, bytes: Vec<u8>) -> Result<(), StateError> {
@@ -184,7 +214,10 @@ impl StateBackend for LocalBackend {
         })
         .await;
         match res {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                self.journal.folded();
+                Ok(())
+            }
             Ok(Err(source)) => Err(StateError::Write {
                 path: self.path.clone(),
                 source,
@@ -193,21 +226,6 @@ impl StateBackend for LocalBackend {
                 path: self.path.clone(),
                 source: std::io::Error::other(join.to_string()),
             }),
-        }
-    }
-}
-
-impl LocalBackend {
-    async fn append_line(&self, line: Vec<u8>) -> Result<(), StateError> {
-        let path = journal::path_of(&self.path);
-        let res = tokio::task::spawn_blocking(move || journal::append(&path, &line)).await;
-        let err = |source| StateError::Write {
-            path: journal::path_of(&self.path),
-            source,
-        };
-        match res {
-            Ok(r) => r.map_err(err),
-            Err(join) => Err(err(std::io::Error::other(join.to_string()))),
         }
     }
 }
@@ -297,10 +315,13 @@ impl State {
 }
 
 /// The state shared by concurrently running steps. Writes are coalesced:
-/// while one write is in flight, later changes wait and go out together,
-/// and every caller returns only once its change is durable. With a
-/// backend that keeps a journal, a write after the first is one appended
-/// line of what changed; `compact` (at the end of a run) writes it whole.
+/// while one write is in flight, later changes wait and go out together.
+/// With a backend that keeps a journal, a write after the first is one
+/// appended line of what changed; `compact` (at the end of a run) writes it
+/// whole. `update` returns once its change is durable; `record` and `flush`
+/// once it is written, in order, to the journal (a killed process loses
+/// none of it; the journal's `fdatasync` follows in the background, and the
+/// full write at the end makes everything durable). See README "State".
 #[derive(Clone)]
 pub struct StateStore {
     inner: Arc<StoreInner>,
@@ -331,7 +352,7 @@ const MAX_JOURNAL_LINES: usize = 4096;
 impl StateStore {
     /// A store writing the local file at `path`.
     pub fn new(path: PathBuf, state: State) -> StateStore {
-        StateStore::with_backend(Arc::new(LocalBackend { path }), state)
+        StateStore::with_backend(Arc::new(LocalBackend::new(path)), state)
     }
 
     pub fn with_backend(backend: Arc<dyn StateBackend>, state: State) -> StateStore {
@@ -359,20 +380,35 @@ impl StateStore {
         f(&guard.0)
     }
 
-    /// Change the state and wait until the change is durable.
+    /// Change the state and wait until the change is durable (for a record
+    /// that must survive a power loss before what it guards is done: an
+    /// intent before a create that cannot be found again by name).
     pub async fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R, StateError> {
-        let (result, version) = {
-            let mut guard = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-            let r = f(&mut guard.0);
-            guard.1 += 1;
-            (r, guard.1)
-        };
+        let (result, version) = self.change(f);
+        self.flush_to(version).await?;
+        self.inner.backend.sync().await?;
+        Ok(result)
+    }
+
+    /// Change the state and wait until the change is written after every
+    /// earlier one (a killed process loses none of them), not until it is
+    /// synced to disk: a step's own record, which the step's idempotence
+    /// covers should a power loss take it.
+    pub async fn record<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R, StateError> {
+        let (result, version) = self.change(f);
         self.flush_to(version).await?;
         Ok(result)
     }
 
-    /// Change the state in memory only: the change becomes durable with the
-    /// next `update` or `flush`, so it can share that write (group commit).
+    fn change<R>(&self, f: impl FnOnce(&mut State) -> R) -> (R, u64) {
+        let mut guard = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let r = f(&mut guard.0);
+        guard.1 += 1;
+        (r, guard.1)
+    }
+
+    /// Change the state in memory only: the change is written with the
+    /// next `update`, `record` or `flush`, so it can share that write.
     pub fn stage<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let mut guard = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
         let r = f(&mut guard.0);
@@ -380,7 +416,8 @@ impl StateStore {
         r
     }
 
-    /// Make every change so far durable (nothing is written if none is pending).
+    /// Write every change so far, as `record` does (nothing is written if
+    /// none is pending).
     pub async fn flush(&self) -> Result<(), StateError> {
         let version = self.inner.state.lock().unwrap_or_else(|p| p.into_inner()).1;
         self.flush_to(version).await

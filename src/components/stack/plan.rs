@@ -9,9 +9,9 @@
 //! readiness, companions) is planned generically here, so a release that
 //! needs no configuration of ours is planned from its entry alone. The
 //! components we configure when their step runs (Traefik's ports, the CA
-//! issuer, Dex, oauth2-proxy, vault-proxy, Argo CD and Nautes) each have a
-//! small function below that adds their run-time objects and the needs
-//! their configuration brings (GitLab's token, our certificates, ...).
+//! issuer, Dex, oauth2-proxy, vault-proxy, Argo CD and Nautes) are planned
+//! by their configuration (`runtime::Configure`, one file each, found by
+//! the build), in the order their declared needs of each other give.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -149,6 +149,9 @@ pub(super) struct Planner<'a> {
     /// The step of each component on the management side, by key (and of
     /// a configuration's own step by its name, e.g. `vault-proxy`).
     pub(super) planned: BTreeMap<&'static str, String>,
+    /// What configurations still to be planned record their steps under
+    /// (their `PLANS`): reading one of those now would be too early.
+    unplanned: BTreeSet<&'static str>,
     /// Steps whose catalog needs are resolved once everything is planned.
     pending: Vec<(usize, &'static Component)>,
     /// Every stack step, for the health step to wait on.
@@ -162,6 +165,19 @@ pub(super) struct Planner<'a> {
 impl Planner<'_> {
     pub(super) fn enabled(&self, key: &str) -> Option<&crate::inventory::Component> {
         self.loaded.inventory.components.enabled_one(key)
+    }
+
+    /// The step recorded under `key` (a component's key, or a
+    /// configuration's own name), if it is planned. A configuration reads
+    /// only what it declares in `Configure::NEEDS`, planned before it: one
+    /// read too early is a bug, stopped here rather than planned without.
+    pub(super) fn planned_step(&self, key: &str) -> Option<String> {
+        assert!(
+            !self.unplanned.contains(key),
+            "internal error: `{key}` was read before the configuration that plans it ran \
+             (declare it in the reader's `Configure::NEEDS`)"
+        );
+        self.planned.get(key).cloned()
     }
 
     pub(super) fn planned_before(&self, id: &str) -> bool {
@@ -318,7 +334,7 @@ impl Planner<'_> {
             .filter_map(|key| match *key {
                 k if k == catalog::GITLAB.key => self.planned_before(gitlab::STEP_ID).then(|| gitlab::STEP_ID.into()),
                 k if k == catalog::VAULT.key => self.planned_before(vault::STEP_ID).then(|| vault::STEP_ID.into()),
-                k => self.planned.get(k).cloned(),
+                k => self.planned_step(k),
             })
             .collect()
     }
@@ -390,6 +406,7 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         problems: Vec::new(),
         artifacts: BTreeSet::new(),
         planned: BTreeMap::new(),
+        unplanned: BTreeSet::new(),
         pending: Vec::new(),
         stack_steps: Vec::new(),
         vault_target: vault::target(loaded),
@@ -423,8 +440,13 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
 
     // What we configure at run time, each as its configuration plans it.
     if let Some(mgmt) = &mgmt {
-        for configuration in runtime::CONFIGURATIONS {
+        let order = runtime::planning_order(runtime::CONFIGURATIONS);
+        p.unplanned = order.iter().filter_map(|c| c.plans()).collect();
+        for configuration in order {
             configuration.plan(&mut p, mgmt);
+            if let Some(name) = configuration.plans() {
+                p.unplanned.remove(name);
+            }
         }
         if let Some(nautes) = p.planned.get(catalog::NAUTES.key).cloned() {
             register_runtime_clusters(&mut p, &nautes);
@@ -554,6 +576,82 @@ mod tests {
         for slug in planned {
             assert!(runtime::of_release(slug).is_some(), "{slug}");
         }
+    }
+
+    /// The build finds the configurations in whatever order; the planner
+    /// plans each after those whose steps it reads (`NEEDS`), the same way
+    /// whatever the order found. Their `TYPE`s, which a step's record is
+    /// dispatched by, are unique.
+    #[test]
+    fn configurations_are_planned_after_what_they_need_whatever_order_they_are_found_in() {
+        let kinds = |cs: &[&'static dyn runtime::Configuration]| cs.iter().map(|c| c.kind()).collect::<Vec<_>>();
+        let order = runtime::planning_order(runtime::CONFIGURATIONS);
+        let mut reversed = runtime::CONFIGURATIONS.to_vec();
+        reversed.reverse();
+        assert_eq!(kinds(&runtime::planning_order(&reversed)), kinds(&order));
+        for (i, c) in order.iter().enumerate() {
+            for need in c.needs() {
+                if let Some(j) = order.iter().position(|o| o.plans() == Some(*need)) {
+                    assert!(
+                        j < i,
+                        "{} needs {need}, planned after it by {}",
+                        c.kind(),
+                        order[j].kind()
+                    );
+                }
+            }
+        }
+        // Those that plan steps of their own, in the order they always were.
+        let planning: Vec<&str> = kinds(&order)
+            .into_iter()
+            .filter(|k| ["caIssuer", "dex", "vaultProxy", "argocd", "oauth2Proxy", "nautes"].contains(k))
+            .collect();
+        assert_eq!(
+            planning,
+            ["caIssuer", "dex", "vaultProxy", "argocd", "oauth2Proxy", "nautes"]
+        );
+        let mut unique = kinds(&order);
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            order.len(),
+            "two configurations share a TYPE: {:?}",
+            kinds(&order)
+        );
+    }
+
+    /// A component configured at run time is planned by its file alone
+    /// (found by the build): oauth2-proxy, enabled, gets its step on the
+    /// ingress cluster, after Dex and with the Tekton Dashboard's route.
+    #[test]
+    fn oauth2_proxy_enabled_is_planned_from_its_configuration_file() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let path = std::path::Path::new(root).join("inventories/single-node-k3s.yaml");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\n  dex: {}", "\n  oauth2Proxy: {}\n  dex: {}");
+        assert!(text.contains("oauth2Proxy"));
+        let loaded = crate::inventory::load_str(&path, &text).unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        let steps = crate::components::plan_steps(&loaded).unwrap_or_else(|d| panic!("{d:?}"));
+        let step = steps
+            .iter()
+            .find(|s| s.id == "stack/oauth2-proxy/host")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no oauth2-proxy step in {:?}",
+                    steps.iter().map(|s| &s.id).collect::<Vec<_>>()
+                )
+            });
+        for need in [
+            "stack/dex/tenant-mgmt",
+            "stack/tekton-dashboard/host",
+            "stack/traefik/host",
+        ] {
+            assert!(step.needs.iter().any(|n| n == need), "{need} not in {:?}", step.needs);
+        }
+        assert_eq!(step.spec["runtime"]["type"], "oauth2Proxy");
+        assert_eq!(step.spec["runtime"]["tektonDashboard"], true);
     }
 
     /// The stand-in chart (tests/charts) that mirrors each real chart we

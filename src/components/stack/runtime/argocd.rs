@@ -142,6 +142,8 @@ pub(super) struct Argocd;
 impl Configure for Argocd {
     const TYPE: &'static str = "argocd";
     type Spec = ArgocdSpec;
+    const PLANS: Option<&'static str> = Some(catalog::ARGOCD.key);
+    const NEEDS: &'static [&'static str] = catalog::ARGOCD.needs;
 
     fn plan(&self, p: &mut Planner, mgmt: &str) {
         if p.enabled(catalog::ARGOCD.key).is_none() || !p.planned_before(gitlab::STEP_ID) {
@@ -175,9 +177,13 @@ pub(super) struct Nautes;
 impl Configure for Nautes {
     const TYPE: &'static str = "nautes";
     type Spec = NautesSpec;
+    const PLANS: Option<&'static str> = Some(catalog::NAUTES.key);
+    /// Argo CD, which delivers it, and vault-proxy (besides its catalog
+    /// needs: Vault, GitLab and Argo CD).
+    const NEEDS: &'static [&'static str] = &[catalog::ARGOCD.key, super::vault_proxy::NAME];
 
     fn plan(&self, p: &mut Planner, mgmt: &str) {
-        let Some(argocd) = p.planned.get(catalog::ARGOCD.key).cloned() else {
+        let Some(argocd) = p.planned_step(catalog::ARGOCD.key) else {
             return;
         };
         if p.enabled(catalog::NAUTES.key).is_none() {
@@ -185,7 +191,7 @@ impl Configure for Nautes {
         }
         // Nautes' operators log in to Vault: its auth and policies first.
         let mut needs = vec![argocd, gitlab::STEP_ID.into()];
-        needs.extend(p.planned.get(super::vault_proxy::NAME).cloned());
+        needs.extend(p.planned_step(super::vault_proxy::NAME));
         if p.vault_target.is_some() {
             needs.push(vault::STEP_ID.into());
             needs.extend(

@@ -66,9 +66,10 @@ pub struct CaIssuerSpec {
 impl Configure for CaIssuer {
     const TYPE: &'static str = "caIssuer";
     type Spec = CaIssuerSpec;
+    const NEEDS: &'static [&'static str] = &[catalog::CERT_MANAGER.key];
 
     fn plan(&self, p: &mut Planner, mgmt: &str) {
-        let Some(cert_manager) = p.planned.get(catalog::CERT_MANAGER.key).cloned() else {
+        let Some(cert_manager) = p.planned_step(catalog::CERT_MANAGER.key) else {
             return;
         };
         let user_ca_key = p.loaded.inventory.pki.ca.as_ref().map(|c| c.key.clone());

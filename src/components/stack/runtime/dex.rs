@@ -176,6 +176,8 @@ pub(super) struct Dex;
 impl Configure for Dex {
     const TYPE: &'static str = "dex";
     type Spec = DexSpec;
+    const PLANS: Option<&'static str> = Some(catalog::DEX.key);
+    const NEEDS: &'static [&'static str] = catalog::DEX.needs;
 
     /// Without a GitLab step there is none: validation has said so (the
     /// catalog's `needs`), or GitLab failed to plan with its own error.

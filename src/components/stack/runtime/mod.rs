@@ -6,15 +6,13 @@
 //!
 //! This module holds the [`Configure`] trait each of them implements (one
 //! file each: its planning and its objects), the `Runtime` record a stack
-//! step keeps of one, the list of them and the small helpers they share.
+//! step keeps of one and the small helpers they share. The files here are
+//! found by build.rs, which declares each as a module and lists every
+//! `impl Configure for` in them as [`CONFIGURATIONS`]: adding one is its
+//! file, nothing here.
 
-mod argocd;
-mod certs;
-mod dex;
-mod oauth2_proxy;
-mod registry;
-mod vault_injector;
-mod vault_proxy;
+// `mod <file>;` for each configuration file and `CONFIGURATIONS` (build.rs).
+include!(concat!(env!("OUT_DIR"), "/configurations.rs"));
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -40,10 +38,10 @@ pub use self::vault_proxy::VaultProxySpec;
 
 /// One kind of run-time configuration: how it is planned (its steps, or its
 /// part of a catalog release's step) and the objects its step builds when
-/// it runs, from the typed spec it planned. Each lives in its own file
-/// here and is listed once in [`CONFIGURATIONS`]: adding a component
-/// configured at run time is its catalog entry and that file, nothing in
-/// the planner or the stack step's handler.
+/// it runs, from the typed spec it planned. Each lives in a file here,
+/// found by the build: adding a component configured at run time is its
+/// catalog entry and that file, nothing in the planner, the stack step's
+/// handler or a list.
 #[async_trait]
 pub(super) trait Configure: Send + Sync + 'static {
     /// Its `runtime.type` in a stack step's spec.
@@ -63,9 +61,18 @@ pub(super) trait Configure: Send + Sync + 'static {
         unreachable!("{} configures no release", Self::TYPE)
     }
 
+    /// The name its `plan` records its step under (`Planner::planned`: a
+    /// catalog component's key, or its own name such as `vault-proxy`), for
+    /// others to need.
+    const PLANS: Option<&'static str> = None;
+
+    /// What its `plan` reads of others' planning (`Planner::planned_step`,
+    /// `Planner::catalog_needs`), by name: whichever configuration `PLANS`
+    /// one of them is planned before it (see [`planning_order`]).
+    const NEEDS: &'static [&'static str] = &[];
+
     /// Its own steps, once the management and ingress clusters are known
-    /// (called in the order of [`CONFIGURATIONS`], so a later one can need
-    /// an earlier one's step through `Planner::planned`).
+    /// (after the configurations it `NEEDS`, so it finds their steps).
     fn plan(&self, _p: &mut Planner, _mgmt: &str) {}
 
     /// The objects its step builds when it runs (`client`: the cluster they go to).
@@ -79,20 +86,35 @@ pub(super) trait Configure: Send + Sync + 'static {
     }
 }
 
-/// Every run-time configuration, in the order the planner plans them.
-pub(super) const CONFIGURATIONS: &[&dyn Configuration] = &[
-    &certs::IngressTls,
-    &certs::CaIssuer,
-    &dex::Dex,
-    &oauth2_proxy::Oauth2Proxy,
-    &vault_proxy::VaultProxy,
-    &argocd::Argocd,
-    &argocd::Nautes,
-    &vault_injector::VaultInjector,
-    &registry::Harbor,
-    &registry::Nexus,
-    &registry::Sonarqube,
-];
+/// `configurations` in the order they are planned: each after every one
+/// whose step it `NEEDS` (by the length of its chain of such needs), and
+/// among those of equal length by `TYPE`, so the order they are found in
+/// means nothing. A cycle is a bug: it stops, naming it.
+pub(super) fn planning_order(configurations: &[&'static dyn Configuration]) -> Vec<&'static dyn Configuration> {
+    fn depth(c: &dyn Configuration, all: &[&'static dyn Configuration], chain: &mut Vec<&'static str>) -> usize {
+        assert!(
+            !chain.contains(&c.kind()),
+            "run-time configurations need each other in a cycle: {chain:?} -> {}",
+            c.kind()
+        );
+        chain.push(c.kind());
+        let d = c
+            .needs()
+            .iter()
+            .filter_map(|n| all.iter().find(|o| o.plans() == Some(*n)))
+            .map(|o| 1 + depth(*o, all, chain))
+            .max()
+            .unwrap_or(0);
+        chain.pop();
+        d
+    }
+    let mut ordered: Vec<(usize, &'static dyn Configuration)> = configurations
+        .iter()
+        .map(|c| (depth(*c, configurations, &mut Vec::new()), *c))
+        .collect();
+    ordered.sort_by_key(|(d, c)| (*d, c.kind()));
+    ordered.into_iter().map(|(_, c)| c).collect()
+}
 
 /// A [`Configure`] with its spec decoded from the step's record: what the
 /// planner and the stack step's handler call.
@@ -101,6 +123,8 @@ pub(super) trait Configuration: Send + Sync {
     fn kind(&self) -> &'static str;
     fn configures(&self) -> Option<&'static str>;
     fn drift(&self) -> bool;
+    fn plans(&self) -> Option<&'static str>;
+    fn needs(&self) -> &'static [&'static str];
     fn release(&self, p: &mut Planner) -> Ours;
     fn plan(&self, p: &mut Planner, mgmt: &str);
     async fn objects(&self, ctx: &StepContext, spec: &Runtime, client: &KubeClient) -> Result<Vec<Value>, StepError>;
@@ -119,6 +143,14 @@ impl<C: Configure> Configuration for C {
 
     fn drift(&self) -> bool {
         C::DRIFT
+    }
+
+    fn plans(&self) -> Option<&'static str> {
+        C::PLANS
+    }
+
+    fn needs(&self) -> &'static [&'static str] {
+        C::NEEDS
     }
 
     fn release(&self, p: &mut Planner) -> Ours {

@@ -71,6 +71,7 @@ pub(super) struct Oauth2Proxy;
 impl Configure for Oauth2Proxy {
     const TYPE: &'static str = "oauth2Proxy";
     type Spec = Oauth2ProxySpec;
+    const NEEDS: &'static [&'static str] = catalog::OAUTH2_PROXY.needs;
 
     fn plan(&self, p: &mut Planner, _mgmt: &str) {
         let (Some(c), Some(ingress)) = (p.enabled(catalog::OAUTH2_PROXY.key), p.ingress.clone()) else {

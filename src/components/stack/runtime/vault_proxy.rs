@@ -37,6 +37,7 @@ pub(super) const NAME: &str = "vault-proxy";
 impl Configure for VaultProxy {
     const TYPE: &'static str = "vaultProxy";
     type Spec = VaultProxySpec;
+    const PLANS: Option<&'static str> = Some(NAME);
     /// Its objects hold an AppRole secret id that building them may have to
     /// mint (a write to Vault), so its set is not checked for drift.
     const DRIFT: bool = false;
