@@ -908,6 +908,9 @@ fn gitlab_to_restore(
     asked: bool,
 ) -> Result<Option<(gitlab_data::Target, gitlab_data::Info)>, String> {
     let Some(info_file) = u.files.get(gitlab_data::INFO_MEMBER) else {
+        if asked {
+            say(g, "--gitlab: the archive holds no GitLab backup; GitLab is left alone");
+        }
         return Ok(None);
     };
     let info: gitlab_data::Info = std::fs::read(info_file)
