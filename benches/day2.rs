@@ -10,7 +10,13 @@
 //! * the etcd part: on a real three-member etcd 3.4 with TLS, laid down on
 //!   sshd test hosts by the Kubespray stand-in and filled with keys,
 //!   `backup` against a bare `etcdctl snapshot save` of the same member,
-//!   and `restore --clusters` (every member rebuilt, swapped, restarted).
+//!   and `restore --clusters` (every member rebuilt, swapped, restarted);
+//! * GitLab on a host (the stand-in gitlab-ce .deb our playbook installs,
+//!   tests/e2e/service_hosts.rs) with incompressible repositories: `backup`
+//!   against `ssh host gitlab-backup create` and an `scp` of the tar,
+//!   gitlab-secrets.json and gitlab.rb (and the tar's removal), and
+//!   `restore --gitlab` against the same commands run bare over `ssh`
+//!   after an `scp` of the three files.
 //!
 //! Run as root with the tools `.ci/run` installs on PATH:
 //! `cargo bench --bench day2`. Under `cargo test` a smoke size runs.
@@ -23,6 +29,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
+
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/e2e/service_hosts.rs"]
+mod service_hosts;
 
 fn timed(f: impl FnOnce() -> Output) -> (f64, Output) {
     let started = Instant::now();
@@ -339,18 +349,159 @@ fn etcd_part(keys: usize, rounds: usize) {
     );
 }
 
+fn gitlab_part(mib: usize, rounds: usize) {
+    if !service_hosts::ready() {
+        return;
+    }
+    let g = service_hosts::G;
+    let e = service_hosts::env();
+    e.write_inventory(
+        "systemd",
+        "10s",
+        "  gitlab:\n    placement: host\n    host: gitlab-1\n",
+        "",
+    );
+    e.apply_ok(&["gitlab/host"]);
+    // Repositories of incompressible data, 1 MiB a file.
+    let repos = e.hosts.host_path(g, "/var/opt/gitlab/git-data/repositories/bench");
+    std::fs::create_dir_all(&repos).unwrap();
+    let mut random = std::fs::File::open("/dev/urandom").unwrap();
+    for i in 0..mib {
+        let mut chunk = vec![0u8; 1 << 20];
+        std::io::Read::read_exact(&mut random, &mut chunk).unwrap();
+        std::fs::write(repos.join(format!("pack-{i:04}.pack")), chunk).unwrap();
+    }
+    let pass = passphrase(e.s.path());
+    let address = e.hosts.hosts[g].address.clone();
+    let known = e.s.path().join("known_hosts");
+    let key = e.hosts.client_key().to_path_buf();
+    let opts = format!(
+        "-i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes",
+        key.display(),
+        known.display()
+    );
+    let sh = |script: &str| Command::new("sh").arg("-c").arg(script).output().unwrap();
+    let peer_dir = e.s.path().join("peer");
+    std::fs::create_dir_all(&peer_dir).unwrap();
+    let mut ours = Vec::new();
+    let mut peer = Vec::new();
+    let mut sizes = (0, 0);
+    for round in 0..rounds {
+        let archive = e.s.path().join(format!("gitlab-{round}.tar.gz"));
+        let (b, out) = timed(|| {
+            e.command(&["backup", "-i", "inventory.yaml", "--passphrase-file"])
+                .arg(&pass)
+                .arg("--out")
+                .arg(&archive)
+                .output()
+                .unwrap()
+        });
+        ok("backup", &out);
+        ours.push(b);
+        let (p, out) = timed(|| {
+            sh(&format!(
+                "set -e\nf=$(ssh {opts} -p 2222 root@{address} '/opt/gitlab/bin/gitlab-backup create STRATEGY=copy >/dev/null && ls -1t /var/opt/gitlab/backups/*_gitlab_backup.tar | head -n 1')\n\
+                 scp -q {opts} -P 2222 root@{address}:$f root@{address}:/etc/gitlab/gitlab-secrets.json root@{address}:/etc/gitlab/gitlab.rb {dir}/\n\
+                 ssh {opts} -p 2222 root@{address} rm -f $f\n",
+                dir = peer_dir.display()
+            ))
+        });
+        ok("ssh gitlab-backup create + scp", &out);
+        peer.push(p);
+        let tar = std::fs::read_dir(&peer_dir)
+            .unwrap()
+            .flatten()
+            .find(|d| d.file_name().to_string_lossy().ends_with("_gitlab_backup.tar"))
+            .unwrap()
+            .path();
+        sizes = (
+            std::fs::metadata(&archive).unwrap().len(),
+            std::fs::metadata(&tar).unwrap().len(),
+        );
+        if round + 1 < rounds {
+            std::fs::remove_file(tar).unwrap();
+        }
+    }
+    let archive = e.s.path().join("gitlab-0.tar.gz");
+    // The share of the restore that is reading, checking and decrypting
+    // the archive: the same restore without --gitlab.
+    let (unpack, out) = timed(|| {
+        e.command(&["restore", "-i", "inventory.yaml", "--force", "--passphrase-file"])
+            .arg(&pass)
+            .arg("--from")
+            .arg(&archive)
+            .output()
+            .unwrap()
+    });
+    ok("restore without --gitlab", &out);
+    let (restore, out) = timed(|| {
+        e.command(&[
+            "restore",
+            "-i",
+            "inventory.yaml",
+            "--force",
+            "--gitlab",
+            "--passphrase-file",
+        ])
+        .arg(&pass)
+        .arg("--from")
+        .arg(&archive)
+        .output()
+        .unwrap()
+    });
+    ok("restore --gitlab", &out);
+    let tar = std::fs::read_dir(&peer_dir)
+        .unwrap()
+        .flatten()
+        .find(|d| d.file_name().to_string_lossy().ends_with("_gitlab_backup.tar"))
+        .unwrap()
+        .path();
+    let name = tar.file_name().unwrap().to_string_lossy().into_owned();
+    let id = name.trim_end_matches("_gitlab_backup.tar");
+    let (raw_restore, out) = timed(|| {
+        sh(&format!(
+            "set -e\nscp -q {opts} -P 2222 {dir}/gitlab-secrets.json {dir}/gitlab.rb root@{address}:/etc/gitlab/\n\
+             scp -q {opts} -P 2222 {tar} root@{address}:/var/opt/gitlab/backups/\n\
+             ssh {opts} -p 2222 root@{address} 'c=/opt/gitlab/bin/gitlab-ctl; chown git:git /var/opt/gitlab/backups/{name} && \
+             $c reconfigure >/dev/null && $c stop puma >/dev/null && $c stop sidekiq >/dev/null && \
+             GITLAB_ASSUME_YES=1 /opt/gitlab/bin/gitlab-backup restore BACKUP={id} >/dev/null && \
+             $c reconfigure >/dev/null && $c restart >/dev/null && rm -f /var/opt/gitlab/backups/{name}'\n",
+            dir = peer_dir.display(),
+            tar = tar.display()
+        ))
+    });
+    ok("bare restore over ssh", &out);
+    let (o, p) = (median(ours), median(peer));
+    println!("## GitLab on a host: {mib} MiB of repositories");
+    println!("| | ours | peer | ratio |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| backup (median of {rounds}) | {o:.2} s (whole archive {} bytes) | ssh gitlab-backup create + scp {p:.2} s (tar {} bytes) | {:.2} |",
+        sizes.0,
+        sizes.1,
+        o / p
+    );
+    println!(
+        "| restore | restore --gitlab {restore:.2} s (version checked, readiness awaited; {unpack:.2} s of it checking and decrypting the archive, as restore without --gitlab) | scp + the same commands over ssh {raw_restore:.2} s | {:.2} |",
+        restore / raw_restore
+    );
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     if controlplane::skip_unless_available() || vault::skip_unless_available() || hosts::skip_unless_available() {
         return;
     }
     let rounds = if full { 5 } else { 1 };
-    // NAUTES_BENCH_PART=platform|etcd runs one part alone.
+    // NAUTES_BENCH_PART=platform|etcd|gitlab runs one part alone.
     let part = std::env::var("NAUTES_BENCH_PART").unwrap_or_default();
-    if part != "etcd" {
+    if part.is_empty() || part == "platform" {
         platform_part(rounds);
     }
-    if part != "platform" {
+    if part.is_empty() || part == "etcd" {
         etcd_part(if full { 50_000 } else { 200 }, rounds);
+    }
+    if part.is_empty() || part == "gitlab" {
+        gitlab_part(if full { 512 } else { 4 }, rounds);
     }
 }

@@ -193,7 +193,8 @@ pub enum Command {
         #[command(subcommand)]
         action: BundleAction,
     },
-    /// Write one archive of the state, the outputs, the inventory and (for a
+    /// Write one archive of the state, the outputs, the inventory, the
+    /// clusters' etcd, GitLab's data (when placed on a host) and (for a
     /// Vault/OpenBao this installer initialised) a raft snapshot; secrets in
     /// it are encrypted with the passphrase.
     Backup {
@@ -222,6 +223,11 @@ pub enum Command {
         /// archive: rolls each cluster back, restarting its datastore.
         #[arg(long)]
         clusters: bool,
+        /// Also put GitLab's data back (gitlab-backup restore, with its
+        /// gitlab-secrets.json and gitlab.rb) on the host the installer
+        /// placed it on: rolls GitLab back, restarting it.
+        #[arg(long)]
+        gitlab: bool,
     },
     /// Remove a state lock left by a run that is gone (ID: the holder the refusal named).
     ForceUnlock {

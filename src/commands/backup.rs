@@ -1,7 +1,8 @@
 //! `backup` and `restore`: one archive (see [`crate::archive`]) with the
-//! state, the outputs, the inventory and, for a Vault/OpenBao this
-//! installer initialised, a raft snapshot taken through its API while it
-//! runs. Restore checks the whole archive before it touches anything,
+//! state, the outputs, the inventory, the clusters' etcd
+//! ([`cluster_data`]), GitLab's data when it is on a host of ours
+//! ([`gitlab_data`]) and, for a Vault/OpenBao this installer initialised,
+//! a raft snapshot taken through its API while it runs. Restore checks the whole archive before it touches anything,
 //! puts OpenBao's data back first (the step most likely to fail, and one
 //! that needs only the staged copy of the credentials), then the files.
 
@@ -13,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::apply::{absolute, create_private_dir};
 use super::cluster_data;
+use super::gitlab_data;
 use super::{load_and_plan, outputs_dir, state_path};
 use crate::archive::{self, Encrypting, Hashing, Kdf, Keys, Manifest, Member};
 use crate::cli::{GlobalArgs, Output, PassphraseArg};
@@ -389,6 +391,11 @@ pub(super) fn write_backup(
     };
     manifest.sign(&keys);
     let staged = packer.staged;
+    // The plain record of GitLab's backup, read before staging goes.
+    let gitlab: Option<gitlab_data::Info> = staged
+        .get(gitlab_data::INFO_MEMBER)
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok());
     if let Err(e) = crate::util::write_atomic_with(out, 0o600, |w| archive::write_archive(w, &manifest, &staged)) {
         return fail(exit::STEP_FAILED, format!("cannot write {}: {e}", out.display()), None);
     }
@@ -411,6 +418,7 @@ pub(super) fn write_backup(
                 "members": manifest.members.iter().map(|m| json!({"path": m.path, "size": m.size, "encrypted": m.encrypted})).collect::<Vec<Value>>(),
                 "vaultSnapshot": snapshot.is_some(),
                 "clusters": clusters,
+                "gitlab": gitlab,
                 "notBackedUp": left_out,
                 "seconds": started.elapsed().as_secs_f64(),
             })
@@ -428,6 +436,12 @@ pub(super) fn write_backup(
                 );
                 if !clusters.is_empty() {
                     println!("etcd snapshots of the clusters: {}.", clusters.join(", "));
+                }
+                if let Some(i) = &gitlab {
+                    println!(
+                        "GitLab's data from {}: backup {} made by gitlab-ce {}, with gitlab-secrets.json and gitlab.rb.",
+                        i.host, i.id, i.version
+                    );
                 }
                 for note in &left_out {
                     println!("Not in the archive: {note}.");
@@ -468,7 +482,8 @@ fn pack(
             .unwrap_or_else(|| "inventory.yaml".into());
         packer.add_file(&format!("{INVENTORY_PREFIX}{name}"), &loaded.file, false)?;
     }
-    let left_out = pack_clusters(g, loaded, state, packer)?;
+    let mut left_out = pack_clusters(g, loaded, state, packer)?;
+    left_out.extend(pack_gitlab(g, loaded, plan, state, packer)?);
     let Some((target, _)) = vault_of(loaded, plan) else {
         return Ok(left_out);
     };
@@ -542,6 +557,69 @@ fn pack_clusters(g: &GlobalArgs, loaded: &Loaded, state: &State, packer: &mut Pa
     result.map(|()| left_out)
 }
 
+/// GitLab's data, for a GitLab the plan places on a host and the state
+/// records installed: the tar `gitlab-backup create` makes (removed from
+/// the host once fetched, whatever happened), gitlab-secrets.json and
+/// gitlab.rb, all encrypted (the tar holds the database), and the plain
+/// record of which backup it is and which GitLab made it. Returns what
+/// could not be backed up.
+fn pack_gitlab(
+    g: &GlobalArgs,
+    loaded: &Loaded,
+    plan: &Plan,
+    state: &State,
+    packer: &mut Packer,
+) -> Result<Option<String>, String> {
+    if !gitlab_data::placed_on_host(plan) {
+        return Ok(None);
+    }
+    let Some(target) = gitlab_data::target(plan, state) else {
+        let note = format!(
+            "GitLab on its host is not installed yet (the state has no finished `{}` step), so its data is not in this archive",
+            crate::components::service_hosts::GITLAB_STEP_ID
+        );
+        say(g, format!("not backed up: {note}"));
+        return Ok(Some(note));
+    };
+    let rt = runtime().map_err(|_| "cannot start the async runtime".to_string())?;
+    let connector = connector(g, loaded);
+    let mut pack = || -> Result<(), String> {
+        say(
+            g,
+            format!("gitlab-backup create on {} (GitLab keeps running)", target.host.name),
+        );
+        let host = rt.block_on(gitlab_data::connect(&connector, &target))?;
+        let made = rt.block_on(gitlab_data::create(&host))?;
+        let fetched = packer.add(gitlab_data::TAR_MEMBER, true, 0o600, |w| {
+            rt.block_on(host.download(&made.remote, w))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = rt.block_on(gitlab_data::remove(&host, &made.remote)) {
+            say(g, format!("warning: {e}"));
+        }
+        fetched?;
+        for (member, bytes) in [
+            (gitlab_data::SECRETS_MEMBER, &made.secrets),
+            (gitlab_data::RB_MEMBER, &made.rb),
+        ] {
+            packer.add(member, true, 0o600, |w| w.write_all(bytes).map_err(|e| e.to_string()))?;
+        }
+        let info = serde_json::to_vec_pretty(&made.info).map_err(|e| e.to_string())?;
+        packer.add(gitlab_data::INFO_MEMBER, false, 0o644, |w| {
+            w.write_all(&info).map_err(|e| e.to_string())
+        })?;
+        say(
+            g,
+            format!("  backup {} made by gitlab-ce {}", made.info.id, made.info.version),
+        );
+        Ok(())
+    };
+    let result = pack();
+    rt.block_on(connector.close_all());
+    result.map(|()| None).map_err(|e| format!("GitLab's backup: {e}"))
+}
+
 /// The outcome of reading and decrypting an archive into a staging dir.
 struct Unpacked {
     manifest: Manifest,
@@ -594,6 +672,7 @@ pub fn restore(
     pass: &PassphraseArg,
     force: bool,
     clusters: bool,
+    gitlab: bool,
 ) -> u8 {
     let started = std::time::Instant::now();
     let passphrase = match passphrase(pass) {
@@ -671,6 +750,18 @@ pub fn restore(
         Err(code) => return code,
     };
     let outputs = outputs_dir(g, &loaded);
+    // Known before any cluster is touched: a GitLab restore that cannot be
+    // done stops here.
+    let gitlab_restore = match gitlab_to_restore(g, &plan, &unpacked, gitlab) {
+        Ok(x) => x,
+        Err(e) => {
+            return fail(
+                exit::STEP_FAILED,
+                format!("restoring GitLab: {e}"),
+                Some("nothing was changed yet; fix that and run restore again"),
+            )
+        }
+    };
     match restore_clusters(g, &loaded, &unpacked, clusters) {
         Ok(done) => restored.extend(done),
         Err(e) => {
@@ -679,6 +770,18 @@ pub fn restore(
                 format!("restoring the clusters' etcd: {e}"),
                 Some("nothing on this machine was changed yet; fix that and run restore again"),
             )
+        }
+    }
+    if let Some((target, info)) = &gitlab_restore {
+        match restore_gitlab(g, &loaded, target, info, &unpacked) {
+            Ok(done) => restored.push(done),
+            Err(e) => {
+                return fail(
+                    exit::STEP_FAILED,
+                    format!("restoring GitLab: {e}"),
+                    Some("the state and outputs on this machine were not changed; fix that and run restore again"),
+                )
+            }
         }
     }
     if unpacked.files.contains_key(SNAPSHOT_MEMBER) {
@@ -794,6 +897,88 @@ fn restore_clusters(g: &GlobalArgs, loaded: &Loaded, u: &Unpacked, asked: bool) 
     }
     rt.block_on(connector.close_all());
     result.map(|()| done)
+}
+
+/// GitLab's backup in the archive, and where it goes, when asked
+/// (`--gitlab`): it rolls a live GitLab back. Unasked, say what is there.
+fn gitlab_to_restore(
+    g: &GlobalArgs,
+    plan: &Plan,
+    u: &Unpacked,
+    asked: bool,
+) -> Result<Option<(gitlab_data::Target, gitlab_data::Info)>, String> {
+    let Some(info_file) = u.files.get(gitlab_data::INFO_MEMBER) else {
+        if asked {
+            say(g, "--gitlab: the archive holds no GitLab backup; GitLab is left alone");
+        }
+        return Ok(None);
+    };
+    let info: gitlab_data::Info = std::fs::read(info_file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .map_err(|e| format!("{}: {e}", gitlab_data::INFO_MEMBER))?;
+    for member in [
+        gitlab_data::TAR_MEMBER,
+        gitlab_data::SECRETS_MEMBER,
+        gitlab_data::RB_MEMBER,
+    ] {
+        if !u.files.contains_key(member) {
+            return Err(format!(
+                "the archive holds {} but not {member}",
+                gitlab_data::INFO_MEMBER
+            ));
+        }
+    }
+    if !asked {
+        say(
+            g,
+            format!(
+                "the archive holds GitLab's backup {} (gitlab-ce {}, from {}): not restored (pass --gitlab to roll GitLab back to it)",
+                info.id, info.version, info.host
+            ),
+        );
+        return Ok(None);
+    }
+    let archived_state = State::load(&u.files[STATE_MEMBER]).map_err(|e| e.to_string())?;
+    let target = gitlab_data::target(plan, &archived_state).ok_or_else(|| {
+        "the archive holds GitLab's backup but the inventory places no GitLab on a host (components.gitlab.placement: host)"
+            .to_string()
+    })?;
+    Ok(Some((target, info)))
+}
+
+fn restore_gitlab(
+    g: &GlobalArgs,
+    loaded: &Loaded,
+    target: &gitlab_data::Target,
+    info: &gitlab_data::Info,
+    u: &Unpacked,
+) -> Result<String, String> {
+    say(
+        g,
+        format!("restoring GitLab on {} from backup {}", target.host.name, info.id),
+    );
+    let rt = runtime().map_err(|_| "cannot start the async runtime".to_string())?;
+    let connector = connector(g, loaded);
+    let wait = super::limits(&loaded.inventory.settings.timeouts).rollout;
+    let staged = gitlab_data::Staged {
+        info,
+        tar: &u.files[gitlab_data::TAR_MEMBER],
+        secrets: &u.files[gitlab_data::SECRETS_MEMBER],
+        rb: &u.files[gitlab_data::RB_MEMBER],
+    };
+    let said = |line: String| say(g, format!("  {line}"));
+    let result = rt.block_on(async {
+        let host = gitlab_data::connect(&connector, target).await?;
+        gitlab_data::restore(&host, target, &staged, wait, &said).await
+    });
+    rt.block_on(connector.close_all());
+    result.map(|()| {
+        format!(
+            "GitLab's data on {} (backup {}, gitlab-ce {})",
+            target.host.name, info.id, info.version
+        )
+    })
 }
 
 /// Copy a staged file into place atomically with `mode`, creating its

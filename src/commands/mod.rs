@@ -8,6 +8,7 @@ mod bundle;
 mod check;
 mod cluster_data;
 mod drift;
+mod gitlab_data;
 mod inspect;
 mod logging;
 mod outputs;
@@ -68,7 +69,8 @@ pub fn run(cli: Cli) -> u8 {
             passphrase,
             force,
             clusters,
-        } => backup::restore(g, from, &inventory.inventory, passphrase, *force, *clusters),
+            gitlab,
+        } => backup::restore(g, from, &inventory.inventory, passphrase, *force, *clusters, *gitlab),
         Command::ForceUnlock { id, inventory } => state_cmds::force_unlock(g, id, inventory.as_deref()),
         Command::MigrateState { inventory, to } => state_cmds::migrate_state(g, &inventory.inventory, *to),
     }

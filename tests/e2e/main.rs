@@ -14,6 +14,7 @@ mod argocd_rbac;
 mod backup;
 mod drift;
 mod gitlab;
+mod gitlab_backup;
 mod gitlab_crash;
 mod gitlab_standin;
 mod k3s;

@@ -20,8 +20,8 @@ use hosts::TestHosts;
 use serde_json::json;
 
 const VAULT: &str = "1.10.4";
-const GITLAB: &str = "15.10.8-ce.0";
-const GITLAB_NEXT: &str = "16.3.0-ce.0";
+pub(super) const GITLAB: &str = "15.10.8-ce.0";
+pub(super) const GITLAB_NEXT: &str = "16.3.0-ce.0";
 const OPENBAO: &str = "2.7.2";
 /// What the services write besides the harness's usual private directories.
 const SERVICE_DIRS: &[(&str, &str)] = &[
@@ -35,7 +35,7 @@ const SERVICE_DIRS: &[(&str, &str)] = &[
     ("/var/lib/dpkg", "var-lib-dpkg"),
 ];
 const V: usize = 0;
-const G: usize = 1;
+pub(super) const G: usize = 1;
 
 fn standin(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -43,7 +43,7 @@ fn standin(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn ready() -> bool {
+pub(super) fn ready() -> bool {
     let ok = Command::new("ansible-playbook")
         .arg("--version")
         .output()
@@ -96,15 +96,17 @@ fn make_bundle(s: &Scratch) {
             ),
         )
         .unwrap();
-        let ctl = root.join("opt/gitlab/bin/gitlab-ctl");
-        std::fs::write(
-            &ctl,
-            std::fs::read_to_string(standin("gitlab-ctl"))
-                .unwrap()
-                .replace("@VERSION@", version),
-        )
-        .unwrap();
-        std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for tool in ["gitlab-ctl", "gitlab-backup"] {
+            let bin = root.join("opt/gitlab/bin").join(tool);
+            std::fs::write(
+                &bin,
+                std::fs::read_to_string(standin(tool))
+                    .unwrap()
+                    .replace("@VERSION@", version),
+            )
+            .unwrap();
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         std::fs::write(
             root.join("opt/gitlab/version-manifest.txt"),
             format!("gitlab-ce {}\n", version.split('-').next().unwrap()),
@@ -145,9 +147,9 @@ fn seal_bundle(s: &Scratch) {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
-struct Env {
-    hosts: TestHosts,
-    s: Scratch,
+pub(super) struct Env {
+    pub(super) hosts: TestHosts,
+    pub(super) s: Scratch,
     /// The binary under test, copied: other builds in this tree replace
     /// target/debug/nautes-install, and one test runs it many times.
     bin: PathBuf,
@@ -191,7 +193,7 @@ impl Drop for Env {
 }
 
 /// Vault and GitLab hosts with their stand-ins and bundle.
-fn env() -> Env {
+pub(super) fn env() -> Env {
     let e = hosts_env(&["vault-1", "gitlab-1"], false);
     make_bundle(&e.s);
     e
@@ -226,7 +228,7 @@ fn hosts_env(names: &[&str], own_ports: bool) -> Env {
 }
 
 impl Env {
-    fn command(&self, args: &[&str]) -> Command {
+    pub(super) fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.current_dir(self.s.path())
             .arg("--workdir")
@@ -249,7 +251,7 @@ impl Env {
 
     /// An air-gapped inventory of these hosts with `components`; `rollout`
     /// bounds the wait until a service answers.
-    fn write_inventory(&self, waive: &str, rollout: &str, components: &str, extra_hosts: &str) {
+    pub(super) fn write_inventory(&self, waive: &str, rollout: &str, components: &str, extra_hosts: &str) {
         let hosts = self.hosts.inventory_hosts().replace(
             "    waive: [systemd]\n",
             &format!("    waive: [{waive}]\n{extra_hosts}"),
@@ -264,29 +266,29 @@ impl Env {
         self.inventory("systemd", "", GITLAB_VALUES, "");
     }
 
-    fn apply(&self, only: &[&str]) -> std::process::Output {
+    pub(super) fn apply(&self, only: &[&str]) -> std::process::Output {
         let mut args = vec!["--yes", "apply", "-i", "inventory.yaml", "--only"];
         args.extend_from_slice(only);
         self.command(&args).output().unwrap()
     }
 
-    fn apply_ok(&self, only: &[&str]) -> String {
+    pub(super) fn apply_ok(&self, only: &[&str]) -> String {
         let out = self.apply(only);
         assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
         stderr(&out)
     }
 
-    fn file(&self, i: usize, path: &str) -> String {
+    pub(super) fn file(&self, i: usize, path: &str) -> String {
         std::fs::read_to_string(self.hosts.host_path(i, path)).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
-    fn mode(&self, i: usize, path: &str) -> (u32, u32) {
+    pub(super) fn mode(&self, i: usize, path: &str) -> (u32, u32) {
         let m = std::fs::metadata(self.hosts.host_path(i, path)).unwrap_or_else(|e| panic!("{path}: {e}"));
         (m.permissions().mode() & 0o7777, m.uid())
     }
 
     /// A command on host `i`, as the host sees its files.
-    fn on_host(&self, i: usize, cmd: &str) -> String {
+    pub(super) fn on_host(&self, i: usize, cmd: &str) -> String {
         let out = Command::new("ssh")
             .args(["-i", self.hosts.client_key().to_str().unwrap()])
             .args([
@@ -313,7 +315,7 @@ impl Env {
             .collect()
     }
 
-    fn gitlab_ctl_calls(&self) -> Vec<String> {
+    pub(super) fn gitlab_ctl_calls(&self) -> Vec<String> {
         std::fs::read_to_string(self.hosts.host_path(G, "/opt/nautes/standin/gitlab-ctl.log"))
             .unwrap_or_default()
             .lines()
@@ -345,7 +347,7 @@ impl Env {
         .to_string()
     }
 
-    fn outputs(&self, step: &str) -> serde_json::Value {
+    pub(super) fn outputs(&self, step: &str) -> serde_json::Value {
         self.s.state()["steps"][step]["outputs"].clone()
     }
 
