@@ -4,6 +4,7 @@
 //! (`hosts[2].address`), which is how errors get a line and column.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
@@ -25,8 +26,35 @@ pub struct SyntaxError {
     pub span: Span,
 }
 
+/// Every node of the file in document order, each knowing its parent; the
+/// path-keyed maps the lookups use are made from it on the first lookup.
+/// Most inventories load without a single problem to point at, and making
+/// a path string per node up front was a fifth of loading a large one.
 #[derive(Debug, Default)]
 pub struct SpanIndex {
+    nodes: Vec<Node>,
+    maps: OnceLock<Maps>,
+}
+
+#[derive(Debug)]
+struct Node {
+    /// Index of the enclosing node; `None` for the document root.
+    parent: Option<usize>,
+    step: PathStep,
+    span: Span,
+    /// Where the key of a mapping value is.
+    key: Option<Span>,
+}
+
+#[derive(Debug)]
+enum PathStep {
+    Root,
+    Key(String),
+    Index(usize),
+}
+
+#[derive(Debug, Default)]
+struct Maps {
     values: HashMap<String, Span>,
     keys: HashMap<String, Span>,
 }
@@ -36,12 +64,15 @@ impl SpanIndex {
         let lines = LineTable::new(source);
         let mut builder = Builder {
             lines: &lines,
-            index: SpanIndex::default(),
+            nodes: Vec::new(),
             stack: Vec::new(),
         };
         let mut parser = Parser::new_from_str(source);
         match parser.load(&mut builder, false) {
-            Ok(()) => Ok(builder.index),
+            Ok(()) => Ok(SpanIndex {
+                nodes: builder.nodes,
+                maps: OnceLock::new(),
+            }),
             Err(e) => Err(SyntaxError {
                 message: e.info().to_string(),
                 span: lines.span(e.marker(), 1),
@@ -49,12 +80,39 @@ impl SpanIndex {
         }
     }
 
+    /// Path -> span for values and keys, inserted in document order so a
+    /// repeated path keeps its last node.
+    fn maps(&self) -> &Maps {
+        self.maps.get_or_init(|| {
+            let mut maps = Maps {
+                values: HashMap::with_capacity(self.nodes.len()),
+                keys: HashMap::new(),
+            };
+            let mut paths: Vec<String> = Vec::with_capacity(self.nodes.len());
+            for node in &self.nodes {
+                let parent = node.parent.map(|p| paths[p].as_str()).unwrap_or("");
+                let path = match &node.step {
+                    PathStep::Root => String::new(),
+                    PathStep::Key(k) => push_key(parent, k),
+                    PathStep::Index(i) => push_index(parent, *i),
+                };
+                if let Some(key) = node.key {
+                    maps.keys.insert(path.clone(), key);
+                }
+                maps.values.insert(path.clone(), node.span);
+                paths.push(path);
+            }
+            maps
+        })
+    }
+
     /// The node at `path`, or the nearest ancestor that exists (a missing
     /// field is reported at the object that should hold it).
     pub fn value(&self, path: &str) -> Option<Span> {
+        let values = &self.maps().values;
         let mut p = path;
         loop {
-            if let Some(s) = self.values.get(p) {
+            if let Some(s) = values.get(p) {
                 return Some(*s);
             }
             p = parent_path(p)?;
@@ -64,20 +122,26 @@ impl SpanIndex {
     /// The key of the field at `path` (for "unknown field" errors), falling
     /// back to its value or ancestors.
     pub fn key(&self, path: &str) -> Option<Span> {
-        self.keys.get(path).copied().or_else(|| self.value(path))
+        self.maps().keys.get(path).copied().or_else(|| self.value(path))
     }
 }
 
 /// Append a map key to a path. Keys that would be ambiguous in the dotted
 /// form (label keys like `app.kubernetes.io/name`) are quoted.
 pub fn push_key(parent: &str, key: &str) -> String {
-    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    let key = if plain { key.to_string() } else { format!("{key:?}") };
-    if parent.is_empty() {
-        key
-    } else {
-        format!("{parent}.{key}")
+    use std::fmt::Write;
+    let plain = !key.is_empty() && key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+    let mut path = String::with_capacity(parent.len() + key.len() + 3);
+    if !parent.is_empty() {
+        path.push_str(parent);
+        path.push('.');
     }
+    if plain {
+        path.push_str(key);
+    } else {
+        let _ = write!(path, "{key:?}");
+    }
+    path
 }
 
 pub fn push_index(parent: &str, index: usize) -> String {
@@ -140,12 +204,13 @@ impl<'a> LineTable<'a> {
 
 enum Frame {
     Map {
-        path: String,
-        pending_key: Option<String>,
+        node: usize,
+        /// The key just read, with where it is, until its value arrives.
+        pending_key: Option<(String, Span)>,
         located: bool,
     },
     Seq {
-        path: String,
+        node: usize,
         next: usize,
     },
     /// A complex (non-scalar) mapping key: indexed as nothing.
@@ -154,13 +219,17 @@ enum Frame {
 
 struct Builder<'a, 'b> {
     lines: &'a LineTable<'b>,
-    index: SpanIndex,
+    nodes: Vec<Node>,
     stack: Vec<Frame>,
 }
 
 /// What the next node in the event stream is.
 enum Slot {
-    Value(String),
+    Value {
+        parent: Option<usize>,
+        step: PathStep,
+        key: Option<Span>,
+    },
     Key,
     Ignored,
 }
@@ -168,24 +237,47 @@ enum Slot {
 impl Builder<'_, '_> {
     fn slot(&mut self) -> Slot {
         match self.stack.last_mut() {
-            None => Slot::Value(String::new()),
+            None => Slot::Value {
+                parent: None,
+                step: PathStep::Root,
+                key: None,
+            },
             Some(Frame::Ignored) => Slot::Ignored,
-            Some(Frame::Seq { path, next }) => {
-                let p = push_index(path, *next);
+            Some(Frame::Seq { node, next }) => {
+                let step = PathStep::Index(*next);
                 *next += 1;
-                Slot::Value(p)
+                Slot::Value {
+                    parent: Some(*node),
+                    step,
+                    key: None,
+                }
             }
-            Some(Frame::Map { path, pending_key, .. }) => match pending_key.take() {
-                Some(k) => Slot::Value(push_key(path, &k)),
+            Some(Frame::Map { node, pending_key, .. }) => match pending_key.take() {
+                Some((k, span)) => Slot::Value {
+                    parent: Some(*node),
+                    step: PathStep::Key(k),
+                    key: Some(span),
+                },
                 None => Slot::Key,
             },
         }
     }
 
-    fn record_key(&mut self, key: &str, mark: &Marker) {
+    /// Add a node; its index.
+    fn push(&mut self, parent: Option<usize>, step: PathStep, key: Option<Span>, span: Span) -> usize {
+        self.nodes.push(Node {
+            parent,
+            step,
+            span,
+            key,
+        });
+        self.nodes.len() - 1
+    }
+
+    fn record_key(&mut self, key: String, mark: &Marker) {
         let span = self.lines.span(mark, key.chars().count());
         if let Some(Frame::Map {
-            path,
+            node,
             pending_key,
             located,
         }) = self.stack.last_mut()
@@ -194,10 +286,9 @@ impl Builder<'_, '_> {
             // key is where a reader sees the mapping begin.
             if !*located {
                 *located = true;
-                self.index.values.insert(path.clone(), span);
+                self.nodes[*node].span = span;
             }
-            self.index.keys.insert(push_key(path, key), span);
-            *pending_key = Some(key.to_string());
+            *pending_key = Some((key, span));
         }
     }
 }
@@ -206,23 +297,25 @@ impl MarkedEventReceiver for Builder<'_, '_> {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
             Event::Scalar(text, ..) => match self.slot() {
-                Slot::Key => self.record_key(&text, &mark),
-                Slot::Value(path) => {
+                Slot::Key => self.record_key(text, &mark),
+                Slot::Value { parent, step, key } => {
                     let span = self.lines.span(&mark, text.chars().count());
-                    self.index.values.insert(path, span);
+                    self.push(parent, step, key, span);
                 }
                 Slot::Ignored => {}
             },
             Event::Alias(_) => {
-                if let Slot::Value(path) = self.slot() {
-                    self.index.values.insert(path, self.lines.span(&mark, 1));
+                if let Slot::Value { parent, step, key } = self.slot() {
+                    let span = self.lines.span(&mark, 1);
+                    self.push(parent, step, key, span);
                 }
             }
             Event::MappingStart(..) => match self.slot() {
-                Slot::Value(path) => {
-                    self.index.values.insert(path.clone(), self.lines.span(&mark, 1));
+                Slot::Value { parent, step, key } => {
+                    let span = self.lines.span(&mark, 1);
+                    let node = self.push(parent, step, key, span);
                     self.stack.push(Frame::Map {
-                        path,
+                        node,
                         pending_key: None,
                         located: false,
                     });
@@ -230,9 +323,10 @@ impl MarkedEventReceiver for Builder<'_, '_> {
                 Slot::Key | Slot::Ignored => self.stack.push(Frame::Ignored),
             },
             Event::SequenceStart(..) => match self.slot() {
-                Slot::Value(path) => {
-                    self.index.values.insert(path.clone(), self.lines.span(&mark, 1));
-                    self.stack.push(Frame::Seq { path, next: 0 });
+                Slot::Value { parent, step, key } => {
+                    let span = self.lines.span(&mark, 1);
+                    let node = self.push(parent, step, key, span);
+                    self.stack.push(Frame::Seq { node, next: 0 });
                 }
                 Slot::Key | Slot::Ignored => self.stack.push(Frame::Ignored),
             },

@@ -4,14 +4,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Order `nodes` so every node comes after what it needs (stable: among
 /// nodes that are ready together, the given order wins). On a cycle, returns
-/// the cycle as a list of ids whose last element equals the first.
-pub fn topo_order(nodes: &[(String, Vec<String>)]) -> Result<Vec<usize>, Vec<String>> {
-    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, (id, _))| (id.as_str(), i)).collect();
+/// the cycle as a list of ids whose last element equals the first. Ids may
+/// be borrowed (`&str`): ordering a plan need not copy them.
+pub fn topo_order<S: AsRef<str>>(nodes: &[(S, Vec<S>)]) -> Result<Vec<usize>, Vec<String>> {
+    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, (id, _))| (id.as_ref(), i)).collect();
     let mut waiting = vec![0usize; nodes.len()];
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
     for (i, (_, needs)) in nodes.iter().enumerate() {
         for n in needs {
-            if let Some(&j) = index.get(n.as_str()) {
+            if let Some(&j) = index.get(n.as_ref()) {
                 waiting[i] += 1;
                 dependents[j].push(i);
             }
@@ -36,17 +37,18 @@ pub fn topo_order(nodes: &[(String, Vec<String>)]) -> Result<Vec<usize>, Vec<Str
     Err(find_cycle(nodes, &index, &waiting))
 }
 
-fn find_cycle(nodes: &[(String, Vec<String>)], index: &HashMap<&str, usize>, waiting: &[usize]) -> Vec<String> {
+fn find_cycle<S: AsRef<str>>(nodes: &[(S, Vec<S>)], index: &HashMap<&str, usize>, waiting: &[usize]) -> Vec<String> {
     // Every node still waiting sits on or behind a cycle: walk "needs" edges
     // among them until a node repeats.
     let start = waiting.iter().position(|&w| w > 0).unwrap_or(0);
     let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
     let mut path = Vec::new();
     let mut cur = start;
+    let id = |i: usize| nodes[i].0.as_ref().to_string();
     loop {
         if let Some(&pos) = seen.get(&cur) {
-            let mut cycle: Vec<String> = path[pos..].iter().map(|&i: &usize| nodes[i].0.clone()).collect();
-            cycle.push(nodes[cur].0.clone());
+            let mut cycle: Vec<String> = path[pos..].iter().map(|&i: &usize| id(i)).collect();
+            cycle.push(id(cur));
             return cycle;
         }
         seen.insert(cur, path.len());
@@ -54,11 +56,11 @@ fn find_cycle(nodes: &[(String, Vec<String>)], index: &HashMap<&str, usize>, wai
         let next = nodes[cur]
             .1
             .iter()
-            .filter_map(|n| index.get(n.as_str()).copied())
+            .filter_map(|n| index.get(n.as_ref()).copied())
             .find(|&j| waiting[j] > 0);
         match next {
             Some(j) => cur = j,
-            None => return path.iter().map(|&i| nodes[i].0.clone()).collect(),
+            None => return path.iter().map(|&i| id(i)).collect(),
         }
     }
 }

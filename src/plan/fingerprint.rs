@@ -3,46 +3,81 @@
 //! whitespace, so the same inputs always hash the same however they were
 //! built or whichever serde_json features some dependency switches on.
 
+use std::io::Write;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::util::hex;
 
 pub fn fingerprint(kind: &str, spec: &Value) -> String {
-    let mut canonical = String::new();
-    write_canonical(&Value::String(kind.to_string()), &mut canonical);
-    canonical.push('\n');
-    write_canonical(spec, &mut canonical);
-    hex(&Sha256::digest(canonical.as_bytes()))
+    // The canonical text goes straight into the hasher: the same bytes as
+    // building it in a string first, without the string.
+    let mut hasher = Sha256::new();
+    write_str(kind, &mut hasher);
+    hasher.update(b"\n");
+    write_canonical(spec, &mut hasher);
+    hex(&hasher.finalize())
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+/// A JSON string literal, escaped exactly as serde_json writes it.
+fn write_str(s: &str, out: &mut Sha256) {
+    serde_json::to_writer(Sink(out), s).expect("hashing never fails");
+}
+
+fn write_canonical(value: &Value, out: &mut Sha256) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
+            out.update(b"{");
+            let mut first = true;
+            let mut field = |k: &String, v: &Value, out: &mut Sha256| {
+                if !std::mem::take(&mut first) {
+                    out.update(b",");
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[k], out);
+                write_str(k, out);
+                out.update(b":");
+                write_canonical(v, out);
+            };
+            // serde_json's map is sorted already unless some dependency
+            // switches on `preserve_order`; sort only then.
+            if map.keys().is_sorted() {
+                for (k, v) in map {
+                    field(k, v, out);
+                }
+            } else {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                for k in keys {
+                    field(k, &map[k], out);
+                }
             }
-            out.push('}');
+            out.update(b"}");
         }
         Value::Array(items) => {
-            out.push('[');
+            out.update(b"[");
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.update(b",");
                 }
                 write_canonical(v, out);
             }
-            out.push(']');
+            out.update(b"]");
         }
-        other => out.push_str(&other.to_string()),
+        other => serde_json::to_writer(Sink(out), other).expect("hashing never fails"),
+    }
+}
+
+/// Feeds what serde_json writes to the hasher.
+struct Sink<'a>(&'a mut Sha256);
+
+impl Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -59,5 +94,14 @@ mod tests {
         assert_ne!(a, fingerprint("hook", &json!({"a": 2, "b": {"x": [1, 2], "y": "z"}})));
         assert_ne!(a, fingerprint("other", &json!({"a": 1, "b": {"x": [1, 2], "y": "z"}})));
         assert_eq!(a.len(), 64);
+    }
+
+    /// The digest of the canonical text, pinned: every recorded state holds
+    /// fingerprints, so a change here would re-run every finished step.
+    #[test]
+    fn digests_are_those_of_the_canonical_text() {
+        let spec = json!({"b": [1, 2.5, null, true], "a": {"k\"ey": "v\u{e9}\n"}, "": -3});
+        let text = "\"hook\"\n{\"\":-3,\"a\":{\"k\\\"ey\":\"v\u{e9}\\n\"},\"b\":[1,2.5,null,true]}";
+        assert_eq!(fingerprint("hook", &spec), crate::util::sha256_hex(text.as_bytes()));
     }
 }

@@ -82,19 +82,68 @@ fn repo_files(loaded: &Loaded, group: &str) -> Result<BTreeMap<String, String>, 
         "name": inv.metadata.name,
         "group": group,
         "domain": inv.settings.domain,
-        "tenants": inv.tenants,
         "clusters": inv.clusters.iter().map(|c| json!({"name": c.name, "usage": c.usage})).collect::<Vec<_>>(),
         "virtualClusters": inv.virtual_clusters.iter().map(|v| json!({"name": v.name, "hostCluster": v.host_cluster, "usage": v.usage})).collect::<Vec<_>>(),
     });
+    // Only the tenants template lists tenants, and it reads their names,
+    // clusters and namespace names: an inventory may hold ten thousand
+    // tenants, and handing every template whole tenants (their registries,
+    // groups, labels) was most of the time planning one took.
+    let tenants = TenantsContext {
+        name: &inv.metadata.name,
+        tenants: inv
+            .tenants
+            .iter()
+            .map(|t| TenantView {
+                name: &t.name,
+                cluster: &t.cluster,
+                namespaces: t.namespaces.iter().map(NamespaceView::of).collect(),
+            })
+            .collect(),
+    };
     let mut files = BTreeMap::new();
-    for (path, template) in [
-        ("README.md", "gitlab/tenant-repo/README.md"),
-        ("tenant/production/tenants.yaml", "gitlab/tenant-repo/tenants.yaml"),
-        ("tenant/production/clusters.yaml", "gitlab/tenant-repo/clusters.yaml"),
-    ] {
-        files.insert(path.to_string(), crate::templates::render(template, &context)?);
-    }
+    files.insert(
+        "README.md".to_string(),
+        crate::templates::render("gitlab/tenant-repo/README.md", &context)?,
+    );
+    files.insert(
+        "tenant/production/tenants.yaml".to_string(),
+        crate::templates::render("gitlab/tenant-repo/tenants.yaml", &tenants)?,
+    );
+    files.insert(
+        "tenant/production/clusters.yaml".to_string(),
+        crate::templates::render("gitlab/tenant-repo/clusters.yaml", &context)?,
+    );
     Ok(files)
+}
+
+/// What `tenants.yaml.tera` reads.
+#[derive(serde::Serialize)]
+struct TenantsContext<'a> {
+    name: &'a str,
+    tenants: Vec<TenantView<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct TenantView<'a> {
+    name: &'a str,
+    cluster: &'a str,
+    namespaces: Vec<NamespaceView<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct NamespaceView<'a> {
+    name: &'a str,
+    children: Vec<NamespaceView<'a>>,
+}
+
+impl<'a> NamespaceView<'a> {
+    fn of(node: &'a crate::inventory::NamespaceNode) -> Self {
+        NamespaceView {
+            name: &node.name,
+            children: node.children.iter().map(NamespaceView::of).collect(),
+        }
+    }
 }
 
 pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic>> {
@@ -284,4 +333,50 @@ pub fn plan(loaded: &Loaded, steps: &mut Vec<Step>) -> Result<(), Vec<Diagnostic
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The tenant repository's tenants.yaml, whole: nested trees, a tenant
+    /// without namespaces. The text is what the repository held before its
+    /// context was cut down to what the template reads, so a change to it
+    /// shows as a commit in every install's tenant repository.
+    #[test]
+    fn tenants_file_lists_every_tenant_tree() {
+        let text = r#"apiVersion: install.nautes.io/v1alpha1
+kind: Inventory
+metadata:
+  name: acme
+hosts:
+  - {name: node-1, address: 10.0.0.1}
+clusters:
+  - name: host
+    type: k3s
+    k3s: {version: v1.27.4+k3s1, servers: [node-1]}
+virtualClusters:
+  - {name: vc, hostCluster: host}
+tenants:
+  - name: a
+    cluster: vc
+    namespaces:
+      - name: x
+        labels: {team: x}
+        children:
+          - name: y
+            children: [{name: z}]
+          - name: w
+      - name: v
+  - name: b
+    cluster: host
+"#;
+        let loaded = crate::inventory::load_str(std::path::Path::new("i.yaml"), text)
+            .unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+        let files = super::repo_files(&loaded, "nautes").unwrap();
+        assert_eq!(
+            files["tenant/production/tenants.yaml"],
+            "# Tenants of acme and their namespace trees (HNC), as installed.\ntenants:\n  - name: a\n    cluster: vc\n    namespaces:\n      - name: x\n        children:\n          - name: y\n            children:\n              - name: z\n          - name: w\n      - name: v\n  - name: b\n    cluster: host\n    namespaces: []\n"
+        );
+        assert!(files["README.md"].starts_with("# Tenant configuration of acme\n"));
+        assert!(files["tenant/production/clusters.yaml"].contains("  - name: vc\n    hostCluster: host\n"));
+    }
 }

@@ -23,6 +23,7 @@ pub mod install;
 pub mod nexus;
 pub mod sonarqube;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -566,6 +567,12 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             None => Vec::new(),
         }
     };
+    // By name, the first of a name winning as a scan would: every tenant
+    // may own an instance, so a scan per tenant would be quadratic.
+    let mut harbor_by_name: HashMap<&str, &Endpoint> = HashMap::with_capacity(harbors.len());
+    for (name, ep, _) in &harbors {
+        harbor_by_name.entry(name.as_str()).or_insert(ep);
+    }
     for t in &inv.tenants {
         let mut per_instance: Vec<(&str, Vec<harbor::Project>)> = Vec::new();
         for th in &t.harbor {
@@ -579,7 +586,7 @@ fn plan_all(loaded: &Loaded, steps: &mut Vec<Step>) {
             }
         }
         for (instance, projects) in per_instance {
-            let Some((_, ep, _)) = harbors.iter().find(|(n, _, _)| n == instance) else {
+            let Some(&ep) = harbor_by_name.get(instance) else {
                 continue;
             };
             let spec = harbor::TenantSpec {
