@@ -122,13 +122,15 @@ pub(super) fn datastores(loaded: &Loaded, state: &State) -> (Vec<Datastore>, Vec
     (stores, left_out)
 }
 
-fn stderr_of(out: &crate::drivers::ssh::Output) -> String {
+pub(super) fn stderr_of(out: &crate::drivers::ssh::Output) -> String {
     let text = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join("; ")
+    lines[lines.len().saturating_sub(4)..].join("; ")
 }
 
-async fn run(host: &SshHost, what: &str, script: &str) -> Result<String, String> {
+/// Run `script` on `host`: its trimmed stdout, or an error naming the host,
+/// `what` was being done, the exit status and the end of stderr.
+pub(super) async fn run(host: &SshHost, what: &str, script: &str) -> Result<String, String> {
     let out = host.run(script).await.map_err(|e| e.to_string())?;
     if out.status != 0 {
         return Err(format!(

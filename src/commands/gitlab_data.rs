@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::cluster_data::{run, stderr_of};
 use crate::components::service_hosts::{ServiceHostSpec, GITLAB_STEP_ID};
 use crate::drivers::ssh::{sh_quote, SshHost};
 use crate::plan::Plan;
@@ -122,25 +123,6 @@ pub(super) fn backup_dir(rb: &str) -> String {
         }
     }
     found.unwrap_or_else(|| DEFAULT_DIR.to_string())
-}
-
-fn stderr_of(out: &crate::drivers::ssh::Output) -> String {
-    let text = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(4)..].join("; ")
-}
-
-async fn run(host: &SshHost, what: &str, script: &str) -> Result<String, String> {
-    let out = host.run(script).await.map_err(|e| e.to_string())?;
-    if out.status != 0 {
-        return Err(format!(
-            "{}: {what} failed (exit {}): {}",
-            host.name(),
-            out.status,
-            stderr_of(&out)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// The installed `gitlab-ce` version, once the tools are known to be there.

@@ -10,9 +10,7 @@
 
 use crate::support::{cli, controlplane, platform, vault};
 
-use std::path::Path;
-
-use cli::{code, stderr, stdout, Scratch};
+use cli::{all_text, code, stderr, stdout, Scratch};
 use platform::{inventory, platform, Platform, BOOTSTRAP, DOMAIN, ROOT};
 use serde_json::Value;
 
@@ -36,20 +34,6 @@ fn kube_write_to(log: &[Value], path_part: &str) -> f64 {
     first_time(log, path_part, |r| {
         is_write(r) && r["path"].as_str().is_some_and(|p| p.contains(path_part))
     })
-}
-
-/// Every file under `dir`, as text.
-fn all_text(dir: &Path) -> String {
-    let mut out = String::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            out.push_str(&all_text(&p));
-        } else {
-            out.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()));
-        }
-    }
-    out
 }
 
 /// The secrets of an install, each with what it is: tokens, keys, passwords.
@@ -257,12 +241,7 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
         registry_writes,
         "Harbor or Nexus writes on a re-run"
     );
-    let kube_writes: Vec<Value> = p
-        .kube
-        .writes()
-        .into_iter()
-        .filter(|r| !r["path"].as_str().unwrap_or("").contains("_standin"))
-        .collect();
+    let kube_writes = p.kube.installer_writes();
     assert!(kube_writes.is_empty(), "Kubernetes writes on a re-run: {kube_writes:?}");
     assert!(
         p.vault.writes().is_empty(),
@@ -299,12 +278,7 @@ fn full_install_in_dependency_order_rerun_upgrade_and_teardown() {
     args.extend(&stack_steps);
     let reapplied = p.s.command(&args).output().unwrap();
     assert_eq!(code(&reapplied), 0, "{}", stderr(&reapplied));
-    let kube_writes: Vec<Value> = p
-        .kube
-        .writes()
-        .into_iter()
-        .filter(|r| !r["path"].as_str().unwrap_or("").contains("_standin"))
-        .collect();
+    let kube_writes = p.kube.installer_writes();
     assert!(
         kube_writes.is_empty(),
         "Kubernetes writes re-applying every set: {kube_writes:?}"

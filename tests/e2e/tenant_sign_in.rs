@@ -13,7 +13,7 @@ use base64::Engine;
 use nautes_install::components::stack::tenant_clients::TenantClient;
 use serde_json::Value;
 
-use crate::support::cli::{code, stderr, stdout};
+use crate::support::cli::{all_text, code, stderr, stdout};
 use dex::{Dex, DexOptions};
 use platform::{platform, Platform, DOMAIN};
 
@@ -44,20 +44,6 @@ fn apply(p: &Platform) -> String {
     let out = p.s.run("apply", &["--yes"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     format!("{}{}", stdout(&out), stderr(&out))
-}
-
-/// Every file under `dir`, as text.
-fn all_text(dir: &std::path::Path) -> String {
-    let mut out = String::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            out.push_str(&all_text(&p));
-        } else {
-            out.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()));
-        }
-    }
-    out
 }
 
 /// The static clients of the Dex config the installer applied.

@@ -9,27 +9,13 @@ use crate::support::{cli, vault};
 
 use std::os::unix::fs::PermissionsExt;
 
-use cli::{code, stderr, stdout, Scratch};
+use cli::{all_text, code, stderr, stdout, Scratch};
 use vault::OpenBao;
 
 use vault::installer_inventory as inventory;
 
 fn apply(s: &Scratch) -> std::process::Output {
     s.run("apply", &["--yes"])
-}
-
-/// Every file under `dir`, as text.
-fn all_text(dir: &std::path::Path) -> String {
-    let mut out = String::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            out.push_str(&all_text(&p));
-        } else {
-            out.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
-        }
-    }
-    out
 }
 
 #[test]

@@ -298,3 +298,17 @@ impl Drop for Watched {
         }
     }
 }
+
+/// Every file under `dir`, as text (for scanning what a run left for secrets).
+pub fn all_text(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.push_str(&all_text(&p));
+        } else {
+            out.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()));
+        }
+    }
+    out
+}

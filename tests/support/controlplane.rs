@@ -627,6 +627,15 @@ impl ControlPlane {
         self.requests().into_iter().filter(|r| r["method"] != "GET").collect()
     }
 
+    /// The writes not made by the stand-in controllers (whose requests'
+    /// paths carry `_standin`): what the installer wrote.
+    pub fn installer_writes(&self) -> Vec<Value> {
+        self.writes()
+            .into_iter()
+            .filter(|r| !r["path"].as_str().unwrap_or("").contains("_standin"))
+            .collect()
+    }
+
     /// Start the stand-in controllers of tests/support/standin_controllers.py
     /// (a comma list of: webhooks, cert-manager, argocd, webhook-gated)
     /// against this cluster.
