@@ -203,10 +203,13 @@ pub fn load_str(file: &Path, source: &str) -> Result<Loaded, Report> {
         return Err(report);
     }
 
-    let original = value.clone();
+    // The tree as written, kept only once a cut is about to change `value`:
+    // most inventories deserialise on the first attempt, and cloning the
+    // whole tree twice was a tenth of loading a large one.
+    let mut original: Option<Value> = None;
     let mut cuts = Cuts::default();
     loop {
-        match serde_path_to_error::deserialize::<_, Inventory>(value.clone()) {
+        match serde_path_to_error::deserialize::<_, Inventory>(&value) {
             Ok(inventory) => {
                 let base_dir = file
                     .parent()
@@ -230,7 +233,7 @@ pub fn load_str(file: &Path, source: &str) -> Result<Loaded, Report> {
                 // What did parse is still checked, so one run shows every
                 // problem; findings that only follow from a cut are dropped.
                 for d in super::validate::validate(&loaded).diagnostics {
-                    if let Some(d) = cuts.keep(d, &original, &loaded.spans) {
+                    if let Some(d) = cuts.keep(d, original.as_ref().unwrap_or(&value), &loaded.spans) {
                         report.diagnostics.push(d);
                     }
                 }
@@ -240,6 +243,9 @@ pub fn load_str(file: &Path, source: &str) -> Result<Loaded, Report> {
             Err(err) => {
                 let segments = segments_of(err.path());
                 let message = err.into_inner().to_string();
+                if original.is_none() {
+                    original = Some(value.clone());
+                }
                 let progressed = cuts.record(&mut value, &segments, &message, &spans, &mut report);
                 if !progressed || report.errors() >= MAX_STRUCTURAL_ERRORS {
                     report.sort();

@@ -3,9 +3,6 @@
 //! event parser and index every node by the field path that serde reports
 //! (`hosts[2].address`), which is how errors get a line and column.
 
-use std::collections::HashMap;
-use std::sync::OnceLock;
-
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
@@ -26,24 +23,24 @@ pub struct SyntaxError {
     pub span: Span,
 }
 
-/// Every node of the file in document order, each knowing its parent; the
-/// path-keyed maps the lookups use are made from it on the first lookup.
-/// Most inventories load without a single problem to point at, and making
-/// a path string per node up front was a fifth of loading a large one.
+/// Every node of the file in document order (pre-order), each knowing its
+/// parent and where its subtree ends. A lookup walks down the tree along the
+/// path it is given: most inventories load without a single problem to point
+/// at, and a path-keyed map of every node was a fifth of loading a large
+/// one, or of validating it when one warning needed a position.
 #[derive(Debug, Default)]
 pub struct SpanIndex {
     nodes: Vec<Node>,
-    maps: OnceLock<Maps>,
 }
 
 #[derive(Debug)]
 struct Node {
-    /// Index of the enclosing node; `None` for the document root.
-    parent: Option<usize>,
     step: PathStep,
     span: Span,
     /// Where the key of a mapping value is.
     key: Option<Span>,
+    /// One past the last node of this node's subtree: its next sibling.
+    end: usize,
 }
 
 #[derive(Debug)]
@@ -51,12 +48,6 @@ enum PathStep {
     Root,
     Key(String),
     Index(usize),
-}
-
-#[derive(Debug, Default)]
-struct Maps {
-    values: HashMap<String, Span>,
-    keys: HashMap<String, Span>,
 }
 
 impl SpanIndex {
@@ -69,10 +60,7 @@ impl SpanIndex {
         };
         let mut parser = Parser::new_from_str(source);
         match parser.load(&mut builder, false) {
-            Ok(()) => Ok(SpanIndex {
-                nodes: builder.nodes,
-                maps: OnceLock::new(),
-            }),
+            Ok(()) => Ok(SpanIndex { nodes: builder.nodes }),
             Err(e) => Err(SyntaxError {
                 message: e.info().to_string(),
                 span: lines.span(e.marker(), 1),
@@ -80,40 +68,46 @@ impl SpanIndex {
         }
     }
 
-    /// Path -> span for values and keys, inserted in document order so a
-    /// repeated path keeps its last node.
-    fn maps(&self) -> &Maps {
-        self.maps.get_or_init(|| {
-            let mut maps = Maps {
-                values: HashMap::with_capacity(self.nodes.len()),
-                keys: HashMap::new(),
-            };
-            let mut paths: Vec<String> = Vec::with_capacity(self.nodes.len());
-            for node in &self.nodes {
-                let parent = node.parent.map(|p| paths[p].as_str()).unwrap_or("");
-                let path = match &node.step {
-                    PathStep::Root => String::new(),
-                    PathStep::Key(k) => push_key(parent, k),
-                    PathStep::Index(i) => push_index(parent, *i),
-                };
-                if let Some(key) = node.key {
-                    maps.keys.insert(path.clone(), key);
-                }
-                maps.values.insert(path.clone(), node.span);
-                paths.push(path);
+    /// The nodes whose path (as `push_key` / `push_index` spell it) is
+    /// exactly `path`, in document order. A depth-first walk keeps only the
+    /// children whose path is a prefix of `path`, so each level scans the
+    /// children of the few nodes matched so far.
+    fn exact(&self, path: &str) -> Vec<usize> {
+        let mut found = Vec::new();
+        // (node, length of its path: how much of `path` it matched)
+        let mut todo: Vec<(usize, usize)> = Vec::new();
+        let mut root = 0;
+        while root < self.nodes.len() {
+            todo.push((root, 0));
+            root = self.nodes[root].end;
+        }
+        while let Some((node, matched)) = todo.pop() {
+            if matched == path.len() {
+                found.push(node);
+                // A child's path is longer than its parent's: none can match.
+                continue;
             }
-            maps
-        })
+            let rest = &path[matched..];
+            let mut child = node + 1;
+            while child < self.nodes[node].end {
+                if let Some(len) = step_prefix(&self.nodes[child].step, matched == 0, rest) {
+                    todo.push((child, matched + len));
+                }
+                child = self.nodes[child].end;
+            }
+        }
+        found.sort_unstable();
+        found
     }
 
     /// The node at `path`, or the nearest ancestor that exists (a missing
-    /// field is reported at the object that should hold it).
+    /// field is reported at the object that should hold it). A path that
+    /// appears twice keeps its last node.
     pub fn value(&self, path: &str) -> Option<Span> {
-        let values = &self.maps().values;
         let mut p = path;
         loop {
-            if let Some(s) = values.get(p) {
-                return Some(*s);
+            if let Some(&last) = self.exact(p).last() {
+                return Some(self.nodes[last].span);
             }
             p = parent_path(p)?;
         }
@@ -122,15 +116,49 @@ impl SpanIndex {
     /// The key of the field at `path` (for "unknown field" errors), falling
     /// back to its value or ancestors.
     pub fn key(&self, path: &str) -> Option<Span> {
-        self.maps().keys.get(path).copied().or_else(|| self.value(path))
+        self.exact(path)
+            .iter()
+            .rev()
+            .find_map(|&n| self.nodes[n].key)
+            .or_else(|| self.value(path))
     }
+}
+
+/// If `rest` starts with the path segment `step` adds to its parent's path
+/// (`first`: the parent's path is empty), how long that segment is.
+fn step_prefix(step: &PathStep, first: bool, rest: &str) -> Option<usize> {
+    match step {
+        PathStep::Root => None,
+        PathStep::Key(key) => {
+            let rest = if first { rest } else { rest.strip_prefix('.')? };
+            let dot = usize::from(!first);
+            if is_plain_key(key) {
+                rest.starts_with(key.as_str()).then(|| dot + key.len())
+            } else {
+                let quoted = format!("{key:?}");
+                rest.starts_with(quoted.as_str()).then(|| dot + quoted.len())
+            }
+        }
+        PathStep::Index(i) => {
+            let digits = rest.strip_prefix('[')?;
+            let close = digits.find(']')?;
+            let text = &digits[..close];
+            // `[007]` is not how push_index spells 7.
+            let same = text.parse::<usize>().ok() == Some(*i) && (text == "0" || !text.starts_with(['0', '+']));
+            same.then_some(close + 2)
+        }
+    }
+}
+
+fn is_plain_key(key: &str) -> bool {
+    !key.is_empty() && key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
 }
 
 /// Append a map key to a path. Keys that would be ambiguous in the dotted
 /// form (label keys like `app.kubernetes.io/name`) are quoted.
 pub fn push_key(parent: &str, key: &str) -> String {
     use std::fmt::Write;
-    let plain = !key.is_empty() && key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+    let plain = is_plain_key(key);
     let mut path = String::with_capacity(parent.len() + key.len() + 3);
     if !parent.is_empty() {
         path.push_str(parent);
@@ -225,11 +253,7 @@ struct Builder<'a, 'b> {
 
 /// What the next node in the event stream is.
 enum Slot {
-    Value {
-        parent: Option<usize>,
-        step: PathStep,
-        key: Option<Span>,
-    },
+    Value { step: PathStep, key: Option<Span> },
     Key,
     Ignored,
 }
@@ -238,23 +262,17 @@ impl Builder<'_, '_> {
     fn slot(&mut self) -> Slot {
         match self.stack.last_mut() {
             None => Slot::Value {
-                parent: None,
                 step: PathStep::Root,
                 key: None,
             },
             Some(Frame::Ignored) => Slot::Ignored,
-            Some(Frame::Seq { node, next }) => {
+            Some(Frame::Seq { next, .. }) => {
                 let step = PathStep::Index(*next);
                 *next += 1;
-                Slot::Value {
-                    parent: Some(*node),
-                    step,
-                    key: None,
-                }
+                Slot::Value { step, key: None }
             }
-            Some(Frame::Map { node, pending_key, .. }) => match pending_key.take() {
+            Some(Frame::Map { pending_key, .. }) => match pending_key.take() {
                 Some((k, span)) => Slot::Value {
-                    parent: Some(*node),
                     step: PathStep::Key(k),
                     key: Some(span),
                 },
@@ -264,14 +282,15 @@ impl Builder<'_, '_> {
     }
 
     /// Add a node; its index.
-    fn push(&mut self, parent: Option<usize>, step: PathStep, key: Option<Span>, span: Span) -> usize {
+    fn push(&mut self, step: PathStep, key: Option<Span>, span: Span) -> usize {
+        let index = self.nodes.len();
         self.nodes.push(Node {
-            parent,
             step,
             span,
             key,
+            end: index + 1,
         });
-        self.nodes.len() - 1
+        index
     }
 
     fn record_key(&mut self, key: String, mark: &Marker) {
@@ -298,22 +317,22 @@ impl MarkedEventReceiver for Builder<'_, '_> {
         match ev {
             Event::Scalar(text, ..) => match self.slot() {
                 Slot::Key => self.record_key(text, &mark),
-                Slot::Value { parent, step, key } => {
+                Slot::Value { step, key } => {
                     let span = self.lines.span(&mark, text.chars().count());
-                    self.push(parent, step, key, span);
+                    self.push(step, key, span);
                 }
                 Slot::Ignored => {}
             },
             Event::Alias(_) => {
-                if let Slot::Value { parent, step, key } = self.slot() {
+                if let Slot::Value { step, key } = self.slot() {
                     let span = self.lines.span(&mark, 1);
-                    self.push(parent, step, key, span);
+                    self.push(step, key, span);
                 }
             }
             Event::MappingStart(..) => match self.slot() {
-                Slot::Value { parent, step, key } => {
+                Slot::Value { step, key } => {
                     let span = self.lines.span(&mark, 1);
-                    let node = self.push(parent, step, key, span);
+                    let node = self.push(step, key, span);
                     self.stack.push(Frame::Map {
                         node,
                         pending_key: None,
@@ -323,15 +342,17 @@ impl MarkedEventReceiver for Builder<'_, '_> {
                 Slot::Key | Slot::Ignored => self.stack.push(Frame::Ignored),
             },
             Event::SequenceStart(..) => match self.slot() {
-                Slot::Value { parent, step, key } => {
+                Slot::Value { step, key } => {
                     let span = self.lines.span(&mark, 1);
-                    let node = self.push(parent, step, key, span);
+                    let node = self.push(step, key, span);
                     self.stack.push(Frame::Seq { node, next: 0 });
                 }
                 Slot::Key | Slot::Ignored => self.stack.push(Frame::Ignored),
             },
             Event::MappingEnd | Event::SequenceEnd => {
-                self.stack.pop();
+                if let Some(Frame::Map { node, .. } | Frame::Seq { node, .. }) = self.stack.pop() {
+                    self.nodes[node].end = self.nodes.len();
+                }
             }
             _ => {}
         }
@@ -355,6 +376,28 @@ mod tests {
         assert_eq!(label.line, 4);
         // A missing field falls back to its parent.
         assert_eq!(idx.value("hosts[0].address").unwrap().line, 3);
+    }
+
+    #[test]
+    fn lookups_walk_the_tree_like_the_dotted_paths_read() {
+        let src = "ab: 1\na: {c: 2}\n\"a.c\": 3\nl:\n  - x\n  - [y, z]\nl: [w]\nk: 4\nk: 5\n";
+        let idx = SpanIndex::build(src).unwrap();
+        let at = |p: &str| idx.value(p).map(|s| (s.line, s.col));
+        // `a` is a prefix of `ab`; the quoted key is not the nested one.
+        assert_eq!(at("ab"), Some((1, 5)));
+        assert_eq!(at("a.c"), Some((2, 8)));
+        assert_eq!(at(r#""a.c""#), Some((3, 8)));
+        // A path that appears twice keeps its last node, for keys too.
+        assert_eq!(at("k"), Some((9, 4)));
+        assert_eq!(idx.key("k").map(|s| (s.line, s.col)), Some((9, 1)));
+        assert_eq!(at("l[0]"), Some((7, 5)));
+        // Only the first `l` has a second item; `[01]` is not how 1 is spelt.
+        assert_eq!(at("l[1][1]"), Some((6, 9)));
+        assert_eq!(at("l[01]"), Some((7, 4)));
+        assert_eq!(at("l[1].missing"), Some((6, 5)));
+        // An index has no key: its value answers.
+        assert_eq!(idx.key("l[0]"), idx.value("l[0]"));
+        assert_eq!(at("nothing.here"), Some((1, 1)));
     }
 
     #[test]
