@@ -20,3 +20,10 @@ pub mod templates;
 pub mod util;
 pub mod versions;
 pub mod wait;
+
+/// mimalloc instead of glibc's allocator, for every binary linking this
+/// crate (the CLI, its tests and benches): planning makes and drops many
+/// small JSON values, and glibc's malloc/free were about 45 % of the
+/// 10 000-tenant validate + plan profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
