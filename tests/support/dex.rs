@@ -141,6 +141,23 @@ fn random_hex() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Start Dex on `dir`'s config.yaml, appending to its dex.log.
+fn spawn(bin: &Path, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("dex.log"))
+        .unwrap();
+    Command::new(bin)
+        .arg("serve")
+        .arg(dir.join("config.yaml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start dex")
+}
+
 impl Dex {
     /// Dex for `https://dex.<domain>` with every client, memory storage.
     pub fn start(gitlab: &GitlabStandin, domain: &str) -> Dex {
@@ -256,15 +273,7 @@ impl Dex {
         let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
         std::fs::write(d.join("hosts"), format!("{hosts}\n{address} {host}\n")).unwrap();
 
-        let log = std::fs::File::create(d.join("dex.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start dex");
+        let child = spawn(&bin, d);
         let mut dex = Dex {
             domain: opts.domain,
             address,
@@ -283,6 +292,7 @@ impl Dex {
 
     fn wait_ready(&mut self) {
         let started = Instant::now();
+        let mut restarts = 0;
         loop {
             let url = format!("{}/.well-known/openid-configuration", self.issuer());
             if let Ok((200, _, body)) = self.send(self.get(&url)) {
@@ -303,6 +313,17 @@ impl Dex {
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
+                // With kubernetes storage Dex makes its CRDs at start and
+                // exits when one is not served yet (a loaded apiserver is
+                // still establishing it); its Deployment's pod is then
+                // restarted by the kubelet, and so is it here, a few times.
+                let kubernetes = self.config["storage"]["type"] == "kubernetes";
+                if kubernetes && restarts < 5 {
+                    restarts += 1;
+                    std::thread::sleep(Duration::from_secs(1));
+                    self.child = spawn(&binary().expect("dex"), self.dir.path());
+                    continue;
+                }
                 panic!("dex exited ({status}) while starting:\n{}", self.log_tail());
             }
             assert!(
