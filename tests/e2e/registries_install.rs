@@ -78,6 +78,23 @@ fn inventory(p: &Platform) -> String {
     )
 }
 
+/// `count` volumes `<name>-<i>` of `size`, as a cluster's provisioner would
+/// have made them: the charts' claims bind to them through the real PV
+/// controller.
+fn make_volumes(p: &Platform, name: &str, count: usize, size: &str) {
+    for i in 0..count {
+        let (status, body) = p.kube.request(
+            "POST",
+            "/api/v1/persistentvolumes",
+            "application/json",
+            &json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": format!("{name}-{i}")},
+                    "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+                             "hostPath": {"path": format!("/tmp/{name}-{i}")}}}),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+}
+
 fn first_write(log: &[Value], part: &str) -> f64 {
     log.iter()
         .find(|r| {
@@ -131,17 +148,7 @@ fn harbor_and_nexus_installed_in_the_cluster_configured_through_the_ingress_reru
     p.s.write_inventory(&inventory(&p));
     // Storage, as a cluster's provisioner would have made it: the claims
     // of both charts bind to these through the real PV controller.
-    for i in 0..6 {
-        let (status, body) = p.kube.request(
-            "POST",
-            "/api/v1/persistentvolumes",
-            "application/json",
-            &json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": format!("pv-{i}")},
-                    "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
-                             "hostPath": {"path": format!("/tmp/pv-{i}")}}}),
-        );
-        assert_eq!(status, 201, "{body}");
-    }
+    make_volumes(&p, "pv", 6, "10Gi");
 
     let first = p.s.run("apply", &["--yes"]);
     assert_eq!(
@@ -300,17 +307,7 @@ fn sonarqube_installed_in_the_cluster_is_the_real_one_configured_through_the_ing
         )
     });
     p.s.write_inventory(&sonarqube_inventory(&p));
-    for i in 0..4 {
-        let (status, body) = p.kube.request(
-            "POST",
-            "/api/v1/persistentvolumes",
-            "application/json",
-            &json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": format!("pv-sq-{i}")},
-                    "spec": {"capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteOnce"],
-                             "hostPath": {"path": format!("/tmp/pv-sq-{i}")}}}),
-        );
-        assert_eq!(status, 201, "{body}");
-    }
+    make_volumes(&p, "pv-sq", 4, "20Gi");
 
     let first = p.s.run("apply", &["--yes"]);
     assert_eq!(
